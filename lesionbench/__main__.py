@@ -1,0 +1,3 @@
+from lesionbench.cli import main
+
+raise SystemExit(main())

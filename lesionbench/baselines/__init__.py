@@ -1,0 +1,1 @@
+"""Encoders, one module per encoder family; every module here is registered automatically."""

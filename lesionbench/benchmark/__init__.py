@@ -1,0 +1,1 @@
+"""The harness core: no dataset- or model-specific code lives here."""

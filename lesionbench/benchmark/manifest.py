@@ -1,0 +1,238 @@
+"""The lesion manifest: the one table every stage passes on, and its validation.
+
+One row per lesion: ``lesion_id`` (unique), ``patient_id``, ``image_path``, ``coordX/Y/Z`` (physical
+mm, LPS, as ITK and DICOM use them), ``split`` (train / val / test), the task's label columns
+(``label``; or ``time`` in days and ``event`` 0/1 for survival) and optionally ``mask_path`` and
+``diameter_mm``. Other columns pass through untouched.
+
+Validation runs before any expensive work and reports every problem at once, each with its row and
+column and how to fix it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lesionbench.benchmark.errors import ManifestError
+from lesionbench.benchmark.types import LABEL_COLUMNS, REQUIRED_COLUMNS, Split, TaskKind, TaskMeta
+
+logger = logging.getLogger(__name__)
+
+#: Problems beyond this many per kind are summarised, so a broken 10,000-row file stays readable.
+MAX_ROWS_LISTED = 10
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a manifest from CSV or Parquet; relative image and mask paths resolve against its folder.
+
+    The id columns are read as strings (a patient id like ``0001`` must not become ``1``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ManifestError(str(path), [f"file not found. Check the path, or create it with `lesionbench prepare` / `lesionbench synth`."])
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, dtype={"lesion_id": str, "patient_id": str, "image_path": str, "mask_path": str, "split": str})
+    except Exception as exc:  # pandas raises many types for corrupt files
+        raise ManifestError(str(path), [f"could not be read as {'Parquet' if path.suffix == '.parquet' else 'CSV'} ({type(exc).__name__}: {exc}). Is it a manifest file?"]) from exc
+    return resolve_paths(df, path.parent)
+
+
+def resolve_paths(df: pd.DataFrame, base: Path) -> pd.DataFrame:
+    """Make relative ``image_path`` / ``mask_path`` entries absolute against ``base``."""
+    df = df.copy()
+    for col in ("image_path", "mask_path"):
+        if col in df.columns:
+            df[col] = [
+                p if (not isinstance(p, str) or not p or Path(p).is_absolute()) else str((base / p).resolve())
+                for p in df[col]
+            ]
+    return df
+
+
+@dataclass(frozen=True)
+class _Problems:
+    items: list[str]
+
+    def add_rows(self, rows: Iterable[int], what: str, fix: str) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        shown = ", ".join(str(r) for r in rows[:MAX_ROWS_LISTED])
+        more = f" and {len(rows) - MAX_ROWS_LISTED} more" if len(rows) > MAX_ROWS_LISTED else ""
+        self.items.append(f"row{'s' if len(rows) > 1 else ''} {shown}{more}: {what}. {fix}")
+
+
+def validate_manifest(
+    df: pd.DataFrame,
+    *,
+    kind: TaskKind | None = None,
+    meta: TaskMeta | None = None,
+    source: str = "manifest",
+    check_files: bool = True,
+) -> pd.DataFrame:
+    """Check a manifest and return it with normalised dtypes; raise one :class:`ManifestError` listing every problem.
+
+    Rows are reported 1-based as data rows (row 1 is the first line after the header).
+    ``kind`` (or ``meta.kind``) selects the label columns; with ``meta`` multiclass labels are also
+    checked against its classes. Without either, only the common columns are checked.
+    """
+    if meta is not None:
+        kind = meta.kind
+    problems = _Problems([])
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    label_cols = LABEL_COLUMNS[kind] if kind is not None else ()
+    missing += [c for c in label_cols if c not in df.columns]
+    if missing:
+        problems.items.append(
+            f"missing column(s) {missing}; found {list(df.columns)}. A manifest needs "
+            f"{list(REQUIRED_COLUMNS) + list(label_cols)} (coordinates in LPS mm)."
+        )
+        raise ManifestError(source, problems.items)
+    if len(df) == 0:
+        raise ManifestError(source, ["has no rows. A manifest needs one row per lesion."])
+
+    df = df.reset_index(drop=True).copy()
+    rownum = np.arange(1, len(df) + 1)
+
+    # ids
+    for col in ("lesion_id", "patient_id"):
+        empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
+        problems.add_rows(rownum[empty.to_numpy()], f"empty {col}", f"Give every lesion a {col}.")
+        df[col] = df[col].astype(str)
+    dup = df["lesion_id"].duplicated(keep=False).to_numpy()
+    if dup.any():
+        ids = sorted(set(df.loc[dup, "lesion_id"]))
+        problems.add_rows(
+            rownum[dup], f"duplicate lesion_id {ids[:MAX_ROWS_LISTED]}", "lesion_id must be unique: rename or drop the duplicates."
+        )
+
+    # coordinates
+    for col in ("coordX", "coordY", "coordZ"):
+        vals = pd.to_numeric(df[col], errors="coerce")
+        bad = ~np.isfinite(vals.to_numpy(dtype=float))
+        problems.add_rows(rownum[bad], f"{col} is not a finite number ({_examples(df[col], bad)})", "Give the seed point in physical millimetres (LPS).")
+        df[col] = vals.astype(float)
+
+    # split
+    split = df["split"].astype(str).str.strip().str.lower()
+    bad = ~split.isin([s.value for s in Split]).to_numpy()
+    problems.add_rows(rownum[bad], f"unknown split value ({_examples(df['split'], bad)})", "Use one of train, val, test.")
+    df["split"] = split
+
+    # files
+    if check_files:
+        for col in ("image_path", "mask_path"):
+            if col not in df.columns:
+                continue
+            paths = df[col]
+            present = paths.notna() & (paths.astype(str).str.strip() != "")
+            if col == "image_path":
+                problems.add_rows(rownum[~present.to_numpy()], "empty image_path", "Every lesion needs its CT image.")
+            missing_files = [
+                i for i, (p, ok) in enumerate(zip(paths, present, strict=True)) if ok and not Path(str(p)).is_file()
+            ]
+            if missing_files:
+                first = str(paths.iloc[missing_files[0]])
+                problems.add_rows(
+                    rownum[missing_files],
+                    f"{col} file not found (first: {first})",
+                    "Check the path (relative paths resolve against the manifest's folder) or re-run `lesionbench prepare`.",
+                )
+
+    # labels
+    if kind in (TaskKind.MULTICLASS, TaskKind.BINARY):
+        lab = pd.to_numeric(df["label"], errors="coerce")
+        nan = lab.isna().to_numpy()
+        problems.add_rows(rownum[nan], f"label is missing or not a number ({_examples(df['label'], nan)})", "Fill the label or drop the lesion.")
+        labv = lab.to_numpy(dtype=float)
+        nonint = ~nan & (labv != np.round(labv))
+        problems.add_rows(rownum[nonint], "label is not an integer class index", "Labels are 0-based class indices.")
+        n_classes = 2 if kind == TaskKind.BINARY else (meta.n_classes if meta is not None and meta.n_classes else None)
+        if n_classes is not None:
+            out = ~nan & ((labv < 0) | (labv >= n_classes))
+            problems.add_rows(rownum[out], f"label outside 0..{n_classes - 1} ({_examples(df['label'], out)})", "Use 0-based class indices of the task.")
+        if not problems.items:
+            df["label"] = lab.astype(int)
+    elif kind == TaskKind.SURVIVAL:
+        t = pd.to_numeric(df["time"], errors="coerce")
+        tv = t.to_numpy(dtype=float)
+        bad_t = ~np.isfinite(tv)
+        problems.add_rows(rownum[bad_t], f"time is missing or not a number ({_examples(df['time'], bad_t)})", "Give the follow-up time in days.")
+        neg = np.isfinite(tv) & (tv < 0)
+        problems.add_rows(rownum[neg], "negative survival time", "Follow-up time is days from baseline and cannot be negative.")
+        e = pd.to_numeric(df["event"], errors="coerce")
+        ev = e.to_numpy(dtype=float)
+        bad_e = ~np.isin(ev, [0.0, 1.0])
+        problems.add_rows(rownum[bad_e], f"event is not 0 or 1 ({_examples(df['event'], bad_e)})", "event is 1 for death observed, 0 for censored.")
+        if not problems.items:
+            df["time"] = tv
+            df["event"] = ev.astype(int)
+
+    if "diameter_mm" in df.columns:
+        d = pd.to_numeric(df["diameter_mm"], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isnan(d) & ((d <= 0) | ~np.isfinite(d))
+        problems.add_rows(rownum[bad], "diameter_mm is not a positive number", "Give the lesion diameter in mm, or leave it empty.")
+        df["diameter_mm"] = d
+
+    if problems.items:
+        raise ManifestError(source, problems.items)
+    return df
+
+
+def _examples(col: pd.Series, mask: np.ndarray, n: int = 3) -> str:
+    vals = col[mask].head(n).tolist()
+    return "got " + ", ".join(repr(v) for v in vals) + (" ..." if mask.sum() > n else "")
+
+
+def load_manifest(path: str | Path, *, meta: TaskMeta | None = None, kind: TaskKind | None = None, check_files: bool = True) -> pd.DataFrame:
+    """Read and validate a manifest file in one step."""
+    df = read_manifest(path)
+    return validate_manifest(df, meta=meta, kind=kind, source=str(path), check_files=check_files)
+
+
+class ManifestTask:
+    """Base class for tasks whose lesions live in a prepared manifest file.
+
+    Subclasses set ``meta`` (and usually a ``prepare`` function). The manifest is read from
+    ``manifest_path``, or ``<data_dir>/manifest.csv`` (``.parquet`` also accepted) where ``data_dir``
+    defaults to ``$LESIONBENCH_DATA/<task name>``.
+    """
+
+    meta: TaskMeta
+    #: What to tell a user whose data is not there yet.
+    how_to_prepare: str = "Run `lesionbench prepare {name} --raw RAW_DIR --out {data_dir}`."
+
+    def __init__(self, data_dir: str | Path | None = None, manifest_path: str | Path | None = None):
+        from lesionbench.benchmark.paths import data_root
+
+        self.data_dir = Path(data_dir) if data_dir is not None else data_root() / self.meta.name
+        self.manifest_path = Path(manifest_path) if manifest_path is not None else None
+
+    def resolve_manifest_path(self) -> Path:
+        if self.manifest_path is not None:
+            return self.manifest_path
+        for name in ("manifest.parquet", "manifest.csv"):
+            if (self.data_dir / name).exists():
+                return self.data_dir / name
+        return self.data_dir / "manifest.csv"
+
+    def manifest(self) -> pd.DataFrame:
+        path = self.resolve_manifest_path()
+        if not path.exists():
+            raise ManifestError(
+                str(path),
+                [
+                    f"task {self.meta.name!r} has no prepared data here. "
+                    + self.how_to_prepare.format(name=self.meta.name, data_dir=self.data_dir)
+                ],
+            )
+        return load_manifest(path, meta=self.meta)

@@ -1,0 +1,104 @@
+"""Name -> factory registries for tasks and encoders, with entry-point discovery.
+
+A plug-in joins in one place: either a ``@TASKS.register("name")`` decorator in its own module, or an
+entry point in its distribution's metadata (groups ``lesionbench.tasks`` and
+``lesionbench.encoders``) whose object is the factory. There is no second mapping to edit.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Callable, Iterator
+from importlib import metadata
+from typing import Generic, TypeVar
+
+from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A case-sensitive registry of factories, filled by decorators and by entry points.
+
+    ``get(name)`` returns the factory (a class or a function); calling it builds the object.
+    """
+
+    def __init__(self, kind: str, entry_point_group: str):
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._factories: dict[str, Callable[..., T]] = {}
+        self._origins: dict[str, str] = {}
+        self._entry_points_loaded = False
+
+    def register(self, name: str, *, replace: bool = False) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator: register ``factory`` under ``name``."""
+
+        def deco(factory: Callable[..., T]) -> Callable[..., T]:
+            self.add(name, factory, replace=replace)
+            return factory
+
+        return deco
+
+    def add(self, name: str, factory: Callable[..., T], *, replace: bool = False, origin: str = "") -> None:
+        if not name or not isinstance(name, str):
+            raise ConfigurationError(f"A {self.kind} name must be a non-empty string, got {name!r}.")
+        if name in self._factories and not replace and self._factories[name] is not factory:
+            raise ConfigurationError(
+                f"{self.kind.capitalize()} {name!r} is registered twice "
+                f"({self._origins.get(name) or 'built-in'} and {origin or _describe(factory)}). "
+                "Rename one of them, or pass replace=True to override on purpose."
+            )
+        self._factories[name] = factory
+        self._origins[name] = origin or _describe(factory)
+
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded:
+            return
+        self._entry_points_loaded = True
+        for ep in metadata.entry_points(group=self.entry_point_group):
+            if ep.name in self._factories:
+                continue
+            try:
+                factory = ep.load()
+            except Exception as exc:  # a broken plug-in must not break the harness
+                logger.warning(
+                    "Could not load %s plug-in %r from entry point %r (%s: %s); it is skipped.",
+                    self.kind, ep.name, ep.value, type(exc).__name__, exc,
+                )
+                continue
+            self.add(ep.name, factory, origin=f"entry point {ep.value}")
+
+    def names(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(self._factories)
+
+    def origin(self, name: str) -> str:
+        self.get(name)
+        return self._origins[name]
+
+    def get(self, name: str) -> Callable[..., T]:
+        self._load_entry_points()
+        try:
+            return self._factories[name]
+        except KeyError:
+            available = self.names()
+            close = difflib.get_close_matches(name, available, n=1, cutoff=0.5)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UnknownNameError(
+                f"Unknown {self.kind} {name!r}.{hint} Available: {', '.join(available) or '(none)'}. "
+                f"Third-party {self.kind}s register through the entry-point group {self.entry_point_group!r}."
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        self._load_entry_points()
+        return name in self._factories
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+def _describe(factory: Callable[..., object]) -> str:
+    return f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', repr(factory))}"

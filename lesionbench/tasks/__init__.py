@@ -1,0 +1,1 @@
+"""Benchmark tasks, one module per dataset; every module here is registered automatically."""

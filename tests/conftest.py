@@ -1,0 +1,28 @@
+"""Shared fixtures. Every test runs with its data and cache roots in a temporary folder and MLflow offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+#: ../shared beside the checkout: read-only reference data and tools (never copied into the project).
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_roots(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path_factory.mktemp("lesionbench-home")
+    monkeypatch.setenv("LESIONBENCH_DATA", str(root / "data"))
+    monkeypatch.setenv("LESIONBENCH_CACHE", str(root / "cache"))
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is not present")
+    return SHARED
