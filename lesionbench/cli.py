@@ -73,10 +73,58 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+
+# ------------------------------------------------------------------------------------- prepare
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="Build a task's volumes and manifest from the public raw data.",
+        description="Build a task's volumes and manifest from the public raw data. Resumable and idempotent: "
+        "files already converted are kept. Task-specific options are passed to the task's prepare step; "
+        "a task that does not take one says so.",
+    )
+    p.add_argument("task", help="task name (see `lesionbench tasks list`)")
+    p.add_argument("--raw", type=Path, help="folder with the raw public download")
+    p.add_argument("--out", type=Path, help="output folder (default: $LESIONBENCH_DATA/<task>)")
+    p.add_argument("--split", help="split variant, e.g. grouped (default) or fmcib (the published split)")
+    p.add_argument("--label-variant", help="label variant, e.g. fmcib (the published labels)")
+    p.add_argument("--labels-only", action="store_true", default=None, help="write the label table only, no images")
+    p.add_argument("--luna16-annotations", type=Path, help="LUNA16 annotations.csv (or any CSV with a seriesuid column)")
+    p.add_argument("--clinical", type=Path, help="the collection's clinical table")
+    p.add_argument("--workers", type=int, help="parallel worker processes")
+    p.set_defaults(func=_cmd_prepare)
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from lesionbench.benchmark.errors import ConfigurationError
+    from lesionbench.benchmark.paths import data_root
+    from lesionbench.benchmark.plugins import TASKS
+
+    factory = TASKS.get(args.task)
+    prepare = getattr(factory, "prepare", None)
+    if prepare is None:
+        raise ConfigurationError(f"Task {args.task!r} has no prepare step: its data ships with it or is made by `lesionbench synth`.")
+    options = {
+        k: v
+        for k, v in vars(args).items()
+        if k in ("split", "label_variant", "labels_only", "luna16_annotations", "clinical", "workers") and v is not None
+    }
+    out = args.out or data_root() / args.task
+    try:
+        manifest = prepare(raw=args.raw, out=out, **options)
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise ConfigurationError(f"Task {args.task!r} does not take option(s) {sorted(options)}: {exc}.") from exc
+    sys.stdout.write(f"prepared {args.task}: {manifest}\n")
+    return 0
+
+
 # ------------------------------------------------------------------------------------- parser
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_tasks,
     _add_validate,
+    _add_prepare,
 )
 
 
