@@ -120,11 +120,91 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------- leaderboard
+def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("leaderboard", help="Build the leaderboard (HTML page, Markdown, JSON) from the logged runs.")
+    actions = p.add_subparsers(dest="leaderboard_action", metavar="ACTION")
+    actions.required = True
+    b = actions.add_parser(
+        "build",
+        help="Write index.html, leaderboard.md, leaderboard.json and its schema.",
+        description="Read results from an MLflow store (parent runs' result.json) and/or a results folder and write a "
+        "self-contained leaderboard page, Markdown and JSON. Published FMCIB numbers are shown as reference rows.",
+    )
+    b.add_argument("--tracking-uri", help="MLflow tracking URI to read runs from (default: $MLFLOW_TRACKING_URI if set)")
+    b.add_argument("--results", type=Path, help="results folder written by `lesionbench run --out` (read as well)")
+    b.add_argument("--out", type=Path, required=True, help="output folder")
+    b.add_argument("--reveal", action="store_true", help="show the submissions' private scores (organisers only)")
+    b.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for rank intervals and paired tests (default 1000)")
+    b.add_argument("--n-perm", type=int, default=1000, help="permutations for the paired tests (default 1000)")
+    b.add_argument("--no-published", action="store_true", help="leave out the published reference rows")
+    b.set_defaults(func=_cmd_leaderboard_build)
+
+
+def _cmd_leaderboard_build(args: argparse.Namespace) -> int:
+    from lesionbench.leaderboard import build_leaderboard
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    tracking = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    index = build_leaderboard(
+        args.out, tracking_uri=tracking, results_dir=args.results, reveal=args.reveal,
+        n_boot=args.n_boot, n_perm=args.n_perm, include_published=not args.no_published,
+    )
+    sys.stdout.write(f"leaderboard written: open {index.resolve().as_uri()}\n")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- submit
+def _add_submit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="Score a predictions (or features) file on a task's hidden test labels.",
+        description="Validate an untrusted predictions CSV (lesion_id + score columns: score_<class> for multiclass, "
+        "score for binary, risk for survival; every test lesion exactly once), score it on the public and private parts "
+        "of the test set, and record it like any run. With --features, a CSV of lesion_id + feature columns for every "
+        "lesion is scored by the standard linear probe. Every problem is reported at once; nothing is written for a rejected file.",
+    )
+    p.add_argument("--task", required=True, help="task name (see `lesionbench tasks list`)")
+    p.add_argument("predictions", nargs="?", type=Path, help="predictions CSV")
+    p.add_argument("--features", type=Path, help="features CSV instead of predictions")
+    p.add_argument("--name", required=True, help="submission name shown on the leaderboard (letters, digits, space, ._+()-)")
+    p.add_argument("--data-dir", type=Path, help="the task's prepared data folder (default: $LESIONBENCH_DATA/<task>)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI to log to (default: $MLFLOW_TRACKING_URI if set)")
+    p.add_argument("--results", type=Path, help="results folder to write the submission's result.json into")
+    p.set_defaults(func=_cmd_submit)
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from lesionbench.benchmark.errors import ConfigurationError
+    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.leaderboard import submit
+
+    if (args.predictions is None) == (args.features is None):
+        raise ConfigurationError("Give either a predictions CSV or --features FILE (exactly one).")
+    tracking = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    task = get_task(args.task, data_dir=args.data_dir)
+    kind = "features" if args.features is not None else "predictions"
+    outcome = submit(task, args.features or args.predictions, name=args.name, kind=kind, results_dir=args.results, tracking_uri=tracking)
+    main = task.meta.main_metric
+    pub = outcome.score.public[main]
+    sys.stdout.write(
+        f"submission {args.name!r} accepted for {args.task}: public {main} = {pub.value:.4f} "
+        f"(95% CI {pub.ci_low:.4f}-{pub.ci_high:.4f}, {outcome.score.n_public} lesions); the private score is kept for the organiser.\n"
+    )
+    if outcome.result_path is not None:
+        sys.stdout.write(f"result: {outcome.result_path}\n")
+    if outcome.run_id is not None:
+        sys.stdout.write(f"MLflow run: {outcome.run_id}\n")
+    return 0
+
+
 # ------------------------------------------------------------------------------------- parser
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_tasks,
     _add_validate,
     _add_prepare,
+    _add_leaderboard,
+    _add_submit,
 )
 
 

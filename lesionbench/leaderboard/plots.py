@@ -1,0 +1,130 @@
+"""The leaderboard's figures, drawn from the leaderboard document as inline PNG (base64) data.
+
+Figures are built on :class:`matplotlib.figure.Figure` with the Agg canvas directly, so the global
+pyplot state and backend are never touched.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+from lesionbench.leaderboard.build import metric_label
+
+#: Okabe-Ito colour-blind-safe palette (black last, for the eighth entry).
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+REFERENCE_COLOUR = "#8a8f98"
+_TEXT = "#1f2430"
+_GRID = "#e6e8ec"
+
+
+def entry_label(e: dict[str, Any], task: dict[str, Any]) -> str:
+    """An entry's name on plots and tables; the probe is added when an encoder has several."""
+    probes = {x["probe"] for x in task["entries"] if x["encoder"] == e["encoder"]}
+    return f"{e['encoder']} ({e['probe']})" if len(probes) > 1 else e["encoder"]
+
+
+def colours(task: dict[str, Any]) -> dict[str, str]:
+    """A stable colour per entry label within a task (in rank order)."""
+    return {entry_label(e, task): PALETTE[i % len(PALETTE)] for i, e in enumerate(task["entries"])}
+
+
+def _style(ax: Any) -> None:
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    for side in ("left", "bottom"):
+        ax.spines[side].set_color("#b8bcc4")
+    ax.tick_params(colors=_TEXT, labelsize=9)
+    ax.grid(True, color=_GRID, linewidth=0.8)
+    ax.set_axisbelow(True)
+
+
+def _png(fig: Any) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=160, bbox_inches="tight", facecolor="white")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def curve_plot(task: dict[str, Any]) -> str | None:
+    """Main metric vs training-label fraction for every entry (mean over seeds, band = min..max, bars = sd)."""
+    from matplotlib.figure import Figure
+
+    main = task["main_metric"]
+    entries = [e for e in task["entries"] if e["curves"].get(main)]
+    if not entries:
+        return None
+    cols = colours(task)
+    fig = Figure(figsize=(5.0, 3.6))
+    ax = fig.add_subplot(1, 1, 1)
+    fractions: set[float] = set()
+    for e in entries:
+        pts = e["curves"][main]
+        x = [p["fraction"] for p in pts]
+        fractions.update(x)
+        c = cols[entry_label(e, task)]
+        ax.fill_between(x, [p["min"] for p in pts], [p["max"] for p in pts], color=c, alpha=0.12, linewidth=0)
+        ax.errorbar(x, [p["mean"] for p in pts], yerr=[p["sd"] for p in pts], color=c, marker="o", markersize=4.5, linewidth=1.8, capsize=2.5, label=entry_label(e, task))
+    for r in task.get("reference", []):
+        m = r["metrics"].get(main)
+        if m and r["approach"].startswith("FMCIB features"):
+            ax.scatter([r["fraction"]], [m["value"]], marker="D", s=34, facecolor="white", edgecolor=REFERENCE_COLOUR, linewidth=1.4, zorder=5, label=f"{r['approach']} (published)" if r["fraction"] == 1.0 else None)
+            fractions.add(r["fraction"])
+    ax.set_xscale("log")
+    ticks = sorted(fractions)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:.0%}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("training labels used", color=_TEXT, fontsize=10)
+    ax.set_ylabel(metric_label(main), color=_TEXT, fontsize=10)
+    _style(ax)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, frameon=False, fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2)
+    return _png(fig)
+
+
+def forest_plot(task: dict[str, Any]) -> str | None:
+    """Main metric at 100% labels with 95% CIs; published reference rows below a divider, hollow and grey."""
+    from matplotlib.figure import Figure
+
+    main = task["main_metric"]
+    cols = colours(task)
+    rows: list[tuple[str, float, float | None, float | None, str, bool]] = []
+    for e in task["entries"]:
+        m = e["metrics"].get(main) or {}
+        if m.get("value") is not None:
+            lab = entry_label(e, task)
+            rows.append((lab, m["value"], m.get("ci_low"), m.get("ci_high"), cols[lab], False))
+    n_measured = len(rows)
+    for r in task.get("reference", []):
+        m = r["metrics"].get(main)
+        if m and r["fraction"] == 1.0:
+            rows.append((f"{r['approach']}  [published]", m["value"], m.get("ci_low"), m.get("ci_high"), REFERENCE_COLOUR, True))
+    if not rows:
+        return None
+    fig = Figure(figsize=(5.0, 0.34 * len(rows) + 0.9))
+    ax = fig.add_subplot(1, 1, 1)
+    for i, (lab, v, lo, hi, c, ref) in enumerate(rows):
+        y = len(rows) - 1 - i
+        if lo is not None and hi is not None:
+            ax.hlines(y, lo, hi, color=c, linewidth=2.2 if not ref else 1.6, linestyles="solid" if not ref else (0, (3, 2)))
+        if ref:
+            ax.scatter([v], [y], marker="D", s=36, facecolor="white", edgecolor=c, linewidth=1.4, zorder=3)
+        else:
+            ax.scatter([v], [y], marker="o", s=42, color=c, zorder=3)
+    if 0 < n_measured < len(rows):
+        ax.axhline(len(rows) - n_measured - 0.5, color="#c9ccd2", linewidth=0.8, linestyle=(0, (2, 2)))
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([r[0] for r in reversed(rows)], fontsize=9)
+    for tick, r in zip(ax.get_yticklabels(), list(reversed(rows))):
+        tick.set_color(REFERENCE_COLOUR if r[5] else _TEXT)
+        if r[5]:
+            tick.set_fontstyle("italic")
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlabel(f"{metric_label(main)} at 100% labels (95% CI)", color=_TEXT, fontsize=10)
+    _style(ax)
+    ax.grid(False, axis="y")
+    return _png(fig)

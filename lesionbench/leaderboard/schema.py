@@ -1,0 +1,177 @@
+"""JSON Schema (draft 2020-12) of ``leaderboard.json``; written beside it as ``leaderboard.schema.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_NUM = {"type": ["number", "null"]}
+_STR = {"type": "string"}
+_OPT_STR = {"type": ["string", "null"]}
+
+_CI = {
+    "type": "object",
+    "required": ["value", "ci_low", "ci_high"],
+    "properties": {"value": _NUM, "ci_low": _NUM, "ci_high": _NUM},
+}
+_MEASURED_METRIC = {
+    "type": "object",
+    "required": ["value", "ci_low", "ci_high", "mean", "sd", "n_seeds"],
+    "properties": {
+        "value": _NUM,
+        "ci_low": _NUM,
+        "ci_high": _NUM,
+        "mean": _NUM,
+        "sd": _NUM,
+        "n_seeds": {"type": "integer", "minimum": 0},
+    },
+    "additionalProperties": False,
+}
+_CURVE_POINT = {
+    "type": "object",
+    "required": ["fraction", "mean", "sd", "min", "max", "n_seeds", "n_train"],
+    "properties": {
+        "fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "mean": {"type": "number"},
+        "sd": {"type": "number", "minimum": 0},
+        "min": {"type": "number"},
+        "max": {"type": "number"},
+        "n_seeds": {"type": "integer", "minimum": 1},
+        "n_train": {"type": "integer", "minimum": 0},
+    },
+    "additionalProperties": False,
+}
+_PROVENANCE = {
+    "type": "object",
+    "required": [
+        "encoder", "encoder_version", "weights_sha256", "encoder_fingerprint", "probe", "task_version",
+        "split_variant", "split_hash", "lesionbench_version", "created", "source", "location",
+    ],
+    "properties": {
+        "encoder": _STR,
+        "encoder_version": _STR,
+        "weights_sha256": _OPT_STR,
+        "encoder_fingerprint": _STR,
+        "probe": _STR,
+        "task_version": _STR,
+        "split_variant": _STR,
+        "split_hash": _OPT_STR,
+        "lesionbench_version": _STR,
+        "created": _STR,
+        "source": {"enum": ["local", "mlflow"]},
+        "location": _STR,
+        "leaked_patients": {"type": "integer", "minimum": 0},
+        "n_runs": {"type": "integer", "minimum": 0},
+    },
+}
+_COMPARISON = {
+    "type": ["object", "null"],
+    "required": ["metric"],
+    "properties": {
+        "versus": _OPT_STR,
+        "versus_probe": _STR,
+        "metric": _STR,
+        "difference": _NUM,
+        "ci_low": _NUM,
+        "ci_high": _NUM,
+        "p_value": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "p_holm": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "significant": {"type": "boolean"},
+        "is_reference": {"type": "boolean"},
+        "n_lesions": {"type": "integer", "minimum": 0},
+    },
+}
+_ENTRY = {
+    "type": "object",
+    "required": ["encoder", "probe", "fraction", "seed", "metrics", "curves", "rank", "rank_interval", "comparison", "provenance"],
+    "properties": {
+        "encoder": _STR,
+        "probe": _STR,
+        "description": _STR,
+        "fraction": {"type": "number"},
+        "seed": {"type": "integer"},
+        "n_train": {"type": "integer"},
+        "metrics": {"type": "object", "additionalProperties": _MEASURED_METRIC},
+        "curves": {"type": "object", "additionalProperties": {"type": "array", "items": _CURVE_POINT}},
+        "rank": {"type": "integer", "minimum": 1},
+        "rank_interval": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2},
+        "comparison": _COMPARISON,
+        "provenance": _PROVENANCE,
+    },
+}
+_SUBMISSION = {
+    "type": "object",
+    "required": ["name", "kind", "submitted", "n_public", "public", "private", "rank", "provenance"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 64},
+        "kind": {"enum": ["predictions", "features"]},
+        "submitted": _STR,
+        "n_public": {"type": "integer", "minimum": 0},
+        "public": {"type": "object", "additionalProperties": _CI},
+        # Null unless the organiser built the page with --reveal.
+        "private": {"type": ["object", "null"], "additionalProperties": _CI},
+        "n_private": {"type": ["integer", "null"]},
+        "file_sha256": _OPT_STR,
+        "rank": {"type": "integer", "minimum": 1},
+        "private_rank": {"type": ["integer", "null"]},
+        "provenance": _PROVENANCE,
+    },
+}
+_REFERENCE = {
+    "type": "object",
+    "required": ["task", "approach", "fraction", "source", "metrics"],
+    "properties": {
+        "task": _STR,
+        "approach": _STR,
+        "fraction": {"type": "number"},
+        "source": _STR,
+        "citation": _STR,
+        "note": _STR,
+        "metrics": {"type": "object", "additionalProperties": _CI},
+    },
+}
+
+LEADERBOARD_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://lesionbench.invalid/schemas/leaderboard-1.json",
+    "title": "lesionbench leaderboard",
+    "description": "Measured entries ranked per task, submissions, and published reference rows (never ranked).",
+    "type": "object",
+    "required": ["schema", "generated", "lesionbench_version", "reveal", "tasks", "reference_only"],
+    "properties": {
+        "schema": {"const": "lesionbench.leaderboard/1"},
+        "generated": _STR,
+        "lesionbench_version": _STR,
+        "reveal": {"type": "boolean"},
+        "published_source": {"type": "object"},
+        "tasks": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "version", "kind", "main_metric", "metrics", "entries", "submissions", "reference", "statistics"],
+                "properties": {
+                    "name": _STR,
+                    "version": _STR,
+                    "kind": {"enum": ["multiclass", "binary", "survival"]},
+                    "description": _STR,
+                    "main_metric": _STR,
+                    "metrics": {"type": "array", "items": _STR},
+                    "class_names": {"type": "array", "items": _STR},
+                    "citation": _STR,
+                    "published_split": {"type": "boolean"},
+                    "entries": {"type": "array", "items": _ENTRY},
+                    "submissions": {"type": "array", "items": _SUBMISSION},
+                    "reference": {"type": "array", "items": _REFERENCE},
+                    "statistics": {"type": "object"},
+                },
+            },
+        },
+        "reference_only": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "reference"],
+                "properties": {"name": _STR, "reference": {"type": "array", "items": _REFERENCE}},
+            },
+        },
+    },
+}
