@@ -1,0 +1,247 @@
+"""The leaderboard document built from a tiny real MLflow store and from local result files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from conftest import BINARY, MULTI, SURV, Store, make_manifest, write_result
+from lesionbench.benchmark.errors import ConfigurationError
+from lesionbench.benchmark.types import TaskKind
+from lesionbench.leaderboard import _stats, build_leaderboard
+from lesionbench.leaderboard.collect import collect_results
+
+
+@pytest.fixture(scope="module")
+def built(lb_store: Store, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("lb-out")
+    index = build_leaderboard(out, tracking_uri=lb_store.tracking_uri, n_boot=200, n_perm=200)
+    return index, json.loads((out / "leaderboard.json").read_text())
+
+
+def _task(doc: dict, name: str) -> dict:
+    return next(t for t in doc["tasks"] if t["name"] == name)
+
+
+def test_outputs_written_and_schema_valid(built: tuple[Path, dict]) -> None:
+    index, doc = built
+    out = index.parent
+    for f in ("index.html", "leaderboard.md", "leaderboard.json", "leaderboard.schema.json"):
+        assert (out / f).stat().st_size > 0, f
+    schema = json.loads((out / "leaderboard.schema.json").read_text())
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is in the test extra; install it to validate the schema")
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(doc)
+    broken = json.loads(json.dumps(doc))
+    broken["tasks"][0]["entries"][0]["rank"] = 0
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema).validate(broken)
+
+
+def test_every_task_and_entry_is_read_from_mlflow(built: tuple[Path, dict], lb_store: Store) -> None:
+    _, doc = built
+    assert {t["name"] for t in doc["tasks"]} == {BINARY.name, MULTI.name, SURV.name}
+    for t in doc["tasks"]:
+        assert {e["encoder"] for e in t["entries"]} == set(lb_store.qualities[t["name"]])
+        for e in t["entries"]:
+            assert e["provenance"]["source"] == "mlflow"
+            assert e["provenance"]["location"].endswith(lb_store.run_ids[(t["name"], e["encoder"])])
+
+
+def test_ranking_follows_the_main_metric_and_the_known_quality(built: tuple[Path, dict], lb_store: Store) -> None:
+    _, doc = built
+    for t in doc["tasks"]:
+        values = [e["metrics"][t["main_metric"]]["value"] for e in t["entries"]]
+        assert values == sorted(values, reverse=True)
+        assert [e["rank"] for e in t["entries"]] == list(range(1, len(values) + 1))
+        best = max(lb_store.qualities[t["name"]], key=lb_store.qualities[t["name"]].get)
+        assert t["entries"][0]["encoder"] == best
+
+
+def test_headline_numbers_match_sklearn_on_the_saved_predictions(built: tuple[Path, dict], lb_store: Store) -> None:
+    _, doc = built
+    t = _task(doc, BINARY.name)
+    for e in t["entries"]:
+        preds = pd.read_csv(lb_store.results / BINARY.name / e["encoder"] / "linear" / "predictions" / "f1_s0.csv")
+        assert e["metrics"]["auc"]["value"] == pytest.approx(roc_auc_score(preds["label"], preds["score"]), abs=1e-12)
+        assert e["metrics"]["ap"]["value"] == pytest.approx(average_precision_score(preds["label"], preds["score"]), abs=1e-12)
+        lo, hi = e["metrics"]["auc"]["ci_low"], e["metrics"]["auc"]["ci_high"]
+        assert lo <= e["metrics"]["auc"]["value"] <= hi
+        curve = e["curves"]["auc"]
+        assert [p["fraction"] for p in curve] == [0.2, 0.5, 1.0]
+        assert all(p["n_seeds"] == 3 and p["min"] <= p["mean"] <= p["max"] for p in curve)
+
+
+def test_rank_intervals_and_holm_corrected_tests(built: tuple[Path, dict]) -> None:
+    _, doc = built
+    for t in doc["tasks"]:
+        entries = t["entries"]
+        # Every entry has predictions (radiomics' only on its child runs), so every entry gets statistics.
+        assert all(e["rank_interval"] is not None for e in entries), t["name"]
+        for e in entries:
+            lo, hi = e["rank_interval"]
+            assert 1 <= lo <= hi <= len(entries)
+        assert entries[0]["comparison"]["is_reference"] is True
+        comps = [e["comparison"] for e in entries[1:]]
+        for c in comps:
+            assert c["versus"] == entries[0]["encoder"]
+            assert c["p_holm"] >= c["p_value"] - 1e-12
+            assert c["significant"] == (c["p_holm"] < 0.05)
+            assert c["ci_low"] <= c["difference"] <= c["ci_high"]
+    weakest = _task(doc, BINARY.name)["entries"][-1]
+    assert weakest["encoder"] == "supervised-cnn"
+    assert weakest["comparison"]["significant"] and weakest["comparison"]["difference"] > 0
+    assert weakest["rank_interval"] == [3, 3]
+
+
+def test_published_rows_are_reference_only_and_mapped_to_real_tasks(built: tuple[Path, dict]) -> None:
+    _, doc = built
+    luna = _task(doc, BINARY.name)
+    assert luna["reference"], "luna16_malignancy must carry the published FMCIB rows"
+    fm = next(r for r in luna["reference"] if r["approach"] == "FMCIB features + linear probe" and r["fraction"] == 1.0)
+    assert fm["metrics"]["auc"] == {"value": 0.883, "ci_low": 0.825, "ci_high": 0.933}
+    assert fm["source"] == "Pai et al. 2024"
+    assert all("[published]" not in e["encoder"] and "FMCIB" not in e["encoder"] for e in luna["entries"])
+    assert _task(doc, MULTI.name)["reference"] == [] and _task(doc, SURV.name)["reference"] == []
+    assert {r["name"] for r in doc["reference_only"]} == {"deeplesion_site", "lung1_survival", "radio_survival"}
+    lung1 = next(r for r in doc["reference_only"] if r["name"] == "lung1_survival")["reference"]
+    assert any(r["metrics"].get("auc", {}).get("value") == 0.638 for r in lung1)
+
+
+def test_provenance_is_carried(built: tuple[Path, dict]) -> None:
+    _, doc = built
+    fm = _task(doc, BINARY.name)["entries"][0]["provenance"]
+    assert fm["weights_sha256"] == "ab" * 32
+    assert fm["task_version"] == "test-1" and fm["encoder_version"] == "1.0" and fm["lesionbench_version"] == "0.1.0"
+    assert fm["split_hash"] == "abc123def4567890" and fm["split_variant"].startswith("lesionbench")
+    assert fm["created"].startswith("2026-11-27")
+
+
+def test_markdown_has_ranked_and_reference_tables(built: tuple[Path, dict]) -> None:
+    index, doc = built
+    md = (index.parent / "leaderboard.md").read_text()
+    assert "## luna16_malignancy (vtest-1, binary)" in md
+    assert "| Rank | Encoder | Probe | AUC (95% CI) |" in md
+    assert "*FMCIB features + linear probe* [published] | 100% | 0.883 (0.825–0.933)" in md
+    rows = [ln for ln in md.splitlines() if ln.startswith("| 1 | fmcib |")]
+    assert len(rows) == 3
+
+
+def test_local_results_merge_with_mlflow_without_duplicates(lb_store: Store, tmp_path: Path) -> None:
+    both = collect_results(tracking_uri=lb_store.tracking_uri, results_dir=lb_store.results)
+    assert len(both) == 7
+    assert {i.source for i in both} == {"local"}  # same results: the local copy is preferred
+    local = collect_results(results_dir=lb_store.results)
+    assert sorted(i.key for i in local) == sorted(i.key for i in both)
+
+
+def test_task_versions_are_never_mixed_and_newest_run_wins(tmp_path: Path) -> None:
+    man = make_manifest(BINARY)
+    write_result(BINARY, man, "fmcib", 1.0, tmp_path / "a", seed=0)
+    write_result(BINARY, man, "fmcib", 0.2, tmp_path / "a" / "rerun", seed=1)  # newer 'created'
+    v2 = BINARY.__class__(**{**BINARY.__dict__, "version": "test-2"})
+    write_result(v2, man, "fmcib", 1.0, tmp_path / "a" / "v2", seed=0)
+    items = collect_results(results_dir=tmp_path / "a")
+    assert sorted(i.key[1] for i in items) == ["test-1", "test-2"]
+    newest = next(i for i in items if i.key[1] == "test-1")
+    assert newest.result.created.endswith("01+00:00")
+
+
+def test_broken_result_file_is_skipped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_result(BINARY, make_manifest(BINARY), "fmcib", 1.0, tmp_path)
+    bad = tmp_path / "x" / "y" / "z"
+    bad.mkdir(parents=True)
+    (bad / "result.json").write_text("{not json")
+    with caplog.at_level(logging.WARNING):
+        items = collect_results(results_dir=tmp_path)
+    assert len(items) == 1
+    assert "Skipping" in caplog.text and str(bad / "result.json") in caplog.text
+
+
+def test_no_source_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="--tracking-uri"):
+        collect_results()
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        collect_results(results_dir=tmp_path / "nope")
+
+
+def test_cli_leaderboard_build(lb_store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lesionbench.cli import main
+
+    rc = main(["-q", "leaderboard", "build", "--results", str(lb_store.results), "--out", str(tmp_path / "lb"), "--n-boot", "50", "--n-perm", "50", "--no-published"])
+    assert rc == 0
+    assert "leaderboard written: open file://" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "lb" / "leaderboard.json").read_text())
+    assert doc["reference_only"] == [] and all(t["reference"] == [] for t in doc["tasks"])
+    assert main(["leaderboard", "build", "--out", str(tmp_path / "lb2")]) == 2
+
+
+# ------------------------------------------------------------------------------- statistics
+def test_holm_matches_hand_computation() -> None:
+    assert _stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert _stats.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    assert _stats.holm([0.9, 0.4]) == pytest.approx([0.9, 0.8])
+    assert _stats.holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])
+
+
+def test_paired_comparison_detects_a_real_difference_only() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(200) < 0.5).astype(float)
+    good = 1 / (1 + np.exp(-(2.0 * (2 * y - 1) + rng.normal(0, 1, 200))))
+    bad = rng.random(200)
+    strong = _stats.paired_comparison(TaskKind.BINARY, y, good, bad, "auc", n_boot=200, n_perm=200, seed=0)
+    assert strong.p_value < 0.01 and strong.ci_low > 0
+    same = _stats.paired_comparison(TaskKind.BINARY, y, good, good.copy(), "auc", n_boot=50, n_perm=200, seed=0)
+    assert same.difference == 0 and same.p_value == 1.0
+
+
+def test_rank_intervals_are_tight_for_separated_models_and_wide_for_ties() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300).astype(float)
+    base = 2 * y - 1
+    scores = {
+        "strong": base * 3 + rng.normal(0, 1, 300),
+        "weak": base * 0.3 + rng.normal(0, 1, 300),
+        "weak2": base * 0.3 + rng.normal(0, 1, 300),
+    }
+    ri = _stats.bootstrap_rank_intervals(TaskKind.BINARY, y, scores, "auc", n_boot=200, seed=0)
+    assert ri["strong"] == (1, 1)
+    assert ri["weak"][0] == 2 and ri["weak"][1] == 3 and ri["weak2"] == (2, 3)
+    assert _stats.bootstrap_rank_intervals(TaskKind.BINARY, y, scores, "auc", n_boot=200, seed=0) == ri
+
+
+@pytest.mark.parametrize("trial", range(5))
+def test_fast_metrics_equal_sklearn_and_lifelines_with_ties(trial: int) -> None:
+    from lifelines.utils import concordance_index
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(trial)
+    n = int(rng.integers(20, 150))
+    y = rng.integers(0, 2, n)
+    s = rng.integers(0, 6, n) / 5.0  # many ties
+    assert _stats.metric("auc", TaskKind.BINARY, y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert _stats.metric("ap", TaskKind.BINARY, y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert _stats.metric("balanced_accuracy", TaskKind.BINARY, y, s) == pytest.approx(balanced_accuracy_score(y, (s >= 0.5).astype(int)), abs=1e-12)
+    k = 4
+    yk = rng.integers(0, k, n)
+    p = rng.integers(1, 5, (n, k)).astype(float)
+    p /= p.sum(axis=1, keepdims=True)
+    assert _stats.metric("auc", TaskKind.MULTICLASS, yk, p) == pytest.approx(roc_auc_score(yk, p, multi_class="ovr", average="macro"), abs=1e-12)
+    onehot = np.eye(k)[yk]
+    assert _stats.metric("map", TaskKind.MULTICLASS, yk, p) == pytest.approx(average_precision_score(onehot, p, average="macro"), abs=1e-12)
+    assert _stats.metric("balanced_accuracy", TaskKind.MULTICLASS, yk, p) == pytest.approx(balanced_accuracy_score(yk, p.argmax(axis=1)), abs=1e-12)
+    t = rng.integers(100, 1500, n).astype(float)
+    t[: n // 4] = t[n // 4 : 2 * (n // 4)]  # tied times
+    e = (rng.random(n) < 0.6).astype(float)
+    risk = rng.integers(0, 5, n).astype(float)
+    ys = np.c_[t, e]
+    assert _stats.metric("c_index", TaskKind.SURVIVAL, ys, risk) == pytest.approx(concordance_index(t, -risk, e), abs=1e-12)
+    label = np.where((e == 1) & (t <= 730), 1.0, np.where(t > 730, 0.0, np.nan))
+    keep = ~np.isnan(label)
+    assert _stats.metric("auc", TaskKind.SURVIVAL, ys, risk) == pytest.approx(roc_auc_score(label[keep], risk[keep]), abs=1e-12)
