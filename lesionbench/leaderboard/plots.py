@@ -105,7 +105,7 @@ def forest_plot(task: dict[str, Any]) -> str | None:
             rows.append((f"{r['approach']}  [published]", m["value"], m.get("ci_low"), m.get("ci_high"), REFERENCE_COLOUR, True))
     if not rows:
         return None
-    fig = Figure(figsize=(5.0, 0.34 * len(rows) + 0.9))
+    fig = Figure(figsize=(4.4, 0.36 * len(rows) + 1.0))
     ax = fig.add_subplot(1, 1, 1)
     for i, (lab, v, lo, hi, c, ref) in enumerate(rows):
         y = len(rows) - 1 - i
@@ -118,7 +118,7 @@ def forest_plot(task: dict[str, Any]) -> str | None:
     if 0 < n_measured < len(rows):
         ax.axhline(len(rows) - n_measured - 0.5, color="#c9ccd2", linewidth=0.8, linestyle=(0, (2, 2)))
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([r[0] for r in reversed(rows)], fontsize=9)
+    ax.set_yticklabels([r[0] for r in reversed(rows)], fontsize=9.5)
     for tick, r in zip(ax.get_yticklabels(), list(reversed(rows))):
         tick.set_color(REFERENCE_COLOUR if r[5] else _TEXT)
         if r[5]:

@@ -54,7 +54,7 @@ td.rank{font-weight:700;font-size:15px;width:44px}
 .ns{color:var(--muted)}
 .na{color:var(--faint)}
 svg.bar{vertical-align:middle;margin-left:8px}
-.figs{display:grid;grid-template-columns:1fr 1fr;gap:18px;margin-top:8px}
+.figs{display:grid;grid-template-columns:1fr 1fr;gap:18px;margin-top:8px;align-items:start}
 figure{margin:0;border:1px solid var(--line);border-radius:10px;padding:10px 12px 6px;background:#fff}
 figure img{width:100%;height:auto;display:block}
 figcaption{font-size:12.5px;color:var(--muted);margin-top:4px}
