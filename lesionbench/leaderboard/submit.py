@@ -284,7 +284,8 @@ def validate_features(path: str | Path, manifest: pd.DataFrame, *, max_bytes: in
     if "lesion_id" not in df.columns:
         problems.append(f"missing column 'lesion_id'; the file has {list(df.columns)[:20]}.")
     else:
-        splits = tuple(sorted(set(manifest["split"].astype(str))))
+        present = set(manifest["split"].astype(str))
+        splits = tuple(x for x in ("train", "val", "test") if x in present)
         _check_ids(df, manifest, splits, problems, task_name="this task")
     if not feats:
         problems.append("no feature columns: give lesion_id plus one numeric column per feature.")
