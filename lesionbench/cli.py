@@ -185,7 +185,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     task = get_task(args.task, data_dir=args.data_dir)
     kind = "features" if args.features is not None else "predictions"
     outcome = submit(task, args.features or args.predictions, name=args.name, kind=kind, results_dir=args.results, tracking_uri=tracking)
-    main = task.meta.main_metric
+    main = next(iter(outcome.score.public))  # the task's main metric comes first
     pub = outcome.score.public[main]
     sys.stdout.write(
         f"submission {args.name!r} accepted for {args.task}: public {main} = {pub.value:.4f} "

@@ -72,20 +72,21 @@ def _map(kind: TaskKind, y: np.ndarray, s: np.ndarray) -> float:
 
 
 def _auc(kind: TaskKind, y: np.ndarray, s: np.ndarray) -> float:
-    """ROC AUC: binary; macro one-vs-rest for multiclass; the 2-year AUC for survival."""
-    if kind is TaskKind.SURVIVAL:
-        # Censored-before-730-days lesions have no 2-year label and are excluded.
-        label = two_year_label(y[:, 0], y[:, 1])
-        keep = ~np.isnan(label)
-        return _binary_auc(label[keep].astype(int), s[keep])
+    """ROC AUC: binary, or macro one-vs-rest over the classes present (a resample may miss one)."""
     yi = y.astype(int)
     if s.ndim == 1:
         return _binary_auc(yi, s)
     present = np.unique(yi)
     if len(present) < 2:
         return float("nan")
-    # Over the classes present (a bootstrap resample may miss one; sklearn would refuse).
     return float(np.mean([_binary_auc((yi == c).astype(int), s[:, c]) for c in present]))
+
+
+def _auc_2y(kind: TaskKind, y: np.ndarray, s: np.ndarray) -> float:
+    """AUC of the 2-year label from the 2-year score (column 1); censored-before-730-days excluded."""
+    label = two_year_label(y[:, 0], y[:, 1])
+    keep = ~np.isnan(label)
+    return _binary_auc(label[keep].astype(int), s[keep, 1])
 
 
 def _c_index(kind: TaskKind, y: np.ndarray, s: np.ndarray) -> float:
@@ -95,6 +96,7 @@ def _c_index(kind: TaskKind, y: np.ndarray, s: np.ndarray) -> float:
     outliving it); ties in risk count one half.
     """
     t, e = y[:, 0], y[:, 1].astype(bool)
+    s = s[:, 0]  # survival scores are (risk, 2-year score)
     if len(t) > 4000:  # the pairwise matrices would be large; lifelines is O(n log n)
         from lifelines.utils import concordance_index
 
@@ -107,30 +109,53 @@ def _c_index(kind: TaskKind, y: np.ndarray, s: np.ndarray) -> float:
     return float(conc / n)
 
 
-def _average_precision(kind: TaskKind, y: np.ndarray, s: np.ndarray) -> float:
-    return _map(kind, y, s)
-
-
 METRICS: dict[str, Callable[[TaskKind, np.ndarray, np.ndarray], float]] = {
     "balanced_accuracy": _balanced_accuracy,
     "map": _map,
-    "ap": _average_precision,
+    "average_precision": _map,
     "auc": _auc,
+    "auc_2y": _auc_2y,
     "c_index": _c_index,
 }
+#: The same names and defaults as lesionbench.benchmark.metrics (the scorer's module).
 METRICS_BY_KIND: dict[TaskKind, tuple[str, ...]] = {
     TaskKind.MULTICLASS: ("balanced_accuracy", "map", "auc"),
-    TaskKind.BINARY: ("auc", "ap", "balanced_accuracy"),
-    TaskKind.SURVIVAL: ("c_index", "auc"),
+    TaskKind.BINARY: ("auc", "average_precision", "balanced_accuracy"),
+    TaskKind.SURVIVAL: ("auc_2y", "c_index"),
 }
+ALIASES: dict[str, str] = {
+    "ba": "balanced_accuracy", "bacc": "balanced_accuracy", "balanced_acc": "balanced_accuracy",
+    "mean_average_precision": "map", "ap": "average_precision", "roc_auc": "auc", "auroc": "auc",
+    "cindex": "c_index", "c-index": "c_index", "concordance": "c_index",
+    "auc2y": "auc_2y", "auc_2yr": "auc_2y", "two_year_auc": "auc_2y",
+}
+
+
+def canonical(name: str) -> str:
+    """The canonical metric name (``"AP"`` -> ``"average_precision"``)."""
+    key = name.strip().lower().replace(" ", "_")
+    key = ALIASES.get(key, key)
+    if key not in METRICS:
+        raise ConfigurationError(f"Unknown metric {name!r}; the leaderboard knows {sorted(METRICS)}.")
+    return key
+
+
+def main_metric(meta: TaskMeta) -> str:
+    """A task's main metric, canonical."""
+    return canonical(meta.main_metric) if meta.main_metric else task_metrics(meta)[0]
+
+
+def task_metrics(meta: TaskMeta) -> tuple[str, ...]:
+    """A task's reported metrics, main metric first (survival always has auc_2y and c_index), like the scorer."""
+    names = [meta.main_metric, *meta.metrics] if meta.main_metric else list(meta.metrics)
+    if meta.kind is TaskKind.SURVIVAL:
+        names += ["auc_2y", "c_index"]
+    return tuple(dict.fromkeys(canonical(m) for m in names)) or METRICS_BY_KIND[meta.kind]
 
 
 def metric(name: str, kind: TaskKind, y_true: np.ndarray, scores: np.ndarray) -> float:
     """One metric by name (see :data:`METRICS`)."""
-    try:
-        fn = METRICS[name]
-    except KeyError:
-        raise ConfigurationError(f"Unknown metric {name!r}; the leaderboard knows {sorted(METRICS)}.") from None
+    fn = METRICS[canonical(name)]
     return fn(TaskKind(kind), np.asarray(y_true, dtype=float), np.asarray(scores, dtype=float))
 
 
@@ -138,10 +163,14 @@ def compute_metrics(kind: TaskKind | str, y_true: np.ndarray, scores: np.ndarray
     """Every metric of a task kind (or ``names``) from labels and scores.
 
     ``y_true``: class indices (n,) for classification, ``(n, 2)`` [time, event] for survival;
-    ``scores``: (n, k) class probabilities, (n,) positive-class probability, or (n,) risk.
+    ``scores``: (n, k) class probabilities, (n,) positive-class probability, or for survival
+    ``(n, 2)`` [risk, 2-year death probability] (a single (n,) risk is used for both).
     """
     kind = TaskKind(kind)
-    return {m: metric(m, kind, y_true, scores) for m in (names or METRICS_BY_KIND[kind])}
+    scores = np.asarray(scores, dtype=float)
+    if kind is TaskKind.SURVIVAL and scores.ndim == 1:
+        scores = np.c_[scores, scores]
+    return {canonical(m): metric(m, kind, y_true, scores) for m in (names or METRICS_BY_KIND[kind])}
 
 
 def bootstrap_ci(kind: TaskKind, y_true: np.ndarray, scores: np.ndarray, name: str, *, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -165,11 +194,12 @@ def score_columns(meta: TaskMeta, columns: Sequence[str]) -> list[str]:
     """The score columns a task's predictions use, in class order.
 
     Multiclass: ``score_<class name>`` (or ``score_0 .. score_<k-1>``); binary: ``score``;
-    survival: ``risk``. Raises ``KeyError`` naming the missing columns.
+    survival: ``risk`` (plus ``score``, the 2-year death probability, when present; the risk
+    stands in for it otherwise). Raises ``KeyError`` naming the missing columns.
     """
     cols = set(columns)
     if meta.kind is TaskKind.SURVIVAL:
-        want = ["risk"]
+        want = ["risk", "score"] if "score" in cols else ["risk"]
     elif meta.kind is TaskKind.BINARY:
         want = ["score"]
     else:
@@ -191,6 +221,8 @@ def prediction_arrays(df: pd.DataFrame, meta: TaskMeta) -> tuple[np.ndarray, np.
         y = df["label"].to_numpy(dtype=float)
     cols = score_columns(meta, df.columns)
     s = df[cols].to_numpy(dtype=float)
+    if meta.kind is TaskKind.SURVIVAL:
+        return ids, y, (s if s.shape[1] == 2 else np.c_[s[:, 0], s[:, 0]])
     if s.shape[1] == 1:
         s = s[:, 0]
     return ids, y, s

@@ -43,6 +43,7 @@ METRIC_LABELS = {
     "balanced_accuracy": "Balanced accuracy",
     "map": "mAP",
     "ap": "AP",
+    "average_precision": "AP",
     "auc": "AUC",
     "c_index": "C-index",
     "auc_2y": "2-year AUC",
@@ -98,7 +99,7 @@ def _measured_entry(item: LoadedResult) -> dict[str, Any]:
     r = item.result
     head = _headline_run(r)
     summary = r.summary()
-    metric_names = list(dict.fromkeys(list(r.task.metrics) + list(head.metrics)))
+    metric_names = list(dict.fromkeys(list(_stats.task_metrics(r.task)) + list(head.metrics)))
     metrics = {}
     for m in metric_names:
         mv = head.metrics.get(m)
@@ -210,7 +211,7 @@ def _align_predictions(meta: TaskMeta, frames: dict[int, pd.DataFrame]) -> tuple
 def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_boot: int, n_perm: int, seed: int) -> dict[str, Any]:
     measured = [it for it in items if it.submission is None]
     subs = [it for it in items if it.submission is not None]
-    main = meta.main_metric
+    main = _stats.main_metric(meta)
     entries = [_measured_entry(it) for it in measured]
 
     def main_value(e: dict[str, Any]) -> float:
@@ -278,7 +279,7 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
         "kind": str(meta.kind),
         "description": meta.description,
         "main_metric": main,
-        "metrics": list(meta.metrics) or list(_stats.METRICS_BY_KIND[TaskKind(meta.kind)]),
+        "metrics": list(_stats.task_metrics(meta)),
         "class_names": list(meta.class_names),
         "citation": meta.citation,
         "published_split": meta.published_split,

@@ -7,7 +7,8 @@ were obtained on the paper's own splits (see REFERENCE.md section 3 for their kn
 are a point of comparison, not a lesionbench measurement.
 
 Tasks map to lesionbench's real tasks: Task 1 -> ``deeplesion_site``, Task 2 -> ``luna16_malignancy``,
-Task 3 -> ``lung1_survival`` and ``radio_survival`` (2-year survival AUC, metric ``auc``).
+Task 3 -> ``lung1_survival`` and ``radio_survival`` (2-year survival AUC, metric ``auc_2y``).
+Metric names are the scorer's canonical ones (``balanced_accuracy``, ``map``, ``auc``, ``average_precision``, ``auc_2y``).
 """
 
 from __future__ import annotations
@@ -62,63 +63,63 @@ _TABLE: list[tuple[str, dict[str, dict[str, tuple[float, float, float]]]]] = [
         "FMCIB features + linear probe",
         {
             "deeplesion_site": {"balanced_accuracy": _v(0.779, 0.747, 0.810), "map": _v(0.848)},
-            "luna16_malignancy": {"auc": _v(0.883, 0.825, 0.933), "ap": _v(0.904)},
-            "lung1_survival": {"auc": _v(0.638, 0.579, 0.689)},
-            "radio_survival": {"auc": _v(0.653, 0.522, 0.775)},
+            "luna16_malignancy": {"auc": _v(0.883, 0.825, 0.933), "average_precision": _v(0.904)},
+            "lung1_survival": {"auc_2y": _v(0.638, 0.579, 0.689)},
+            "radio_survival": {"auc_2y": _v(0.653, 0.522, 0.775)},
         },
     ),
     (
         "FMCIB fine-tuned",
         {
             "deeplesion_site": {"balanced_accuracy": _v(0.805), "map": _v(0.856)},
-            "luna16_malignancy": {"auc": _v(0.944), "ap": _v(0.951)},
-            "lung1_survival": {"auc": _v(0.619)},
-            "radio_survival": {"auc": _v(0.582)},
+            "luna16_malignancy": {"auc": _v(0.944), "average_precision": _v(0.951)},
+            "lung1_survival": {"auc_2y": _v(0.619)},
+            "radio_survival": {"auc_2y": _v(0.582)},
         },
     ),
     (
         "Supervised from scratch",
         {
             "deeplesion_site": {"balanced_accuracy": _v(0.720), "map": _v(0.821)},
-            "luna16_malignancy": {"auc": _v(0.817), "ap": _v(0.835)},
-            "lung1_survival": {"auc": _v(0.534)},
-            "radio_survival": {"auc": _v(0.520)},
+            "luna16_malignancy": {"auc": _v(0.817), "average_precision": _v(0.835)},
+            "lung1_survival": {"auc_2y": _v(0.534)},
+            "radio_survival": {"auc_2y": _v(0.520)},
         },
     ),
     (
         "Med3D features",
         {
             "deeplesion_site": {"balanced_accuracy": _v(0.614), "map": _v(0.659)},
-            "luna16_malignancy": {"auc": _v(0.768), "ap": _v(0.754)},
-            "lung1_survival": {"auc": _v(0.567)},
-            "radio_survival": {"auc": _v(0.541)},
+            "luna16_malignancy": {"auc": _v(0.768), "average_precision": _v(0.754)},
+            "lung1_survival": {"auc_2y": _v(0.567)},
+            "radio_survival": {"auc_2y": _v(0.541)},
         },
     ),
     (
         "Med3D fine-tuned",
         {
             "deeplesion_site": {"balanced_accuracy": _v(0.784), "map": _v(0.813)},
-            "luna16_malignancy": {"auc": _v(0.916), "ap": _v(0.930)},
-            "lung1_survival": {"auc": _v(0.558)},
-            "radio_survival": {"auc": _v(0.602)},
+            "luna16_malignancy": {"auc": _v(0.916), "average_precision": _v(0.930)},
+            "lung1_survival": {"auc_2y": _v(0.558)},
+            "radio_survival": {"auc_2y": _v(0.602)},
         },
     ),
     (
         "Models Genesis features",
         {
             "deeplesion_site": {"balanced_accuracy": _v(0.698), "map": _v(0.791)},
-            "luna16_malignancy": {"auc": _v(0.862), "ap": _v(0.859)},
-            "lung1_survival": {"auc": _v(0.582)},
-            "radio_survival": {"auc": _v(0.572)},
+            "luna16_malignancy": {"auc": _v(0.862), "average_precision": _v(0.859)},
+            "lung1_survival": {"auc_2y": _v(0.582)},
+            "radio_survival": {"auc_2y": _v(0.572)},
         },
     ),
     (
         "Models Genesis fine-tuned",
         {
             "deeplesion_site": {"balanced_accuracy": _v(0.768), "map": _v(0.819)},
-            "luna16_malignancy": {"auc": _v(0.960), "ap": _v(0.955)},
-            "lung1_survival": {"auc": _v(0.550)},
-            "radio_survival": {"auc": _v(0.589)},
+            "luna16_malignancy": {"auc": _v(0.960), "average_precision": _v(0.955)},
+            "lung1_survival": {"auc_2y": _v(0.550)},
+            "radio_survival": {"auc_2y": _v(0.589)},
         },
     ),
 ]

@@ -8,7 +8,8 @@ Rules a predictions file must follow (all problems are reported at once, in one
 - at most :data:`MAX_SUBMISSION_BYTES` (checked before the file is read), UTF-8 CSV with a header;
 - a ``lesion_id`` column and the task's score columns: multiclass ``score_<class name>`` (or
   ``score_0 .. score_<k-1>``), binary ``score`` (probability of the positive class), survival ``risk``
-  (higher = worse prognosis); other columns are ignored;
+  (higher = worse prognosis; ranks the C-index) and optionally ``score`` (probability of death within
+  2 years; ranks the 2-year AUC, for which the risk stands in when it is absent); other columns are ignored;
 - every test lesion of the task exactly once: no missing, duplicate, unknown or non-test ids;
 - scores numeric and finite; probabilities in [0, 1]; multiclass rows sum to 1 within
   :data:`ROW_SUM_TOLERANCE` and are then renormalised to exactly 1 (so rounding in a written CSV
@@ -252,8 +253,9 @@ def validate_predictions(path: str | Path, meta: TaskMeta, manifest: pd.DataFram
     if "lesion_id" in df.columns:
         _check_ids(df, manifest, ("test",), problems, task_name=meta.name)
     if cols is not None:
-        prob = meta.kind is not TaskKind.SURVIVAL
-        values = _parse_numbers(df, cols, problems, lo=0.0 if prob else None, hi=1.0 if prob else None)
+        # A risk is any real number (higher = worse); everything else is a probability.
+        parts = [_parse_numbers(df, [c], problems, lo=None if c == "risk" else 0.0, hi=None if c == "risk" else 1.0) for c in cols]
+        values = np.hstack(parts)
         if meta.kind is TaskKind.MULTICLASS and np.isfinite(values).all():
             sums = values.sum(axis=1)
             off = np.abs(sums - 1.0) > ROW_SUM_TOLERANCE
@@ -340,7 +342,7 @@ class SubmissionScore:
 
 
 def _metric_values(meta: TaskMeta, y: np.ndarray, s: np.ndarray, *, n_boot: int, seed: int) -> dict[str, MetricValue]:
-    names = list(meta.metrics) or list(_stats.METRICS_BY_KIND[meta.kind])
+    names = list(_stats.task_metrics(meta))
     point = _stats.compute_metrics(meta.kind, y, s, names)
     out = {}
     for m in names:
@@ -462,7 +464,8 @@ def submit(
     run_id = None
     if tracking_uri is not None:
         run_id = _log_submission(result, score, tracking_uri)
-    logger.info("Submission %r scored on task %s: public %s = %.4f.", name, meta.name, meta.main_metric, score.public[meta.main_metric].value)
+    main = _stats.main_metric(meta)
+    logger.info("Submission %r scored on task %s: public %s = %.4f.", name, meta.name, main, score.public[main].value)
     return SubmissionOutcome(result, score, result_path, run_id)
 
 

@@ -27,7 +27,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 BINARY = TaskMeta(
     name="luna16_malignancy", version="test-1", kind=TaskKind.BINARY, description="Fabricated nodule malignancy task.",
-    main_metric="auc", metrics=("auc", "ap", "balanced_accuracy"),
+    main_metric="auc", metrics=("auc", "average_precision", "balanced_accuracy"),
 )
 MULTI = TaskMeta(
     name="synthetic_site", version="test-1", kind=TaskKind.MULTICLASS, description="Fabricated 4-site task.",
@@ -35,7 +35,7 @@ MULTI = TaskMeta(
 )
 SURV = TaskMeta(
     name="synthetic_survival", version="test-1", kind=TaskKind.SURVIVAL, description="Fabricated survival task.",
-    main_metric="c_index", metrics=("c_index", "auc"),
+    main_metric="c_index", metrics=("c_index", "auc_2y"),
 )
 FRACTIONS = (1.0, 0.5, 0.2)
 SEEDS = (0, 1, 2)
@@ -76,7 +76,8 @@ def fake_scores(meta: TaskMeta, test: pd.DataFrame, quality: float, rng: np.rand
         p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         return pd.DataFrame(p, columns=[f"score_{c}" for c in meta.class_names])
     risk = -quality * np.log(test["time"].to_numpy()) + rng.normal(0, 1.0, n)
-    return pd.DataFrame({"risk": risk})
+    # Like the scorer: a 2-year death probability ('score') besides the risk.
+    return pd.DataFrame({"score": 1 / (1 + np.exp(-(risk - np.median(risk)))), "risk": risk})
 
 
 def write_result(meta: TaskMeta, manifest: pd.DataFrame, encoder: str, quality: float, root: Path, *, seed: int = 0, weights: str = "") -> Path:

@@ -70,7 +70,7 @@ def test_headline_numbers_match_sklearn_on_the_saved_predictions(built: tuple[Pa
     for e in t["entries"]:
         preds = pd.read_csv(lb_store.results / BINARY.name / e["encoder"] / "linear" / "predictions" / "f1_s0.csv")
         assert e["metrics"]["auc"]["value"] == pytest.approx(roc_auc_score(preds["label"], preds["score"]), abs=1e-12)
-        assert e["metrics"]["ap"]["value"] == pytest.approx(average_precision_score(preds["label"], preds["score"]), abs=1e-12)
+        assert e["metrics"]["average_precision"]["value"] == pytest.approx(average_precision_score(preds["label"], preds["score"]), abs=1e-12)
         lo, hi = e["metrics"]["auc"]["ci_low"], e["metrics"]["auc"]["ci_high"]
         assert lo <= e["metrics"]["auc"]["value"] <= hi
         curve = e["curves"]["auc"]
@@ -111,7 +111,7 @@ def test_published_rows_are_reference_only_and_mapped_to_real_tasks(built: tuple
     assert _task(doc, MULTI.name)["reference"] == [] and _task(doc, SURV.name)["reference"] == []
     assert {r["name"] for r in doc["reference_only"]} == {"deeplesion_site", "lung1_survival", "radio_survival"}
     lung1 = next(r for r in doc["reference_only"] if r["name"] == "lung1_survival")["reference"]
-    assert any(r["metrics"].get("auc", {}).get("value") == 0.638 for r in lung1)
+    assert any(r["metrics"].get("auc_2y", {}).get("value") == 0.638 for r in lung1)
 
 
 def test_provenance_is_carried(built: tuple[Path, dict]) -> None:
@@ -226,7 +226,7 @@ def test_fast_metrics_equal_sklearn_and_lifelines_with_ties(trial: int) -> None:
     y = rng.integers(0, 2, n)
     s = rng.integers(0, 6, n) / 5.0  # many ties
     assert _stats.metric("auc", TaskKind.BINARY, y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
-    assert _stats.metric("ap", TaskKind.BINARY, y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert _stats.metric("average_precision", TaskKind.BINARY, y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
     assert _stats.metric("balanced_accuracy", TaskKind.BINARY, y, s) == pytest.approx(balanced_accuracy_score(y, (s >= 0.5).astype(int)), abs=1e-12)
     k = 4
     yk = rng.integers(0, k, n)
@@ -241,7 +241,8 @@ def test_fast_metrics_equal_sklearn_and_lifelines_with_ties(trial: int) -> None:
     e = (rng.random(n) < 0.6).astype(float)
     risk = rng.integers(0, 5, n).astype(float)
     ys = np.c_[t, e]
-    assert _stats.metric("c_index", TaskKind.SURVIVAL, ys, risk) == pytest.approx(concordance_index(t, -risk, e), abs=1e-12)
+    risk = np.c_[risk, risk]
+    assert _stats.metric("c_index", TaskKind.SURVIVAL, ys, risk) == pytest.approx(concordance_index(t, -risk[:, 0], e), abs=1e-12)
     label = np.where((e == 1) & (t <= 730), 1.0, np.where(t > 730, 0.0, np.nan))
     keep = ~np.isnan(label)
-    assert _stats.metric("auc", TaskKind.SURVIVAL, ys, risk) == pytest.approx(roc_auc_score(label[keep], risk[keep]), abs=1e-12)
+    assert _stats.metric("auc_2y", TaskKind.SURVIVAL, ys, risk) == pytest.approx(roc_auc_score(label[keep], risk[keep, 1]), abs=1e-12)
