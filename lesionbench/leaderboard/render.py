@@ -268,6 +268,14 @@ def _provenance_table(task: dict[str, Any]) -> str:
     return f'<details><summary>Provenance of {len(items)} result(s)</summary><table class="prov"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></details>'
 
 
+def _sentence(text: str) -> str:
+    """A description as a sentence followed by a space (empty stays empty)."""
+    text = (text or "").strip()
+    if not text:
+        return ""
+    return text + ("" if text[-1] in ".!?" else ".") + " "
+
+
 def _slug(task: dict[str, Any]) -> str:
     return "task-" + "".join(c if c.isalnum() else "-" for c in f"{task['name']}-{task['version']}")
 
@@ -277,7 +285,7 @@ def _task_html(task: dict[str, Any], reveal: bool) -> str:
     parts = [
         f'<section class="task" id="{_slug(task)}"><h2>{_e(task["name"])}<span class="badges">'
         f'<span class="badge">v{_e(task["version"])}</span><span class="badge kind">{_e(task["kind"])}</span></span></h2>',
-        f'<p class="desc">{_e(task["description"])} Main metric: <b>{_e(metric_label(main))}</b>.</p>' if task["description"] else f'<p class="desc">Main metric: <b>{_e(metric_label(main))}</b>.</p>',
+        f'<p class="desc">{_e(_sentence(task["description"]))}Main metric: <b>{_e(metric_label(main))}</b>.</p>',
     ]
     if task["entries"]:
         parts.append("<h3>Ranking at 100% of the training labels</h3>")
@@ -295,7 +303,7 @@ def _task_html(task: dict[str, Any], reveal: bool) -> str:
         figs = []
         fp = forest_plot(task)
         if fp:
-            figs.append(f'<figure><img alt="{_e(metric_label(main))} with 95% CI per encoder" src="data:image/png;base64,{fp}"><figcaption>{_e(metric_label(main))} at 100% labels with 95% CIs; published rows hollow and grey.</figcaption></figure>')
+            figs.append(f'<figure><img alt="{_e(metric_label(main))} with 95% CI per encoder" src="data:image/png;base64,{fp}"><figcaption>{_e(metric_label(main))} at 100% labels with 95% CIs{"; published reference rows hollow and grey" if any(main in r["metrics"] and r["fraction"] == 1.0 for r in task["reference"]) else ""}.</figcaption></figure>')
         cp = curve_plot(task)
         if cp:
             figs.append(f'<figure><img alt="low-data curves of {_e(metric_label(main))}" src="data:image/png;base64,{cp}"><figcaption>Low-data curves: mean over seeds, bars ±1 SD, band min–max.</figcaption></figure>')

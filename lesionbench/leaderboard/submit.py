@@ -470,18 +470,32 @@ def submit(
 
 
 def _probe_features(task: Any, manifest: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
-    """Test predictions of the standard probe trained on submitted features (100% labels, seed 0)."""
+    """Test-lesion predictions of the standard probe fitted on submitted features (100% labels, seed 0).
+
+    Uses the scorer's :func:`lesionbench.benchmark.scorer.evaluate_features` (C chosen on the
+    validation split, exactly as for any encoder) in a scratch folder, so nothing of a failed
+    submission is left behind.
+    """
+    import tempfile
+
     try:
-        from lesionbench.benchmark import scorer
-    except ImportError:
-        scorer = None
-    evaluate_features = getattr(scorer, "evaluate_features", None)
-    if evaluate_features is None:
+        from lesionbench.benchmark.scorer import evaluate_features
+    except ImportError as exc:
         raise ConfigurationError(
-            "Feature submissions are scored by the standard probe of lesionbench.benchmark.scorer.evaluate_features, "
-            "which this installation does not have. Submit predictions instead, or update lesionbench."
-        )
-    raise ConfigurationError("evaluate_features is available but not wired to submissions yet.")
+            "Feature submissions are scored by the standard probe of lesionbench.benchmark.scorer, which this installation "
+            f"does not have ({exc}). Submit predictions instead, or update lesionbench."
+        ) from exc
+    meta: TaskMeta = task.meta
+    X = features.drop(columns=["lesion_id"]).to_numpy(dtype=np.float32)
+    enc = EncoderMeta(name="submitted-features", version="submitted", feature_dim=X.shape[1])
+    with tempfile.TemporaryDirectory(prefix="lesionbench-submit-") as tmp:
+        result = evaluate_features(manifest.reset_index(drop=True), X, meta, encoder=enc, fractions=(1.0,), seeds=(0,), out_dir=Path(tmp), n_boot=0, progress=False)
+        run = result.runs[0]
+        folder = Path(tmp) / meta.name / enc.name / result.probe
+        table = pd.read_csv(folder / run.predictions_path, dtype={"lesion_id": str, "patient_id": str})
+    test = table[table["split"] == "test"]
+    cols = _stats.score_columns(meta, list(test.columns))
+    return test[["lesion_id", *cols]].reset_index(drop=True)
 
 
 def _log_submission(result: TaskResult, score: SubmissionScore, tracking_uri: str) -> str | None:

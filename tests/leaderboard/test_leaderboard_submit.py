@@ -304,3 +304,18 @@ def test_cli_submit(binary_task: FakeTask, tmp_path: Path, monkeypatch: pytest.M
     assert not (tmp_path / "r2").exists()
     assert main(["submit", "--task", BINARY.name, "--name", "x", "--results", str(tmp_path / "r3")]) == 2
     assert main(["submit", "--task", BINARY.name, str(good), "--name", "x"]) == 2  # nowhere to record it
+
+
+def test_feature_submission_is_scored_by_the_standard_probe(binary_task: FakeTask, tmp_path: Path) -> None:
+    pytest.importorskip("lesionbench.benchmark.scorer", reason="the scorer (evaluate_features) has not landed on this branch")
+    man = binary_task.manifest()
+    rng = np.random.default_rng(0)
+    signal = man["label"].to_numpy()[:, None] * 1.5
+    feats = pd.DataFrame(signal + rng.normal(size=(len(man), 4)), columns=[f"f{i}" for i in range(4)])
+    feats.insert(0, "lesion_id", man["lesion_id"])
+    out = submit(binary_task, _write(feats.sample(frac=1.0, random_state=1), tmp_path / "f.csv"), name="feat", kind="features", results_dir=tmp_path / "r", n_boot=0)
+    assert out.result.probe == "linear" and out.result.extra["submission"]["kind"] == "features"
+    assert out.score.public["auc"].value > 0.75  # the planted signal is found
+    table = out.score.predictions
+    pub = (table["part"] == "public").to_numpy()
+    assert out.score.public["auc"].value == pytest.approx(roc_auc_score(table["label"][pub], table["score"][pub]), abs=1e-12)
