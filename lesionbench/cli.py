@@ -131,7 +131,7 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
         description="Read results from an MLflow store (parent runs' result.json) and/or a results folder and write a "
         "self-contained leaderboard page, Markdown and JSON. Published FMCIB numbers are shown as reference rows.",
     )
-    b.add_argument("--tracking-uri", help="MLflow tracking URI to read runs from (default: $MLFLOW_TRACKING_URI if set)")
+    b.add_argument("--tracking-uri", help="MLflow tracking URI to read runs from (default: $MLFLOW_TRACKING_URI, else ./mlflow.db if present)")
     b.add_argument("--results", type=Path, help="results folder written by `lesionbench run --out` (read as well)")
     b.add_argument("--out", type=Path, required=True, help="output folder")
     b.add_argument("--reveal", action="store_true", help="show the submissions' private scores (organisers only)")
@@ -146,6 +146,8 @@ def _cmd_leaderboard_build(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     tracking = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    if tracking is None and args.results is None and Path("mlflow.db").is_file():
+        tracking = "sqlite:///mlflow.db"  # the default store of `lesionbench run`
     index = build_leaderboard(
         args.out, tracking_uri=tracking, results_dir=args.results, reveal=args.reveal,
         n_boot=args.n_boot, n_perm=args.n_perm, include_published=not args.no_published,
@@ -169,7 +171,8 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--features", type=Path, help="features CSV instead of predictions")
     p.add_argument("--name", required=True, help="submission name shown on the leaderboard (letters, digits, space, ._+()-)")
     p.add_argument("--data-dir", type=Path, help="the task's prepared data folder (default: $LESIONBENCH_DATA/<task>)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI to log to (default: $MLFLOW_TRACKING_URI if set)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI to log to (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow (then --results is needed)")
     p.add_argument("--results", type=Path, help="results folder to write the submission's result.json into")
     p.set_defaults(func=_cmd_submit)
 
@@ -181,7 +184,9 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
     if (args.predictions is None) == (args.features is None):
         raise ConfigurationError("Give either a predictions CSV or --features FILE (exactly one).")
-    tracking = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    from lesionbench.leaderboard.submit import resolve_tracking_uri
+
+    tracking = None if args.no_mlflow else resolve_tracking_uri(args.tracking_uri)
     task = get_task(args.task, data_dir=args.data_dir)
     kind = "features" if args.features is not None else "predictions"
     outcome = submit(task, args.features or args.predictions, name=args.name, kind=kind, results_dir=args.results, tracking_uri=tracking)

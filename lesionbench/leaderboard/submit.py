@@ -498,6 +498,27 @@ def _probe_features(task: Any, manifest: pd.DataFrame, features: pd.DataFrame) -
     return test[["lesion_id", *cols]].reset_index(drop=True)
 
 
+#: The MLflow experiment the scorer logs runs to; submissions join them there.
+EXPERIMENT = "lesionbench"
+#: The scorer's default store: a sqlite file in the working directory.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else the sqlite file ``mlflow.db`` in the working directory."""
+    import os
+
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _artifact_location(uri: str) -> str | None:
+    """For a sqlite store, artifacts beside the database (MLflow's default is ./mlruns of the cwd)."""
+    m = re.match(r"sqlite:///(.+)$", uri)
+    if not m:
+        return None
+    return (Path(m.group(1)).expanduser().resolve().parent / "mlartifacts" / EXPERIMENT).as_uri()
+
+
 def _log_submission(result: TaskResult, score: SubmissionScore, tracking_uri: str) -> str | None:
     """Log the submission as an MLflow parent run; a failed write warns and keeps the local result."""
     import tempfile
@@ -507,9 +528,8 @@ def _log_submission(result: TaskResult, score: SubmissionScore, tracking_uri: st
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=tracking_uri)
-        exp_name = f"lesionbench/{result.task.name}"
-        exp = client.get_experiment_by_name(exp_name)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(exp_name)
+        exp = client.get_experiment_by_name(EXPERIMENT)
+        exp_id = exp.experiment_id if exp is not None else client.create_experiment(EXPERIMENT, artifact_location=_artifact_location(tracking_uri))
         sub = result.extra["submission"]
         run = client.create_run(
             exp_id,

@@ -4,7 +4,7 @@ a valid file is scored exactly like the same predictions through the metric func
 from __future__ import annotations
 
 import json
-import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -285,25 +285,33 @@ def test_feature_submission_is_validated_first(binary_task: FakeTask, tmp_path: 
 
 
 # --------------------------------------------------------------------------------------- CLI
-def test_cli_submit(binary_task: FakeTask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_submit(binary_task: FakeTask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], empty_mlflow_db: Path) -> None:
     import lesionbench.benchmark.plugins as plugins
     from lesionbench.cli import main
 
     monkeypatch.setattr(plugins, "get_task", lambda name, **kw: binary_task if name == BINARY.name else plugins.TASKS.get(name))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     good = _write(_predictions(binary_task), tmp_path / "good.csv")
-    rc = main(["-q", "submit", "--task", BINARY.name, str(good), "--name", "cli-team", "--results", str(tmp_path / "r")])
+    rc = main(["-q", "submit", "--task", BINARY.name, str(good), "--name", "cli-team", "--results", str(tmp_path / "r"), "--no-mlflow"])
     out = capsys.readouterr().out
     assert rc == 0 and "accepted" in out and "public auc" in out
     assert (tmp_path / "r" / BINARY.name / "submission-cli-team" / "submitted" / "result.json").exists()
 
     bad = _predictions(binary_task).iloc[1:]
     rc = main(["submit", "--task", BINARY.name, str(_write(bad, tmp_path / "bad.csv")), "--name", "a/b", "--results", str(tmp_path / "r2")])
+    assert not (tmp_path / "mlflow.db").exists()
     err = capsys.readouterr().err
     assert rc == 2 and "submission rejected, 2 problem(s)" in err and "path separator" in err
     assert not (tmp_path / "r2").exists()
     assert main(["submit", "--task", BINARY.name, "--name", "x", "--results", str(tmp_path / "r3")]) == 2
-    assert main(["submit", "--task", BINARY.name, str(good), "--name", "x"]) == 2  # nowhere to record it
+    assert main(["submit", "--task", BINARY.name, str(good), "--name", "x", "--no-mlflow"]) == 2  # nowhere to record it
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(empty_mlflow_db, tmp_path / "mlflow.db")  # an initialised store (migrations take seconds)
+    assert main(["-q", "submit", "--task", BINARY.name, str(good), "--name", "default-store"]) == 0
+    assert (tmp_path / "mlflow.db").is_file() and (tmp_path / "mlartifacts" / "lesionbench").is_dir()
+    assert main(["-q", "leaderboard", "build", "--out", "lb", "--n-boot", "10", "--n-perm", "10"]) == 0
+    doc = json.loads((tmp_path / "lb" / "leaderboard.json").read_text())
+    assert [s["name"] for s in doc["tasks"][0]["submissions"]] == ["default-store"]
 
 
 def test_feature_submission_is_scored_by_the_standard_probe(binary_task: FakeTask, tmp_path: Path) -> None:
