@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from conftest import BINARY, MULTI, SURV, Store, make_manifest, write_result
+from _lb_fixtures import BINARY, MULTI, SURV, Store, make_manifest, write_result
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.types import TaskKind
 from lesionbench.leaderboard import _stats, build_leaderboard

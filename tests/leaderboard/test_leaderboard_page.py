@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Store
+from _lb_fixtures import Store
 from lesionbench.leaderboard import build_leaderboard
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
 
-from conftest import BINARY, MULTI, SURV, fake_scores, make_manifest
+from _lb_fixtures import BINARY, MULTI, SURV, fake_scores, make_manifest
 from lesionbench.benchmark.errors import SubmissionError
 from lesionbench.benchmark.types import TaskMeta
 from lesionbench.leaderboard import build_leaderboard, public_private_split, submit, validate_predictions
