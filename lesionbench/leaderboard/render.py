@@ -38,6 +38,7 @@ section.task h2{font-size:21px;margin:0;font-weight:700;letter-spacing:-.005em}
 .desc{color:var(--muted);margin:6px 0 14px;font-size:14px}
 h3{font-size:13px;text-transform:uppercase;letter-spacing:.06em;color:var(--muted);margin:22px 0 8px;font-weight:600}
 table{border-collapse:collapse;width:100%;font-size:14px}
+.scroll{overflow-x:auto}
 th{font-size:12px;font-weight:600;color:var(--muted);text-align:right;padding:7px 10px;border-bottom:1.5px solid #d0d5dd;white-space:nowrap}
 th.l,td.l{text-align:left}
 td{padding:8px 10px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap;vertical-align:middle}
@@ -187,7 +188,7 @@ def _ranking_table(task: dict[str, Any]) -> str:
             + "".join(other_cells)
             + f"<td>{ri_s}</td><td>{delta}</td><td>{p}</td></tr>"
         )
-    return f'<table class="rank"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    return f'<div class="scroll"><table class="rank"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div>'
 
 
 def _reference_table(task_name: str, refs: list[dict[str, Any]], metrics: list[str], main: str | None, scale: tuple[float, float] | None) -> str:
@@ -221,7 +222,7 @@ def _submissions_table(task: dict[str, Any], reveal: bool) -> str:
     head = (
         '<tr><th class="l">Rank</th><th class="l">Submission</th><th class="l">Kind</th>'
         f"<th>Public {_e(metric_label(main))} (95% CI)</th>"
-        + "".join(f"<th>Public {_e(metric_label(m))}</th>" for m in others)
+        + "".join(f"<th>{_e(metric_label(m))}</th>" for m in others)
         + "<th>Public lesions</th>"
         + (f'<th class="private">Private {_e(metric_label(main))} (95% CI)</th><th class="private">Private rank</th>' if reveal else "")
         + '<th class="l">Submitted</th></tr>'
@@ -237,14 +238,14 @@ def _submissions_table(task: dict[str, Any], reveal: bool) -> str:
         rows.append(
             f'<tr><td class="l rank">{s["rank"]}</td><td class="l enc">{_e(s["name"])}</td><td class="l">{_e(s["kind"])}</td>'
             f'<td><span class="v">{_f(pm.get("value") if pm else None)}</span>{_ci(pm)}</td>{cells}<td>{s["n_public"]}</td>{priv}'
-            f'<td class="l"><code>{_e(s["submitted"][:19])}</code></td></tr>'
+            f'<td class="l"><code title="{_e(s["submitted"])}">{_e(s["submitted"][:10])}</code></td></tr>'
         )
     note = (
-        "Private scores are shown because this page was built with <code>--reveal</code>."
+        "Private scores are shown because this page was built with <code>--reveal</code>; every other column is on the public part."
         if reveal
-        else "Ranked by the public part of the test set; the private part's scores stay hidden until the organiser reveals them."
+        else "All scores are on the public part of the test set; the private part's scores stay hidden until the organiser reveals them."
     )
-    return f'<h3>Submissions</h3><table class="subs"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table><p class="note">{note}</p>'
+    return f'<h3>Submissions</h3><div class="scroll"><table class="subs"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div><p class="note">{note}</p>'
 
 
 def _provenance_table(task: dict[str, Any]) -> str:
@@ -265,7 +266,7 @@ def _provenance_table(task: dict[str, Any]) -> str:
             f'<td class="l"><code>{_e(p["task_version"])}</code></td><td class="l">{split}</td><td class="l"><code>{_e(p["lesionbench_version"])}</code></td>'
             f'<td class="l"><code>{_e(p["created"][:19])}</code></td><td class="l">{src}</td></tr>'
         )
-    return f'<details><summary>Provenance of {len(items)} result(s)</summary><table class="prov"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></details>'
+    return f'<details><summary>Provenance of {len(items)} result(s)</summary><div class="scroll"><table class="prov"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div></details>'
 
 
 def _sentence(text: str) -> str:
