@@ -21,7 +21,7 @@ from lesionbench.benchmark.plugins import TASKS, get_task  # noqa: E402
 from lesionbench.benchmark.types import TaskKind  # noqa: E402
 from lesionbench.cli import main  # noqa: E402
 from lesionbench.tasks import _dicom  # noqa: E402
-from lesionbench.tasks._nsclc import assign_folds, compare_label_variants, split_for_fold  # noqa: E402
+from lesionbench.tasks._nsclc import DOWNLOAD_MANIFEST, assign_folds, compare_label_variants, split_for_fold  # noqa: E402
 from lesionbench.tasks.lung1 import CLINICAL as LUNG1_CLINICAL  # noqa: E402
 from lesionbench.tasks.lung1 import lung1_outcomes  # noqa: E402
 from lesionbench.tasks.radio import CLINICAL as RADIO_CLINICAL  # noqa: E402
@@ -195,7 +195,7 @@ def _lung1_raw(raw: Path, n: int = 6) -> dict[str, object]:
 def test_lung1_prepare_end_to_end_resumable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     raw, out = tmp_path / "raw", tmp_path / "data" / "lung1_survival"
     studies = _lung1_raw(raw)
-    assert main(["prepare", "lung1_survival", "--raw", str(raw), "--out", str(out)]) == 0
+    assert main(["prepare", "lung1_survival", "--raw", str(raw), "--out", str(out), "--workers", "2"]) == 0
 
     df = pd.read_csv(out / "manifest.csv")
     assert len(df) == 6 and df["lesion_id"].tolist() == sorted(studies)
@@ -249,9 +249,20 @@ def test_radio_prepare_from_seg_and_cross_cohort(tmp_path: Path, monkeypatch: py
             "CT Date": ["1/1/2000"] * 5,
         }
     ).to_csv(raw / "NSCLCR01Radiogenomic_DATA_LABELS_2018-05-22_1500-shifted.csv", index=False)
+    # IDC also holds AI-made SEGs; the series list `lesionbench download` writes keeps prepare to the chosen ones
+    ai = write_seg(studies["R01-002"], raw / "R01-002" / "ai_seg.dcm", label="Lung")
+    index = _dicom.scan_dicom(raw, progress=False)
+    chosen = index.loc[index["path"] != str(ai), ["SeriesInstanceUID"]].drop_duplicates()
+    chosen.to_csv(raw / DOWNLOAD_MANIFEST, index=False)
     assert main(["prepare", "radio_survival", "--raw", str(raw), "--out", str(root / "radio_survival")]) == 0
     df = pd.read_csv(root / "radio_survival" / "manifest.csv")
     assert df["patient_id"].tolist() == list(studies)
+    assert pd.read_csv(root / "radio_survival" / "excluded.csv").empty
+    # without that list, two SEGs for one patient are ambiguous: the patient is excluded, saying why
+    (raw / DOWNLOAD_MANIFEST).unlink()
+    assert main(["prepare", "radio_survival", "--raw", str(raw), "--out", str(tmp_path / "again")]) == 0
+    excluded = pd.read_csv(tmp_path / "again" / "excluded.csv")
+    assert excluded["patient_id"].tolist() == ["R01-002"] and "2 candidate SEG files" in excluded["reason"].iloc[0]
     for _, row in df.iterrows():
         st = studies[row["patient_id"]]
         mask = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "radio_survival" / row["mask_path"]))).astype(bool)

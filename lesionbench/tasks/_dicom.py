@@ -62,6 +62,16 @@ def _pydicom():
     return pydicom
 
 
+def _optional(module: str, package: str):
+    """Import an optional dependency of the DICOM path, or say how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise DataPreparationError(f"Preparing from DICOM needs {package}: pip install 'lesionbench[dicom]'.") from exc
+
+
 def scan_dicom(root: str | Path, *, progress: bool = True) -> pd.DataFrame:
     """Index every DICOM file under ``root`` (recursively) by its identifying header tags.
 
@@ -200,8 +210,8 @@ def rtstruct_mask(rtstruct_path: str | Path, reference, roi_name: str) -> object
     contour does not lie on one slice of the reference grid or falls outside it.
     """
     import SimpleITK as sitk
-    from skimage.draw import polygon
 
+    polygon = _optional("skimage.draw", "scikit-image").polygon
     pydicom = _pydicom()
     ds = pydicom.dcmread(rtstruct_path)
     wanted = _normalise_roi_name(roi_name)
@@ -291,7 +301,7 @@ def seg_mask(seg_path: str | Path, ct: CTSeries, *, segment: int | None = None) 
     import SimpleITK as sitk
 
     _pydicom()
-    import highdicom as hd
+    hd = _optional("highdicom", "highdicom")
 
     try:
         seg = hd.seg.segread(seg_path)

@@ -425,6 +425,13 @@ class NsclcSurvivalTask(ManifestTask):
 
     cohort: ClassVar[CohortSpec]
     meta: ClassVar[TaskMeta]
+    #: The meta without options; subclasses define ``meta`` and it becomes this (``meta`` is then fold 0).
+    base_meta: ClassVar[TaskMeta]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.base_meta = cls.meta
+        cls.meta = variant_meta(cls.meta, label_variant=None, fold=0)
 
     def __init__(
         self,
@@ -434,7 +441,7 @@ class NsclcSurvivalTask(ManifestTask):
         fold: int = 0,
         label_variant: str | None = None,
     ):
-        base = type(self).meta
+        base = type(self).base_meta
         super().__init__(data_dir, manifest_path)
         self.fold = int(fold)
         self.label_variant = label_variant or "survival"
@@ -458,7 +465,7 @@ class NsclcSurvivalTask(ManifestTask):
         label_variant: str | None = None,
     ) -> Path:
         """Prepare the cohort (both label variants are always written; ``label_variant`` is only checked)."""
-        variant_meta(cls.meta, label_variant=label_variant, fold=None)
+        variant_meta(cls.base_meta, label_variant=label_variant, fold=None)
         return prepare_cohort(cls.cohort, raw, out, clinical=clinical, workers=workers)
 
 
