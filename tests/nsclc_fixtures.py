@@ -159,7 +159,7 @@ def write_rtstruct(study: Study, path: Path, *, roi_name: str = "GTV-1", extra_r
     return path
 
 
-def write_seg(study: Study, path: Path, *, label: str = "Heart") -> Path:
+def write_seg(study: Study, path: Path, *, label: str = "Heart", fractional: bool = False) -> Path:
     """A highdicom binary SEG of the planted ball; its one segment is labelled ``label`` (RADIO's files do that)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -173,8 +173,9 @@ def write_seg(study: Study, path: Path, *, label: str = "Heart") -> Path:
     )
     seg = hd.seg.Segmentation(
         source_images=study.datasets,
-        pixel_array=study.truth.astype(np.uint8),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        # fractional: occupancy 0.9 inside, 0.3 on a shell around it (below the 0.5 cut)
+        pixel_array=(0.9 * study.truth + 0.3 * (_dilate(study.truth) & ~study.truth)).astype(np.float32) if fractional else study.truth.astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL if fractional else hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[desc],
         series_instance_uid=generate_uid(),
         series_number=2,
@@ -187,6 +188,13 @@ def write_seg(study: Study, path: Path, *, label: str = "Heart") -> Path:
     )
     seg.save_as(path)
     return path
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    out = mask.copy()
+    for axis in (1, 2):
+        out |= np.roll(mask, 1, axis) | np.roll(mask, -1, axis)
+    return out
 
 
 def strip_source_references(path: Path) -> None:

@@ -66,6 +66,11 @@ def test_ct_rtstruct_and_seg_land_on_the_planted_tumour(tmp_path: Path, orientat
         np.testing.assert_allclose(geom.centroid_lps, study.centre, atol=0.5)
         assert geom.diameter_mm == pytest.approx(2 * study.radius, rel=0.1)
 
+    # a FRACTIONAL SEG is cut at occupancy 0.5
+    write_seg(study, tmp_path / "fractional.dcm", fractional=True)
+    arr = sitk.GetArrayFromImage(_dicom.seg_mask(tmp_path / "fractional.dcm", ct)).astype(bool)
+    assert np.array_equal(arr, study.truth)
+
     # a SEG that references no source instance is mapped by its frame positions instead
     strip_source_references(tmp_path / "seg.dcm")
     arr = sitk.GetArrayFromImage(_dicom.seg_mask(tmp_path / "seg.dcm", ct)).astype(bool)

@@ -240,7 +240,7 @@ def rtstruct_mask(rtstruct_path: str | Path, reference, roi_name: str) -> object
         ijk = (pts - origin) @ A.T
         k_float = ijk[:, 2]
         k = int(np.round(k_float.mean()))
-        if np.abs(k_float - k).max() > 0.1:
+        if np.abs(k_float - k).max() > 0.25:
             raise DataPreparationError(
                 f"{rtstruct_path}: contour {n + 1} of ROI {roi_name!r} is not on a slice of the CT grid "
                 f"(index along the slice axis {k_float.min():.2f}..{k_float.max():.2f}); is it the right CT series?"
@@ -312,54 +312,76 @@ def seg_mask(seg_path: str | Path, ct: CTSeries, *, segment: int | None = None) 
         raise DataPreparationError(
             f"{seg_path}: its FrameOfReferenceUID differs from the CT series {ct.series_instance_uid}; it was drawn on another scan."
         )
+    # FRACTIONAL SEGs hold occupancy in [0, 1] after rescaling: a voxel is tumour from one half.
+    threshold = 0.5 if str(seg.SegmentationType).upper() == "FRACTIONAL" else 0.0
     referenced = {uid for _, _, uid in seg.get_source_image_uids()}
     if referenced & set(ct.sop_instance_uids):
-        arr = seg.get_pixels_by_source_instance(
+        values = seg.get_pixels_by_source_instance(
             source_sop_instance_uids=list(ct.sop_instance_uids),
             segment_numbers=[number],
-            combine_segments=True,
-            relabel=True,
             assert_missing_frames_are_empty=True,
-            dtype=np.uint8,
         )
-        arr = (np.asarray(arr) > 0).astype(np.uint8)
+        arr = (np.asarray(values)[..., 0] > threshold).astype(np.uint8)
     else:
         logger.info("%s references no slice of CT %s by UID; mapping its frames by position.", seg_path, ct.series_instance_uid)
-        arr = _seg_by_position(seg, number, ct, seg_path)
+        arr = _seg_by_position(seg, number, ct, seg_path, threshold)
     size = ct.image.GetSize()
     if arr.shape != (size[2], size[1], size[0]):
         raise DataPreparationError(f"{seg_path}: frames of {arr.shape[1:]} pixels do not match the CT's {size[1::-1]}.")
+    # Frames of the segment on slices outside this CT would be dropped silently: count them.
+    expected = sum(int((frame > threshold).sum()) for frame in _segment_frames(seg, number))
+    if int(arr.sum()) != expected:
+        raise DataPreparationError(
+            f"{seg_path}: segment {number} has {expected} voxels but only {int(arr.sum())} fall on CT series "
+            f"{ct.series_instance_uid}; it was drawn (partly) on other slices."
+        )
     out = sitk.GetImageFromArray(arr)
     out.CopyInformation(ct.image)
     return out
 
 
-def _seg_by_position(seg, number: int, ct: CTSeries, seg_path) -> np.ndarray:
+def _segment_frames(seg, number: int):
+    """The pixel arrays of the frames of segment ``number`` (rescaled to [0, 1] if fractional)."""
+    pixels = np.asarray(seg.pixel_array)
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    if str(seg.SegmentationType).upper() == "FRACTIONAL":
+        pixels = pixels / float(seg.MaximumFractionalValue)
+    shared = seg.get("SharedFunctionalGroupsSequence", [None])[0]
+    for f, group in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        seg_id = group.get("SegmentIdentificationSequence") or (shared.get("SegmentIdentificationSequence") if shared else None)
+        if seg_id and int(seg_id[0].ReferencedSegmentNumber) == number:
+            yield pixels[f]
+
+
+def _seg_by_position(seg, number: int, ct: CTSeries, seg_path, threshold: float) -> np.ndarray:
     image = ct.image
     size = image.GetSize()
     A, origin = _physical_to_index_matrix(image)
     pixels = np.asarray(seg.pixel_array)
     if pixels.ndim == 2:
         pixels = pixels[None]
+    if str(seg.SegmentationType).upper() == "FRACTIONAL":
+        pixels = pixels / float(seg.MaximumFractionalValue)
     out = np.zeros(size[::-1], dtype=np.uint8)
     shared = seg.get("SharedFunctionalGroupsSequence", [None])[0]
     for f, group in enumerate(seg.PerFrameFunctionalGroupsSequence):
-        seg_id = group.get("SegmentIdentificationSequence") or shared.get("SegmentIdentificationSequence")
-        if int(seg_id[0].ReferencedSegmentNumber) != number:
+        seg_id = group.get("SegmentIdentificationSequence") or (shared.get("SegmentIdentificationSequence") if shared else None)
+        if not seg_id or int(seg_id[0].ReferencedSegmentNumber) != number:
             continue
         plane = group.get("PlanePositionSequence") or (shared.get("PlanePositionSequence") if shared else None)
         if not plane:
             raise DataPreparationError(f"{seg_path}: frame {f + 1} has neither a source image reference nor a position.")
         ijk = A @ (np.asarray(plane[0].ImagePositionPatient, float) - origin)
         k = int(np.round(ijk[2]))
-        if np.abs(ijk - [0, 0, k]).max() > 0.1 or not 0 <= k < size[2]:
+        if np.abs(ijk - [0, 0, k]).max() > 0.25 or not 0 <= k < size[2]:
             raise DataPreparationError(
                 f"{seg_path}: frame {f + 1} at {list(plane[0].ImagePositionPatient)} is not on a slice of CT "
                 f"{ct.series_instance_uid} (index {np.round(ijk, 2).tolist()})."
             )
         if pixels[f].shape != (size[1], size[0]):
             raise DataPreparationError(f"{seg_path}: frame {f + 1} has {pixels[f].shape} pixels, the CT {(size[1], size[0])}.")
-        out[k] |= (pixels[f] > 0).astype(np.uint8)
+        out[k] |= (pixels[f] > threshold).astype(np.uint8)
     return out
 
 
