@@ -76,10 +76,30 @@ def write_ct(
     inside_xyz = np.linalg.norm(pts - centre, axis=-1) <= radius
     truth = np.transpose(inside_xyz, (2, 1, 0))  # (z, y, x)
 
+    rng = np.random.default_rng(0)
+    hu = np.where(truth, 60.0, -820.0) + rng.normal(0, 5, truth.shape)
+    return write_ct_volume(folder, patient_id, hu, R=R, origin=origin, spacing=spacing, truth=truth, centre=centre, radius=radius)
+
+
+def write_ct_volume(
+    folder: Path,
+    patient_id: str,
+    hu: np.ndarray,
+    *,
+    R: np.ndarray,
+    origin: np.ndarray,
+    spacing: tuple[float, float, float],
+    truth: np.ndarray,
+    centre: np.ndarray | None = None,
+    radius: float = 0.0,
+) -> Study:
+    """Write a (z, y, x) HU volume as a CT series: slice k at origin + k * spacing_z * R[:, 2]."""
+    nz, ny, nx = hu.shape
+    sx, sy, sz = spacing
     study_uid, series_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
     datasets = []
+    names = np.random.default_rng(1).permutation(nz)
     for kk in range(nz):
         sop = generate_uid()
         ds = Dataset()
@@ -102,10 +122,9 @@ def write_ct(
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
-        hu = np.where(truth[kk], 60.0, -820.0) + rng.normal(0, 5, (ny, nx))
-        ds.PixelData = np.round(hu + 1024).astype(np.int16).tobytes()
+        ds.PixelData = np.round(hu[kk] + 1024).astype(np.int16).tobytes()
         # file names do not follow slice order either
-        ds.save_as(folder / f"slice_{(kk * 5) % nz:03d}.dcm", enforce_file_format=True)
+        ds.save_as(folder / f"slice_{names[kk]:03d}.dcm", enforce_file_format=True)
         datasets.append(ds)
     return Study(patient_id, folder, datasets, truth, centre, radius, R, origin, spacing, frame_uid, study_uid, series_uid)
 
@@ -187,6 +206,35 @@ def write_seg(study: Study, path: Path, *, label: str = "Heart", fractional: boo
         device_serial_number="1",
     )
     seg.save_as(path)
+    return path
+
+
+def write_rtstruct_from_mask(study: Study, path: Path, *, roi_name: str = "GTV-1") -> Path:
+    """An RTSTRUCT whose contours are traced from ``study.truth`` (marching squares at 0.5; holes become inner contours)."""
+    from skimage.measure import find_contours
+
+    sop = generate_uid()
+    ds = Dataset()
+    ds.file_meta = _file_meta(RTStructureSetStorage, sop)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = RTStructureSetStorage, sop, "RTSTRUCT"
+    ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = study.patient_id, study.study_uid, generate_uid()
+    roi = Dataset()
+    roi.ROINumber, roi.ROIName = 1, roi_name
+    ds.StructureSetROISequence = [roi]
+    rc = Dataset()
+    rc.ReferencedROINumber = 1
+    rc.ContourSequence = []
+    sx, sy, sz = study.spacing
+    for k in range(study.truth.shape[0]):
+        for c in find_contours(np.pad(study.truth[k], 1).astype(float), 0.5):
+            rows, cols = c[:, 0] - 1, c[:, 1] - 1
+            pts = study.origin + np.stack([cols * sx, rows * sy, np.full_like(rows, k * sz)], -1) @ study.R.T
+            contour = Dataset()
+            contour.ContourGeometricType, contour.NumberOfContourPoints = "CLOSED_PLANAR", len(pts)
+            contour.ContourData = [f"{v:.3f}" for v in pts.ravel()]
+            rc.ContourSequence.append(contour)
+    ds.ROIContourSequence = [rc]
+    ds.save_as(path, enforce_file_format=True)
     return path
 
 

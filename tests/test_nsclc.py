@@ -86,7 +86,8 @@ def test_rtstruct_errors_name_the_problem(tmp_path: Path) -> None:
         _dicom.rtstruct_mask(tmp_path / "rt.dcm", ct.image, "GTV-1")
     # a CT with a slice missing is not a regular grid and is refused, not silently stretched
     ct_rows = index[index["Modality"] == "CT"]
-    gappy = ct_rows[ct_rows["ImagePositionPatient"] != ct_rows["ImagePositionPatient"].iloc[3]]
+    middle = study.datasets[3].SOPInstanceUID
+    gappy = ct_rows[ct_rows["SOPInstanceUID"] != middle]
     with pytest.raises(DataPreparationError, match="regular grid"):
         _dicom.read_ct_series(gappy)
 
@@ -303,3 +304,27 @@ def test_prepare_says_what_to_download(tmp_path: Path, capsys: pytest.CaptureFix
         get_task("lung1_survival").manifest()
     with pytest.raises(ConfigurationError, match="label_variant"):
         get_task("radio_survival", label_variant="published")
+
+
+def test_real_ct_and_tumour_round_trip_through_dicom(tmp_path: Path, shared_dir: Path) -> None:
+    """pyradiomics' real lung1 CT and tumour written as DICOM (CT series, RTSTRUCT traced from the mask, SEG) come back exactly."""
+    from nsclc_fixtures import write_ct_volume, write_rtstruct_from_mask
+
+    real = shared_dir / "data" / "real-ct"
+    image, label = sitk.ReadImage(str(real / "lung1_image.nrrd")), sitk.ReadImage(str(real / "lung1_label.nrrd"))
+    truth = sitk.GetArrayFromImage(label) > 0
+    study = write_ct_volume(
+        tmp_path / "ct", "REAL-1", sitk.GetArrayFromImage(image).astype(float),
+        R=np.array(image.GetDirection()).reshape(3, 3), origin=np.array(image.GetOrigin()), spacing=image.GetSpacing(), truth=truth,
+    )
+    write_rtstruct_from_mask(study, tmp_path / "rt.dcm")
+    write_seg(study, tmp_path / "seg.dcm")
+    index = _dicom.scan_dicom(tmp_path / "ct", progress=False)
+    ct = _dicom.read_ct_series(index)
+    assert np.array_equal(sitk.GetArrayFromImage(ct.image), sitk.GetArrayFromImage(image))
+    np.testing.assert_allclose(ct.image.GetSpacing(), image.GetSpacing(), atol=1e-5)
+    for mask in (_dicom.rtstruct_mask(tmp_path / "rt.dcm", ct.image, "GTV-1"), _dicom.seg_mask(tmp_path / "seg.dcm", ct)):
+        arr = sitk.GetArrayFromImage(mask) > 0
+        assert _dice(arr, truth) > 0.99
+        # the centroid the shared README lists for this mask
+        np.testing.assert_allclose(_dicom.mask_geometry(mask).centroid_lps, (-21.86, -120.54, -611.50), atol=0.01)
