@@ -30,7 +30,7 @@ import pandas as pd
 
 from lesionbench.benchmark.endpoints import TWO_YEARS_DAYS, two_year_label
 from lesionbench.benchmark.errors import ConfigurationError, DataPreparationError, ManifestError
-from lesionbench.benchmark.manifest import ManifestTask, read_manifest, validate_manifest
+from lesionbench.benchmark.manifest import ManifestTask, read_manifest, resolve_paths, validate_manifest
 from lesionbench.benchmark.types import TaskKind, TaskMeta
 
 logger = logging.getLogger(__name__)
@@ -375,7 +375,7 @@ def prepare_cohort(
     df["fold"] = assign_folds(df)
     df["split"] = split_for_fold(df["fold"].to_numpy(), 0)
 
-    validate_manifest(resolve_relative(df, out), kind=TaskKind.SURVIVAL, source=f"{spec.task} manifest being written")
+    validate_manifest(resolve_paths(df, out), kind=TaskKind.SURVIVAL, source=f"{spec.task} manifest being written")
     comparison = compare_label_variants(df)
     manifest_path = out / "manifest.csv"
     df.to_csv(manifest_path, index=False)
@@ -387,12 +387,6 @@ def prepare_cohort(
         spec.task, len(df), len(excluded), out / "excluded.csv", comparison["n_2y_known"], comparison["n_differ"], comparison["reasons"],
     )
     return manifest_path
-
-
-def resolve_relative(df: pd.DataFrame, base: Path) -> pd.DataFrame:
-    from lesionbench.benchmark.manifest import resolve_paths
-
-    return resolve_paths(df, base)
 
 
 # ---------------------------------------------------------------------------------------- tasks
