@@ -195,3 +195,92 @@ def test_recist_intersection() -> None:
     assert dl.recist_intersection([0, 0, 10, 10, 0, 10, 10, 0]) == pytest.approx((5.0, 5.0))
     assert dl.recist_intersection([0, 0, 10, 0, 0, 1, 10, 1]) is None  # parallel
     assert dl.recist_intersection([0, 0, 10, 0, 20, -5, 20, 5]) is None  # crossing point beyond the long axis
+
+
+# ------------------------------------------------------------------ against the published FMCIB lists
+def _published(shared_dir: Path) -> dict[str, pd.DataFrame]:
+    d = shared_dir / "data" / "fmcib-annotations"
+    return {s: pd.read_csv(d / f"deeplesion_task1_{s}.csv") for s in ("train", "val", "test")} | {
+        "pretrain": pd.read_csv(d / "deeplesion_pretrain.csv")
+    }
+
+
+def _dl_info_from_published(pub: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Rebuild DL_info.csv rows from the DeepLesion columns the published files carry.
+
+    Each published row goes back to its DL_info row number ("Unnamed: 0"): patient, study, series and
+    Slice_range from Volume_fn, Key_slice_index from the published z rule (centroid_z = end - key + 1),
+    RECIST axes crossing at the published centroid, spacing, label + 1, Train_Val_Test. Every other row
+    number gets a lesion the task must drop (5-mm slices, axes that do not cross, unlabelled set 3).
+    """
+    allrows = pd.concat(list(pub.values()), ignore_index=True).set_index("Unnamed: 0").sort_index()
+    assert allrows.index.is_unique
+    n = int(allrows.index.max()) + 10
+    m = allrows["Volume_fn"].str.extract(r"^(\d+)_(\d+)_(\d+)_(\d+)-(\d+)\.nii\.gz$").astype(int)
+    m.columns = ["p", "st", "se", "start", "end"]
+    key = (m["end"] - allrows["centroid_z"] + 1).astype(int)
+    cx, cy = allrows["centroid_x"], allrows["centroid_y"]
+    half = allrows["lesion_diameters_x"] / allrows["spacing_x"] / 2
+    fmt = lambda *cols: [", ".join(f"{v:.10g}" for v in vals) for vals in zip(*cols)]  # noqa: E731
+    real = pd.DataFrame(
+        {
+            "File_name": [f"{p:06d}_{st:02d}_{se:02d}_{k:03d}.png" for p, st, se, k in zip(m.p, m.st, m.se, key)],
+            "Patient_index": m.p, "Study_index": m.st, "Series_ID": m.se, "Key_slice_index": key,
+            "Measurement_coordinates": fmt(cx - half, cy, cx + half, cy, cx, cy - half / 2, cx, cy + half / 2),
+            "Bounding_boxes": allrows["bbox"].str.strip("[]"),
+            "Lesion_diameters_Pixel_": fmt(allrows["lesion_diameters_x"] / allrows["spacing_x"], allrows["lesion_diameters_y"] / allrows["spacing_y"]),
+            "Normalized_lesion_location": "0.5, 0.5, 0.5",
+            "Coarse_lesion_type": np.where(allrows["Train_Val_Test"] == 1, -1, allrows["Coarse_lesion_type"] + 1),
+            "Possibly_noisy": allrows["Possibly_noisy"],
+            "Slice_range": fmt(m.start, m.end), "Spacing_mm_px_": fmt(allrows.spacing_x, allrows.spacing_y, allrows.spacing_z),
+            "Image_size": "512, 512", "DICOM_windows": allrows["DICOM_windows"], "Patient_gender": allrows["Patient_gender"],
+            "Patient_age": allrows["Patient_age"], "Train_Val_Test": allrows["Train_Val_Test"],
+        },
+        index=allrows.index,
+    )
+    gaps = np.setdiff1d(np.arange(n), real.index)
+    kind = gaps % 3
+    decoy = pd.DataFrame(
+        {
+            "File_name": [f"{9000 + g % 500:06d}_01_01_050.png" for g in gaps],
+            "Patient_index": 9000 + gaps % 500, "Study_index": 1, "Series_ID": 1, "Key_slice_index": 50,
+            # kind 1: RECIST short axis beside the long axis (no crossing); else a proper cross
+            "Measurement_coordinates": np.where(kind == 1, "100, 100, 120, 100, 130, 90, 130, 110", "100, 100, 120, 100, 110, 90, 110, 110"),
+            "Bounding_boxes": "95, 85, 135, 115", "Lesion_diameters_Pixel_": "20, 20", "Normalized_lesion_location": "0.5, 0.5, 0.5",
+            # kind 2: unlabelled lesion in set 3
+            "Coarse_lesion_type": np.where(kind == 2, -1, 1 + gaps % 8), "Possibly_noisy": 0, "Slice_range": "40, 60",
+            # kind 0: 5-mm slices
+            "Spacing_mm_px_": np.where(kind == 0, "0.7, 0.7, 5", "0.7, 0.7, 1"),
+            "Image_size": "512, 512", "DICOM_windows": "-175, 275", "Patient_gender": "M", "Patient_age": 50,
+            "Train_Val_Test": 2 + gaps % 2,
+        },
+        index=gaps,
+    )
+    return pd.concat([real, decoy]).sort_index()[REAL_COLUMNS]
+
+
+def test_selection_reproduces_published_task1_lists(shared_dir: Path) -> None:
+    pub = _published(shared_dir)
+    lesions = dl.select_lesions(_dl_info_from_published(pub))
+    assert len(lesions) == 2610 + 1220 + 1221
+    lesions["split"] = dl.assign_split(lesions, "fmcib")
+    by_row = lesions.set_index("dl_row")
+    for s in ("train", "val", "test"):
+        rows = pub[s]["Unnamed: 0"].to_numpy()
+        assert set(by_row.index[by_row["split"] == s]) == set(rows), s
+        np.testing.assert_array_equal(by_row.loc[rows, "label"], pub[s]["Coarse_lesion_type"])
+        # the seed is the RECIST crossing; the published coordY holds its x (the documented x/y swap)
+        x_mm = by_row.loc[rows, "seed_x_px"].to_numpy() * by_row.loc[rows, "spacing_x"].to_numpy()
+        gap = x_mm - pub[s]["coordY"].to_numpy()
+        assert ((gap > -1e-4) & (gap < pub[s]["spacing_x"].to_numpy() + 1e-4)).all()
+    assert len(set(by_row.index[by_row.split == "val"].map(by_row.patient_id)) & set(by_row.index[by_row.split == "test"].map(by_row.patient_id))) == 291
+    assert [by_row["split"].eq(s).sum() for s in ("train", "val", "test")] == [2610, 1220, 1221]
+    assert by_row.loc[by_row.split == "train", "patient_id"].nunique() == 553
+    # the grouped variant: same lesions, val/test disjoint by patient, about half each, classes balanced
+    grouped = dl.assign_split(lesions, "grouped")
+    val_p = set(lesions.patient_id[grouped == "val"])
+    test_p = set(lesions.patient_id[grouped == "test"])
+    assert not val_p & test_p
+    assert abs((grouped == "val").sum() - (grouped == "test").sum()) < 150
+    assert (grouped[lesions.dl_split.to_numpy() == 2] == "train").all()
+    np.testing.assert_array_equal(dl.assign_split(lesions, "grouped"), grouped)  # seeded
