@@ -157,5 +157,23 @@ def write_task_json(out: Path, meta: TaskMeta, split: str, **extra: Any) -> Path
     return write_json(info, Path(out) / TASK_JSON)
 
 
+def image_header(path: Path) -> tuple[Any, tuple[int, ...]]:
+    """``(reference, size)``: a 1-voxel SimpleITK image with ``path``'s geometry, and the image size.
+
+    Only the header is read, so seeds can be converted with the file's own geometry
+    (``reference.TransformContinuousIndexToPhysicalPoint``) without loading the pixels.
+    """
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    ref = sitk.Image([1] * reader.GetDimension(), sitk.sitkUInt8)
+    ref.SetOrigin(reader.GetOrigin())
+    ref.SetSpacing(reader.GetSpacing())
+    ref.SetDirection(reader.GetDirection())
+    return ref, tuple(reader.GetSize())
+
+
 def split_counts(df: pd.DataFrame) -> dict[str, int]:
     return {k: int(v) for k, v in df["split"].value_counts().sort_index().items()}

@@ -73,6 +73,7 @@ from lesionbench.tasks._prepare import (
     atomic_write,
     check_split_variant,
     grouped_split,
+    image_header,
     split_counts,
     write_csv,
     write_task_json,
@@ -330,25 +331,11 @@ def _convert(job: _VolumeJob) -> Path:
     return atomic_write(job.out, lambda tmp: sitk.WriteImage(image, str(tmp), True))
 
 
-def _header(path: Path):
-    """A 1-voxel image carrying ``path``'s geometry and its size, read without the pixels."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    ref = sitk.Image([1, 1, 1], sitk.sitkUInt8)
-    ref.SetOrigin(reader.GetOrigin())
-    ref.SetSpacing(reader.GetSpacing())
-    ref.SetDirection(reader.GetDirection())
-    return ref, reader.GetSize()
-
-
 def _volume_ok(path: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        _header(path)
+        image_header(path)
     except RuntimeError:
         logger.warning("%s exists but is unreadable; converting it again", path)
         return False
@@ -429,7 +416,7 @@ class DeepLesionSite(VariantManifestTask):
         headers: dict[str, Any] = {}
         for n, les in enumerate(lesions.itertuples()):
             if les.volume not in headers:
-                headers[les.volume] = _header(images / les.volume)
+                headers[les.volume] = image_header(images / les.volume)
             ref, size = headers[les.volume]
             index = (les.seed_x_px, les.seed_y_px, float(les.key_slice - les.slice_start))
             if not all(-0.5 <= c <= s - 0.5 for c, s in zip(index, size)):
