@@ -284,3 +284,14 @@ def test_selection_reproduces_published_task1_lists(shared_dir: Path) -> None:
     assert abs((grouped == "val").sum() - (grouped == "test").sum()) < 150
     assert (grouped[lesions.dl_split.to_numpy() == 2] == "train").all()
     np.testing.assert_array_equal(dl.assign_split(lesions, "grouped"), grouped)  # seeded
+
+
+def test_cli_prepare_in_parallel(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from lesionbench.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["-q", "prepare", "deeplesion_site", "--raw", str(raw), "--out", str(out), "--split", "fmcib", "--workers", "2"]) == 0
+    assert "manifest.csv" in capsys.readouterr().out
+    assert len(list((out / "images").glob("*.nii.gz"))) == 3
+    assert main(["validate", str(out / "manifest.csv"), "--task", "deeplesion_site"]) == 0
+    assert main(["-q", "prepare", "deeplesion_site", "--raw", str(raw), "--out", str(out), "--labels-only"]) == 2

@@ -55,6 +55,7 @@ Volumes and seeds
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -408,7 +409,8 @@ class DeepLesionSite(VariantManifestTask):
                 for job in tqdm(jobs, desc="deeplesion volumes", unit="vol"):
                     _convert(job)
             else:
-                with ProcessPoolExecutor(workers) as pool:
+                # spawn: ITK's thread pool in this process must not be forked
+                with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                     for _ in tqdm(pool.map(_convert, jobs), total=len(jobs), desc="deeplesion volumes", unit="vol"):
                         pass
 
