@@ -240,3 +240,11 @@ def test_full_nodule_table_reproduces_published(shared_dir: Path) -> None:
     split = luna16.assign_split(labelled, "fmcib")
     for s, df in task2.items():
         assert set(labelled["table_index"][split == s]) == set(df["Unnamed: 0"]), s
+
+
+@pytest.mark.parametrize("name", ["luna16_malignancy", "deeplesion_site"])
+def test_unprepared_task_says_how_to_prepare(name: str, tmp_path: Path) -> None:
+    from lesionbench.benchmark.errors import ManifestError
+
+    with pytest.raises(ManifestError, match=rf"lesionbench prepare {name} --raw RAW_DIR --out {tmp_path}"):
+        get_task(name, data_dir=tmp_path).manifest()

@@ -348,7 +348,7 @@ class Luna16Malignancy(VariantManifestTask):
 
     how_to_prepare = (
         f"Download {ZENODO_IMAGES} and {ZENODO_ANNOTATIONS}, unzip them into RAW_DIR, then run "
-        "`lesionbench prepare {{name}} --raw RAW_DIR --out {{data_dir}}`."
+        "`lesionbench prepare {name} --raw RAW_DIR --out {data_dir}`."
     )
 
     @staticmethod
