@@ -17,6 +17,9 @@ Rules a predictions file must follow (all problems are reported at once, in one
 - the submission name: 1 to :data:`MAX_NAME_LENGTH` characters out of letters, digits, space and
   ``._+()-``, starting with a letter or digit, no ``..`` (it names a folder and an MLflow run).
 
+A later submission under the same name replaces the earlier one on the leaderboard (MLflow keeps
+every submission as its own run).
+
 A valid file is scored on a **public** and a **private** part of the test set: a 50/50 division
 grouped by patient and stratified by label (survival: by the 2-year label, censored-early as its
 own stratum), drawn by scikit-learn's ``StratifiedGroupKFold`` with a seed derived from the task
@@ -27,6 +30,7 @@ private one only when the organiser builds with ``--reveal``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -120,9 +124,15 @@ def _read_untrusted_csv(path: Path, max_bytes: int, problems: list[str]) -> pd.D
     if size == 0:
         problems.append("file is empty. Write a CSV with a header line and one row per test lesion.")
         return None
+    # Read at most max_bytes + 1 bytes: a file that grows after the size check is still bounded.
+    with path.open("rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        problems.append(f"file is larger than {max_bytes / 2**20:.0f} MiB, the most accepted. Submit only the columns asked for.")
+        return None
     try:
         # Everything as text: numbers are parsed per cell below so bad cells can be named.
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8", skipinitialspace=True)
+        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8", skipinitialspace=True)
     except UnicodeDecodeError as exc:
         problems.append(f"file is not UTF-8 text ({exc.reason} at byte {exc.start}). Save it as a UTF-8 CSV.")
         return None
