@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench import __version__
-from lesionbench.benchmark.types import SubsetResult, TaskKind, TaskMeta, TaskResult
+from lesionbench.benchmark.types import SubsetResult, TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
 from lesionbench.leaderboard.collect import LoadedResult, collect_results
 from lesionbench.leaderboard.published import CITATION, DOI_URL, SOURCE, published_for
@@ -221,7 +221,7 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
     order = sorted(range(len(entries)), key=lambda i: (-main_value(entries[i]), entries[i]["encoder"]))
     entries = [entries[i] for i in order]
     measured = [measured[i] for i in order]
-    for pos, e in enumerate(entries):
+    for e in entries:
         # Equal values share a rank (competition ranking: 1, 1, 3).
         e["rank"] = 1 + sum(1 for f in entries if main_value(f) > main_value(e))
 
