@@ -69,10 +69,12 @@ def _headline_run(result: TaskResult) -> SubsetResult:
 
 
 def _split_variant(result: TaskResult) -> str:
+    """The split variant: ``extra["split_variant"]``, else the ``+variant`` suffix of the task version."""
     v = result.extra.get("split_variant")
-    if v:
-        return str(v)
-    return "published" if result.task.published_split else "lesionbench (patient-grouped)"
+    if not v and "+" in result.task.version:
+        v = result.task.version.split("+", 1)[1]
+    v = str(v) if v else "lesionbench"
+    return f"{v} (published split)" if result.task.published_split else v
 
 
 def _provenance(item: LoadedResult) -> dict[str, Any]:
