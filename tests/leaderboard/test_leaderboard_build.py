@@ -246,3 +246,14 @@ def test_fast_metrics_equal_sklearn_and_lifelines_with_ties(trial: int) -> None:
     label = np.where((e == 1) & (t <= 730), 1.0, np.where(t > 730, 0.0, np.nan))
     keep = ~np.isnan(label)
     assert _stats.metric("auc_2y", TaskKind.SURVIVAL, ys, risk) == pytest.approx(roc_auc_score(label[keep], risk[keep, 1]), abs=1e-12)
+
+
+def test_split_variant_and_leaks_in_provenance(tmp_path: Path) -> None:
+    from lesionbench.leaderboard.build import build_document
+
+    published = BINARY.__class__(**{**BINARY.__dict__, "version": "1.0+fmcib", "published_split": True})
+    write_result(published, make_manifest(published), "fmcib", 1.0, tmp_path)
+    doc = build_document(collect_results(results_dir=tmp_path), n_boot=10, n_perm=10)
+    prov = doc["tasks"][0]["entries"][0]["provenance"]
+    assert prov["split_variant"] == "fmcib (published split)" and prov["task_version"] == "1.0+fmcib"
+    assert doc["tasks"][0]["statistics"]["note"].startswith("rank intervals and paired tests need")
