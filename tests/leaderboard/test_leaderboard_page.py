@@ -50,6 +50,29 @@ def _chromium(*args: str, timeout: int = 60) -> subprocess.CompletedProcess[str]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+#: Chromium's own background services (updates, time, accounts), not requests of the page.
+_BROWSER_HOSTS = ("google.com", "googleapis.com", "gvt1.com", "gstatic.com")
+
+
+def _page_requests(url: str, tmp: Path) -> set[str]:
+    """http(s) URLs Chromium tried to fetch while loading ``url`` (from its network log)."""
+    from urllib.parse import urlparse
+
+    log = tmp / f"netlog-{abs(hash(url))}.json"
+    res = _chromium(f"--log-net-log={log}", "--dump-dom", url)
+    assert res.returncode == 0, res.stderr[-2000:]
+    urls = set(re.findall(r'"url":"(https?://[^"]+)"', log.read_text(errors="replace")))
+    return {u for u in urls if not (urlparse(u).hostname or "").endswith(_BROWSER_HOSTS)}
+
+
+@needs_chromium
+def test_page_makes_no_network_requests(page: Path, tmp_path: Path) -> None:
+    control = tmp_path / "control.html"
+    control.write_text('<html><body><img src="http://example.invalid/x.png"></body></html>')
+    assert _page_requests(control.as_uri(), tmp_path) == {"http://example.invalid/x.png"}  # the detector works
+    assert _page_requests(page.resolve().as_uri(), tmp_path) == set()
+
+
 def test_page_is_self_contained(page: Path) -> None:
     text = page.read_text(encoding="utf-8")
     parser = _Collect()
