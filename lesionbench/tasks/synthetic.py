@@ -192,21 +192,34 @@ def _draw_geometry(rng: np.random.Generator, variant: int) -> Geometry:
 
 
 # ============================================================================ noise fields
-def _smooth_field(rng: np.random.Generator, geo: Geometry, cell_mm: float) -> np.ndarray:
-    """A smooth random field (about unit variance) on the canonical grid: coarse noise, trilinear upsampling."""
-    field = None
+def _smooth_field(rng: np.random.Generator, geo: Geometry, cell_mm: float, zs: slice = slice(None)) -> np.ndarray:
+    """A smooth random field (about unit variance) on the canonical grid: coarse noise, trilinear upsampling.
+
+    Only the slices ``zs`` are computed (structures confined along z need no more); the random draws
+    do not depend on ``zs``.
+    """
     coarse_shape = [int(math.ceil(geo.size[a] * geo.spacing[a] / cell_mm)) + 2 for a in range(3)]
-    field = rng.standard_normal(coarse_shape, dtype=np.float32)
+    # 1.6: linear interpolation of white noise loses variance between nodes; restore about unit scale.
+    field = rng.standard_normal(coarse_shape, dtype=np.float32) * np.float32(1.6)
     for a in range(3):
-        pos = (np.arange(geo.size[a], dtype=np.float32) * np.float32(geo.spacing[a] / cell_mm))
+        pos = np.arange(geo.size[a], dtype=np.float32) * np.float32(geo.spacing[a] / cell_mm)
+        if a == 2:
+            pos = pos[zs]
         i0 = np.floor(pos).astype(np.int64)
         w = (pos - i0).astype(np.float32)
         shape = [1, 1, 1]
         shape[a] = -1
         w = w.reshape(shape)
         field = np.take(field, i0, axis=a) * (1 - w) + np.take(field, i0 + 1, axis=a) * w
-    # Linear interpolation of white noise loses variance between nodes; restore about unit scale.
-    return field * np.float32(1.6)
+    return field
+
+
+def _z_range(t: np.ndarray, lo: float, hi: float) -> slice:
+    """The slices whose normalised height ``t`` lies in ``[lo, hi]`` (at least one slice)."""
+    idx = np.flatnonzero((t >= lo) & (t <= hi))
+    if idx.size == 0:
+        return slice(0, 1)
+    return slice(int(idx[0]), int(idx[-1]) + 1)
 
 
 def _sigmoid(x: float) -> float:
@@ -310,14 +323,15 @@ def _build_anatomy(rng: np.random.Generator, geo: Geometry) -> _Anatomy:
     lung_r = ell(lung_half * apex, 0.78 * Bc * apex, -0.50 * Ac, -0.02 * Bc) <= 1.0
     med_half = 0.16 * Ac
     lungs = (lung_l | lung_r) & thorax & cavity & (np.abs(U) > med_half) & ~(vb | arch | paraspinal)
-    vessel1 = _smooth_field(rng, geo, 7.0)
-    vessel2 = _smooth_field(rng, geo, 7.0)
-    lung_tex = _smooth_field(rng, geo, 12.0)
+    zs = _z_range(tt, t_dia, 1.0)
+    vessel1 = _smooth_field(rng, geo, 7.0, zs)
+    vessel2 = _smooth_field(rng, geo, 7.0, zs)
+    lung_tex = _smooth_field(rng, geo, 12.0, zs)
     vess = (np.abs(vessel1) < 0.16) & (np.abs(vessel2) < 0.16)
     dependent = np.clip((V / Bc + 0.5), 0, 1.5) * 45.0   # posterior lung is denser when supine
     lung_hu = -865.0 + 20.0 * lung_tex + dependent
-    lung_hu = np.where(vess, 30.0 + 20.0 * lung_tex, lung_hu)
-    hu = np.where(lungs, lung_hu, hu)
+    np.copyto(lung_hu, 30.0 + 20.0 * lung_tex, where=vess)
+    np.copyto(hu[:, :, zs], lung_hu, where=_b(lungs)[:, :, zs])
     region[_b(lungs)] = LUNG
     del vessel1, vessel2, lung_hu, vess
 
@@ -362,12 +376,13 @@ def _build_anatomy(rng: np.random.Generator, geo: Geometry) -> _Anatomy:
     liver = (ell(0.62 * Ac, 0.78 * Bc, -0.36 * Ac, -0.05 * Bc) + ((t - t_liv) / 0.17) ** 2) <= 1.0
     liver &= cavity & ~(vb | arch | paraspinal | aorta | heart) & (U < 0.15 * Ac)
     liver &= ~lungs | (U < 0)                            # the liver dome pushes the right lung base up
-    liver_tex = _smooth_field(rng, geo, 9.0)
-    hu = np.where(liver, liver_hu + 6.0 * liver_tex, hu)
+    zs = _z_range(tt, t_liv - 0.18, t_liv + 0.18)
+    liver_tex = _smooth_field(rng, geo, 9.0, zs)
+    np.copyto(hu[:, :, zs], liver_hu + 6.0 * liver_tex, where=_b(liver)[:, :, zs])
     region[_b(liver)] = LIVER
     spleen = (ell(0.22 * Ac, 0.30 * Bc, 0.60 * Ac, 0.30 * Bc) + ((t - (t_dia - 0.06)) / 0.10) ** 2) <= 1.0
     spleen &= cavity & ~liver & ~lungs
-    hu = np.where(spleen, liver_hu - 8.0 + 5.0 * liver_tex, hu)
+    np.copyto(hu[:, :, zs], liver_hu - 8.0 + 5.0 * liver_tex, where=_b(spleen)[:, :, zs])
     region[_b(spleen)] = ABDOMEN
     del liver_tex
     kidney_hu = (170.0 if contrast else 35.0) + rng.uniform(-15, 15)
@@ -385,7 +400,9 @@ def _build_anatomy(rng: np.random.Generator, geo: Geometry) -> _Anatomy:
     # Peritoneal cavity: abdominal lesions sit in the fat between organs (mesentery, nodes).
     peritoneal = cavity & abdomen_z & (region == _R_OTHER) & (hu < 0) & ~sinus & (V < v_vb - r_vb)
     region[_b(peritoneal)] = ABDOMEN
-    bowel_f = _smooth_field(rng, geo, 14.0)
+    zs = _z_range(tt, t_pel, t_dia - 0.08)
+    bowel_f = np.full(shape, -10.0, dtype=np.float32)
+    bowel_f[:, :, zs] = _smooth_field(rng, geo, 14.0, zs)
     bowel = peritoneal & (bowel_f > 0.9) & (t < t_dia - 0.08)
     gas = bowel & (bowel_f > 1.7)
     hu[_b(bowel)] = 35.0
@@ -412,7 +429,8 @@ def _build_anatomy(rng: np.random.Generator, geo: Geometry) -> _Anatomy:
     # Bone texture for realism (trabecular variation).
     bone = (hu >= 250.0)
     bone_tex = _smooth_field(rng, geo, 5.0)
-    hu = np.where(bone, hu + 60.0 * bone_tex, hu)
+    bone_tex *= np.float32(60.0)
+    np.add(hu, bone_tex, out=hu, where=bone)
     return _Anatomy(hu=hu, region=region, liver_hu=liver_hu, kidney_hu=kidney_hu)
 
 
@@ -646,8 +664,8 @@ def _generate_patient(out: str, seed: int, index: int) -> list[dict[str, Any]]:
     d_max = max(p.diameter_mm for p, _ in lesions)
     lp = 0.9 * a_mean + 0.6 * math.log(d_max / 20.0) + 0.2 * (len(lesions) - 1) + 0.6 * float(rng.standard_normal())
     shape_k = 1.4
-    t_death = 900.0 * (float(rng.exponential()) / math.exp(lp)) ** (1.0 / shape_k)
-    t_cens = float(rng.uniform(300.0, 4200.0))
+    t_death = 1100.0 * (float(rng.exponential()) / math.exp(lp)) ** (1.0 / shape_k)
+    t_cens = float(rng.uniform(150.0, 2800.0))
     time = int(max(1, round(min(t_death, t_cens))))
     event = int(t_death <= t_cens)
 
@@ -885,9 +903,9 @@ class SyntheticSurvival(_SyntheticTask):
         citation=_CITATION,
         licence=_LICENCE,
         label_derivation=(
-            "Per patient (all its lesions share time/event): Weibull (shape 1.4, scale 900 d) death "
+            "Per patient (all its lesions share time/event): Weibull (shape 1.4, scale 1100 d) death "
             "time with log-hazard 0.9*mean(a) + 0.6*log(max diameter/20 mm) + 0.2*(lesions-1) + "
-            "N(0, 0.6^2); censored by uniform follow-up 300-4200 d; time = min(death, censoring) in "
+            "N(0, 0.6^2); censored by uniform follow-up 150-2800 d; time = min(death, censoring) in "
             "days, event = 1 if death observed."
         ),
     )
