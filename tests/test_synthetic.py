@@ -198,7 +198,7 @@ def test_labels_carry_signal_with_noise() -> None:
 
     anat = S._Anatomy(hu=np.zeros((1, 1, 1), np.float32), region=np.zeros((1, 1, 1), np.uint8), liver_hu=60.0, kidney_hu=150.0)
     rng = np.random.default_rng(0)
-    plans = [S._plan_lesion(rng, int(rng.integers(8)), anat) for _ in range(3000)]
+    plans = [S._plan_lesion(rng, int(rng.integers(8)), anat, float(rng.standard_normal())) for _ in range(3000)]
     y = np.array([p.malignant for p in plans])
     score = np.array([p.spiculation + 3 * p.lobulation + p.texture_hu / 10 + p.edge_mm + np.log(p.diameter_mm) for p in plans])
     auc = roc_auc_score(y, score)
@@ -206,6 +206,28 @@ def test_labels_carry_signal_with_noise() -> None:
     assert 0.25 < y.mean() < 0.55
     oracle = roc_auc_score(y, [p.aggressiveness for p in plans])
     assert oracle < 0.97, oracle  # the label itself is noisy, so even the hidden variable is not perfect
+
+
+def test_survival_is_censored_and_informative_but_not_trivially() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from lesionbench.benchmark.endpoints import two_year_label
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    biology = rng.standard_normal(n)
+    out = np.array([S._survival(rng, b, 18.0, 2) for b in biology])
+    time, event = out[:, 0], out[:, 1]
+    assert (time >= 1).all()
+    assert 0.2 < 1 - event.mean() < 0.4  # about 30% censored
+    y = two_year_label(time, event)
+    known = ~np.isnan(y)
+    assert 0.35 < y[known].mean() < 0.7
+    # the hidden patient biology predicts 2-year death well, a single lesion's noisy view of it less so
+    auc_b = roc_auc_score(y[known], biology[known])
+    lesion_a = S._RHO * biology + np.sqrt(1 - S._RHO**2) * rng.standard_normal(n)
+    auc_a = roc_auc_score(y[known], lesion_a[known])
+    assert 0.75 < auc_b < 0.95 and 0.62 < auc_a < auc_b, (auc_a, auc_b)
 
 
 # ------------------------------------------------------------------------------ tasks and CLI

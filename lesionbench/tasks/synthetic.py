@@ -30,16 +30,18 @@ How the labels are derived
     The site label is that class; it is learnable from the anatomical context and the lesion's
     appearance (which depends on the site), with genuine confusions between soft-tissue masses in fat.
 
-    Every lesion has a hidden aggressiveness ``a ~ N(0, 1)``. Its appearance is driven by noisy
+    Every patient has a hidden tumour biology ``b ~ N(0, 1)``; each of its lesions has an
+    aggressiveness ``a = 0.75 b + 0.66 e`` with ``e ~ N(0, 1)`` (so ``a ~ N(0, 1)``). A lesion's appearance is driven by noisy
     copies of ``a``: spiculated margins, lobulation, heterogeneous texture, blurred (infiltrative)
     edges, central necrosis and larger size for aggressive lesions; smooth homogeneous cysts and
     calcified nodules for indolent ones. ``malignant = 1[a + N(0, 0.55^2) > 0.2]``, so the
     malignancy label is noisy: a good model scores clearly above chance and clearly below perfect.
 
     Survival is per patient (all lesions of a patient carry the same ``time``/``event``): a Weibull
-    time-to-death with shape 1.4 and log-hazard ``0.9 * mean(a) + 0.6 * log(max diameter / 20 mm)
-    + 0.2 * (lesions - 1) + N(0, 0.6^2)`` frailty, with independent uniform follow-up censoring
-    (about 30% censored).
+    time-to-death with shape 1.4, scale 1200 days and log-hazard ``1.2 b + 0.6 log(max diameter /
+    20 mm) + 0.1 (lesions - 1) + N(0, 0.4^2)`` frailty, censored by independent uniform follow-up of
+    200-3600 days (about 30% censored). A lesion shows ``b`` only through its own ``a``, so even
+    the hidden ``a`` of one lesion reaches a 2-year AUC of only about 0.75.
 
     Splits are patient level (no patient in two splits), about 60/20/20, stratified on the site of
     each patient's first lesion so every class appears in every split once the cohort has 40 or
@@ -250,7 +252,6 @@ def _build_anatomy(rng: np.random.Generator, geo: Geometry) -> _Anatomy:
     V = (y - cy).reshape(1, -1, 1)                       # posterior +
     t = ((z - z[0]) / max(float(z[-1] - z[0]), 1.0)).reshape(1, 1, -1)   # 0 feet end .. 1 head end
     tt = t.ravel()
-    zext = float(z[-1] - z[0])
 
     A = fov * rng.uniform(0.40, 0.45)                    # body half-width (mm)
     B = min(A * rng.uniform(0.68, 0.80), fov * 0.44)    # body half-depth
@@ -292,7 +293,7 @@ def _build_anatomy(rng: np.random.Generator, geo: Geometry) -> _Anatomy:
     pelvis_z = t < t_pel
     abdomen_z = (t >= t_pel) & (t < t_dia)
 
-    # --- spine: vertebral bodies with discs, a canal, posterior elements (sacrum in the pelvis)
+    # --- spine: vertebral bodies with discs, a canal, posterior elements
     r_vb = 0.17 * Ac
     v_vb = Bc * 0.62
     vb = ell(r_vb, r_vb * 0.85, 0.0, v_vb) <= 1.0
@@ -450,8 +451,12 @@ class _LesionPlan:
     kind: str
 
 
-def _plan_lesion(rng: np.random.Generator, site: int, anat: _Anatomy) -> _LesionPlan:
-    a = float(rng.standard_normal())
+#: Correlation of a lesion's aggressiveness with its patient's tumour biology (metastases share it).
+_RHO = 0.75
+
+
+def _plan_lesion(rng: np.random.Generator, site: int, anat: _Anatomy, biology: float = 0.0) -> _LesionPlan:
+    a = _RHO * biology + math.sqrt(1 - _RHO**2) * float(rng.standard_normal())
     malignant = int(a + 0.55 * rng.standard_normal() > 0.2)
     z1, z2, z3 = (a + 0.6 * rng.standard_normal() for _ in range(3))
     med, dmax = SITE_DIAMETER[site]
@@ -594,6 +599,16 @@ def _paint_lesion(rng: np.random.Generator, plan: _LesionPlan, centre: np.ndarra
     lab[inside] = label
 
 
+def _survival(rng: np.random.Generator, biology: float, max_diameter_mm: float, n_lesions: int) -> tuple[int, int]:
+    """One patient's (time in days, event): Weibull death time driven by its tumour biology and
+    largest lesion, censored by independent uniform follow-up (see the module docstring)."""
+    lp = 1.2 * biology + 0.6 * math.log(max_diameter_mm / 20.0) + 0.1 * (n_lesions - 1) + 0.4 * float(rng.standard_normal())
+    shape_k = 1.4
+    t_death = 1200.0 * (float(rng.exponential()) / math.exp(lp)) ** (1.0 / shape_k)
+    t_cens = float(rng.uniform(200.0, 3600.0))
+    return int(max(1, round(min(t_death, t_cens)))), int(t_death <= t_cens)
+
+
 # ============================================================================ one patient
 def _patient_id(index: int) -> str:
     return f"P{index:05d}"
@@ -617,6 +632,7 @@ def _generate_patient(out: str, seed: int, index: int) -> list[dict[str, Any]]:
     hu = anat.hu
     labels = np.zeros(geo.size, dtype=np.uint8)
     n_lesions = int(rng.integers(1, 5))
+    biology = float(rng.standard_normal())
     pid = _patient_id(index)
 
     placed: list[tuple[np.ndarray, float]] = []
@@ -627,7 +643,7 @@ def _generate_patient(out: str, seed: int, index: int) -> list[dict[str, Any]]:
         for attempt in range(12):
             if site not in site_candidates:
                 site_candidates[site] = np.flatnonzero(anat.region == site)
-            plan = _plan_lesion(rng, site, anat)
+            plan = _plan_lesion(rng, site, anat, biology)
             # shrink on repeated failures (small organs, cramped thorax)
             if attempt >= 3:
                 f = 0.8 ** (attempt - 2)
@@ -659,15 +675,7 @@ def _generate_patient(out: str, seed: int, index: int) -> list[dict[str, Any]]:
     img_rel = Path("images") / f"{pid}.nii.gz"
     sitk.WriteImage(img, str(out_p / img_rel), True, 1)
 
-    # Survival: one time-to-death per patient, driven by its lesions (see the module docstring).
-    a_mean = float(np.mean([p.aggressiveness for p, _ in lesions]))
-    d_max = max(p.diameter_mm for p, _ in lesions)
-    lp = 0.9 * a_mean + 0.6 * math.log(d_max / 20.0) + 0.2 * (len(lesions) - 1) + 0.6 * float(rng.standard_normal())
-    shape_k = 1.4
-    t_death = 1100.0 * (float(rng.exponential()) / math.exp(lp)) ** (1.0 / shape_k)
-    t_cens = float(rng.uniform(150.0, 2800.0))
-    time = int(max(1, round(min(t_death, t_cens))))
-    event = int(t_death <= t_cens)
+    time, event = _survival(rng, biology, max(p.diameter_mm for p, _ in lesions), len(lesions))
 
     rows = []
     for i, (plan, centre) in enumerate(lesions, start=1):
@@ -693,6 +701,7 @@ def _generate_patient(out: str, seed: int, index: int) -> list[dict[str, Any]]:
             "time": time,
             "event": event,
             "aggressiveness": round(plan.aggressiveness, 4),
+            "biology": round(biology, 4),
             "appearance": plan.kind,
             "spiculation": round(plan.spiculation, 4),
             "lobulation": round(plan.lobulation, 4),
@@ -881,8 +890,9 @@ class SyntheticMalignancy(_SyntheticTask):
         citation=_CITATION,
         licence=_LICENCE,
         label_derivation=(
-            "label = 1[a + N(0, 0.55^2) > 0.2] for the lesion's hidden aggressiveness a ~ N(0, 1), "
-            "which also drives (through independent noise) spiculation, lobulation, texture "
+            "label = 1[a + N(0, 0.55^2) > 0.2] for the lesion's hidden aggressiveness a ~ N(0, 1) "
+            "(a = 0.75 b + 0.66 e, b the patient's tumour biology), which also drives (through "
+            "independent noise) spiculation, lobulation, texture "
             "heterogeneity, edge blur, necrosis and size; indolent lesions may be cysts or calcified."
         ),
     )
@@ -903,9 +913,10 @@ class SyntheticSurvival(_SyntheticTask):
         citation=_CITATION,
         licence=_LICENCE,
         label_derivation=(
-            "Per patient (all its lesions share time/event): Weibull (shape 1.4, scale 1100 d) death "
-            "time with log-hazard 0.9*mean(a) + 0.6*log(max diameter/20 mm) + 0.2*(lesions-1) + "
-            "N(0, 0.6^2); censored by uniform follow-up 150-2800 d; time = min(death, censoring) in "
-            "days, event = 1 if death observed."
+            "Per patient (all its lesions share time/event): Weibull (shape 1.4, scale 1200 d) death "
+            "time with log-hazard 1.2*b + 0.6*log(max diameter/20 mm) + 0.1*(lesions-1) + N(0, 0.4^2), "
+            "b the patient's hidden tumour biology that each lesion's aggressiveness a reflects "
+            "(a = 0.75 b + 0.66 e); censored by uniform follow-up 200-3600 d; time = min(death, "
+            "censoring) in days, event = 1 if death observed."
         ),
     )
