@@ -139,7 +139,9 @@ def test_same_seed_same_cohort_other_seed_differs(cohort: Path, tmp_path: Path) 
     for mask in (again / "masks").glob("*.nii.gz"):
         assert _sha(mask) == _sha(cohort / "masks" / mask.name)
 
-    other = S.generate_cohort(tmp_path / "seed1", patients=1, seed=1, progress=False)
+    # Seed 1 over the same folder: another cohort, and the previous one's extra patient is gone.
+    other = S.generate_cohort(again, patients=1, seed=1, progress=False)
+    assert not (other / "images" / "P00001.nii.gz").exists() and not list((other / "masks").glob("P00001_*"))
     a = sitk.GetArrayFromImage(sitk.ReadImage(str(cohort / "images" / "P00000.nii.gz")))
     b = sitk.GetArrayFromImage(sitk.ReadImage(str(other / "images" / "P00000.nii.gz")))
     assert a.shape != b.shape or not np.array_equal(a, b)

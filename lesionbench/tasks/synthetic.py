@@ -763,6 +763,7 @@ def generate_cohort(out: str | Path, *, patients: int = DEFAULT_PATIENTS, seed: 
     for patient_rows in _progress(_run_patients(str(out), seed, patients, workers), patients, progress):
         rows.extend(patient_rows)
     lesions = pd.DataFrame(rows)
+    _remove_stale(out, set(lesions["image_path"]) | set(lesions["mask_path"]))
     lesions.insert(5, "split", [_split_of(seed, int(p[1:])) for p in lesions["patient_id"]])
     lesions.to_csv(out / "lesions.csv", index=False)
 
@@ -792,6 +793,18 @@ def generate_cohort(out: str | Path, *, patients: int = DEFAULT_PATIENTS, seed: 
     (out / "cohort.json").write_text(json.dumps(info, indent=2) + "\n")
     logger.info("synthetic cohort: %d patients, %d lesions in %s", patients, len(lesions), out)
     return out
+
+
+def _remove_stale(out: Path, keep: set[str]) -> None:
+    """Delete volumes a previous, larger cohort left in ``out`` (only files named like ours)."""
+    import re
+
+    pattern = re.compile(r"P\d{5,}(_L\d+)?\.nii\.gz")
+    for sub in ("images", "masks"):
+        for f in (out / sub).iterdir():
+            if pattern.fullmatch(f.name) and f"{sub}/{f.name}" not in keep:
+                f.unlink()
+                logger.debug("removed stale %s", f)
 
 
 def _run_patients(out: str, seed: int, patients: int, workers: int) -> Iterator[list[dict[str, Any]]]:
