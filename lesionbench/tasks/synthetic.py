@@ -455,7 +455,8 @@ class _LesionPlan:
 _RHO = 0.75
 
 
-def _plan_lesion(rng: np.random.Generator, site: int, anat: _Anatomy, biology: float = 0.0) -> _LesionPlan:
+def _plan_lesion(rng: np.random.Generator, site: int, anat: _Anatomy, biology: float) -> _LesionPlan:
+    """Draw one lesion's hidden aggressiveness, its labels and the appearance they drive."""
     a = _RHO * biology + math.sqrt(1 - _RHO**2) * float(rng.standard_normal())
     malignant = int(a + 0.55 * rng.standard_normal() > 0.2)
     z1, z2, z3 = (a + 0.6 * rng.standard_normal() for _ in range(3))
