@@ -327,3 +327,33 @@ def test_feature_submission_is_scored_by_the_standard_probe(binary_task: FakeTas
     table = out.score.predictions
     pub = (table["part"] == "public").to_numpy()
     assert out.score.public["auc"].value == pytest.approx(roc_auc_score(table["label"][pub], table["score"][pub]), abs=1e-12)
+
+
+def test_cli_submit_to_a_registered_task(tmp_path: Path, capsys: pytest.CaptureFixture[str], empty_mlflow_db: Path) -> None:
+    """`lesionbench submit` resolves the real task by name and reads its prepared manifest (labels stay with the harness)."""
+    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.cli import main
+
+    meta = get_task("synthetic_site").meta
+    man = make_manifest(meta, seed=4)
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in man["image_path"].unique():  # placeholder volumes: submissions never read images
+        (images / Path(p).name).touch()
+    man["image_path"] = [f"../images/{Path(p).name}" for p in man["image_path"]]
+    (tmp_path / "task").mkdir()
+    man.to_csv(tmp_path / "task" / "manifest.csv", index=False)
+    task = FakeTask(meta)
+    task._manifest = man
+    preds = _predictions(task)
+    shutil.copy(empty_mlflow_db, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["-q", "submit", "--task", "synthetic_site", "--data-dir", str(tmp_path / "task"), "--tracking-uri", uri, "--name", "site team"]
+    assert main([*args, str(_write(preds, tmp_path / "p.csv"))]) == 0
+    assert "public balanced_accuracy" in capsys.readouterr().out
+    # The same file for the binary task of the same cohort (same lesions) is refused as a wrong-task submission.
+    (tmp_path / "mal").mkdir()
+    man.assign(label=man["label"] % 2).to_csv(tmp_path / "mal" / "manifest.csv", index=False)
+    rc = main(["submit", "--task", "synthetic_malignancy", "--data-dir", str(tmp_path / "mal"), "--no-mlflow", "--results", str(tmp_path / "r"), "--name", "x", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "looks like a submission for a multiclass task with 8 classes (e.g. " in err and "synthetic_site" in err
