@@ -132,7 +132,7 @@ def _read_untrusted_csv(path: Path, max_bytes: int, problems: list[str]) -> pd.D
         return None
     try:
         # Everything as text: numbers are parsed per cell below so bad cells can be named.
-        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8", skipinitialspace=True)
+        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig", skipinitialspace=True)
     except UnicodeDecodeError as exc:
         problems.append(f"file is not UTF-8 text ({exc.reason} at byte {exc.start}). Save it as a UTF-8 CSV.")
         return None

@@ -125,6 +125,16 @@ def test_public_private_division_is_grouped_stratified_and_fixed(binary_task: Fa
     assert not other.equals(part)
 
 
+def test_excel_style_csv_is_accepted(binary_task: FakeTask, tmp_path: Path) -> None:
+    """A UTF-8 byte-order mark, CRLF line ends and padded cells are what spreadsheets write."""
+    preds = _predictions(binary_task)
+    text = "lesion_id, score\r\n" + "".join(f" {i} ,{s:.6f}\r\n" for i, s in zip(preds["lesion_id"], preds["score"]))
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    got = validate_predictions(path, BINARY, binary_task.manifest())
+    assert got["score"].to_numpy() == pytest.approx(preds["score"].round(6).to_numpy())
+
+
 def test_multiclass_rows_are_renormalised_within_tolerance(tmp_path: Path) -> None:
     task = FakeTask(MULTI)
     preds = _predictions(task)
