@@ -403,3 +403,57 @@ def read_predictions(path: Path, kind: TaskKind | str) -> tuple[pd.DataFrame, An
         return test, test["label"].to_numpy(int), test["score"].to_numpy(float)
     cols = sorted((c for c in test.columns if c.startswith("score_")), key=lambda c: int(c.split("_")[1]))
     return test, test["label"].to_numpy(int), test[cols].to_numpy(float)
+
+
+def compare_saved(
+    out_dir: Path,
+    task: str,
+    encoder_a: str,
+    encoder_b: str,
+    *,
+    fraction: float = 1.0,
+    seed: int = 0,
+    probe: str = "linear",
+    metrics: Sequence[str] | None = None,
+    n_boot: int = 1000,
+    n_perm: int = 1000,
+) -> list[Any]:
+    """Paired comparison (A - B) of two encoders' saved predictions of one (fraction, seed), per metric.
+
+    Both results must be of the same task version and train/val/test partition; the test lesions are
+    aligned by ``lesion_id``.
+    """
+    from lesionbench.benchmark.metrics import paired_comparison
+
+    res, preds = [], []
+    for enc in (encoder_a, encoder_b):
+        rdir = result_dir(Path(out_dir), task, enc, probe)
+        if not (rdir / RESULT_FILE).is_file():
+            have = sorted(p.name for p in (Path(out_dir) / task).iterdir() if p.is_dir()) if (Path(out_dir) / task).is_dir() else []
+            raise ConfigurationError(
+                f"No results for task {task!r}, encoder {enc!r}, probe {probe!r} under {out_dir} (looked for {rdir / RESULT_FILE}). "
+                f"Encoders with results for this task: {', '.join(have) or 'none'}. Run `lesionbench run --task {task} --encoder {enc}` first."
+            )
+        r = load_result(rdir)
+        run = next((x for x in r.runs if abs(x.fraction - fraction) < 1e-9 and x.seed == seed), None)
+        if run is None:
+            avail = sorted({(x.fraction, x.seed) for x in r.runs})
+            raise ConfigurationError(f"{rdir}: no run with fraction {fraction:g} and seed {seed}; available (fraction, seed): {avail}.")
+        res.append(r)
+        preds.append(read_predictions(rdir / run.predictions_path, r.task.kind))
+    a, b = res
+    if (a.task.version, a.split_hash) != (b.task.version, b.split_hash):
+        raise ConfigurationError(
+            f"The two results are not comparable: task version {a.task.version} / split {a.split_hash} vs "
+            f"{b.task.version} / {b.split_hash}. Re-run both encoders on the same prepared task."
+        )
+    (ta, ya, sa), (tb, yb, sb) = preds
+    order = pd.Index(tb["lesion_id"]).get_indexer(ta["lesion_id"])
+    if len(ta) != len(tb) or (order < 0).any():
+        raise ConfigurationError("The two prediction files do not cover the same test lesions; re-run both encoders.")
+    if not np.array_equal(np.asarray(ya, float), np.asarray(yb, float)[order]):
+        raise ConfigurationError("The two prediction files carry different labels for the same lesions; re-run both encoders on the same task data.")
+    sb = {k: v[order] for k, v in sb.items()} if isinstance(sb, dict) else sb[order]
+    names = list(metrics) if metrics else list(a.runs[0].metrics)
+    seed_key = int(seed) * 1_000_003 + int(round(fraction * 1_000_000))
+    return [paired_comparison(ya, sa, sb, m, kind=a.task.kind, n_boot=n_boot, n_perm=n_perm, seed=seed_key) for m in names]
