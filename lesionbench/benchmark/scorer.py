@@ -119,8 +119,11 @@ def evaluate(
     if it has ``predict_proba`` its own predictions are scored too (``params["head_metrics"]``).
     """
     meta: TaskMeta = task.meta
+    _check_options(fractions, seeds, probe, meta)
     manifest = task.manifest().reset_index(drop=True)
     audit_leakage(manifest, meta)  # fail before any expensive work
+    for seed in seeds:  # a subset that cannot be drawn fails here, not after hours of extraction
+        draw_subsets(manifest, meta, fractions=fractions, seed=seed)
     emeta: EncoderMeta = encoder.meta
     trainable = callable(getattr(encoder, "fit", None))
     if not trainable:
@@ -178,6 +181,21 @@ def evaluate_features(
     audit_leakage(manifest, meta)
     return _run(manifest, meta, encoder, lambda subset, mask: (X, None), fractions=fractions, seeds=seeds, probe=probe,
                 out_dir=out_dir, n_boot=n_boot, progress=progress, c_grid=c_grid, refine=refine)  # fmt: skip
+
+
+def _check_options(fractions: Sequence[float], seeds: Sequence[int], probe: str, meta: TaskMeta) -> None:
+    from lesionbench.benchmark.probes import PROBES
+
+    bad = [f for f in fractions if not (0.0 < float(f) <= 1.0)]
+    if not fractions or bad:
+        raise ConfigurationError(f"Training fractions must lie in (0, 1]; got {list(fractions)}.")
+    if not list(seeds):
+        raise ConfigurationError("Give at least one seed.")
+    if probe not in PROBES:
+        from lesionbench.benchmark.errors import UnknownNameError
+
+        raise UnknownNameError(f"Unknown probe {probe!r}. Available: {', '.join(PROBES)}.")
+    task_metrics(meta)  # unknown metric names fail now
 
 
 def _fit_labels(manifest: pd.DataFrame, meta: TaskMeta) -> tuple[np.ndarray, int]:
