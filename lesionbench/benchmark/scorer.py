@@ -82,9 +82,12 @@ def n_classes_of(meta: TaskMeta, manifest: pd.DataFrame) -> int:
 class _Timer:
     seconds: dict[str, float] = field(default_factory=dict)
 
+    last: float = 0.0
+
     def add(self, key: str, t0: float) -> float:
         now = time.perf_counter()
-        self.seconds[key] = self.seconds.get(key, 0.0) + now - t0
+        self.last = now - t0
+        self.seconds[key] = self.seconds.get(key, 0.0) + self.last
         return now
 
 
@@ -262,7 +265,7 @@ def _run(
             boot_seed = [seed, int(round(fraction * 1_000_000))]
             test_scores = _select(scores, test_mask)
             values = bootstrap_ci(kind, y_test, test_scores, metric_names, n_boot=n_boot, seed=boot_seed)
-            params: dict[str, Any] = {**est.report(), "subset_hash": subset.hash, "n_patients_train": subset.n_patients}
+            params: dict[str, Any] = {**est.report(), "subset_hash": subset.hash, "n_patients_train": subset.n_patients, "probe_seconds": round(timer.last, 3)}
             if kind == TaskKind.SURVIVAL:
                 params.update(_survival_extras(manifest, scores, test_mask, est.risk_threshold_))
             head_frame = None
