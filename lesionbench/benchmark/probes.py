@@ -77,12 +77,15 @@ class FeatureFilter(BaseEstimator):
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
+        return self.transform_count(X)[0]
+
+    def transform_count(self, X: np.ndarray) -> tuple[np.ndarray, int]:
+        """The kept columns, with stray NaN/inf set to the training mean, and how many values were set."""
         X = np.asarray(X, dtype=np.float64)[:, self.keep_]
         bad = ~np.isfinite(X)
         if bad.any():
             X = np.where(bad, self.mean_[None, :], X)
-        self.n_imputed_last_ = int(bad.sum())
-        return X
+        return X, int(bad.sum())
 
     def report(self) -> dict[str, int]:
         return {"n_features": int(self.n_features_in_), "n_features_dropped_nonfinite": self.n_nonfinite_, "n_features_dropped_constant": self.n_constant_}
@@ -192,8 +195,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         use_val = X_val is not None and y_val is not None and len(y_val) > 0
         if use_val:
             y_val = np.asarray(y_val).astype(int)
-            Xv = self.scaler_.transform(self.filter_.transform(X_val))
-            self.n_imputed_ = self.filter_.n_imputed_last_
+            Xv_kept, self.n_imputed_ = self.filter_.transform_count(X_val)
+            Xv = self.scaler_.transform(Xv_kept)
             if not np.isfinite(self._score(y_val, np.full((len(y_val), self.n_classes_), 1.0 / self.n_classes_))):
                 logger.warning("The validation split cannot score %s (a class is missing there); choosing C by cross-validation instead.", self.metric_)
                 use_val = False

@@ -124,7 +124,8 @@ def evaluate(
     meta: TaskMeta = task.meta
     _check_options(fractions, seeds, probe, meta)
     manifest = task.manifest().reset_index(drop=True)
-    audit_leakage(manifest, meta)  # fail before any expensive work
+    if not meta.published_split:
+        audit_leakage(manifest, meta)  # a leak in lesionbench's own split fails before any expensive work
     for seed in seeds:  # a subset that cannot be drawn fails here, not after hours of extraction
         draw_subsets(manifest, meta, fractions=fractions, seed=seed)
     emeta: EncoderMeta = encoder.meta
@@ -181,7 +182,7 @@ def evaluate_features(
     X = np.asarray(X)
     if X.ndim != 2 or len(X) != len(manifest):
         raise ConfigurationError(f"Features of shape {X.shape} for {len(manifest)} manifest rows; expected ({len(manifest)}, feature_dim) in manifest order.")
-    audit_leakage(manifest, meta)
+    _check_options(fractions, seeds, probe, meta)
     return _run(manifest, meta, encoder, lambda subset, mask: (X, None), fractions=fractions, seeds=seeds, probe=probe,
                 out_dir=out_dir, n_boot=n_boot, progress=progress, c_grid=c_grid, refine=refine)  # fmt: skip
 
@@ -265,7 +266,7 @@ def _run(
             boot_seed = [seed, int(round(fraction * 1_000_000))]
             test_scores = _select(scores, test_mask)
             values = bootstrap_ci(kind, y_test, test_scores, metric_names, n_boot=n_boot, seed=boot_seed)
-            params: dict[str, Any] = {**est.report(), "subset_hash": subset.hash, "n_patients_train": subset.n_patients, "probe_seconds": round(timer.last, 3)}
+            params: dict[str, Any] = {**est.report(), "n_values_imputed": _n_imputed(est, X, ~train_mask), "subset_hash": subset.hash, "n_patients_train": subset.n_patients, "probe_seconds": round(timer.last, 3)}
             if kind == TaskKind.SURVIVAL:
                 params.update(_survival_extras(manifest, scores, test_mask, est.risk_threshold_))
             head_frame = None
@@ -368,6 +369,12 @@ def _fit_predict(est: Any, kind: TaskKind, manifest: pd.DataFrame, X: np.ndarray
     val_args = {"X_val": X[val], "y_val": y[val]} if val.any() else {}
     est.fit(X[train], y[train], groups=groups[train], **val_args)
     return est.predict_proba(X)
+
+
+def _n_imputed(est: Any, X: np.ndarray, rows: np.ndarray) -> int:
+    """NaN/inf values in kept feature columns of the scored non-training rows (set to the training mean)."""
+    filt = est.classifier_.filter_ if hasattr(est, "classifier_") else est.filter_
+    return int(np.count_nonzero(~np.isfinite(X[rows][:, filt.keep_])))
 
 
 def _head_scores(head: np.ndarray, kind: TaskKind) -> Any:
