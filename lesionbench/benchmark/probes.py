@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -446,4 +446,4 @@ def make_probe(name: str, kind: TaskKind, *, metric: str, n_classes: int, c_grid
     return LinearProbe(metric=metric, n_classes=n_classes, c_grid=tuple(c_grid), refine=refine, random_state=random_state)
 
 
-__all__ = ["C_GRID", "C_REFINE", "FeatureFilter", "LinearProbe", "ProbeError", "SurvivalProbe", "clone", "make_probe"]
+__all__ = ["C_GRID", "C_REFINE", "FeatureFilter", "LinearProbe", "ProbeError", "SurvivalProbe", "make_probe"]
