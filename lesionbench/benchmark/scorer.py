@@ -18,6 +18,22 @@ Everything lands in ``<out_dir>/<task>/<encoder>/<probe>/``:
 Test labels never reach a probe or an encoder's ``fit``. The bootstrap resamples of a (fraction, seed)
 depend only on (fraction, seed), so two encoders on the same task are resampled identically.
 MLflow logging is a separate step (:mod:`lesionbench.benchmark.tracking`).
+
+Where lesionbench differs from the FMCIB paper's protocol, and why:
+
+* C is searched over the paper's range (1e-6 .. 1e3) on a fixed coarse-to-fine grid (decades, then
+  quarter decades around the best) instead of 100 Optuna trials: deterministic, and 16 warm-started
+  fits instead of 100.
+* The paper does not say how its limited-label subsets were drawn; ours are patient-grouped,
+  label-stratified, nested and seeded (:mod:`lesionbench.benchmark.splits`), with 5 seeds per fraction
+  and the seed spread reported.
+* The 2-year label respects censoring (censored <= 730 days is excluded and counted); the published
+  LUNG1 labels count such patients as survivors.
+* Survival adds a penalised Cox model (C-index) and Kaplan-Meier groups split at the *training*
+  median risk, so the test split never sets its own threshold.
+* A patient in two splits is an error for our splits and reported for published ones.
+* CIs and the paired test follow the paper (1,000 percentile-bootstrap resamples of the test set;
+  one-sided permutation test with 1,000 per-case swaps plus a bootstrap CI of the difference).
 """
 
 from __future__ import annotations
