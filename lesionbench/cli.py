@@ -234,6 +234,39 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     sys.stdout.write(f"{'metric':>18} {'A':>7} {'B':>7} {'A-B':>7} {'95% CI':>17} {'p (A>B)':>8}\n")
     for r in rows:
         sys.stdout.write(f"{r.metric:>18} {r.value_a:7.3f} {r.value_b:7.3f} {r.difference:+7.3f} [{r.ci_low:+.3f},{r.ci_high:+.3f}] {r.p_value:8.4f}\n")
+# ------------------------------------------------------------------------------------ download
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "download",
+        help="Download a dataset's public DICOM from NCI Imaging Data Commons (needs idc-index).",
+        description="Resolve the dataset's series from idc-index's offline index, report patients, series and "
+        "size, then download them (resumable) with the clinical table. --dry-run only reports (works offline).",
+    )
+    p.add_argument("dataset", choices=["lung1", "radio", "lidc"], help="lung1 (NSCLC-Radiomics), radio (NSCLC-Radiogenomics), lidc (LIDC-IDRI)")
+    p.add_argument("--out", type=Path, help="download folder (then: lesionbench prepare TASK --raw this folder)")
+    p.add_argument("--dry-run", action="store_true", help="print the patients, series and total size; download nothing")
+    p.add_argument("--patients", nargs="+", metavar="ID", help="only these PatientIDs (e.g. to try a few first)")
+    p.set_defaults(func=_cmd_download)
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from lesionbench.benchmark.errors import ConfigurationError
+    from lesionbench.tasks import _idc
+
+    plan = _idc.resolve_download(args.dataset, patients=args.patients)
+    if args.dry_run:
+        sys.stdout.write(f"{'PatientID':<16} {'Modality':<9} {'instances':>9} {'MB':>9}  SeriesInstanceUID\n")
+        for row in plan.series.itertuples(index=False):
+            sys.stdout.write(
+                f"{row.PatientID:<16} {row.Modality:<9} {int(row.instanceCount):>9} {row.series_size_MB:>9.1f}  {row.SeriesInstanceUID}\n"
+            )
+        sys.stdout.write(f"dry run, nothing downloaded: {plan.summary()}\n")
+        return 0
+    if args.out is None:
+        raise ConfigurationError("lesionbench download needs --out DIR (or --dry-run to only list what it would fetch).")
+    sys.stdout.write(f"downloading {plan.summary()}\n")
+    out = _idc.download(plan, args.out)
+    sys.stdout.write(f"downloaded into {out}; next: lesionbench prepare TASK --raw {out}\n")
     return 0
 
 
@@ -244,6 +277,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_prepare,
     _add_run,
     _add_compare,
+    _add_download,
 )
 
 
