@@ -137,6 +137,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", help="subset seeds (default: 0 1 2 3 4)")
     p.add_argument("--probe", default="linear", help="probe (default: linear)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the test set (default: 1000)")
+    p.add_argument("--bootstrap-unit", choices=["patient", "lesion"], default="patient",
+                   help="resample whole patients (default; lesions of a patient are correlated) or single lesions")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("lesionbench-results"), help="results folder (default: ./lesionbench-results)")
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: $LESIONBENCH_CACHE/features)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes for reading images")
@@ -166,6 +168,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         batch_size=args.batch_size,
         workers=args.workers,
+        bootstrap_unit=args.bootstrap_unit,
     )
     rdir = result_dir(args.out, result.task.name, result.encoder.name, result.probe)
     run_id = None

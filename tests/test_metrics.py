@@ -181,3 +181,25 @@ def test_metric_names() -> None:
     assert canonical_metric("mAP") == "map" and canonical_metric("C-index") == "c_index"
     with pytest.raises(UnknownNameError, match="Did you mean 'balanced_accuracy'"):
         canonical_metric("balanced_accuracy_score")
+
+
+def test_patient_bootstrap() -> None:
+    """One lesion per patient: identical to the lesion bootstrap; clustered lesions: wider, honest CIs."""
+    y, p = _multiclass(120, 3, seed=6)
+    single = bootstrap_ci("multiclass", y, p, n_boot=200, seed=4, groups=[f"p{i}" for i in range(120)])
+    assert single == bootstrap_ci("multiclass", y, p, n_boot=200, seed=4)
+    W = bootstrap_weights(6, 50, 0, groups=["a", "a", "b", "b", "b", "c"])
+    assert (W[:, 0] == W[:, 1]).all() and (W[:, 2] == W[:, 4]).all() and (W.sum(1) % 1 == 0).all()
+    # every patient contributes 4 copies of one lesion: the information is that of n_patients lesions
+    rng = np.random.default_rng(0)
+    true_auc = float(norm.cdf(1 / np.sqrt(2)))
+    cover_patient = cover_lesion = 0
+    for i in range(80):
+        yp = np.r_[np.ones(25, int), np.zeros(25, int)]
+        sp = np.r_[rng.normal(1, 1, 25), rng.normal(0, 1, 25)]
+        y4, s4, g4 = np.repeat(yp, 4), np.repeat(sp, 4), np.repeat(np.arange(50), 4)
+        ci_p = bootstrap_ci("binary", y4, s4, ["auc"], n_boot=300, seed=i, groups=g4)["auc"]
+        ci_l = bootstrap_ci("binary", y4, s4, ["auc"], n_boot=300, seed=i)["auc"]
+        cover_patient += ci_p.ci_low <= true_auc <= ci_p.ci_high
+        cover_lesion += ci_l.ci_low <= true_auc <= ci_l.ci_high
+    assert cover_patient / 80 >= 0.85 and cover_lesion / 80 < 0.8  # the lesion bootstrap under-covers

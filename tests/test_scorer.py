@@ -14,7 +14,8 @@ from sklearn.metrics import average_precision_score, balanced_accuracy_score, ro
 
 from lesionbench.benchmark._fabricate import fabricate, fabricated_encoder_meta
 from lesionbench.benchmark.errors import ConfigurationError, SplitError
-from lesionbench.benchmark.scorer import compare_saved, evaluate, evaluate_features, load_result, result_dir
+from lesionbench.benchmark.metrics import bootstrap_ci
+from lesionbench.benchmark.scorer import compare_saved, evaluate, evaluate_features, load_result, read_predictions, result_dir
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec, TaskResult
 
 FAST = {"fractions": (1.0, 0.5), "seeds": (0, 1), "n_boot": 60, "c_grid": (1e-2, 1.0), "refine": False, "progress": False}
@@ -68,10 +69,15 @@ def test_every_number_agrees_with_sklearn_on_saved_predictions(results, kind) ->
         for name, mv in run.metrics.items():
             assert mv.value == pytest.approx(_sk_metric(name, pred), abs=1e-9), name
             assert mv.ci_low <= mv.value <= mv.ci_high
+        # the CIs too: the resamples are seeded by (seed, fraction) and drawn by patient
+        test, y, scores = read_predictions(rdir / run.predictions_path, task.meta.kind)
+        again = bootstrap_ci(task.meta.kind, y, scores, list(run.metrics), n_boot=FAST["n_boot"],
+                             seed=[run.seed, int(round(run.fraction * 1_000_000))], groups=test["patient_id"])  # fmt: skip
+        assert again == run.metrics
         sub = pd.read_csv(rdir / run.subset_path, dtype=str)
         assert len(sub) == run.n_train and sub["subset_hash"].iloc[0] == run.params["subset_hash"]
         assert run.params["C"] in (1e-2, 1.0)
-    assert set(result.summary()) == {1.0, 0.5}
+    assert set(result.summary()) == {1.0, 0.5} and result.extra["bootstrap_unit"] == "patient"
 
 
 def test_survival_extras_recomputed(results) -> None:

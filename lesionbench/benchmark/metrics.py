@@ -20,7 +20,11 @@ and on explicit resamples):
 Macro averages run over the classes present in ``y`` (a bootstrap resample, or a small test set,
 may miss a rare class; scikit-learn's multiclass ``roc_auc_score`` would refuse, its balanced
 accuracy already skips absent classes). A metric that is undefined on a resample (binary AUC with
-no positive drawn) is NaN there and left out of the percentiles; how many were left out is kept.
+no positive drawn) is NaN there and left out of the percentiles.
+
+The bootstrap can resample whole patients (``groups``): lesions of one patient are correlated, and a
+lesion-level bootstrap then gives intervals that are too narrow. The scorer does this by default; with
+one lesion per patient it is the same as resampling lesions.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from lesionbench.benchmark.endpoints import two_year_label
 from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError
@@ -275,12 +280,25 @@ def compute_metrics(kind: TaskKind | str, y_true: Any, scores: Any, metrics: Seq
     return {m: float(_evaluate(m, t, s, ones)[0]) for m in names}
 
 
-def bootstrap_weights(n: int, n_boot: int, seed: int | Sequence[int]) -> np.ndarray:
-    """(n_boot, n) multiplicities of ``n_boot`` resamples with replacement, drawn from ``default_rng(seed)``."""
+def bootstrap_weights(n: int, n_boot: int, seed: int | Sequence[int], groups: Sequence[Any] | None = None) -> np.ndarray:
+    """(n_boot, n) multiplicities of ``n_boot`` resamples with replacement, drawn from ``default_rng(seed)``.
+
+    With ``groups`` (e.g. patient ids) whole groups are resampled (cluster bootstrap): a case's
+    multiplicity is the number of times its group was drawn. With one case per group this is the
+    plain case bootstrap, draw for draw.
+    """
+    if groups is None:
+        codes, g = np.arange(n), n
+    else:
+        codes, uniques = pd.factorize(pd.Series(list(groups)))
+        if len(codes) != n:
+            raise ConfigurationError(f"{len(codes)} group ids for {n} cases; give one group (patient) id per case.")
+        g = len(uniques)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    flat = (idx + n * np.arange(n_boot)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(float)
+    idx = rng.integers(0, g, size=(n_boot, g))
+    flat = (idx + g * np.arange(n_boot)[:, None]).ravel()
+    counts = np.bincount(flat, minlength=n_boot * g).reshape(n_boot, g).astype(float)
+    return counts[:, codes]
 
 
 def bootstrap_ci(
@@ -292,10 +310,13 @@ def bootstrap_ci(
     n_boot: int = 1000,
     seed: int | Sequence[int] = 0,
     level: float = 0.95,
+    groups: Sequence[Any] | None = None,
 ) -> dict[str, MetricValue]:
     """Point estimate and ``level`` percentile-bootstrap CI of each metric over ``n_boot`` test-set resamples.
 
-    All metrics share the same resamples. ``n_boot=0`` gives point estimates with NaN bounds.
+    All metrics share the same resamples. ``groups`` (patient ids) resamples whole patients, so lesions
+    of one patient, which are not independent, do not make the interval too narrow.
+    ``n_boot=0`` gives point estimates with NaN bounds.
     """
     kind = TaskKind(kind)
     names = metrics_for(kind, metrics)
@@ -304,7 +325,7 @@ def bootstrap_ci(
     point = {m: float(_evaluate(m, t, s, np.ones((1, t.n)))[0]) for m in names}
     if n_boot <= 0:
         return {m: MetricValue(point[m]) for m in names}
-    W = bootstrap_weights(t.n, n_boot, seed)
+    W = bootstrap_weights(t.n, n_boot, seed, groups)
     out = {}
     for m in names:
         lo, hi = _percentiles(_evaluate(m, t, s, W), level, m)
@@ -368,11 +389,13 @@ def paired_comparison(
     n_perm: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    groups: Sequence[Any] | None = None,
 ) -> PairedComparison:
     """Difference ``metric(A) - metric(B)``, its paired bootstrap CI and a one-sided permutation p-value.
 
-    The bootstrap resamples cases (both models on the same resample), as in the FMCIB paper; the
-    permutation test swaps the two models' predictions of each case with probability 1/2.
+    The bootstrap resamples cases (or whole ``groups``, e.g. patients), both models on the same
+    resample, as in the FMCIB paper; the permutation test swaps the two models' predictions of each
+    case with probability 1/2.
     """
     name = canonical_metric(metric)
     kind = TaskKind(kind) if kind is not None else infer_kind(y_true, scores_a, name)
@@ -384,7 +407,7 @@ def paired_comparison(
     ones = np.ones((1, t.n))
     va, vb = float(_evaluate(name, t, sa, ones)[0]), float(_evaluate(name, t, sb, ones)[0])
     diff = va - vb
-    W = bootstrap_weights(t.n, n_boot, [seed, 0]) if n_boot > 0 else np.ones((0, t.n))
+    W = bootstrap_weights(t.n, n_boot, [seed, 0], groups) if n_boot > 0 else np.ones((0, t.n))
     lo, hi = _percentiles(_evaluate(name, t, sa, W) - _evaluate(name, t, sb, W), level, name) if n_boot > 0 else (np.nan, np.nan)
     rng = np.random.default_rng([seed, 1])
     exceed = 0

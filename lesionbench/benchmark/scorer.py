@@ -33,7 +33,10 @@ Where lesionbench differs from the FMCIB paper's protocol, and why:
   median risk, so the test split never sets its own threshold.
 * A patient in two splits is an error for our splits and reported for published ones.
 * CIs and the paired test follow the paper (1,000 percentile-bootstrap resamples of the test set;
-  one-sided permutation test with 1,000 per-case swaps plus a bootstrap CI of the difference).
+  one-sided permutation test with 1,000 per-case swaps plus a bootstrap CI of the difference), except
+  that the bootstrap resamples *patients* (all lesions of a drawn patient come along): lesions of one
+  patient are correlated and a lesion-level bootstrap makes the CIs too narrow. With one lesion per
+  patient the two are identical.
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ def evaluate(
     refine: bool = True,
     batch_size: int | None = None,
     workers: int = 1,
+    bootstrap_unit: str = "patient",
 ) -> TaskResult:
     """Score ``encoder`` on ``task`` over every (fraction, seed); write and return the :class:`TaskResult`.
 
@@ -136,9 +140,10 @@ def evaluate(
     method): per (fraction, seed) a deep copy is fitted on the training subset's patches (``patches``
     or :func:`load_patches`), with the validation split as ``val``, then encodes every lesion;
     if it has ``predict_proba`` its own predictions are scored too (``params["head_metrics"]``).
+    ``bootstrap_unit``: resample test ``"patient"``s (default) or single ``"lesion"``s for the CIs.
     """
     meta: TaskMeta = task.meta
-    _check_options(fractions, seeds, probe, meta)
+    _check_options(fractions, seeds, probe, meta, bootstrap_unit)
     manifest = task.manifest().reset_index(drop=True)
     if not meta.published_split:
         audit_leakage(manifest, meta)  # a leak in lesionbench's own split fails before any expensive work
@@ -153,7 +158,7 @@ def evaluate(
             features = extract_features(manifest, encoder, cache_dir=cache_dir, batch_size=batch_size, workers=workers, progress=progress)
         return evaluate_features(
             manifest, features, meta, encoder=emeta, fractions=fractions, seeds=seeds, probe=probe, out_dir=out_dir,
-            n_boot=n_boot, progress=progress, c_grid=c_grid, refine=refine,
+            n_boot=n_boot, progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit,
         )  # fmt: skip
 
     if patches is None:
@@ -175,7 +180,7 @@ def evaluate(
         return X, head
 
     return _run(manifest, meta, emeta, provider, fractions=fractions, seeds=seeds, probe=probe, out_dir=out_dir, n_boot=n_boot,
-                progress=progress, c_grid=c_grid, refine=refine)  # fmt: skip
+                progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit)  # fmt: skip
 
 
 def evaluate_features(
@@ -192,18 +197,19 @@ def evaluate_features(
     progress: bool = True,
     c_grid: Sequence[float] = C_GRID,
     refine: bool = True,
+    bootstrap_unit: str = "patient",
 ) -> TaskResult:
     """Score precomputed features ``X`` (one row per manifest row, in order) of a frozen encoder."""
     manifest = manifest.reset_index(drop=True)
     X = np.asarray(X)
     if X.ndim != 2 or len(X) != len(manifest):
         raise ConfigurationError(f"Features of shape {X.shape} for {len(manifest)} manifest rows; expected ({len(manifest)}, feature_dim) in manifest order.")
-    _check_options(fractions, seeds, probe, meta)
+    _check_options(fractions, seeds, probe, meta, bootstrap_unit)
     return _run(manifest, meta, encoder, lambda subset, mask: (X, None), fractions=fractions, seeds=seeds, probe=probe,
-                out_dir=out_dir, n_boot=n_boot, progress=progress, c_grid=c_grid, refine=refine)  # fmt: skip
+                out_dir=out_dir, n_boot=n_boot, progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit)  # fmt: skip
 
 
-def _check_options(fractions: Sequence[float], seeds: Sequence[int], probe: str, meta: TaskMeta) -> None:
+def _check_options(fractions: Sequence[float], seeds: Sequence[int], probe: str, meta: TaskMeta, bootstrap_unit: str = "patient") -> None:
     from lesionbench.benchmark.probes import PROBES
 
     bad = [f for f in fractions if not (0.0 < float(f) <= 1.0)]
@@ -216,6 +222,8 @@ def _check_options(fractions: Sequence[float], seeds: Sequence[int], probe: str,
 
         raise UnknownNameError(f"Unknown probe {probe!r}. Available: {', '.join(PROBES)}.")
     task_metrics(meta)  # unknown metric names fail now
+    if bootstrap_unit not in ("patient", "lesion"):
+        raise ConfigurationError(f"bootstrap_unit must be 'patient' or 'lesion'; got {bootstrap_unit!r}.")
 
 
 def _fit_labels(manifest: pd.DataFrame, meta: TaskMeta) -> tuple[np.ndarray, int]:
@@ -240,6 +248,7 @@ def _run(
     progress: bool,
     c_grid: Sequence[float],
     refine: bool,
+    bootstrap_unit: str = "patient",
 ) -> TaskResult:
     timer = _Timer()
     t0 = time.perf_counter()
@@ -263,6 +272,8 @@ def _run(
     lesion_ids = manifest["lesion_id"].astype(str).to_numpy()
     groups = manifest["patient_id"].astype(str).to_numpy()
     y_test = _truth(manifest[test_mask], kind)
+    # resample patients, not lesions: lesions of one patient are not independent
+    test_groups = groups[test_mask] if bootstrap_unit == "patient" else None
     t0 = timer.add("setup", t0)
 
     runs: list[SubsetResult] = []
@@ -281,14 +292,14 @@ def _run(
             t0 = timer.add("probe", t0)
             boot_seed = [seed, int(round(fraction * 1_000_000))]
             test_scores = _select(scores, test_mask)
-            values = bootstrap_ci(kind, y_test, test_scores, metric_names, n_boot=n_boot, seed=boot_seed)
+            values = bootstrap_ci(kind, y_test, test_scores, metric_names, n_boot=n_boot, seed=boot_seed, groups=test_groups)
             params: dict[str, Any] = {**est.report(), "n_values_imputed": _n_imputed(est, X, ~train_mask), "subset_hash": subset.hash, "n_patients_train": subset.n_patients, "probe_seconds": round(timer.last, 3)}
             if kind == TaskKind.SURVIVAL:
                 params.update(_survival_extras(manifest, scores, test_mask, est.risk_threshold_))
             head_frame = None
             if head is not None:
                 head_scores = _head_scores(head, kind)
-                params["head_metrics"] = {k: v.to_dict() for k, v in bootstrap_ci(kind, y_test, _select(head_scores, test_mask), metric_names, n_boot=n_boot, seed=boot_seed).items()}
+                params["head_metrics"] = {k: v.to_dict() for k, v in bootstrap_ci(kind, y_test, _select(head_scores, test_mask), metric_names, n_boot=n_boot, seed=boot_seed, groups=test_groups).items()}
                 head_frame = _predictions_frame(manifest, kind, head_scores)
             t0 = timer.add("metrics", t0)
             pred_rel = f"predictions/{subset.name}.csv"
@@ -314,6 +325,7 @@ def _run(
         "c_grid": [float(c) for c in c_grid],
         "c_refine": bool(refine),
         "n_boot": int(n_boot),
+        "bootstrap_unit": bootstrap_unit,
         "fractions": fractions,
         "seeds": seeds,
         "timing_s": {k: round(v, 3) for k, v in timer.seconds.items()},
@@ -500,4 +512,5 @@ def compare_saved(
     sb = {k: v[order] for k, v in sb.items()} if isinstance(sb, dict) else sb[order]
     names = list(metrics) if metrics else list(a.runs[0].metrics)
     seed_key = int(seed) * 1_000_003 + int(round(fraction * 1_000_000))
-    return [paired_comparison(ya, sa, sb, m, kind=a.task.kind, n_boot=n_boot, n_perm=n_perm, seed=seed_key) for m in names]
+    groups = ta["patient_id"].to_numpy() if a.extra.get("bootstrap_unit", "patient") == "patient" else None
+    return [paired_comparison(ya, sa, sb, m, kind=a.task.kind, n_boot=n_boot, n_perm=n_perm, seed=seed_key, groups=groups) for m in names]
