@@ -282,7 +282,7 @@ def _run(
         t0 = time.perf_counter()
         subsets = draw_subsets(manifest, meta, fractions=fractions, seed=seed)
         t0 = timer.add("splits", t0)
-        for fi, fraction in enumerate(fractions):
+        for fraction in fractions:
             subset = subsets[fraction]
             train_mask = np.isin(lesion_ids, subset.lesion_ids)
             X, head = provider(subset, train_mask)
@@ -293,13 +293,20 @@ def _run(
             boot_seed = [seed, int(round(fraction * 1_000_000))]
             test_scores = _select(scores, test_mask)
             values = bootstrap_ci(kind, y_test, test_scores, metric_names, n_boot=n_boot, seed=boot_seed, groups=test_groups)
-            params: dict[str, Any] = {**est.report(), "n_values_imputed": _n_imputed(est, X, ~train_mask), "subset_hash": subset.hash, "n_patients_train": subset.n_patients, "probe_seconds": round(timer.last, 3)}
+            params: dict[str, Any] = {
+                **est.report(),
+                "n_values_imputed": _n_imputed(est, X, ~train_mask),
+                "subset_hash": subset.hash,
+                "n_patients_train": subset.n_patients,
+                "probe_seconds": round(timer.last, 3),
+            }
             if kind == TaskKind.SURVIVAL:
                 params.update(_survival_extras(manifest, scores, test_mask, est.risk_threshold_))
             head_frame = None
             if head is not None:
                 head_scores = _head_scores(head, kind)
-                params["head_metrics"] = {k: v.to_dict() for k, v in bootstrap_ci(kind, y_test, _select(head_scores, test_mask), metric_names, n_boot=n_boot, seed=boot_seed, groups=test_groups).items()}
+                head_values = bootstrap_ci(kind, y_test, _select(head_scores, test_mask), metric_names, n_boot=n_boot, seed=boot_seed, groups=test_groups)
+                params["head_metrics"] = {k: v.to_dict() for k, v in head_values.items()}
                 head_frame = _predictions_frame(manifest, kind, head_scores)
             t0 = timer.add("metrics", t0)
             pred_rel = f"predictions/{subset.name}.csv"
