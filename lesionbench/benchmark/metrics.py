@@ -7,7 +7,7 @@ k copies of it. That lets 1,000 resamples run as a few matrix operations instead
 the point estimates agree with scikit-learn / lifelines (the tests check both, on saved predictions
 and on explicit resamples):
 
-==================  =========================================================================
+=====================  ======================================================================
 ``balanced_accuracy``  ``sklearn.metrics.balanced_accuracy_score(y, scores.argmax(1))``
 ``map``                mean over classes of ``average_precision_score(y == k, scores[:, k])``
 ``auc``                ``roc_auc_score`` (binary), or mean one-vs-rest AUC (multiclass)
@@ -15,7 +15,7 @@ and on explicit resamples):
 ``c_index``            ``lifelines.utils.concordance_index(time, -risk, event)``
 ``auc_2y``             ``roc_auc_score`` of the 2-year label (:func:`two_year_label`), censored
                        <= 730 days excluded
-==================  =========================================================================
+=====================  ======================================================================
 
 Macro averages run over the classes present in ``y`` (a bootstrap resample, or a small test set,
 may miss a rare class; scikit-learn's multiclass ``roc_auc_score`` would refuse, its balanced
