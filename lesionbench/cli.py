@@ -237,6 +237,43 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     sys.stdout.write(f"{'metric':>18} {'A':>7} {'B':>7} {'A-B':>7} {'95% CI':>17} {'p (A>B)':>8}\n")
     for r in rows:
         sys.stdout.write(f"{r.metric:>18} {r.value_a:7.3f} {r.value_b:7.3f} {r.difference:+7.3f} [{r.ci_low:+.3f},{r.ci_high:+.3f}] {r.p_value:8.4f}\n")
+# --------------------------------------------------------------------------------------- synth
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "synth",
+        help="Generate the synthetic CT cohort (the data of the synthetic_* tasks).",
+        description="Generate the deterministic synthetic CT cohort: NIfTI volumes, lesion masks and the manifests "
+        "of synthetic_site, synthetic_malignancy and synthetic_survival. Same --patients and --seed, same files.",
+    )
+    p.add_argument("--out", type=Path, help="output folder (default: $LESIONBENCH_DATA/synthetic, where the tasks look)")
+    p.add_argument("--patients", type=int, default=None, help="number of patients, 1-4 lesions each (default: 64, about 160 lesions)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--workers", type=int, default=None, help="parallel worker processes (default: CPU count, at most 4)")
+    p.set_defaults(func=_cmd_synth)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from lesionbench.tasks.synthetic import DEFAULT_PATIENTS, TASK_NAMES, default_cohort_dir, generate_cohort
+
+    out = args.out if args.out is not None else default_cohort_dir()
+    patients = args.patients if args.patients is not None else DEFAULT_PATIENTS
+    workers = args.workers if args.workers is not None else max(1, min(4, os.cpu_count() or 1))
+    start = time.perf_counter()
+    generate_cohort(out, patients=patients, seed=args.seed, workers=workers, progress=not args.quiet)
+    elapsed = time.perf_counter() - start
+    info = json.loads((out / "cohort.json").read_text())
+    sys.stdout.write(
+        f"synthetic cohort: {info['patients']} patients, {info['lesions']} lesions (seed {info['seed']}) "
+        f"in {elapsed:.1f} s -> {out}\n"
+    )
+    for task in TASK_NAMES:
+        sys.stdout.write(f"  {task:<22} {out / task / 'manifest.csv'}\n")
+    return 0
+
+
 # ------------------------------------------------------------------------------------ download
 def _add_download(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -280,6 +317,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_prepare,
     _add_run,
     _add_compare,
+    _add_synth,
     _add_download,
 )
 
