@@ -96,3 +96,13 @@ def test_survival_probe() -> None:
     assert concordance_index(t[te], -out["risk"], e[te]) > 0.6  # the planted risk direction is found
     assert probe.risk_threshold_ == pytest.approx(np.median(probe.predict(X[tr])["risk"]))
     assert probe.report()["cox_penalizer"] in (0.1, 1.0)
+
+
+def test_survival_probe_without_validation_split_uses_grouped_cv() -> None:
+    task, X = fabricate("survival", n_lesions=300, feature_dim=8, seed=6)
+    df = task.manifest()
+    tr = (df["split"] == "train").to_numpy()
+    t, e = df["time"].to_numpy(float), df["event"].to_numpy(float)
+    probe = SurvivalProbe(c_grid=(1e-2, 1.0), refine=False, penalizer_grid=(0.1, 1.0)).fit(X[tr], t[tr], e[tr], groups=df["patient_id"].to_numpy()[tr])
+    assert probe.penalizer_selection_ == "cv" and probe.classifier_.selection_ == "cv"
+    assert all(np.isfinite(s) for _, s in probe.penalizer_search_)
