@@ -1,7 +1,9 @@
 """Statistics the leaderboard needs on saved predictions: metrics, paired tests, rank intervals, Holm.
 
-Metric values come from scores (probabilities or risks), never from hard labels, and are computed
-with scikit-learn / lifelines directly so every number can be re-derived from a predictions CSV.
+Point estimates, bootstrap CIs and paired tests are the scorer's (:mod:`lesionbench.benchmark.metrics`),
+so a submission or a leaderboard row is scored exactly like a run. The bootstrap rank intervals
+re-rank every model on each of a thousand resamples and use the vectorised per-resample metrics
+below, each equal to scikit-learn / lifelines (checked by the tests, ties included).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -159,34 +162,37 @@ def metric(name: str, kind: TaskKind, y_true: np.ndarray, scores: np.ndarray) ->
     return fn(TaskKind(kind), np.asarray(y_true, dtype=float), np.asarray(scores, dtype=float))
 
 
+def _scorer_scores(kind: TaskKind, scores: np.ndarray) -> Any:
+    """Scores in the form :mod:`lesionbench.benchmark.metrics` takes (survival: risk and 2-year score)."""
+    scores = np.asarray(scores, dtype=float)
+    if kind is TaskKind.SURVIVAL:
+        if scores.ndim == 1:
+            return scores
+        return {"risk": scores[:, 0], "score": scores[:, 1]}
+    return scores
+
+
 def compute_metrics(kind: TaskKind | str, y_true: np.ndarray, scores: np.ndarray, names: Sequence[str] | None = None) -> dict[str, float]:
-    """Every metric of a task kind (or ``names``) from labels and scores.
+    """Every metric of a task kind (or ``names``): the scorer's :func:`lesionbench.benchmark.metrics.compute_metrics`.
 
     ``y_true``: class indices (n,) for classification, ``(n, 2)`` [time, event] for survival;
     ``scores``: (n, k) class probabilities, (n,) positive-class probability, or for survival
     ``(n, 2)`` [risk, 2-year death probability] (a single (n,) risk is used for both).
     """
+    from lesionbench.benchmark import metrics as scorer_metrics
+
     kind = TaskKind(kind)
-    scores = np.asarray(scores, dtype=float)
-    if kind is TaskKind.SURVIVAL and scores.ndim == 1:
-        scores = np.c_[scores, scores]
-    return {canonical(m): metric(m, kind, y_true, scores) for m in (names or METRICS_BY_KIND[kind])}
+    names = [canonical(m) for m in (names or METRICS_BY_KIND[kind])]
+    return scorer_metrics.compute_metrics(kind, y_true, _scorer_scores(kind, scores), names)
 
 
 def bootstrap_ci(kind: TaskKind, y_true: np.ndarray, scores: np.ndarray, name: str, *, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of one metric over resampled test lesions."""
-    rng = np.random.default_rng(seed)
-    n = len(y_true)
-    vals = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        v = metric(name, kind, y_true[idx], scores[idx])
-        if np.isfinite(v):
-            vals.append(v)
-    if not vals:
-        return float("nan"), float("nan")
-    lo, hi = np.percentile(vals, [2.5, 97.5])
-    return float(lo), float(hi)
+    """95% percentile-bootstrap interval of one metric (the scorer's :func:`~lesionbench.benchmark.metrics.bootstrap_ci`)."""
+    from lesionbench.benchmark import metrics as scorer_metrics
+
+    kind = TaskKind(kind)
+    mv = scorer_metrics.bootstrap_ci(kind, y_true, _scorer_scores(kind, scores), [canonical(name)], n_boot=n_boot, seed=seed)[canonical(name)]
+    return mv.ci_low, mv.ci_high
 
 
 # ------------------------------------------------------------------------ predictions tables
@@ -242,30 +248,18 @@ class Comparison:
 def paired_comparison(
     kind: TaskKind, y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, name: str, *, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0
 ) -> Comparison:
-    """Is A better than B? Paired bootstrap CI of the difference and a permutation p-value.
+    """Is A better than B? The scorer's paired bootstrap CI and one-sided permutation p-value.
 
-    The permutation test swaps the two models' predictions lesion by lesion (REFERENCE.md section 4);
-    p is one-sided (H1: A > B) with the +1 correction so it is never 0.
+    See :func:`lesionbench.benchmark.metrics.paired_comparison` (REFERENCE.md section 4: predictions
+    swapped lesion by lesion; p = (1 + k) / (1 + n_perm)).
     """
-    rng = np.random.default_rng(seed)
-    n = len(y_true)
-    observed = metric(name, kind, y_true, scores_a) - metric(name, kind, y_true, scores_b)
-    diffs = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        d = metric(name, kind, y_true[idx], scores_a[idx]) - metric(name, kind, y_true[idx], scores_b[idx])
-        if np.isfinite(d):
-            diffs.append(d)
-    lo, hi = (np.percentile(diffs, [2.5, 97.5]) if diffs else (np.nan, np.nan))
-    hits = 0
-    for _ in range(n_perm):
-        swap = rng.random(n) < 0.5
-        swap_s = swap.reshape((-1,) + (1,) * (scores_a.ndim - 1))
-        pa = np.where(swap_s, scores_b, scores_a)
-        pb = np.where(swap_s, scores_a, scores_b)
-        if metric(name, kind, y_true, pa) - metric(name, kind, y_true, pb) >= observed:
-            hits += 1
-    return Comparison(float(observed), float(lo), float(hi), (hits + 1) / (n_perm + 1))
+    from lesionbench.benchmark import metrics as scorer_metrics
+
+    kind = TaskKind(kind)
+    c = scorer_metrics.paired_comparison(
+        y_true, _scorer_scores(kind, scores_a), _scorer_scores(kind, scores_b), canonical(name), kind=kind, n_boot=n_boot, n_perm=n_perm, seed=seed
+    )
+    return Comparison(c.difference, c.ci_low, c.ci_high, c.p_value)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

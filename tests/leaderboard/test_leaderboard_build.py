@@ -256,3 +256,25 @@ def test_split_variant_and_leaks_in_provenance(tmp_path: Path) -> None:
     doc = build_document(collect_results(results_dir=tmp_path), n_boot=10, n_perm=10)
     prov = doc["tasks"][0]["entries"][0]["provenance"]
     assert prov["split_variant"] == "fmcib (published split)" and prov["task_version"] == "1.0+fmcib"
+
+
+def test_leaderboard_from_the_scorers_own_runs(fresh_tracking_uri: str, tmp_path: Path) -> None:
+    """Runs scored by scorer.evaluate_features and logged by tracking.log_result (predictions on child runs only)."""
+    from lesionbench.benchmark._fabricate import fabricate, fabricated_encoder_meta
+    from lesionbench.benchmark.scorer import evaluate_features, read_predictions
+    from lesionbench.benchmark.tracking import log_result
+
+    out = tmp_path / "results"
+    for name, signal in (("strong", 1.2), ("weak", 0.2)):
+        task, X = fabricate("binary", n_lesions=160, signal=signal, seed=3, name="fab_binary")
+        res = evaluate_features(task.manifest(), X, task.meta, encoder=fabricated_encoder_meta(X.shape[1], name), fractions=(1.0, 0.5), seeds=(0, 1), out_dir=out, n_boot=50, progress=False)
+        assert log_result(res, out / "fab_binary" / name / res.probe, tracking_uri=fresh_tracking_uri, plots=False)
+    build_leaderboard(tmp_path / "lb", tracking_uri=fresh_tracking_uri, n_boot=100, n_perm=100)
+    doc = json.loads((tmp_path / "lb" / "leaderboard.json").read_text())
+    (t,) = doc["tasks"]
+    assert [e["encoder"] for e in t["entries"]] == ["strong", "weak"]
+    assert all(e["provenance"]["source"] == "mlflow" and e["rank_interval"] for e in t["entries"])
+    assert t["entries"][1]["comparison"]["versus"] == "strong"
+    # The headline value is the scorer's, recomputed from its own saved predictions.
+    _, y, s = read_predictions(out / "fab_binary" / "strong" / "linear" / "predictions" / "frac1_seed0.csv", "binary")
+    assert t["entries"][0]["metrics"]["auc"]["value"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
