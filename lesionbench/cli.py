@@ -131,8 +131,8 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
         description="Read results from an MLflow store (parent runs' result.json) and/or a results folder and write a "
         "self-contained leaderboard page, Markdown and JSON. Published FMCIB numbers are shown as reference rows.",
     )
-    b.add_argument("--tracking-uri", help="MLflow tracking URI to read runs from (default: $MLFLOW_TRACKING_URI, else ./mlflow.db if present)")
-    b.add_argument("--results", type=Path, help="results folder written by `lesionbench run --out` (read as well)")
+    b.add_argument("--tracking-uri", help="MLflow tracking URI to read runs from (default: $MLFLOW_TRACKING_URI; with neither option: ./mlflow.db if present)")
+    b.add_argument("--results", type=Path, help="results folder of `lesionbench run --out` (with neither option: ./lesionbench-results if present)")
     b.add_argument("--out", type=Path, required=True, help="output folder")
     b.add_argument("--reveal", action="store_true", help="show the submissions' private scores (organisers only)")
     b.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for rank intervals and paired tests (default 1000)")
@@ -145,11 +145,14 @@ def _cmd_leaderboard_build(args: argparse.Namespace) -> int:
     from lesionbench.leaderboard import build_leaderboard
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    results = args.results
     tracking = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
-    if tracking is None and args.results is None and Path("mlflow.db").is_file():
-        tracking = "sqlite:///mlflow.db"  # the default store of `lesionbench run`
+    if tracking is None and results is None:
+        # What `lesionbench run` writes by default: ./mlflow.db and ./lesionbench-results.
+        tracking = "sqlite:///mlflow.db" if Path("mlflow.db").is_file() else None
+        results = Path("lesionbench-results") if Path("lesionbench-results").is_dir() else None
     index = build_leaderboard(
-        args.out, tracking_uri=tracking, results_dir=args.results, reveal=args.reveal,
+        args.out, tracking_uri=tracking, results_dir=results, reveal=args.reveal,
         n_boot=args.n_boot, n_perm=args.n_perm, include_published=not args.no_published,
     )
     sys.stdout.write(f"leaderboard written: open {index.resolve().as_uri()}\n")
@@ -171,9 +174,9 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--features", type=Path, help="features CSV instead of predictions")
     p.add_argument("--name", required=True, help="submission name shown on the leaderboard (letters, digits, space, ._+()-)")
     p.add_argument("--data-dir", type=Path, help="the task's prepared data folder (default: $LESIONBENCH_DATA/<task>)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI to log to (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow (then --results is needed)")
-    p.add_argument("--results", type=Path, help="results folder to write the submission's result.json into")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI to log to (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument("--no-mlflow", action="store_true", help="write the local result only")
+    p.add_argument("--results", type=Path, default=Path("lesionbench-results"), help="results folder (default: ./lesionbench-results)")
     p.set_defaults(func=_cmd_submit)
 
 

@@ -510,19 +510,17 @@ def _probe_features(task: Any, manifest: pd.DataFrame, features: pd.DataFrame) -
 
 #: The MLflow experiment the scorer logs runs to; submissions join them there.
 EXPERIMENT = "lesionbench"
-#: The scorer's default store: a sqlite file in the working directory.
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else the sqlite file ``mlflow.db`` in the working directory."""
-    import os
+    """The scorer's rule: ``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` here."""
+    from lesionbench.benchmark.tracking import resolve_tracking_uri as resolve
 
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return resolve(uri)
 
 
 def _artifact_location(uri: str) -> str | None:
-    """For a sqlite store, artifacts beside the database (MLflow's default is ./mlruns of the cwd)."""
+    """For a sqlite store, artifacts beside the database (MLflow's default is ./mlruns of the cwd), as the scorer does."""
     m = re.match(r"sqlite:///(.+)$", uri)
     if not m:
         return None

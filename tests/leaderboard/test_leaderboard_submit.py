@@ -314,11 +314,11 @@ def test_cli_submit(binary_task: FakeTask, tmp_path: Path, monkeypatch: pytest.M
     assert rc == 2 and "submission rejected, 2 problem(s)" in err and "path separator" in err
     assert not (tmp_path / "r2").exists()
     assert main(["submit", "--task", BINARY.name, "--name", "x", "--results", str(tmp_path / "r3")]) == 2
-    assert main(["submit", "--task", BINARY.name, str(good), "--name", "x", "--no-mlflow"]) == 2  # nowhere to record it
     monkeypatch.chdir(tmp_path)
     shutil.copy(empty_mlflow_db, tmp_path / "mlflow.db")  # an initialised store (migrations take seconds)
     assert main(["-q", "submit", "--task", BINARY.name, str(good), "--name", "default-store"]) == 0
     assert (tmp_path / "mlflow.db").is_file() and (tmp_path / "mlartifacts" / "lesionbench").is_dir()
+    assert (tmp_path / "lesionbench-results" / BINARY.name / "submission-default-store" / "submitted" / "result.json").is_file()
     assert main(["-q", "leaderboard", "build", "--out", "lb", "--n-boot", "10", "--n-perm", "10"]) == 0
     doc = json.loads((tmp_path / "lb" / "leaderboard.json").read_text())
     assert [s["name"] for s in doc["tasks"][0]["submissions"]] == ["default-store"]
@@ -339,10 +339,12 @@ def test_feature_submission_is_scored_by_the_standard_probe(binary_task: FakeTas
     assert out.score.public["auc"].value == pytest.approx(roc_auc_score(table["label"][pub], table["score"][pub]), abs=1e-12)
 
 
-def test_cli_submit_to_a_registered_task(tmp_path: Path, capsys: pytest.CaptureFixture[str], empty_mlflow_db: Path) -> None:
+def test_cli_submit_to_a_registered_task(tmp_path: Path, capsys: pytest.CaptureFixture[str], empty_mlflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`lesionbench submit` resolves the real task by name and reads its prepared manifest (labels stay with the harness)."""
     from lesionbench.benchmark.plugins import get_task
     from lesionbench.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the default results folder is ./lesionbench-results
 
     meta = get_task("synthetic_site").meta
     man = make_manifest(meta, seed=4)
@@ -361,6 +363,7 @@ def test_cli_submit_to_a_registered_task(tmp_path: Path, capsys: pytest.CaptureF
     args = ["-q", "submit", "--task", "synthetic_site", "--data-dir", str(tmp_path / "task"), "--tracking-uri", uri, "--name", "site team"]
     assert main([*args, str(_write(preds, tmp_path / "p.csv"))]) == 0
     assert "public balanced_accuracy" in capsys.readouterr().out
+    assert (tmp_path / "lesionbench-results" / "synthetic_site" / "submission-site-team" / "submitted" / "result.json").is_file()
     # The same file for the binary task of the same cohort (same lesions) is refused as a wrong-task submission.
     (tmp_path / "mal").mkdir()
     man.assign(label=man["label"] % 2).to_csv(tmp_path / "mal" / "manifest.csv", index=False)
