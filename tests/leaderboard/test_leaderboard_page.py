@@ -42,12 +42,16 @@ class _Collect(HTMLParser):
 
 def _chromium(*args: str, timeout: int = 60) -> subprocess.CompletedProcess[str]:
     # A fresh profile, no network at all: any attempt to fetch something fails instead of leaking.
-    cmd = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-        "--disable-background-networking", "--proxy-server=http://127.0.0.1:9", "--hide-scrollbars", *args,
-    ]
-    env = {**os.environ, "HOME": os.environ.get("TMPDIR", "/tmp")}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lesionbench-chromium-") as profile:
+        cmd = [
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+            "--disable-background-networking", "--proxy-server=http://127.0.0.1:9", "--hide-scrollbars",
+            f"--user-data-dir={profile}", *args,
+        ]
+        env = {**os.environ, "HOME": profile}
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 #: Chromium's own background services (updates, time, accounts), not requests of the page.
