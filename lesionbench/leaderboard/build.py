@@ -6,8 +6,9 @@ different task versions are never mixed) it holds:
 
 - the measured entries ranked by the main metric of the 100%-label, lowest-seed run (its value and
   95% bootstrap CI), with every metric as the mean and standard deviation over seeds, the low-data
-  curve, the bootstrap rank interval and the paired test against the top entry (one-sided
-  permutation p, Holm-corrected over all comparisons of the task), and the run's provenance;
+  curve, the bootstrap rank interval and the paired test against the top entry (``difference`` =
+  this entry minus the top one, with its paired bootstrap CI; one-sided permutation p for "the top
+  entry is better", Holm-corrected over all comparisons of the task), and the run's provenance;
 - the submissions, ranked by their public score (private scores only with ``reveal=True``);
 - the published reference rows (Pai et al. 2024), kept apart and never ranked.
 
@@ -253,9 +254,10 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
                     "versus": entries[top]["encoder"],
                     "versus_probe": entries[top]["probe"],
                     "metric": main,
-                    "difference": _num(c.difference),
-                    "ci_low": _num(c.ci_low),
-                    "ci_high": _num(c.ci_high),
+                    # Shown as this entry minus the top one (negative = worse), with its 95% bootstrap CI.
+                    "difference": _num(-c.difference),
+                    "ci_low": _num(-c.ci_high),
+                    "ci_high": _num(-c.ci_low),
                     "p_value": _num(c.p_value),
                     "p_holm": _num(p_adj),
                     "significant": bool(p_adj < ALPHA),

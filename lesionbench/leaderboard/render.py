@@ -166,7 +166,7 @@ def _ranking_table(task: dict[str, Any]) -> str:
         if comp.get("is_reference"):
             delta, p = '<span class="na">top</span>', '<span class="na">–</span>'
         elif comp.get("p_holm") is not None:
-            delta = f'{comp["difference"]:+.3f} <span class="ci">({_f(comp["ci_low"])}, {_f(comp["ci_high"])})</span>'
+            delta = f'{comp["difference"]:+.3f} <span class="ci">({comp["ci_low"]:+.3f}, {comp["ci_high"]:+.3f})</span>'
             cls = "sig" if comp["significant"] else "ns"
             mark = " ✱" if comp["significant"] else ""
             p = f'<span class="{cls}">{_p(comp["p_holm"])}{mark}</span>'
@@ -419,7 +419,7 @@ def _reference_md(refs: list[dict[str, Any]], metrics: list[str]) -> str:
     if not refs:
         return ""
     ms = list(dict.fromkeys(metrics + [m for r in refs for m in r["metrics"]]))
-    lines = ["| Approach **[published]** | Labels | " + "".join(f"{metric_label(m)} | " for m in ms), "|---|---|" + "---|" * len(ms)]
+    lines = [f"**Published reference** ({refs[0]['source']}; not measured by lesionbench, not ranked)", "", "| Approach **[published]** | Labels | " + "".join(f"{metric_label(m)} | " for m in ms), "|---|---|" + "---|" * len(ms)]
     for r in sorted(refs, key=lambda r: -r["fraction"]):
         lines.append(
             f"| *{_md(r['approach'])}* [published] | {r['fraction']:.0%} | "

@@ -70,7 +70,7 @@ _COMPARISON = {
         "versus": _OPT_STR,
         "versus_probe": _STR,
         "metric": _STR,
-        "difference": _NUM,
+        "difference": {"type": ["number", "null"], "description": "this entry minus the top entry (negative = worse)"},
         "ci_low": _NUM,
         "ci_high": _NUM,
         "p_value": {"type": ["number", "null"], "minimum": 0, "maximum": 1},

@@ -96,7 +96,7 @@ def test_rank_intervals_and_holm_corrected_tests(built: tuple[Path, dict]) -> No
             assert c["ci_low"] <= c["difference"] <= c["ci_high"]
     weakest = _task(doc, BINARY.name)["entries"][-1]
     assert weakest["encoder"] == "supervised-cnn"
-    assert weakest["comparison"]["significant"] and weakest["comparison"]["difference"] > 0
+    assert weakest["comparison"]["significant"] and weakest["comparison"]["difference"] < 0
     assert weakest["rank_interval"] == [3, 3]
 
 
@@ -275,6 +275,9 @@ def test_leaderboard_from_the_scorers_own_runs(fresh_tracking_uri: str, tmp_path
     assert [e["encoder"] for e in t["entries"]] == ["strong", "weak"]
     assert all(e["provenance"]["source"] == "mlflow" and e["rank_interval"] for e in t["entries"])
     assert t["entries"][1]["comparison"]["versus"] == "strong"
+    cmp = t["entries"][1]["comparison"]
+    va, vb = (e["metrics"]["auc"]["value"] for e in t["entries"])
+    assert cmp["difference"] == pytest.approx(vb - va) and cmp["ci_low"] <= cmp["difference"] <= cmp["ci_high"]
     # The headline value is the scorer's, recomputed from its own saved predictions.
     _, y, s = read_predictions(out / "fab_binary" / "strong" / "linear" / "predictions" / "frac1_seed0.csv", "binary")
     assert t["entries"][0]["metrics"]["auc"]["value"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
