@@ -203,13 +203,14 @@ def _reference_table(task_name: str, refs: list[dict[str, Any]], metrics: list[s
             mv = r["metrics"].get(m)
             bar = _bar(mv["value"], mv.get("ci_low"), mv.get("ci_high"), scale, REFERENCE_COLOUR, dashed=True) if (mv and m == main and scale and r["fraction"] == 1.0) else ""
             cells.append(f"<td>{_f(mv['value']) if mv else '<span class=na>–</span>'}{_ci(mv)}{bar}</td>")
-        note = f' <span class="sd">— {_e(r["note"])}</span>' if r.get("note") and r["fraction"] == 1.0 else ""
-        rows.append(f'<tr><td class="l"><span class="refpill">REF</span>{_e(r["approach"])}{note}</td><td>{r["fraction"]:.0%}</td>{"".join(cells)}</tr>')
+        rows.append(f'<tr><td class="l"><span class="refpill">REF</span>{_e(r["approach"])}</td><td>{r["fraction"]:.0%}</td>{"".join(cells)}</tr>')
+    notes = list(dict.fromkeys(r["note"] for r in refs if r.get("note") and r["fraction"] == 1.0))
+    extra = "".join(f" Note: {_e(n)}." for n in notes)
     return (
         f'<h3>Published reference — {_e(refs[0]["source"])} (not ranked)</h3>'
         f'<table class="ref"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
         '<p class="note">Numbers as published, on the paper\'s own splits and labels; not measured by lesionbench, '
-        "so they are not comparable one-to-one with the ranked rows above.</p>"
+        f"so they are not comparable one-to-one with the ranked rows above.{extra}</p>"
     )
 
 
