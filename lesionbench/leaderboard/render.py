@@ -210,7 +210,7 @@ def _reference_table(task_name: str, refs: list[dict[str, Any]], metrics: list[s
         f'<h3>Published reference — {_e(refs[0]["source"])} (not ranked)</h3>'
         f'<table class="ref"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
         '<p class="note">Numbers as published, on the paper\'s own splits and labels; not measured by lesionbench, '
-        f"so they are not comparable one-to-one with the ranked rows above.{extra}</p>"
+        f"so they are not comparable one-to-one with lesionbench measurements.{extra}</p>"
     )
 
 
