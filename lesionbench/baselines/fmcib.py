@@ -270,7 +270,7 @@ class FMCIBEncoder:
         x = np.asarray(patches)
         if x.ndim != 5 or x.shape[1] != 1:
             raise ConfigurationError(f"FMCIB encodes patches shaped (n, 1, D, H, W); got {x.shape}.")
-        out = np.empty((x.shape[0], FEATURE_DIM), dtype=np.float32)
+        out = np.empty((x.shape[0], self.meta.feature_dim), dtype=np.float32)
         with torch.inference_mode():
             for s in range(0, x.shape[0], self.batch_size):
                 batch = torch.from_numpy(np.ascontiguousarray(x[s : s + self.batch_size], dtype=np.float32)).to(self.device)
@@ -316,7 +316,12 @@ def fmcib_random_init(seed: int = 0, *, device: str | None = None, bf16: bool = 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         trunk = build_trunk()
-    meta = EncoderMeta(
+    return FMCIBEncoder(trunk, random_init_meta(seed, bf16=bf16), device=device, bf16=bf16, batch_size=batch_size, threads=threads)
+
+
+def random_init_meta(seed: int = 0, *, bf16: bool = False) -> EncoderMeta:
+    """The metadata of ``fmcib-random-init`` (seeded MONAI initialisation; same seed, same weights)."""
+    return EncoderMeta(
         name="fmcib-random-init",
         version=VERSION,
         feature_dim=FEATURE_DIM,
@@ -326,4 +331,3 @@ def fmcib_random_init(seed: int = 0, *, device: str | None = None, bf16: bool = 
         citation=CITATION,
         settings=_settings(bf16, (("seed", str(int(seed))),)),
     )
-    return FMCIBEncoder(trunk, meta, device=device, bf16=bf16, batch_size=batch_size, threads=threads)
