@@ -185,10 +185,12 @@ def trunk_state_dict(checkpoint: Any, *, source: str = "checkpoint") -> dict[str
     )
 
 
-def load_trunk_weights(trunk, state_dict: Mapping[str, Any], *, source: str = "checkpoint") -> int:
+def load_trunk_weights(trunk, state_dict: Mapping[str, Any], *, source: str = "checkpoint", assign: bool = False) -> int:
     """Load ``state_dict`` into ``trunk`` strictly; return the number of tensors loaded.
 
     Every missing, unexpected or mis-shaped key is reported by name in one :class:`WeightsError`.
+    ``assign=True`` adopts the checkpoint's tensors (for a trunk built on the meta device: no random
+    initialisation, no second copy); they are cast to the trunk's dtypes.
     """
     import torch
 
@@ -211,8 +213,9 @@ def load_trunk_weights(trunk, state_dict: Mapping[str, Any], *, source: str = "c
             f"{source} does not fit the FMCIB trunk (resnet50, widen_factor=2, {len(expected)} keys): " + "; ".join(problems)
             + ". Use the released model_weights.torch or a Lighter checkpoint of the same architecture."
         )
-    trunk.load_state_dict(dict(state_dict), strict=True)
-    return len(state_dict)
+    sd = {k: v if v.dtype == expected[k].dtype else v.to(expected[k].dtype) for k, v in state_dict.items()}
+    trunk.load_state_dict(sd, strict=True, assign=assign)
+    return len(sd)
 
 
 def load_checkpoint(path: str | Path) -> Any:
@@ -223,7 +226,14 @@ def load_checkpoint(path: str | Path) -> Any:
     import torch
 
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            # mmap: the tensors are paged in from the file instead of being copied into memory
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            # checkpoints in torch's legacy (pre-zip) format cannot be memory-mapped
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise WeightsError(
             f"{path} could not be read as a PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
@@ -290,9 +300,12 @@ def _settings(bf16: bool, extra: tuple[tuple[str, str], ...] = ()) -> tuple[tupl
 @ENCODERS.register("fmcib")
 def fmcib(weights: str | Path | None = None, *, device: str | None = None, bf16: bool = False, batch_size: int = 8, threads: int | None = None, progress: bool = True) -> FMCIBEncoder:
     """FMCIB with the released (or given) weights; see the module docstring."""
+    import torch
+
     path, digest = resolve_weights(weights, progress=progress)
-    trunk = build_trunk()
-    n = load_trunk_weights(trunk, trunk_state_dict(load_checkpoint(path), source=str(path)), source=str(path))
+    with torch.device("meta"):  # every weight comes from the file: skip the random initialisation
+        trunk = build_trunk()
+    n = load_trunk_weights(trunk, trunk_state_dict(load_checkpoint(path), source=str(path)), source=str(path), assign=True)
     logger.info("FMCIB: loaded %d trunk tensors from %s (sha256 %s)", n, path, digest[:12])
     meta = EncoderMeta(
         name="fmcib",
