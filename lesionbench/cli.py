@@ -172,6 +172,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         # relative paths resolve against the table's folder; the output keeps the input columns as given
         lesions = resolve_paths(table, path.parent.resolve())
     encoder = get_encoder(args.encoder, weights=args.weights, device=args.device, bf16=args.bf16)
+    if args.batch_size and hasattr(encoder, "batch_size"):
+        encoder.batch_size = args.batch_size  # patches per forward pass
     feats = extract_features(
         lesions,
         encoder,
