@@ -7,6 +7,7 @@ Reported per run: wall time of the whole process, lesions per second, peak RSS o
 run on the first half of the lesions to show that its peak memory does not grow with the lesion count.
 
     python benchmarks/extract_speed.py [--workdir /tmp/lesionbench-speed] [--volumes 5] [--lesions 24]
+        [--ref-tools ../shared/tools/fmcib-reference] [--checkpoint CKPT]
 
 Needs the reference venv (``bash ../shared/tools/fmcib-reference/setup.sh /tmp/fmcib-ref``) for the
 reference run and the checkpoint (made with its ``make_checkpoint.py`` when missing; 704 MiB, kept in the
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+#: ../shared/tools/fmcib-reference beside the checkout, unless --ref-tools says otherwise
 TOOLS = REPO.parent / "shared" / "tools" / "fmcib-reference"
 
 
@@ -113,6 +115,7 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=160)
     ap.add_argument("--checkpoint", type=Path, help="random checkpoint in the released format (made if missing)")
     ap.add_argument("--ref-python", default="/tmp/fmcib-ref/bin/python")
+    ap.add_argument("--ref-tools", type=Path, default=TOOLS, help="folder with make_checkpoint.py and run_reference.py")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--skip-reference", action="store_true")
@@ -126,7 +129,7 @@ def main() -> None:
     pd.read_csv(csv).iloc[: a.lesions // 2].to_csv(half, index=False)
     ckpt = a.checkpoint or work / "bnrand.torch"
     if not ckpt.exists():
-        subprocess.run([a.ref_python, str(TOOLS / "make_checkpoint.py"), str(ckpt), "bnrand"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([a.ref_python, str(a.ref_tools / "make_checkpoint.py"), str(ckpt), "bnrand"], check=True, stdout=subprocess.DEVNULL)
     n = len(pd.read_csv(csv))
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
@@ -146,7 +149,7 @@ def main() -> None:
     print(f"lesionbench ({n} lesions): {w:.1f} s, {n / w:.3f} lesions/s, peak RSS {r:.2f} GiB", flush=True)
     if not a.skip_reference:
         prefix = work / "reference"
-        cmd = [a.ref_python, str(TOOLS / "run_reference.py"), str(csv), str(ckpt), str(prefix)]
+        cmd = [a.ref_python, str(a.ref_tools / "run_reference.py"), str(csv), str(ckpt), str(prefix)]
         wr, rr, out = run_measured(cmd)
         results["reference"] = (wr, rr)
         inner = next((ln for ln in out.splitlines() if ln.startswith("get_features:")), "")

@@ -81,12 +81,10 @@ def test_patches_equal_the_reference_chain(seeds, tmp_path):
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-6)
 
 
-def test_features_match_reference_get_features(seeds, tmp_path):
-    tools = Path(__file__).resolve().parents[2] / "shared" / "tools" / "fmcib-reference"
-    if not tools.is_dir():
-        tools = Path("/work/shared/tools/fmcib-reference")
+def test_features_match_reference_get_features(seeds, tmp_path, shared_dir):
+    tools = Path(os.environ.get("FMCIB_REFERENCE_TOOLS") or shared_dir / "tools" / "fmcib-reference")
     if not (tools / "run_reference.py").is_file():
-        pytest.skip("reference tools not found")
+        pytest.skip(f"reference tools not found in {tools}")
     ckpt = tmp_path / "bnrand.torch"  # 704 MiB in the test's temporary folder, never in the repository
     subprocess.run([str(REF_PYTHON), str(tools / "make_checkpoint.py"), str(ckpt), "bnrand"], check=True, capture_output=True, timeout=600)
     df = pd.read_csv(seeds).iloc[::3].reset_index(drop=True)  # one seed in three: the reference is slow
