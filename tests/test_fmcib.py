@@ -78,9 +78,14 @@ def test_load_released_and_lighter_files(small, tmp_path):
     path, sd = small
     enc = get_encoder("fmcib", weights=path, threads=1)
     assert enc.meta.weights_sha256 == fm.sha256_file(path)
+    assert fm.resolve_weights(path)[1] == enc.meta.weights_sha256  # remembered digest
+    torch.save({"trunk_state_dict": {k: v + 1 if v.is_floating_point() else v for k, v in sd.items()}}, path)
+    assert fm.resolve_weights(path)[1] == fm.sha256_file(path) != enc.meta.weights_sha256  # rewritten: re-hashed
     assert torch.equal(enc.trunk.state_dict()["conv1.weight"], sd["conv1.weight"])
     lighter = tmp_path / "epoch=10.ckpt"
     torch.save({"state_dict": {f"model.trunk.{k}": v for k, v in sd.items()}, "epoch": 10}, lighter)
+    torch.save({"trunk_state_dict": sd}, path)
+    enc = get_encoder("fmcib", weights=path, threads=1)
     enc2 = get_encoder("fmcib", weights=lighter, threads=1)
     x = np.random.default_rng(0).random((2, 1, 20, 20, 20), dtype=np.float32)
     enc.meta.feature_dim  # noqa: B018

@@ -130,6 +130,31 @@ def download_weights(dest: Path | None = None, *, url: str | None = None, expect
     return dest
 
 
+def _memo_digest(path: Path) -> str:
+    """sha256 of a user-given weights file, remembered per (resolved path, size, mtime) so that repeated
+    runs do not re-hash 700 MB; any change of the file's size or modification time re-hashes it."""
+    st = path.stat()
+    ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    memo = cache_root() / "weights" / "digests.json"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(ident), str):
+        return known[ident]
+    digest = sha256_file(path)
+    known = known if isinstance(known, dict) else {}
+    known[ident] = digest
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".digests-{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, memo)
+    except OSError as exc:  # a read-only cache only costs the re-hash next time
+        logger.warning("Could not record the weights digest in %s: %s", memo, exc)
+    return digest
+
+
 def resolve_weights(weights: str | Path | None, *, progress: bool = True) -> tuple[Path, str]:
     """The weights file to load and its sha256.
 
@@ -140,7 +165,7 @@ def resolve_weights(weights: str | Path | None, *, progress: bool = True) -> tup
         path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsError(f"FMCIB weights file not found: {path}. {_how_to_get()}")
-        return path, sha256_file(path)
+        return path, _memo_digest(path)
     env = os.environ.get(WEIGHTS_ENV)
     path = Path(env).expanduser() if env and Path(env).expanduser().is_file() else weights_dir() / WEIGHTS_FILENAME
     if not path.is_file():
@@ -226,14 +251,8 @@ def load_checkpoint(path: str | Path) -> Any:
     import torch
 
     try:
-        try:
-            # mmap: the tensors are paged in from the file instead of being copied into memory
-            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            # checkpoints in torch's legacy (pre-zip) format cannot be memory-mapped
-            return torch.load(str(path), map_location="cpu", weights_only=True)
+        # not mmap=True: a memory-mapped checkpoint changes under a live encoder if the file is rewritten
+        return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise WeightsError(
             f"{path} could not be read as a PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
