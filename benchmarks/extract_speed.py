@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/lesionbench-speed"))
     ap.add_argument("--volumes", type=int, default=5)
     ap.add_argument("--lesions", type=int, default=24)
-    ap.add_argument("--slices", type=int, default=160)
+    ap.add_argument("--slices", type=int, default=200, help="slices per volume (the reference was measured on 512x512x200 in ENVIRONMENT.md)")
     ap.add_argument("--checkpoint", type=Path, help="random checkpoint in the released format (made if missing)")
     ap.add_argument("--ref-python", default="/tmp/fmcib-ref/bin/python")
     ap.add_argument("--ref-tools", type=Path, default=TOOLS, help="folder with make_checkpoint.py and run_reference.py")
