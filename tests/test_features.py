@@ -179,3 +179,25 @@ def test_cli_extract_is_a_get_features_drop_in(tmp_path, monkeypatch):
         assert list(res["image_path"]) == list(table["image_path"])
         np.testing.assert_allclose(res[[f"pred_{i}" for i in range(4)]].to_numpy(), extract_features(df, PatchStats(), cache=False, progress=False), rtol=1e-6)
     assert main(["extract", str(tmp_path / "seeds.csv"), "--encoder", "patch-stats-tst", "-o", str(tmp_path / "x.csv")]) == 2
+
+
+def test_cli_extract_task(tmp_path, monkeypatch):
+    from lesionbench.benchmark.manifest import ManifestTask
+    from lesionbench.benchmark.plugins import TASKS
+    from lesionbench.benchmark.types import TaskKind, TaskMeta
+    from lesionbench.cli import main
+
+    class Tiny(ManifestTask):
+        meta = TaskMeta(name="tiny-extract", version="1", kind=TaskKind.BINARY, description="t", main_metric="auc", metrics=("auc",))
+
+    df = _cohort(tmp_path, n_images=2, per_image=2)
+    df.assign(patient_id=["a", "a", "b", "b"], split=["train", "test"] * 2, label=[0, 1, 0, 1]).to_csv(tmp_path / "manifest.csv", index=False)
+    monkeypatch.setattr(TASKS, "_factories", dict(TASKS._factories))
+    TASKS.add("tiny-extract", Tiny)
+    monkeypatch.setattr(ENCODERS, "_factories", dict(ENCODERS._factories))
+    ENCODERS.add("patch-stats-test", PatchStats)
+    out = tmp_path / "task.parquet"
+    assert main(["extract", "--task", "tiny-extract", "--data-dir", str(tmp_path), "--encoder", "patch-stats-test", "-o", str(out)]) == 0
+    res = pd.read_parquet(out)
+    assert list(res["lesion_id"]) == list(df["lesion_id"]) and res.columns[-1] == "pred_3"
+    np.testing.assert_allclose(res[[f"pred_{i}" for i in range(4)]].to_numpy(), extract_features(df, PatchStats(), cache=False, progress=False), rtol=1e-6)
