@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -206,3 +208,16 @@ def test_real_ct_seed_at_mask_centroid_is_inside_tumour(shared_dir, case):
     assert p[0, 25, 25, 25] * 3072 - 1024 > -300, "the patch centre is not soft tissue"
     # the tumour channel sits around the centre of the 1 mm patch
     np.testing.assert_allclose(np.argwhere(p[1] > 0).mean(axis=0), [25, 25, 25], atol=3.0)
+
+
+def test_synthetic_cohort_lesions_at_patch_centre(tmp_path):
+    synthetic = pytest.importorskip("lesionbench.tasks.synthetic")
+    from lesionbench.benchmark.manifest import read_manifest
+
+    out = synthetic.generate_cohort(tmp_path / "synth", patients=2, seed=0)
+    df = read_manifest(next(Path(out).rglob("manifest.csv")))
+    p = load_patches(df, PatchSpec(with_mask=True), progress=False)
+    assert np.all(p[:, 1, 25, 25, 25] == 1), "a lesion mask does not cover its patch centre"
+    # the mask channel's volume matches the lesion diameter (roughly spherical lesions)
+    ball = 4 / 3 * np.pi * (df["diameter_mm"].to_numpy() / 2) ** 3
+    np.testing.assert_allclose(p[:, 1].sum(axis=(1, 2, 3)), ball, rtol=0.5)
