@@ -93,6 +93,17 @@ def test_load_released_and_lighter_files(small, tmp_path):
     assert enc.meta.fingerprint() != enc2.meta.fingerprint()  # different files, different digests
 
 
+def test_device_errors(small):
+    from lesionbench.benchmark.errors import ConfigurationError
+
+    path, _ = small
+    with pytest.raises(ConfigurationError, match="Unknown torch device"):
+        get_encoder("fmcib", weights=path, device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigurationError, match="CUDA is not available"):
+            get_encoder("fmcib", weights=path, device="cuda")
+
+
 def test_missing_key_in_file_fails(small, tmp_path):
     _, sd = small
     bad = tmp_path / "bad.torch"

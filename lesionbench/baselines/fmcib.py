@@ -303,7 +303,12 @@ class FMCIBEncoder:
     def __init__(self, trunk, meta: EncoderMeta, *, device: str | None = None, bf16: bool = False, batch_size: int = 8, threads: int | None = None):
         import torch
 
-        self.device = torch.device(device or _default_device())
+        try:
+            self.device = torch.device(device or _default_device())
+        except RuntimeError as exc:
+            raise ConfigurationError(f"Unknown torch device {device!r} ({exc}); use cpu, cuda or cuda:N.") from exc
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigurationError(f"Device {device!r} asked for, but CUDA is not available here; use --device cpu.")
         if self.device.type == "cpu":
             # all cores this process may use (the reference leaves torch's default)
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
