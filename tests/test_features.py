@@ -162,6 +162,13 @@ def test_workers_give_the_same_patch_features(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def _register_temporarily(monkeypatch, registry, name, factory):
+    registry.names()  # load the built-ins and entry points first, so that the restored registry keeps them
+    monkeypatch.setattr(registry, "_factories", dict(registry._factories))
+    monkeypatch.setattr(registry, "_origins", dict(registry._origins))
+    registry.add(name, factory)
+
+
 def test_cli_extract_is_a_get_features_drop_in(tmp_path, monkeypatch):
     from lesionbench.cli import main
 
@@ -169,8 +176,7 @@ def test_cli_extract_is_a_get_features_drop_in(tmp_path, monkeypatch):
     table = df[["image_path", "coordX", "coordY", "coordZ", "lesion_id"]].copy()
     table["image_path"] = [os.path.basename(p) for p in table["image_path"]]  # relative to the CSV
     table.to_csv(tmp_path / "seeds.csv", index=False)
-    monkeypatch.setattr(ENCODERS, "_factories", dict(ENCODERS._factories))
-    ENCODERS.add("patch-stats-test", PatchStats)
+    _register_temporarily(monkeypatch, ENCODERS, "patch-stats-test", PatchStats)
     monkeypatch.chdir("/")
     for out in ("out.csv", "out.parquet"):
         assert main(["extract", str(tmp_path / "seeds.csv"), "--encoder", "patch-stats-test", "-o", str(tmp_path / out)]) == 0
@@ -192,10 +198,8 @@ def test_cli_extract_task(tmp_path, monkeypatch):
 
     df = _cohort(tmp_path, n_images=2, per_image=2)
     df.assign(patient_id=["a", "a", "b", "b"], split=["train", "test"] * 2, label=[0, 1, 0, 1]).to_csv(tmp_path / "manifest.csv", index=False)
-    monkeypatch.setattr(TASKS, "_factories", dict(TASKS._factories))
-    TASKS.add("tiny-extract", Tiny)
-    monkeypatch.setattr(ENCODERS, "_factories", dict(ENCODERS._factories))
-    ENCODERS.add("patch-stats-test", PatchStats)
+    _register_temporarily(monkeypatch, TASKS, "tiny-extract", Tiny)
+    _register_temporarily(monkeypatch, ENCODERS, "patch-stats-test", PatchStats)
     out = tmp_path / "task.parquet"
     assert main(["extract", "--task", "tiny-extract", "--data-dir", str(tmp_path), "--encoder", "patch-stats-test", "-o", str(out)]) == 0
     res = pd.read_parquet(out)
