@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-#: ../shared/tools/fmcib-reference beside the checkout, unless --ref-tools says otherwise
-TOOLS = REPO.parent / "shared" / "tools" / "fmcib-reference"
+#: ../shared/tools/fmcib-reference beside the checkout ($LESIONBENCH_SHARED overrides ../shared), or --ref-tools
+TOOLS = Path(os.environ.get("LESIONBENCH_SHARED") or REPO.parent / "shared") / "tools" / "fmcib-reference"
 
 
 def make_volumes(workdir: Path, n_volumes: int, n_lesions: int, slices: int, seed: int = 0) -> Path:

@@ -82,9 +82,9 @@ def test_patches_equal_the_reference_chain(seeds, tmp_path):
 
 
 def test_features_match_reference_get_features(seeds, tmp_path):
-    # ../shared beside the checkout (as the shared_dir fixture), or $FMCIB_REFERENCE_TOOLS
-    default = Path(__file__).resolve().parents[2] / "shared" / "tools" / "fmcib-reference"
-    tools = Path(os.environ.get("FMCIB_REFERENCE_TOOLS") or default)
+    # $FMCIB_REFERENCE_TOOLS, else ../shared (or $LESIONBENCH_SHARED, as the shared_dir fixture)/tools/fmcib-reference
+    shared = Path(os.environ.get("LESIONBENCH_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+    tools = Path(os.environ.get("FMCIB_REFERENCE_TOOLS") or shared / "tools" / "fmcib-reference")
     if not (tools / "run_reference.py").is_file():
         pytest.skip(f"reference tools not found in {tools}")
     ckpt = tmp_path / "bnrand.torch"  # 704 MiB in the test's temporary folder, never in the repository
