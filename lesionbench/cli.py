@@ -181,6 +181,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         cache=not args.no_cache,
+        progress=not args.quiet,
     )
     out = feature_table(table.reset_index(drop=True), feats)
     args.output.parent.mkdir(parents=True, exist_ok=True)
