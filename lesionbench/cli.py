@@ -206,6 +206,79 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- extract
+def _add_extract(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "extract",
+        help="Extract lesion features with an encoder (a drop-in for fmcib.run.get_features).",
+        description="Extract lesion features. Input: a CSV/Parquet with image_path, coordX, coordY, coordZ (LPS mm; "
+        "other columns pass through; relative image paths resolve against the table's folder), or --task NAME. "
+        "Output: the input columns, then the feature columns pred_0 .. pred_{d-1}. Features are cached on disk "
+        "(resumable: a re-run computes only what is missing).",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("table", nargs="?", type=Path, help="lesion table (.csv or .parquet)")
+    src.add_argument("--task", help="extract a registered task's manifest instead of a table")
+    p.add_argument("--data-dir", type=Path, help="with --task: the task's data folder")
+    p.add_argument("--encoder", default="fmcib", help="registered encoder name (default: fmcib)")
+    p.add_argument("--weights", type=Path, help="weights file for the encoder (fmcib: model_weights.torch)")
+    p.add_argument("--batch-size", type=int, help="patches per forward pass")
+    p.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast (faster; features move by ~0.4%%)")
+    p.add_argument("--workers", type=int, default=1, help="processes cutting patches / reading images in parallel")
+    p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: $LESIONBENCH_CACHE/features)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output table (.csv or .parquet)")
+    p.set_defaults(func=_cmd_extract)
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from lesionbench.benchmark.errors import ConfigurationError, ManifestError
+    from lesionbench.benchmark.features import extract_features, feature_table
+    from lesionbench.benchmark.manifest import resolve_paths
+    from lesionbench.benchmark.plugins import get_encoder, get_task
+
+    out_suffix = args.output.suffix.lower()
+    if out_suffix not in (".csv", ".parquet", ".pq"):
+        raise ConfigurationError(f"Output {args.output} must end in .csv or .parquet.")
+    if args.task:
+        task = get_task(args.task, data_dir=args.data_dir)
+        table = task.manifest()
+        lesions = table
+    else:
+        path: Path = args.table
+        if not path.is_file():
+            raise ManifestError(str(path), ["file not found. Give a CSV or Parquet with image_path, coordX, coordY, coordZ."])
+        try:
+            table = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+        except Exception as exc:  # pandas raises many types for corrupt files
+            raise ManifestError(str(path), [f"could not be read ({type(exc).__name__}: {exc})."]) from exc
+        # relative paths resolve against the table's folder; the output keeps the input columns as given
+        lesions = resolve_paths(table, path.parent.resolve())
+    encoder = get_encoder(args.encoder, weights=args.weights, device=args.device, bf16=args.bf16)
+    if args.batch_size and hasattr(encoder, "batch_size"):
+        encoder.batch_size = args.batch_size  # patches per forward pass
+    feats = extract_features(
+        lesions,
+        encoder,
+        cache_dir=args.cache_dir,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        cache=not args.no_cache,
+        progress=not args.quiet,
+    )
+    out = feature_table(table.reset_index(drop=True), feats)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    if out_suffix == ".csv":
+        out.to_csv(args.output, index=False)
+    else:
+        out.to_parquet(args.output, index=False)
+    sys.stdout.write(f"{args.output}: {len(out)} lesions x {feats.shape[1]} features ({encoder.meta.name})\n")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------- run
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -405,6 +478,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_compare,
     _add_synth,
     _add_download,
+    _add_extract,
     _add_leaderboard,
     _add_submit,
 )
