@@ -48,6 +48,7 @@ from lesionbench.benchmark.endpoints import two_year_label
 from lesionbench.benchmark.errors import ConfigurationError, SubmissionError
 from lesionbench.benchmark.types import EncoderMeta, MetricValue, SubsetResult, TaskKind, TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
+from lesionbench.leaderboard.collect import absolute_sqlite_uri
 
 logger = logging.getLogger(__name__)
 
@@ -473,7 +474,7 @@ def submit(
         result_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     run_id = None
     if tracking_uri is not None:
-        run_id = _log_submission(result, score, tracking_uri)
+        run_id = _log_submission(result, score, absolute_sqlite_uri(tracking_uri))
     main = _stats.main_metric(meta)
     logger.info("Submission %r scored on task %s: public %s = %.4f.", name, meta.name, main, score.public[main].value)
     return SubmissionOutcome(result, score, result_path, run_id)
@@ -513,10 +514,15 @@ EXPERIMENT = "lesionbench"
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """The scorer's rule: ``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` here."""
+    """The scorer's rule: ``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` here.
+
+    A relative sqlite path is made absolute: MLflow caches stores by URI string, so a relative one
+    would keep pointing at the first working directory it was used from.
+    """
     from lesionbench.benchmark.tracking import resolve_tracking_uri as resolve
 
-    return resolve(uri)
+    return absolute_sqlite_uri(resolve(uri))
+
 
 
 def _artifact_location(uri: str) -> str | None:

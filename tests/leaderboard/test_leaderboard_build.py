@@ -281,3 +281,12 @@ def test_leaderboard_from_the_scorers_own_runs(fresh_tracking_uri: str, tmp_path
     # The headline value is the scorer's, recomputed from its own saved predictions.
     _, y, s = read_predictions(out / "fab_binary" / "strong" / "linear" / "predictions" / "frac1_seed0.csv", "binary")
     assert t["entries"][0]["metrics"]["auc"]["value"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_relative_sqlite_uris_are_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lesionbench.leaderboard.collect import absolute_sqlite_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_sqlite_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert absolute_sqlite_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert absolute_sqlite_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
