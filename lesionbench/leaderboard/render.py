@@ -84,6 +84,11 @@ def _f(x: float | None, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def _signed(x: float | None) -> str:
+    """+0.012 / −0.012 with a typographic minus (tables people paste into papers)."""
+    return "–" if x is None else f"{x:+.3f}".replace("-", "\u2212")
+
+
 def _p(p: float | None) -> str:
     if p is None:
         return "–"
@@ -166,7 +171,7 @@ def _ranking_table(task: dict[str, Any]) -> str:
         if comp.get("is_reference"):
             delta, p = '<span class="na">top</span>', '<span class="na">–</span>'
         elif comp.get("p_holm") is not None:
-            delta = f'{comp["difference"]:+.3f} <span class="ci">({comp["ci_low"]:+.3f}, {comp["ci_high"]:+.3f})</span>'
+            delta = f'{_signed(comp["difference"])} <span class="ci">({_signed(comp["ci_low"])}, {_signed(comp["ci_high"])})</span>'
             cls = "sig" if comp["significant"] else "ns"
             mark = " ✱" if comp["significant"] else ""
             p = f'<span class="{cls}">{_p(comp["p_holm"])}{mark}</span>'
