@@ -357,9 +357,12 @@ def build_leaderboard(
     from lesionbench.leaderboard.render import render_html, render_markdown
     from lesionbench.leaderboard.schema import LEADERBOARD_SCHEMA
 
+    import tempfile
+
     out = Path(out)
-    items = collect_results(tracking_uri=tracking_uri, results_dir=results_dir, cache_dir=None)
-    doc = build_document(items, reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, include_published=include_published)
+    with tempfile.TemporaryDirectory(prefix="lesionbench-lb-") as downloads:  # MLflow artifacts, read lazily
+        items = collect_results(tracking_uri=tracking_uri, results_dir=results_dir, cache_dir=downloads)
+        doc = build_document(items, reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, include_published=include_published)
     out.mkdir(parents=True, exist_ok=True)
     (out / "leaderboard.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     (out / "leaderboard.schema.json").write_text(json.dumps(LEADERBOARD_SCHEMA, indent=2) + "\n")

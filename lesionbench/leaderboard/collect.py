@@ -9,8 +9,10 @@ path) or of the matching child run (tagged ``lesionbench.level=child``, params `
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -112,7 +114,11 @@ def load_mlflow_results(tracking_uri: str, *, cache_dir: str | Path | None = Non
     tracking_uri = absolute_sqlite_uri(tracking_uri)
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    tmp = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="lesionbench-lb-"))
+    if cache_dir is None:
+        # Predictions are downloaded lazily, so the folder lives as long as the process.
+        cache_dir = tempfile.mkdtemp(prefix="lesionbench-lb-")
+        atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)
+    tmp = Path(cache_dir)
     experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
         return []
