@@ -19,8 +19,11 @@ from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.plugins import TrainableEncoder, get_encoder
 
 
-def _spheres(n: int, seed: int, *, classes: int = 2, size: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    """Patches in the harness's scaling: a ball of class-dependent density in lung-like noise."""
+def _spheres(n: int, seed: int, *, classes: int = 2, size: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """Patches in the harness's scaling: a ball of class-dependent density in lung-like noise.
+
+    24^3 rather than the 50^3 of ``meta.patch`` keeps the tests fast; the network is size-agnostic.
+    """
     rng = np.random.default_rng(seed)
     c = size // 2
     z, y, x = np.mgrid[:size, :size, :size]
@@ -28,11 +31,20 @@ def _spheres(n: int, seed: int, *, classes: int = 2, size: int = 50) -> tuple[np
     rng.shuffle(labels)
     hu = rng.normal(-750, 40, (n, 1, size, size, size))
     for i, lab in enumerate(labels):
-        off = rng.integers(-3, 4, 3)
-        r = rng.uniform(5, 9)
+        off = rng.integers(-2, 3, 3)
+        r = rng.uniform(0.2, 0.35) * size
         inside = (z - c - off[0]) ** 2 + (y - c - off[1]) ** 2 + (x - c - off[2]) ** 2 <= r * r
         hu[i, 0][inside] = rng.normal(-150 + 200 * lab, 40, int(inside.sum()))
     return ((hu + 1024) / 3072).astype(np.float32), labels
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny networks gain nothing from intra-op threads, and they thrash when tests run in parallel.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +54,7 @@ def data() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 @pytest.fixture(scope="module")
 def fitted(data) -> SupervisedEncoder:
-    enc = get_encoder("supervised-cnn", seed=3, device="cpu")
+    enc = get_encoder("supervised-cnn", epochs=15, patience=5, seed=3, device="cpu")
     return enc.fit(*data["train"], val=data["val"])
 
 
@@ -90,7 +102,7 @@ def test_deterministic_and_leaves_global_rng_alone(data) -> None:
     xtr, ytr = data["train"]
     xte, _ = data["test"]
     torch_state, np_state = torch.random.get_rng_state(), np.random.get_state()
-    runs = [get_encoder("supervised-cnn", epochs=3, seed=s, device="cpu").fit(xtr, ytr, val=data["val"]) for s in (5, 5, 6)]
+    runs = [get_encoder("supervised-cnn", epochs=2, seed=s, device="cpu").fit(xtr, ytr, val=data["val"]) for s in (5, 5, 6)]
     assert torch.equal(torch.random.get_rng_state(), torch_state)
     assert np.array_equal(np.random.get_state()[1], np_state[1])
     assert not torch.are_deterministic_algorithms_enabled()  # restored after fit
@@ -98,13 +110,13 @@ def test_deterministic_and_leaves_global_rng_alone(data) -> None:
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
     # The scorer deep-copies an unfitted encoder per run: copies train independently and identically.
-    template = get_encoder("supervised-cnn", epochs=3, seed=5, device="cpu")
+    template = get_encoder("supervised-cnn", epochs=2, seed=5, device="cpu")
     np.testing.assert_array_equal(copy.deepcopy(template).fit(xtr, ytr, val=data["val"]).encode(xte), a)
     assert not template.is_fitted
 
 
 def test_multiclass_and_label_checks(data) -> None:
-    x, y = _spheres(18, 4, classes=3, size=24)
+    x, y = _spheres(18, 4, classes=3)
     enc = get_encoder("supervised-cnn", epochs=2, device="cpu").fit(x, y)
     assert enc.classes_.tolist() == [0, 1, 2]
     assert enc.predict_proba(x).shape == (18, 3)
@@ -121,7 +133,7 @@ def test_multiclass_and_label_checks(data) -> None:
 
 
 def test_unfitted_encode_is_seeded_and_warns(caplog) -> None:
-    x, _ = _spheres(3, 5, size=24)
+    x, _ = _spheres(3, 5)
     a = get_encoder("supervised-cnn", seed=0, device="cpu")
     with caplog.at_level("WARNING"):
         fa = a.encode(x)

@@ -283,9 +283,8 @@ def lesion_region(
 
 
 def _present(value: Any) -> bool:
-    if value is None:
-        return False
-    if isinstance(value, float) and math.isnan(value):
+    """False for the ways a manifest spells "no value": None, NaN, pd.NA, an empty string."""
+    if value is None or (np.ndim(value) == 0 and pd.isna(value)):
         return False
     return not (isinstance(value, str) and not value.strip())
 
