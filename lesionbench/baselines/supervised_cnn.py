@@ -17,8 +17,10 @@ Two registered encoders:
     convolution stem (16 channels, 13^3), two stride-2 :class:`monai.networks.blocks.ResidualUnit`
     blocks (32 and 64 channels, 7^3 and 4^3; batch norm, PReLU), global average pooling (the 64-d
     features), dropout 0.2 and a linear head. About 0.2 M parameters.
-    Defaults: 30 epochs, batch 16, AdamW lr 3e-3, early stopping patience 8 epochs.
-    Measured: ``benchmarks/supervised_speed.py``.
+    Defaults: 20 epochs, batch 16, AdamW lr 3e-3, early stopping patience 6 epochs, and one torch
+    thread (``threads=1``, restored afterwards): MONAI's per-patch augmentations and a network this
+    small gain nothing from intra-op threads, and with two threads on a busy two-core machine the
+    augmentation alone was measured 30x slower. Measured speed: ``benchmarks/supervised_speed.py``.
 
 ``supervised-resnet50`` (``--full``; needs a GPU to be practical)
     FMCIB's trunk, ``monai.networks.nets.resnet50(n_input_channels=1, widen_factor=2,
@@ -84,6 +86,8 @@ class TrainingConfig:
     patience: int = 8
     seed: int = 0
     augment: bool = True
+    #: torch intra-op threads during fit/encode (restored afterwards); None keeps torch's setting.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -95,6 +99,8 @@ class TrainingConfig:
             problems.append(f"lr must be a positive number, got {self.lr!r}")
         if not (isinstance(self.patience, int) and self.patience >= 1):
             problems.append(f"patience must be an integer >= 1, got {self.patience!r}")
+        if self.threads is not None and not (isinstance(self.threads, int) and self.threads >= 1):
+            problems.append(f"threads must be an integer >= 1 or None, got {self.threads!r}")
         if not isinstance(self.seed, int):
             problems.append(f"seed must be an integer, got {self.seed!r}")
         if problems:
@@ -263,7 +269,7 @@ class SupervisedEncoder:
 
         t_start = time.perf_counter()
         self.history_ = []
-        with _seeded(cfg.seed, self.device):
+        with _threads(cfg.threads), _seeded(cfg.seed, self.device):
             trunk = self._trunk_factory().to(self.device)
             head = nn.Linear(trunk.out_features, n_classes).to(self.device)
             model = nn.ModuleDict({"trunk": trunk, "head": head})
@@ -321,7 +327,8 @@ class SupervisedEncoder:
     def encode(self, patches: np.ndarray) -> np.ndarray:
         """Penultimate-layer features ``(n, feature_dim)`` float32, in input order."""
         trunk = self._trunk if self._trunk is not None else self._initial_trunk()
-        return self._run(trunk, self._prepare(patches, "patches"), head=None).astype(np.float32)
+        with _threads(self.config.threads):
+            return self._run(trunk, self._prepare(patches, "patches"), head=None).astype(np.float32)
 
     def predict_proba(self, patches: np.ndarray) -> np.ndarray:
         """The network's own class probabilities ``(n, n_classes)`` (columns follow ``classes_``)."""
@@ -329,7 +336,8 @@ class SupervisedEncoder:
             raise ConfigurationError(
                 f"{self.meta.name}: predict_proba needs a trained network; call fit(patches, labels) first."
             )
-        logits = self._run(self._trunk, self._prepare(patches, "patches"), head=self._head)
+        with _threads(self.config.threads):
+            logits = self._run(self._trunk, self._prepare(patches, "patches"), head=self._head)
         return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
 
     # ------------------------------------------------------------------ internals
@@ -397,15 +405,16 @@ class SupervisedEncoder:
 @ENCODERS.register("supervised-cnn")
 def supervised_cnn(
     *,
-    epochs: int = 30,
+    epochs: int = 20,
     batch_size: int = 16,
     lr: float = 3e-3,
     weight_decay: float = 1e-4,
-    patience: int = 8,
+    patience: int = 6,
     seed: int = 0,
     device: str = "auto",
     augment: bool = True,
     n_classes: int | None = None,
+    threads: int | None = 1,
 ) -> SupervisedEncoder:
     """The light supervised 3D CNN (the demo's default supervised baseline; see the module docstring)."""
     channels = (16, 32, 64)
@@ -422,6 +431,7 @@ def supervised_cnn(
         config=TrainingConfig(
             epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), weight_decay=float(weight_decay),
             patience=int(patience), seed=int(seed), augment=bool(augment),
+            threads=None if threads is None else int(threads),
         ),
         device=device,
         n_classes=n_classes,
@@ -440,6 +450,7 @@ def supervised_resnet50(
     device: str = "auto",
     augment: bool = True,
     n_classes: int | None = None,
+    threads: int | None = None,
 ) -> SupervisedEncoder:
     """FMCIB's architecture trained from random initialisation on each subset (the paper's baseline)."""
     return SupervisedEncoder(
@@ -455,6 +466,7 @@ def supervised_resnet50(
         config=TrainingConfig(
             epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), weight_decay=float(weight_decay),
             patience=int(patience), seed=int(seed), augment=bool(augment),
+            threads=None if threads is None else int(threads),
         ),
         device=device,
         n_classes=n_classes,
@@ -556,6 +568,20 @@ def _augmentations(seed: int) -> Any:
     )
     aug.set_random_state(seed=seed)
     return aug
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` torch intra-op threads for the block only (None: leave the setting alone)."""
+    if n is None or n == torch.get_num_threads():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
