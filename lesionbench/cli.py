@@ -120,11 +120,86 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------- synth
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "synth",
+        help="Generate the synthetic CT cohort (the data of the synthetic_* tasks).",
+        description="Generate the deterministic synthetic CT cohort: NIfTI volumes, lesion masks and the manifests "
+        "of synthetic_site, synthetic_malignancy and synthetic_survival. Same --patients and --seed, same files.",
+    )
+    p.add_argument("--out", type=Path, help="output folder (default: $LESIONBENCH_DATA/synthetic, where the tasks look)")
+    p.add_argument("--patients", type=int, default=None, help="number of patients, 1-4 lesions each (default: 64, about 160 lesions)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--workers", type=int, default=None, help="parallel worker processes (default: CPU count, at most 4)")
+    p.set_defaults(func=_cmd_synth)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from lesionbench.tasks.synthetic import DEFAULT_PATIENTS, TASK_NAMES, default_cohort_dir, generate_cohort
+
+    out = args.out if args.out is not None else default_cohort_dir()
+    patients = args.patients if args.patients is not None else DEFAULT_PATIENTS
+    workers = args.workers if args.workers is not None else max(1, min(4, os.cpu_count() or 1))
+    start = time.perf_counter()
+    generate_cohort(out, patients=patients, seed=args.seed, workers=workers, progress=not args.quiet)
+    elapsed = time.perf_counter() - start
+    info = json.loads((out / "cohort.json").read_text())
+    sys.stdout.write(
+        f"synthetic cohort: {info['patients']} patients, {info['lesions']} lesions (seed {info['seed']}) "
+        f"in {elapsed:.1f} s -> {out}\n"
+    )
+    for task in TASK_NAMES:
+        sys.stdout.write(f"  {task:<22} {out / task / 'manifest.csv'}\n")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ download
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "download",
+        help="Download a dataset's public DICOM from NCI Imaging Data Commons (needs idc-index).",
+        description="Resolve the dataset's series from idc-index's offline index, report patients, series and "
+        "size, then download them (resumable) with the clinical table. --dry-run only reports (works offline).",
+    )
+    p.add_argument("dataset", choices=["lung1", "radio", "lidc"], help="lung1 (NSCLC-Radiomics), radio (NSCLC-Radiogenomics), lidc (LIDC-IDRI)")
+    p.add_argument("--out", type=Path, help="download folder (then: lesionbench prepare TASK --raw this folder)")
+    p.add_argument("--dry-run", action="store_true", help="print the patients, series and total size; download nothing")
+    p.add_argument("--patients", nargs="+", metavar="ID", help="only these PatientIDs (e.g. to try a few first)")
+    p.set_defaults(func=_cmd_download)
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from lesionbench.benchmark.errors import ConfigurationError
+    from lesionbench.tasks import _idc
+
+    plan = _idc.resolve_download(args.dataset, patients=args.patients)
+    if args.dry_run:
+        sys.stdout.write(f"{'PatientID':<16} {'Modality':<9} {'instances':>9} {'MB':>9}  SeriesInstanceUID\n")
+        for row in plan.series.itertuples(index=False):
+            sys.stdout.write(
+                f"{row.PatientID:<16} {row.Modality:<9} {int(row.instanceCount):>9} {row.series_size_MB:>9.1f}  {row.SeriesInstanceUID}\n"
+            )
+        sys.stdout.write(f"dry run, nothing downloaded: {plan.summary()}\n")
+        return 0
+    if args.out is None:
+        raise ConfigurationError("lesionbench download needs --out DIR (or --dry-run to only list what it would fetch).")
+    sys.stdout.write(f"downloading {plan.summary()}\n")
+    out = _idc.download(plan, args.out)
+    sys.stdout.write(f"downloaded into {out}; next: lesionbench prepare TASK --raw {out}\n")
+    return 0
+
+
 # ------------------------------------------------------------------------------------- parser
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_tasks,
     _add_validate,
     _add_prepare,
+    _add_synth,
+    _add_download,
 )
 
 

@@ -10,7 +10,8 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 #: ../shared beside the checkout: read-only reference data and tools (never copied into the project).
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+#: LESIONBENCH_SHARED overrides it (a worktree elsewhere than beside ../shared).
+SHARED = Path(os.environ.get("LESIONBENCH_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 
 
 @pytest.fixture(autouse=True)
