@@ -7,6 +7,8 @@ distributes images over processes the same way. Example::
 
     PYTHONPATH=. python benchmarks/radiomics_speed.py                  # light parameters
     PYTHONPATH=. python benchmarks/radiomics_speed.py --params full --images 4
+    PYTHONPATH=. python benchmarks/radiomics_speed.py --cohort /tmp/synth   # the demo's synthetic cohort
+                                                     # (generated there first if it is not yet)
 """
 
 from __future__ import annotations
@@ -88,10 +90,22 @@ def main() -> None:
     ap.add_argument("--lesions-per-image", type=int, default=3)
     ap.add_argument("--size", type=int, nargs=3, default=(256, 256, 80), metavar=("X", "Y", "Z"))
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes of the parallel run")
+    ap.add_argument("--cohort", type=Path, help="use the synthetic cohort in this folder instead (generated if absent)")
+    ap.add_argument("--patients", type=int, default=64, help="patients when --cohort has to be generated")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        manifest = make_cohort(Path(tmp), images=args.images, lesions_per_image=args.lesions_per_image, size=tuple(args.size))
+        if args.cohort:
+            from lesionbench.benchmark.plugins import get_task
+            from lesionbench.tasks.synthetic import generate_cohort
+
+            if not (args.cohort / "cohort.json").exists():
+                generate_cohort(args.cohort, patients=args.patients, workers=args.workers, progress=False)
+            manifest = get_task("synthetic_site", data_dir=args.cohort / "synthetic_site").manifest()
+            args.images = int(manifest["image_path"].nunique())
+            args.size = ["synthetic cohort"]
+        else:
+            manifest = make_cohort(Path(tmp), images=args.images, lesions_per_image=args.lesions_per_image, size=tuple(args.size))
         n = len(manifest)
         t1, f1 = run(manifest, params=args.params, workers=1)
         tp, fp = run(manifest, params=args.params, workers=args.workers)

@@ -17,7 +17,7 @@ Two registered encoders:
     convolution stem (16 channels, 13^3), two stride-2 :class:`monai.networks.blocks.ResidualUnit`
     blocks (32 and 64 channels, 7^3 and 4^3; batch norm, PReLU), global average pooling (the 64-d
     features), dropout 0.2 and a linear head. About 0.2 M parameters.
-    Defaults: 20 epochs, batch 16, AdamW lr 3e-3, early stopping patience 6 epochs, and one torch
+    Defaults: 15 epochs, batch 16, AdamW lr 3e-3, early stopping patience 5 epochs, and one torch
     thread (``threads=1``, restored afterwards): MONAI's per-patch augmentations and a network this
     small gain nothing from intra-op threads, and with two threads on a busy two-core machine the
     augmentation alone was measured 30x slower. Measured speed: ``benchmarks/supervised_speed.py``.
@@ -405,11 +405,11 @@ class SupervisedEncoder:
 @ENCODERS.register("supervised-cnn")
 def supervised_cnn(
     *,
-    epochs: int = 20,
+    epochs: int = 15,
     batch_size: int = 16,
     lr: float = 3e-3,
     weight_decay: float = 1e-4,
-    patience: int = 6,
+    patience: int = 5,
     seed: int = 0,
     device: str = "auto",
     augment: bool = True,
