@@ -201,3 +201,14 @@ def test_patch_path_with_mask_channel(light: RadiomicsEncoder) -> None:
     np.testing.assert_array_equal(light.encode(patches[:1]), feats[:1])
     with pytest.raises(ConfigurationError, match=r"\(n, 2, D, H, W\)"):
         light.encode(patches[0])
+
+
+def test_pickles_for_process_pools(tmp_path, light: RadiomicsEncoder) -> None:
+    import pickle
+
+    image, mask_path = _phantom(tmp_path)
+    lesions = pd.DataFrame([{"lesion_id": "a", "coordX": 36.0, "coordY": 36.0, "coordZ": 24.0, "mask_path": mask_path}])
+    expected = light.encode_lesions(image, lesions)
+    clone = pickle.loads(pickle.dumps(light))
+    assert clone._extractor is None and clone.meta == light.meta
+    np.testing.assert_array_equal(clone.encode_lesions(image, lesions), expected)

@@ -158,3 +158,12 @@ def test_resnet50_fits() -> None:
     enc = get_encoder("supervised-resnet50", epochs=1, batch_size=2, device="cpu").fit(x, y, val=(x, y))
     assert enc.predict_proba(x).shape == (4, 2)
     assert enc.encode(x).shape == (4, 4096)
+
+
+def test_pickles(data) -> None:
+    import pickle
+
+    xte, _ = data["test"]
+    enc = get_encoder("supervised-cnn", epochs=1, seed=2, device="cpu").fit(*data["val"])
+    clone = pickle.loads(pickle.dumps(enc))
+    np.testing.assert_array_equal(clone.encode(xte[:4]), enc.encode(xte[:4]))
