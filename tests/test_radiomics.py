@@ -212,3 +212,24 @@ def test_pickles_for_process_pools(tmp_path, light: RadiomicsEncoder) -> None:
     clone = pickle.loads(pickle.dumps(light))
     assert clone._extractor is None and clone.meta == light.meta
     np.testing.assert_array_equal(clone.encode_lesions(image, lesions), expected)
+
+
+def test_synthetic_cohort_regions_come_from_its_masks(tmp_path, light: RadiomicsEncoder) -> None:
+    from lesionbench.baselines.radiomics import region_sources
+    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.tasks.synthetic import generate_cohort
+
+    generate_cohort(tmp_path / "synth", patients=2, progress=False)
+    manifest = get_task("synthetic_malignancy", data_dir=tmp_path / "synth" / "synthetic_malignancy").manifest()
+    assert region_sources(manifest).eq("mask").all()
+    for path, group in manifest.groupby("image_path", sort=False):
+        feats = light.encode_lesions(sitk.ReadImage(path), group)
+        assert feats.shape == (len(group), 107) and np.isfinite(feats).all()
+        # Each seed sits in its own lesion's mask: the region is that mask, never a fallback.
+        assert light.last_report["region_source"].eq("mask").all()
+        vol = light.feature_names.index("original_shape_MeshVolume")
+        ball = 4 / 3 * np.pi * (group["diameter_mm"].to_numpy() / 2) ** 3
+        assert np.all((feats[:, vol] > 0.2 * ball) & (feats[:, vol] < 5 * ball))
+    no_mask = manifest.assign(mask_path=None)
+    no_mask.loc[no_mask.index[0], "diameter_mm"] = np.nan
+    assert region_sources(no_mask).tolist()[:2] == ["sphere_default", "sphere_diameter"]

@@ -21,7 +21,8 @@ file documents its choices. The SHA-256 of the parameter file is part of the enc
 3. otherwise a ball of radius ``default_radius_mm`` (10 mm) around the seed (``"sphere_default"``).
 An empty mask file falls through to 2/3 with a warning. Every ball contains at least the seed voxel.
 The region source of each lesion of the last call is in :attr:`RadiomicsEncoder.last_report`
-(lesion_id, region_source, label, voxels, error), and each call logs a summary at INFO level.
+(lesion_id, region_source, label, voxels, error), each call logs a summary at INFO level, and
+:func:`region_sources` gives the rule per lesion from a manifest alone (for run summaries).
 
 **Two ways in.** The harness calls :meth:`RadiomicsEncoder.encode_lesions` with each image once
 (the features module reads the image, caches the features and runs images in a process pool when
@@ -64,7 +65,7 @@ from lesionbench.benchmark.types import EncoderMeta, PatchSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RadiomicsEncoder", "PARAMETER_FILES", "lesion_region", "REGION_SOURCES"]
+__all__ = ["RadiomicsEncoder", "PARAMETER_FILES", "lesion_region", "region_sources", "REGION_SOURCES"]
 
 _HERE = Path(__file__).resolve().parent
 #: The shipped parameter files, by the name ``params`` accepts.
@@ -280,6 +281,24 @@ def lesion_region(
     if _present(diameter) and float(diameter) > 0:
         return _ball(image, seed_index, float(diameter) / 2.0), "sphere_diameter", 0
     return _ball(image, seed_index, default_radius_mm), "sphere_default", 0
+
+
+def region_sources(lesions: pd.DataFrame) -> pd.Series:
+    """Which rule gives each lesion its region, from the manifest alone (no image is read).
+
+    ``"mask"`` where ``mask_path`` is set (it becomes ``"mask_nearest_component"`` in
+    :attr:`RadiomicsEncoder.last_report` when the seed voxel is background), else
+    ``"sphere_diameter"`` where ``diameter_mm`` is a positive number, else ``"sphere_default"``.
+    For run summaries: ``region_sources(manifest).value_counts()``; the features module runs images
+    in worker processes, whose per-call reports do not reach the caller.
+    """
+    def one(row: dict[str, Any]) -> str:
+        if _present(row.get("mask_path")):
+            return "mask"
+        d = row.get("diameter_mm")
+        return "sphere_diameter" if _present(d) and float(d) > 0 else "sphere_default"
+
+    return pd.Series([one(r) for r in lesions.to_dict("records")], index=lesions.index, name="region_source")
 
 
 def _present(value: Any) -> bool:
