@@ -185,7 +185,7 @@ class RadiomicsEncoder:
         report = []
         sp = self.meta.patch.spacing_mm
         for i, p in enumerate(arr):
-            hu = np.rint(p[0] * 3072.0 - 1024.0).astype(np.int16)
+            hu = np.clip(np.rint(p[0] * 3072.0 - 1024.0), -32768, 32767).astype(np.int16)
             image = sitk.GetImageFromArray(hu)  # patch axes are (z, y, x), as SimpleITK's arrays
             image.SetSpacing(tuple(float(s) for s in sp[::-1]))
             region = p[1] > 0.5 if p.shape[0] == 2 else np.zeros(hu.shape, dtype=bool)
