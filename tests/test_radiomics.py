@@ -15,6 +15,11 @@ from lesionbench.benchmark.plugins import get_encoder
 
 # Centroid of lung1's tumour mask (LPS mm), from ../shared/data/real-ct/README.md.
 LUNG1_SEED = (-21.86, -120.54, -611.50)
+# (case, mask centroid LPS mm, labelled voxels, voxel volume mm^3), from the same README.
+REAL_CASES = [
+    ("lung1", LUNG1_SEED, 837, 0.5703125**2 * 5.0),
+    ("lung2", (52.61, -95.87, -256.50), 24644, 0.6270**2 * 5.0),
+]
 
 
 @pytest.fixture(scope="module")
@@ -150,23 +155,24 @@ def test_failed_extraction_gives_nan_row(tmp_path, light: RadiomicsEncoder) -> N
     assert light.last_report["error"].iloc[1] != "" and light.last_report["error"].iloc[0] == ""
 
 
-def test_real_ct_with_its_mask_matches_pyradiomics(shared_dir, light: RadiomicsEncoder) -> None:
+@pytest.mark.parametrize(("case", "seed", "n_voxels", "voxel_mm3"), REAL_CASES, ids=[c[0] for c in REAL_CASES])
+def test_real_ct_with_its_mask_matches_pyradiomics(shared_dir, light: RadiomicsEncoder, case, seed, n_voxels, voxel_mm3) -> None:
     from radiomics import featureextractor
 
     from lesionbench.baselines.radiomics import _crop
 
     ct = shared_dir / "data" / "real-ct"
-    image = sitk.ReadImage(str(ct / "lung1_image.nrrd"))
-    mask_path = str(ct / "lung1_label.nrrd")
+    image = sitk.ReadImage(str(ct / f"{case}_image.nrrd"))
+    mask_path = str(ct / f"{case}_label.nrrd")
     lesions = pd.DataFrame(
         [
-            {"lesion_id": "gtv", "coordX": LUNG1_SEED[0], "coordY": LUNG1_SEED[1], "coordZ": LUNG1_SEED[2], "mask_path": mask_path},
-            {"lesion_id": "ball", "coordX": LUNG1_SEED[0], "coordY": LUNG1_SEED[1], "coordZ": LUNG1_SEED[2], "mask_path": None},
+            {"lesion_id": "gtv", "coordX": seed[0], "coordY": seed[1], "coordZ": seed[2], "mask_path": mask_path},
+            {"lesion_id": "ball", "coordX": seed[0], "coordY": seed[1], "coordZ": seed[2], "mask_path": None},
         ]
     )
     feats = light.encode_lesions(image, lesions)
     assert light.last_report["region_source"].tolist() == ["mask", "sphere_default"]
-    assert light.last_report["voxels"].iloc[0] == 837  # lung1's labelled voxels (README)
+    assert light.last_report["voxels"].iloc[0] == n_voxels  # the labelled voxels (README)
     assert np.isfinite(feats).all()
     names = light.feature_names
     # Independent check: PyRadiomics itself on the same crop and the file's own mask.
@@ -178,9 +184,9 @@ def test_real_ct_with_its_mask_matches_pyradiomics(shared_dir, light: RadiomicsE
     whole = featureextractor.RadiomicsFeatureExtractor(str(PARAMETER_FILES["light"])).execute(image, mask, label=1)
     vol = names.index("original_shape_MeshVolume")
     assert feats[0, vol] == pytest.approx(float(whole["original_shape_MeshVolume"]), rel=0.05)
-    # The 10 mm default ball is ~4.2 cm^3; the GTV is ~1.3 cm^3 (837 voxels of 1.63 mm^3).
+    # The 10 mm default ball is ~4.2 cm^3; the GTV's volume is its voxel count times the voxel size.
     assert feats[1, vol] == pytest.approx(4 / 3 * math.pi * 10.0**3, rel=0.15)
-    assert feats[0, vol] == pytest.approx(837 * 0.5703125**2 * 5.0, rel=0.3)
+    assert feats[0, vol] == pytest.approx(n_voxels * voxel_mm3, rel=0.3)
 
 
 def test_patch_path_with_mask_channel(light: RadiomicsEncoder) -> None:
