@@ -89,6 +89,9 @@ def test_regions_on_a_multilabel_mask(tmp_path) -> None:
     region, source, label = lesion_region(image, {**base, "coordX": 15.0, "coordY": 25.0, "coordZ": 24.0})
     assert (source, label) == ("mask_nearest_component", 1)
     assert region.sum() == (sitk.GetArrayFromImage(sitk.ReadImage(mask_path)) == 1).sum()
+    # An explicit mask_label wins over the label under the seed.
+    region, source, label = lesion_region(image, {**base, "mask_label": 1, "coordX": 36.0, "coordY": 36.0, "coordZ": 24.0})
+    assert (source, label) == ("mask", 1)
     # No mask: a ball of diameter_mm; neither: the default radius.
     row = {"coordX": 25.0, "coordY": 25.0, "coordZ": 24.0}
     region, source, _ = lesion_region(image, {**row, "diameter_mm": 12.0})

@@ -14,7 +14,8 @@ file documents its choices. The SHA-256 of the parameter file is part of the enc
 
 1. ``mask_path`` (LUNG1 GTV, LIDC consensus, the synthetic masks), read and, if its grid differs,
    resampled onto the image's grid with nearest neighbour. The region is every voxel carrying the
-   label found at the seed voxel (so a per-image mask must give each lesion its own label value).
+   label in the optional ``mask_label`` column, else the label found at the seed voxel (so a
+   per-image mask must give each lesion its own label value).
    If the seed voxel is background, the region is the connected component (26-connectivity, any
    label) nearest to the seed in millimetres. Sources ``"mask"`` and ``"mask_nearest_component"``.
 2. ``diameter_mm``: a ball of that diameter around the seed (source ``"sphere_diameter"``).
@@ -266,6 +267,15 @@ def lesion_region(
         if key not in cache:
             cache[key] = _read_mask(image, key)
         mask = cache[key]
+        wanted = lesion.get("mask_label")
+        if mask is not None and _present(wanted):
+            # An explicit label (manifest column mask_label) wins over the value under the seed.
+            if np.any(mask == int(wanted)):
+                return mask == int(wanted), "mask", int(wanted)
+            logger.warning(
+                "radiomics: lesion %r: mask_label %s does not occur in %s; using the label under the seed instead.",
+                lesion.get("lesion_id", "?"), wanted, key,
+            )
         if mask is not None:
             x, y, z = seed_index
             label = int(mask[z, y, x])
