@@ -120,6 +120,196 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- extract
+def _add_extract(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "extract",
+        help="Extract lesion features with an encoder (a drop-in for fmcib.run.get_features).",
+        description="Extract lesion features. Input: a CSV/Parquet with image_path, coordX, coordY, coordZ (LPS mm; "
+        "other columns pass through; relative image paths resolve against the table's folder), or --task NAME. "
+        "Output: the input columns, then the feature columns pred_0 .. pred_{d-1}. Features are cached on disk "
+        "(resumable: a re-run computes only what is missing).",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("table", nargs="?", type=Path, help="lesion table (.csv or .parquet)")
+    src.add_argument("--task", help="extract a registered task's manifest instead of a table")
+    p.add_argument("--data-dir", type=Path, help="with --task: the task's data folder")
+    p.add_argument("--encoder", default="fmcib", help="registered encoder name (default: fmcib)")
+    p.add_argument("--weights", type=Path, help="weights file for the encoder (fmcib: model_weights.torch)")
+    p.add_argument("--batch-size", type=int, help="patches per forward pass")
+    p.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast (faster; features move by ~0.4%%)")
+    p.add_argument("--workers", type=int, default=1, help="processes cutting patches / reading images in parallel")
+    p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: $LESIONBENCH_CACHE/features)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output table (.csv or .parquet)")
+    p.set_defaults(func=_cmd_extract)
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from lesionbench.benchmark.errors import ConfigurationError, ManifestError
+    from lesionbench.benchmark.features import extract_features, feature_table
+    from lesionbench.benchmark.manifest import resolve_paths
+    from lesionbench.benchmark.plugins import get_encoder, get_task
+
+    out_suffix = args.output.suffix.lower()
+    if out_suffix not in (".csv", ".parquet", ".pq"):
+        raise ConfigurationError(f"Output {args.output} must end in .csv or .parquet.")
+    if args.task:
+        task = get_task(args.task, data_dir=args.data_dir)
+        table = task.manifest()
+        lesions = table
+    else:
+        path: Path = args.table
+        if not path.is_file():
+            raise ManifestError(str(path), ["file not found. Give a CSV or Parquet with image_path, coordX, coordY, coordZ."])
+        try:
+            table = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+        except Exception as exc:  # pandas raises many types for corrupt files
+            raise ManifestError(str(path), [f"could not be read ({type(exc).__name__}: {exc})."]) from exc
+        # relative paths resolve against the table's folder; the output keeps the input columns as given
+        lesions = resolve_paths(table, path.parent.resolve())
+    encoder = get_encoder(args.encoder, weights=args.weights, device=args.device, bf16=args.bf16)
+    if args.batch_size and hasattr(encoder, "batch_size"):
+        encoder.batch_size = args.batch_size  # patches per forward pass
+    feats = extract_features(
+        lesions,
+        encoder,
+        cache_dir=args.cache_dir,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        cache=not args.no_cache,
+        progress=not args.quiet,
+    )
+    out = feature_table(table.reset_index(drop=True), feats)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    if out_suffix == ".csv":
+        out.to_csv(args.output, index=False)
+    else:
+        out.to_parquet(args.output, index=False)
+    sys.stdout.write(f"{args.output}: {len(out)} lesions x {feats.shape[1]} features ({encoder.meta.name})\n")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- run
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="Score an encoder on a task: features (cached), limited-label probes, bootstrap CIs, MLflow.",
+        description="Extract features through the cache, fit a fresh probe per (training fraction, seed), score the "
+        "test split with 95%% bootstrap CIs, write result.json + predictions + subsets under --out, and log the runs "
+        "to MLflow (default: sqlite file mlflow.db in the working directory).",
+    )
+    p.add_argument("--task", required=True, help="task name (see `lesionbench tasks list`)")
+    p.add_argument("--encoder", required=True, help="encoder name")
+    p.add_argument("--weights", type=Path, help="encoder weights file (encoders that take one)")
+    p.add_argument("--data-dir", type=Path, help="the task's data folder (default: $LESIONBENCH_DATA/<task>)")
+    p.add_argument("--fractions", type=float, nargs="+", help="training fractions (default: 1.0 0.5 0.2 0.1)")
+    p.add_argument("--seeds", type=int, nargs="+", help="subset seeds (default: 0 1 2 3 4)")
+    p.add_argument("--probe", default="linear", help="probe (default: linear)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the test set (default: 1000)")
+    p.add_argument("--bootstrap-unit", choices=["patient", "lesion"], default="patient",
+                   help="resample whole patients (default; lesions of a patient are correlated) or single lesions")  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("lesionbench-results"), help="results folder (default: ./lesionbench-results)")
+    p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: $LESIONBENCH_CACHE/features)")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes for reading images")
+    p.add_argument("--batch-size", type=int, help="patches per encoder call")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument("--experiment", default="lesionbench", help="MLflow experiment name (default: lesionbench)")
+    p.add_argument("--no-mlflow", action="store_true", help="write the local results only")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from lesionbench.benchmark.plugins import get_encoder, get_task
+    from lesionbench.benchmark.scorer import evaluate, result_dir
+    from lesionbench.benchmark.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS
+
+    task = get_task(args.task, data_dir=args.data_dir)
+    encoder = get_encoder(args.encoder, weights=args.weights)
+    result = evaluate(
+        task,
+        encoder,
+        fractions=tuple(args.fractions or DEFAULT_FRACTIONS),
+        seeds=tuple(args.seeds if args.seeds is not None else DEFAULT_SEEDS),
+        probe=args.probe,
+        out_dir=args.out,
+        cache_dir=args.cache_dir,
+        n_boot=args.n_boot,
+        progress=not args.quiet,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        bootstrap_unit=args.bootstrap_unit,
+    )
+    rdir = result_dir(args.out, result.task.name, result.encoder.name, result.probe)
+    run_id = None
+    if not args.no_mlflow:
+        from lesionbench.benchmark.tracking import log_result, resolve_tracking_uri
+
+        run_id = log_result(result, rdir, tracking_uri=args.tracking_uri, experiment=args.experiment)
+        if run_id:
+            sys.stdout.write(f"MLflow: {resolve_tracking_uri(args.tracking_uri)} experiment {args.experiment!r}, parent run {run_id}\n")
+    sys.stdout.write(_summary_table(result))
+    sys.stdout.write(f"results: {rdir}\n")
+    return 0
+
+
+def _summary_table(result) -> str:
+    """Per fraction: each metric's mean +- sd across seeds, and the 95% CI of the first seed's run."""
+    summary = result.summary()
+    metrics = list(result.runs[0].metrics) if result.runs else []
+    head = f"{result.task.name} / {result.encoder.name} / {result.probe}"
+    if result.leaked_patients:
+        head += f"   ({len(result.leaked_patients)} patients cross splits in this published split)"
+    lines = [head, f"{'fraction':>8}  {'seeds':>5}  " + "  ".join(f"{m:>26}" for m in metrics)]
+    for frac, ms in summary.items():
+        n = sum(1 for r in result.runs if r.fraction == frac)
+        cells = []
+        for m in metrics:
+            mean, sd = ms[m]
+            first = next(r for r in result.runs if r.fraction == frac).metrics[m]
+            cells.append(f"{mean:.3f}±{sd:.3f} [{first.ci_low:.3f},{first.ci_high:.3f}]".rjust(26))
+        lines.append(f"{frac:>8g}  {n:>5}  " + "  ".join(cells))
+    lines.append("cells: mean±sd across seeds [95% bootstrap CI of the first seed]")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------- compare
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="Paired comparison of two encoders on the same task, fraction and seed, from saved predictions.",
+        description="Bootstrap CI of the metric difference (A - B) and a one-sided permutation p-value "
+        "(H1: A is better; each case's two predictions swapped at random), for each of the task's metrics.",
+    )
+    p.add_argument("--task", required=True)
+    p.add_argument("--encoder-a", required=True)
+    p.add_argument("--encoder-b", required=True)
+    p.add_argument("--fraction", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--probe", default="linear")
+    p.add_argument("--out", type=Path, default=Path("lesionbench-results"), help="results folder used by `lesionbench run`")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--n-perm", type=int, default=1000)
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from lesionbench.benchmark.scorer import compare_saved
+
+    rows = compare_saved(
+        args.out, args.task, args.encoder_a, args.encoder_b, fraction=args.fraction, seed=args.seed, probe=args.probe,
+        n_boot=args.n_boot, n_perm=args.n_perm,
+    )  # fmt: skip
+    sys.stdout.write(
+        f"{args.task}: {args.encoder_a} (A) vs {args.encoder_b} (B), fraction {args.fraction:g}, seed {args.seed}, "
+        f"{rows[0].n if rows else 0} test lesions\n"
+    )
+    sys.stdout.write(f"{'metric':>18} {'A':>7} {'B':>7} {'A-B':>7} {'95% CI':>17} {'p (A>B)':>8}\n")
+    for r in rows:
+        sys.stdout.write(f"{r.metric:>18} {r.value_a:7.3f} {r.value_b:7.3f} {r.difference:+7.3f} [{r.ci_low:+.3f},{r.ci_high:+.3f}] {r.p_value:8.4f}\n")
 # --------------------------------------------------------------------------------------- synth
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -193,13 +383,67 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+
+# ---------------------------------------------------------------------------------------- demo
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="Run the whole benchmark on the embedded synthetic cohort (generated when absent).",
+        description="Generate the synthetic CT cohort when absent, run every available encoder on the three synthetic "
+        "tasks (features through the cache, limited-label probes, bootstrap CIs), log every run to MLflow and build "
+        "the leaderboard. Offline, FMCIB's released weights cannot be fetched: the demo says so once and runs the "
+        "same architecture with random weights (fmcib-random-init) as a labelled control.",
+    )
+    p.add_argument("--out", type=Path, default=Path("lesionbench-results"), help="results folder (default: ./lesionbench-results)")
+    p.add_argument("--data-dir", type=Path, help="synthetic cohort folder (default: $LESIONBENCH_DATA/synthetic)")
+    p.add_argument("--patients", type=int, help="cohort size when it is generated (default: the synthetic default)")
+    p.add_argument("--encoders", nargs="+", help="encoders to run (default: every available one)")
+    p.add_argument("--weights", type=Path, help="FMCIB weights file (model_weights.torch) if you have it")
+    p.add_argument("--fractions", type=float, nargs="+", help="training fractions (default: 1.0 0.5 0.2 0.1)")
+    p.add_argument("--seeds", type=int, nargs="+", help="subset seeds (default: 0 1 2 3 4)")
+    p.add_argument("--full", action="store_true", help="also run the heavy variants (supervised-resnet50, full radiomics)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument("--no-mlflow", action="store_true", help="write the local results only")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from lesionbench.demo import run_demo
+
+    report = run_demo(
+        out_dir=args.out,
+        data_dir=args.data_dir,
+        tracking_uri=args.tracking_uri,
+        encoders=args.encoders,
+        fractions=args.fractions,
+        seeds=args.seeds,
+        weights=str(args.weights) if args.weights else None,
+        full=args.full,
+        patients=args.patients,
+        use_mlflow=not args.no_mlflow,
+        progress=not args.quiet,
+    )
+    for result in report.results:
+        sys.stdout.write(_summary_table(result) + "\n")
+    for what, why in report.skipped.items():
+        sys.stdout.write(f"skipped {what}: {why.splitlines()[0]}\n")
+    sys.stdout.write("time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in report.timings.items()) + "\n")
+    if report.leaderboard is not None:
+        sys.stdout.write(f"leaderboard: open {report.leaderboard.resolve()} in a browser\n")
+    return 0 if report.results else 1
+
+
 # ------------------------------------------------------------------------------------- parser
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_demo,
     _add_tasks,
     _add_validate,
     _add_prepare,
+    _add_run,
+    _add_compare,
     _add_synth,
     _add_download,
+    _add_extract,
 )
 
 

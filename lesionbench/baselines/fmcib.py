@@ -1,0 +1,393 @@
+"""FMCIB: the foundation model for cancer imaging biomarkers (Pai et al., Nat. Mach. Intell. 2024).
+
+Citation: S. Pai et al., "Foundation model for cancer imaging biomarkers", Nature Machine Intelligence 6,
+354-367 (2024), doi:10.1038/s42256-024-00807-9. Weights: Zenodo record 10528450 (``model_weights.torch``),
+released by the authors under their repository's licence (AIM-Harvard/foundation-cancer-image-biomarker).
+
+Two registry entries:
+
+- ``fmcib``: the released weights (``weights=PATH``; else ``$LESIONBENCH_WEIGHTS`` if it names the file;
+  otherwise downloaded on first use into ``$LESIONBENCH_WEIGHTS`` (a folder) or
+  ``$LESIONBENCH_CACHE/weights``, size-checked, its sha256 recorded in a sidecar file
+  ``model_weights.torch.sha256.json`` and verified on every later load).
+- ``fmcib-random-init``: the same architecture with seeded random weights, a labelled control that
+  shows what the pre-training itself contributes.
+
+The trunk is ``monai.networks.nets.resnet50(n_input_channels=1, widen_factor=2, conv1_t_stride=2,
+feed_forward=False, bias_downsample=True)``: 4096 features after global average pooling. Patches are
+cut by :mod:`lesionbench.benchmark.geometry` exactly as the reference ``get_features`` does.
+Weight loading is audited: every trunk key must be present with the right shape and nothing else may be
+in the checkpoint (the reference loads with ``strict=False`` and silently keeps random weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lesionbench.benchmark.errors import ConfigurationError, WeightsError
+from lesionbench.benchmark.paths import cache_root
+from lesionbench.benchmark.plugins import ENCODERS
+from lesionbench.benchmark.types import EncoderMeta, PatchSpec
+
+logger = logging.getLogger(__name__)
+
+VERSION = "1.0"
+FEATURE_DIM = 4096
+WEIGHTS_URL = "https://zenodo.org/records/10528450/files/model_weights.torch?download=1"
+WEIGHTS_FILENAME = "model_weights.torch"
+WEIGHTS_SIZE = 738_451_713
+#: Environment variable naming the folder (or file) of downloaded weights.
+WEIGHTS_ENV = "LESIONBENCH_WEIGHTS"
+CITATION = (
+    "Pai S, Bontempi D, Hadzic I, et al. Foundation model for cancer imaging biomarkers. "
+    "Nat Mach Intell 6, 354-367 (2024). doi:10.1038/s42256-024-00807-9"
+)
+PATCH = PatchSpec(size=(50, 50, 50), spacing_mm=(1.0, 1.0, 1.0), method="fmcib", with_mask=False)
+
+
+def build_trunk():
+    """The FMCIB trunk, exactly as the reference builds it (random initialisation)."""
+    from monai.networks.nets import resnet50
+
+    return resnet50(
+        pretrained=False,
+        n_input_channels=1,
+        widen_factor=2,
+        conv1_t_stride=2,
+        feed_forward=False,
+        bias_downsample=True,
+    )
+
+
+def _uninitialised_trunk():
+    """The trunk on the meta device without running its initialisers: every weight comes from the
+    checkpoint. (Initialisers on meta tensors would import torch._dynamo, ~1.5 s, for nothing.) The
+    initialisers are swapped out only for the duration of the construction."""
+    import torch
+    from torch.nn import init
+
+    names = ("kaiming_normal_", "kaiming_uniform_", "constant_", "ones_", "zeros_", "uniform_", "normal_")
+    saved = {k: getattr(init, k) for k in names}
+
+    def keep(tensor, *args, **kwargs):
+        return tensor
+
+    try:
+        for k in names:
+            setattr(init, k, keep)
+        with torch.device("meta"):
+            return build_trunk()
+    finally:
+        for k, v in saved.items():
+            setattr(init, k, v)
+
+
+# ------------------------------------------------------------------------------------ weights
+def sha256_file(path: str | Path, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def weights_dir() -> Path:
+    """Where downloaded weights live: ``$LESIONBENCH_WEIGHTS`` or ``$LESIONBENCH_CACHE/weights``."""
+    env = os.environ.get(WEIGHTS_ENV)
+    return Path(env).expanduser() if env else cache_root() / "weights"
+
+
+def _how_to_get() -> str:
+    return (
+        f"Download {WEIGHTS_URL} ({WEIGHTS_SIZE:,} bytes; also on Hugging Face surajpaib/FMCIB) on a machine "
+        f"with internet access and pass it with --weights PATH (python: get_encoder('fmcib', weights=PATH)), "
+        f"or put it at {weights_dir() / WEIGHTS_FILENAME}."
+    )
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256.json")
+
+
+def download_weights(dest: Path | None = None, *, url: str | None = None, expected_size: int | None = None, progress: bool = True) -> Path:
+    """Download the released weights into ``dest`` (default :func:`weights_dir`), with a progress bar,
+    a size check and a sha256 sidecar. Raises :class:`WeightsError` when offline."""
+    from tqdm.auto import tqdm
+
+    url = url or WEIGHTS_URL
+    expected_size = WEIGHTS_SIZE if expected_size is None else expected_size
+    dest = dest or weights_dir() / WEIGHTS_FILENAME
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    logger.info("Downloading FMCIB weights from %s to %s", url, dest)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
+            total = int(resp.headers.get("Content-Length") or expected_size)
+            h = hashlib.sha256()
+            with tqdm(total=total, unit="B", unit_scale=True, desc="FMCIB weights", disable=not progress) as bar:
+                while b := resp.read(1 << 20):
+                    out.write(b)
+                    h.update(b)
+                    bar.update(len(b))
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        part.unlink(missing_ok=True)
+        raise WeightsError(f"Could not download the FMCIB weights from {url} ({type(exc).__name__}: {exc}). {_how_to_get()}") from exc
+    size = part.stat().st_size
+    if size != expected_size:
+        part.unlink(missing_ok=True)
+        raise WeightsError(
+            f"The FMCIB weights downloaded from {url} have {size:,} bytes, expected {expected_size:,} (truncated or "
+            f"changed download). Retry, or {_how_to_get()}"
+        )
+    os.replace(part, dest)
+    _sidecar(dest).write_text(json.dumps({"file": dest.name, "size": size, "sha256": h.hexdigest(), "source": url}, indent=1))
+    return dest
+
+
+def _memo_digest(path: Path) -> str:
+    """sha256 of a user-given weights file, remembered per (resolved path, size, mtime) so that repeated
+    runs do not re-hash 700 MB; any change of the file's size or modification time re-hashes it."""
+    st = path.stat()
+    ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    memo = cache_root() / "weights" / "digests.json"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(ident), str):
+        return known[ident]
+    digest = sha256_file(path)
+    known = known if isinstance(known, dict) else {}
+    known[ident] = digest
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".digests-{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, memo)
+    except OSError as exc:  # a read-only cache only costs the re-hash next time
+        logger.warning("Could not record the weights digest in %s: %s", memo, exc)
+    return digest
+
+
+def resolve_weights(weights: str | Path | None, *, progress: bool = True) -> tuple[Path, str]:
+    """The weights file to load and its sha256.
+
+    An explicit path is hashed as is. Otherwise the cached download is used (downloaded on first use) and
+    its digest is checked against the sidecar recorded at download time.
+    """
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"FMCIB weights file not found: {path}. {_how_to_get()}")
+        return path, _memo_digest(path)
+    env = os.environ.get(WEIGHTS_ENV)
+    path = Path(env).expanduser() if env and Path(env).expanduser().is_file() else weights_dir() / WEIGHTS_FILENAME
+    if not path.is_file():
+        path = download_weights(path, progress=progress)
+    digest = sha256_file(path)
+    side = _sidecar(path)
+    if side.is_file():
+        try:
+            recorded = json.loads(side.read_text())["sha256"]
+        except (ValueError, KeyError) as exc:
+            raise WeightsError(f"Corrupt digest record {side}: delete it and {path} to download again.") from exc
+        if recorded != digest:
+            raise WeightsError(
+                f"The cached FMCIB weights {path} have sha256 {digest}, but {recorded} was recorded when they were "
+                f"downloaded: the file changed or is damaged. Delete {path} and {side} to download again, or {_how_to_get()}"
+            )
+    else:
+        _sidecar(path).write_text(json.dumps({"file": path.name, "size": path.stat().st_size, "sha256": digest, "source": "found in cache"}, indent=1))
+    return path, digest
+
+
+def trunk_state_dict(checkpoint: Any, *, source: str = "checkpoint") -> dict[str, Any]:
+    """The trunk weights of a checkpoint: the released ``{"trunk_state_dict": ...}`` format or a Lighter
+    training checkpoint ``{"state_dict": {"model.trunk.<key>": ...}}`` (heads are ignored)."""
+    if not isinstance(checkpoint, Mapping):
+        raise WeightsError(f"{source} holds a {type(checkpoint).__name__}, not a checkpoint dictionary. Is it an FMCIB weights file?")
+    if "trunk_state_dict" in checkpoint:
+        sd = checkpoint["trunk_state_dict"]
+        if not isinstance(sd, Mapping):
+            raise WeightsError(f"{source}: 'trunk_state_dict' is a {type(sd).__name__}, not a state dict.")
+        return dict(sd)
+    if "state_dict" in checkpoint and isinstance(checkpoint["state_dict"], Mapping):
+        prefix = "model.trunk."
+        sd = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+        if not sd:
+            keys = list(checkpoint["state_dict"])[:5]
+            raise WeightsError(f"{source}: a Lighter checkpoint without '{prefix}*' keys (first keys: {keys}). It holds no FMCIB trunk.")
+        return sd
+    raise WeightsError(
+        f"{source}: neither 'trunk_state_dict' (released FMCIB weights) nor 'state_dict' (Lighter checkpoint) found; "
+        f"top-level keys: {list(checkpoint)[:10]}."
+    )
+
+
+def load_trunk_weights(trunk, state_dict: Mapping[str, Any], *, source: str = "checkpoint", assign: bool = False) -> int:
+    """Load ``state_dict`` into ``trunk`` strictly; return the number of tensors loaded.
+
+    Every missing, unexpected or mis-shaped key is reported by name in one :class:`WeightsError`.
+    ``assign=True`` adopts the checkpoint's tensors (for a trunk built on the meta device: no random
+    initialisation, no second copy); they are cast to the trunk's dtypes.
+    """
+    import torch
+
+    expected = trunk.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    bad_shape = sorted(
+        f"{k} {tuple(state_dict[k].shape) if isinstance(state_dict[k], torch.Tensor) else type(state_dict[k]).__name__} "
+        f"(expected {tuple(expected[k].shape)})"
+        for k in set(expected) & set(state_dict)
+        if not isinstance(state_dict[k], torch.Tensor) or tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    )
+    problems = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", bad_shape)):
+        if keys:
+            shown = ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
+            problems.append(f"{len(keys)} {what} key(s): {shown}")
+    if problems:
+        raise WeightsError(
+            f"{source} does not fit the FMCIB trunk (resnet50, widen_factor=2, {len(expected)} keys): " + "; ".join(problems)
+            + ". Use the released model_weights.torch or a Lighter checkpoint of the same architecture."
+        )
+    sd = {k: v if v.dtype == expected[k].dtype else v.to(expected[k].dtype) for k, v in state_dict.items()}
+    trunk.load_state_dict(sd, strict=True, assign=assign)
+    return len(sd)
+
+
+def load_checkpoint(path: str | Path) -> Any:
+    """``torch.load(weights_only=True)`` with clear errors for files that are not checkpoints."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        # not mmap=True: a memory-mapped checkpoint changes under a live encoder if the file is rewritten
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise WeightsError(
+            f"{path} could not be read as a PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            f"The file is corrupt, truncated or not FMCIB weights. {_how_to_get()}"
+        ) from exc
+
+
+# ------------------------------------------------------------------------------------ encoder
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class FMCIBEncoder:
+    """The FMCIB trunk as a lesionbench patch encoder: (n, 1, 50, 50, 50) -> (n, 4096) float32.
+
+    ``device`` defaults to CUDA when available, else CPU with all cores (``threads``). ``bf16`` runs the
+    forward pass under bfloat16 autocast (about 0.4% feature change; recorded in ``meta.settings`` so
+    its features are cached apart).
+    """
+
+    batch_size: int
+
+    def __init__(self, trunk, meta: EncoderMeta, *, device: str | None = None, bf16: bool = False, batch_size: int = 8, threads: int | None = None):
+        import torch
+
+        try:
+            self.device = torch.device(device or _default_device())
+        except RuntimeError as exc:
+            raise ConfigurationError(f"Unknown torch device {device!r} ({exc}); use cpu, cuda or cuda:N.") from exc
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigurationError(f"Device {device!r} asked for, but CUDA is not available here; use --device cpu.")
+        if self.device.type == "cpu":
+            # all cores this process may use (the reference leaves torch's default)
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            torch.set_num_threads(int(threads or cores))
+        if batch_size < 1:
+            raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}.")
+        self.batch_size = int(batch_size)
+        self.bf16 = bool(bf16)
+        self.trunk = trunk.to(self.device).eval()
+        self.meta = meta
+
+    def encode(self, patches: np.ndarray) -> np.ndarray:
+        """Features of ``patches`` (n, 1, D, H, W) in input order, float32, computed in batches."""
+        import torch
+
+        x = np.asarray(patches)
+        if x.ndim != 5 or x.shape[1] != 1:
+            raise ConfigurationError(f"FMCIB encodes patches shaped (n, 1, D, H, W); got {x.shape}.")
+        out = np.empty((x.shape[0], self.meta.feature_dim), dtype=np.float32)
+        with torch.inference_mode():
+            for s in range(0, x.shape[0], self.batch_size):
+                batch = torch.from_numpy(np.ascontiguousarray(x[s : s + self.batch_size], dtype=np.float32)).to(self.device)
+                if self.bf16:
+                    with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                        f = self.trunk(batch)
+                else:
+                    f = self.trunk(batch)
+                out[s : s + len(batch)] = f.float().reshape(len(batch), -1).cpu().numpy()
+        return out
+
+
+def _settings(bf16: bool, extra: tuple[tuple[str, str], ...] = ()) -> tuple[tuple[str, str], ...]:
+    return (("precision", "bf16-autocast" if bf16 else "float32"),) + extra
+
+
+@ENCODERS.register("fmcib")
+def fmcib(weights: str | Path | None = None, *, device: str | None = None, bf16: bool = False, batch_size: int = 8, threads: int | None = None, progress: bool = True) -> FMCIBEncoder:
+    """FMCIB with the released (or given) weights; see the module docstring."""
+    import torch
+
+    path, digest = resolve_weights(weights, progress=progress)
+    trunk = _uninitialised_trunk()  # every weight comes from the file
+    n = load_trunk_weights(trunk, trunk_state_dict(load_checkpoint(path), source=str(path)), source=str(path), assign=True)
+    logger.info("FMCIB: loaded %d trunk tensors from %s (sha256 %s)", n, path, digest[:12])
+    meta = EncoderMeta(
+        name="fmcib",
+        version=VERSION,
+        feature_dim=FEATURE_DIM,
+        patch=PATCH,
+        weights_sha256=digest,
+        description="FMCIB 3D ResNet-50 (widen 2) self-supervised on 11,467 CT lesions; reference get_features preprocessing.",
+        citation=CITATION,
+        settings=_settings(bf16),
+    )
+    return FMCIBEncoder(trunk, meta, device=device, bf16=bf16, batch_size=batch_size, threads=threads)
+
+
+@ENCODERS.register("fmcib-random-init")
+def fmcib_random_init(seed: int = 0, *, device: str | None = None, bf16: bool = False, batch_size: int = 8, threads: int | None = None) -> FMCIBEncoder:
+    """Control: the FMCIB architecture and preprocessing with seeded random weights (no pre-training)."""
+    import torch
+
+    # a private generator state: never touch the caller's global seed
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        trunk = build_trunk()
+    return FMCIBEncoder(trunk, random_init_meta(seed, bf16=bf16), device=device, bf16=bf16, batch_size=batch_size, threads=threads)
+
+
+def random_init_meta(seed: int = 0, *, bf16: bool = False) -> EncoderMeta:
+    """The metadata of ``fmcib-random-init`` (seeded MONAI initialisation; same seed, same weights)."""
+    return EncoderMeta(
+        name="fmcib-random-init",
+        version=VERSION,
+        feature_dim=FEATURE_DIM,
+        patch=PATCH,
+        weights_sha256=f"random-init-seed-{int(seed)}",
+        description="Control: FMCIB architecture and preprocessing with random weights (torch.manual_seed(seed), MONAI init).",
+        citation=CITATION,
+        settings=_settings(bf16, (("seed", str(int(seed))),)),
+    )

@@ -1,0 +1,472 @@
+"""Feature extraction through a resumable on-disk cache, and patch loading.
+
+Two encoder styles are supported:
+
+(a) **patch encoders** define ``encode(patches)``; the harness cuts patches per ``encoder.meta.patch``
+    (:func:`load_patches`), reading each image once for all its lesions;
+(b) **image encoders** define ``encode_lesions(image: SimpleITK.Image, lesions: DataFrame)`` and get the
+    whole image with its lesion rows (``coordX/Y/Z``, ``mask_path``, ``diameter_mm``, ``lesion_id``);
+    radiomics works this way.
+
+Features are *index-addressed*: an (n, d) array is preallocated in manifest row order and filled per
+lesion, from the cache first, then by computing what is missing, image by image. Every computed batch is
+written to the cache at once (one small ``.npz`` shard, written atomically), so a run that is killed
+midway resumes with only the missing lesions. The cache folder is keyed by the encoder's name and
+:meth:`EncoderMeta.fingerprint` (name, version, weights digest, patch recipe, settings); each lesion by
+its image file's identity (resolved path, size, modification time), its seed point, and, where the
+features depend on them, its mask file's identity, mask label and diameter. Changing any of these misses.
+
+Lesions that fail (missing or unreadable image, seed outside the image) are collected; every other
+lesion is computed and cached first, then one :class:`ImageError` lists every failure with its row,
+``lesion_id``, file and reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lesionbench.benchmark.errors import ConfigurationError, ImageError, LesionbenchError
+from lesionbench.benchmark.types import EncoderMeta, PatchSpec
+
+logger = logging.getLogger(__name__)
+
+COORDS = ("coordX", "coordY", "coordZ")
+#: Failed lesions listed in full in the final error; the rest are counted.
+MAX_ERRORS_LISTED = 50
+#: Shard files in one cache folder before they are merged into one on the next read.
+COMPACT_AFTER = 64
+
+
+# ------------------------------------------------------------------------------- image reading
+def read_image(path: str | Path):
+    """Read a 3D image with SimpleITK (a file, or a folder holding one DICOM series)."""
+    import SimpleITK as sitk
+
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"image file not found: {p}")
+    try:
+        if p.is_dir():
+            reader = sitk.ImageSeriesReader()
+            series = reader.GetGDCMSeriesIDs(str(p))
+            if not series:
+                raise ImageError(f"{p} is a folder without a DICOM series.")
+            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), series[0]))
+            image = reader.Execute()
+        else:
+            image = sitk.ReadImage(str(p))
+    except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), str(exc))
+        raise ImageError(f"could not read image {p}: {first}") from exc
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise ImageError(f"{p} is not a 3D scalar image (dimension {image.GetDimension()}, {image.GetNumberOfComponentsPerPixel()} components).")
+    return image
+
+
+def file_identity(path: str | Path) -> str:
+    """The identity of an image or mask file for cache keys: resolved path, size and mtime (ns)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    if p.is_dir():  # a DICOM series: the newest file and the file count stand for the content
+        files = [f.stat() for f in p.iterdir() if f.is_file()]
+        return f"{p}|dir|{len(files)}|{sum(f.st_size for f in files)}|{max((f.st_mtime_ns for f in files), default=0)}"
+    return f"{p}|{st.st_size}|{st.st_mtime_ns}"
+
+
+# ---------------------------------------------------------------------------------- patches
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
+
+
+def check_spec(spec: PatchSpec) -> None:
+    if spec.method != "fmcib":
+        raise ConfigurationError(f"Unknown patch method {spec.method!r}; lesionbench cuts patches with method 'fmcib'.")
+    if len(spec.size) != 3 or any(int(s) < 1 for s in spec.size):
+        raise ConfigurationError(f"Patch size must be three positive sizes (D, H, W), got {spec.size}.")
+
+
+def cut_patches(path: str, lesions: Sequence[dict[str, Any]], spec: PatchSpec) -> list[np.ndarray | str]:
+    """Patches (C, D, H, W) of all lesions of one image, reading it once; a failed lesion gives its reason.
+
+    ``spec.size`` is (D, H, W) = (z, y, x) and ``spec.spacing_mm`` in the same order.
+    """
+    import SimpleITK as sitk
+
+    from lesionbench.benchmark.geometry import (
+        DEFAULT_LESION_DIAMETER_MM,
+        ImageGeometry,
+        fmcib_patch,
+        mask_patch_from_image,
+        mask_patch_sphere,
+        reference_grid,
+    )
+
+    try:
+        image = read_image(path)
+        geometry = ImageGeometry.of(image)
+        grid = reference_grid(geometry, tuple(float(s) for s in spec.spacing_mm)[::-1])
+    except ImageError as exc:
+        return [str(exc)] * len(lesions)
+    volume = sitk.GetArrayViewFromImage(image)
+    masks: dict[str, tuple[np.ndarray, ImageGeometry] | str] = {}
+    out: list[np.ndarray | str] = []
+    for les in lesions:
+        seed = tuple(float(les[c]) for c in COORDS)
+        try:
+            chans = [fmcib_patch(volume, grid, seed, size_zyx=spec.size)]
+            if spec.with_mask:
+                mpath = les.get("mask_path")
+                if not _is_missing(mpath):
+                    if mpath not in masks:
+                        try:
+                            m = read_image(mpath)
+                            masks[mpath] = (sitk.GetArrayFromImage(m), ImageGeometry.of(m))
+                        except ImageError as exc:
+                            masks[mpath] = f"mask: {exc}"
+                    entry = masks[mpath]
+                    if isinstance(entry, str):
+                        raise ImageError(entry)
+                    label = les.get("mask_label")
+                    label = None if _is_missing(label) else int(label)
+                    chans.append(mask_patch_from_image(entry[0], entry[1], grid, seed, size_zyx=spec.size, label=label))
+                else:
+                    d = les.get("diameter_mm")
+                    d = DEFAULT_LESION_DIAMETER_MM if _is_missing(d) else float(d)
+                    chans.append(mask_patch_sphere(grid, seed, d, size_zyx=spec.size))
+            out.append(np.stack(chans))
+        except ImageError as exc:
+            out.append(str(exc))
+    return out
+
+
+def _group_rows(df: pd.DataFrame, rows: Sequence[int]) -> list[tuple[str, list[int]]]:
+    """Rows grouped by image, in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    paths = df["image_path"].astype(str).to_numpy()
+    for r in rows:
+        groups.setdefault(paths[r], []).append(int(r))
+    return list(groups.items())
+
+
+def _records(df: pd.DataFrame, rows: Sequence[int]) -> list[dict[str, Any]]:
+    return df.iloc[list(rows)].to_dict("records")
+
+
+def _iter_images(
+    df: pd.DataFrame, groups: list[tuple[str, list[int]]], work: Callable[..., Any], extra: tuple, workers: int
+) -> Iterator[tuple[str, list[int], Any]]:
+    """Run ``work(path, records, *extra)`` per image, in order; with ``workers > 1`` in a process pool,
+    with at most ``2 * workers`` images in flight so memory stays bounded."""
+    if workers <= 1:
+        for path, rows in groups:
+            yield path, rows, work(path, _records(df, rows), *extra)
+        return
+    import multiprocessing
+
+    # spawn: forking a process that has run torch's thread pools can deadlock
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending: list[tuple[str, list[int], Future]] = []
+        it = iter(groups)
+        for path, rows in it:
+            pending.append((path, rows, pool.submit(work, path, _records(df, rows), *extra)))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            path, rows, fut = pending.pop(0)
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt[0], nxt[1], pool.submit(work, nxt[0], _records(df, nxt[1]), *extra)))
+            yield path, rows, fut.result()
+
+
+def _prepare(manifest: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in ("image_path", *COORDS) if c not in manifest.columns]
+    if missing:
+        raise ConfigurationError(
+            f"The lesion table lacks column(s) {missing}; found {list(manifest.columns)}. It needs image_path and "
+            "the seed point coordX, coordY, coordZ (LPS mm)."
+        )
+    df = manifest.reset_index(drop=True).copy()
+    for c in COORDS:
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    return df
+
+
+def _lesion_name(df: pd.DataFrame, row: int) -> str:
+    lid = df["lesion_id"].iloc[row] if "lesion_id" in df.columns else None
+    return f"row {row + 1}" + (f" (lesion_id {lid})" if not _is_missing(lid) else "")
+
+
+def _raise_failures(df: pd.DataFrame, failures: dict[int, str], done: int, what: str) -> None:
+    if not failures:
+        return
+    rows = sorted(failures)
+    lines = [
+        f"  - {_lesion_name(df, r)}, file {df['image_path'].iloc[r]}: {failures[r]}" for r in rows[:MAX_ERRORS_LISTED]
+    ]
+    if len(rows) > MAX_ERRORS_LISTED:
+        lines.append(f"  ... and {len(rows) - MAX_ERRORS_LISTED} more")
+    raise ImageError(
+        f"{len(rows)} of {len(df)} lesions failed ({what} for the other {done} are done"
+        f"{' and cached' if what == 'features' else ''}; fix these rows and re-run):\n" + "\n".join(lines)
+    )
+
+
+def _bad_coordinates(df: pd.DataFrame) -> dict[int, str]:
+    vals = df[list(COORDS)].to_numpy(dtype=float)
+    return {int(r): "seed coordinates are not finite numbers" for r in np.flatnonzero(~np.isfinite(vals).all(axis=1))}
+
+
+def load_patches(manifest: pd.DataFrame, spec: PatchSpec, *, progress: bool = True, workers: int = 1) -> np.ndarray:
+    """Patches of every lesion, (n, C, D, H, W) float32 in row order, each image read once.
+
+    Channel 0 is the FMCIB-preprocessed CT (``spec.method == "fmcib"``); with ``spec.with_mask`` channel
+    1 is the lesion mask: from ``mask_path`` (nearest neighbour; ``mask_label`` picks one label, else the
+    label under the seed), else a ball of ``diameter_mm`` around the seed, else a ball of
+    :data:`~lesionbench.benchmark.geometry.DEFAULT_LESION_DIAMETER_MM`.
+    Raises one :class:`ImageError` listing every lesion that failed.
+    """
+    from tqdm.auto import tqdm
+
+    check_spec(spec)
+    df = _prepare(manifest)
+    n, c = len(df), 2 if spec.with_mask else 1
+    out = np.zeros((n, c, *(int(s) for s in spec.size)), dtype=np.float32)
+    failures = _bad_coordinates(df)
+    rows = [r for r in range(n) if r not in failures]
+    done = 0
+    with tqdm(total=n, desc="patches", unit="lesion", disable=not progress) as bar:
+        for _, grows, results in _iter_images(df, _group_rows(df, rows), cut_patches, (spec,), workers):
+            for r, res in zip(grows, results, strict=True):
+                if isinstance(res, str):
+                    failures[r] = res
+                else:
+                    out[r] = res
+                    done += 1
+            bar.update(len(grows))
+    _raise_failures(df, failures, done, "patches")
+    return out
+
+
+# ------------------------------------------------------------------------------------- cache
+class FeatureCache:
+    """Append-only store of lesion features for one encoder fingerprint.
+
+    ``<root>/<encoder name>/<fingerprint>/``: ``meta.json`` (the encoder's metadata, for humans) and
+    ``shard-*.npz`` files, each holding ``keys`` (lesion keys) and ``features`` (k, d) float32.
+    Shards are written to a temporary name and renamed, so a killed run never leaves a half-written one.
+    """
+
+    def __init__(self, root: Path, meta: EncoderMeta):
+        self.meta = meta
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", meta.name) or "encoder"
+        self.dir = Path(root) / safe / meta.fingerprint()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta_file = self.dir / "meta.json"
+        if not meta_file.exists():
+            tmp = self.dir / f".meta-{uuid.uuid4().hex}.tmp"
+            tmp.write_text(json.dumps(meta.to_dict(), indent=1, default=str))
+            os.replace(tmp, meta_file)
+
+    def _shards(self) -> list[Path]:
+        return sorted(self.dir.glob("shard-*.npz"))
+
+    def load(self) -> dict[str, np.ndarray]:
+        """Every cached lesion: key -> feature vector."""
+        found: dict[str, np.ndarray] = {}
+        shards = self._shards()
+        for s in shards:
+            try:
+                with np.load(s, allow_pickle=False) as z:
+                    keys, feats = z["keys"], z["features"]
+            except (OSError, ValueError, KeyError) as exc:
+                logger.warning("Ignoring unreadable feature cache shard %s (%s); its lesions are recomputed.", s, exc)
+                continue
+            if feats.ndim != 2 or feats.shape[1] != self.meta.feature_dim or len(keys) != len(feats):
+                logger.warning("Ignoring feature cache shard %s of shape %s (expected (k, %d)).", s, feats.shape, self.meta.feature_dim)
+                continue
+            for k, f in zip(keys.tolist(), feats, strict=True):
+                found[k] = f
+        if len(shards) > COMPACT_AFTER and found:
+            self._compact(found, shards)
+        return found
+
+    def _compact(self, found: dict[str, np.ndarray], shards: list[Path]) -> None:
+        keys = list(found)
+        self.put(keys, np.stack([found[k] for k in keys]))
+        for s in shards:
+            s.unlink(missing_ok=True)
+
+    def put(self, keys: Sequence[str], features: np.ndarray) -> Path:
+        """Write one shard (atomically)."""
+        feats = np.ascontiguousarray(features, dtype=np.float32)
+        name = f"shard-{uuid.uuid4().hex}"
+        tmp = self.dir / f".{name}.tmp.npz"
+        np.savez(tmp, keys=np.asarray(list(keys), dtype=str), features=feats)
+        final = self.dir / f"{name}.npz"
+        os.replace(tmp, final)
+        return final
+
+
+def _feature_depends_on_mask(encoder: Any) -> bool:
+    return hasattr(encoder, "encode_lesions") or bool(encoder.meta.patch.with_mask)
+
+
+def lesion_keys(df: pd.DataFrame, *, with_mask: bool) -> tuple[list[str | None], dict[int, str]]:
+    """Cache keys per row (None where the image cannot be identified) and the reasons for those rows."""
+    ids: dict[str, str] = {}
+    unreadable: dict[str, str] = {}
+    failures: dict[int, str] = {}
+    keys: list[str | None] = []
+    for r, rec in enumerate(df.to_dict("records")):
+        path = str(rec["image_path"])
+        if path not in ids and path not in unreadable:
+            try:
+                ids[path] = file_identity(path)
+            except OSError as exc:
+                unreadable[path] = f"image file not found or not accessible ({type(exc).__name__}: {exc.strerror or exc})"
+        if path in unreadable:
+            failures[r] = unreadable[path]
+            keys.append(None)
+            continue
+        coords = [float(rec[c]) for c in COORDS]
+        if not all(math.isfinite(v) for v in coords):
+            failures[r] = "seed coordinates are not finite numbers"
+            keys.append(None)
+            continue
+        parts: list[Any] = [ids[path], [v.hex() for v in coords]]
+        if with_mask:
+            mpath = rec.get("mask_path")
+            mid = ""
+            if not _is_missing(mpath):
+                try:
+                    mid = file_identity(mpath)
+                except OSError:
+                    mid = f"missing:{mpath}"
+            d = rec.get("diameter_mm")
+            lab = rec.get("mask_label")
+            parts += [mid, None if _is_missing(d) else float(d).hex(), None if _is_missing(lab) else str(lab)]
+        keys.append(hashlib.sha256(json.dumps(parts).encode()).hexdigest())
+    return keys, failures
+
+
+def _encode_image_lesions(path: str, records: list[dict[str, Any]], encoder: Any) -> np.ndarray | str:
+    """Style (b): one image, all its lesions; an error message instead when the image cannot be used."""
+    try:
+        image = read_image(path)
+        feats = np.asarray(encoder.encode_lesions(image, pd.DataFrame.from_records(records)), dtype=np.float32)
+    except ImageError as exc:
+        return str(exc)
+    if feats.shape != (len(records), encoder.meta.feature_dim):
+        raise LesionbenchError(
+            f"Encoder {encoder.meta.name!r}.encode_lesions returned shape {feats.shape} for {len(records)} lesions of {path}; "
+            f"expected ({len(records)}, {encoder.meta.feature_dim})."
+        )
+    return feats
+
+
+def extract_features(
+    manifest: pd.DataFrame,
+    encoder: Any,
+    *,
+    cache_dir: Path | None = None,
+    batch_size: int | None = None,
+    workers: int = 1,
+    progress: bool = True,
+    cache: bool = True,
+) -> np.ndarray:
+    """Features (n, feature_dim) float32 of every lesion of ``manifest``, in row order.
+
+    ``cache_dir`` defaults to ``$LESIONBENCH_CACHE/features``; ``cache=False`` (and every trainable encoder)
+    bypasses the cache. ``batch_size`` patches are encoded per call (default: the encoder's
+    ``batch_size`` attribute, else 8); each encoded batch is cached at once. ``workers > 1`` cuts patches
+    (style a) or runs ``encode_lesions`` (style b) for several images in parallel processes.
+    Failed lesions are reported at the end in one :class:`ImageError`, after all others are cached.
+    """
+    from tqdm.auto import tqdm
+
+    from lesionbench.benchmark.paths import cache_root
+
+    meta: EncoderMeta = encoder.meta
+    image_style = hasattr(encoder, "encode_lesions")
+    if not image_style:
+        check_spec(meta.patch)
+    df = _prepare(manifest)
+    n, d = len(df), int(meta.feature_dim)
+    out = np.zeros((n, d), dtype=np.float32)
+    filled = np.zeros(n, dtype=bool)
+    keys, failures = lesion_keys(df, with_mask=_feature_depends_on_mask(encoder))
+
+    store: FeatureCache | None = None
+    if cache and not meta.trainable:
+        store = FeatureCache(Path(cache_dir) if cache_dir is not None else cache_root() / "features", meta)
+        known = store.load()
+        for r, k in enumerate(keys):
+            if k is not None and k in known:
+                out[r] = known[k]
+                filled[r] = True
+        logger.info("%s: %d of %d lesions found in the feature cache %s", meta.name, int(filled.sum()), n, store.dir)
+    todo = [r for r in range(n) if not filled[r] and r not in failures]
+    bs = int(batch_size or getattr(encoder, "batch_size", 0) or 8)
+    if bs < 1:
+        raise ConfigurationError(f"batch_size must be >= 1, got {bs}.")
+
+    def finish(rows: list[int], feats: np.ndarray) -> None:
+        feats = np.asarray(feats, dtype=np.float32)
+        if feats.shape != (len(rows), d):
+            raise LesionbenchError(f"Encoder {meta.name!r} returned features of shape {feats.shape}; expected ({len(rows)}, {d}).")
+        out[rows] = feats
+        filled[rows] = True
+        if store is not None:
+            store.put([keys[r] for r in rows], feats)  # type: ignore[misc]
+
+    groups = _group_rows(df, todo)
+    with tqdm(total=n, initial=int(filled.sum()), desc=f"features {meta.name}", unit="lesion", disable=not progress) as bar:
+        if image_style:
+            for _, rows, res in _iter_images(df, groups, _encode_image_lesions, (encoder,), workers):
+                if isinstance(res, str):
+                    failures.update({r: res for r in rows})
+                else:
+                    finish(rows, res)
+                bar.update(len(rows))
+        else:
+            buf_rows: list[int] = []
+            buf: list[np.ndarray] = []
+            for _, rows, results in _iter_images(df, groups, cut_patches, (meta.patch,), workers):
+                for r, res in zip(rows, results, strict=True):
+                    if isinstance(res, str):
+                        failures[r] = res
+                        bar.update(1)
+                    else:
+                        buf_rows.append(r)
+                        buf.append(res)
+                while len(buf_rows) >= bs:
+                    finish(buf_rows[:bs], encoder.encode(np.stack(buf[:bs])))
+                    bar.update(bs)
+                    buf_rows, buf = buf_rows[bs:], buf[bs:]
+            if buf_rows:
+                finish(buf_rows, encoder.encode(np.stack(buf)))
+                bar.update(len(buf_rows))
+    _raise_failures(df, failures, int(filled.sum()), "features")
+    if not filled.all():  # index-addressed: every row must have been filled exactly once
+        raise LesionbenchError(f"internal: {int((~filled).sum())} lesions were neither computed nor reported as failed.")
+    return out
+
+
+def feature_table(table: pd.DataFrame, features: np.ndarray, *, prefix: str = "pred_") -> pd.DataFrame:
+    """``table``'s columns followed by ``<prefix>0 .. <prefix>{d-1}`` (the reference ``get_features`` layout)."""
+    cols = pd.DataFrame(features, columns=[f"{prefix}{i}" for i in range(features.shape[1])], index=table.index)
+    return pd.concat([table, cols], axis=1)

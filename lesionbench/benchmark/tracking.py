@@ -1,0 +1,272 @@
+"""MLflow sink: log a finished :class:`TaskResult` (and its result folder) as parent + nested child runs.
+
+Logging is separate from scoring: :func:`lesionbench.benchmark.scorer.evaluate` writes ``result.json``
+and the predictions; :func:`log_result` copies them into MLflow. A failed MLflow call warns and
+returns ``None``; the local result stays the record.
+
+Layout in the experiment (default ``lesionbench``):
+
+* parent run per (task, encoder, probe), tag ``lesionbench.level=parent``: params (task, encoder,
+  probe, split hash, lesionbench version), the main metric's mean/sd per fraction, the artifacts
+  ``result.json`` and ``low_data_curve.png`` (metric vs fraction, every seed and the mean +- sd);
+* child run per (fraction, seed), tag ``lesionbench.level=child`` and ``mlflow.parentRunId``:
+  params (task name/version, encoder name/version/weights digest, fraction, seed, n_train, chosen
+  C, split and subset hashes, lesionbench version, ...), metrics ``<m>``, ``<m>_ci_low``,
+  ``<m>_ci_high``, artifacts: the predictions CSV, the subset CSV, ``roc.png``, ``pr.png`` and
+  (survival) ``km.png``.
+
+Tracking store: ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the
+working directory (artifacts next to it in ``mlartifacts/``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lesionbench.benchmark.types import SubsetResult, TaskKind, TaskResult
+
+# MLflow contacts a telemetry host on first use unless told not to.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "lesionbench"
+LEVEL_TAG = "lesionbench.level"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else the sqlite file ``mlflow.db`` in the working directory."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    """For a sqlite store, keep artifacts beside the database file (MLflow would use ./mlruns of the cwd)."""
+    m = re.match(r"sqlite:///(.+)$", uri)
+    if not m:
+        return None
+    db = Path(m.group(1)).expanduser().resolve()
+    return (db.parent / "mlartifacts" / re.sub(r"[^A-Za-z0-9._-]", "_", experiment)).as_uri()
+
+
+def log_result(
+    result: TaskResult,
+    result_dir: Path,
+    *,
+    tracking_uri: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    plots: bool = True,
+) -> str | None:
+    """Log ``result`` (whose files live in ``result_dir``) to MLflow; returns the parent run id.
+
+    On any MLflow failure this warns and returns ``None``: the local ``result.json`` is kept.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        return _log(result, Path(result_dir), uri, experiment, plots)
+    except Exception as exc:  # noqa: BLE001 - a sink must never lose the result it was given
+        warnings.warn(
+            f"MLflow logging to {uri!r} failed ({type(exc).__name__}: {exc}); the local result in {result_dir} is kept. "
+            "Check --tracking-uri / MLFLOW_TRACKING_URI, or use --no-mlflow.",
+            stacklevel=2,
+        )
+        return None
+
+
+def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool) -> str:
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment, artifact_location=_artifact_location(uri, experiment))
+    task, enc = result.task, result.encoder
+    common_params = {
+        "task.name": task.name,
+        "task.version": task.version,
+        "task.kind": str(task.kind),
+        "encoder.name": enc.name,
+        "encoder.version": enc.version,
+        "encoder.weights_sha256": enc.weights_sha256 or "none",
+        "encoder.fingerprint": enc.fingerprint(),
+        "probe": result.probe,
+        "split_hash": result.split_hash,
+        "lesionbench_version": result.lesionbench_version,
+    }
+    common_tags = {
+        "lesionbench.task": task.name,
+        "lesionbench.encoder": enc.name,
+        "lesionbench.probe": result.probe,
+        "lesionbench.leaked_patients": str(len(result.leaked_patients)),
+    }
+    if result.leaked_patients:
+        # MLflow tag values are limited in size; the full list is in result.json
+        common_tags["lesionbench.leaked_patient_ids"] = ",".join(result.leaked_patients)[:4900]
+    now = int(time.time() * 1000)
+    parent = client.create_run(exp_id, run_name=f"{task.name}/{enc.name}/{result.probe}", tags={**common_tags, LEVEL_TAG: "parent"})
+    pid = parent.info.run_id
+    try:
+        summary = result.summary()
+        pmetrics = []
+        for frac, ms in summary.items():
+            for m, (mean, sd) in ms.items():
+                pmetrics += [Metric(f"{m}_mean_frac{frac:g}", _f(mean), now, 0), Metric(f"{m}_sd_frac{frac:g}", _f(sd), now, 0)]
+        pparams = {**common_params, "fractions": ",".join(f"{f:g}" for f in result.extra.get("fractions", [])), "seeds": ",".join(str(s) for s in result.extra.get("seeds", [])), "n_boot": str(result.extra.get("n_boot", ""))}
+        client.log_batch(pid, metrics=pmetrics, params=[Param(k, _p(v)) for k, v in pparams.items()], tags=[])
+        client.log_artifact(pid, str(rdir / "result.json"))
+        with tempfile.TemporaryDirectory() as tmp:
+            if plots:
+                client.log_artifact(pid, str(plot_low_data_curve(result, Path(tmp) / "low_data_curve.png")))
+            for run in result.runs:
+                _log_child(client, exp_id, pid, result, run, rdir, common_params, common_tags, Path(tmp), plots, Metric, Param)
+        client.set_terminated(pid, "FINISHED")
+    except Exception:
+        client.set_terminated(pid, "FAILED")
+        raise
+    logger.info("logged %s/%s/%s to MLflow %s (parent run %s)", task.name, enc.name, result.probe, uri, pid)
+    return pid
+
+
+def _f(v: Any) -> float:
+    v = float(v)
+    return v if math.isfinite(v) else float("nan")
+
+
+def _p(v: Any) -> str:
+    return str(v)[:6000]
+
+
+def _log_child(client, exp_id, pid, result: TaskResult, run: SubsetResult, rdir: Path, common_params, common_tags, tmp: Path, plots: bool, Metric, Param) -> str:
+    name = f"frac{run.fraction:g}-seed{run.seed}"
+    child = client.create_run(exp_id, run_name=name, tags={**common_tags, LEVEL_TAG: "child", "mlflow.parentRunId": pid})
+    cid = child.info.run_id
+    now = int(time.time() * 1000)
+    params = {**common_params, "fraction": f"{run.fraction:g}", "seed": str(run.seed), "n_train": str(run.n_train)}
+    for k, v in run.params.items():
+        if k == "head_metrics" or k.endswith("_path"):
+            continue
+        params[k] = v
+    metrics = []
+    for m, v in run.metrics.items():
+        metrics += [Metric(m, _f(v.value), now, 0), Metric(f"{m}_ci_low", _f(v.ci_low), now, 0), Metric(f"{m}_ci_high", _f(v.ci_high), now, 0)]
+    if "logrank_p" in run.params:
+        metrics.append(Metric("logrank_p", _f(run.params["logrank_p"]), now, 0))
+    for m, v in (run.params.get("head_metrics") or {}).items():
+        metrics += [Metric(f"head_{m}", _f(v["value"]), now, 0), Metric(f"head_{m}_ci_low", _f(v["ci_low"]), now, 0), Metric(f"head_{m}_ci_high", _f(v["ci_high"]), now, 0)]
+    client.log_batch(cid, metrics=metrics, params=[Param(k, _p(v)) for k, v in params.items() if k != "logrank_p"], tags=[])
+    client.log_artifact(cid, str(rdir / run.predictions_path), "predictions")
+    client.log_artifact(cid, str(rdir / run.subset_path), "subsets")
+    if run.params.get("head_predictions_path"):
+        client.log_artifact(cid, str(rdir / run.params["head_predictions_path"]), "predictions")
+    if plots:
+        cdir = tmp / name
+        cdir.mkdir(parents=True, exist_ok=True)
+        for path in plot_run(result, run, rdir, cdir):
+            client.log_artifact(cid, str(path), "plots")
+    client.set_terminated(cid, "FINISHED")
+    return cid
+
+
+# ------------------------------------------------------------------------------------ plots
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_run(result: TaskResult, run: SubsetResult, rdir: Path, out: Path) -> list[Path]:
+    """ROC and PR curves (and a Kaplan-Meier plot for survival) of one run's test predictions."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    from lesionbench.benchmark.scorer import read_predictions
+
+    plt = _figure()
+    kind = result.task.kind
+    test, y, scores = read_predictions(rdir / run.predictions_path, kind)
+    curves: list[tuple[str, np.ndarray, np.ndarray]] = []
+    if kind == TaskKind.SURVIVAL:
+        known = test["label_2y"].notna().to_numpy()
+        curves.append(("death within 2 years", test["label_2y"].to_numpy()[known] == 1, scores["score"][known]))
+    elif kind == TaskKind.BINARY:
+        curves.append(("class 1", y == 1, scores))
+    else:
+        names = result.task.class_names or tuple(str(k) for k in range(scores.shape[1]))
+        curves += [(names[k] if k < len(names) else str(k), y == k, scores[:, k]) for k in range(scores.shape[1])]
+    title = f"{result.task.name} / {result.encoder.name}  (fraction {run.fraction:g}, seed {run.seed})"
+    paths = []
+    for which in ("roc", "pr"):
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        for label, pos, s in curves:
+            if pos.all() or not pos.any():
+                continue
+            if which == "roc":
+                fpr, tpr, _ = roc_curve(pos, s)
+                ax.plot(fpr, tpr, lw=1.2, label=label)
+            else:
+                prec, rec, _ = precision_recall_curve(pos, s)
+                ax.plot(rec, prec, lw=1.2, label=label)
+        if which == "roc":
+            ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+            ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC  {title}")
+        else:
+            ax.set(xlabel="recall", ylabel="precision", title=f"PR  {title}")
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=7, loc="lower right" if which == "roc" else "lower left")
+        path = out / f"{which}.png"
+        fig.savefig(path, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    if kind == TaskKind.SURVIVAL and "km_risk_threshold" in run.params:
+        from lifelines import KaplanMeierFitter
+
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        high = scores["risk"] > float(run.params["km_risk_threshold"])
+        for label, mask in (("low risk", ~high), ("high risk", high)):
+            if mask.any():
+                KaplanMeierFitter(label=f"{label} (n={int(mask.sum())})").fit(test["time"][mask], test["event"][mask]).plot_survival_function(ax=ax)
+        ax.set(xlabel="days", ylabel="survival", title=f"KM at training median risk, log-rank p={float(run.params.get('logrank_p', float('nan'))):.3g}")
+        ax.title.set_fontsize(8)
+        path = out / "km.png"
+        fig.savefig(path, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def plot_low_data_curve(result: TaskResult, path: Path) -> Path:
+    """Each metric against the training fraction: every seed as a dot, mean +- sd as a line and band."""
+    plt = _figure()
+    metrics = list(result.runs[0].metrics) if result.runs else []
+    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(4.2 * max(1, len(metrics)), 3.6), squeeze=False)
+    for ax, m in zip(axes[0], metrics, strict=False):
+        fr = np.array([r.fraction for r in result.runs])
+        vals = np.array([r.metrics[m].value for r in result.runs])
+        ax.scatter(fr * 100, vals, s=12, alpha=0.6, color="tab:blue")
+        xs = sorted(set(fr))
+        means = np.array([np.nanmean(vals[fr == f]) for f in xs])
+        sds = np.array([np.nanstd(vals[fr == f], ddof=1) if (fr == f).sum() > 1 else 0.0 for f in xs])
+        x = np.array(xs) * 100
+        ax.plot(x, means, "-o", color="tab:blue", ms=3)
+        ax.fill_between(x, means - sds, means + sds, alpha=0.2, color="tab:blue")
+        ax.set_xscale("log")
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.minorticks_off()
+        ax.set(xlabel="training labels (% of the train split, log scale)", ylabel=m, title=m)
+    fig.suptitle(f"{result.task.name} / {result.encoder.name} / {result.probe}", fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -1,0 +1,122 @@
+"""`lesionbench run` and `lesionbench compare` end to end on tiny CT volumes with a toy patch encoder.
+
+Feature extraction is the fmcib helper's ``lesionbench.benchmark.features``; until that lands these
+tests are skipped (the scorer itself is covered in test_scorer.py / test_tracking.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("lesionbench.benchmark.features")
+
+from lesionbench.benchmark.manifest import ManifestTask  # noqa: E402
+from lesionbench.benchmark.plugins import ENCODERS, TASKS  # noqa: E402
+from lesionbench.benchmark.types import EncoderMeta, PatchSpec, TaskKind, TaskMeta  # noqa: E402
+from lesionbench.cli import main  # noqa: E402
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+class _ToyTask(ManifestTask):
+    meta = TaskMeta(
+        name="toy_blobs",
+        version="1",
+        kind=TaskKind.BINARY,
+        description="bright vs dim blobs in tiny CT volumes",
+        main_metric="auc",
+        metrics=("auc", "average_precision"),
+        class_names=("dim", "bright"),
+    )
+
+
+class _ToyEncoder:
+    """Patch statistics as features; ``noise`` adds per-lesion noise so two encoders differ."""
+
+    def __init__(self, noise: float = 0.0, name: str = "toy_stats", weights=None):
+        self.noise = noise
+        self.meta = EncoderMeta(name, "1", 4, patch=PatchSpec(size=(6, 6, 6), spacing_mm=(2.0, 2.0, 2.0)))
+
+    def encode(self, patches: np.ndarray) -> np.ndarray:
+        p = patches[:, 0]
+        centre = p[:, 2:4, 2:4, 2:4].mean(axis=(1, 2, 3))
+        rng = np.random.default_rng(np.round(centre * 1e6).astype(np.int64) % (2**31))
+        feats = np.column_stack([centre, p.mean(axis=(1, 2, 3)), p.std(axis=(1, 2, 3)), np.zeros(len(p))])
+        return (feats + self.noise * rng.normal(size=feats.shape)).astype(np.float32)
+
+
+def _write_cohort(root, n_patients: int = 60):
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for p in range(n_patients):
+        vol = rng.normal(-800, 20, size=(16, 16, 16)).astype(np.float32)
+        img_rows = []
+        for j, (z, y, x) in enumerate(((4, 4, 4), (11, 11, 11))):
+            label = int(rng.random() < 0.5)
+            vol[z - 2 : z + 2, y - 2 : y + 2, x - 2 : x + 2] = rng.normal(200 if label else -100, 60)
+            img_rows.append((j, z, y, x, label))
+        img = sitk.GetImageFromArray(vol)
+        img.SetSpacing((2.0, 2.0, 2.0))
+        path = root / f"p{p:03d}.nii.gz"
+        sitk.WriteImage(img, str(path))
+        split = "train" if p < 36 else ("val" if p < 48 else "test")
+        for j, z, y, x, label in img_rows:
+            pt = img.TransformIndexToPhysicalPoint((x, y, z))
+            rows.append({"lesion_id": f"p{p:03d}_{j}", "patient_id": f"p{p:03d}", "image_path": path.name,
+                         "coordX": pt[0], "coordY": pt[1], "coordZ": pt[2], "split": split, "label": label})  # fmt: skip
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_cohort(data)
+    TASKS.names()  # load built-ins first, then add the toy plug-ins for this test only
+    ENCODERS.names()
+    monkeypatch.setitem(TASKS._factories, "toy_blobs", _ToyTask)
+    monkeypatch.setitem(ENCODERS._factories, "toy_stats", _ToyEncoder)
+    monkeypatch.setitem(ENCODERS._factories, "toy_noisy", lambda weights=None: _ToyEncoder(noise=3.0, name="toy_noisy"))
+    monkeypatch.chdir(tmp_path)
+    return data
+
+
+def test_run_logs_to_mlflow_and_compare(toy, tmp_path, capsys) -> None:
+    common = ["--task", "toy_blobs", "--data-dir", str(toy), "--fractions", "1.0", "0.5", "--seeds", "0", "1", "--n-boot", "50", "--out", "res"]
+    assert main(["-q", "run", *common, "--encoder", "toy_stats"]) == 0
+    out = capsys.readouterr().out
+    assert "toy_blobs / toy_stats / linear" in out and "MLflow: sqlite:///mlflow.db" in out
+    assert (tmp_path / "mlflow.db").is_file()  # the default store: a sqlite file in the working directory
+    result = json.loads((tmp_path / "res/toy_blobs/toy_stats/linear/result.json").read_text())
+    assert {(r["fraction"], r["seed"]) for r in result["runs"]} == {(1.0, 0), (1.0, 1), (0.5, 0), (0.5, 1)}
+    assert result["runs"][0]["metrics"]["auc"]["value"] > 0.9
+    assert result["runs"][0]["params"]["n_features_dropped_constant"] == 1
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient("sqlite:///mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("lesionbench").experiment_id])
+    levels = sorted(r.data.tags["lesionbench.level"] for r in runs)
+    assert levels == ["child"] * 4 + ["parent"]
+
+    assert main(["-q", "run", *common, "--encoder", "toy_noisy", "--no-mlflow"]) == 0
+    capsys.readouterr()
+    assert main(["compare", "--task", "toy_blobs", "--encoder-a", "toy_stats", "--encoder-b", "toy_noisy", "--out", "res",
+                 "--n-boot", "100", "--n-perm", "100"]) == 0  # fmt: skip
+    table = capsys.readouterr().out
+    line = next(l for l in table.splitlines() if l.strip().startswith("auc"))
+    assert float(line.split()[3]) > 0  # A - B
+
+
+def test_run_reports_library_errors(toy, capsys) -> None:
+    assert main(["run", "--task", "toy_blobz", "--encoder", "toy_stats", "--no-mlflow"]) == 2
+    assert "Did you mean 'toy_blobs'" in capsys.readouterr().err
+    code = main(["-q", "run", "--task", "toy_blobs", "--data-dir", str(toy), "--encoder", "toy_stats", "--fractions", "1.0", "1.5", "--seeds", "0", "--no-mlflow"])
+    assert code == 2 and "fractions must lie in (0, 1]" in capsys.readouterr().err

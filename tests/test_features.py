@@ -1,0 +1,207 @@
+"""Feature extraction: index-addressed results, resumable cache, per-lesion errors, both encoder styles, CLI."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from lesionbench.benchmark.errors import ImageError
+from lesionbench.benchmark.features import extract_features
+from lesionbench.benchmark.plugins import ENCODERS
+from lesionbench.benchmark.testing import check_encoder
+from lesionbench.benchmark.types import EncoderMeta, PatchSpec
+
+
+class PatchStats:
+    """A cheap deterministic patch encoder: a few statistics of the patch centre. Counts what it encodes."""
+
+    def __init__(self, version: str = "1", batch_size: int = 3):
+        self.meta = EncoderMeta(name="patch-stats", version=version, feature_dim=4, patch=PatchSpec())
+        self.batch_size = batch_size
+        self.encoded = 0
+        self.fail_after: int | None = None
+
+    def encode(self, patches: np.ndarray) -> np.ndarray:
+        if self.fail_after is not None and self.encoded + len(patches) > self.fail_after:
+            raise KeyboardInterrupt  # a run killed midway
+        self.encoded += len(patches)
+        c = patches[:, 0, 20:30, 20:30, 20:30]
+        return np.stack([c.mean((1, 2, 3)), c.std((1, 2, 3)), patches[:, 0].mean((1, 2, 3)), patches[:, 0, 25, 25, 25]], axis=1).astype(np.float32)
+
+
+class ImageStats:
+    """An image encoder (style b): mean HU in a ball of diameter_mm around each seed."""
+
+    def __init__(self):
+        self.meta = EncoderMeta(name="image-stats", version="1", feature_dim=2, patch=PatchSpec())
+
+    def encode_lesions(self, image, lesions: pd.DataFrame) -> np.ndarray:
+        arr = sitk.GetArrayViewFromImage(image)
+        out = []
+        for r in lesions.itertuples():
+            idx = np.round(image.TransformPhysicalPointToContinuousIndex((r.coordX, r.coordY, r.coordZ))).astype(int)
+            x, y, z = idx
+            out.append([float(arr[z - 1 : z + 2, y - 1 : y + 2, x - 1 : x + 2].mean()), float(r.diameter_mm)])
+        return np.asarray(out, dtype=np.float32)
+
+
+def _cohort(tmp_path, n_images: int = 3, per_image: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n_images):
+        arr = rng.normal(-500, 200, (20 + 2 * i, 40, 44)).astype(np.int16)
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing((0.9, 0.8, 2.0))
+        img.SetOrigin((10.0 * i, -20.0, 100.0))
+        path = tmp_path / f"img{i}.nii.gz"
+        sitk.WriteImage(img, str(path))
+        for k in range(per_image):
+            idx = (8 + 9 * k, 10 + 7 * k, 4 + 3 * k)
+            pt = img.TransformIndexToPhysicalPoint(idx)
+            rows.append({"lesion_id": f"P{i}L{k}", "image_path": str(path), "coordX": pt[0], "coordY": pt[1], "coordZ": pt[2], "diameter_mm": 5.0 + k})
+    return pd.DataFrame(rows)
+
+
+def test_fake_encoders_pass_check_encoder():
+    check_encoder(PatchStats())
+    check_encoder(ImageStats())
+
+
+def test_features_in_row_order_and_cached(tmp_path):
+    df = _cohort(tmp_path)
+    enc = PatchStats()
+    f = extract_features(df, enc, cache_dir=tmp_path / "cache", progress=False)
+    assert f.shape == (9, 4) and f.dtype == np.float32 and enc.encoded == 9
+    # row order: a shuffled manifest gives the shuffled features
+    perm = np.random.default_rng(1).permutation(9)
+    enc2 = PatchStats()
+    g = extract_features(df.iloc[perm], enc2, cache_dir=tmp_path / "cache", progress=False)
+    np.testing.assert_array_equal(g, f[perm])
+    assert enc2.encoded == 0  # all from the cache
+    # uncached extraction agrees
+    np.testing.assert_allclose(extract_features(df, PatchStats(), cache=False, progress=False), f, rtol=1e-6)
+
+
+def test_interrupted_run_resumes_with_missing_lesions_only(tmp_path):
+    df = _cohort(tmp_path)
+    enc = PatchStats(batch_size=2)
+    enc.fail_after = 5  # dies in the third batch: four lesions are done and cached
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(df, enc, cache_dir=tmp_path / "cache", progress=False)
+    assert enc.encoded == 4
+    enc.fail_after = None
+    enc.encoded = 0
+    f = extract_features(df, enc, cache_dir=tmp_path / "cache", progress=False)
+    assert enc.encoded == 5
+    np.testing.assert_allclose(f, extract_features(df, PatchStats(), cache=False, progress=False), rtol=1e-6)
+
+
+def test_any_key_change_misses_the_cache(tmp_path):
+    df = _cohort(tmp_path, n_images=2, per_image=2)
+    cache = tmp_path / "cache"
+    extract_features(df, PatchStats(), cache_dir=cache, progress=False)
+    enc = PatchStats(version="2")  # encoder version (same for weights digest and settings: all in the fingerprint)
+    extract_features(df, enc, cache_dir=cache, progress=False)
+    assert enc.encoded == 4
+    moved = df.copy()  # a seed point moves
+    moved.loc[0, "coordX"] += 0.5
+    enc = PatchStats()
+    extract_features(moved, enc, cache_dir=cache, progress=False)
+    assert enc.encoded == 1
+    st = os.stat(df["image_path"][2])  # an image is rewritten (new mtime)
+    os.utime(df["image_path"][2], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    enc = PatchStats()
+    extract_features(df, enc, cache_dir=cache, progress=False)
+    assert enc.encoded == 2
+
+
+def test_failed_lesions_reported_once_after_the_rest_is_cached(tmp_path):
+    df = _cohort(tmp_path, n_images=2, per_image=2)
+    bad = pd.DataFrame(
+        [
+            {"lesion_id": "gone", "image_path": str(tmp_path / "missing.nii.gz"), "coordX": 0.0, "coordY": 0.0, "coordZ": 0.0, "diameter_mm": 5.0},
+            {"lesion_id": "far", "image_path": df["image_path"][0], "coordX": 5000.0, "coordY": 0.0, "coordZ": 0.0, "diameter_mm": 5.0},
+        ]
+    )
+    (tmp_path / "broken.nii.gz").write_bytes(b"not an image")
+    broken = bad.iloc[:1].assign(lesion_id="broken", image_path=str(tmp_path / "broken.nii.gz"))
+    full = pd.concat([df.iloc[:2], bad, df.iloc[2:], broken], ignore_index=True)
+    enc = PatchStats()
+    with pytest.raises(ImageError) as err:
+        extract_features(full, enc, cache_dir=tmp_path / "cache", progress=False)
+    msg = str(err.value)
+    assert "3 of 7 lesions failed" in msg
+    assert "row 3 (lesion_id gone)" in msg and "missing.nii.gz" in msg and "not found" in msg
+    assert "row 4 (lesion_id far)" in msg and "outside the image" in msg
+    assert "row 7 (lesion_id broken)" in msg and "could not read image" in msg
+    assert enc.encoded == 4
+    enc2 = PatchStats()
+    extract_features(df, enc2, cache_dir=tmp_path / "cache", progress=False)
+    assert enc2.encoded == 0  # the good lesions were kept
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_image_encoder_style(tmp_path, workers):
+    df = _cohort(tmp_path, n_images=3, per_image=2)
+    f = extract_features(df, ImageStats(), cache_dir=tmp_path / "cache", workers=workers, progress=False)
+    assert f.shape == (6, 2)
+    np.testing.assert_array_equal(f[:, 1], df["diameter_mm"].to_numpy(np.float32))
+    # the diameter is part of an image encoder's lesion key
+    f2 = extract_features(df.assign(diameter_mm=df["diameter_mm"] + 1), ImageStats(), cache_dir=tmp_path / "cache", progress=False)
+    np.testing.assert_array_equal(f2[:, 1], f[:, 1] + 1)
+
+
+def test_workers_give_the_same_patch_features(tmp_path):
+    df = _cohort(tmp_path)
+    a = extract_features(df, PatchStats(), cache=False, progress=False)
+    b = extract_features(df, PatchStats(), cache=False, workers=2, progress=False)
+    np.testing.assert_array_equal(a, b)
+
+
+def _register_temporarily(monkeypatch, registry, name, factory):
+    registry.names()  # load the built-ins and entry points first, so that the restored registry keeps them
+    monkeypatch.setattr(registry, "_factories", dict(registry._factories))
+    monkeypatch.setattr(registry, "_origins", dict(registry._origins))
+    registry.add(name, factory)
+
+
+def test_cli_extract_is_a_get_features_drop_in(tmp_path, monkeypatch):
+    from lesionbench.cli import main
+
+    df = _cohort(tmp_path, n_images=2, per_image=2)
+    table = df[["image_path", "coordX", "coordY", "coordZ", "lesion_id"]].copy()
+    table["image_path"] = [os.path.basename(p) for p in table["image_path"]]  # relative to the CSV
+    table.to_csv(tmp_path / "seeds.csv", index=False)
+    _register_temporarily(monkeypatch, ENCODERS, "patch-stats-test", PatchStats)
+    monkeypatch.chdir("/")
+    for out in ("out.csv", "out.parquet"):
+        assert main(["extract", str(tmp_path / "seeds.csv"), "--encoder", "patch-stats-test", "-o", str(tmp_path / out)]) == 0
+        res = pd.read_csv(tmp_path / out) if out.endswith(".csv") else pd.read_parquet(tmp_path / out)
+        assert list(res.columns) == list(table.columns) + [f"pred_{i}" for i in range(4)]
+        assert list(res["image_path"]) == list(table["image_path"])
+        np.testing.assert_allclose(res[[f"pred_{i}" for i in range(4)]].to_numpy(), extract_features(df, PatchStats(), cache=False, progress=False), rtol=1e-6)
+    assert main(["extract", str(tmp_path / "seeds.csv"), "--encoder", "patch-stats-tst", "-o", str(tmp_path / "x.csv")]) == 2
+
+
+def test_cli_extract_task(tmp_path, monkeypatch):
+    from lesionbench.benchmark.manifest import ManifestTask
+    from lesionbench.benchmark.plugins import TASKS
+    from lesionbench.benchmark.types import TaskKind, TaskMeta
+    from lesionbench.cli import main
+
+    class Tiny(ManifestTask):
+        meta = TaskMeta(name="tiny-extract", version="1", kind=TaskKind.BINARY, description="t", main_metric="auc", metrics=("auc",))
+
+    df = _cohort(tmp_path, n_images=2, per_image=2)
+    df.assign(patient_id=["a", "a", "b", "b"], split=["train", "test"] * 2, label=[0, 1, 0, 1]).to_csv(tmp_path / "manifest.csv", index=False)
+    _register_temporarily(monkeypatch, TASKS, "tiny-extract", Tiny)
+    _register_temporarily(monkeypatch, ENCODERS, "patch-stats-test", PatchStats)
+    out = tmp_path / "task.parquet"
+    assert main(["extract", "--task", "tiny-extract", "--data-dir", str(tmp_path), "--encoder", "patch-stats-test", "-o", str(out)]) == 0
+    res = pd.read_parquet(out)
+    assert list(res["lesion_id"]) == list(df["lesion_id"]) and res.columns[-1] == "pred_3"
+    np.testing.assert_allclose(res[[f"pred_{i}" for i in range(4)]].to_numpy(), extract_features(df, PatchStats(), cache=False, progress=False), rtol=1e-6)

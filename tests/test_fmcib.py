@@ -1,0 +1,176 @@
+"""FMCIB: weight-loading audit, download and digest checks, and the encoder contract with random weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from lesionbench.baselines import fmcib as fm
+from lesionbench.benchmark.errors import WeightsError
+from lesionbench.benchmark.plugins import get_encoder
+from lesionbench.benchmark.testing import check_encoder
+
+
+def _meta_trunk():
+    # the real architecture without allocating its 704 MiB: keys and shapes are all the audit needs
+    with torch.device("meta"):
+        return fm.build_trunk()
+
+
+@pytest.fixture(scope="module")
+def trunk_state():
+    """The real FMCIB trunk's state dict (322 keys, meta tensors)."""
+    return _meta_trunk().state_dict()
+
+
+def test_real_trunk_keys_and_strict_audit(trunk_state):
+    trunk = _meta_trunk()
+    assert len(trunk_state) == 322 and "conv1.weight" in trunk_state and not any(k.startswith("fc.") for k in trunk_state)
+    assert tuple(trunk_state["conv1.weight"].shape) == (128, 1, 7, 7, 7)
+    assert fm.load_trunk_weights(trunk, trunk_state) == 322
+
+    missing = {k: v for k, v in trunk_state.items() if k != "layer2.0.downsample.0.bias"}
+    with pytest.raises(WeightsError, match=r"1 missing key\(s\): layer2.0.downsample.0.bias"):
+        fm.load_trunk_weights(trunk, missing)
+    extra = dict(trunk_state, **{"fc.weight": torch.zeros(2, 4096)})
+    with pytest.raises(WeightsError, match=r"1 unexpected key\(s\): fc.weight"):
+        fm.load_trunk_weights(trunk, extra)
+    shaped = dict(trunk_state, **{"conv1.weight": torch.zeros(128, 1, 3, 3, 3)})
+    with pytest.raises(WeightsError, match=r"mis-shaped key\(s\): conv1.weight \(128, 1, 3, 3, 3\)"):
+        fm.load_trunk_weights(trunk, shaped)
+
+
+def test_checkpoint_formats(trunk_state):
+    released = {"trunk_state_dict": trunk_state}
+    lighter = {"state_dict": {**{f"model.trunk.{k}": v for k, v in trunk_state.items()}, "model.heads.0.weight": torch.zeros(1)}}
+    assert fm.trunk_state_dict(released).keys() == trunk_state.keys()
+    assert fm.trunk_state_dict(lighter).keys() == trunk_state.keys()
+    with pytest.raises(WeightsError, match="neither 'trunk_state_dict'"):
+        fm.trunk_state_dict({"model": trunk_state})
+    with pytest.raises(WeightsError, match="without 'model.trunk"):
+        fm.trunk_state_dict({"state_dict": {"model.heads.0.weight": torch.zeros(1)}})
+    with pytest.raises(WeightsError, match="not a checkpoint dictionary"):
+        fm.trunk_state_dict([1, 2])
+
+
+def _small_trunk():
+    """A small trunk of the same family for file-level tests (the real one is 704 MiB on disk)."""
+    from monai.networks.nets import resnet10
+
+    return resnet10(pretrained=False, n_input_channels=1, widen_factor=0.25, conv1_t_stride=2, feed_forward=False, bias_downsample=True)
+
+
+@pytest.fixture
+def small(monkeypatch, tmp_path):
+    monkeypatch.setattr(fm, "build_trunk", _small_trunk)
+    torch.manual_seed(3)
+    sd = _small_trunk().state_dict()
+    path = tmp_path / "model_weights.torch"
+    torch.save({"trunk_state_dict": sd}, path)
+    return path, sd
+
+
+def test_load_released_and_lighter_files(small, tmp_path):
+    path, sd = small
+    enc = get_encoder("fmcib", weights=path, threads=1)
+    assert enc.meta.weights_sha256 == fm.sha256_file(path)
+    assert fm.resolve_weights(path)[1] == enc.meta.weights_sha256  # remembered digest
+    torch.save({"trunk_state_dict": {k: v + 1 if v.is_floating_point() else v for k, v in sd.items()}}, path)
+    assert fm.resolve_weights(path)[1] == fm.sha256_file(path) != enc.meta.weights_sha256  # rewritten: re-hashed
+    assert torch.equal(enc.trunk.state_dict()["conv1.weight"], sd["conv1.weight"])
+    lighter = tmp_path / "epoch=10.ckpt"
+    torch.save({"state_dict": {f"model.trunk.{k}": v for k, v in sd.items()}, "epoch": 10}, lighter)
+    torch.save({"trunk_state_dict": sd}, path)
+    enc = get_encoder("fmcib", weights=path, threads=1)
+    enc2 = get_encoder("fmcib", weights=lighter, threads=1)
+    x = np.random.default_rng(0).random((2, 1, 20, 20, 20), dtype=np.float32)
+    enc.meta.feature_dim  # noqa: B018
+    np.testing.assert_array_equal(enc.trunk(torch.from_numpy(x)).detach().numpy(), enc2.trunk(torch.from_numpy(x)).detach().numpy())
+    assert enc.meta.fingerprint() != enc2.meta.fingerprint()  # different files, different digests
+
+
+def test_device_errors(small):
+    from lesionbench.benchmark.errors import ConfigurationError
+
+    path, _ = small
+    with pytest.raises(ConfigurationError, match="Unknown torch device"):
+        get_encoder("fmcib", weights=path, device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigurationError, match="CUDA is not available"):
+            get_encoder("fmcib", weights=path, device="cuda")
+
+
+def test_missing_key_in_file_fails(small, tmp_path):
+    _, sd = small
+    bad = tmp_path / "bad.torch"
+    torch.save({"trunk_state_dict": {k: v for k, v in sd.items() if k != "bn1.running_mean"}}, bad)
+    with pytest.raises(WeightsError, match="missing key.*bn1.running_mean"):
+        get_encoder("fmcib", weights=bad)
+
+
+def test_corrupt_and_non_checkpoint_files(tmp_path):
+    garbage = tmp_path / "garbage.torch"
+    garbage.write_bytes(b"\x00not a checkpoint" * 100)
+    with pytest.raises(WeightsError, match="could not be read as a PyTorch checkpoint"):
+        fm.load_checkpoint(garbage)
+    pickled = tmp_path / "object.torch"
+    torch.save({"trunk_state_dict": {"conv1.weight": object()}}, pickled)  # not loadable with weights_only=True
+    with pytest.raises(WeightsError, match="could not be read"):
+        fm.load_checkpoint(pickled)
+    with pytest.raises(WeightsError, match="not found.*--weights"):
+        fm.resolve_weights(tmp_path / "nope.torch")
+
+
+def test_download_size_check_and_digest(small, tmp_path, monkeypatch):
+    path, _ = small
+    monkeypatch.setenv(fm.WEIGHTS_ENV, str(tmp_path / "weights"))
+    monkeypatch.setattr(fm, "WEIGHTS_URL", path.as_uri())
+    monkeypatch.setattr(fm, "WEIGHTS_SIZE", path.stat().st_size)
+    got, digest = fm.resolve_weights(None, progress=False)
+    assert got == tmp_path / "weights" / "model_weights.torch" and digest == fm.sha256_file(path)
+    side = json.loads((tmp_path / "weights" / "model_weights.torch.sha256.json").read_text())
+    assert side["sha256"] == digest and side["size"] == path.stat().st_size
+    assert fm.resolve_weights(None) == (got, digest)  # verified against the sidecar, no download
+    with open(got, "r+b") as f:  # damage the cached file
+        f.seek(100)
+        f.write(b"\xff\xff")
+    with pytest.raises(WeightsError, match="was recorded when they were downloaded"):
+        fm.resolve_weights(None)
+    got.unlink()
+    monkeypatch.setattr(fm, "WEIGHTS_SIZE", path.stat().st_size + 1)
+    with pytest.raises(WeightsError, match="expected"):
+        fm.resolve_weights(None, progress=False)
+    assert not got.exists()
+
+
+def test_offline_download_says_how_to_get_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(fm.WEIGHTS_ENV, str(tmp_path / "weights"))
+    monkeypatch.setattr(fm, "WEIGHTS_URL", (tmp_path / "offline" / "model_weights.torch").as_uri())
+    with pytest.raises(WeightsError, match="Could not download.*--weights PATH"):
+        get_encoder("fmcib", progress=False)
+
+
+def test_fmcib_random_init_passes_check_encoder():
+    enc = get_encoder("fmcib-random-init", seed=0, batch_size=2)
+    assert enc.meta.feature_dim == 4096 and enc.meta.patch.size == (50, 50, 50)
+    assert ("precision", "float32") in enc.meta.settings
+    check_encoder(enc, n=2)
+
+
+def test_bf16_is_recorded_and_close():
+    meta32, meta16 = fm.random_init_meta(1), fm.random_init_meta(1, bf16=True)
+    assert ("precision", "bf16-autocast") in meta16.settings
+    assert meta16.fingerprint() != meta32.fingerprint()  # bf16 features are cached apart
+    assert fm.random_init_meta(2).fingerprint() != meta32.fingerprint()
+    torch.manual_seed(1)
+    trunk = _small_trunk()
+    f32 = fm.FMCIBEncoder(trunk, replace(meta32, feature_dim=128), threads=1)
+    bf = fm.FMCIBEncoder(trunk, replace(meta16, feature_dim=128), bf16=True, threads=1)
+    x = np.random.default_rng(0).random((2, 1, 24, 24, 24), dtype=np.float32)
+    a, b = f32.encode(x), bf.encode(x)
+    assert b.dtype == np.float32 and not np.array_equal(a, b)
+    np.testing.assert_allclose(b, a, rtol=0.1, atol=0.05 * np.abs(a).max())

@@ -1,0 +1,182 @@
+"""End to end: evaluate() on fabricated tasks, every number re-derived from the saved files and from MLflow."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines.statistics import logrank_test
+from lifelines.utils import concordance_index
+from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
+
+from lesionbench.benchmark._fabricate import fabricate, fabricated_encoder_meta
+from lesionbench.benchmark.errors import ConfigurationError, SplitError
+from lesionbench.benchmark.metrics import bootstrap_ci
+from lesionbench.benchmark.scorer import compare_saved, evaluate, evaluate_features, load_result, read_predictions, result_dir
+from lesionbench.benchmark.types import EncoderMeta, PatchSpec, TaskResult
+
+FAST = {"fractions": (1.0, 0.5), "seeds": (0, 1), "n_boot": 60, "c_grid": (1e-2, 1.0), "refine": False, "progress": False}
+
+
+def _sk_metric(name: str, pred: pd.DataFrame) -> float:
+    """The metric straight from scikit-learn / lifelines on a saved predictions table (test rows)."""
+    test = pred[pred["split"] == "test"]
+    if "risk" in test:
+        if name == "c_index":
+            return concordance_index(test["time"], -test["risk"], test["event"])
+        known = test["label_2y"].notna()
+        return roc_auc_score(test.loc[known, "label_2y"], test.loc[known, "score"])
+    y = test["label"].to_numpy()
+    if "score" in test:
+        p = test["score"].to_numpy()
+        return {
+            "auc": lambda: roc_auc_score(y, p),
+            "average_precision": lambda: average_precision_score(y, p),
+            "balanced_accuracy": lambda: balanced_accuracy_score(y, (p > 0.5).astype(int)),
+        }[name]()
+    P = test[[c for c in test.columns if c.startswith("score_")]].to_numpy()
+    return {
+        "balanced_accuracy": lambda: balanced_accuracy_score(y, P.argmax(1)),
+        "map": lambda: np.mean([average_precision_score(y == k, P[:, k]) for k in range(P.shape[1])]),
+        "auc": lambda: roc_auc_score(y, P, multi_class="ovr"),
+    }[name]()
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    res = {}
+    for kind in ("multiclass", "binary", "survival"):
+        task, X = fabricate(kind, n_lesions=240, feature_dim=12, seed=11)
+        res[kind] = (task, X, evaluate_features(task.manifest(), X, task.meta, encoder=fabricated_encoder_meta(12), out_dir=out, **FAST))
+    return out, res
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "survival"])
+def test_every_number_agrees_with_sklearn_on_saved_predictions(results, kind) -> None:
+    out, res = results
+    task, X, result = res[kind]
+    rdir = result_dir(out, task.meta.name, "fabricated", "linear")
+    back = TaskResult.from_dict(json.loads((rdir / "result.json").read_text()))
+    assert back == result
+    assert len(result.runs) == 4 and {(r.fraction, r.seed) for r in result.runs} == {(1.0, 0), (1.0, 1), (0.5, 0), (0.5, 1)}
+    for run in result.runs:
+        pred = pd.read_csv(rdir / run.predictions_path, dtype={"lesion_id": str, "patient_id": str})
+        assert list(pred.columns[:3]) == ["lesion_id", "patient_id", "split"] and len(pred) == len(task.manifest())
+        for name, mv in run.metrics.items():
+            assert mv.value == pytest.approx(_sk_metric(name, pred), abs=1e-9), name
+            assert mv.ci_low <= mv.value <= mv.ci_high
+        # the CIs too: the resamples are seeded by (seed, fraction) and drawn by patient
+        test, y, scores = read_predictions(rdir / run.predictions_path, task.meta.kind)
+        again = bootstrap_ci(task.meta.kind, y, scores, list(run.metrics), n_boot=FAST["n_boot"],
+                             seed=[run.seed, int(round(run.fraction * 1_000_000))], groups=test["patient_id"])  # fmt: skip
+        assert again == run.metrics
+        sub = pd.read_csv(rdir / run.subset_path, dtype=str)
+        assert len(sub) == run.n_train and sub["subset_hash"].iloc[0] == run.params["subset_hash"]
+        assert run.params["C"] in (1e-2, 1.0)
+    assert set(result.summary()) == {1.0, 0.5} and result.extra["bootstrap_unit"] == "patient"
+
+
+def test_survival_extras_recomputed(results) -> None:
+    out, res = results
+    task, _, result = res["survival"]
+    df = task.manifest()
+    rdir = result_dir(out, task.meta.name, "fabricated", "linear")
+    for run in result.runs:
+        pred = pd.read_csv(rdir / run.predictions_path)
+        test = pred[pred["split"] == "test"]
+        sub = set(pd.read_csv(rdir / run.subset_path, dtype=str)["lesion_id"])
+        train = pred[pred["lesion_id"].astype(str).isin(sub)]
+        assert run.params["km_risk_threshold"] == pytest.approx(np.median(train["risk"]))
+        high = test["risk"] > run.params["km_risk_threshold"]
+        p = logrank_test(test["time"][high], test["time"][~high], test["event"][high], test["event"][~high]).p_value
+        assert run.params["logrank_p"] == pytest.approx(p)
+        early = ((test["time"] <= 730) & (test["event"] == 0)).sum()
+        assert run.params["n_censored_2y_excluded_test"] == early > 0
+        assert run.params["n_censored_2y_excluded_train"] == ((train["time"] <= 730) & (train["event"] == 0)).sum()
+    assert result.extra["n_censored_2y"]["test"] == int(((df["split"] == "test") & (df["time"] <= 730) & (df["event"] == 0)).sum())
+
+
+def test_leaks_refused_for_own_split_and_reported_for_published(tmp_path) -> None:
+    task, X = fabricate("binary", n_lesions=150, feature_dim=6, seed=3)
+    df = task.manifest()
+    counts = df[df["split"] == "train"].groupby("patient_id").size()
+    pid = counts.index[counts > 1][0]
+    df.loc[df.index[df["patient_id"] == pid][0], "split"] = "test"
+    with pytest.raises(SplitError, match=pid):
+        evaluate_features(df, X, task.meta, encoder=fabricated_encoder_meta(6), out_dir=tmp_path, **FAST)
+    meta = dataclasses.replace(task.meta, published_split=True)
+    r = evaluate_features(df, X, meta, encoder=fabricated_encoder_meta(6), out_dir=tmp_path, **FAST)
+    assert r.leaked_patients == (pid,)
+    assert json.loads((result_dir(tmp_path, meta.name, "fabricated", "linear") / "result.json").read_text())["leaked_patients"] == [pid]
+
+
+def test_feature_shape_checked(tmp_path) -> None:
+    task, X = fabricate("binary", n_lesions=60, feature_dim=4)
+    with pytest.raises(ConfigurationError, match="manifest order"):
+        evaluate_features(task.manifest(), X[:-1], task.meta, encoder=fabricated_encoder_meta(4), out_dir=tmp_path, **FAST)
+
+
+class _SpyEncoder:
+    """A trainable encoder whose patches carry their manifest row index, so fit() calls can be audited."""
+
+    def __init__(self, dim: int):
+        self.meta = EncoderMeta("spy", "1", dim, patch=PatchSpec(size=(2, 2, 2)), trainable=True)
+        self.fitted_rows: list[np.ndarray] = []
+        self.weights = None
+
+    def fit(self, patches, labels, *, val=None):
+        rows = patches[:, 0, 0, 0, 0].astype(int)
+        _SpyEncoder.calls.append((rows, np.asarray(labels), None if val is None else val[0][:, 0, 0, 0, 0].astype(int)))
+        self.weights = np.linspace(1, 2, self.meta.feature_dim)
+        x = patches[:, 1, 0, 0, 0]
+        self.sign = np.sign(x[labels == 1].mean() - x[labels == 0].mean())
+        return self
+
+    def encode(self, patches):
+        return (patches[:, 1, 0, 0, 0:1] * self.weights[None, :]).astype(np.float32)
+
+    def predict_proba(self, patches):
+        s = 1 / (1 + np.exp(-self.sign * patches[:, 1, 0, 0, 0]))
+        return np.column_stack([1 - s, s])
+
+
+def test_trainable_encoder_never_sees_test_labels(tmp_path) -> None:
+    task, X = fabricate("binary", n_lesions=200, feature_dim=1, signal=6.0, seed=8)
+    df = task.manifest()
+    n = len(df)
+    patches = np.zeros((n, 2, 2, 2, 2), np.float32)
+    patches[:, 0] = np.arange(n)[:, None, None, None]
+    patches[:, 1] = X[:, :1, None, None]
+    _SpyEncoder.calls = []
+    enc = _SpyEncoder(4)
+    result = evaluate(task, enc, out_dir=tmp_path, patches=patches, **FAST)
+    assert enc.weights is None  # the scorer fitted deep copies, never the caller's encoder
+    assert len(_SpyEncoder.calls) == len(result.runs)
+    split = df["split"].to_numpy()
+    for (rows, labels, val_rows), run in zip(_SpyEncoder.calls, result.runs):
+        assert set(split[rows]) == {"train"} and len(rows) == run.n_train
+        np.testing.assert_array_equal(labels, df["label"].to_numpy()[rows])
+        assert set(split[val_rows]) == {"val"}
+        assert run.params["head_metrics"]["auc"]["value"] > 0.7
+        head = pd.read_csv(result_dir(tmp_path, task.meta.name, "spy", "linear") / run.params["head_predictions_path"])
+        assert run.params["head_metrics"]["auc"]["value"] == pytest.approx(_sk_metric("auc", head))
+
+
+def test_compare_saved(results, tmp_path) -> None:
+    task, X, _ = results[1]["binary"]
+    rng = np.random.default_rng(0)
+    noisy = X + rng.normal(scale=5.0, size=X.shape).astype(np.float32)
+    for name, feats in (("good", X), ("noisy", noisy)):
+        evaluate_features(task.manifest(), feats, task.meta, encoder=fabricated_encoder_meta(X.shape[1], name), out_dir=tmp_path, **FAST)
+    rows = compare_saved(tmp_path, task.meta.name, "good", "noisy", fraction=1.0, seed=0, n_boot=100, n_perm=100)
+    by = {r.metric: r for r in rows}
+    good = load_result(result_dir(tmp_path, task.meta.name, "good", "linear")).runs[0].metrics["auc"].value
+    assert by["auc"].value_a == pytest.approx(good) and by["auc"].difference > 0 and by["auc"].p_value < 0.05
+    with pytest.raises(ConfigurationError, match="Encoders with results for this task: good, noisy"):
+        compare_saved(tmp_path, task.meta.name, "good", "nope")
+    with pytest.raises(ConfigurationError, match="no run with fraction 0.1"):
+        compare_saved(tmp_path, task.meta.name, "good", "noisy", fraction=0.1)

@@ -1,0 +1,115 @@
+"""The MLflow sink, read back with MLflow's own client from a temporary sqlite store."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pandas as pd
+import pytest
+
+from lesionbench.benchmark._fabricate import fabricate, fabricated_encoder_meta
+from lesionbench.benchmark.scorer import evaluate_features, result_dir
+from lesionbench.benchmark.tracking import LEVEL_TAG, log_result, resolve_tracking_uri
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+FAST = {"fractions": (1.0, 0.5), "seeds": (0, 1), "n_boot": 50, "c_grid": (1e-2, 1.0), "refine": False, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    logged = {}
+    for kind in ("multiclass", "survival"):
+        task, X = fabricate(kind, n_lesions=200, feature_dim=8, seed=2)
+        meta = task.meta
+        df = task.manifest()
+        if kind == "survival":  # a published split with one leaked patient: reported as a tag
+            counts = df[df["split"] == "train"].groupby("patient_id").size()
+            pid = counts.index[counts > 1][0]
+            df.loc[df.index[df["patient_id"] == pid][0], "split"] = "test"
+            meta = dataclasses.replace(meta, published_split=True)
+        r = evaluate_features(df, X, meta, encoder=fabricated_encoder_meta(8), out_dir=root / "out", **FAST)
+        logged[kind] = (r, log_result(r, result_dir(root / "out", meta.name, "fabricated", "linear"), tracking_uri=uri))
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri), logged, root
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "survival"])
+def test_parent_child_structure_params_metrics_artifacts(store, kind) -> None:
+    client, logged, root = store
+    result, pid = logged[kind]
+    assert pid is not None
+    parent = client.get_run(pid)
+    assert parent.data.tags[LEVEL_TAG] == "parent" and parent.info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(pid)} >= {"result.json", "low_data_curve.png"}
+    exp = parent.info.experiment_id
+    children = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{pid}'")
+    assert len(children) == len(result.runs) == 4
+    by_key = {(float(c.data.params["fraction"]), int(c.data.params["seed"])): c for c in children}
+    for run in result.runs:
+        child = by_key[(run.fraction, run.seed)]
+        assert child.data.tags[LEVEL_TAG] == "child"
+        p = child.data.params
+        assert p["task.name"] == result.task.name and p["task.version"] == result.task.version
+        assert p["encoder.name"] == "fabricated" and p["encoder.version"] == "0" and p["encoder.weights_sha256"] == "0" * 64
+        assert int(p["n_train"]) == run.n_train and float(p["C"]) == run.params["C"]
+        assert p["split_hash"] == result.split_hash and p["subset_hash"] == run.params["subset_hash"]
+        assert p["lesionbench_version"] == result.lesionbench_version
+        for m, v in run.metrics.items():
+            assert child.data.metrics[m] == pytest.approx(v.value)
+            assert child.data.metrics[f"{m}_ci_low"] == pytest.approx(v.ci_low)
+            assert child.data.metrics[f"{m}_ci_high"] == pytest.approx(v.ci_high)
+        arts = {a.path for d in ("predictions", "subsets", "plots") for a in client.list_artifacts(child.info.run_id, d)}
+        expected = {f"predictions/frac{run.fraction:g}_seed{run.seed}.csv", f"subsets/frac{run.fraction:g}_seed{run.seed}.csv", "plots/roc.png", "plots/pr.png"}
+        if kind == "survival":
+            expected.add("plots/km.png")
+        assert expected <= arts
+
+
+def test_logged_metrics_recomputed_from_logged_predictions(store, tmp_path) -> None:
+    """What the issue's reviewer will do: download a child's predictions and recompute its metrics."""
+    from lifelines.utils import concordance_index
+    from sklearn.metrics import balanced_accuracy_score
+
+    client, logged, _ = store
+    for kind, metric in (("multiclass", "balanced_accuracy"), ("survival", "c_index")):
+        result, pid = logged[kind]
+        child = client.search_runs([client.get_run(pid).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{pid}'")[0]
+        name = f"frac{float(child.data.params['fraction']):g}_seed{child.data.params['seed']}.csv"
+        path = client.download_artifacts(child.info.run_id, f"predictions/{name}", str(tmp_path))
+        test = pd.read_csv(path).query("split == 'test'")
+        if kind == "survival":
+            value = concordance_index(test["time"], -test["risk"], test["event"])
+        else:
+            value = balanced_accuracy_score(test["label"], test.filter(like="score_").to_numpy().argmax(1))
+        assert child.data.metrics[metric] == pytest.approx(value, abs=1e-12)
+
+
+def test_leaked_patients_tagged(store) -> None:
+    client, logged, _ = store
+    result, pid = logged["survival"]
+    tags = client.get_run(pid).data.tags
+    assert tags["lesionbench.leaked_patients"] == "1" and tags["lesionbench.leaked_patient_ids"] == result.leaked_patients[0]
+    assert client.get_run(logged["multiclass"][1]).data.tags["lesionbench.leaked_patients"] == "0"
+
+
+def test_failed_mlflow_write_warns_and_keeps_result(store, tmp_path) -> None:
+    _, logged, root = store
+    result, _ = logged["multiclass"]
+    rdir = result_dir(root / "out", result.task.name, "fabricated", "linear")
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    with pytest.warns(UserWarning, match="MLflow logging .* failed .* local result .* is kept"):
+        assert log_result(result, rdir, tracking_uri=f"sqlite:///{blocker / 'mlflow.db'}") is None
+    assert (rdir / "result.json").is_file()
+
+
+def test_default_tracking_uri(monkeypatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri() == "sqlite:///mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert resolve_tracking_uri() == "http://127.0.0.1:5000"
+    assert resolve_tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
