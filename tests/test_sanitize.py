@@ -29,7 +29,7 @@ def test_drops_on_training_rows_and_reports() -> None:
     X, _ = _features()
     s = FeatureSanitizer().fit(X[:30])
     assert s.keep_.tolist() == [True, False, False, False, False, True]
-    assert s.report_ == {"n_features_in": 6, "n_kept": 2, "n_dropped_nonfinite": 2, "n_dropped_constant": 2}
+    assert s.report_ == {"n_features_in": 6, "n_kept": 2, "n_dropped_nonfinite": 2, "n_dropped_constant": 2, "n_failed_rows": 0}
     out = s.transform(X[30:])
     assert out.shape == (10, 2)
     np.testing.assert_array_equal(out, X[30:][:, [0, 5]])
@@ -48,6 +48,19 @@ def test_decision_uses_the_training_rows_only() -> None:
     assert out[5, 2] == pytest.approx(np.median(X[10:, 2]))
     with pytest.raises(NonFiniteFeatureError, match="2 non-finite"):
         FeatureSanitizer(on_nonfinite="raise").fit(X[10:]).transform(X[:10])
+
+
+def test_a_failed_lesion_does_not_drop_every_column() -> None:
+    X, y = _features()
+    X[7] = np.nan  # radiomics fills a failed lesion's row with NaN
+    s = FeatureSanitizer().fit(X[:30])
+    assert s.keep_.tolist() == [True, False, False, False, False, True]
+    assert s.report_["n_failed_rows"] == 1
+    with pytest.warns(UserWarning, match="replaced 2 non-finite"):
+        out = s.transform(X[:30])
+    np.testing.assert_allclose(out[7], np.median(np.delete(X[:30], 7, axis=0)[:, [0, 5]], axis=0))
+    with pytest.raises(ConfigurationError, match="every extraction failed"):
+        FeatureSanitizer().fit(np.full((3, 4), np.nan))
 
 
 def test_feature_names_and_pipeline() -> None:

@@ -7,8 +7,10 @@ pipeline and is refitted (``clone``) for every (fraction, seed) run::
 
     make_pipeline(FeatureSanitizer(), StandardScaler(), LogisticRegression(...))
 
-At ``fit`` it keeps the columns that are finite for every training row and not constant; it imputes
-nothing in the training data. At ``transform`` a non-finite value left in a kept column (a lesion
+At ``fit`` it keeps the columns that are finite for every training row and not constant. Rows with no
+finite value at all (a lesion whose extraction failed) are left out of that decision, otherwise a
+single failed lesion would drop every column; they are counted (``n_failed_rows``) and, like any
+stray non-finite value, replaced by training medians in ``transform``. At ``transform`` a non-finite value left in a kept column (a lesion
 outside the training subset whose extraction failed) is replaced by that column's training median,
 counted in ``n_imputed_`` and warned about, because a probe cannot score a NaN; pass
 ``on_nonfinite="raise"`` to refuse instead. What was dropped is in ``report_``.
@@ -50,8 +52,8 @@ class FeatureSanitizer(TransformerMixin, BaseEstimator):
     ----------
     keep_ : ndarray of bool, shape (n_features_in_,)
     medians_ : ndarray, the kept columns' training medians
-    report_ : dict with n_features_in, n_kept, n_dropped_nonfinite, n_dropped_constant and, when
-        ``feature_names_in_`` is known, the dropped names.
+    report_ : dict with n_features_in, n_kept, n_dropped_nonfinite, n_dropped_constant,
+        n_failed_rows and, when ``feature_names_in_`` is known, the dropped names.
     n_imputed_ : number of values replaced by the last ``transform``.
     """
 
@@ -69,19 +71,29 @@ class FeatureSanitizer(TransformerMixin, BaseEstimator):
         self.n_features_in_ = arr.shape[1]
         if names is not None:
             self.feature_names_in_ = np.asarray([str(c) for c in names], dtype=object)
-        finite = np.isfinite(arr).all(axis=0)
-        sub = arr[:, finite]
+        # A row with no finite value at all is a lesion whose extraction failed (radiomics fills NaN):
+        # it says nothing about the columns, and letting it decide would drop every column at once.
+        failed = ~np.isfinite(arr).any(axis=1)
+        if failed.all():
+            raise ConfigurationError(
+                f"FeatureSanitizer: all {arr.shape[0]} training rows are entirely NaN/inf (every extraction failed)."
+            )
+        ok = arr[~failed]
+        finite = np.isfinite(ok).all(axis=0)
+        sub = ok[:, finite]
         med = np.zeros(arr.shape[1])
         med[finite] = np.median(sub, axis=0)
         constant = np.zeros(arr.shape[1], dtype=bool)
         constant[finite] = (sub.max(axis=0) - sub.min(axis=0)) <= self.constant_tol * np.maximum(1.0, np.abs(med[finite]))
         self.keep_ = finite & ~constant
         self.medians_ = med[self.keep_]
+        self.n_failed_rows_ = int(failed.sum())
         self.report_ = {
             "n_features_in": int(arr.shape[1]),
             "n_kept": int(self.keep_.sum()),
             "n_dropped_nonfinite": int((~finite).sum()),
             "n_dropped_constant": int(constant.sum()),
+            "n_failed_rows": self.n_failed_rows_,
         }
         if names is not None:
             self.report_["dropped_nonfinite"] = [str(n) for n in self.feature_names_in_[~finite]]
