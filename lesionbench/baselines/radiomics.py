@@ -42,9 +42,8 @@ exactly and PyRadiomics on the whole image only up to that sub-millimetre grid s
 once by running the extractor on a small phantom. A lesion whose extraction fails (for example a
 region of a single voxel) gets a row of NaN, with a warning naming the lesion. NaN, infinite and
 constant features are dropped when the probe is fitted, decided on the training subset only
-(the scorer's :class:`lesionbench.benchmark.probes.FeatureFilter`; the stand-alone scikit-learn
-transformer :class:`lesionbench.benchmark.sanitize.FeatureSanitizer` does the same and also keeps an
-all-NaN row of a failed lesion from dropping every column).
+(the scorer's :class:`lesionbench.benchmark.probes.FeatureFilter`, which also keeps the all-NaN row
+of a failed lesion from dropping every column).
 """
 
 from __future__ import annotations
