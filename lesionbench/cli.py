@@ -469,8 +469,59 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+
+# ---------------------------------------------------------------------------------------- demo
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="Run the whole benchmark on the embedded synthetic cohort (generated when absent).",
+        description="Generate the synthetic CT cohort when absent, run every available encoder on the three synthetic "
+        "tasks (features through the cache, limited-label probes, bootstrap CIs), log every run to MLflow and build "
+        "the leaderboard. Offline, FMCIB's released weights cannot be fetched: the demo says so once and runs the "
+        "same architecture with random weights (fmcib-random-init) as a labelled control.",
+    )
+    p.add_argument("--out", type=Path, default=Path("lesionbench-results"), help="results folder (default: ./lesionbench-results)")
+    p.add_argument("--data-dir", type=Path, help="synthetic cohort folder (default: $LESIONBENCH_DATA/synthetic)")
+    p.add_argument("--patients", type=int, help="cohort size when it is generated (default: the synthetic default)")
+    p.add_argument("--encoders", nargs="+", help="encoders to run (default: every available one)")
+    p.add_argument("--weights", type=Path, help="FMCIB weights file (model_weights.torch) if you have it")
+    p.add_argument("--fractions", type=float, nargs="+", help="training fractions (default: 1.0 0.5 0.2 0.1)")
+    p.add_argument("--seeds", type=int, nargs="+", help="subset seeds (default: 0 1 2 3 4)")
+    p.add_argument("--full", action="store_true", help="also run the heavy variants (supervised-resnet50, full radiomics)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument("--no-mlflow", action="store_true", help="write the local results only")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from lesionbench.demo import run_demo
+
+    report = run_demo(
+        out_dir=args.out,
+        data_dir=args.data_dir,
+        tracking_uri=args.tracking_uri,
+        encoders=args.encoders,
+        fractions=args.fractions,
+        seeds=args.seeds,
+        weights=str(args.weights) if args.weights else None,
+        full=args.full,
+        patients=args.patients,
+        use_mlflow=not args.no_mlflow,
+        progress=not args.quiet,
+    )
+    for result in report.results:
+        sys.stdout.write(_summary_table(result) + "\n")
+    for what, why in report.skipped.items():
+        sys.stdout.write(f"skipped {what}: {why.splitlines()[0]}\n")
+    sys.stdout.write("time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in report.timings.items()) + "\n")
+    if report.leaderboard is not None:
+        sys.stdout.write(f"leaderboard: open {report.leaderboard.resolve()} in a browser\n")
+    return 0 if report.results else 1
+
+
 # ------------------------------------------------------------------------------------- parser
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_demo,
     _add_tasks,
     _add_validate,
     _add_prepare,

@@ -10,7 +10,7 @@ from sklearn.preprocessing import StandardScaler
 
 from lesionbench.benchmark._fabricate import fabricate
 from lesionbench.benchmark.errors import UnknownNameError
-from lesionbench.benchmark.probes import C_GRID, LinearProbe, SurvivalProbe, make_probe
+from lesionbench.benchmark.probes import C_GRID, LinearProbe, ProbeError, SurvivalProbe, make_probe
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +106,46 @@ def test_survival_probe_without_validation_split_uses_grouped_cv() -> None:
     probe = SurvivalProbe(c_grid=(1e-2, 1.0), refine=False, penalizer_grid=(0.1, 1.0)).fit(X[tr], t[tr], e[tr], groups=df["patient_id"].to_numpy()[tr])
     assert probe.penalizer_selection_ == "cv" and probe.classifier_.selection_ == "cv"
     assert all(np.isfinite(s) for _, s in probe.penalizer_search_)
+
+
+def _messy_features() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 6))
+    y = (X[:, 0] > 0).astype(int)
+    X[3, 1] = np.nan  # a NaN in a training row
+    X[5, 2] = np.inf  # an infinity in a training row
+    X[:, 3] = 7.25  # constant
+    X[:, 4] = 1e6 + 1e-9 * rng.normal(size=40)  # constant up to float noise
+    return X, y
+
+
+def test_feature_filter_decides_on_training_rows_only() -> None:
+    from lesionbench.benchmark.probes import FeatureFilter
+
+    X, _ = _messy_features()
+    f = FeatureFilter().fit(X[:30])
+    assert f.keep_.tolist() == [True, False, False, False, False, True]
+    assert (f.n_nonfinite_, f.n_constant_, f.n_failed_rows_) == (2, 2, 0)
+    np.testing.assert_array_equal(f.transform(X[30:]), X[30:][:, [0, 5]])
+    # Fitted on rows without the NaN/inf, columns 1 and 2 are kept and the other rows' values are imputed.
+    f = FeatureFilter().fit(X[10:])
+    assert f.keep_[1] and f.keep_[2]
+    out, n = f.transform_count(X[:10])
+    assert n == 2
+    assert out[3, 1] == pytest.approx(X[10:, 1].mean())
+
+
+def test_a_failed_lesion_does_not_drop_every_column() -> None:
+    """Radiomics fills a failed lesion's row with NaN: that row must not decide the columns."""
+    from lesionbench.benchmark.probes import FeatureFilter, LinearProbe
+
+    X, y = _messy_features()
+    X[7] = np.nan
+    f = FeatureFilter().fit(X[:30])
+    assert f.keep_.tolist() == [True, False, False, False, False, True]
+    assert f.n_failed_rows_ == 1 and f.report()["n_train_rows_without_features"] == 1
+    assert np.isfinite(f.transform(X[:30])).all()
+    probe = LinearProbe(metric="auc", n_classes=2, c_grid=(0.1, 1.0), refine=False).fit(X[:30], y[:30])
+    assert probe.predict_proba(X[30:]).shape == (10, 2)
+    with pytest.raises(ProbeError, match="no usable feature"):
+        FeatureFilter().fit(np.full((3, 4), np.nan))

@@ -56,24 +56,41 @@ class ProbeError(LesionbenchError, RuntimeError):
 
 
 class FeatureFilter(BaseEstimator):
-    """Drop features that are non-finite or constant on the training rows; impute stray non-finite values."""
+    """Drop features that are non-finite or constant on the training rows; impute stray non-finite values.
+
+    Decided on the training subset only (a fresh clone per run). A training row with no finite value
+    at all is a lesion whose extraction failed (radiomics fills such a row with NaN): it says nothing
+    about the columns and is left out of the decision, otherwise one failed lesion would drop every
+    column; it is counted in ``n_failed_rows_`` and imputed like any stray value. A column is constant
+    when its range is at most ``constant_tol * max(1, |median|)`` (float noise around a large value
+    would otherwise be blown up by standardisation).
+    """
+
+    def __init__(self, *, constant_tol: float = 1e-12):
+        self.constant_tol = constant_tol
 
     def fit(self, X: np.ndarray, y: Any = None) -> FeatureFilter:
         X = np.asarray(X, dtype=np.float64)
-        finite = np.isfinite(X).all(axis=0)
+        failed = ~np.isfinite(X).any(axis=1) if X.shape[1] else np.zeros(len(X), dtype=bool)
+        rows = X[~failed]
+        finite = np.isfinite(rows).all(axis=0) if len(rows) else np.zeros(X.shape[1], dtype=bool)
         const = np.ones(X.shape[1], dtype=bool)
-        if len(X):
-            const[finite] = np.ptp(X[:, finite], axis=0) == 0
+        if len(rows):
+            sub = rows[:, finite]
+            scale = np.maximum(1.0, np.abs(np.median(sub, axis=0))) if sub.size else np.ones(0)
+            const[finite] = np.ptp(sub, axis=0) <= self.constant_tol * scale
         self.n_features_in_ = X.shape[1]
+        self.n_failed_rows_ = int(failed.sum())
         self.n_nonfinite_ = int((~finite).sum())
         self.n_constant_ = int((finite & const).sum())
         self.keep_ = finite & ~const
         if not self.keep_.any():
             raise ProbeError(
-                f"All {X.shape[1]} features are non-finite or constant on the {len(X)} training lesions; "
-                "the encoder produced no usable feature. Check the encoder's output (e.g. with check_encoder)."
+                f"All {X.shape[1]} features are non-finite or constant on the {len(X)} training lesions "
+                f"({self.n_failed_rows_} of them with no finite feature at all); the encoder produced no usable "
+                "feature. Check the encoder's output (e.g. with check_encoder)."
             )
-        self.mean_ = X[:, self.keep_].mean(axis=0)
+        self.mean_ = rows[:, self.keep_].mean(axis=0)
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
@@ -88,7 +105,12 @@ class FeatureFilter(BaseEstimator):
         return X, int(bad.sum())
 
     def report(self) -> dict[str, int]:
-        return {"n_features": int(self.n_features_in_), "n_features_dropped_nonfinite": self.n_nonfinite_, "n_features_dropped_constant": self.n_constant_}
+        return {
+            "n_features": int(self.n_features_in_),
+            "n_features_dropped_nonfinite": self.n_nonfinite_,
+            "n_features_dropped_constant": self.n_constant_,
+            "n_train_rows_without_features": self.n_failed_rows_,
+        }
 
 
 def _n_folds(y: np.ndarray, groups: np.ndarray, wanted: int) -> int:

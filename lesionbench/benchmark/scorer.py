@@ -174,6 +174,9 @@ def evaluate(
     def provider(subset: Subset, train_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         idx = np.flatnonzero(train_mask & np.isfinite(train_labels))
         model = copy.deepcopy(encoder)
+        if hasattr(model, "n_classes") and model.n_classes is None:
+            # a head sized from the task, not from whichever classes the (small) subset happens to hold
+            model.n_classes = n_classes_of(meta, manifest) if meta.kind == TaskKind.MULTICLASS else 2
         model.fit(patches[idx], train_labels[idx].astype(int), val=val)
         X = np.asarray(model.encode(patches), dtype=np.float32)
         head = np.asarray(model.predict_proba(patches), dtype=float) if callable(getattr(model, "predict_proba", None)) else None
