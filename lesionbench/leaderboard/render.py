@@ -291,7 +291,7 @@ def _task_html(task: dict[str, Any], reveal: bool) -> str:
     main = task["main_metric"]
     parts = [
         f'<section class="task" id="{_slug(task)}"><h2>{_e(task["name"])}<span class="badges">'
-        f'<span class="badge">v{_e(task["version"])}</span><span class="badge kind">{_e(task["kind"])}</span></span></h2>',
+        f'<span class="badge" title="task version">{_e(task["version"])}</span><span class="badge kind">{_e(task["kind"])}</span></span></h2>',
         f'<p class="desc">{_e(_sentence(task["description"]))}Main metric: <b>{_e(metric_label(main))}</b>.</p>',
     ]
     if task["entries"]:
@@ -380,7 +380,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     for t in doc["tasks"]:
         main = t["main_metric"]
         others = [m for m in t["metrics"] if m != main]
-        out.append(f"## {t['name']} (v{t['version']}, {t['kind']})\n")
+        out.append(f"## {t['name']} (version {t['version']}, {t['kind']})\n")
         if t["entries"]:
             out.append("| Rank | Encoder | Probe | " + f"{metric_label(main)} (95% CI) | " + "".join(f"{metric_label(m)} | " for m in others) + "Rank interval | Δ vs top | p (Holm) |")
             out.append("|" + "---|" * (6 + len(others) + 1))

@@ -126,7 +126,7 @@ def test_provenance_is_carried(built: tuple[Path, dict]) -> None:
 def test_markdown_has_ranked_and_reference_tables(built: tuple[Path, dict]) -> None:
     index, doc = built
     md = (index.parent / "leaderboard.md").read_text()
-    assert "## luna16_malignancy (vtest-1, binary)" in md
+    assert "## luna16_malignancy (version test-1, binary)" in md
     assert "| Rank | Encoder | Probe | AUC (95% CI) |" in md
     assert "*FMCIB features + linear probe* [published] | 100% | 0.883 (0.825–0.933)" in md
     rows = [ln for ln in md.splitlines() if ln.startswith("| 1 | fmcib |")]
