@@ -187,7 +187,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
     if (args.predictions is None) == (args.features is None):
         raise ConfigurationError("Give either a predictions CSV or --features FILE (exactly one).")
-    from lesionbench.leaderboard.submit import resolve_tracking_uri
+    from lesionbench.benchmark.tracking import resolve_tracking_uri
 
     tracking = None if args.no_mlflow else resolve_tracking_uri(args.tracking_uri)
     task = get_task(args.task, data_dir=args.data_dir)

@@ -92,7 +92,7 @@ def test_run_logs_to_mlflow_and_compare(toy, tmp_path, capsys) -> None:
     common = ["--task", "toy_blobs", "--data-dir", str(toy), "--fractions", "1.0", "0.5", "--seeds", "0", "1", "--n-boot", "50", "--out", "res"]
     assert main(["-q", "run", *common, "--encoder", "toy_stats"]) == 0
     out = capsys.readouterr().out
-    assert "toy_blobs / toy_stats / linear" in out and "MLflow: sqlite:///mlflow.db" in out
+    assert "toy_blobs / toy_stats / linear" in out and f"MLflow: sqlite:///{(tmp_path / 'mlflow.db').resolve()}" in out
     assert (tmp_path / "mlflow.db").is_file()  # the default store: a sqlite file in the working directory
     result = json.loads((tmp_path / "res/toy_blobs/toy_stats/linear/result.json").read_text())
     assert {(r["fraction"], r["seed"]) for r in result["runs"]} == {(1.0, 0), (1.0, 1), (0.5, 0), (0.5, 1)}

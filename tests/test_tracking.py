@@ -107,9 +107,12 @@ def test_failed_mlflow_write_warns_and_keeps_result(store, tmp_path) -> None:
     assert (rdir / "result.json").is_file()
 
 
-def test_default_tracking_uri(monkeypatch) -> None:
+def test_default_tracking_uri(monkeypatch, tmp_path) -> None:
+    """Default: mlflow.db in the working directory, made absolute (MLflow caches stores by URI string)."""
+    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert resolve_tracking_uri() == "sqlite:///mlflow.db"
+    assert resolve_tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert resolve_tracking_uri() == "http://127.0.0.1:5000"
-    assert resolve_tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
+    assert resolve_tracking_uri("sqlite:///x.db") == f"sqlite:///{tmp_path.resolve() / 'x.db'}"
+    assert resolve_tracking_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"

@@ -46,11 +46,23 @@ LEVEL_TAG = "lesionbench.level"
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else the sqlite file ``mlflow.db`` in the working directory."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else the sqlite file ``mlflow.db`` in the working directory.
+
+    A relative sqlite path is made absolute: MLflow caches stores by URI string, so a relative one
+    would keep pointing at the first working directory it was used from.
+    """
+    return absolute_sqlite_uri(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
 
 
-def _artifact_location(uri: str, experiment: str) -> str | None:
+def absolute_sqlite_uri(uri: str) -> str:
+    """``sqlite:///relative.db`` -> ``sqlite:////abs/path/relative.db``; other URIs unchanged."""
+    m = re.match(r"sqlite:///(.+)$", uri)
+    if not m or Path(m.group(1)).expanduser().is_absolute():
+        return uri
+    return f"sqlite:///{Path(m.group(1)).expanduser().resolve()}"
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
     """For a sqlite store, keep artifacts beside the database file (MLflow would use ./mlruns of the cwd)."""
     m = re.match(r"sqlite:///(.+)$", uri)
     if not m:
@@ -89,7 +101,7 @@ def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool)
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment, artifact_location=_artifact_location(uri, experiment))
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment, artifact_location=artifact_location(uri, experiment))
     task, enc = result.task, result.encoder
     common_params = {
         "task.name": task.name,

@@ -93,23 +93,11 @@ def load_local_results(results_dir: str | Path) -> list[LoadedResult]:
 
 
 # -------------------------------------------------------------------------------------- mlflow
-def absolute_sqlite_uri(uri: str) -> str:
-    """``sqlite:///relative.db`` -> ``sqlite:////abs/path/relative.db``; other URIs unchanged.
-
-    MLflow caches stores by URI string, so a relative sqlite URI would keep pointing at the first
-    working directory it was used from.
-    """
-    import re
-
-    m = re.match(r"sqlite:///(.+)$", uri)
-    if not m or Path(m.group(1)).expanduser().is_absolute():
-        return uri
-    return f"sqlite:///{Path(m.group(1)).expanduser().resolve()}"
-
-
 def load_mlflow_results(tracking_uri: str, *, cache_dir: str | Path | None = None) -> list[LoadedResult]:
     """Results of every active parent run (tag ``lesionbench.level=parent``) in the tracking store."""
     from mlflow.tracking import MlflowClient
+
+    from lesionbench.benchmark.tracking import absolute_sqlite_uri
 
     tracking_uri = absolute_sqlite_uri(tracking_uri)
 

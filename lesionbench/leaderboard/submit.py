@@ -48,7 +48,7 @@ from lesionbench.benchmark.endpoints import two_year_label
 from lesionbench.benchmark.errors import ConfigurationError, SubmissionError
 from lesionbench.benchmark.types import EncoderMeta, MetricValue, SubsetResult, TaskKind, TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
-from lesionbench.leaderboard.collect import absolute_sqlite_uri
+from lesionbench.benchmark.tracking import absolute_sqlite_uri, artifact_location, resolve_tracking_uri
 
 logger = logging.getLogger(__name__)
 
@@ -513,26 +513,6 @@ def _probe_features(task: Any, manifest: pd.DataFrame, features: pd.DataFrame) -
 EXPERIMENT = "lesionbench"
 
 
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """The scorer's rule: ``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` here.
-
-    A relative sqlite path is made absolute: MLflow caches stores by URI string, so a relative one
-    would keep pointing at the first working directory it was used from.
-    """
-    from lesionbench.benchmark.tracking import resolve_tracking_uri as resolve
-
-    return absolute_sqlite_uri(resolve(uri))
-
-
-
-def _artifact_location(uri: str) -> str | None:
-    """For a sqlite store, artifacts beside the database (MLflow's default is ./mlruns of the cwd), as the scorer does."""
-    m = re.match(r"sqlite:///(.+)$", uri)
-    if not m:
-        return None
-    return (Path(m.group(1)).expanduser().resolve().parent / "mlartifacts" / EXPERIMENT).as_uri()
-
-
 def _log_submission(result: TaskResult, score: SubmissionScore, tracking_uri: str) -> str | None:
     """Log the submission as an MLflow parent run; a failed write warns and keeps the local result."""
     import tempfile
@@ -543,7 +523,7 @@ def _log_submission(result: TaskResult, score: SubmissionScore, tracking_uri: st
 
         client = MlflowClient(tracking_uri=tracking_uri)
         exp = client.get_experiment_by_name(EXPERIMENT)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(EXPERIMENT, artifact_location=_artifact_location(tracking_uri))
+        exp_id = exp.experiment_id if exp is not None else client.create_experiment(EXPERIMENT, artifact_location=artifact_location(tracking_uri, EXPERIMENT))
         sub = result.extra["submission"]
         run = client.create_run(
             exp_id,

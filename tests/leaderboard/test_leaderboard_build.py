@@ -284,7 +284,7 @@ def test_leaderboard_from_the_scorers_own_runs(fresh_tracking_uri: str, tmp_path
 
 
 def test_relative_sqlite_uris_are_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lesionbench.leaderboard.collect import absolute_sqlite_uri
+    from lesionbench.benchmark.tracking import absolute_sqlite_uri
 
     monkeypatch.chdir(tmp_path)
     assert absolute_sqlite_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
