@@ -205,3 +205,35 @@ def test_cli_extract_task(tmp_path, monkeypatch):
     res = pd.read_parquet(out)
     assert list(res["lesion_id"]) == list(df["lesion_id"]) and res.columns[-1] == "pred_3"
     np.testing.assert_allclose(res[[f"pred_{i}" for i in range(4)]].to_numpy(), extract_features(df, PatchStats(), cache=False, progress=False), rtol=1e-6)
+
+
+def test_truncated_gz_image_is_an_error_not_zero_filled(tmp_path):
+    # SimpleITK reads a truncated .nii.gz without error and fills the rest with zeros
+    from lesionbench.benchmark.features import read_image
+
+    arr = np.random.default_rng(1).normal(-500, 200, (30, 40, 44)).astype(np.int16)
+    whole = tmp_path / "whole.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(whole), True)
+    raw = whole.read_bytes()
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(raw[: len(raw) // 2])
+    assert read_image(whole).GetSize() == (44, 40, 30)
+    with pytest.raises(ImageError, match=r"cut\.nii\.gz is truncated or corrupt.*Re-download"):
+        read_image(cut)
+
+
+def test_unreadable_images_say_why(tmp_path):
+    from lesionbench.benchmark.features import read_image
+
+    text = tmp_path / "text.nii.gz"
+    text.write_text("hello\n")
+    with pytest.raises(ImageError) as err:
+        read_image(text)
+    msg = str(err.value)
+    assert "Unable to determine ImageIO reader" in msg and "text.nii.gz" in msg
+    assert "Exception thrown in SimpleITK" not in msg and ".cxx" not in msg  # no C++ source locations
+    img = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16))
+    sitk.WriteImage(img, str(tmp_path / "vol.mhd"))
+    (tmp_path / "vol.raw").unlink()
+    with pytest.raises(ImageError, match=r"voxel data file .*vol\.raw \(ElementDataFile in vol\.mhd\) is missing"):
+        read_image(tmp_path / "vol.mhd")

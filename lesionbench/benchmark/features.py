@@ -55,9 +55,13 @@ def read_image(path: str | Path):
     """Read a 3D image with SimpleITK (a file, or a folder holding one DICOM series)."""
     import SimpleITK as sitk
 
+    from lesionbench.benchmark._image_checks import gzip_truncation_problem, metaimage_data_file_problem, sitk_reason
+
     p = Path(path)
     if not p.exists():
         raise ImageError(f"image file not found: {p}")
+    if (problem := metaimage_data_file_problem(p)) is not None:
+        raise ImageError(problem)
     try:
         if p.is_dir():
             reader = sitk.ImageSeriesReader()
@@ -69,10 +73,14 @@ def read_image(path: str | Path):
         else:
             image = sitk.ReadImage(str(p))
     except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
-        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), str(exc))
-        raise ImageError(f"could not read image {p}: {first}") from exc
+        raise ImageError(
+            f"could not read image {p}: {sitk_reason(exc)}. Re-download or re-convert it (a complete NIfTI, MetaImage, NRRD or DICOM series)."
+        ) from exc
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise ImageError(f"{p} is not a 3D scalar image (dimension {image.GetDimension()}, {image.GetNumberOfComponentsPerPixel()} components).")
+    # ITK zero-fills a truncated .gz silently; the gzip trailer tells (4 bytes read in the usual case)
+    if (problem := gzip_truncation_problem(p, image.GetNumberOfPixels() * image.GetSizeOfPixelComponent())) is not None:
+        raise ImageError(problem)
     return image
 
 
