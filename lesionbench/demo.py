@@ -55,13 +55,10 @@ def run_demo(
     from lesionbench.benchmark.plugins import ENCODERS, get_encoder, get_task
     from lesionbench.tasks.synthetic import ensure_cohort
 
+    from lesionbench.benchmark.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS, check_sweep
+
     report = DemoReport()
     t0 = time.perf_counter()
-    root = Path(data_dir) if data_dir is not None else data_root() / "synthetic"
-    cohort_kw = {"patients": patients} if patients is not None else {}
-    ensure_cohort(root, progress=progress, **cohort_kw)
-    report.timings["cohort"] = time.perf_counter() - t0
-
     names = list(encoders) if encoders else [*DEFAULT_ENCODERS, *(FULL_ENCODERS if full else ())]
     if not encoders:  # third-party encoders installed through entry points join the demo too
         names += [n for n in ENCODERS.names() if n not in names and n not in FULL_ENCODERS and "entry point" in ENCODERS.origin(n)]
@@ -70,6 +67,14 @@ def run_demo(
         sweep["fractions"] = tuple(fractions)
     if seeds is not None:
         sweep["seeds"] = tuple(seeds)
+    # a typo must fail in a second, not after the cohort is generated and every run has failed alike
+    for name in names:
+        ENCODERS.get(name)
+    check_sweep(sweep.get("fractions", DEFAULT_FRACTIONS), sweep.get("seeds", DEFAULT_SEEDS))
+
+    root = Path(data_dir) if data_dir is not None else data_root() / "synthetic"
+    ensure_cohort(root, progress=progress, patients=_cohort_size(root, patients))
+    report.timings["cohort"] = time.perf_counter() - t0
 
     for enc_name in names:
         try:
@@ -105,3 +110,26 @@ def run_demo(
     report.timings["leaderboard"] = time.perf_counter() - t2
     report.timings["total"] = time.perf_counter() - t0
     return report
+
+
+def _cohort_size(root: Path, patients: int | None) -> int:
+    """The cohort size to use: an existing cohort in ``root`` is kept whatever its size (it is never
+    regenerated over); ``patients`` that differs from it is an error rather than an overwrite."""
+    import json
+
+    from lesionbench.benchmark.errors import ConfigurationError
+    from lesionbench.tasks.synthetic import DEFAULT_PATIENTS
+
+    info_path = root / "cohort.json"
+    try:
+        existing = int(json.loads(info_path.read_text())["patients"]) if info_path.is_file() else None
+    except (ValueError, KeyError, TypeError):
+        existing = None  # an unreadable record: the cohort is regenerated as when it is incomplete
+    if existing is None:
+        return patients if patients is not None else DEFAULT_PATIENTS
+    if patients is not None and patients != existing:
+        raise ConfigurationError(
+            f"{root} already holds a synthetic cohort of {existing} patients; --patients {patients} would overwrite it "
+            f"(and results of both would share a task version). Leave out --patients, or give another --data-dir."
+        )
+    return existing

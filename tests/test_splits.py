@@ -157,3 +157,30 @@ def test_leakage_audit_published_split_is_reported(multiclass) -> None:
     assert audit_leakage(leaky, dataclasses.replace(meta, published_split=True)) == (pid,)
     assert split_hash(leaky) != split_hash(df)
     assert split_hash(df.sample(frac=1.0, random_state=1)) == split_hash(df)
+
+
+@pytest.mark.parametrize(
+    ("fractions", "seeds", "message"),
+    [
+        ([1.0], [-1], r"Seeds must be non-negative integers; got \[-1\]"),
+        ([1.0], [0, 0], r"Each seed may be given once; \[0\] repeated"),
+        ([1.0, 1.0], [0], r"Each fraction may be given once; \[1.0\] repeated"),
+        ([0.0], [0], r"fractions must lie in \(0, 1\]; got \[0.0\]"),
+        ([float("nan")], [0], r"fractions must lie in \(0, 1\]"),
+        ([], [0], "at least one training fraction"),
+    ],
+)
+def test_bad_sweep_is_one_clear_error(fractions, seeds, message) -> None:
+    from lesionbench.benchmark.errors import ConfigurationError
+    from lesionbench.benchmark.splits import check_sweep
+
+    with pytest.raises(ConfigurationError, match=message):
+        check_sweep(fractions, seeds)
+
+
+def test_negative_seed_in_draw_subsets_is_a_configuration_error(multiclass) -> None:
+    from lesionbench.benchmark.errors import ConfigurationError
+
+    meta, df = multiclass
+    with pytest.raises(ConfigurationError, match="non-negative"):
+        draw_subsets(df, meta, fractions=(1.0,), seed=-1)

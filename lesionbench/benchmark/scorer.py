@@ -215,11 +215,9 @@ def evaluate_features(
 def _check_options(fractions: Sequence[float], seeds: Sequence[int], probe: str, meta: TaskMeta, bootstrap_unit: str = "patient") -> None:
     from lesionbench.benchmark.probes import PROBES
 
-    bad = [f for f in fractions if not (0.0 < float(f) <= 1.0)]
-    if not fractions or bad:
-        raise ConfigurationError(f"Training fractions must lie in (0, 1]; got {list(fractions)}.")
-    if not list(seeds):
-        raise ConfigurationError("Give at least one seed.")
+    from lesionbench.benchmark.splits import check_sweep
+
+    check_sweep(fractions, seeds)
     if probe not in PROBES:
         from lesionbench.benchmark.errors import UnknownNameError
 

@@ -225,11 +225,30 @@ def _train(manifest: pd.DataFrame, meta: TaskMeta) -> pd.DataFrame:
     return train
 
 
-def draw_subsets(manifest: pd.DataFrame, meta: TaskMeta, *, fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0) -> dict[float, Subset]:
-    """The nested subsets of one seed, keyed by fraction. Raises :class:`SplitError` if a class cannot be present."""
+def check_sweep(fractions: Sequence[float], seeds: Sequence[int]) -> None:
+    """Raise one :class:`ConfigurationError` for fractions outside (0, 1], seeds that are not
+    non-negative integers (numpy's generators take no negative seed), or a value given twice
+    (a repeated run would be counted twice in the mean and SD across seeds)."""
+    fractions, seeds = list(fractions), list(seeds)
+    if not fractions:
+        raise ConfigurationError("Give at least one training fraction, e.g. --fractions 1.0 0.1.")
     bad = [f for f in fractions if not (0.0 < float(f) <= 1.0)]
     if bad:
-        raise ConfigurationError(f"Training fractions must lie in (0, 1]; got {bad}.")
+        raise ConfigurationError(f"Training fractions must lie in (0, 1]; got {bad}. Use e.g. --fractions 1.0 0.5 0.2 0.1.")
+    if not seeds:
+        raise ConfigurationError("Give at least one seed, e.g. --seeds 0 1 2.")
+    bad_seeds = [s for s in seeds if isinstance(s, bool) or not float(s).is_integer() or int(s) < 0]
+    if bad_seeds:
+        raise ConfigurationError(f"Seeds must be non-negative integers; got {bad_seeds}. Use e.g. --seeds 0 1 2 3 4.")
+    for what, values in (("fraction", [float(f) for f in fractions]), ("seed", [int(s) for s in seeds])):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ConfigurationError(f"Each {what} may be given once; {twice} repeated. Leave out the repeats.")
+
+
+def draw_subsets(manifest: pd.DataFrame, meta: TaskMeta, *, fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0) -> dict[float, Subset]:
+    """The nested subsets of one seed, keyed by fraction. Raises :class:`SplitError` if a class cannot be present."""
+    check_sweep(fractions, [seed])
     train = _train(manifest, meta)
     classes = _lesion_classes(train, meta)
     names = _class_names(meta)
