@@ -256,6 +256,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         except Exception as exc:  # pandas raises many types for corrupt files
             raise ManifestError(str(path), [f"could not be read ({type(exc).__name__}: {exc})."]) from exc
         # relative paths resolve against the table's folder; the output keeps the input columns as given
+        table.attrs["source"] = str(path)  # errors name the file
         lesions = resolve_paths(table, path.parent.resolve())
     encoder = get_encoder(args.encoder, weights=args.weights, device=args.device, bf16=args.bf16)
     if args.batch_size and hasattr(encoder, "batch_size"):

@@ -68,6 +68,38 @@ def test_missing_column_named(tmp_path: Path) -> None:
         validate_manifest(df, kind=TaskKind.BINARY)
 
 
+def test_misnamed_column_gets_a_rename_hint(tmp_path: Path) -> None:
+    df = _good(tmp_path).rename(columns={"coordX": "coordx", "image_path": "image"})
+    with pytest.raises(ManifestError) as err:
+        validate_manifest(df, kind=TaskKind.BINARY)
+    assert "Rename column 'image' to 'image_path', 'coordx' to 'coordX'" in str(err.value)
+    # an unrelated column is not suggested
+    with pytest.raises(ManifestError) as err:
+        validate_manifest(_good(tmp_path).drop(columns=["split"]), kind=TaskKind.BINARY)
+    assert "Rename" not in str(err.value)
+
+
+class _NeverCalled:
+    """An encoder that must not be reached: the table is rejected first."""
+
+    from lesionbench.benchmark.types import EncoderMeta, PatchSpec
+
+    meta = EncoderMeta(name="never", version="1", feature_dim=1, patch=PatchSpec())
+
+    def encode(self, patches):
+        raise AssertionError("encode called on a rejected table")
+
+
+def test_extract_names_the_table_file_and_the_rename(tmp_path: Path) -> None:
+    from lesionbench.benchmark.errors import ConfigurationError
+    from lesionbench.benchmark.features import extract_features
+
+    path = tmp_path / "seeds.csv"
+    _good(tmp_path).rename(columns={"coordY": "coord_y"}).to_csv(path, index=False)
+    with pytest.raises(ConfigurationError, match=r"seeds\.csv lacks column\(s\) \['coordY'\].*Rename column 'coord_y' to 'coordY'"):
+        extract_features(read_manifest(path), _NeverCalled(), cache=False, progress=False)
+
+
 def test_survival_rules(tmp_path: Path) -> None:
     df = _good(tmp_path).drop(columns=["label"])
     df["time"] = [100.0, -5.0, np.nan, 30.0]

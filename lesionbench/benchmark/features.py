@@ -201,11 +201,13 @@ def _iter_images(
 
 
 def _prepare(manifest: pd.DataFrame) -> pd.DataFrame:
+    from lesionbench.benchmark.manifest import column_hints
+
     missing = [c for c in ("image_path", *COORDS) if c not in manifest.columns]
     if missing:
         raise ConfigurationError(
-            f"The lesion table lacks column(s) {missing}; found {list(manifest.columns)}. It needs image_path and "
-            "the seed point coordX, coordY, coordZ (LPS mm)."
+            f"{manifest.attrs.get('source', 'The lesion table')} lacks column(s) {missing}; found {list(manifest.columns)}. It needs image_path and "
+            "the seed point coordX, coordY, coordZ (LPS mm)." + column_hints(missing, manifest.columns)
         )
     df = manifest.reset_index(drop=True).copy()
     for c in COORDS:

@@ -43,6 +43,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
             df = pd.read_csv(path, dtype={"lesion_id": str, "patient_id": str, "image_path": str, "mask_path": str, "split": str})
     except Exception as exc:  # pandas raises many types for corrupt files
         raise ManifestError(str(path), [f"could not be read as {'Parquet' if path.suffix == '.parquet' else 'CSV'} ({type(exc).__name__}: {exc}). Is it a manifest file?"]) from exc
+    df.attrs["source"] = str(path)  # lets later errors name the file
     return resolve_paths(df, path.parent)
 
 
@@ -56,6 +57,40 @@ def resolve_paths(df: pd.DataFrame, base: Path) -> pd.DataFrame:
                 for p in df[col]
             ]
     return df
+
+
+#: Column names people commonly write for the manifest's columns (lower-case, without _ or spaces).
+_COLUMN_ALIASES = {
+    "image": "image_path", "imagepath": "image_path", "img": "image_path", "path": "image_path", "file": "image_path",
+    "mask": "mask_path", "maskpath": "mask_path", "x": "coordX", "y": "coordY", "z": "coordZ",
+    "lesion": "lesion_id", "lesionid": "lesion_id", "id": "lesion_id", "patient": "patient_id", "patientid": "patient_id",
+    "y_true": "label", "target": "label", "class": "label", "subset": "split", "fold": "split",
+    "diameter": "diameter_mm", "days": "time", "status": "event", "dead": "event",
+}
+
+
+def column_hints(missing: Iterable[str], found: Iterable[str]) -> str:
+    """A "rename X to Y" sentence for the missing columns that a found column probably meant ('' if none).
+
+    Matches ignore case, ``_``, ``-`` and spaces (``coordx``, ``Image Path``), then common aliases
+    (``image`` for ``image_path``), then close spellings.
+    """
+    import difflib
+
+    def norm(name: str) -> str:
+        return "".join(ch for ch in str(name).lower() if ch not in "_- ")
+
+    found = [str(c) for c in found]
+    renames: list[str] = []
+    for want in missing:
+        match = next((c for c in found if norm(c) == norm(want)), None)
+        match = match or next((c for c in found if _COLUMN_ALIASES.get(norm(c).replace("_", "")) == want), None)
+        if match is None:
+            close = difflib.get_close_matches(norm(want), [norm(c) for c in found], n=1, cutoff=0.75)
+            match = next((c for c in found if close and norm(c) == close[0]), None)
+        if match is not None and match != want:
+            renames.append(f"{match!r} to {want!r}")
+    return f" Rename column {', '.join(renames)} (names are case-sensitive)." if renames else ""
 
 
 @dataclass(frozen=True)
@@ -94,7 +129,7 @@ def validate_manifest(
     if missing:
         problems.items.append(
             f"missing column(s) {missing}; found {list(df.columns)}. A manifest needs "
-            f"{list(REQUIRED_COLUMNS) + list(label_cols)} (coordinates in LPS mm)."
+            f"{list(REQUIRED_COLUMNS) + list(label_cols)} (coordinates in LPS mm)." + column_hints(missing, df.columns)
         )
         raise ManifestError(source, problems.items)
     if len(df) == 0:
