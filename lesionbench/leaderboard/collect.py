@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -100,6 +101,13 @@ def load_mlflow_results(tracking_uri: str, *, cache_dir: str | Path | None = Non
     from lesionbench.benchmark.tracking import absolute_sqlite_uri
 
     tracking_uri = absolute_sqlite_uri(tracking_uri)
+    db = re.match(r"sqlite:///(.+)$", tracking_uri)
+    if db and not Path(db.group(1)).expanduser().is_file():
+        # MLflow would create an empty store there, and the leaderboard would silently be empty
+        raise ConfigurationError(
+            f"No MLflow store at {db.group(1)} (tracking URI {tracking_uri}). Give the --tracking-uri that "
+            "`lesionbench run` logged to (default sqlite:///mlflow.db in its working directory), or use --results."
+        )
 
     client = MlflowClient(tracking_uri=tracking_uri)
     if cache_dir is None:
@@ -196,6 +204,10 @@ def collect_results(*, tracking_uri: str | None = None, results_dir: str | Path 
         loaded += load_mlflow_results(tracking_uri, cache_dir=cache_dir)
     if results_dir is not None:
         loaded += load_local_results(results_dir)
+    if not loaded:
+        where = " and ".join(str(w) for w in (tracking_uri, results_dir) if w is not None)
+        logger.warning("No lesionbench results found in %s: the leaderboard will hold the published reference rows only. "
+                       "Run `lesionbench run` first, or point --results / --tracking-uri at where it wrote.", where)
     best: dict[tuple[str, str, str, str], LoadedResult] = {}
     for item in loaded:
         cur = best.get(item.key)

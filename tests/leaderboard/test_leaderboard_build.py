@@ -290,3 +290,17 @@ def test_relative_sqlite_uris_are_made_absolute(tmp_path: Path, monkeypatch: pyt
     assert absolute_sqlite_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     assert absolute_sqlite_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
     assert absolute_sqlite_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_missing_sqlite_store_is_an_error_not_a_new_empty_store(tmp_path: Path) -> None:
+    db = tmp_path / "typo" / "mlflow.db"
+    with pytest.raises(ConfigurationError, match=r"No MLflow store at .*typo/mlflow\.db"):
+        collect_results(tracking_uri=f"sqlite:///{db}")
+    assert not db.parent.exists()  # nothing created by a read
+
+
+def test_no_results_found_is_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "empty").mkdir()
+    with caplog.at_level(logging.WARNING, logger="lesionbench.leaderboard.collect"):
+        assert collect_results(results_dir=tmp_path / "empty") == []
+    assert "No lesionbench results found in" in caplog.text and "Run `lesionbench run` first" in caplog.text
