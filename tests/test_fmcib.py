@@ -125,6 +125,22 @@ def test_corrupt_and_non_checkpoint_files(tmp_path):
         fm.resolve_weights(tmp_path / "nope.torch")
 
 
+def test_weights_messages_never_advise_unsafe_loading(tmp_path):
+    # torch's own UnpicklingError text suggests weights_only=False (running code from the file)
+    text = tmp_path / "notes.torch"
+    text.write_text("not weights\n")
+    with pytest.raises(WeightsError) as err:
+        fm.load_checkpoint(text)
+    assert "weights_only` set to `False`" not in str(err.value) and "only tensors and plain containers" in str(err.value)
+
+
+def test_weights_folder_uses_the_released_file_or_says_what_is_missing(tmp_path):
+    with pytest.raises(WeightsError, match=r"is a folder without model_weights\.torch"):
+        fm.resolve_weights(tmp_path)
+    (tmp_path / fm.WEIGHTS_FILENAME).write_bytes(b"x")
+    assert fm.resolve_weights(tmp_path)[0] == tmp_path / fm.WEIGHTS_FILENAME
+
+
 def test_download_size_check_and_digest(small, tmp_path, monkeypatch):
     path, _ = small
     monkeypatch.setenv(fm.WEIGHTS_ENV, str(tmp_path / "weights"))

@@ -187,6 +187,10 @@ def resolve_weights(weights: str | Path | None, *, progress: bool = True) -> tup
     """
     if weights is not None:
         path = Path(weights).expanduser()
+        if path.is_dir():  # a folder holding the released file
+            if not (path / WEIGHTS_FILENAME).is_file():
+                raise WeightsError(f"{path} is a folder without {WEIGHTS_FILENAME}; give the weights file itself. {_how_to_get()}")
+            path = path / WEIGHTS_FILENAME
         if not path.is_file():
             raise WeightsError(f"FMCIB weights file not found: {path}. {_how_to_get()}")
         return path, _memo_digest(path)
@@ -230,7 +234,7 @@ def trunk_state_dict(checkpoint: Any, *, source: str = "checkpoint") -> dict[str
         return sd
     raise WeightsError(
         f"{source}: neither 'trunk_state_dict' (released FMCIB weights) nor 'state_dict' (Lighter checkpoint) found; "
-        f"top-level keys: {list(checkpoint)[:10]}."
+        f"top-level keys: {list(checkpoint)[:10]}. Use the released model_weights.torch or a Lighter checkpoint of FMCIB."
     )
 
 
@@ -278,8 +282,13 @@ def load_checkpoint(path: str | Path) -> Any:
         # not mmap=True: a memory-mapped checkpoint changes under a live encoder if the file is rewritten
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        if isinstance(exc, pickle.UnpicklingError):
+            # torch's own text advises weights_only=False, which would run code from an untrusted file
+            why = "not a PyTorch tensor checkpoint: only tensors and plain containers are loaded (weights_only=True)"
+        else:
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         raise WeightsError(
-            f"{path} could not be read as a PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            f"{path} could not be read as a PyTorch checkpoint ({why}). "
             f"The file is corrupt, truncated or not FMCIB weights. {_how_to_get()}"
         ) from exc
 
