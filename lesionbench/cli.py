@@ -53,7 +53,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="Check a lesion manifest and list every problem found.")
     p.add_argument("manifest", type=Path, help="manifest CSV or Parquet")
     p.add_argument("--task", help="check the label columns and classes of this task")
-    p.add_argument("--no-files", action="store_true", help="do not check that image files exist")
+    p.add_argument("--no-files", action="store_true", help="do not check the image files (that they exist, their headers, seeds inside)")
     p.set_defaults(func=_cmd_validate)
 
 
@@ -62,7 +62,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.plugins import TASKS
 
     meta = TASKS.get(args.task).meta if args.task else None
-    df = load_manifest(args.manifest, meta=meta, check_files=not args.no_files)
+    df = load_manifest(args.manifest, meta=meta, check_files=not args.no_files, check_images=not args.no_files)
     n_pat = df["patient_id"].nunique()
     counts = df["split"].value_counts().to_dict()
     sys.stdout.write(

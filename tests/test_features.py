@@ -235,5 +235,5 @@ def test_unreadable_images_say_why(tmp_path):
     img = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16))
     sitk.WriteImage(img, str(tmp_path / "vol.mhd"))
     (tmp_path / "vol.raw").unlink()
-    with pytest.raises(ImageError, match=r"voxel data file .*vol\.raw \(ElementDataFile in vol\.mhd\) is missing"):
+    with pytest.raises(ImageError, match=r"voxel data file .*vol\.raw named by vol\.mhd \(ElementDataFile\) is missing"):
         read_image(tmp_path / "vol.mhd")

@@ -13,8 +13,12 @@ from lesionbench.cli import main
 
 
 def _good(tmp_path: Path, n: int = 4) -> pd.DataFrame:
+    import SimpleITK as sitk
+
     img = tmp_path / "ct.nii.gz"
-    img.write_bytes(b"x")
+    ct = sitk.GetImageFromArray(np.zeros((4, 4, 24), np.int16))
+    ct.SetOrigin((-12.0, -1.0, -302.0))  # holds the seeds below: validate reads the header
+    sitk.WriteImage(ct, str(img))
     return pd.DataFrame(
         {
             "lesion_id": [f"L{i}" for i in range(n)],
@@ -141,3 +145,27 @@ def test_cli_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "2 problems" in err and "duplicate lesion_id" in err and "unknown split value (got 'dev'" in err
     assert main(["validate", str(tmp_path / "absent.csv")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_validate_reads_image_headers_seeds_outside_and_broken_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import SimpleITK as sitk
+
+    df = _good(tmp_path)  # first: it writes its own ct.nii.gz
+    img = sitk.GetImageFromArray(np.random.default_rng(0).integers(-1000, 1000, (10, 12, 14)).astype(np.int16))
+    img.SetSpacing((1.0, 1.0, 2.0))
+    sitk.WriteImage(img, str(tmp_path / "ct.nii.gz"), True)
+    raw = (tmp_path / "ct.nii.gz").read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "text.nii.gz").write_text("not an image")
+    df = df.assign(image_path=str(tmp_path / "ct.nii.gz"), coordX=[1.0, 2.0, 9999.0, 3.0], coordZ=4.0)
+    df.loc[1, "image_path"] = str(tmp_path / "cut.nii.gz")
+    df.loc[3, "image_path"] = str(tmp_path / "text.nii.gz")
+    path = tmp_path / "m.csv"
+    df.to_csv(path, index=False)
+    assert main(["validate", str(path), "--no-files"]) == 0  # header checks are part of the file checks
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "3 problems found" in err
+    assert "row 3: seed point outside its image ct.nii.gz (first: (9999.0, 1.0, 4.0) mm; the image spans X 0.0..13.0" in err
+    assert "row 2: " in err and "cut.nii.gz is truncated" in err
+    assert "row 4: " in err and "text.nii.gz is not a readable image (Unable to determine ImageIO reader" in err

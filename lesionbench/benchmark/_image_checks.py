@@ -47,7 +47,7 @@ def metaimage_data_file_problem(path: Path) -> str | None:
         return None  # data inline, or a list/pattern of slice files that ITK resolves itself
     data = Path(name) if Path(name).is_absolute() else path.parent / name
     if not data.is_file():
-        return f"its voxel data file {data} (ElementDataFile in {path.name}) is missing. Put the .raw/.zraw file next to the .mhd, or use the single-file .mha format."
+        return f"the voxel data file {data} named by {path.name} (ElementDataFile) is missing. Put the .raw/.zraw file next to the .mhd, or use the single-file .mha format."
     return None
 
 

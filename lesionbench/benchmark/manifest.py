@@ -103,7 +103,7 @@ class _Problems:
             return
         shown = ", ".join(str(r) for r in rows[:MAX_ROWS_LISTED])
         more = f" and {len(rows) - MAX_ROWS_LISTED} more" if len(rows) > MAX_ROWS_LISTED else ""
-        self.items.append(f"row{'s' if len(rows) > 1 else ''} {shown}{more}: {what}. {fix}")
+        self.items.append(f"row{'s' if len(rows) > 1 else ''} {shown}{more}: {what}. {fix}".rstrip())
 
 
 def validate_manifest(
@@ -113,12 +113,15 @@ def validate_manifest(
     meta: TaskMeta | None = None,
     source: str = "manifest",
     check_files: bool = True,
+    check_images: bool = False,
 ) -> pd.DataFrame:
     """Check a manifest and return it with normalised dtypes; raise one :class:`ManifestError` listing every problem.
 
     Rows are reported 1-based as data rows (row 1 is the first line after the header).
     ``kind`` (or ``meta.kind``) selects the label columns; with ``meta`` multiclass labels are also
     checked against its classes. Without either, only the common columns are checked.
+    ``check_images`` also reads each image's header (not its voxels): an unreadable or incomplete
+    image, and a seed point outside its image, are reported with the rest (``lesionbench validate``).
     """
     if meta is not None:
         kind = meta.kind
@@ -183,6 +186,9 @@ def validate_manifest(
                     "Check the path (relative paths resolve against the manifest's folder) or re-run `lesionbench prepare`.",
                 )
 
+    if check_images and check_files:
+        _check_image_headers(df, rownum, problems)
+
     # labels
     if kind in (TaskKind.MULTICLASS, TaskKind.BINARY):
         lab = pd.to_numeric(df["label"], errors="coerce")
@@ -223,15 +229,62 @@ def validate_manifest(
     return df
 
 
+def _check_image_headers(df: pd.DataFrame, rownum: np.ndarray, problems: _Problems) -> None:
+    """Per image: can its header be read, is a .gz complete, and do its rows' seeds lie inside it."""
+    import SimpleITK as sitk
+
+    from lesionbench.benchmark._image_checks import gzip_truncation_problem, metaimage_data_file_problem, sitk_reason
+    from lesionbench.benchmark.geometry import ImageGeometry
+
+    coords = df[["coordX", "coordY", "coordZ"]].to_numpy(dtype=float)
+    for path, idx in df.groupby("image_path", sort=False).indices.items():
+        p = Path(str(path))
+        if not p.is_file():
+            continue  # reported above (or a DICOM folder, read only at extraction)
+        why = metaimage_data_file_problem(p)
+        if why is None:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(p))
+            try:
+                reader.ReadImageInformation()  # the header only
+                if reader.GetDimension() != 3:
+                    why = f"{p} is a {reader.GetDimension()}D image, not a 3D CT volume"
+                else:
+                    bytes_per_voxel = sitk.Image([1, 1, 1], reader.GetPixelID()).GetSizeOfPixelComponent()
+                    why = gzip_truncation_problem(p, int(np.prod(reader.GetSize())) * bytes_per_voxel)
+            except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
+                why = f"{p} is not a readable image ({sitk_reason(exc)}). Re-download or re-convert it"
+        if why is not None:
+            problems.add_rows(rownum[idx], why.rstrip("."), "")
+            continue
+        geometry = ImageGeometry.of(reader)
+        outside = [i for i in idx if np.all(np.isfinite(coords[i])) and not geometry.contains(coords[i])]
+        if outside:
+            first = tuple(round(float(v), 2) for v in coords[outside[0]])
+            problems.add_rows(
+                rownum[outside],
+                f"seed point outside its image {p.name} (first: {first} mm; the image spans {_extent(geometry)})",
+                "Check that coordX/Y/Z are physical LPS millimetres (not voxel indices, not RAS: negate X and Y) and that image_path is the right scan.",
+            )
+
+
+def _extent(geometry) -> str:
+    corners = np.array([[i, j, k] for i in (0, geometry.size[0] - 1) for j in (0, geometry.size[1] - 1) for k in (0, geometry.size[2] - 1)], float)
+    pts = geometry.index_to_world(corners)
+    lo, hi = pts.min(0), pts.max(0)
+    return ", ".join(f"{a} {lo[n]:.1f}..{hi[n]:.1f}" for n, a in enumerate("XYZ")) + " mm"
+
+
 def _examples(col: pd.Series, mask: np.ndarray, n: int = 3) -> str:
     vals = col[mask].head(n).tolist()
     return "got " + ", ".join(repr(v) for v in vals) + (" ..." if mask.sum() > n else "")
 
 
-def load_manifest(path: str | Path, *, meta: TaskMeta | None = None, kind: TaskKind | None = None, check_files: bool = True) -> pd.DataFrame:
+def load_manifest(path: str | Path, *, meta: TaskMeta | None = None, kind: TaskKind | None = None, check_files: bool = True,
+                  check_images: bool = False) -> pd.DataFrame:
     """Read and validate a manifest file in one step."""
     df = read_manifest(path)
-    return validate_manifest(df, meta=meta, kind=kind, source=str(path), check_files=check_files)
+    return validate_manifest(df, meta=meta, kind=kind, source=str(path), check_files=check_files, check_images=check_images)
 
 
 class ManifestTask:
