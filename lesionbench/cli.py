@@ -233,11 +233,9 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from lesionbench.benchmark.errors import ConfigurationError, ManifestError
+    from lesionbench.benchmark.errors import ConfigurationError
     from lesionbench.benchmark.features import extract_features, feature_table
-    from lesionbench.benchmark.manifest import resolve_paths
+    from lesionbench.benchmark.manifest import read_table, resolve_paths
     from lesionbench.benchmark.plugins import get_encoder, get_task
 
     out_suffix = args.output.suffix.lower()
@@ -249,14 +247,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         lesions = table
     else:
         path: Path = args.table
-        if not path.is_file():
-            raise ManifestError(str(path), ["file not found. Give a CSV or Parquet with image_path, coordX, coordY, coordZ."])
-        try:
-            table = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
-        except Exception as exc:  # pandas raises many types for corrupt files
-            raise ManifestError(str(path), [f"could not be read ({type(exc).__name__}: {exc})."]) from exc
+        table = read_table(path)
         # relative paths resolve against the table's folder; the output keeps the input columns as given
-        table.attrs["source"] = str(path)  # errors name the file
         lesions = resolve_paths(table, path.parent.resolve())
     encoder = get_encoder(args.encoder, weights=args.weights, device=args.device, bf16=args.bf16)
     if args.batch_size and hasattr(encoder, "batch_size"):

@@ -169,3 +169,15 @@ def test_validate_reads_image_headers_seeds_outside_and_broken_images(tmp_path: 
     assert "row 3: seed point outside its image ct.nii.gz (first: (9999.0, 1.0, 4.0) mm; the image spans X 0.0..13.0" in err
     assert "row 2: " in err and "cut.nii.gz is truncated" in err
     assert "row 4: " in err and "text.nii.gz is not a readable image (Unable to determine ImageIO reader" in err
+
+
+@pytest.mark.parametrize("command", ["validate", "extract"])
+def test_empty_file_and_folder_named_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    extra = ["--encoder", "radiomics", "-o", str(tmp_path / "o.csv")] if command == "extract" else []
+    assert main([command, str(empty), *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"{empty}: 1 problem found" in err and "is empty (0 bytes). A manifest is a header line" in err
+    assert main([command, str(tmp_path), *extra]) == 2
+    assert "is a folder. Give the manifest file itself" in capsys.readouterr().err

@@ -34,17 +34,32 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     The id columns are read as strings (a patient id like ``0001`` must not become ``1``).
     """
     path = Path(path)
+    return resolve_paths(read_table(path), path.parent)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A lesion table from CSV or Parquet as written (paths not resolved), ids read as strings.
+
+    A missing, empty or unparsable file is one :class:`ManifestError` naming it. ``attrs["source"]``
+    holds the path so that later errors can name the file.
+    """
+    path = Path(path)
     if not path.exists():
         raise ManifestError(str(path), [f"file not found. Check the path, or create it with `lesionbench prepare` / `lesionbench synth`."])
+    if path.is_dir():
+        raise ManifestError(str(path), ["is a folder. Give the manifest file itself (e.g. manifest.csv in it)."])
+    if path.stat().st_size == 0:
+        raise ManifestError(str(path), ["is empty (0 bytes). A manifest is a header line (lesion_id, patient_id, image_path, coordX, coordY, coordZ, split, labels) and one row per lesion."])
+    parquet = path.suffix.lower() in (".parquet", ".pq")
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
+        if parquet:
             df = pd.read_parquet(path)
         else:
             df = pd.read_csv(path, dtype={"lesion_id": str, "patient_id": str, "image_path": str, "mask_path": str, "split": str})
     except Exception as exc:  # pandas raises many types for corrupt files
-        raise ManifestError(str(path), [f"could not be read as {'Parquet' if path.suffix == '.parquet' else 'CSV'} ({type(exc).__name__}: {exc}). Is it a manifest file?"]) from exc
+        raise ManifestError(str(path), [f"could not be read as {'Parquet' if parquet else 'CSV'} ({type(exc).__name__}: {exc}). Is it a manifest file?"]) from exc
     df.attrs["source"] = str(path)  # lets later errors name the file
-    return resolve_paths(df, path.parent)
+    return df
 
 
 def resolve_paths(df: pd.DataFrame, base: Path) -> pd.DataFrame:
