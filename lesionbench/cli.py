@@ -543,11 +543,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_third_party(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not record.name.startswith(("radiomics", "pykwalify"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:
+        # PyRadiomics logs a line per lesion at INFO (and resets its logger's level on import); with the
+        # progress bar that buries the one error message, so the console handler drops those below WARNING
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_third_party)
     try:
         return int(args.func(args) or 0)
     except LesionbenchError as exc:

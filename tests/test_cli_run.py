@@ -120,3 +120,17 @@ def test_run_reports_library_errors(toy, capsys) -> None:
     assert "Did you mean 'toy_blobs'" in capsys.readouterr().err
     code = main(["-q", "run", "--task", "toy_blobs", "--data-dir", str(toy), "--encoder", "toy_stats", "--fractions", "1.0", "1.5", "--seeds", "0", "--no-mlflow"])
     assert code == 2 and "fractions must lie in (0, 1]" in capsys.readouterr().err
+
+
+def test_third_party_info_logs_stay_off_the_console(capsys) -> None:
+    # PyRadiomics logs a line per lesion at INFO; the CLI's console handler drops those below WARNING
+    import logging
+
+    from lesionbench.cli import _quiet_third_party
+
+    def rec(name: str, level: int) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, "m", None, None)
+
+    assert not _quiet_third_party(rec("radiomics.featureextractor", logging.INFO))
+    assert _quiet_third_party(rec("radiomics.glcm", logging.WARNING))
+    assert _quiet_third_party(rec("lesionbench.benchmark.features", logging.INFO))

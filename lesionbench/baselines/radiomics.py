@@ -230,7 +230,7 @@ class RadiomicsEncoder:
         if len(self.last_report):
             counts = self.last_report["region_source"].value_counts().to_dict()
             failed = int((self.last_report["error"] != "").sum())
-            logger.info("radiomics: %d lesion(s); regions %s; %d failed.", len(report), counts, failed)
+            logger.debug("radiomics: %d lesion(s); regions %s; %d failed.", len(report), counts, failed)
 
     def __getstate__(self) -> dict[str, Any]:
         # The PyRadiomics extractor is rebuilt on demand (it is cheap); keeps pickling for process pools light.
