@@ -134,3 +134,24 @@ def test_third_party_info_logs_stay_off_the_console(capsys) -> None:
     assert not _quiet_third_party(rec("radiomics.featureextractor", logging.INFO))
     assert _quiet_third_party(rec("radiomics.glcm", logging.WARNING))
     assert _quiet_third_party(rec("lesionbench.benchmark.features", logging.INFO))
+
+
+def test_run_bad_sweep_and_missing_test_split_fail_before_extraction(toy, capsys, monkeypatch) -> None:
+    import lesionbench.benchmark.features as features
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("features extracted for a run that cannot be scored")
+
+    monkeypatch.setattr(features, "extract_features", no_extraction)
+    base = ["-q", "run", "--task", "toy_blobs", "--data-dir", str(toy), "--encoder", "toy_stats", "--no-mlflow", "--fractions", "1.0"]
+    assert main([*base, "--seeds", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "Seeds must be non-negative integers; got [-1]" in err and "Traceback" not in err
+    assert main([*base, "--seeds", "0", "0"]) == 2
+    assert "Each seed may be given once; [0] repeated" in capsys.readouterr().err
+    m = pd.read_csv(toy / "manifest.csv")
+    m.loc[m["split"] == "test", "split"] = "val"
+    m.to_csv(toy / "manifest.csv", index=False)
+    assert main([*base, "--seeds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "no lesion with split 'test' (its manifest has train 72, val 48)" in err and "Set split=test" in err

@@ -149,6 +149,7 @@ def evaluate(
         audit_leakage(manifest, meta)  # a leak in lesionbench's own split fails before any expensive work
     for seed in seeds:  # a subset that cannot be drawn fails here, not after hours of extraction
         draw_subsets(manifest, meta, fractions=fractions, seed=seed)
+    _check_test_split(manifest, meta)  # likewise
     emeta: EncoderMeta = encoder.meta
     trainable = callable(getattr(encoder, "fit", None))
     if not trainable:
@@ -212,6 +213,16 @@ def evaluate_features(
                 out_dir=out_dir, n_boot=n_boot, progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit)  # fmt: skip
 
 
+def _check_test_split(manifest: pd.DataFrame, meta: TaskMeta) -> None:
+    counts = manifest["split"].value_counts().to_dict()
+    if not counts.get("test"):
+        raise ConfigurationError(
+            f"Task {meta.name!r} has no lesion with split 'test' (its manifest has {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}); "
+            "nothing to score. Set split=test for a held-out set of patients in the manifest (a synthetic cohort needs more "
+            "patients: `lesionbench synth --patients 64`)."
+        )
+
+
 def _check_options(fractions: Sequence[float], seeds: Sequence[int], probe: str, meta: TaskMeta, bootstrap_unit: str = "patient") -> None:
     from lesionbench.benchmark.probes import PROBES
 
@@ -268,8 +279,7 @@ def _run(
 
     split = manifest["split"].to_numpy()
     val_mask, test_mask = split == "val", split == "test"
-    if not test_mask.any():
-        raise ConfigurationError(f"Task {meta.name!r} has no lesion with split 'test'; nothing to score.")
+    _check_test_split(manifest, meta)
     lesion_ids = manifest["lesion_id"].astype(str).to_numpy()
     groups = manifest["patient_id"].astype(str).to_numpy()
     y_test = _truth(manifest[test_mask], kind)
