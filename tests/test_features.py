@@ -237,3 +237,24 @@ def test_unreadable_images_say_why(tmp_path):
     (tmp_path / "vol.raw").unlink()
     with pytest.raises(ImageError, match=r"voxel data file .*vol\.raw named by vol\.mhd \(ElementDataFile\) is missing"):
         read_image(tmp_path / "vol.mhd")
+
+
+def test_image_encoder_refusing_one_lesion_fails_only_that_row(tmp_path):
+    # encode_lesions gets all lesions of an image and raises for the group (radiomics does for one bad
+    # mask or seed); the harness must not blame the image's other lesions
+    class PickyImageStats(ImageStats):
+        def encode_lesions(self, image, lesions):
+            bad = lesions.loc[lesions["diameter_mm"] > 100, "lesion_id"].tolist()
+            if bad:
+                raise ImageError(f"lesion {bad[0]!r}: mask unreadable")
+            return super().encode_lesions(image, lesions)
+
+    df = _cohort(tmp_path, n_images=2, per_image=3)
+    df.loc[1, "diameter_mm"] = 500.0
+    with pytest.raises(ImageError) as err:
+        extract_features(df, PickyImageStats(), cache_dir=tmp_path / "cache", progress=False)
+    msg = str(err.value)
+    assert "1 of 6 lesions failed" in msg and "row 2 (lesion_id P0L1)" in msg and "mask unreadable" in msg
+    assert "row 1 " not in msg and "row 3 " not in msg
+    ok = df.drop(index=1)
+    assert np.isfinite(extract_features(ok, PickyImageStats(), cache_dir=tmp_path / "cache", progress=False)).all()

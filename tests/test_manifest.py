@@ -160,12 +160,14 @@ def test_validate_reads_image_headers_seeds_outside_and_broken_images(tmp_path: 
     df = df.assign(image_path=str(tmp_path / "ct.nii.gz"), coordX=[1.0, 2.0, 9999.0, 3.0], coordZ=4.0)
     df.loc[1, "image_path"] = str(tmp_path / "cut.nii.gz")
     df.loc[3, "image_path"] = str(tmp_path / "text.nii.gz")
+    df["mask_path"] = ["", str(tmp_path / "text.nii.gz"), "", ""]
     path = tmp_path / "m.csv"
     df.to_csv(path, index=False)
     assert main(["validate", str(path), "--no-files"]) == 0  # header checks are part of the file checks
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "3 problems found" in err
+    assert "Traceback" not in err and "4 problems found" in err
+    assert "row 2: mask_path: " in err
     assert "row 3: seed point outside its image ct.nii.gz (first: (9999.0, 1.0, 4.0) mm; the image spans X 0.0..13.0" in err
     assert "row 2: " in err and "cut.nii.gz is truncated" in err
     assert "row 4: " in err and "text.nii.gz is not a readable image (Unable to determine ImageIO reader" in err

@@ -329,10 +329,12 @@ def _seed_index(image: sitk.Image, point: tuple[float, float, float]) -> tuple[i
 
 def _read_mask(image: sitk.Image, path: str) -> np.ndarray | None:
     """The label mask at ``path`` on ``image``'s grid, as an int array (z, y, x); None when empty."""
+    from lesionbench.benchmark.features import read_image
+
     try:
-        mask = sitk.ReadImage(path)
-    except RuntimeError as exc:
-        raise ImageError(f"Cannot read the lesion mask {path}: {exc}. Check the manifest's mask_path.") from None
+        mask = read_image(path)  # the same checks as images: missing, unreadable, truncated .gz
+    except ImageError as exc:
+        raise ImageError(f"Cannot use the lesion mask: {exc} Check the manifest's mask_path.") from None
     if mask.GetNumberOfComponentsPerPixel() != 1 or mask.GetDimension() != 3:
         raise ImageError(f"The lesion mask {path} must be a 3D single-component label image.")
     same_grid = (

@@ -373,19 +373,38 @@ def lesion_keys(df: pd.DataFrame, *, with_mask: bool) -> tuple[list[str | None],
     return keys, failures
 
 
-def _encode_image_lesions(path: str, records: list[dict[str, Any]], encoder: Any) -> np.ndarray | str:
-    """Style (b): one image, all its lesions; an error message instead when the image cannot be used."""
+def _encode_image_lesions(path: str, records: list[dict[str, Any]], encoder: Any) -> np.ndarray | str | list[np.ndarray | str]:
+    """Style (b): one image, all its lesions; an error message instead when the image cannot be used.
+
+    When the image reads but ``encode_lesions`` refuses the group (one lesion's seed or mask is bad),
+    each lesion is retried alone so that only the bad ones fail, each with its own reason (a list).
+    """
     try:
         image = read_image(path)
-        feats = np.asarray(encoder.encode_lesions(image, pd.DataFrame.from_records(records)), dtype=np.float32)
     except ImageError as exc:
         return str(exc)
+    try:
+        feats = np.asarray(encoder.encode_lesions(image, pd.DataFrame.from_records(records)), dtype=np.float32)
+    except ImageError as exc:
+        if len(records) == 1:
+            return str(exc)
+        return [_encode_one(image, rec, encoder, path) for rec in records]
     if feats.shape != (len(records), encoder.meta.feature_dim):
         raise LesionbenchError(
             f"Encoder {encoder.meta.name!r}.encode_lesions returned shape {feats.shape} for {len(records)} lesions of {path}; "
             f"expected ({len(records)}, {encoder.meta.feature_dim})."
         )
     return feats
+
+
+def _encode_one(image: Any, record: dict[str, Any], encoder: Any, path: str) -> np.ndarray | str:
+    try:
+        feats = np.asarray(encoder.encode_lesions(image, pd.DataFrame.from_records([record])), dtype=np.float32)
+    except ImageError as exc:
+        return str(exc)
+    if feats.shape != (1, encoder.meta.feature_dim):
+        raise LesionbenchError(f"Encoder {encoder.meta.name!r}.encode_lesions returned shape {feats.shape} for 1 lesion of {path}; expected (1, {encoder.meta.feature_dim}).")
+    return feats[0]
 
 
 def extract_features(
@@ -449,6 +468,11 @@ def extract_features(
             for _, rows, res in _iter_images(df, groups, _encode_image_lesions, (encoder,), workers):
                 if isinstance(res, str):
                     failures.update({r: res for r in rows})
+                elif isinstance(res, list):  # the group failed: per-lesion results
+                    failures.update({r: x for r, x in zip(rows, res, strict=True) if isinstance(x, str)})
+                    good = [(r, x) for r, x in zip(rows, res, strict=True) if not isinstance(x, str)]
+                    if good:
+                        finish([r for r, _ in good], np.stack([x for _, x in good]))
                 else:
                     finish(rows, res)
                 bar.update(len(rows))

@@ -245,30 +245,21 @@ def validate_manifest(
 
 
 def _check_image_headers(df: pd.DataFrame, rownum: np.ndarray, problems: _Problems) -> None:
-    """Per image: can its header be read, is a .gz complete, and do its rows' seeds lie inside it."""
-    import SimpleITK as sitk
-
-    from lesionbench.benchmark._image_checks import gzip_truncation_problem, metaimage_data_file_problem, sitk_reason
+    """Per image and mask: can its header be read, is a .gz complete; per image: do its rows' seeds lie inside it."""
     from lesionbench.benchmark.geometry import ImageGeometry
 
     coords = df[["coordX", "coordY", "coordZ"]].to_numpy(dtype=float)
+    if "mask_path" in df.columns:
+        masks = df["mask_path"].where(df["mask_path"].notna(), "").astype(str)
+        for path, idx in masks.groupby(masks, sort=False).indices.items():
+            why = _header_problem(Path(path))[0] if path.strip() and Path(path).is_file() else None
+            if why is not None:
+                problems.add_rows(rownum[idx], f"mask_path: {why.rstrip('.')}", "")
     for path, idx in df.groupby("image_path", sort=False).indices.items():
         p = Path(str(path))
         if not p.is_file():
             continue  # reported above (or a DICOM folder, read only at extraction)
-        why = metaimage_data_file_problem(p)
-        if why is None:
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(str(p))
-            try:
-                reader.ReadImageInformation()  # the header only
-                if reader.GetDimension() != 3:
-                    why = f"{p} is a {reader.GetDimension()}D image, not a 3D CT volume"
-                else:
-                    bytes_per_voxel = sitk.Image([1, 1, 1], reader.GetPixelID()).GetSizeOfPixelComponent()
-                    why = gzip_truncation_problem(p, int(np.prod(reader.GetSize())) * bytes_per_voxel)
-            except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
-                why = f"{p} is not a readable image ({sitk_reason(exc)}). Re-download or re-convert it"
+        why, reader = _header_problem(p)
         if why is not None:
             problems.add_rows(rownum[idx], why.rstrip("."), "")
             continue
@@ -281,6 +272,28 @@ def _check_image_headers(df: pd.DataFrame, rownum: np.ndarray, problems: _Proble
                 f"seed point outside its image {p.name} (first: {first} mm; the image spans {_extent(geometry)})",
                 "Check that coordX/Y/Z are physical LPS millimetres (not voxel indices, not RAS: negate X and Y) and that image_path is the right scan.",
             )
+
+
+def _header_problem(p: Path):
+    """(why the image at ``p`` cannot be used or None, its header reader)."""
+    import SimpleITK as sitk
+
+    from lesionbench.benchmark._image_checks import gzip_truncation_problem, metaimage_data_file_problem, sitk_reason
+
+    why = metaimage_data_file_problem(p)
+    reader = sitk.ImageFileReader()
+    if why is None:
+        reader.SetFileName(str(p))
+        try:
+            reader.ReadImageInformation()  # the header only
+            if reader.GetDimension() != 3:
+                why = f"{p} is a {reader.GetDimension()}D image, not a 3D volume"
+            else:
+                bytes_per_voxel = sitk.Image([1, 1, 1], reader.GetPixelID()).GetSizeOfPixelComponent()
+                why = gzip_truncation_problem(p, int(np.prod(reader.GetSize())) * bytes_per_voxel)
+        except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
+            why = f"{p} is not a readable image ({sitk_reason(exc)}). Re-download or re-convert it"
+    return why, reader
 
 
 def _extent(geometry) -> str:
