@@ -505,7 +505,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     for result in report.results:
         sys.stdout.write(_summary_table(result) + "\n")
     for what, why in report.skipped.items():
-        sys.stdout.write(f"skipped {what}: {why.splitlines()[0]}\n")
+        sys.stdout.write(f"skipped {what}: {why}\n")
     sys.stdout.write("time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in report.timings.items()) + "\n")
     if report.leaderboard is not None:
         sys.stdout.write(f"leaderboard: open {report.leaderboard.resolve()} in a browser\n")

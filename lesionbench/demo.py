@@ -82,8 +82,8 @@ def run_demo(
         except WeightsError as exc:
             report.skipped[enc_name] = str(exc)
             logger.warning(
-                "Skipping %s: %s\nThe demo still runs the same architecture with random weights "
-                "(fmcib-random-init) as a labelled control.", enc_name, exc,
+                "Skipping %s: its weights are not available (why, and how to get them, is printed at the end). The demo "
+                "still runs the same architecture with random weights (fmcib-random-init) as a labelled control.", enc_name,
             )
             continue
         for task_name in SYNTHETIC_TASKS:
@@ -93,13 +93,21 @@ def run_demo(
                 result = scorer.evaluate(task, encoder, out_dir=out_dir, progress=progress, **sweep)
             except LesionbenchError as exc:
                 report.skipped[f"{enc_name}/{task_name}"] = str(exc)
-                logger.error("%s on %s failed: %s", enc_name, task_name, exc)
+                # the reason is reported once, at the end (report.skipped), not also here
+                logger.warning("%s on %s failed (%s); going on with the other runs.", enc_name, task_name, type(exc).__name__)
                 continue
             report.timings[f"{enc_name}/{task_name}"] = time.perf_counter() - t1
             report.results.append(result)
             if use_mlflow:
                 rdir = scorer.result_dir(out_dir, result.task.name, result.encoder.name, result.probe)
                 tracking.log_result(result, rdir, tracking_uri=tracking_uri)
+
+    if not report.results:
+        # nothing to show: one error with every reason, not an empty leaderboard page
+        from lesionbench.benchmark.errors import ConfigurationError
+
+        reasons = "\n".join(f"  - {what}: {why}" for what, why in report.skipped.items())
+        raise ConfigurationError(f"The demo scored nothing; every run failed:\n{reasons}")
 
     t2 = time.perf_counter()
     from lesionbench.leaderboard import build_leaderboard

@@ -29,3 +29,23 @@ def test_existing_cohort_of_another_size_is_not_overwritten(tmp_path):
     with pytest.raises(ConfigurationError, match=r"already holds a synthetic cohort of 16 patients; --patients 64 would overwrite"):
         run_demo(data_dir=root, encoders=["radiomics"], patients=64, use_mlflow=False, progress=False)
     assert json.loads((root / "cohort.json").read_text()) == record
+
+
+def test_demo_that_scores_nothing_is_one_error_with_every_reason(tmp_path, monkeypatch):
+    import lesionbench.tasks.synthetic as synthetic
+    from lesionbench.benchmark import scorer
+    from lesionbench.benchmark.errors import SplitError
+
+    monkeypatch.setattr(synthetic, "ensure_cohort", lambda root, **kw: root)
+
+    def fail(task, encoder, **kw):
+        raise SplitError(f"no test lesions in {task.meta.name}")
+
+    monkeypatch.setattr(scorer, "evaluate", fail)
+    with pytest.raises(ConfigurationError) as err:
+        run_demo(data_dir=tmp_path, out_dir=tmp_path / "out", encoders=["radiomics"], use_mlflow=False, progress=False)
+    msg = str(err.value)
+    assert msg.startswith("The demo scored nothing; every run failed:")
+    for task in ("synthetic_site", "synthetic_malignancy", "synthetic_survival"):
+        assert f"radiomics/{task}: no test lesions in {task}" in msg
+    assert not (tmp_path / "out" / "leaderboard").exists()  # no empty page
