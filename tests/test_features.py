@@ -258,3 +258,14 @@ def test_image_encoder_refusing_one_lesion_fails_only_that_row(tmp_path):
     assert "row 1 " not in msg and "row 3 " not in msg
     ok = df.drop(index=1)
     assert np.isfinite(extract_features(ok, PickyImageStats(), cache_dir=tmp_path / "cache", progress=False)).all()
+
+
+def test_damaged_cache_shard_is_recomputed_not_a_crash(tmp_path, caplog):
+    df = _cohort(tmp_path, n_images=1, per_image=2)
+    first = extract_features(df, PatchStats(), cache_dir=tmp_path / "cache", progress=False)
+    shard = next((tmp_path / "cache").rglob("shard-*.npz"))
+    shard.write_bytes(shard.read_bytes()[:100])  # e.g. a disk that filled up
+    enc = PatchStats()
+    again = extract_features(df, enc, cache_dir=tmp_path / "cache", progress=False)
+    np.testing.assert_array_equal(again, first)
+    assert enc.encoded == 2 and "Ignoring unreadable feature cache shard" in caplog.text

@@ -30,6 +30,7 @@ import math
 import os
 import re
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -302,7 +303,7 @@ class FeatureCache:
             try:
                 with np.load(s, allow_pickle=False) as z:
                     keys, feats = z["keys"], z["features"]
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a damaged file: recompute
                 logger.warning("Ignoring unreadable feature cache shard %s (%s); its lesions are recomputed.", s, exc)
                 continue
             if feats.ndim != 2 or feats.shape[1] != self.meta.feature_dim or len(keys) != len(feats):
