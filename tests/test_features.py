@@ -134,7 +134,7 @@ def test_failed_lesions_reported_once_after_the_rest_is_cached(tmp_path):
     with pytest.raises(ImageError) as err:
         extract_features(full, enc, cache_dir=tmp_path / "cache", progress=False)
     msg = str(err.value)
-    assert "3 of 7 lesions failed" in msg
+    assert "3 of 7 lesions failed (features for the other 4 are done and cached;" in msg
     assert "row 3 (lesion_id gone)" in msg and "missing.nii.gz" in msg and "not found" in msg
     assert "row 4 (lesion_id far)" in msg and "outside the image" in msg
     assert "row 7 (lesion_id broken)" in msg and "could not read image" in msg
@@ -269,3 +269,11 @@ def test_damaged_cache_shard_is_recomputed_not_a_crash(tmp_path, caplog):
     again = extract_features(df, enc, cache_dir=tmp_path / "cache", progress=False)
     np.testing.assert_array_equal(again, first)
     assert enc.encoded == 2 and "Ignoring unreadable feature cache shard" in caplog.text
+
+
+
+def test_failure_message_does_not_claim_a_cache_that_was_off(tmp_path):
+    df = _cohort(tmp_path, n_images=1, per_image=2)
+    df.loc[1, "coordX"] = 5000.0
+    with pytest.raises(ImageError, match=r"1 of 2 lesions failed \(features for the other 1 are done; fix these rows"):
+        extract_features(df, PatchStats(), cache=False, progress=False)

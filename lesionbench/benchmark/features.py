@@ -221,7 +221,7 @@ def _lesion_name(df: pd.DataFrame, row: int) -> str:
     return f"row {row + 1}" + (f" (lesion_id {lid})" if not _is_missing(lid) else "")
 
 
-def _raise_failures(df: pd.DataFrame, failures: dict[int, str], done: int, what: str) -> None:
+def _raise_failures(df: pd.DataFrame, failures: dict[int, str], done: int, what: str, cached: bool = False) -> None:
     if not failures:
         return
     rows = sorted(failures)
@@ -232,7 +232,7 @@ def _raise_failures(df: pd.DataFrame, failures: dict[int, str], done: int, what:
         lines.append(f"  ... and {len(rows) - MAX_ERRORS_LISTED} more")
     raise ImageError(
         f"{len(rows)} of {len(df)} lesions failed ({what} for the other {done} are done"
-        f"{' and cached' if what == 'features' else ''}; fix these rows and re-run):\n" + "\n".join(lines)
+        f"{' and cached' if cached else ''}; fix these rows and re-run):\n" + "\n".join(lines)
     )
 
 
@@ -495,7 +495,7 @@ def extract_features(
             if buf_rows:
                 finish(buf_rows, encoder.encode(np.stack(buf)))
                 bar.update(len(buf_rows))
-    _raise_failures(df, failures, int(filled.sum()), "features")
+    _raise_failures(df, failures, int(filled.sum()), "features", cached=store is not None)
     if not filled.all():  # index-addressed: every row must have been filled exactly once
         raise LesionbenchError(f"internal: {int((~filled).sum())} lesions were neither computed nor reported as failed.")
     return out
