@@ -155,3 +155,9 @@ def test_run_bad_sweep_and_missing_test_split_fail_before_extraction(toy, capsys
     assert main([*base, "--seeds", "0"]) == 2
     err = capsys.readouterr().err
     assert "no lesion with split 'test' (its manifest has train 72, val 48)" in err and "Set split=test" in err
+
+
+def test_probe_typo_suggests_the_name(toy, capsys) -> None:
+    base = ["-q", "run", "--task", "toy_blobs", "--data-dir", str(toy), "--encoder", "toy_stats", "--no-mlflow"]
+    assert main([*base, "--probe", "lineer", "--fractions", "1.0", "--seeds", "0"]) == 2
+    assert "Unknown probe 'lineer'. Did you mean 'linear'?" in capsys.readouterr().err

@@ -232,7 +232,11 @@ def _check_options(fractions: Sequence[float], seeds: Sequence[int], probe: str,
     if probe not in PROBES:
         from lesionbench.benchmark.errors import UnknownNameError
 
-        raise UnknownNameError(f"Unknown probe {probe!r}. Available: {', '.join(PROBES)}.")
+        import difflib
+
+        close = difflib.get_close_matches(str(probe), list(PROBES), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UnknownNameError(f"Unknown probe {probe!r}.{hint} Available: {', '.join(PROBES)}.")
     task_metrics(meta)  # unknown metric names fail now
     if bootstrap_unit not in ("patient", "lesion"):
         raise ConfigurationError(f"bootstrap_unit must be 'patient' or 'lesion'; got {bootstrap_unit!r}.")
