@@ -21,6 +21,11 @@ logger = logging.getLogger("lesionbench")
 
 # MLflow phones home on first use unless told not to; lesionbench never wants that by default.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow's HTTP defaults (7 retries, exponential backoff) wait minutes on an unreachable --tracking-uri
+# after the local result is already written; a few seconds is enough to say so (override: set them).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
 # --------------------------------------------------------------------------------------- tasks
