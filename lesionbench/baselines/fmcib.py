@@ -274,13 +274,16 @@ def load_trunk_weights(trunk, state_dict: Mapping[str, Any], *, source: str = "c
 def load_checkpoint(path: str | Path) -> Any:
     """``torch.load(weights_only=True)`` with clear errors for files that are not checkpoints."""
     import pickle
+    import warnings
     import zipfile
 
     import torch
 
     try:
         # not mmap=True: a memory-mapped checkpoint changes under a live encoder if the file is rewritten
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # local: torch warns about the pickle protocol of files it then refuses
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         if isinstance(exc, pickle.UnpicklingError):
             # torch's own text advises weights_only=False, which would run code from an untrusted file
