@@ -194,21 +194,25 @@ def test_default_cohort_split_is_stratified_and_about_60_20_20() -> None:
     assert abs(split["train"] - 0.6) < 0.03 and abs(split["val"] - 0.2) < 0.03 and abs(split["test"] - 0.2) < 0.03
 
 
-def test_malignancy_is_balanced_and_independent_of_site_by_design() -> None:
-    """Every lesion number covers all sites in each block of 8, and each (lesion number, site) pair
-    is once benign, once malignant in each block of 16: site carries no information on malignancy."""
+def test_malignancy_is_balanced_and_independent_of_site_within_each_split() -> None:
+    """Every lesion number covers all sites in each block of 8, and in train, val and test alike each
+    (lesion number, site) stratum is half malignant (up to one lesion): no split's site pattern
+    mirrors another's, so a probe that learns the site gains nothing on test."""
     for seed in (0, 3):
+        rows = []
         for slot in range(4):
-            sites = [S._site_design(seed, i, slot) for i in range(96)]
-            for start in range(0, 96, 8):
+            sites = [S._site_design(seed, i, slot) for i in range(200)]
+            for start in range(0, 200, 8):
                 assert sorted(sites[start:start + 8]) == list(range(8))
-            labels = [S._malignancy_design(seed, i, slot, sites[i]) for i in range(96)]
-            tab = pd.crosstab(pd.Series(sites, name="site"), pd.Series(labels, name="malignant"))
-            assert (tab[0] == tab[1]).all(), tab
-    # not a fixed pattern: the labels differ between seeds and between blocks
+            rows += [(slot, sites[i], S._split_of(seed, i), S._malignancy_design(seed, i, slot, sites[i])) for i in range(200)]
+        df = pd.DataFrame(rows, columns=["slot", "site", "split", "y"])
+        strata = df.groupby(["split", "slot", "site"])["y"].agg(["sum", "count"])
+        assert ((strata["count"] - 2 * strata["sum"]).abs() <= 1).all(), strata
+        assert set(df["split"]) == {"train", "val", "test"}
+    # not a fixed pattern: the labels differ between seeds
     a = [S._malignancy_design(0, i, 0, S._site_design(0, i, 0)) for i in range(96)]
     b = [S._malignancy_design(1, i, 0, S._site_design(1, i, 0)) for i in range(96)]
-    assert a != b and len({tuple(a[k:k + 16]) for k in range(0, 96, 16)}) > 1
+    assert a != b and 0.4 < np.mean(a) < 0.6
 
 
 def test_aggressiveness_given_label_follows_the_model() -> None:
@@ -251,6 +255,37 @@ def test_labels_carry_signal_with_noise() -> None:
     assert prev["cyst"] < 0.25 and prev["calcified"] < 0.25 and 0.3 < prev["solid"] < 0.7, prev
 
 
+def test_malignancy_is_visible_in_the_image_around_the_seed() -> None:
+    """Lesions painted as the generator paints them, at 1 mm in a noisy block of their site's
+    background: features computed from the image alone (the HU interquartile range inside the eroded
+    lesion mask, the mask's volume), blind to every hidden property, rank malignant above benign
+    clearly, but far from perfectly (the label is noisy)."""
+    from scipy.ndimage import binary_erosion
+    from sklearn.metrics import roc_auc_score
+
+    geo = S.Geometry(size=(72, 72, 72), spacing=(1.0, 1.0, 1.0), lo=(0.0, 0.0, 0.0), perm=(0, 1, 2), signs=(1, 1, 1))
+    background = {S.BONE: 300.0, S.LUNG: -850.0, S.LIVER: 100.0, S.KIDNEY: 150.0}
+    anat = S._Anatomy(hu=np.zeros((1, 1, 1), np.float32), region=np.zeros((1, 1, 1), np.uint8), liver_hu=100.0, kidney_hu=150.0)
+    rng = np.random.default_rng(0)
+    y, iqr, vol = [], [], []
+    for i in range(160):
+        site, malignant = i % 8, (i // 8) % 2
+        plan = S._plan_lesion(rng, site, anat, float(rng.standard_normal()), malignant)
+        hu = np.full(geo.size, background.get(site, -90.0), dtype=np.float32)
+        labels = np.zeros(geo.size, dtype=np.uint8)
+        S._paint_lesion(rng, plan, np.array([36.0, 36.0, 36.0]), geo, hu, labels, 1)
+        hu += rng.standard_normal(geo.size).astype(np.float32) * np.float32(15.0)
+        mask = labels == 1
+        core = binary_erosion(mask) if binary_erosion(mask).sum() > 10 else mask
+        q1, q3 = np.percentile(hu[core], [25, 75])
+        y.append(malignant)
+        iqr.append(q3 - q1)
+        vol.append(mask.sum())
+    auc_iqr, auc_vol = roc_auc_score(y, iqr), roc_auc_score(y, vol)
+    assert 0.62 < auc_iqr < 0.95, auc_iqr
+    assert 0.65 < auc_vol < 0.95, auc_vol
+
+
 def test_survival_is_censored_and_informative_but_not_trivially() -> None:
     from sklearn.metrics import roc_auc_score
 
@@ -269,7 +304,7 @@ def test_survival_is_censored_and_informative_but_not_trivially() -> None:
     # the patient's mean aggressiveness predicts 2-year death well, a single lesion's less so
     auc_mean = roc_auc_score(y[known], np.array([np.mean(a) for a in agg])[known])
     auc_one = roc_auc_score(y[known], np.array([a[0] for a in agg])[known])
-    assert 0.75 < auc_mean < 0.95 and 0.62 < auc_one < auc_mean, (auc_one, auc_mean)
+    assert 0.7 < auc_mean < 0.95 and 0.62 < auc_one < auc_mean, (auc_one, auc_mean)
 
 
 # ------------------------------------------------------------------------------ tasks and CLI

@@ -39,17 +39,17 @@ How the labels are derived
     ``a = 0.5 b + 0.87 e`` (``e ~ N(0, 1)``) is drawn from its law given ``b`` and the label under
     the model ``malignant = 1[a + N(0, 0.55^2) > 0]`` (so the label is noisy: even the hidden ``a``
     reaches an AUC of only about 0.89). The appearance is driven by ``a`` alone, through noisy
-    copies ``a + N(0, 0.5^2)``, never by the label: size (``exp(0.3 a)`` around a site median of
-    12-15 mm), spiculated and lobulated margins, coarse heterogeneous texture (HU sd 4-40), blurred
-    (infiltrative) edges, irregular central necrosis and enhancing rims (liver, kidney) for
-    aggressive lesions; water-density cysts (liver, kidney), calcified nodules and nodes (lung,
+    copies ``a + N(0, 0.5^2)``, never by the label: size (``exp(0.42 a)`` around a site median of
+    13-20 mm), spiculated and lobulated margins, coarse heterogeneous texture (HU sd 4-50), blurred
+    (infiltrative) edges, enhancement (solid masses in lung and fat: 5-80 HU), irregular central
+    necrosis and enhancing rims (liver, kidney) for aggressive lesions; water-density cysts (liver, kidney), calcified nodules and nodes (lung,
     fat), sclerotic bone islands and smooth homogeneous nodules for indolent ones. All of these
     are visible at the 1 mm, 50 mm patch scale of a foundation-model encoder.
 
     Survival is per patient (all lesions of a patient carry the same ``time``/``event``): a Weibull
     time-to-death with shape 1.4, scale 1200 days and log-hazard ``1.2 mean(a) + 0.6 log(max
-    diameter / 15 mm) + 0.1 (lesions - 1) + N(0, 0.4^2)`` frailty (mean over the patient's lesions),
-    censored by independent uniform follow-up of 200-3000 days (about 29% censored). One lesion's
+    diameter / 20 mm) + 0.1 (lesions - 1) + N(0, 0.4^2)`` frailty (mean over the patient's lesions),
+    censored by independent uniform follow-up of 200-3000 days (about 28% censored). One lesion's
     hidden ``a`` reaches a 2-year AUC of about 0.69, its diameter about 0.64.
 
     Splits are patient level (no patient in two splits), about 60/20/20, stratified on the site of
@@ -61,6 +61,7 @@ How the labels are derived
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -95,8 +96,8 @@ BONE, ABDOMEN, MEDIASTINUM, LIVER, LUNG, KIDNEY, SOFT, PELVIS = range(8)
 N_LESION_PROBS = np.array([0.30, 0.30, 0.25, 0.15])
 #: (median, max) nominal diameter in mm by site; the minimum is 6 mm everywhere. Medians are close, so
 #: size says little about the site, and malignancy (which is balanced across sites) drives size.
-SITE_DIAMETER = {BONE: (12.0, 18.0), ABDOMEN: (15.0, 36.0), MEDIASTINUM: (15.0, 30.0), LIVER: (15.0, 38.0),
-                 LUNG: (14.0, 30.0), KIDNEY: (14.0, 26.0), SOFT: (15.0, 30.0), PELVIS: (15.0, 36.0)}
+SITE_DIAMETER = {BONE: (13.0, 20.0), ABDOMEN: (20.0, 45.0), MEDIASTINUM: (19.0, 40.0), LIVER: (20.0, 45.0),
+                 LUNG: (18.0, 40.0), KIDNEY: (17.0, 32.0), SOFT: (19.0, 40.0), PELVIS: (20.0, 45.0)}
 MIN_DIAMETER_MM = 6.0
 TASK_NAMES: tuple[str, ...] = ("synthetic_site", "synthetic_malignancy", "synthetic_survival")
 
@@ -470,7 +471,7 @@ _RHO = 0.5
 _LABEL_NOISE = 0.55
 #: Sd of the noise between ``a`` and each appearance cue (spiculation, lobulation, texture/edge/necrosis).
 _CUE_NOISE = 0.5
-#: Survival log-hazard coefficients of the mean lesion aggressiveness and of log(max diameter / 15 mm).
+#: Survival log-hazard coefficients of the mean lesion aggressiveness and of log(max diameter / 20 mm).
 SURVIVAL_A, SURVIVAL_D = 1.2, 0.6
 
 
@@ -505,23 +506,23 @@ def _plan_lesion(rng: np.random.Generator, site: int, anat: _Anatomy, biology: f
     bone islands and smooth homogeneous nodules for indolent ones.
     """
     a = _aggressiveness(rng, biology, malignant)
-    z1, z2, z3 = (a + _CUE_NOISE * rng.standard_normal() for _ in range(3))
+    z1, z2, z3, z4 = (a + _CUE_NOISE * rng.standard_normal() for _ in range(4))
     med, dmax = SITE_DIAMETER[site]
-    d = float(np.clip(math.exp(math.log(med) + 0.30 * a + 0.22 * rng.standard_normal()), MIN_DIAMETER_MM, dmax))
+    d = float(np.clip(math.exp(math.log(med) + 0.42 * a + 0.2 * rng.standard_normal()), MIN_DIAMETER_MM, dmax))
     spic = float(rng.uniform(0.35, 0.9)) if z1 > 0.3 else 0.0
     n_spikes = int(rng.integers(6, 17))
     lob = 0.03 + 0.25 * _sigmoid(1.6 * z2)
-    tex = 4.0 + 36.0 * _sigmoid(1.6 * z3)           # HU sd of the coarse internal texture
+    tex = 4.0 + 46.0 * _sigmoid(1.6 * z3)           # HU sd of the coarse internal texture
     edge = 0.3 + 1.7 * _sigmoid(1.2 * z3 - 0.5)     # mm: infiltrative lesions have blurred margins
     necrosis = z3 > 0.6 and d > 14.0
     rim = False
     kind = "solid"
     if site == LUNG:
-        if a < -0.5 and rng.random() < 0.5:
+        if a < -0.3 and rng.random() < 0.6:
             kind = "calcified"
         elif rng.random() < 0.15:
             kind = "subsolid"
-        base = {"solid": 25.0, "calcified": 30.0, "subsolid": -450.0}[kind] + rng.normal(0, 12)
+        base = {"solid": 5.0 + 50.0 * _sigmoid(1.5 * z4), "calcified": 30.0, "subsolid": -450.0}[kind] + rng.normal(0, 8)
     elif site == LIVER:
         if a < -0.3 and rng.random() < 0.6:
             kind = "cyst"
@@ -545,9 +546,10 @@ def _plan_lesion(rng: np.random.Generator, site: int, anat: _Anatomy, biology: f
             kind = "sclerotic"
             base = 1000.0 + rng.normal(0, 80)
     else:  # soft-tissue masses in fat: lymph nodes, implants, sarcoma-like masses
-        if a < -0.6 and rng.random() < 0.35:
+        if a < -0.4 and rng.random() < 0.45:
             kind = "calcified"                         # calcified (granulomatous) node
-        base = {ABDOMEN: 42.0, MEDIASTINUM: 38.0, SOFT: 48.0, PELVIS: 40.0}[site] + rng.normal(0, 8)
+        # hypervascular (enhancing) aggressive masses vs low-density indolent nodes: 20-80 HU
+        base = {ABDOMEN: 20.0, MEDIASTINUM: 16.0, SOFT: 24.0, PELVIS: 18.0}[site] + 60.0 * _sigmoid(1.5 * z4) + rng.normal(0, 6)
     if kind in ("cyst", "calcified", "sclerotic"):
         spic, lob, tex, edge, necrosis, rim = 0.0, min(lob, 0.06), min(tex, 6.0), 0.3, False, False
     if kind == "subsolid":
@@ -661,7 +663,7 @@ def _paint_lesion(rng: np.random.Generator, plan: _LesionPlan, centre: np.ndarra
 def _survival(rng: np.random.Generator, aggressiveness: list[float], max_diameter_mm: float) -> tuple[int, int]:
     """One patient's (time in days, event): Weibull death time driven by its lesions' aggressiveness
     and its largest lesion, censored by independent uniform follow-up (see the module docstring)."""
-    lp = (SURVIVAL_A * float(np.mean(aggressiveness)) + SURVIVAL_D * math.log(max_diameter_mm / 15.0)
+    lp = (SURVIVAL_A * float(np.mean(aggressiveness)) + SURVIVAL_D * math.log(max_diameter_mm / 20.0)
           + 0.1 * (len(aggressiveness) - 1) + 0.4 * float(rng.standard_normal()))
     shape_k = 1.4
     t_death = 1200.0 * (float(rng.exponential()) / math.exp(lp)) ** (1.0 / shape_k)
@@ -674,10 +676,14 @@ def _patient_id(index: int) -> str:
     return f"P{index:05d}"
 
 
+@functools.lru_cache(maxsize=4096)
+def _block_perm(seed: int, stream: int, block: int, n: int = 8) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.random.default_rng([seed, stream, block]).permutation(n))
+
+
 def _block_choice(seed: int, stream: int, index: int, n: int = 8) -> int:
     """Patient ``index``'s slot in its block of ``n``: every block holds each slot once."""
-    perm = np.random.default_rng([seed, stream, index // n]).permutation(n)
-    return int(perm[index % n])
+    return _block_perm(seed, stream, index // n, n)[index % n]
 
 
 def _site_design(seed: int, index: int, slot: int) -> int:
@@ -687,12 +693,25 @@ def _site_design(seed: int, index: int, slot: int) -> int:
 
 
 def _malignancy_design(seed: int, index: int, slot: int, site: int) -> int:
-    """Designed label of lesion ``slot`` of patient ``index`` at ``site``: within every block of 16
-    patients, the two lesions of a (slot, site) pair (one per half-block, see :func:`_site_design`)
-    are one benign, one malignant. Malignancy is thus balanced and independent of the site by
-    construction, so no probe can score by learning the site."""
-    coin = int(np.random.default_rng([seed, 5, slot, site, index // 16]).integers(2))
-    return (coin + (index // 8) % 2) % 2
+    """Designed label of lesion ``slot`` of patient ``index`` at ``site``, balanced within each split.
+
+    The patients whose lesion ``slot`` is designed at ``site`` (one per block of 8, see
+    :func:`_site_design`) are paired in index order within their split; each pair is one benign,
+    one malignant (which one by a seeded coin). So in train, val and test alike every (lesion
+    number, site) stratum is half malignant (up to one lesion, and up to lesions a patient does not
+    have): malignancy is independent of the site, and a probe that learns the site gains nothing.
+    Balancing within each split, not over the whole cohort, matters: a cohort-wide balance would
+    make the test split's site-malignancy pattern the mirror image of the training split's, and a
+    site-aware probe would score below chance.
+    """
+    split = _split_of(seed, index)
+    stream = 2 if slot == 0 else 20 + slot
+    j = 0  # earlier patients in this split whose lesion `slot` is designed at `site`
+    for block in range(index // 8):
+        partner = block * 8 + _block_perm(seed, stream, block).index(site)
+        j += _split_of(seed, partner) == split
+    coin = int(np.random.default_rng([seed, 5, slot, site, ("train", "val", "test").index(split), j // 2]).integers(2))
+    return (coin + j) % 2
 
 
 def _generate_patient(out: str, seed: int, index: int) -> list[dict[str, Any]]:
@@ -799,8 +818,12 @@ def _split_of(seed: int, index: int) -> str:
     """
     site = _block_choice(seed, 2, index)
     k = index // 8  # one patient per site in every block of 8
-    pattern = np.random.default_rng([seed, 4, site, k // 5]).permutation(["train", "train", "train", "val", "test"])
-    return str(pattern[k % 5])
+    return _split_pattern(seed, site, k // 5)[k % 5]
+
+
+@functools.lru_cache(maxsize=4096)
+def _split_pattern(seed: int, site: int, group: int) -> tuple[str, ...]:
+    return tuple(str(v) for v in np.random.default_rng([seed, 4, site, group]).permutation(["train", "train", "train", "val", "test"]))
 
 
 def _cohort_complete(out: Path, *, patients: int, seed: int) -> bool:
@@ -1006,7 +1029,7 @@ class SyntheticSurvival(_SyntheticTask):
         licence=_LICENCE,
         label_derivation=(
             "Per patient (all its lesions share time/event): Weibull (shape 1.4, scale 1200 d) death "
-            "time with log-hazard 1.2*mean(a) + 0.6*log(max diameter/15 mm) + 0.1*(lesions-1) + N(0, 0.4^2), "
+            "time with log-hazard 1.2*mean(a) + 0.6*log(max diameter/20 mm) + 0.1*(lesions-1) + N(0, 0.4^2), "
             "a each lesion's hidden aggressiveness (which its appearance shows); censored by uniform "
             "follow-up 200-3000 d; time = min(death, censoring) in days, event = 1 if death observed."
         ),
