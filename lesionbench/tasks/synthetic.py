@@ -40,16 +40,18 @@ How the labels are derived
     the model ``malignant = 1[a + N(0, 0.55^2) > 0]`` (so the label is noisy: even the hidden ``a``
     reaches an AUC of only about 0.89). The appearance is driven by ``a`` alone, through noisy
     copies ``a + N(0, 0.5^2)``, never by the label: size (``exp(0.42 a)`` around a site median of
-    13-20 mm), spiculated and lobulated margins, coarse heterogeneous texture (HU sd 4-50), blurred
+    14-24 mm), spiculated and lobulated margins, coarse heterogeneous texture (HU sd 4-50), blurred
     (infiltrative) edges, enhancement (solid masses in lung and fat: 5-80 HU), irregular central
-    necrosis and enhancing rims (liver, kidney) for aggressive lesions; water-density cysts (liver, kidney), calcified nodules and nodes (lung,
-    fat), sclerotic bone islands and smooth homogeneous nodules for indolent ones. All of these
-    are visible at the 1 mm, 50 mm patch scale of a foundation-model encoder.
+    necrosis and enhancing rims (liver, kidney) for aggressive lesions; water-density cysts (liver,
+    kidney), calcified nodules and nodes (lung, fat), sclerotic bone islands and smooth homogeneous
+    nodules for indolent ones. All of these are visible at the 1 mm, 50 mm patch scale of a
+    foundation-model encoder; lesions that do not fit their organ are shrunk, so the realised
+    diameters are smaller than these medians (about 17 mm benign, 23 mm malignant).
 
     Survival is per patient (all lesions of a patient carry the same ``time``/``event``): a Weibull
     time-to-death with shape 1.4, scale 1200 days and log-hazard ``1.2 mean(a) + 0.6 log(max
     diameter / 20 mm) + 0.1 (lesions - 1) + N(0, 0.4^2)`` frailty (mean over the patient's lesions),
-    censored by independent uniform follow-up of 200-3000 days (about 28% censored). One lesion's
+    censored by independent uniform follow-up of 200-3000 days (about 30% censored). One lesion's
     hidden ``a`` reaches a 2-year AUC of about 0.69, its diameter about 0.64.
 
     Splits are patient level (no patient in two splits), about 60/20/20, stratified on the site of
@@ -96,8 +98,8 @@ BONE, ABDOMEN, MEDIASTINUM, LIVER, LUNG, KIDNEY, SOFT, PELVIS = range(8)
 N_LESION_PROBS = np.array([0.30, 0.30, 0.25, 0.15])
 #: (median, max) nominal diameter in mm by site; the minimum is 6 mm everywhere. Medians are close, so
 #: size says little about the site, and malignancy (which is balanced across sites) drives size.
-SITE_DIAMETER = {BONE: (13.0, 20.0), ABDOMEN: (20.0, 45.0), MEDIASTINUM: (19.0, 40.0), LIVER: (20.0, 45.0),
-                 LUNG: (18.0, 40.0), KIDNEY: (17.0, 32.0), SOFT: (19.0, 40.0), PELVIS: (20.0, 45.0)}
+SITE_DIAMETER = {BONE: (14.0, 22.0), ABDOMEN: (24.0, 50.0), MEDIASTINUM: (22.0, 44.0), LIVER: (24.0, 50.0),
+                 LUNG: (22.0, 44.0), KIDNEY: (20.0, 36.0), SOFT: (22.0, 44.0), PELVIS: (24.0, 50.0)}
 MIN_DIAMETER_MM = 6.0
 TASK_NAMES: tuple[str, ...] = ("synthetic_site", "synthetic_malignancy", "synthetic_survival")
 
