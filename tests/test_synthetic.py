@@ -112,7 +112,8 @@ def test_lesions_sit_in_their_anatomical_context(cohort: Path) -> None:
         dil = sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.ReadImage(str(cohort / r.mask_path)), [2, 2, 1])).astype(bool)
         shell = arr[dil & ~mask]
         if r.site == S.LUNG:
-            assert np.median(shell) < -500, r.lesion_id
+            # mostly aerated lung around it (large nodules may abut the pleura or mediastinum)
+            assert np.median(shell) < -350, r.lesion_id
         elif r.site == S.BONE:
             assert np.mean(shell > 200) > 0.3, r.lesion_id
         else:
