@@ -33,8 +33,11 @@ How the labels are derived
     the lesion's appearance, with genuine confusions between soft-tissue masses in fat (abdomen,
     mediastinum, pelvis, body wall).
 
-    Malignancy is balanced and independent of the site by design: in every block of 16 patients,
-    the two lesions of each (lesion number, site) pair are one benign, one malignant. Every patient
+    Malignancy is balanced and independent of the site by design, within each split: the patients
+    of a split whose lesion number k sits at a given site are paired in index order, and each pair
+    is one benign, one malignant lesion (so train, val and test are each half malignant per site;
+    a cohort-wide balance would instead mirror the training split's site pattern into the test
+    split and push site-aware probes below chance). Every patient
     has a hidden tumour biology ``b ~ N(0, 1)``; each lesion's aggressiveness
     ``a = 0.5 b + 0.87 e`` (``e ~ N(0, 1)``) is drawn from its law given ``b`` and the label under
     the model ``malignant = 1[a + N(0, 0.55^2) > 0]`` (so the label is noisy: even the hidden ``a``
@@ -1005,8 +1008,9 @@ class SyntheticMalignancy(_SyntheticTask):
         citation=_CITATION,
         licence=_LICENCE,
         label_derivation=(
-            "label from a balanced design (in every block of 16 patients each (lesion number, site) pair "
-            "is once benign, once malignant, so malignancy is independent of site); the lesion's hidden "
+            "label from a balanced design (within each split, the lesions of each (lesion number, site) "
+            "stratum are paired, one benign and one malignant, so malignancy is independent of site in "
+            "train, val and test alike); the lesion's hidden "
             "aggressiveness a (a = 0.5 b + 0.87 e, b the patient's tumour biology) is drawn given the label "
             "under malignant = 1[a + N(0, 0.55^2) > 0], and a alone drives (through independent noise) "
             "size, spiculation, lobulation, texture heterogeneity, edge blur, necrosis and enhancing rims; "
