@@ -115,6 +115,7 @@ class ImagePrefetcher:
         self._thread.start()
 
     def _run(self) -> None:
+        warm = True
         try:
             for path in self._order:
                 with self._cond:
@@ -133,6 +134,12 @@ class ImagePrefetcher:
                     if path in self._planned and not self._closed:
                         self._ready[path] = item
                     self._cond.notify_all()
+                if warm:
+                    # the patch cutter's own imports (~0.5 s), done here rather than on the caller's thread
+                    warm = False
+                    import scipy.ndimage  # noqa: F401
+
+                    import lesionbench.benchmark.geometry  # noqa: F401
         except BaseException as exc:  # e.g. MemoryError: handed to the consumer, never lost in the thread
             with self._cond:
                 self._crash = exc
