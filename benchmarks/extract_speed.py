@@ -121,7 +121,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, help="random checkpoint in the released format (made if missing)")
     ap.add_argument("--ref-python", default="/tmp/fmcib-ref/bin/python")
     ap.add_argument("--ref-tools", type=Path, default=TOOLS, help="folder with make_checkpoint.py and run_reference.py")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=16, help="lesionbench's patches per forward pass (its default; the reference keeps its own 4)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--skip-reference", action="store_true")
     a = ap.parse_args()

@@ -198,8 +198,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     # Read the first image while the encoder is built (torch import, weights): both take seconds and
     # SimpleITK reads without holding the GIL. At most one image waits; images whose lesions turn out to
     # be cached are dropped from the plan by extract_features.
-    images = ImagePrefetcher(lesions["image_path"].astype(str)) if args.workers <= 1 else None
     _keep_freed_memory()
+    images = ImagePrefetcher(lesions["image_path"].astype(str)) if args.workers <= 1 else None
     try:
         encoder = get_encoder(args.encoder, weights=args.weights, device=args.device, bf16=args.bf16)
         if args.batch_size and hasattr(encoder, "batch_size"):

@@ -291,14 +291,16 @@ def _default_device() -> str:
 class FMCIBEncoder:
     """The FMCIB trunk as a lesionbench patch encoder: (n, 1, 50, 50, 50) -> (n, 4096) float32.
 
-    ``device`` defaults to CUDA when available, else CPU with all cores (``threads``). ``bf16`` runs the
+    ``device`` defaults to CUDA when available, else CPU with all cores (``threads``). ``batch_size``
+    defaults to 16: on CPU a forward pass of 16 patches costs clearly less per patch than one of 4 or 8
+    (the features are bitwise the same for any batch size). ``bf16`` runs the
     forward pass under bfloat16 autocast (about 0.4% feature change; recorded in ``meta.settings`` so
     its features are cached apart).
     """
 
     batch_size: int
 
-    def __init__(self, trunk, meta: EncoderMeta, *, device: str | None = None, bf16: bool = False, batch_size: int = 8, threads: int | None = None):
+    def __init__(self, trunk, meta: EncoderMeta, *, device: str | None = None, bf16: bool = False, batch_size: int = 16, threads: int | None = None):
         import torch
 
         try:
@@ -343,7 +345,7 @@ def _settings(bf16: bool, extra: tuple[tuple[str, str], ...] = ()) -> tuple[tupl
 
 
 @ENCODERS.register("fmcib")
-def fmcib(weights: str | Path | None = None, *, device: str | None = None, bf16: bool = False, batch_size: int = 8, threads: int | None = None, progress: bool = True) -> FMCIBEncoder:
+def fmcib(weights: str | Path | None = None, *, device: str | None = None, bf16: bool = False, batch_size: int = 16, threads: int | None = None, progress: bool = True) -> FMCIBEncoder:
     """FMCIB with the released (or given) weights; see the module docstring."""
     import torch
 
@@ -365,7 +367,7 @@ def fmcib(weights: str | Path | None = None, *, device: str | None = None, bf16:
 
 
 @ENCODERS.register("fmcib-random-init")
-def fmcib_random_init(seed: int = 0, *, device: str | None = None, bf16: bool = False, batch_size: int = 8, threads: int | None = None) -> FMCIBEncoder:
+def fmcib_random_init(seed: int = 0, *, device: str | None = None, bf16: bool = False, batch_size: int = 16, threads: int | None = None) -> FMCIBEncoder:
     """Control: the FMCIB architecture and preprocessing with seeded random weights (no pre-training)."""
     import torch
 
