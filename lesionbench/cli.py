@@ -146,30 +146,6 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_extract)
 
 
-def _keep_freed_memory() -> None:
-    """Ask glibc to keep freed memory for reuse instead of returning it to the kernel.
-
-    A 3D CNN forward pass allocates and frees hundreds of MB of activations per batch; by default glibc
-    unmaps each large block on free and the kernel faults fresh zeroed pages in on the next batch (about
-    35,000 page faults and a fifth of the CPU time per FMCIB patch). Keeping them costs no peak memory:
-    the next batch reuses the same blocks. Only for this process (the command owns it), only on glibc;
-    anywhere else nothing changes.
-    """
-    import ctypes
-    import ctypes.util
-
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-        libc.mallopt(m_mmap_threshold, 32 * 2**20)  # glibc's largest allowed value
-        libc.mallopt(m_trim_threshold, 2**31 - 1)
-        libc.mallopt(m_top_pad, 256 * 2**20)
-    except (OSError, AttributeError):  # not glibc (musl, ...): keep the allocator's defaults
-        logger.debug("mallopt not available; allocator defaults kept")
-
-
 def _cmd_extract(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -198,7 +174,6 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     # Read the first image while the encoder is built (torch import, weights): both take seconds and
     # SimpleITK reads without holding the GIL. At most one image waits; images whose lesions turn out to
     # be cached are dropped from the plan by extract_features.
-    _keep_freed_memory()
     images = ImagePrefetcher(lesions["image_path"].astype(str)) if args.workers <= 1 else None
     try:
         encoder = get_encoder(args.encoder, weights=args.weights, device=args.device, bf16=args.bf16)
