@@ -3,11 +3,14 @@
 Both run on the same seeds CSV (full-size synthetic CTs, 1-6 lesions per volume) with the same random
 checkpoint in the released format, one after the other in this one script run, each in its own process.
 Reported per run: wall time of the whole process, lesions per second, peak RSS of the process tree
-(sampled every 50 ms with psutil), and the max abs difference of the features. lesionbench is also
-run on the first half of the lesions to show that its peak memory does not grow with the lesion count.
+(sampled every 50 ms with psutil), and the max abs difference of the features. Both sides are whole
+commands (Python start-up, imports, weights, reading, output file), timed the same way. lesionbench runs
+once before and once after the reference (the machine's load drifts; the ratio is given for both), on
+one lesion (its fixed cost), on the first half of the lesions (marginal cost per lesion), and on
+further cohorts of ``--scaling`` sizes, to show that its peak memory does not grow with the lesion count.
 
     python benchmarks/extract_speed.py [--workdir /tmp/lesionbench-speed] [--volumes 5] [--lesions 24]
-        [--ref-tools ../shared/tools/fmcib-reference] [--checkpoint CKPT]
+        [--scaling 12,48] [--ref-tools ../shared/tools/fmcib-reference] [--checkpoint CKPT]
 
 Needs the reference venv (``bash ../shared/tools/fmcib-reference/setup.sh /tmp/fmcib-ref``) for the
 reference run and the checkpoint (made with its ``make_checkpoint.py`` when missing; 704 MiB, kept in the
@@ -17,6 +20,7 @@ work folder, never in the repository).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -58,7 +62,7 @@ def make_volumes(workdir: Path, n_volumes: int, n_lesions: int, slices: int, see
         img = sitk.GetImageFromArray(arr)
         img.SetSpacing((0.7, 0.7, 1.25))
         img.SetOrigin((-179.0 + v, -170.0, -300.0 - 10 * v))
-        path = workdir / f"vol{v}.nii.gz"
+        path = workdir / f"{csv.stem}_vol{v}.nii.gz"  # volumes of one configuration (lesions are burnt in)
         for _ in range(counts[v]):
             idx = (int(rng.integers(120, 392)), int(rng.integers(150, 362)), int(rng.integers(25, slices - 25)))
             r = int(rng.integers(4, 12))
@@ -112,11 +116,12 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/lesionbench-speed"))
     ap.add_argument("--volumes", type=int, default=5)
     ap.add_argument("--lesions", type=int, default=24)
+    ap.add_argument("--scaling", default="12,48", help="further lesion counts (lesionbench only) for the peak-memory check; '' for none")
     ap.add_argument("--slices", type=int, default=200, help="slices per volume (the reference was measured on 512x512x200 in ENVIRONMENT.md)")
     ap.add_argument("--checkpoint", type=Path, help="random checkpoint in the released format (made if missing)")
     ap.add_argument("--ref-python", default="/tmp/fmcib-ref/bin/python")
     ap.add_argument("--ref-tools", type=Path, default=TOOLS, help="folder with make_checkpoint.py and run_reference.py")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=16, help="lesionbench's patches per forward pass (its default; the reference keeps its own 4)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--skip-reference", action="store_true")
     a = ap.parse_args()
@@ -129,6 +134,9 @@ def main() -> None:
     pd.read_csv(csv).iloc[: a.lesions // 2].to_csv(half, index=False)
     one = work / (csv.stem + "_one.csv")
     pd.read_csv(csv).iloc[:1].to_csv(one, index=False)
+    per_volume = a.lesions / a.volumes
+    scaling = sorted(int(v) for v in a.scaling.split(",") if v.strip())
+    scaled = {k: make_volumes(work, max(math.ceil(k / per_volume), math.ceil(k / 6)), k, a.slices, seed=k) for k in scaling}
     ckpt = a.checkpoint or work / "bnrand.torch"
     if not ckpt.exists():
         subprocess.run([a.ref_python, str(a.ref_tools / "make_checkpoint.py"), str(ckpt), "bnrand"], check=True, stdout=subprocess.DEVNULL)
@@ -146,29 +154,36 @@ def main() -> None:
     load0 = os.getloadavg()
     # one lesion first: warms the page cache (checkpoint, volumes) for everyone and gives the fixed cost
     w_one, r_one, _ = ours(one, "one")
-    print(f"lesionbench (1 lesion, warm-up = fixed cost: start-up, imports, weights): {w_one:.1f} s, peak RSS {r_one:.2f} GiB", flush=True)
-    results = {}
+    print(f"lesionbench (1 lesion, fixed cost: start-up, imports, weights, one image): {w_one:.1f} s, peak RSS {r_one:.2f} GiB", flush=True)
     w_half, r_half, _ = ours(half, "half")
-    print(f"lesionbench ({len(pd.read_csv(half))} lesions): {w_half:.1f} s, peak RSS {r_half:.2f} GiB", flush=True)
+    n_half = len(pd.read_csv(half))
+    print(f"lesionbench ({n_half} lesions): {w_half:.1f} s, peak RSS {r_half:.2f} GiB", flush=True)
     w, r, f_ours = ours(csv, "full")
-    results["lesionbench"] = (w, r)
-    print(f"lesionbench ({n} lesions): {w:.1f} s, {n / w:.3f} lesions/s, peak RSS {r:.2f} GiB", flush=True)
+    print(f"lesionbench ({n} lesions): {w:.1f} s, {n / w:.3f} lesions/s, peak RSS {r:.2f} GiB  [load {os.getloadavg()[0]:.1f}]", flush=True)
     if not a.skip_reference:
         prefix = work / "reference"
         cmd = [a.ref_python, str(a.ref_tools / "run_reference.py"), str(csv), str(ckpt), str(prefix)]
         wr, rr, out = run_measured(cmd)
-        results["reference"] = (wr, rr)
         inner = next((ln for ln in out.splitlines() if ln.startswith("get_features:")), "")
-        print(f"reference   ({n} lesions): {wr:.1f} s, {n / wr:.3f} lesions/s, peak RSS {rr:.2f} GiB  [{inner}]", flush=True)
+        print(f"reference   ({n} lesions): {wr:.1f} s, {n / wr:.3f} lesions/s, peak RSS {rr:.2f} GiB  [{inner}]  [load {os.getloadavg()[0]:.1f}]", flush=True)
+        w2, r2, f_ours2 = ours(csv, "full_after")
+        print(f"lesionbench ({n} lesions, again after the reference): {w2:.1f} s, {n / w2:.3f} lesions/s, peak RSS {r2:.2f} GiB  [load {os.getloadavg()[0]:.1f}]", flush=True)
         f_ref = np.load(str(prefix) + ".npy")
-        print(f"max |features lesionbench - reference| = {np.abs(f_ours - f_ref).max():.2e} (max |feature| {np.abs(f_ref).max():.1f})")
-        print(f"throughput ratio lesionbench / reference = {wr / w:.1f}x end to end (whole processes); peak RSS {r:.2f} vs {rr:.2f} GiB")
-        n_half = len(pd.read_csv(half))
+        print(f"max |features lesionbench - reference| = {np.abs(f_ours - f_ref).max():.2e} (max |feature| {np.abs(f_ref).max():.1f}); "
+              f"run to run {np.abs(f_ours - f_ours2).max():.2e}")
+        print(f"throughput ratio lesionbench / reference, end to end (whole processes): {wr / w:.1f}x (run before), {wr / w2:.1f}x (run after), "
+              f"{wr / max(w, w2):.1f}x (slower of the two); peak RSS {max(r, r2):.2f} vs {rr:.2f} GiB")
         marginal = (w - w_half) / (n - n_half)
         ref_inner = float(inner.split(" in ")[1].split()[0]) if " in " in inner else wr
         print(f"per lesion: lesionbench {marginal:.2f} s (marginal, {n_half}->{n} lesions) vs reference {ref_inner / n:.2f} s "
               f"(get_features time / lesions) = {ref_inner / n / marginal:.1f}x")
-    print(f"peak RSS lesionbench: {r_half:.2f} GiB for {a.lesions // 2} lesions, {r:.2f} GiB for {n} lesions")
+    sizes = {1: r_one, n_half: r_half, n: r}
+    for k, table in scaled.items():
+        wk, rk, _ = ours(table, f"scaling{k}")
+        nv = pd.read_csv(table)["image_path"].nunique()
+        print(f"lesionbench ({k} lesions in {nv} volumes): {wk:.1f} s, {k / wk:.3f} lesions/s, peak RSS {rk:.2f} GiB", flush=True)
+        sizes[k] = rk
+    print("peak RSS lesionbench by lesion count: " + ", ".join(f"{k}: {v:.2f} GiB" for k, v in sorted(sizes.items())))
     print(f"load average (1, 5, 15 min) at start {tuple(round(v, 1) for v in load0)}, at end {tuple(round(v, 1) for v in os.getloadavg())}; cores: {os.cpu_count()}")
 
 

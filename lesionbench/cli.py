@@ -239,7 +239,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_extract(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
-    from lesionbench.benchmark.features import extract_features, feature_table
+    from lesionbench.benchmark.features import ImagePrefetcher, extract_features, feature_table
     from lesionbench.benchmark.manifest import read_table, resolve_paths
     from lesionbench.benchmark.plugins import get_encoder, get_task
 
@@ -255,18 +255,27 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         table = read_table(path)
         # relative paths resolve against the table's folder; the output keeps the input columns as given
         lesions = resolve_paths(table, path.parent.resolve())
-    encoder = get_encoder(args.encoder, weights=args.weights, device=args.device, bf16=args.bf16)
-    if args.batch_size and hasattr(encoder, "batch_size"):
-        encoder.batch_size = args.batch_size  # patches per forward pass
-    feats = extract_features(
-        lesions,
-        encoder,
-        cache_dir=args.cache_dir,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        cache=not args.no_cache,
-        progress=not args.quiet,
-    )
+    # Read the first image while the encoder is built (torch import, weights): both take seconds and
+    # SimpleITK reads without holding the GIL. At most one image waits; images whose lesions turn out to
+    # be cached are dropped from the plan by extract_features.
+    images = ImagePrefetcher(lesions["image_path"].astype(str)) if args.workers <= 1 else None
+    try:
+        encoder = get_encoder(args.encoder, weights=args.weights, device=args.device, bf16=args.bf16)
+        if args.batch_size and hasattr(encoder, "batch_size"):
+            encoder.batch_size = args.batch_size  # patches per forward pass
+        feats = extract_features(
+            lesions,
+            encoder,
+            cache_dir=args.cache_dir,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            cache=not args.no_cache,
+            progress=not args.quiet,
+            images=images,
+        )
+    finally:
+        if images is not None:
+            images.close()
     out = feature_table(table.reset_index(drop=True), feats)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if out_suffix == ".csv":

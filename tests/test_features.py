@@ -271,9 +271,48 @@ def test_damaged_cache_shard_is_recomputed_not_a_crash(tmp_path, caplog):
     assert enc.encoded == 2 and "Ignoring unreadable feature cache shard" in caplog.text
 
 
-
 def test_failure_message_does_not_claim_a_cache_that_was_off(tmp_path):
     df = _cohort(tmp_path, n_images=1, per_image=2)
     df.loc[1, "coordX"] = 5000.0
     with pytest.raises(ImageError, match=r"1 of 2 lesions failed \(features for the other 1 are done; fix these rows"):
         extract_features(df, PatchStats(), cache=False, progress=False)
+
+
+def test_image_prefetcher_reads_ahead_in_order_bounded(tmp_path):
+    import time
+
+    from lesionbench.benchmark.features import ImagePrefetcher, read_image
+
+    df = _cohort(tmp_path, n_images=4, per_image=1)
+    paths = list(df["image_path"])
+    missing = str(tmp_path / "missing.nii.gz")
+    with ImagePrefetcher([paths[0], missing, *paths[1:]], ahead=1) as pre:
+        time.sleep(0.5)
+        assert len(pre._ready) <= 1  # bounded: never more than `ahead` images waiting
+        a = pre.get(paths[0])
+        assert sitk.GetArrayFromImage(a).tolist() == sitk.GetArrayFromImage(read_image(paths[0])).tolist()
+        with pytest.raises(ImageError, match="not found"):
+            pre.get(missing)  # a failed read reaches the caller, for that path only
+        pre.retain([paths[1], paths[3]])  # paths[2] is no longer needed
+        assert pre.get(paths[3]).GetSize() == read_image(paths[3]).GetSize()  # skipping paths[1] releases it
+        assert pre.get(paths[1]).GetSize() == read_image(paths[1]).GetSize()  # no longer planned: read on the spot
+        assert not pre._ready
+    with pytest.raises(Exception, match="ahead"):
+        ImagePrefetcher(paths, ahead=0)
+
+
+def test_extract_with_a_prefetcher_started_before_the_encoder(tmp_path):
+    from lesionbench.benchmark.features import ImagePrefetcher
+
+    df = _cohort(tmp_path)
+    ref = extract_features(df, PatchStats(), cache=False, progress=False)
+    with ImagePrefetcher(df["image_path"]) as pre:
+        f = extract_features(df, PatchStats(), cache_dir=tmp_path / "cache", progress=False, images=pre)
+    np.testing.assert_array_equal(f, ref)
+    # everything cached: the prefetcher's plan is emptied, nothing is encoded
+    enc = PatchStats()
+    with ImagePrefetcher(df["image_path"]) as pre:
+        g = extract_features(df, enc, cache_dir=tmp_path / "cache", progress=False, images=pre)
+        assert not pre._planned and not pre._ready
+    assert enc.encoded == 0
+    np.testing.assert_array_equal(g, ref)

@@ -23,12 +23,14 @@ lesion is computed and cached first, then one :class:`ImageError` lists every fa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
 import re
+import threading
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -95,6 +97,111 @@ def file_identity(path: str | Path) -> str:
     return f"{p}|{st.st_size}|{st.st_mtime_ns}"
 
 
+class ImagePrefetcher:
+    """Reads images ahead of their use in a background thread, in a planned order, at most ``ahead``
+    decoded images waiting at any time (so memory does not grow with the number of images).
+
+    SimpleITK releases the GIL while it reads and decompresses, so the next image is read while the
+    caller cuts patches, runs the encoder, or imports torch and loads weights (the ``lesionbench extract``
+    command starts one before it builds the encoder). :meth:`get` must be called in plan order; paths it
+    skips over are dropped, and a path that is not (or no longer) planned is read on the spot.
+    :meth:`retain` narrows the plan (e.g. to the images with lesions missing from the feature cache).
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], *, ahead: int = 1):
+        if ahead < 1:
+            raise ConfigurationError(f"ahead must be >= 1, got {ahead}.")
+        self._order = list(dict.fromkeys(str(p) for p in paths))
+        self._planned = set(self._order)
+        self._ready: dict[str, Any] = {}  # path -> SimpleITK image or the ImageError of its read
+        self._reading: str | None = None
+        self._ahead = int(ahead)
+        self._closed = False
+        self._crash: BaseException | None = None
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="lesionbench-image-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        warm = True
+        try:
+            for path in self._order:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._closed or len(self._ready) < self._ahead)
+                    if self._closed:
+                        return
+                    if path not in self._planned:
+                        continue
+                    self._reading = path
+                try:
+                    item: Any = read_image(path)
+                except ImageError as exc:
+                    item = exc
+                with self._cond:
+                    self._reading = None
+                    if path in self._planned and not self._closed:
+                        self._ready[path] = item
+                    self._cond.notify_all()
+                if warm:
+                    # the patch cutter's own imports (~0.5 s), done here rather than on the caller's thread
+                    warm = False
+                    import scipy.ndimage  # noqa: F401
+
+                    import lesionbench.benchmark.geometry  # noqa: F401
+        except BaseException as exc:  # e.g. MemoryError: handed to the consumer, never lost in the thread
+            with self._cond:
+                self._crash = exc
+                self._reading = None
+                self._cond.notify_all()
+
+    def retain(self, paths: Sequence[str | Path]) -> None:
+        """Keep only ``paths`` in the plan; images already read for other paths are released."""
+        keep = {str(p) for p in paths}
+        with self._cond:
+            self._planned &= keep
+            for p in [p for p in self._ready if p not in keep]:
+                del self._ready[p]
+            self._cond.notify_all()
+
+    def get(self, path: str | Path):
+        """The image at ``path`` (read ahead if planned, else now); raises :class:`ImageError`."""
+        path = str(path)
+        with self._cond:
+            if path in self._planned and not self._closed:
+                # everything planned before this path is skipped by the caller: release it
+                for p in self._order[: self._order.index(path)]:
+                    self._planned.discard(p)
+                    self._ready.pop(p, None)
+                self._cond.notify_all()
+                self._cond.wait_for(lambda: path in self._ready or self._crash is not None or not self._thread.is_alive())
+                self._planned.discard(path)
+                item = self._ready.pop(path, None)
+                self._cond.notify_all()
+                if item is None and self._crash is not None:
+                    raise self._crash
+            else:
+                item = None
+        if item is None:
+            return read_image(path)
+        if isinstance(item, ImageError):
+            raise item
+        return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._ready.clear()
+            self._cond.notify_all()
+        self._thread.join()
+
+    def __enter__(self) -> ImagePrefetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 # ---------------------------------------------------------------------------------- patches
 def _is_missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
@@ -107,8 +214,9 @@ def check_spec(spec: PatchSpec) -> None:
         raise ConfigurationError(f"Patch size must be three positive sizes (D, H, W), got {spec.size}.")
 
 
-def cut_patches(path: str, lesions: Sequence[dict[str, Any]], spec: PatchSpec) -> list[np.ndarray | str]:
-    """Patches (C, D, H, W) of all lesions of one image, reading it once; a failed lesion gives its reason.
+def cut_patches(path: str, lesions: Sequence[dict[str, Any]], spec: PatchSpec, *, images: ImagePrefetcher | None = None) -> list[np.ndarray | str]:
+    """Patches (C, D, H, W) of all lesions of one image, reading it once (from ``images`` if given);
+    a failed lesion gives its reason.
 
     ``spec.size`` is (D, H, W) = (z, y, x) and ``spec.spacing_mm`` in the same order.
     """
@@ -124,7 +232,7 @@ def cut_patches(path: str, lesions: Sequence[dict[str, Any]], spec: PatchSpec) -
     )
 
     try:
-        image = read_image(path)
+        image = images.get(path) if images is not None else read_image(path)
         geometry = ImageGeometry.of(image)
         grid = reference_grid(geometry, tuple(float(s) for s in spec.spacing_mm)[::-1])
     except ImageError as exc:
@@ -175,14 +283,32 @@ def _records(df: pd.DataFrame, rows: Sequence[int]) -> list[dict[str, Any]]:
 
 
 def _iter_images(
-    df: pd.DataFrame, groups: list[tuple[str, list[int]]], work: Callable[..., Any], extra: tuple, workers: int
+    df: pd.DataFrame,
+    groups: list[tuple[str, list[int]]],
+    work: Callable[..., Any],
+    extra: tuple,
+    workers: int,
+    images: ImagePrefetcher | None = None,
 ) -> Iterator[tuple[str, list[int], Any]]:
-    """Run ``work(path, records, *extra)`` per image, in order; with ``workers > 1`` in a process pool,
-    with at most ``2 * workers`` images in flight so memory stays bounded."""
+    """Run ``work(path, records, *extra, images=...)`` per image, in order. With ``workers <= 1`` the
+    next image is read in a background thread (``images``, or a prefetcher made here) while the current
+    one is worked on; with ``workers > 1`` in a process pool, with at most ``2 * workers`` images in
+    flight so memory stays bounded."""
     if workers <= 1:
-        for path, rows in groups:
-            yield path, rows, work(path, _records(df, rows), *extra)
+        paths = [p for p, _ in groups]
+        own = images is None
+        images = ImagePrefetcher(paths) if own else images
+        try:
+            if not own:
+                images.retain(paths)
+            for path, rows in groups:
+                yield path, rows, work(path, _records(df, rows), *extra, images=images)
+        finally:
+            if own:
+                images.close()
         return
+    if images is not None:  # the pool's workers read for themselves
+        images.retain([])
     import multiprocessing
 
     # spawn: forking a process that has run torch's thread pools can deadlock
@@ -241,7 +367,9 @@ def _bad_coordinates(df: pd.DataFrame) -> dict[int, str]:
     return {int(r): "seed coordinates are not finite numbers" for r in np.flatnonzero(~np.isfinite(vals).all(axis=1))}
 
 
-def load_patches(manifest: pd.DataFrame, spec: PatchSpec, *, progress: bool = True, workers: int = 1) -> np.ndarray:
+def load_patches(
+    manifest: pd.DataFrame, spec: PatchSpec, *, progress: bool = True, workers: int = 1, images: ImagePrefetcher | None = None
+) -> np.ndarray:
     """Patches of every lesion, (n, C, D, H, W) float32 in row order, each image read once.
 
     Channel 0 is the FMCIB-preprocessed CT (``spec.method == "fmcib"``); with ``spec.with_mask`` channel
@@ -260,14 +388,15 @@ def load_patches(manifest: pd.DataFrame, spec: PatchSpec, *, progress: bool = Tr
     rows = [r for r in range(n) if r not in failures]
     done = 0
     with tqdm(total=n, desc="patches", unit="lesion", disable=not progress) as bar:
-        for _, grows, results in _iter_images(df, _group_rows(df, rows), cut_patches, (spec,), workers):
-            for r, res in zip(grows, results, strict=True):
-                if isinstance(res, str):
-                    failures[r] = res
-                else:
-                    out[r] = res
-                    done += 1
-            bar.update(len(grows))
+        with contextlib.closing(_iter_images(df, _group_rows(df, rows), cut_patches, (spec,), workers, images)) as per_image:
+            for _, grows, results in per_image:
+                for r, res in zip(grows, results, strict=True):
+                    if isinstance(res, str):
+                        failures[r] = res
+                    else:
+                        out[r] = res
+                        done += 1
+                bar.update(len(grows))
     _raise_failures(df, failures, done, "patches")
     return out
 
@@ -374,14 +503,14 @@ def lesion_keys(df: pd.DataFrame, *, with_mask: bool) -> tuple[list[str | None],
     return keys, failures
 
 
-def _encode_image_lesions(path: str, records: list[dict[str, Any]], encoder: Any) -> np.ndarray | str | list[np.ndarray | str]:
+def _encode_image_lesions(path: str, records: list[dict[str, Any]], encoder: Any, *, images: ImagePrefetcher | None = None) -> np.ndarray | str | list[np.ndarray | str]:
     """Style (b): one image, all its lesions; an error message instead when the image cannot be used.
 
     When the image reads but ``encode_lesions`` refuses the group (one lesion's seed or mask is bad),
     each lesion is retried alone so that only the bad ones fail, each with its own reason (a list).
     """
     try:
-        image = read_image(path)
+        image = images.get(path) if images is not None else read_image(path)
     except ImageError as exc:
         return str(exc)
     try:
@@ -417,13 +546,16 @@ def extract_features(
     workers: int = 1,
     progress: bool = True,
     cache: bool = True,
+    images: ImagePrefetcher | None = None,
 ) -> np.ndarray:
     """Features (n, feature_dim) float32 of every lesion of ``manifest``, in row order.
 
     ``cache_dir`` defaults to ``$LESIONBENCH_CACHE/features``; ``cache=False`` (and every trainable encoder)
     bypasses the cache. ``batch_size`` patches are encoded per call (default: the encoder's
     ``batch_size`` attribute, else 8); each encoded batch is cached at once. ``workers > 1`` cuts patches
-    (style a) or runs ``encode_lesions`` (style b) for several images in parallel processes.
+    (style a) or runs ``encode_lesions`` (style b) for several images in parallel processes; otherwise the
+    next image is read in a background thread while the encoder runs (``images``: a prefetcher started
+    earlier by the caller, e.g. before building the encoder; it is narrowed to the images still needed).
     Failed lesions are reported at the end in one :class:`ImageError`, after all others are cached.
     """
     from tqdm.auto import tqdm
@@ -466,32 +598,35 @@ def extract_features(
     groups = _group_rows(df, todo)
     with tqdm(total=n, initial=int(filled.sum()), desc=f"features {meta.name}", unit="lesion", disable=not progress) as bar:
         if image_style:
-            for _, rows, res in _iter_images(df, groups, _encode_image_lesions, (encoder,), workers):
-                if isinstance(res, str):
-                    failures.update({r: res for r in rows})
-                elif isinstance(res, list):  # the group failed: per-lesion results
-                    failures.update({r: x for r, x in zip(rows, res, strict=True) if isinstance(x, str)})
-                    good = [(r, x) for r, x in zip(rows, res, strict=True) if not isinstance(x, str)]
-                    if good:
-                        finish([r for r, _ in good], np.stack([x for _, x in good]))
-                else:
-                    finish(rows, res)
-                bar.update(len(rows))
+            # closing(): a failure midway (or Ctrl-C) stops the background reader at once
+            with contextlib.closing(_iter_images(df, groups, _encode_image_lesions, (encoder,), workers, images)) as per_image:
+                for _, rows, res in per_image:
+                    if isinstance(res, str):
+                        failures.update({r: res for r in rows})
+                    elif isinstance(res, list):  # the group failed: per-lesion results
+                        failures.update({r: x for r, x in zip(rows, res, strict=True) if isinstance(x, str)})
+                        good = [(r, x) for r, x in zip(rows, res, strict=True) if not isinstance(x, str)]
+                        if good:
+                            finish([r for r, _ in good], np.stack([x for _, x in good]))
+                    else:
+                        finish(rows, res)
+                    bar.update(len(rows))
         else:
             buf_rows: list[int] = []
             buf: list[np.ndarray] = []
-            for _, rows, results in _iter_images(df, groups, cut_patches, (meta.patch,), workers):
-                for r, res in zip(rows, results, strict=True):
-                    if isinstance(res, str):
-                        failures[r] = res
-                        bar.update(1)
-                    else:
-                        buf_rows.append(r)
-                        buf.append(res)
-                while len(buf_rows) >= bs:
-                    finish(buf_rows[:bs], encoder.encode(np.stack(buf[:bs])))
-                    bar.update(bs)
-                    buf_rows, buf = buf_rows[bs:], buf[bs:]
+            with contextlib.closing(_iter_images(df, groups, cut_patches, (meta.patch,), workers, images)) as per_image:
+                for _, rows, results in per_image:
+                    for r, res in zip(rows, results, strict=True):
+                        if isinstance(res, str):
+                            failures[r] = res
+                            bar.update(1)
+                        else:
+                            buf_rows.append(r)
+                            buf.append(res)
+                    while len(buf_rows) >= bs:
+                        finish(buf_rows[:bs], encoder.encode(np.stack(buf[:bs])))
+                        bar.update(bs)
+                        buf_rows, buf = buf_rows[bs:], buf[bs:]
             if buf_rows:
                 finish(buf_rows, encoder.encode(np.stack(buf)))
                 bar.update(len(buf_rows))

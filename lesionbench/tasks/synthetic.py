@@ -22,26 +22,40 @@ How the volumes are made
     (identity, RAS-style diag(-1,-1,1), single-axis flips, axis permutations).
 
 How the labels are derived
-    Each patient gets 1-4 non-overlapping lesions, each seeded at a recorded point that lies inside
-    the lesion (the centre of its solid core). A lesion is placed where its site class says: bone
-    lesions in a vertebral body, pelvic bone or femoral head; liver, kidney and lung lesions inside
-    those organs; mediastinal lesions in mediastinal fat; abdominal ones in the peritoneal cavity
-    outside liver and kidneys; pelvic ones in the pelvic cavity; soft-tissue ones in the body wall.
-    The site label is that class; it is learnable from the anatomical context and the lesion's
-    appearance (which depends on the site), with genuine confusions between soft-tissue masses in fat.
+    Each patient gets 1-4 non-overlapping lesions (probabilities 0.30, 0.30, 0.25, 0.15), each seeded
+    at a recorded point that lies inside the lesion (the centre of its solid core). A lesion is
+    placed where its site class says: bone lesions in a vertebral body, pelvic bone or femoral head;
+    liver, kidney and lung lesions inside those organs; mediastinal lesions in mediastinal fat;
+    abdominal ones in the peritoneal cavity outside liver and kidneys; pelvic ones in the pelvic
+    cavity; soft-tissue ones in the body wall. Sites follow a balanced design: lesion number k of
+    the patients of every block of 8 covers all 8 sites once. The site label is that class; it is
+    learnable from the anatomical context (air, bone, enhancing organ or fat around the lesion) and
+    the lesion's appearance, with genuine confusions between soft-tissue masses in fat (abdomen,
+    mediastinum, pelvis, body wall).
 
-    Every patient has a hidden tumour biology ``b ~ N(0, 1)``; each of its lesions has an
-    aggressiveness ``a = 0.75 b + 0.66 e`` with ``e ~ N(0, 1)`` (so ``a ~ N(0, 1)``). A lesion's appearance is driven by noisy
-    copies of ``a``: spiculated margins, lobulation, heterogeneous texture, blurred (infiltrative)
-    edges, central necrosis and larger size for aggressive lesions; smooth homogeneous cysts and
-    calcified nodules for indolent ones. ``malignant = 1[a + N(0, 0.55^2) > 0.2]``, so the
-    malignancy label is noisy: a good model scores clearly above chance and clearly below perfect.
+    Malignancy is balanced and independent of the site by design, within each split: the patients
+    of a split whose lesion number k sits at a given site are paired in index order, and each pair
+    is one benign, one malignant lesion (so train, val and test are each half malignant per site;
+    a cohort-wide balance would instead mirror the training split's site pattern into the test
+    split and push site-aware probes below chance). Every patient
+    has a hidden tumour biology ``b ~ N(0, 1)``; each lesion's aggressiveness
+    ``a = 0.5 b + 0.87 e`` (``e ~ N(0, 1)``) is drawn from its law given ``b`` and the label under
+    the model ``malignant = 1[a + N(0, 0.55^2) > 0]`` (so the label is noisy: even the hidden ``a``
+    reaches an AUC of only about 0.89). The appearance is driven by ``a`` alone, through noisy
+    copies ``a + N(0, 0.5^2)``, never by the label: size (``exp(0.42 a)`` around a site median of
+    14-24 mm), spiculated and lobulated margins, coarse heterogeneous texture (HU sd 4-50), blurred
+    (infiltrative) edges, enhancement (solid masses in lung and fat: 5-80 HU), irregular central
+    necrosis and enhancing rims (liver, kidney) for aggressive lesions; water-density cysts (liver,
+    kidney), calcified nodules and nodes (lung, fat), sclerotic bone islands and smooth homogeneous
+    nodules for indolent ones. All of these are visible at the 1 mm, 50 mm patch scale of a
+    foundation-model encoder; lesions that do not fit their organ are shrunk, so the realised
+    diameters are smaller than these medians (about 17 mm benign, 23 mm malignant).
 
     Survival is per patient (all lesions of a patient carry the same ``time``/``event``): a Weibull
-    time-to-death with shape 1.4, scale 1200 days and log-hazard ``1.2 b + 0.6 log(max diameter /
-    20 mm) + 0.1 (lesions - 1) + N(0, 0.4^2)`` frailty, censored by independent uniform follow-up of
-    200-3600 days (about 30% censored). A lesion shows ``b`` only through its own ``a``, so even
-    the hidden ``a`` of one lesion reaches a 2-year AUC of only about 0.75.
+    time-to-death with shape 1.4, scale 1200 days and log-hazard ``1.2 mean(a) + 0.6 log(max
+    diameter / 20 mm) + 0.1 (lesions - 1) + N(0, 0.4^2)`` frailty (mean over the patient's lesions),
+    censored by independent uniform follow-up of 200-3000 days (about 30% censored). One lesion's
+    hidden ``a`` reaches a 2-year AUC of about 0.69, its diameter about 0.64.
 
     Splits are patient level (no patient in two splits), about 60/20/20, stratified on the site of
     each patient's first lesion so every class appears in every split once the cohort has 40 or
@@ -52,6 +66,7 @@ How the labels are derived
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -73,19 +88,21 @@ from lesionbench.benchmark.types import TaskKind, TaskMeta
 logger = logging.getLogger(__name__)
 
 #: Bump whenever the generated images, lesions, labels or splits change.
-GENERATOR_VERSION = "1"
-#: Patients of the default cohort: about 160 lesions (1-4 per patient), every site in every split.
-DEFAULT_PATIENTS = 64
+GENERATOR_VERSION = "2"
+#: Patients of the default cohort: about 215 lesions (1-4 per patient), every site in every split and
+#: about 19 test patients (about 45 test lesions), enough for a test AUC that is not a coin toss.
+DEFAULT_PATIENTS = 96
 #: Folder under ``$LESIONBENCH_DATA`` that holds the default cohort.
 COHORT_DIRNAME = "synthetic"
 
 SITE_NAMES: tuple[str, ...] = ("bone", "abdomen", "mediastinum", "liver", "lung", "kidney", "soft tissue", "pelvis")
 BONE, ABDOMEN, MEDIASTINUM, LIVER, LUNG, KIDNEY, SOFT, PELVIS = range(8)
-#: How often each site is drawn for a patient's 2nd-4th lesion (the 1st cycles through all sites).
-SITE_PROBS = np.array([0.08, 0.16, 0.14, 0.16, 0.18, 0.08, 0.10, 0.10])
-#: (median, max) nominal diameter in mm by site; the minimum is 6 mm everywhere.
-SITE_DIAMETER = {BONE: (11.0, 18.0), ABDOMEN: (18.0, 35.0), MEDIASTINUM: (16.0, 30.0), LIVER: (18.0, 40.0),
-                 LUNG: (13.0, 30.0), KIDNEY: (14.0, 24.0), SOFT: (15.0, 28.0), PELVIS: (18.0, 35.0)}
+#: How many lesions a patient has (1, 2, 3, 4).
+N_LESION_PROBS = np.array([0.30, 0.30, 0.25, 0.15])
+#: (median, max) nominal diameter in mm by site; the minimum is 6 mm everywhere. Medians are close, so
+#: size says little about the site, and malignancy (which is balanced across sites) drives size.
+SITE_DIAMETER = {BONE: (14.0, 22.0), ABDOMEN: (24.0, 50.0), MEDIASTINUM: (22.0, 44.0), LIVER: (24.0, 50.0),
+                 LUNG: (22.0, 44.0), KIDNEY: (20.0, 36.0), SOFT: (22.0, 44.0), PELVIS: (24.0, 50.0)}
 MIN_DIAMETER_MM = 6.0
 TASK_NAMES: tuple[str, ...] = ("synthetic_site", "synthetic_malignancy", "synthetic_survival")
 
@@ -449,55 +466,101 @@ class _LesionPlan:
     edge_mm: float
     base_hu: float
     kind: str
+    necrosis: bool = False
+    rim: bool = False
 
 
-#: Correlation of a lesion's aggressiveness with its patient's tumour biology (metastases share it).
-_RHO = 0.75
+#: Correlation of a lesion's aggressiveness with its patient's tumour biology (metastases share some of it).
+_RHO = 0.5
+#: Sd of the label noise: ``malignant = 1[a + N(0, _LABEL_NOISE^2) > 0]``.
+_LABEL_NOISE = 0.55
+#: Sd of the noise between ``a`` and each appearance cue (spiculation, lobulation, texture/edge/necrosis).
+_CUE_NOISE = 0.5
+#: Survival log-hazard coefficients of the mean lesion aggressiveness and of log(max diameter / 20 mm).
+SURVIVAL_A, SURVIVAL_D = 1.2, 0.6
 
 
-def _plan_lesion(rng: np.random.Generator, site: int, anat: _Anatomy, biology: float) -> _LesionPlan:
-    """Draw one lesion's hidden aggressiveness, its labels and the appearance they drive."""
-    a = _RHO * biology + math.sqrt(1 - _RHO**2) * float(rng.standard_normal())
-    malignant = int(a + 0.55 * rng.standard_normal() > 0.2)
-    z1, z2, z3 = (a + 0.6 * rng.standard_normal() for _ in range(3))
+def _aggressiveness(rng: np.random.Generator, biology: float, malignant: int) -> float:
+    """Draw ``a`` from its law given the patient's biology ``b`` and the lesion's (designed) label.
+
+    The model is ``a = rho b + sqrt(1 - rho^2) e`` and ``malignant = 1[a + n > 0]`` with ``n`` the label
+    noise. The label comes from a balanced design (see :func:`_malignancy_design`), so ``a`` is drawn
+    conditionally: the latent ``s = a + n`` from its normal law truncated to the label's side of 0,
+    then ``a`` given ``s``. The joint law of (a, label) given b is the model's; only the label's
+    balance across sites is imposed.
+    """
+    from scipy.special import ndtr, ndtri
+
+    mu = _RHO * biology
+    var_a = 1.0 - _RHO**2
+    sd_s = math.sqrt(var_a + _LABEL_NOISE**2)
+    p0 = float(ndtr(-mu / sd_s))                     # P(s <= 0 | b)
+    lo, hi = (p0, 1.0) if malignant else (0.0, p0)
+    u = lo + (hi - lo) * float(rng.uniform(0.001, 0.999))
+    s = mu + sd_s * float(ndtri(min(max(u, 1e-12), 1 - 1e-12)))
+    k = var_a / sd_s**2
+    return mu + k * (s - mu) + math.sqrt(var_a * (1 - k)) * float(rng.standard_normal())
+
+
+def _plan_lesion(rng: np.random.Generator, site: int, anat: _Anatomy, biology: float, malignant: int) -> _LesionPlan:
+    """Draw one lesion's hidden aggressiveness given its label, and the appearance it drives.
+
+    Every cue is a noisy copy of ``a`` (none reads the label), and each is visible in a 50 mm patch
+    at 1 mm: size, spiculated or lobulated margins, coarse heterogeneous texture, blurred edges,
+    central necrosis and enhancing rims for aggressive lesions; cysts, calcifications, sclerotic
+    bone islands and smooth homogeneous nodules for indolent ones.
+    """
+    a = _aggressiveness(rng, biology, malignant)
+    z1, z2, z3, z4 = (a + _CUE_NOISE * rng.standard_normal() for _ in range(4))
     med, dmax = SITE_DIAMETER[site]
-    d = float(np.clip(math.exp(math.log(med) + 0.22 * a + 0.30 * rng.standard_normal()), MIN_DIAMETER_MM, dmax))
-    spic = float(rng.uniform(0.35, 0.9)) if z1 > 0.35 else 0.0
+    d = float(np.clip(math.exp(math.log(med) + 0.42 * a + 0.2 * rng.standard_normal()), MIN_DIAMETER_MM, dmax))
+    spic = float(rng.uniform(0.35, 0.9)) if z1 > 0.3 else 0.0
     n_spikes = int(rng.integers(6, 17))
-    lob = 0.03 + 0.22 * _sigmoid(1.6 * z2)
-    tex = 3.0 + 22.0 * _sigmoid(1.6 * z3)
-    edge = 0.25 + 1.1 * _sigmoid(1.2 * z3 - 0.5)
+    lob = 0.03 + 0.25 * _sigmoid(1.6 * z2)
+    tex = 4.0 + 46.0 * _sigmoid(1.6 * z3)           # HU sd of the coarse internal texture
+    edge = 0.3 + 1.7 * _sigmoid(1.2 * z3 - 0.5)     # mm: infiltrative lesions have blurred margins
+    necrosis = z3 > 0.6 and d > 14.0
+    rim = False
     kind = "solid"
     if site == LUNG:
-        if a < -0.9 and rng.random() < 0.4:
+        if a < -0.3 and rng.random() < 0.6:
             kind = "calcified"
-        elif rng.random() < 0.2:
+        elif rng.random() < 0.15:
             kind = "subsolid"
-        base = {"solid": 25.0, "calcified": 30.0, "subsolid": -450.0}[kind] + rng.normal(0, 12)
+        base = {"solid": 5.0 + 50.0 * _sigmoid(1.5 * z4), "calcified": 30.0, "subsolid": -450.0}[kind] + rng.normal(0, 8)
     elif site == LIVER:
         if a < -0.3 and rng.random() < 0.6:
             kind = "cyst"
             base = 8.0 + rng.normal(0, 4)
         else:
             base = anat.liver_hu - rng.uniform(25, 55)
+            rim = z1 > 0.3
     elif site == KIDNEY:
         if a < -0.3 and rng.random() < 0.7:
             kind = "cyst"
             base = 10.0 + rng.normal(0, 4)
         else:
             base = 45.0 + rng.normal(0, 10)
+            rim = z1 > 0.3
     elif site == BONE:
-        if rng.random() < 0.6:
+        # lytic destruction for aggressive lesions, sclerotic bone islands for indolent ones (noisily)
+        if rng.random() < _sigmoid(1.3 * z2):
             kind = "lytic"
             base = 60.0 + rng.normal(0, 25)
         else:
             kind = "sclerotic"
             base = 1000.0 + rng.normal(0, 80)
     else:  # soft-tissue masses in fat: lymph nodes, implants, sarcoma-like masses
-        base = {ABDOMEN: 42.0, MEDIASTINUM: 38.0, SOFT: 48.0, PELVIS: 40.0}[site] + rng.normal(0, 8)
-    if kind == "cyst":
-        spic, lob, tex, edge = 0.0, min(lob, 0.06), 2.0, 0.25
-    return _LesionPlan(site, round(d, 1), a, malignant, spic, n_spikes, lob, tex, edge, float(base), kind)
+        if a < -0.4 and rng.random() < 0.45:
+            kind = "calcified"                         # calcified (granulomatous) node
+        # hypervascular (enhancing) aggressive masses vs low-density indolent nodes: 20-80 HU
+        base = {ABDOMEN: 20.0, MEDIASTINUM: 16.0, SOFT: 24.0, PELVIS: 18.0}[site] + 60.0 * _sigmoid(1.5 * z4) + rng.normal(0, 6)
+    if kind in ("cyst", "calcified", "sclerotic"):
+        spic, lob, tex, edge, necrosis, rim = 0.0, min(lob, 0.06), min(tex, 6.0), 0.3, False, False
+    if kind == "subsolid":
+        necrosis = False
+    return _LesionPlan(site, round(d, 1), a, malignant, spic, n_spikes, lob, tex, edge, float(base), kind,
+                       bool(necrosis), bool(rim))
 
 
 #: 26 unit directions used to check that a lesion sits in its anatomical context.
@@ -583,30 +646,33 @@ def _paint_lesion(rng: np.random.Generator, plan: _LesionPlan, centre: np.ndarra
     tex = rng.standard_normal(shape).astype(np.float32)
     from scipy.ndimage import gaussian_filter
 
-    tex = gaussian_filter(tex, sigma=np.maximum(1.2 / sp, 0.5)) * np.float32(3.0)
+    # Coarse blobs (about 2 mm), scaled to unit sd so that texture_hu is the texture's HU sd: finer
+    # texture would drown in the scanner noise and the 1 mm resampling of an encoder's patch.
+    tex = gaussian_filter(tex, sigma=np.maximum(1.8 / sp, 0.5))
+    tex /= np.float32(max(float(tex.std()), 1e-3))
     val = plan.base_hu + plan.texture_hu * tex
     if plan.kind == "subsolid":   # ground glass with a solid core
         val = np.where(r < 0.4 * r0, 20.0 + plan.texture_hu * tex, val)
     if plan.kind == "calcified":
         val = np.where(r < 0.45 * r0, 450.0 + 30.0 * tex, val)
-    if plan.kind == "solid" and plan.aggressiveness > 0.8 and plan.diameter_mm > 16:
-        val = np.where(r < 0.45 * r0, val - 30.0, val)   # central necrosis
-    if plan.site in (LIVER, KIDNEY) and plan.kind == "solid" and plan.malignant:
-        rim = (r > 0.75 * boundary) & (r < boundary)     # enhancing rim
-        val = np.where(rim, val + 35.0, val)
+    if plan.necrosis:             # irregular fluid-density centre
+        val = np.where(r < (0.45 + 0.08 * tex) * r0, 12.0 + 6.0 * tex, val)
+    if plan.rim:                  # enhancing rim
+        val = np.where((r > 0.75 * boundary) & (r < boundary), val + 40.0, val)
     sl = tuple(slice(i0[a], i1[a]) for a in range(3))
     hu[sl] = hu[sl] * (1 - wgt) + val * wgt
     lab = labels[sl]
     lab[inside] = label
 
 
-def _survival(rng: np.random.Generator, biology: float, max_diameter_mm: float, n_lesions: int) -> tuple[int, int]:
-    """One patient's (time in days, event): Weibull death time driven by its tumour biology and
-    largest lesion, censored by independent uniform follow-up (see the module docstring)."""
-    lp = 1.2 * biology + 0.6 * math.log(max_diameter_mm / 20.0) + 0.1 * (n_lesions - 1) + 0.4 * float(rng.standard_normal())
+def _survival(rng: np.random.Generator, aggressiveness: list[float], max_diameter_mm: float) -> tuple[int, int]:
+    """One patient's (time in days, event): Weibull death time driven by its lesions' aggressiveness
+    and its largest lesion, censored by independent uniform follow-up (see the module docstring)."""
+    lp = (SURVIVAL_A * float(np.mean(aggressiveness)) + SURVIVAL_D * math.log(max_diameter_mm / 20.0)
+          + 0.1 * (len(aggressiveness) - 1) + 0.4 * float(rng.standard_normal()))
     shape_k = 1.4
     t_death = 1200.0 * (float(rng.exponential()) / math.exp(lp)) ** (1.0 / shape_k)
-    t_cens = float(rng.uniform(200.0, 3600.0))
+    t_cens = float(rng.uniform(200.0, 3000.0))
     return int(max(1, round(min(t_death, t_cens)))), int(t_death <= t_cens)
 
 
@@ -615,10 +681,42 @@ def _patient_id(index: int) -> str:
     return f"P{index:05d}"
 
 
+@functools.lru_cache(maxsize=4096)
+def _block_perm(seed: int, stream: int, block: int, n: int = 8) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.random.default_rng([seed, stream, block]).permutation(n))
+
+
 def _block_choice(seed: int, stream: int, index: int, n: int = 8) -> int:
     """Patient ``index``'s slot in its block of ``n``: every block holds each slot once."""
-    perm = np.random.default_rng([seed, stream, index // n]).permutation(n)
-    return int(perm[index % n])
+    return _block_perm(seed, stream, index // n, n)[index % n]
+
+
+def _site_design(seed: int, index: int, slot: int) -> int:
+    """Site of patient ``index``'s lesion number ``slot`` (0-3): each slot cycles through all 8 sites
+    in every block of 8 patients (slot 0 in the stream the split is stratified on)."""
+    return _block_choice(seed, 2 if slot == 0 else 20 + slot, index)
+
+
+def _malignancy_design(seed: int, index: int, slot: int, site: int) -> int:
+    """Designed label of lesion ``slot`` of patient ``index`` at ``site``, balanced within each split.
+
+    The patients whose lesion ``slot`` is designed at ``site`` (one per block of 8, see
+    :func:`_site_design`) are paired in index order within their split; each pair is one benign,
+    one malignant (which one by a seeded coin). So in train, val and test alike every (lesion
+    number, site) stratum is half malignant (up to one lesion, and up to lesions a patient does not
+    have): malignancy is independent of the site, and a probe that learns the site gains nothing.
+    Balancing within each split, not over the whole cohort, matters: a cohort-wide balance would
+    make the test split's site-malignancy pattern the mirror image of the training split's, and a
+    site-aware probe would score below chance.
+    """
+    split = _split_of(seed, index)
+    stream = 2 if slot == 0 else 20 + slot
+    j = 0  # earlier patients in this split whose lesion `slot` is designed at `site`
+    for block in range(index // 8):
+        partner = block * 8 + _block_perm(seed, stream, block).index(site)
+        j += _split_of(seed, partner) == split
+    coin = int(np.random.default_rng([seed, 5, slot, site, ("train", "val", "test").index(split), j // 2]).integers(2))
+    return (coin + j) % 2
 
 
 def _generate_patient(out: str, seed: int, index: int) -> list[dict[str, Any]]:
@@ -626,13 +724,12 @@ def _generate_patient(out: str, seed: int, index: int) -> list[dict[str, Any]]:
     import SimpleITK as sitk
 
     rng = np.random.default_rng([seed, 1, index])
-    first_site = _block_choice(seed, 2, index)
     variant = _block_choice(seed, 3, index)
     geo = _draw_geometry(rng, variant)
     anat = _build_anatomy(rng, geo)
     hu = anat.hu
     labels = np.zeros(geo.size, dtype=np.uint8)
-    n_lesions = int(rng.integers(1, 5))
+    n_lesions = int(rng.choice(4, p=N_LESION_PROBS)) + 1
     biology = float(rng.standard_normal())
     pid = _patient_id(index)
 
@@ -640,11 +737,12 @@ def _generate_patient(out: str, seed: int, index: int) -> list[dict[str, Any]]:
     lesions: list[tuple[_LesionPlan, np.ndarray]] = []
     site_candidates: dict[int, np.ndarray] = {}
     for k in range(n_lesions):
-        site = first_site if k == 0 else int(rng.choice(8, p=SITE_PROBS))
+        site = _site_design(seed, index, k)
+        malignant = _malignancy_design(seed, index, k, site)
         for attempt in range(12):
             if site not in site_candidates:
                 site_candidates[site] = np.flatnonzero(anat.region == site)
-            plan = _plan_lesion(rng, site, anat, biology)
+            plan = _plan_lesion(rng, site, anat, biology, malignant)
             # shrink on repeated failures (small organs, cramped thorax)
             if attempt >= 3:
                 f = 0.8 ** (attempt - 2)
@@ -655,7 +753,7 @@ def _generate_patient(out: str, seed: int, index: int) -> list[dict[str, Any]]:
                 lesions.append((plan, centre))
                 break
             if k > 0 and attempt >= 5:
-                site = int(rng.choice(8, p=SITE_PROBS))
+                site = int(rng.integers(8))
         else:
             if k == 0:
                 raise DataPreparationError(
@@ -676,7 +774,7 @@ def _generate_patient(out: str, seed: int, index: int) -> list[dict[str, Any]]:
     img_rel = Path("images") / f"{pid}.nii.gz"
     sitk.WriteImage(img, str(out_p / img_rel), True, 1)
 
-    time, event = _survival(rng, biology, max(p.diameter_mm for p, _ in lesions), len(lesions))
+    time, event = _survival(rng, [p.aggressiveness for p, _ in lesions], max(p.diameter_mm for p, _ in lesions))
 
     rows = []
     for i, (plan, centre) in enumerate(lesions, start=1):
@@ -708,6 +806,8 @@ def _generate_patient(out: str, seed: int, index: int) -> list[dict[str, Any]]:
             "lobulation": round(plan.lobulation, 4),
             "texture_hu": round(plan.texture_hu, 3),
             "edge_mm": round(plan.edge_mm, 3),
+            "necrosis": int(plan.necrosis),
+            "rim": int(plan.rim),
             "spacing": "x".join(f"{s:g}" for s in img.GetSpacing()),
             "direction": ",".join(f"{v:g}" for v in img.GetDirection()),
         })
@@ -723,8 +823,12 @@ def _split_of(seed: int, index: int) -> str:
     """
     site = _block_choice(seed, 2, index)
     k = index // 8  # one patient per site in every block of 8
-    pattern = np.random.default_rng([seed, 4, site, k // 5]).permutation(["train", "train", "train", "val", "test"])
-    return str(pattern[k % 5])
+    return _split_pattern(seed, site, k // 5)[k % 5]
+
+
+@functools.lru_cache(maxsize=4096)
+def _split_pattern(seed: int, site: int, group: int) -> tuple[str, ...]:
+    return tuple(str(v) for v in np.random.default_rng([seed, 4, site, group]).permutation(["train", "train", "train", "val", "test"]))
 
 
 def _cohort_complete(out: Path, *, patients: int, seed: int) -> bool:
@@ -884,7 +988,7 @@ class SyntheticSite(_SyntheticTask):
             "label = the site class in whose anatomical context the generator placed the lesion "
             "(0 bone: vertebral body, pelvic bone, femoral head; 1 abdomen: peritoneal fat, spleen; "
             "2 mediastinum: mediastinal fat; 3 liver; 4 lung; 5 kidney; 6 soft tissue: body wall; "
-            "7 pelvis: pelvic cavity). Each patient's first lesion cycles through all 8 sites."
+            "7 pelvis: pelvic cavity). Lesion number k of every block of 8 patients cycles through all 8 sites."
         ),
     )
 
@@ -904,10 +1008,13 @@ class SyntheticMalignancy(_SyntheticTask):
         citation=_CITATION,
         licence=_LICENCE,
         label_derivation=(
-            "label = 1[a + N(0, 0.55^2) > 0.2] for the lesion's hidden aggressiveness a ~ N(0, 1) "
-            "(a = 0.75 b + 0.66 e, b the patient's tumour biology), which also drives (through "
-            "independent noise) spiculation, lobulation, texture "
-            "heterogeneity, edge blur, necrosis and size; indolent lesions may be cysts or calcified."
+            "label from a balanced design (within each split, the lesions of each (lesion number, site) "
+            "stratum are paired, one benign and one malignant, so malignancy is independent of site in "
+            "train, val and test alike); the lesion's hidden "
+            "aggressiveness a (a = 0.5 b + 0.87 e, b the patient's tumour biology) is drawn given the label "
+            "under malignant = 1[a + N(0, 0.55^2) > 0], and a alone drives (through independent noise) "
+            "size, spiculation, lobulation, texture heterogeneity, edge blur, necrosis and enhancing rims; "
+            "indolent lesions may be cysts, calcified or sclerotic."
         ),
     )
 
@@ -928,9 +1035,8 @@ class SyntheticSurvival(_SyntheticTask):
         licence=_LICENCE,
         label_derivation=(
             "Per patient (all its lesions share time/event): Weibull (shape 1.4, scale 1200 d) death "
-            "time with log-hazard 1.2*b + 0.6*log(max diameter/20 mm) + 0.1*(lesions-1) + N(0, 0.4^2), "
-            "b the patient's hidden tumour biology that each lesion's aggressiveness a reflects "
-            "(a = 0.75 b + 0.66 e); censored by uniform follow-up 200-3600 d; time = min(death, "
-            "censoring) in days, event = 1 if death observed."
+            "time with log-hazard 1.2*mean(a) + 0.6*log(max diameter/20 mm) + 0.1*(lesions-1) + N(0, 0.4^2), "
+            "a each lesion's hidden aggressiveness (which its appearance shows); censored by uniform "
+            "follow-up 200-3000 d; time = min(death, censoring) in days, event = 1 if death observed."
         ),
     )
