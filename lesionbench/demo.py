@@ -107,8 +107,10 @@ def run_demo(
             report.timings[f"{enc_name}/{task_name}"] = time.perf_counter() - t1
             report.results.append(result)
             if use_mlflow:
+                t3 = time.perf_counter()
                 rdir = scorer.result_dir(out_dir, result.task.name, result.encoder.name, result.probe)
                 tracking.log_result(result, rdir, tracking_uri=tracking_uri)
+                report.timings["mlflow logging"] = report.timings.get("mlflow logging", 0.0) + time.perf_counter() - t3
 
     if not report.results:
         # nothing to show: one error with every reason, not an empty leaderboard page
