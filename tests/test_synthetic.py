@@ -363,3 +363,17 @@ def test_cli_synth_then_validate(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert str(out / task / "manifest.csv") in printed
         assert main(["validate", str(out / task / "manifest.csv"), "--task", task]) == 0
     assert main(["synth", "--out", str(out), "--patients", "0"]) == 2
+
+
+def test_task_version_names_the_cohort(cohort: Path, tmp_path: Path) -> None:
+    """Cohorts of another size or seed hold other lesions, so their results carry another task version."""
+    from lesionbench.benchmark.plugins import get_task
+
+    versions = {get_task(t, data_dir=cohort / t).meta.version for t in S.TASK_NAMES}
+    assert versions == {f"synth-{S.GENERATOR_VERSION}+p{N_PATIENTS}s0"}
+    other = S.generate_cohort(tmp_path / "other", patients=1, seed=3, progress=False)
+    assert get_task("synthetic_site", data_dir=other / "synthetic_site").meta.version == f"synth-{S.GENERATOR_VERSION}+p1s3"
+    # the registered class keeps the generator's version (what `lesionbench tasks list` shows)
+    from lesionbench.benchmark.plugins import TASKS
+
+    assert TASKS.get("synthetic_site").meta.version == f"synth-{S.GENERATOR_VERSION}"

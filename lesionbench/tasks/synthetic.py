@@ -968,6 +968,17 @@ class _SyntheticTask(ManifestTask):
     def __init__(self, data_dir: str | Path | None = None, manifest_path: str | Path | None = None):
         super().__init__(data_dir=data_dir if data_dir is not None else default_cohort_dir() / self.meta.name,
                          manifest_path=manifest_path)
+        # Cohorts of another size or seed hold other lesions: their results must never mix, so the
+        # instance's version names the cohort (the class-level meta is the generator's version).
+        info_path = self.data_dir.parent / "cohort.json"
+        if manifest_path is None and info_path.is_file():
+            try:
+                info = json.loads(info_path.read_text())
+                suffix = f"+p{int(info['patients'])}s{int(info['seed'])}"
+            except (ValueError, KeyError, TypeError):
+                suffix = ""
+            if suffix:
+                self.meta = dataclasses.replace(type(self).meta, version=type(self).meta.version + suffix)
 
 
 @TASKS.register("synthetic_site")
