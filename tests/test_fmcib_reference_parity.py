@@ -20,6 +20,8 @@ from lesionbench.benchmark.features import extract_features, load_patches
 from lesionbench.benchmark.plugins import get_encoder
 from lesionbench.benchmark.types import PatchSpec
 
+from geometry_fixtures import rotation
+
 REF_PYTHON = Path(os.environ.get("FMCIB_REFERENCE_PYTHON", "/tmp/fmcib-ref/bin/python"))
 DUMP = Path(__file__).resolve().parent / "reference" / "dump_fmcib_patches.py"
 
@@ -29,20 +31,12 @@ pytestmark = [
 ]
 
 
-def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    ax, ay, az = np.deg2rad([ax, ay, az])
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
 CASES = [
     ((60, 52, 34), (0.8, 0.75, 1.5), np.eye(3), "mha"),
     ((40, 44, 36), (1.0, 1.0, 1.0), np.diag([-1.0, -1.0, 1.0]), "nii.gz"),  # already 1 mm RAS: not resampled
     ((44, 40, 30), (0.9, 1.3, 2.0), np.array([[0.0, 1, 0], [0, 0, -1], [-1, 0, 0]]), "nrrd"),  # permuted + flipped
-    ((50, 54, 30), (0.7, 0.7, 1.25), _rotation(10, -7, 25), "nii.gz"),  # oblique
-    ((46, 42, 32), (1.2, 0.6, 1.0), _rotation(0, 90, 33) @ np.diag([1.0, -1, 1]), "mha"),  # oblique + flip
+    ((50, 54, 30), (0.7, 0.7, 1.25), rotation(10, -7, 25), "nii.gz"),  # oblique
+    ((46, 42, 32), (1.2, 0.6, 1.0), rotation(0, 90, 33) @ np.diag([1.0, -1, 1]), "mha"),  # oblique + flip
     ((40, 40, 24), (1.0005, 0.9995, 1.0), np.diag([-1.0, -1.0, 1.0]), "mha"),  # within MONAI's 1e-3 tolerance
 ]
 

@@ -21,13 +21,7 @@ from lesionbench.benchmark.geometry import (
 )
 from lesionbench.benchmark.types import PatchSpec
 
-
-def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    ax, ay, az = np.deg2rad([ax, ay, az])
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
+from geometry_fixtures import rotation
 
 
 GEOMETRIES = {
@@ -35,7 +29,7 @@ GEOMETRIES = {
     "anisotropic": dict(size=(80, 76, 26), spacing=(0.7, 0.8, 2.5), direction=np.eye(3)),
     "flipped": dict(size=(64, 66, 46), spacing=(0.9, 0.9, 1.25), direction=np.diag([-1.0, 1.0, -1.0])),
     "permuted": dict(size=(46, 64, 52), spacing=(1.3, 0.9, 1.1), direction=np.array([[0.0, 1, 0], [0, 0, -1], [-1, 0, 0]])),
-    "oblique": dict(size=(84, 84, 42), spacing=(0.75, 0.75, 1.5), direction=_rotation(12, -8, 25)),
+    "oblique": dict(size=(84, 84, 42), spacing=(0.75, 0.75, 1.5), direction=rotation(12, -8, 25)),
     "ras-1mm": dict(size=(58, 58, 58), spacing=(1.0, 1.0, 1.0), direction=np.diag([-1.0, -1.0, 1.0])),
 }
 
