@@ -1,3 +1,3 @@
-from lesionbench.cli import main
+from lesionbench.cli import console
 
-raise SystemExit(main())
+console()

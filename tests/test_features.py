@@ -169,7 +169,7 @@ def _register_temporarily(monkeypatch, registry, name, factory):
     registry.add(name, factory)
 
 
-def test_cli_extract_is_a_get_features_drop_in(tmp_path, monkeypatch):
+def test_cli_extract_is_a_get_features_drop_in(tmp_path, monkeypatch, capsys):
     from lesionbench.cli import main
 
     df = _cohort(tmp_path, n_images=2, per_image=2)
@@ -185,6 +185,9 @@ def test_cli_extract_is_a_get_features_drop_in(tmp_path, monkeypatch):
         assert list(res["image_path"]) == list(table["image_path"])
         np.testing.assert_allclose(res[[f"pred_{i}" for i in range(4)]].to_numpy(), extract_features(df, PatchStats(), cache=False, progress=False), rtol=1e-6)
     assert main(["extract", str(tmp_path / "seeds.csv"), "--encoder", "patch-stats-tst", "-o", str(tmp_path / "x.csv")]) == 2
+    # an output fed back as input would carry its features twice: one clear error, no half-written file
+    assert main(["extract", str(tmp_path / "out.csv"), "--encoder", "patch-stats-test", "--no-cache", "-o", str(tmp_path / "again.parquet")]) == 2
+    assert "already has feature column(s) ['pred_0'" in capsys.readouterr().err and not (tmp_path / "again.parquet").exists()
 
 
 def test_cli_extract_task(tmp_path, monkeypatch):
@@ -286,9 +289,9 @@ def test_image_prefetcher_reads_ahead_in_order_bounded(tmp_path):
     df = _cohort(tmp_path, n_images=4, per_image=1)
     paths = list(df["image_path"])
     missing = str(tmp_path / "missing.nii.gz")
-    with ImagePrefetcher([paths[0], missing, *paths[1:]], ahead=1) as pre:
+    with ImagePrefetcher([paths[0], missing, *paths[1:]], ahead=1, max_bytes=0) as pre:
         time.sleep(0.5)
-        assert len(pre._ready) <= 1  # bounded: never more than `ahead` images waiting
+        assert len(pre._ready) <= 1  # bounded: never more than `ahead` images waiting without a byte budget
         a = pre.get(paths[0])
         assert sitk.GetArrayFromImage(a).tolist() == sitk.GetArrayFromImage(read_image(paths[0])).tolist()
         with pytest.raises(ImageError, match="not found"):
@@ -299,6 +302,33 @@ def test_image_prefetcher_reads_ahead_in_order_bounded(tmp_path):
         assert not pre._ready
     with pytest.raises(Exception, match="ahead"):
         ImagePrefetcher(paths, ahead=0)
+
+
+def test_image_prefetcher_byte_budget_reads_several_images_but_stays_bounded(tmp_path):
+    import time
+
+    from lesionbench.benchmark.features import ImagePrefetcher, _image_bytes, read_image
+
+    df = _cohort(tmp_path, n_images=5, per_image=1)
+    paths = list(df["image_path"])
+    size = [_image_bytes(read_image(p)) for p in paths]  # growing: 20, 22, 24, ... slices
+    # room for the first two images: a third is read, then the budget is spent and the rest wait
+    with ImagePrefetcher(paths, max_bytes=size[0] + size[1] + 1) as pre:
+
+        def settle(expected):
+            deadline = time.monotonic() + 10
+            while list(pre._ready) != expected and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.3)  # nothing more arrives
+            assert list(pre._ready) == expected
+
+        settle(paths[:3])
+        pre.get(paths[0])
+        settle(paths[1:3])  # images 1 and 2 still fill the budget
+        pre.get(paths[1])
+        settle(paths[2:4])  # room again: one more read
+    with pytest.raises(Exception, match="max_bytes"):
+        ImagePrefetcher(paths, max_bytes=-1)
 
 
 def test_extract_with_a_prefetcher_started_before_the_encoder(tmp_path):

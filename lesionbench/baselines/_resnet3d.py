@@ -102,10 +102,25 @@ class ResNet3d(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.act(self.bn1(self.conv1(x))))
+        x = _max_pool(self.maxpool, self.act(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = self.avgpool(x)
         return x.view(x.size(0), -1)
+
+
+def _triple(v: int | tuple[int, ...]) -> list[int]:
+    return [int(v)] * 3 if isinstance(v, int) else [int(u) for u in v]
+
+
+def _max_pool(pool: nn.MaxPool3d, x: torch.Tensor) -> torch.Tensor:
+    """``pool(x)``, through oneDNN for float32 CPU inference: the same values bit for bit (a maximum is
+    exact) about 3x faster, because ATen's CPU ``max_pool3d`` always computes the argmax indices too
+    (~7% of a forward pass of the FMCIB trunk on 16 patches). Anything else goes to ``pool`` itself."""
+    plain = _triple(pool.dilation) == [1, 1, 1] and not pool.ceil_mode and not pool.return_indices
+    if plain and x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad and torch.backends.mkldnn.is_available():
+        out = torch.mkldnn_max_pool3d(x.to_mkldnn(), _triple(pool.kernel_size), _triple(pool.stride), _triple(pool.padding))
+        return out.to_dense()
+    return pool(x)
 
 
 def resnet50(**kwargs) -> ResNet3d:

@@ -97,9 +97,24 @@ def file_identity(path: str | Path) -> str:
     return f"{p}|{st.st_size}|{st.st_mtime_ns}"
 
 
+#: Pixel data that :class:`ImagePrefetcher` may hold beyond its first waiting image (512 MiB: about
+#: five 512x512x200 int16 CTs, i.e. a typical cohort's first images are read while torch loads).
+PREFETCH_BYTES = 512 * 2**20
+
+
+def _image_bytes(item: Any) -> int:
+    """Pixel bytes of a decoded SimpleITK image (0 for a failed read)."""
+    try:
+        return int(item.GetNumberOfPixels()) * int(item.GetSizeOfPixelComponent()) * int(item.GetNumberOfComponentsPerPixel())
+    except AttributeError:
+        return 0
+
+
 class ImagePrefetcher:
-    """Reads images ahead of their use in a background thread, in a planned order, at most ``ahead``
-    decoded images waiting at any time (so memory does not grow with the number of images).
+    """Reads images ahead of their use in a background thread, in a planned order. It keeps reading while
+    fewer than ``ahead`` decoded images wait or while those waiting take less than ``max_bytes`` of pixel
+    data (so at most ``max_bytes`` plus one image wait: memory does not grow with the number of images).
+    The byte budget lets several images be read while the encoder is still being built.
 
     SimpleITK releases the GIL while it reads and decompresses, so the next image is read while the
     caller cuts patches, runs the encoder, or imports torch and loads weights (the ``lesionbench extract``
@@ -109,9 +124,12 @@ class ImagePrefetcher:
     Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, paths: Sequence[str | Path], *, ahead: int = 1):
+    def __init__(self, paths: Sequence[str | Path], *, ahead: int = 1, max_bytes: int = PREFETCH_BYTES):
         if ahead < 1:
             raise ConfigurationError(f"ahead must be >= 1, got {ahead}.")
+        if max_bytes < 0:
+            raise ConfigurationError(f"max_bytes must be >= 0, got {max_bytes}.")
+        self._max_bytes = int(max_bytes)
         self._order = list(dict.fromkeys(str(p) for p in paths))
         self._planned = set(self._order)
         self._ready: dict[str, Any] = {}  # path -> SimpleITK image or the ImageError of its read
@@ -128,7 +146,7 @@ class ImagePrefetcher:
         try:
             for path in self._order:
                 with self._cond:
-                    self._cond.wait_for(lambda: self._closed or len(self._ready) < self._ahead)
+                    self._cond.wait_for(lambda: self._closed or self._wants_more())
                     if self._closed:
                         return
                     if path not in self._planned:
@@ -154,6 +172,12 @@ class ImagePrefetcher:
                 self._crash = exc
                 self._reading = None
                 self._cond.notify_all()
+
+    def _wants_more(self) -> bool:
+        if len(self._ready) < self._ahead:
+            return True
+        waiting = sum(_image_bytes(im) for im in self._ready.values())
+        return waiting < self._max_bytes
 
     def retain(self, paths: Sequence[str | Path]) -> None:
         """Keep only ``paths`` in the plan; images already read for other paths are released."""
@@ -636,7 +660,38 @@ def extract_features(
     return out
 
 
+def check_output_columns(table: pd.DataFrame, prefix: str = "pred_") -> None:
+    """Raise when ``table`` already has feature columns ``<prefix><k>`` (e.g. an output fed back as input)."""
+    clash = [str(c) for c in table.columns if str(c).startswith(prefix) and str(c)[len(prefix) :].isdigit()]
+    if clash:
+        raise ConfigurationError(
+            f"The input table already has feature column(s) {clash[:5]}{' ...' if len(clash) > 5 else ''}: the output "
+            f"would hold them twice. Drop the {prefix}* columns (or extract from the original seeds table)."
+        )
+
+
 def feature_table(table: pd.DataFrame, features: np.ndarray, *, prefix: str = "pred_") -> pd.DataFrame:
     """``table``'s columns followed by ``<prefix>0 .. <prefix>{d-1}`` (the reference ``get_features`` layout)."""
+    check_output_columns(table, prefix)
     cols = pd.DataFrame(features, columns=[f"{prefix}{i}" for i in range(features.shape[1])], index=table.index)
     return pd.concat([table, cols], axis=1)
+
+
+def write_feature_table(table: pd.DataFrame, features: np.ndarray, path: Path, *, prefix: str = "pred_") -> None:
+    """Write :func:`feature_table` to ``path`` (``.csv``, or ``.parquet``/``.pq``).
+
+    Parquet is assembled column by column in pyarrow: pandas' own conversion of a frame with thousands of
+    float columns costs ~0.2 s more and gives the same file content."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        feature_table(table, features, prefix=prefix).to_csv(path, index=False)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    feats = np.asarray(features, dtype=np.float32)
+    check_output_columns(table, prefix)
+    head = pa.Table.from_pandas(table.reset_index(drop=True), preserve_index=False)
+    cols = list(head.columns) + [pa.array(feats[:, i]) for i in range(feats.shape[1])]
+    names = list(head.column_names) + [f"{prefix}{i}" for i in range(feats.shape[1])]
+    pq.write_table(pa.Table.from_arrays(cols, names=names, metadata=head.schema.metadata), path)
