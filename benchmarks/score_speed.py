@@ -81,7 +81,7 @@ def main() -> None:
             from lesionbench.benchmark.tracking import log_result
 
             t = time.perf_counter()
-            run_id = log_result(result, result_dir(tmp / "out", task.meta.name, "fabricated", "linear"), tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+            run_id = log_result(result, result_dir(tmp / "out", task.meta.name, task.meta.version, "fabricated", "linear"), tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
             print(f"MLflow logging (fresh sqlite store incl. schema creation, {len(result.runs)} child runs with plots): "
                   f"{time.perf_counter() - t:.1f} s, parent {run_id}")  # fmt: skip
 

@@ -299,7 +299,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fractions", type=float, nargs="+", help="training fractions (default: 1.0 0.5 0.2 0.1)")
     p.add_argument("--seeds", type=int, nargs="+", help="subset seeds (default: 0 1 2 3 4)")
     p.add_argument("--probe", default="linear", help="probe (default: linear)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the test set (default: 1000)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the test set (default: 1000; 0: point estimates without CIs)")
     p.add_argument("--bootstrap-unit", choices=["patient", "lesion"], default="patient",
                    help="resample whole patients (default; lesions of a patient are correlated) or single lesions")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("lesionbench-results"), help="results folder (default: ./lesionbench-results)")
@@ -309,6 +309,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--experiment", default="lesionbench", help="MLflow experiment name (default: lesionbench)")
     p.add_argument("--no-mlflow", action="store_true", help="write the local results only")
+    p.add_argument("--no-resume", action="store_true",
+                   help="recompute every (fraction, seed) run; by default runs finished earlier into --out with the same "
+                   "task data, features and settings are reused (a killed sweep resumes)")  # fmt: skip
     p.set_defaults(func=_cmd_run)
 
 
@@ -332,8 +335,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         bootstrap_unit=args.bootstrap_unit,
+        resume=not args.no_resume,
     )
-    rdir = result_dir(args.out, result.task.name, result.encoder.name, result.probe)
+    rdir = result_dir(args.out, result.task.name, result.task.version, result.encoder.name, result.probe)
     run_id = None
     if not args.no_mlflow:
         from lesionbench.benchmark.tracking import log_result, resolve_tracking_uri
@@ -380,6 +384,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fraction", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--probe", default="linear")
+    p.add_argument("--task-version", help="the task version to compare (needed only when results of several versions exist)")
     p.add_argument("--out", type=Path, default=Path("lesionbench-results"), help="results folder used by `lesionbench run`")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--n-perm", type=int, default=1000)
@@ -391,7 +396,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     rows = compare_saved(
         args.out, args.task, args.encoder_a, args.encoder_b, fraction=args.fraction, seed=args.seed, probe=args.probe,
-        n_boot=args.n_boot, n_perm=args.n_perm,
+        n_boot=args.n_boot, n_perm=args.n_perm, version=args.task_version,
     )  # fmt: skip
     sys.stdout.write(
         f"{args.task}: {args.encoder_a} (A) vs {args.encoder_b} (B), fraction {args.fraction:g}, seed {args.seed}, "

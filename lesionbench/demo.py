@@ -108,7 +108,7 @@ def run_demo(
             report.results.append(result)
             if use_mlflow:
                 t3 = time.perf_counter()
-                rdir = scorer.result_dir(out_dir, result.task.name, result.encoder.name, result.probe)
+                rdir = scorer.result_dir(out_dir, result.task.name, result.task.version, result.encoder.name, result.probe)
                 tracking.log_result(result, rdir, tracking_uri=tracking_uri)
                 report.timings["mlflow logging"] = report.timings.get("mlflow logging", 0.0) + time.perf_counter() - t3
 

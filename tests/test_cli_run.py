@@ -94,7 +94,7 @@ def test_run_logs_to_mlflow_and_compare(toy, tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "toy_blobs / toy_stats / linear" in out and f"MLflow: sqlite:///{(tmp_path / 'mlflow.db').resolve()}" in out
     assert (tmp_path / "mlflow.db").is_file()  # the default store: a sqlite file in the working directory
-    result = json.loads((tmp_path / "res/toy_blobs/toy_stats/linear/result.json").read_text())
+    result = json.loads((tmp_path / "res/toy_blobs/1/toy_stats/linear/result.json").read_text())
     assert {(r["fraction"], r["seed"]) for r in result["runs"]} == {(1.0, 0), (1.0, 1), (0.5, 0), (0.5, 1)}
     assert result["runs"][0]["metrics"]["auc"]["value"] > 0.9
     assert result["runs"][0]["params"]["n_features_dropped_constant"] == 1
@@ -174,4 +174,4 @@ def test_unreachable_tracking_server_warns_in_seconds_and_keeps_the_result(toy, 
                      "--seeds", "0", "--n-boot", "50", "--tracking-uri", "http://127.0.0.1:9/"])  # fmt: skip
     assert code == 0 and time.perf_counter() - t0 < 30  # MLflow's defaults retried for minutes
     assert any("MLflow logging to 'http://127.0.0.1:9/' failed" in str(w.message) for w in caught)
-    assert (toy.parent / "lesionbench-results" / "toy_blobs" / "toy_stats" / "linear" / "result.json").is_file()
+    assert (toy.parent / "lesionbench-results" / "toy_blobs" / "1" / "toy_stats" / "linear" / "result.json").is_file()

@@ -304,7 +304,7 @@ def test_image_prefetcher_reads_ahead_in_order_bounded(tmp_path):
         ImagePrefetcher(paths, ahead=0)
 
 
-def test_image_prefetcher_byte_budget_reads_several_images_but_stays_bounded(tmp_path):
+def test_image_prefetcher_reads_several_images_at_start_up_then_one_ahead(tmp_path):
     import time
 
     from lesionbench.benchmark.features import ImagePrefetcher, _image_bytes, read_image
@@ -312,7 +312,7 @@ def test_image_prefetcher_byte_budget_reads_several_images_but_stays_bounded(tmp
     df = _cohort(tmp_path, n_images=5, per_image=1)
     paths = list(df["image_path"])
     size = [_image_bytes(read_image(p)) for p in paths]  # growing: 20, 22, 24, ... slices
-    # room for the first two images: a third is read, then the budget is spent and the rest wait
+    # start-up room for the first two images: a third is read, then the budget is spent and the rest wait
     with ImagePrefetcher(paths, max_bytes=size[0] + size[1] + 1) as pre:
 
         def settle(expected):
@@ -324,9 +324,11 @@ def test_image_prefetcher_byte_budget_reads_several_images_but_stays_bounded(tmp
 
         settle(paths[:3])
         pre.get(paths[0])
-        settle(paths[1:3])  # images 1 and 2 still fill the budget
+        settle(paths[1:3])  # consuming: no more start-up budget, one image ahead (two already wait)
         pre.get(paths[1])
-        settle(paths[2:4])  # room again: one more read
+        settle(paths[2:3])
+        pre.get(paths[2])
+        settle(paths[3:4])  # one ahead again
     with pytest.raises(Exception, match="max_bytes"):
         ImagePrefetcher(paths, max_bytes=-1)
 

@@ -59,7 +59,7 @@ def results(tmp_path_factory):
 def test_every_number_agrees_with_sklearn_on_saved_predictions(results, kind) -> None:
     out, res = results
     task, X, result = res[kind]
-    rdir = result_dir(out, task.meta.name, "fabricated", "linear")
+    rdir = result_dir(out, task.meta.name, task.meta.version, "fabricated", "linear")
     back = TaskResult.from_dict(json.loads((rdir / "result.json").read_text()))
     assert back == result
     assert len(result.runs) == 4 and {(r.fraction, r.seed) for r in result.runs} == {(1.0, 0), (1.0, 1), (0.5, 0), (0.5, 1)}
@@ -84,7 +84,7 @@ def test_survival_extras_recomputed(results) -> None:
     out, res = results
     task, _, result = res["survival"]
     df = task.manifest()
-    rdir = result_dir(out, task.meta.name, "fabricated", "linear")
+    rdir = result_dir(out, task.meta.name, task.meta.version, "fabricated", "linear")
     for run in result.runs:
         pred = pd.read_csv(rdir / run.predictions_path)
         test = pred[pred["split"] == "test"]
@@ -111,7 +111,7 @@ def test_leaks_refused_for_own_split_and_reported_for_published(tmp_path) -> Non
     meta = dataclasses.replace(task.meta, published_split=True)
     r = evaluate_features(df, X, meta, encoder=fabricated_encoder_meta(6), out_dir=tmp_path, **FAST)
     assert r.leaked_patients == (pid,)
-    assert json.loads((result_dir(tmp_path, meta.name, "fabricated", "linear") / "result.json").read_text())["leaked_patients"] == [pid]
+    assert json.loads((result_dir(tmp_path, meta.name, meta.version, "fabricated", "linear") / "result.json").read_text())["leaked_patients"] == [pid]
 
 
 def test_feature_shape_checked(tmp_path) -> None:
@@ -162,7 +162,7 @@ def test_trainable_encoder_never_sees_test_labels(tmp_path) -> None:
         np.testing.assert_array_equal(labels, df["label"].to_numpy()[rows])
         assert set(split[val_rows]) == {"val"}
         assert run.params["head_metrics"]["auc"]["value"] > 0.7
-        head = pd.read_csv(result_dir(tmp_path, task.meta.name, "spy", "linear") / run.params["head_predictions_path"])
+        head = pd.read_csv(result_dir(tmp_path, task.meta.name, task.meta.version, "spy", "linear") / run.params["head_predictions_path"])
         assert run.params["head_metrics"]["auc"]["value"] == pytest.approx(_sk_metric("auc", head))
 
 
@@ -174,9 +174,77 @@ def test_compare_saved(results, tmp_path) -> None:
         evaluate_features(task.manifest(), feats, task.meta, encoder=fabricated_encoder_meta(X.shape[1], name), out_dir=tmp_path, **FAST)
     rows = compare_saved(tmp_path, task.meta.name, "good", "noisy", fraction=1.0, seed=0, n_boot=100, n_perm=100)
     by = {r.metric: r for r in rows}
-    good = load_result(result_dir(tmp_path, task.meta.name, "good", "linear")).runs[0].metrics["auc"].value
+    good = load_result(result_dir(tmp_path, task.meta.name, task.meta.version, "good", "linear")).runs[0].metrics["auc"].value
     assert by["auc"].value_a == pytest.approx(good) and by["auc"].difference > 0 and by["auc"].p_value < 0.05
-    with pytest.raises(ConfigurationError, match="Encoders with results for this task: good, noisy"):
+    with pytest.raises(ConfigurationError, match="Encoders with results for this task version: good, noisy"):
         compare_saved(tmp_path, task.meta.name, "good", "nope")
     with pytest.raises(ConfigurationError, match="no run with fraction 0.1"):
         compare_saved(tmp_path, task.meta.name, "good", "noisy", fraction=0.1)
+
+
+def _metrics_of(result: TaskResult) -> dict:
+    return {(r.fraction, r.seed): {k: v.to_dict() for k, v in r.metrics.items()} for r in result.runs}
+
+
+def test_a_killed_sweep_resumes_and_more_seeds_reuse_finished_runs(tmp_path, monkeypatch) -> None:
+    import lesionbench.benchmark.scorer as scorer
+
+    task, X = fabricate("binary", n_lesions=160, feature_dim=8, seed=5)
+    enc = fabricated_encoder_meta(8)
+    opts = {**FAST, "seeds": (0, 1, 2)}
+    whole = evaluate_features(task.manifest(), X, task.meta, encoder=enc, out_dir=tmp_path / "whole", **opts)
+
+    fits, kill_at = [], [4]
+    real_fit = scorer._fit_predict
+
+    class Killed(Exception):
+        """Stands for a kill (Ctrl-C, OOM) in the middle of the sweep."""
+
+    def dies_on_the_fourth_fit(*a, **k):
+        fits.append(1)
+        if kill_at and len(fits) == kill_at[0]:
+            raise Killed
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(scorer, "_fit_predict", dies_on_the_fourth_fit)
+    with pytest.raises(Killed):
+        evaluate_features(task.manifest(), X, task.meta, encoder=enc, out_dir=tmp_path / "killed", **opts)
+    assert not (result_dir(tmp_path / "killed", task.meta.name, task.meta.version, enc.name, "linear") / "result.json").exists()
+    fits.clear()
+    kill_at.clear()
+    again = evaluate_features(task.manifest(), X, task.meta, encoder=enc, out_dir=tmp_path / "killed", **opts)
+    assert len(fits) == 6 - 3  # the three finished runs are reused, only the rest is fitted
+    assert _metrics_of(again) == _metrics_of(whole)
+    # adding seeds reuses the done ones; other features, or resume=False, recompute everything
+    fits.clear()
+    more = evaluate_features(task.manifest(), X, task.meta, encoder=enc, out_dir=tmp_path / "killed", **{**opts, "seeds": (0, 1, 2, 3)})
+    assert len(fits) == 2 and {k: v for k, v in _metrics_of(more).items() if k[1] < 3} == _metrics_of(whole)
+    fits.clear()
+    evaluate_features(task.manifest(), X + 1.0, task.meta, encoder=enc, out_dir=tmp_path / "killed", **opts)
+    assert len(fits) == 6
+    fits.clear()
+    evaluate_features(task.manifest(), X, task.meta, encoder=enc, out_dir=tmp_path / "killed", resume=False, **opts)
+    assert len(fits) == 6
+
+
+def test_task_versions_keep_separate_results(tmp_path) -> None:
+    task, X = fabricate("binary", n_lesions=120, feature_dim=6, seed=2)
+    enc = fabricated_encoder_meta(6)
+    for version in ("1.0-fold0", "1.0-fold1"):
+        meta = dataclasses.replace(task.meta, version=version)
+        evaluate_features(task.manifest(), X, meta, encoder=enc, out_dir=tmp_path, **FAST)
+    folders = sorted(p.parent.parent.parent.name for p in tmp_path.rglob("result.json"))
+    assert folders == ["1.0-fold0", "1.0-fold1"]
+    with pytest.raises(ConfigurationError, match="several versions.*1.0-fold0, 1.0-fold1.*--task-version"):
+        compare_saved(tmp_path, task.meta.name, enc.name, enc.name)
+    assert compare_saved(tmp_path, task.meta.name, enc.name, enc.name, version="1.0-fold1", n_boot=20, n_perm=20)[0].difference == 0
+
+
+def test_a_test_split_with_one_class_warns_that_ranking_metrics_are_undefined(tmp_path, caplog) -> None:
+    task, X = fabricate("binary", n_lesions=120, feature_dim=6, seed=2)
+    man = task.manifest().copy()
+    man.loc[man["split"] == "test", "label"] = 1
+    with caplog.at_level("WARNING", logger="lesionbench.benchmark.scorer"):
+        res = evaluate_features(man, X, task.meta, encoder=fabricated_encoder_meta(6), out_dir=tmp_path, **FAST)
+    assert np.isnan(res.runs[0].metrics["auc"].value)
+    assert "auc" in caplog.text and "undefined (NaN) on the test split" in caplog.text and "labels are {1:" in caplog.text

@@ -31,7 +31,7 @@ def store(tmp_path_factory):
             df.loc[df.index[df["patient_id"] == pid][0], "split"] = "test"
             meta = dataclasses.replace(meta, published_split=True)
         r = evaluate_features(df, X, meta, encoder=fabricated_encoder_meta(8), out_dir=root / "out", **FAST)
-        logged[kind] = (r, log_result(r, result_dir(root / "out", meta.name, "fabricated", "linear"), tracking_uri=uri))
+        logged[kind] = (r, log_result(r, result_dir(root / "out", meta.name, meta.version, "fabricated", "linear"), tracking_uri=uri))
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(uri), logged, root
@@ -99,7 +99,7 @@ def test_leaked_patients_tagged(store) -> None:
 def test_failed_mlflow_write_warns_and_keeps_result(store, tmp_path) -> None:
     _, logged, root = store
     result, _ = logged["multiclass"]
-    rdir = result_dir(root / "out", result.task.name, "fabricated", "linear")
+    rdir = result_dir(root / "out", result.task.name, result.task.version, "fabricated", "linear")
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
     with pytest.warns(UserWarning, match="MLflow logging .* failed .* local result .* is kept"):

@@ -97,8 +97,8 @@ def file_identity(path: str | Path) -> str:
     return f"{p}|{st.st_size}|{st.st_mtime_ns}"
 
 
-#: Pixel data that :class:`ImagePrefetcher` may hold beyond its first waiting image (512 MiB: about
-#: five 512x512x200 int16 CTs, i.e. a typical cohort's first images are read while torch loads).
+#: Pixel data that :class:`ImagePrefetcher` may read ahead at start-up, beyond its first image (512 MiB:
+#: about five 512x512x200 int16 CTs, read while torch is imported and the weights load).
 PREFETCH_BYTES = 512 * 2**20
 
 
@@ -112,9 +112,10 @@ def _image_bytes(item: Any) -> int:
 
 class ImagePrefetcher:
     """Reads images ahead of their use in a background thread, in a planned order. It keeps reading while
-    fewer than ``ahead`` decoded images wait or while those waiting take less than ``max_bytes`` of pixel
-    data (so at most ``max_bytes`` plus one image wait: memory does not grow with the number of images).
-    The byte budget lets several images be read while the encoder is still being built.
+    fewer than ``ahead`` decoded images wait; until the first :meth:`get` (the start-up, while the caller
+    still imports torch and loads weights) also while those waiting take less than ``max_bytes`` of pixel
+    data. So at most ``max_bytes`` plus one image wait at start-up and ``ahead`` images afterwards: memory
+    does not grow with the number of images.
 
     SimpleITK releases the GIL while it reads and decompresses, so the next image is read while the
     caller cuts patches, runs the encoder, or imports torch and loads weights (the ``lesionbench extract``
@@ -130,6 +131,7 @@ class ImagePrefetcher:
         if max_bytes < 0:
             raise ConfigurationError(f"max_bytes must be >= 0, got {max_bytes}.")
         self._max_bytes = int(max_bytes)
+        self._consuming = False  # set by the first get(): the start-up budget no longer applies
         self._order = list(dict.fromkeys(str(p) for p in paths))
         self._planned = set(self._order)
         self._ready: dict[str, Any] = {}  # path -> SimpleITK image or the ImageError of its read
@@ -176,6 +178,8 @@ class ImagePrefetcher:
     def _wants_more(self) -> bool:
         if len(self._ready) < self._ahead:
             return True
+        if self._consuming:
+            return False
         waiting = sum(_image_bytes(im) for im in self._ready.values())
         return waiting < self._max_bytes
 
@@ -192,6 +196,7 @@ class ImagePrefetcher:
         """The image at ``path`` (read ahead if planned, else now); raises :class:`ImageError`."""
         path = str(path)
         with self._cond:
+            self._consuming = True
             if path in self._planned and not self._closed:
                 # everything planned before this path is skipped by the caller: release it
                 for p in self._order[: self._order.index(path)]:

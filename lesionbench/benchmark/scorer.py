@@ -6,7 +6,7 @@ fits a fresh clone of the probe on the training subset (the validation split cho
 every lesion, and computes the task's metrics on the test split with a seeded percentile bootstrap.
 Trainable encoders (with ``fit``) are deep-copied and trained on each training subset first.
 
-Everything lands in ``<out_dir>/<task>/<encoder>/<probe>/``:
+Everything lands in ``<out_dir>/<task>/<task version>/<encoder>/<probe>/``:
 
 * ``result.json`` - :meth:`TaskResult.to_dict` (the schema the leaderboard and MLflow read);
 * ``predictions/frac<f>_seed<s>.csv`` - one row per lesion of every split: ``lesion_id, patient_id,
@@ -42,9 +42,13 @@ Where lesionbench differs from the FMCIB paper's protocol, and why:
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
+import os
+import re
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -69,9 +73,20 @@ logger = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
 
 
-def result_dir(out_dir: Path, task: str, encoder: str, probe: str) -> Path:
-    """Where the results of (task, encoder, probe) live."""
-    return Path(out_dir) / task / encoder / probe
+def _path_part(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", str(name)) or "_"
+
+
+def result_dir(out_dir: Path, task: str, version: str, encoder: str, probe: str) -> Path:
+    """Where the results of (task, task version, encoder, probe) live: versions of a task (another
+    cohort, another LUNG1 fold) never overwrite each other's results."""
+    return Path(out_dir) / _path_part(task) / _path_part(version) / _path_part(encoder) / _path_part(probe)
+
+
+def task_versions(out_dir: Path, task: str) -> list[str]:
+    """The task versions with results under ``out_dir``."""
+    base = Path(out_dir) / _path_part(task)
+    return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
 
 def task_metrics(meta: TaskMeta) -> tuple[str, ...]:
@@ -132,6 +147,7 @@ def evaluate(
     batch_size: int | None = None,
     workers: int = 1,
     bootstrap_unit: str = "patient",
+    resume: bool = True,
 ) -> TaskResult:
     """Score ``encoder`` on ``task`` over every (fraction, seed); write and return the :class:`TaskResult`.
 
@@ -141,6 +157,9 @@ def evaluate(
     or :func:`load_patches`), with the validation split as ``val``, then encodes every lesion;
     if it has ``predict_proba`` its own predictions are scored too (``params["head_metrics"]``).
     ``bootstrap_unit``: resample test ``"patient"``s (default) or single ``"lesion"``s for the CIs.
+    ``resume``: reuse the (fraction, seed) runs finished earlier into the same result folder with the same
+    task data, features (or patches), encoder and settings (a killed sweep restarts where it stopped;
+    more seeds later add to the ones done); ``False`` recomputes every run.
     """
     meta: TaskMeta = task.meta
     _check_options(fractions, seeds, probe, meta, bootstrap_unit)
@@ -159,7 +178,7 @@ def evaluate(
             features = extract_features(manifest, encoder, cache_dir=cache_dir, batch_size=batch_size, workers=workers, progress=progress)
         return evaluate_features(
             manifest, features, meta, encoder=emeta, fractions=fractions, seeds=seeds, probe=probe, out_dir=out_dir,
-            n_boot=n_boot, progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit,
+            n_boot=n_boot, progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit, resume=resume,
         )  # fmt: skip
 
     if patches is None:
@@ -184,7 +203,8 @@ def evaluate(
         return X, head
 
     return _run(manifest, meta, emeta, provider, fractions=fractions, seeds=seeds, probe=probe, out_dir=out_dir, n_boot=n_boot,
-                progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit)  # fmt: skip
+                progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit,
+                data_digest=_array_digest(patches) if resume else "")  # fmt: skip
 
 
 def evaluate_features(
@@ -202,15 +222,18 @@ def evaluate_features(
     c_grid: Sequence[float] = C_GRID,
     refine: bool = True,
     bootstrap_unit: str = "patient",
+    resume: bool = True,
 ) -> TaskResult:
-    """Score precomputed features ``X`` (one row per manifest row, in order) of a frozen encoder."""
+    """Score precomputed features ``X`` (one row per manifest row, in order) of a frozen encoder
+    (``resume``: see :func:`evaluate`)."""
     manifest = manifest.reset_index(drop=True)
     X = np.asarray(X)
     if X.ndim != 2 or len(X) != len(manifest):
         raise ConfigurationError(f"Features of shape {X.shape} for {len(manifest)} manifest rows; expected ({len(manifest)}, feature_dim) in manifest order.")
     _check_options(fractions, seeds, probe, meta, bootstrap_unit)
     return _run(manifest, meta, encoder, lambda subset, mask: (X, None), fractions=fractions, seeds=seeds, probe=probe,
-                out_dir=out_dir, n_boot=n_boot, progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit)  # fmt: skip
+                out_dir=out_dir, n_boot=n_boot, progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit,
+                data_digest=_array_digest(X) if resume else "")  # fmt: skip
 
 
 def _check_test_split(manifest: pd.DataFrame, meta: TaskMeta) -> None:
@@ -265,7 +288,9 @@ def _run(
     c_grid: Sequence[float],
     refine: bool,
     bootstrap_unit: str = "patient",
+    data_digest: str = "",
 ) -> TaskResult:
+    """The sweep. ``data_digest`` (of the features or patches) enables resuming finished runs; "" disables it."""
     timer = _Timer()
     t0 = time.perf_counter()
     fractions = [float(f) for f in fractions]
@@ -277,9 +302,9 @@ def _run(
     metric_names = task_metrics(meta)
     n_classes = n_classes_of(meta, manifest)
     template = make_probe(probe, kind, metric=selection_metric(meta), n_classes=n_classes, c_grid=c_grid, refine=refine)
-    rdir = result_dir(out_dir, meta.name, emeta.name, probe)
-    (rdir / "predictions").mkdir(parents=True, exist_ok=True)
-    (rdir / "subsets").mkdir(parents=True, exist_ok=True)
+    rdir = result_dir(out_dir, meta.name, meta.version, emeta.name, probe)
+    for sub in ("predictions", "subsets", RUNS_DIR):
+        (rdir / sub).mkdir(parents=True, exist_ok=True)
 
     split = manifest["split"].to_numpy()
     val_mask, test_mask = split == "val", split == "test"
@@ -289,9 +314,18 @@ def _run(
     y_test = _truth(manifest[test_mask], kind)
     # resample patients, not lesions: lesions of one patient are not independent
     test_groups = groups[test_mask] if bootstrap_unit == "patient" else None
+    sweep_key = ""
+    finished: dict[str, tuple[SubsetResult, int]] = {}
+    if data_digest:
+        sweep_key = _sweep_key(manifest, meta, emeta, data_digest, probe=probe, metrics=metric_names, n_boot=n_boot,
+                               bootstrap_unit=bootstrap_unit, c_grid=c_grid, refine=refine)  # fmt: skip
+        finished = _finished_runs(rdir, sweep_key)
     t0 = timer.add("setup", t0)
 
     runs: list[SubsetResult] = []
+    n_feat = 0
+    resumed = 0
+    undefined: set[str] = set()
     bar = tqdm(total=len(fractions) * len(seeds), desc=f"{meta.name} / {emeta.name}", disable=not progress, unit="run")
     for seed in seeds:
         t0 = time.perf_counter()
@@ -299,8 +333,16 @@ def _run(
         t0 = timer.add("splits", t0)
         for fraction in fractions:
             subset = subsets[fraction]
+            earlier = finished.get(subset.name)
+            if earlier is not None and earlier[0].params.get("subset_hash") == subset.hash:
+                runs.append(earlier[0])
+                n_feat = n_feat or earlier[1]
+                resumed += 1
+                bar.update(1)
+                continue
             train_mask = np.isin(lesion_ids, subset.lesion_ids)
             X, head = provider(subset, train_mask)
+            n_feat = int(X.shape[1])
             t0 = timer.add("features", t0)
             est = clone(template)
             scores = _fit_predict(est, kind, manifest, X, train_mask, val_mask, groups)
@@ -331,14 +373,22 @@ def _run(
             if head_frame is not None:
                 params["head_predictions_path"] = f"predictions/{subset.name}_head.csv"
                 head_frame.to_csv(rdir / params["head_predictions_path"], index=False)
-            runs.append(SubsetResult(fraction, seed, int(train_mask.sum()), values, params, pred_rel, sub_rel))
+            run = SubsetResult(fraction, seed, int(train_mask.sum()), values, params, pred_rel, sub_rel)
+            runs.append(run)
+            if sweep_key:
+                _save_finished(rdir, subset.name, sweep_key, run, n_feat)
+            undefined |= {m for m, v in values.items() if not np.isfinite(v.value)}
             timer.add("write", t0)
             bar.update(1)
             main = metric_names[0]
             bar.set_postfix_str(f"{main}={values[main].value:.3f} (f={fraction:g}, s={seed})")
     bar.close()
+    if resumed:
+        logger.info("%s / %s: %d of %d runs resumed from %s (finished earlier with the same task data, features and settings; "
+                    "resume=False / --no-resume recomputes them)", meta.name, emeta.name, resumed, len(runs), rdir / RUNS_DIR)  # fmt: skip
+    if undefined:
+        logger.warning("%s: %s undefined (NaN) on the test split in some runs: %s", meta.name, ", ".join(sorted(undefined)), _why_undefined(manifest[test_mask], kind))
 
-    n_feat = int(X.shape[1])
     extra: dict[str, Any] = {
         "n_lesions": {s: int((split == s).sum()) for s in ("train", "val", "test")},
         "feature_dim": n_feat,
@@ -370,6 +420,65 @@ def _run(
     write_result(result, rdir)
     logger.info("wrote %s (%d runs)", rdir / RESULT_FILE, len(runs))
     return result
+
+
+RUNS_DIR = "runs"
+
+
+def _array_digest(a: np.ndarray) -> str:
+    a = np.ascontiguousarray(a)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def _sweep_key(manifest: pd.DataFrame, meta: TaskMeta, emeta: EncoderMeta, data_digest: str, **settings: Any) -> str:
+    """Everything a finished (fraction, seed) run depends on besides its subset: the task (meta and the
+    manifest's ids, splits and labels), the encoder, its features or patches, the probe settings and
+    the lesionbench version."""
+    cols = [c for c in ("lesion_id", "patient_id", "split", *meta.label_columns) if c in manifest.columns]
+    rows = pd.util.hash_pandas_object(manifest[cols].astype(str), index=False).to_numpy()
+    payload = {
+        "task": meta.to_dict(),
+        "manifest": _array_digest(rows),
+        "encoder": emeta.fingerprint(),
+        "data": data_digest,
+        "settings": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in settings.items()},
+        "lesionbench": __version__,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _finished_runs(rdir: Path, key: str) -> dict[str, tuple[SubsetResult, int]]:
+    """Runs saved by an earlier sweep with the same key whose prediction and subset files are still there."""
+    found: dict[str, tuple[SubsetResult, int]] = {}
+    for path in sorted((rdir / RUNS_DIR).glob("*.json")):
+        try:
+            d = json.loads(path.read_text())
+            if d.get("key") != key:
+                continue
+            run = SubsetResult.from_dict(d["run"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # damaged: the run is redone
+            logger.warning("Ignoring unreadable saved run %s (%s); it is recomputed.", path, exc)
+            continue
+        if (rdir / run.predictions_path).is_file() and (rdir / run.subset_path).is_file():
+            found[path.stem] = (run, int(d.get("feature_dim", 0)))
+    return found
+
+
+def _save_finished(rdir: Path, name: str, key: str, run: SubsetResult, feature_dim: int) -> None:
+    path = rdir / RUNS_DIR / f"{name}.json"
+    tmp = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps({"key": key, "feature_dim": feature_dim, "run": run.to_dict()}, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _why_undefined(test: pd.DataFrame, kind: TaskKind) -> str:
+    if kind == TaskKind.SURVIVAL:
+        n_events = int(test["event"].sum())
+        return f"the test split has {len(test)} lesions and {n_events} events (a C-index needs comparable pairs, the 2-year AUC both outcomes)."
+    counts = test["label"].value_counts().sort_index().to_dict()
+    return f"the test split's labels are {counts} (AUC and mAP need every scored class present; use more test patients)."
 
 
 def write_result(result: TaskResult, rdir: Path) -> Path:
@@ -483,6 +592,28 @@ def read_predictions(path: Path, kind: TaskKind | str) -> tuple[pd.DataFrame, An
     return test, test["label"].to_numpy(int), test[cols].to_numpy(float)
 
 
+def _common_version(out_dir: Path, task: str, encoders: Sequence[str], probe: str) -> str:
+    """The one task version under ``out_dir`` with results of every encoder in ``encoders``."""
+    versions = task_versions(out_dir, task)
+    both = [v for v in versions if all((result_dir(out_dir, task, v, e, probe) / RESULT_FILE).is_file() for e in encoders)]
+    if len(both) == 1:
+        return both[0]
+    if not both and len(versions) == 1:
+        return versions[0]  # the caller names the encoder that is missing
+    names = " and ".join(repr(e) for e in encoders)
+    if not both:
+        present = "; ".join(f"{v}: {', '.join(sorted(p.name for p in (Path(out_dir) / _path_part(task) / v).iterdir() if p.is_dir())) or 'none'}" for v in versions)
+        raise ConfigurationError(
+            f"No version of task {task!r} under {out_dir} has {probe!r}-probe results of both {names} "
+            f"(encoders by version: {present or 'no results at all'}). Run `lesionbench run --task {task} --encoder NAME` "
+            "for each encoder into the same --out first."
+        )
+    raise ConfigurationError(
+        f"Task {task!r} has results of {names} for several versions under {out_dir}: {', '.join(both)}. "
+        "Pick one with --task-version (python: version=...)."
+    )
+
+
 def compare_saved(
     out_dir: Path,
     task: str,
@@ -495,22 +626,27 @@ def compare_saved(
     metrics: Sequence[str] | None = None,
     n_boot: int = 1000,
     n_perm: int = 1000,
+    version: str | None = None,
 ) -> list[Any]:
     """Paired comparison (A - B) of two encoders' saved predictions of one (fraction, seed), per metric.
 
     Both results must be of the same task version and train/val/test partition; the test lesions are
-    aligned by ``lesion_id``.
+    aligned by ``lesion_id``. ``version`` (the task version) may be left out when only one version of the
+    task has results of both encoders.
     """
     from lesionbench.benchmark.metrics import paired_comparison
 
+    version = version or _common_version(Path(out_dir), task, (encoder_a, encoder_b), probe)
     res, preds = [], []
     for enc in (encoder_a, encoder_b):
-        rdir = result_dir(Path(out_dir), task, enc, probe)
+        rdir = result_dir(Path(out_dir), task, version, enc, probe)
         if not (rdir / RESULT_FILE).is_file():
-            have = sorted(p.name for p in (Path(out_dir) / task).iterdir() if p.is_dir()) if (Path(out_dir) / task).is_dir() else []
+            vdir = rdir.parent.parent
+            have = sorted(p.name for p in vdir.iterdir() if p.is_dir()) if vdir.is_dir() else []
             raise ConfigurationError(
-                f"No results for task {task!r}, encoder {enc!r}, probe {probe!r} under {out_dir} (looked for {rdir / RESULT_FILE}). "
-                f"Encoders with results for this task: {', '.join(have) or 'none'}. Run `lesionbench run --task {task} --encoder {enc}` first."
+                f"No results for task {task!r} version {version!r}, encoder {enc!r}, probe {probe!r} under {out_dir} "
+                f"(looked for {rdir / RESULT_FILE}). Encoders with results for this task version: {', '.join(have) or 'none'}. "
+                f"Run `lesionbench run --task {task} --encoder {enc}` first."
             )
         r = load_result(rdir)
         run = next((x for x in r.runs if abs(x.fraction - fraction) < 1e-9 and x.seed == seed), None)

@@ -1,7 +1,7 @@
 """Gather results for the leaderboard: local ``result.json`` files and MLflow parent runs.
 
 Both sources hold the same document, :meth:`TaskResult.to_dict`. A local result lives at
-``<results>/<task>/<encoder>/<probe>/result.json`` with its per-run predictions CSVs at the relative
+``<results>/<task>/<task version>/<encoder>/<probe>/result.json`` (found at any depth) with its per-run predictions CSVs at the relative
 ``SubsetResult.predictions_path``; an MLflow result is the ``result.json`` artifact of a parent run
 tagged ``lesionbench.level=parent``, whose predictions are artifacts of the parent (same relative
 path) or of the matching child run (tagged ``lesionbench.level=child``, params ``fraction``/``seed``).

@@ -423,7 +423,7 @@ def submit(
 
     ``kind``: ``"predictions"`` (a predictions CSV) or ``"features"`` (a features CSV scored by the
     standard linear probe at 100% labels). Nothing is written unless the file is valid. The result
-    goes to ``<results_dir>/<task>/submission-<slug>/<probe>/result.json`` and/or to MLflow as a parent
+    goes to ``<results_dir>/<task>/<task version>/submission-<slug>/<probe>/result.json`` (the scorer's layout) and/or to MLflow as a parent
     run tagged ``lesionbench.level=parent`` and ``lesionbench.submission=<name>``.
     """
     if kind not in ("predictions", "features"):
@@ -467,7 +467,9 @@ def submit(
     )
     result_path = None
     if results_dir is not None:
-        folder = Path(results_dir) / meta.name / f"submission-{name_slug(name)}" / probe
+        from lesionbench.benchmark.scorer import result_dir
+
+        folder = result_dir(Path(results_dir), meta.name, meta.version, f"submission-{name_slug(name)}", probe)
         folder.mkdir(parents=True, exist_ok=True)
         score.predictions.to_csv(folder / "predictions.csv", index=False)
         result_path = folder / "result.json"
@@ -490,7 +492,7 @@ def _probe_features(task: Any, manifest: pd.DataFrame, features: pd.DataFrame) -
     import tempfile
 
     try:
-        from lesionbench.benchmark.scorer import evaluate_features
+        from lesionbench.benchmark.scorer import evaluate_features, result_dir
     except ImportError as exc:
         raise ConfigurationError(
             "Feature submissions are scored by the standard probe of lesionbench.benchmark.scorer, which this installation "
@@ -500,9 +502,11 @@ def _probe_features(task: Any, manifest: pd.DataFrame, features: pd.DataFrame) -
     X = features.drop(columns=["lesion_id"]).to_numpy(dtype=np.float32)
     enc = EncoderMeta(name="submitted-features", version="submitted", feature_dim=X.shape[1])
     with tempfile.TemporaryDirectory(prefix="lesionbench-submit-") as tmp:
-        result = evaluate_features(manifest.reset_index(drop=True), X, meta, encoder=enc, fractions=(1.0,), seeds=(0,), out_dir=Path(tmp), n_boot=0, progress=False)
+        result = evaluate_features(
+            manifest.reset_index(drop=True), X, meta, encoder=enc, fractions=(1.0,), seeds=(0,), out_dir=Path(tmp), n_boot=0, progress=False, resume=False
+        )
         run = result.runs[0]
-        folder = Path(tmp) / meta.name / enc.name / result.probe
+        folder = result_dir(Path(tmp), meta.name, meta.version, enc.name, result.probe)
         table = pd.read_csv(folder / run.predictions_path, dtype={"lesion_id": str, "patient_id": str})
     test = table[table["split"] == "test"]
     cols = _stats.score_columns(meta, list(test.columns))

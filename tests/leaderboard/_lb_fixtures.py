@@ -75,8 +75,8 @@ def fake_scores(meta: TaskMeta, test: pd.DataFrame, quality: float, rng: np.rand
 
 
 def write_result(meta: TaskMeta, manifest: pd.DataFrame, encoder: str, quality: float, root: Path, *, seed: int = 0, weights: str = "") -> Path:
-    """Write ``<root>/<task>/<encoder>/linear/result.json`` with predictions per (fraction, seed)."""
-    folder = root / meta.name / encoder / "linear"
+    """Write ``<root>/<task>/<version>/<encoder>/linear/result.json`` (the scorer's layout) with predictions per (fraction, seed)."""
+    folder = root / meta.name / meta.version / encoder / "linear"
     (folder / "predictions").mkdir(parents=True, exist_ok=True)
     test = manifest[manifest["split"] == "test"].reset_index(drop=True)
     runs = []

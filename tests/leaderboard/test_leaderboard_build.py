@@ -68,7 +68,7 @@ def test_headline_numbers_match_sklearn_on_the_saved_predictions(built: tuple[Pa
     _, doc = built
     t = _task(doc, BINARY.name)
     for e in t["entries"]:
-        preds = pd.read_csv(lb_store.results / BINARY.name / e["encoder"] / "linear" / "predictions" / "f1_s0.csv")
+        preds = pd.read_csv(lb_store.results / BINARY.name / BINARY.version / e["encoder"] / "linear" / "predictions" / "f1_s0.csv")
         assert e["metrics"]["auc"]["value"] == pytest.approx(roc_auc_score(preds["label"], preds["score"]), abs=1e-12)
         assert e["metrics"]["average_precision"]["value"] == pytest.approx(average_precision_score(preds["label"], preds["score"]), abs=1e-12)
         lo, hi = e["metrics"]["auc"]["ci_low"], e["metrics"]["auc"]["ci_high"]
@@ -261,14 +261,14 @@ def test_split_variant_and_leaks_in_provenance(tmp_path: Path) -> None:
 def test_leaderboard_from_the_scorers_own_runs(fresh_tracking_uri: str, tmp_path: Path) -> None:
     """Runs scored by scorer.evaluate_features and logged by tracking.log_result (predictions on child runs only)."""
     from lesionbench.benchmark._fabricate import fabricate, fabricated_encoder_meta
-    from lesionbench.benchmark.scorer import evaluate_features, read_predictions
+    from lesionbench.benchmark.scorer import evaluate_features, read_predictions, result_dir
     from lesionbench.benchmark.tracking import log_result
 
     out = tmp_path / "results"
     for name, signal in (("strong", 1.2), ("weak", 0.2)):
         task, X = fabricate("binary", n_lesions=160, signal=signal, seed=3, name="fab_binary")
         res = evaluate_features(task.manifest(), X, task.meta, encoder=fabricated_encoder_meta(X.shape[1], name), fractions=(1.0, 0.5), seeds=(0, 1), out_dir=out, n_boot=50, progress=False)
-        assert log_result(res, out / "fab_binary" / name / res.probe, tracking_uri=fresh_tracking_uri, plots=False)
+        assert log_result(res, result_dir(out, "fab_binary", res.task.version, name, res.probe), tracking_uri=fresh_tracking_uri, plots=False)
     build_leaderboard(tmp_path / "lb", tracking_uri=fresh_tracking_uri, n_boot=100, n_perm=100)
     doc = json.loads((tmp_path / "lb" / "leaderboard.json").read_text())
     (t,) = doc["tasks"]
@@ -279,7 +279,7 @@ def test_leaderboard_from_the_scorers_own_runs(fresh_tracking_uri: str, tmp_path
     va, vb = (e["metrics"]["auc"]["value"] for e in t["entries"])
     assert cmp["difference"] == pytest.approx(vb - va) and cmp["ci_low"] <= cmp["difference"] <= cmp["ci_high"]
     # The headline value is the scorer's, recomputed from its own saved predictions.
-    _, y, s = read_predictions(out / "fab_binary" / "strong" / "linear" / "predictions" / "frac1_seed0.csv", "binary")
+    _, y, s = read_predictions(result_dir(out, "fab_binary", task.meta.version, "strong", "linear") / "predictions" / "frac1_seed0.csv", "binary")
     assert t["entries"][0]["metrics"]["auc"]["value"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
 
 

@@ -70,7 +70,7 @@ def test_valid_submission_scores_like_sklearn_on_public_and_private_parts(binary
         assert got["auc"].ci_low <= got["auc"].value <= got["auc"].ci_high
 
     # Recorded like any run: a local result and an MLflow parent run with result.json.
-    assert out.result_path == tmp_path / "results" / BINARY.name / "submission-team-a-v2" / "submitted" / "result.json"
+    assert out.result_path == tmp_path / "results" / BINARY.name / BINARY.version / "submission-team-a-v2" / "submitted" / "result.json"
     stored = json.loads(out.result_path.read_text())
     assert stored["extra"]["submission"]["name"] == "Team A (v2)"
     assert stored["runs"][0]["metrics"]["auc"]["value"] == out.score.public["auc"].value
@@ -305,7 +305,7 @@ def test_cli_submit(binary_task: FakeTask, tmp_path: Path, monkeypatch: pytest.M
     rc = main(["-q", "submit", "--task", BINARY.name, str(good), "--name", "cli-team", "--results", str(tmp_path / "r"), "--no-mlflow"])
     out = capsys.readouterr().out
     assert rc == 0 and "accepted" in out and "public auc" in out
-    assert (tmp_path / "r" / BINARY.name / "submission-cli-team" / "submitted" / "result.json").exists()
+    assert (tmp_path / "r" / BINARY.name / BINARY.version / "submission-cli-team" / "submitted" / "result.json").exists()
 
     bad = _predictions(binary_task).iloc[1:]
     rc = main(["submit", "--task", BINARY.name, str(_write(bad, tmp_path / "bad.csv")), "--name", "a/b", "--results", str(tmp_path / "r2")])
@@ -318,7 +318,7 @@ def test_cli_submit(binary_task: FakeTask, tmp_path: Path, monkeypatch: pytest.M
     shutil.copy(empty_mlflow_db, tmp_path / "mlflow.db")  # an initialised store (migrations take seconds)
     assert main(["-q", "submit", "--task", BINARY.name, str(good), "--name", "default-store"]) == 0
     assert (tmp_path / "mlflow.db").is_file() and (tmp_path / "mlartifacts" / "lesionbench").is_dir()
-    assert (tmp_path / "lesionbench-results" / BINARY.name / "submission-default-store" / "submitted" / "result.json").is_file()
+    assert (tmp_path / "lesionbench-results" / BINARY.name / BINARY.version / "submission-default-store" / "submitted" / "result.json").is_file()
     assert main(["-q", "leaderboard", "build", "--out", "lb", "--n-boot", "10", "--n-perm", "10"]) == 0
     doc = json.loads((tmp_path / "lb" / "leaderboard.json").read_text())
     assert [s["name"] for s in doc["tasks"][0]["submissions"]] == ["default-store"]
@@ -363,7 +363,7 @@ def test_cli_submit_to_a_registered_task(tmp_path: Path, capsys: pytest.CaptureF
     args = ["-q", "submit", "--task", "synthetic_site", "--data-dir", str(tmp_path / "task"), "--tracking-uri", uri, "--name", "site team"]
     assert main([*args, str(_write(preds, tmp_path / "p.csv"))]) == 0
     assert "public balanced_accuracy" in capsys.readouterr().out
-    assert (tmp_path / "lesionbench-results" / "synthetic_site" / "submission-site-team" / "submitted" / "result.json").is_file()
+    assert len(list((tmp_path / "lesionbench-results" / "synthetic_site").glob("*/submission-site-team/submitted/result.json"))) == 1
     # The same file for the binary task of the same cohort (same lesions) is refused as a wrong-task submission.
     (tmp_path / "mal").mkdir()
     man.assign(label=man["label"] % 2).to_csv(tmp_path / "mal" / "manifest.csv", index=False)
