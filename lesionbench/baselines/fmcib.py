@@ -359,7 +359,6 @@ def _settings(bf16: bool, extra: tuple[tuple[str, str], ...] = ()) -> tuple[tupl
 @ENCODERS.register("fmcib")
 def fmcib(weights: str | Path | None = None, *, device: str | None = None, bf16: bool = False, batch_size: int = 16, threads: int | None = None, progress: bool = True) -> FMCIBEncoder:
     """FMCIB with the released (or given) weights; see the module docstring."""
-    import torch
 
     path, digest = resolve_weights(weights, progress=progress)
     trunk = _uninitialised_trunk()  # every weight comes from the file

@@ -45,7 +45,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.exists():
-        raise ManifestError(str(path), [f"file not found. Check the path, or create it with `lesionbench prepare` / `lesionbench synth`."])
+        raise ManifestError(str(path), ["file not found. Check the path, or create it with `lesionbench prepare` / `lesionbench synth`."])
     if path.is_dir():
         raise ManifestError(str(path), ["is a folder. Give the manifest file itself (e.g. manifest.csv in it)."])
     if path.stat().st_size == 0:

@@ -242,7 +242,7 @@ def _check_test_split(manifest: pd.DataFrame, meta: TaskMeta) -> None:
         raise ConfigurationError(
             f"Task {meta.name!r} has no lesion with split 'test' (its manifest has {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}); "
             "nothing to score. Set split=test for a held-out set of patients in the manifest (a synthetic cohort needs more "
-            "patients: `lesionbench synth --patients 64`)."
+            "patients: `lesionbench synth --patients 96`)."
         )
 
 

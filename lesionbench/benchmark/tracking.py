@@ -96,7 +96,7 @@ def log_result(
 
 
 def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool) -> str:
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)

@@ -371,7 +371,7 @@ def _md(s: Any) -> str:
 
 def render_markdown(doc: dict[str, Any]) -> str:
     """The leaderboard as GitHub-flavoured Markdown tables (for READMEs and papers)."""
-    out = [f"# lesionbench leaderboard\n", f"Generated {doc['generated']} by lesionbench {doc['lesionbench_version']}."]
+    out = ["# lesionbench leaderboard\n", f"Generated {doc['generated']} by lesionbench {doc['lesionbench_version']}."]
     out.append(
         "Ranked by the main metric at 100% training labels (95% percentile-bootstrap CI over test lesions). "
         "Rank interval: 95% bootstrap interval of the rank. p: one-sided paired permutation test against the top entry, "

@@ -48,7 +48,7 @@ from lesionbench.benchmark.endpoints import two_year_label
 from lesionbench.benchmark.errors import ConfigurationError, SubmissionError
 from lesionbench.benchmark.types import EncoderMeta, MetricValue, SubsetResult, TaskKind, TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
-from lesionbench.benchmark.tracking import absolute_sqlite_uri, artifact_location, resolve_tracking_uri
+from lesionbench.benchmark.tracking import absolute_sqlite_uri, artifact_location
 
 logger = logging.getLogger(__name__)
 
