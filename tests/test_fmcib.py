@@ -171,15 +171,26 @@ def test_weights_folder_uses_the_released_file_or_says_what_is_missing(tmp_path)
     assert fm.resolve_weights(tmp_path)[0] == tmp_path / fm.WEIGHTS_FILENAME
 
 
+def _zenodo_record(tmp_path, checksum: str) -> str:
+    """A stand-in for the Zenodo record's metadata (the API's shape: files[].key / .checksum)."""
+    record = tmp_path / "record.json"
+    record.write_text(json.dumps({"id": 10528450, "files": [{"key": "other.txt", "checksum": "md5:0"}, {"key": fm.WEIGHTS_FILENAME, "checksum": checksum}]}))
+    return record.as_uri()
+
+
 def test_download_size_check_and_digest(small, tmp_path, monkeypatch):
+    import hashlib
+
     path, _ = small
     monkeypatch.setenv(fm.WEIGHTS_ENV, str(tmp_path / "weights"))
     monkeypatch.setattr(fm, "WEIGHTS_URL", path.as_uri())
     monkeypatch.setattr(fm, "WEIGHTS_SIZE", path.stat().st_size)
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    monkeypatch.setattr(fm, "RECORD_API", _zenodo_record(tmp_path, f"md5:{md5}"))
     got, digest = fm.resolve_weights(None, progress=False)
     assert got == tmp_path / "weights" / "model_weights.torch" and digest == fm.sha256_file(path)
     side = json.loads((tmp_path / "weights" / "model_weights.torch.sha256.json").read_text())
-    assert side["sha256"] == digest and side["size"] == path.stat().st_size
+    assert side["sha256"] == digest and side["size"] == path.stat().st_size and side["publisher_checksum"] == f"md5:{md5}"
     assert fm.resolve_weights(None) == (got, digest)  # verified against the sidecar, no download
     with open(got, "r+b") as f:  # damage the cached file
         f.seek(100)
@@ -191,6 +202,22 @@ def test_download_size_check_and_digest(small, tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="expected"):
         fm.resolve_weights(None, progress=False)
     assert not got.exists()
+
+
+def test_download_is_checked_against_the_published_checksum(small, tmp_path, monkeypatch, caplog):
+    path, _ = small
+    monkeypatch.setenv(fm.WEIGHTS_ENV, str(tmp_path / "weights"))
+    monkeypatch.setattr(fm, "WEIGHTS_URL", path.as_uri())
+    monkeypatch.setattr(fm, "WEIGHTS_SIZE", path.stat().st_size)
+    monkeypatch.setattr(fm, "RECORD_API", _zenodo_record(tmp_path, "md5:" + "0" * 32))
+    with pytest.raises(WeightsError, match=r"Zenodo record publishes md5:0{32}.*not kept"):
+        fm.resolve_weights(None, progress=False)
+    assert not list((tmp_path / "weights").iterdir())  # nothing half-kept
+    # the record unreachable: the size check alone, said plainly
+    monkeypatch.setattr(fm, "RECORD_API", (tmp_path / "no-record.json").as_uri())
+    with caplog.at_level("WARNING", logger=fm.__name__):
+        got, _ = fm.resolve_weights(None, progress=False)
+    assert got.is_file() and "checked by its size only" in caplog.text
 
 
 def test_offline_download_says_how_to_get_the_file(tmp_path, monkeypatch):

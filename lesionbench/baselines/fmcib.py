@@ -46,6 +46,8 @@ VERSION = "1.0"
 FEATURE_DIM = 4096
 WEIGHTS_URL = "https://zenodo.org/records/10528450/files/model_weights.torch?download=1"
 WEIGHTS_FILENAME = "model_weights.torch"
+#: The Zenodo record's metadata: it lists each file's checksum ("md5:<hex>"), which a download is checked against.
+RECORD_API = "https://zenodo.org/api/records/10528450"
 WEIGHTS_SIZE = 738_451_713
 #: Environment variable naming the folder (or file) of downloaded weights.
 WEIGHTS_ENV = "LESIONBENCH_WEIGHTS"
@@ -116,9 +118,31 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256.json")
 
 
-def download_weights(dest: Path | None = None, *, url: str | None = None, expected_size: int | None = None, progress: bool = True) -> Path:
-    """Download the released weights into ``dest`` (default :func:`weights_dir`), with a progress bar,
-    a size check and a sha256 sidecar. Raises :class:`WeightsError` when offline."""
+def publisher_checksum(record_url: str | None = None, filename: str = WEIGHTS_FILENAME) -> str | None:
+    """The checksum Zenodo publishes for ``filename`` (e.g. ``"md5:<hex>"``), or None when the record
+    cannot be read (then the download is checked by its size only, and a warning says so)."""
+    try:
+        with urllib.request.urlopen(record_url or RECORD_API, timeout=30) as resp:
+            record = json.loads(resp.read(1 << 22))
+        files = record.get("files") or []
+        entry = next(f for f in files if isinstance(f, dict) and filename in (f.get("key"), f.get("filename")))
+        checksum = str(entry["checksum"])
+        algo, _, hexdigest = checksum.partition(":")
+        if algo not in ("md5", "sha256") or not hexdigest:
+            raise ValueError(f"unknown checksum form {checksum!r}")
+        return checksum
+    except (urllib.error.URLError, OSError, TimeoutError, ValueError, KeyError, StopIteration, AttributeError) as exc:
+        logger.warning("Could not read the published checksum of %s from %s (%s); the download is checked by its size only.",
+                       filename, record_url or RECORD_API, exc)  # fmt: skip
+        return None
+
+
+def download_weights(
+    dest: Path | None = None, *, url: str | None = None, expected_size: int | None = None, record_url: str | None = None, progress: bool = True
+) -> Path:
+    """Download the released weights into ``dest`` (default :func:`weights_dir`), with a progress bar, a
+    size check, a check against the checksum Zenodo publishes for the file, and a sha256 sidecar that
+    later loads are verified against. Raises :class:`WeightsError` when offline or when a check fails."""
     from tqdm.auto import tqdm
 
     url = url or WEIGHTS_URL
@@ -130,11 +154,12 @@ def download_weights(dest: Path | None = None, *, url: str | None = None, expect
     try:
         with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
             total = int(resp.headers.get("Content-Length") or expected_size)
-            h = hashlib.sha256()
+            h, h_md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)  # md5: what Zenodo publishes
             with tqdm(total=total, unit="B", unit_scale=True, desc="FMCIB weights", disable=not progress) as bar:
                 while b := resp.read(1 << 20):
                     out.write(b)
                     h.update(b)
+                    h_md5.update(b)
                     bar.update(len(b))
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         part.unlink(missing_ok=True)
@@ -146,8 +171,19 @@ def download_weights(dest: Path | None = None, *, url: str | None = None, expect
             f"The FMCIB weights downloaded from {url} have {size:,} bytes, expected {expected_size:,} (truncated or "
             f"changed download). Retry, or {_how_to_get()}"
         )
+    published = publisher_checksum(record_url)
+    if published:
+        algo, _, want = published.partition(":")
+        got = (h_md5 if algo == "md5" else h).hexdigest()
+        if got != want.lower():
+            part.unlink(missing_ok=True)
+            raise WeightsError(
+                f"The FMCIB weights downloaded from {url} have {algo} {got}, but the Zenodo record publishes {published}: "
+                f"a damaged or altered download, not kept. Retry, or {_how_to_get()}"
+            )
     os.replace(part, dest)
-    _sidecar(dest).write_text(json.dumps({"file": dest.name, "size": size, "sha256": h.hexdigest(), "source": url}, indent=1))
+    record = {"file": dest.name, "size": size, "sha256": h.hexdigest(), "source": url, "publisher_checksum": published}
+    _sidecar(dest).write_text(json.dumps(record, indent=1))
     return dest
 
 
