@@ -8,7 +8,7 @@ Two registry entries:
 
 - ``fmcib``: the released weights (``weights=PATH``; else ``$LESIONBENCH_WEIGHTS`` if it names the file;
   otherwise downloaded on first use into ``$LESIONBENCH_WEIGHTS`` (a folder) or
-  ``$LESIONBENCH_CACHE/weights``, size-checked, its sha256 recorded in a sidecar file
+  ``$LESIONBENCH_CACHE/weights``, checked against its size and the md5 the Zenodo record publishes, its sha256 recorded in a sidecar file
   ``model_weights.torch.sha256.json`` and verified on every later load).
 - ``fmcib-random-init``: the same architecture with seeded random weights, a labelled control that
   shows what the pre-training itself contributes.
