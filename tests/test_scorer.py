@@ -225,6 +225,15 @@ def test_a_killed_sweep_resumes_and_more_seeds_reuse_finished_runs(tmp_path, mon
     fits.clear()
     evaluate_features(task.manifest(), X, task.meta, encoder=enc, out_dir=tmp_path / "killed", resume=False, **opts)
     assert len(fits) == 6
+    # a run killed after its prediction files were replaced is never resumed with another run's metrics
+    fits.clear()
+    kill_at.append(2)
+    with pytest.raises(Killed):
+        evaluate_features(task.manifest(), X + 1.0, task.meta, encoder=enc, out_dir=tmp_path / "killed", **opts)
+    kill_at.clear()
+    fits.clear()
+    evaluate_features(task.manifest(), X, task.meta, encoder=enc, out_dir=tmp_path / "killed", **opts)
+    assert len(fits) == 2  # the two runs touched by the killed sweep are redone, the other four resumed
 
 
 def test_task_versions_keep_separate_results(tmp_path) -> None:

@@ -204,7 +204,7 @@ def evaluate(
 
     return _run(manifest, meta, emeta, provider, fractions=fractions, seeds=seeds, probe=probe, out_dir=out_dir, n_boot=n_boot,
                 progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit,
-                data_digest=_array_digest(patches) if resume else "")  # fmt: skip
+                data_digest=_array_digest(patches), resume=resume)  # fmt: skip
 
 
 def evaluate_features(
@@ -233,7 +233,7 @@ def evaluate_features(
     _check_options(fractions, seeds, probe, meta, bootstrap_unit)
     return _run(manifest, meta, encoder, lambda subset, mask: (X, None), fractions=fractions, seeds=seeds, probe=probe,
                 out_dir=out_dir, n_boot=n_boot, progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit,
-                data_digest=_array_digest(X) if resume else "")  # fmt: skip
+                data_digest=_array_digest(X), resume=resume)  # fmt: skip
 
 
 def _check_test_split(manifest: pd.DataFrame, meta: TaskMeta) -> None:
@@ -289,8 +289,10 @@ def _run(
     refine: bool,
     bootstrap_unit: str = "patient",
     data_digest: str = "",
+    resume: bool = False,
 ) -> TaskResult:
-    """The sweep. ``data_digest`` (of the features or patches) enables resuming finished runs; "" disables it."""
+    """The sweep. Each finished run is saved under ``runs/`` with a key made of ``data_digest`` (of the
+    features or patches) and everything else it depends on; ``resume`` reuses saved runs of the same key."""
     timer = _Timer()
     t0 = time.perf_counter()
     fractions = [float(f) for f in fractions]
@@ -314,12 +316,9 @@ def _run(
     y_test = _truth(manifest[test_mask], kind)
     # resample patients, not lesions: lesions of one patient are not independent
     test_groups = groups[test_mask] if bootstrap_unit == "patient" else None
-    sweep_key = ""
-    finished: dict[str, tuple[SubsetResult, int]] = {}
-    if data_digest:
-        sweep_key = _sweep_key(manifest, meta, emeta, data_digest, probe=probe, metrics=metric_names, n_boot=n_boot,
-                               bootstrap_unit=bootstrap_unit, c_grid=c_grid, refine=refine)  # fmt: skip
-        finished = _finished_runs(rdir, sweep_key)
+    sweep_key = _sweep_key(manifest, meta, emeta, data_digest, probe=probe, metrics=metric_names, n_boot=n_boot,
+                           bootstrap_unit=bootstrap_unit, c_grid=c_grid, refine=refine)  # fmt: skip
+    finished = _finished_runs(rdir, sweep_key) if resume and data_digest else {}
     t0 = timer.add("setup", t0)
 
     runs: list[SubsetResult] = []
@@ -340,6 +339,8 @@ def _run(
                 resumed += 1
                 bar.update(1)
                 continue
+            # the saved run goes first: its prediction files are about to be replaced
+            (rdir / RUNS_DIR / f"{subset.name}.json").unlink(missing_ok=True)
             train_mask = np.isin(lesion_ids, subset.lesion_ids)
             X, head = provider(subset, train_mask)
             n_feat = int(X.shape[1])
@@ -375,7 +376,7 @@ def _run(
                 head_frame.to_csv(rdir / params["head_predictions_path"], index=False)
             run = SubsetResult(fraction, seed, int(train_mask.sum()), values, params, pred_rel, sub_rel)
             runs.append(run)
-            if sweep_key:
+            if data_digest:
                 _save_finished(rdir, subset.name, sweep_key, run, n_feat)
             undefined |= {m for m, v in values.items() if not np.isfinite(v.value)}
             timer.add("write", t0)
