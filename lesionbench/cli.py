@@ -256,9 +256,9 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         # relative paths resolve against the table's folder; the output keeps the input columns as given
         lesions = resolve_paths(table, path.parent.resolve())
     check_output_columns(table)  # before any work
-    # Read the first image while the encoder is built (torch import, weights): both take seconds and
-    # SimpleITK reads without holding the GIL. At most one image waits; images whose lesions turn out to
-    # be cached are dropped from the plan by extract_features.
+    # Read the first images while the encoder is built (torch import, weights): both take seconds and
+    # SimpleITK reads without holding the GIL. Up to PREFETCH_BYTES of pixels wait at start-up, one image
+    # afterwards; images whose lesions turn out to be cached are dropped from the plan by extract_features.
     images = ImagePrefetcher(lesions["image_path"].astype(str)) if args.workers <= 1 else None
     try:
         encoder = get_encoder(args.encoder, weights=args.weights, device=args.device, bf16=args.bf16)
