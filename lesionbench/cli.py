@@ -233,6 +233,9 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes cutting patches / reading images in parallel")
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: $LESIONBENCH_CACHE/features)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    p.add_argument("--skip-failed", action="store_true",
+                   help="write the output even when some lesions fail (seed outside its image, unreadable file): their "
+                   "features are empty (NaN) and OUTPUT.errors.csv says why; by default nothing is written until they are fixed")  # fmt: skip
     p.add_argument("-o", "--output", type=Path, required=True, help="output table (.csv or .parquet)")
     p.set_defaults(func=_cmd_extract)
 
@@ -260,6 +263,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     # SimpleITK reads without holding the GIL. Up to PREFETCH_BYTES of pixels wait at start-up, one image
     # afterwards; images whose lesions turn out to be cached are dropped from the plan by extract_features.
     images = ImagePrefetcher(lesions["image_path"].astype(str)) if args.workers <= 1 else None
+    failed: dict[int, str] | None = {} if args.skip_failed else None
     try:
         encoder = get_encoder(args.encoder, weights=args.weights, device=args.device, bf16=args.bf16)
         if args.batch_size and hasattr(encoder, "batch_size"):
@@ -273,6 +277,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
             cache=not args.no_cache,
             progress=not args.quiet,
             images=images,
+            failed=failed,
         )
     finally:
         if images is not None:
@@ -280,6 +285,21 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     write_feature_table(table.reset_index(drop=True), feats, args.output)
     sys.stdout.write(f"{args.output}: {len(feats)} lesions x {feats.shape[1]} features ({encoder.meta.name})\n")
+    errors = args.output.with_name(args.output.name + ".errors.csv")
+    if failed:
+        import pandas as pd
+
+        ids = table["lesion_id"].reset_index(drop=True) if "lesion_id" in table.columns else None
+        rows = sorted(failed)
+        pd.DataFrame({
+            "row": [r + 1 for r in rows],
+            "lesion_id": [ids[r] for r in rows] if ids is not None else "",
+            "image_path": [lesions["image_path"].iloc[r] for r in rows],
+            "reason": [failed[r] for r in rows],
+        }).to_csv(errors, index=False)  # fmt: skip
+        logger.warning("%d of %d lesions failed; their features are NaN in %s. Why, row by row: %s", len(rows), len(feats), args.output, errors)
+    elif errors.exists():
+        errors.unlink()  # from an earlier run of the same output: nothing failed this time
     return 0
 
 

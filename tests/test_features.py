@@ -190,6 +190,34 @@ def test_cli_extract_is_a_get_features_drop_in(tmp_path, monkeypatch, capsys):
     assert "already has feature column(s) ['pred_0'" in capsys.readouterr().err and not (tmp_path / "again.parquet").exists()
 
 
+def test_cli_extract_skip_failed_writes_the_rest_and_says_why(tmp_path, monkeypatch, capsys, caplog):
+    from lesionbench.cli import main
+
+    df = _cohort(tmp_path, n_images=2, per_image=2)
+    table = df[["image_path", "coordX", "coordY", "coordZ", "lesion_id"]].copy()
+    table.loc[1, "coordX"] = 5000.0  # outside its image
+    table.loc[3, "image_path"] = str(tmp_path / "gone.nii.gz")
+    table.to_csv(tmp_path / "seeds.csv", index=False)
+    _register_temporarily(monkeypatch, ENCODERS, "patch-stats-test", PatchStats)
+    out = tmp_path / "feats.parquet"
+    args = ["-q", "extract", str(tmp_path / "seeds.csv"), "--encoder", "patch-stats-test", "--no-cache", "-o", str(out)]
+    assert main(args) == 2 and not out.exists()  # by default: one error, nothing written
+    assert "2 of 4 lesions failed" in capsys.readouterr().err
+    with caplog.at_level("WARNING", logger="lesionbench"):
+        assert main([*args, "--skip-failed"]) == 0
+    assert "2 of 4 lesions failed; their features are NaN" in caplog.text
+    res = pd.read_parquet(out)
+    feats = res[[f"pred_{i}" for i in range(4)]].to_numpy()
+    assert list(res["lesion_id"]) == list(table["lesion_id"]) and np.isnan(feats[[1, 3]]).all() and np.isfinite(feats[[0, 2]]).all()
+    good = extract_features(df.iloc[[0, 2]], PatchStats(), cache=False, progress=False)
+    np.testing.assert_allclose(feats[[0, 2]], good, rtol=1e-6)
+    errors = pd.read_csv(tmp_path / "feats.parquet.errors.csv")
+    assert list(errors["row"]) == [2, 4] and list(errors["lesion_id"]) == ["P0L1", "P1L1"]
+    assert "outside the image" in errors["reason"][0] and "not found" in errors["reason"][1]
+    table.iloc[[0, 2]].to_csv(tmp_path / "seeds.csv", index=False)  # fixed: the stale errors file goes
+    assert main([*args, "--skip-failed"]) == 0 and not (tmp_path / "feats.parquet.errors.csv").exists()
+
+
 def test_cli_extract_task(tmp_path, monkeypatch):
     from lesionbench.benchmark.manifest import ManifestTask
     from lesionbench.benchmark.plugins import TASKS

@@ -576,6 +576,7 @@ def extract_features(
     progress: bool = True,
     cache: bool = True,
     images: ImagePrefetcher | None = None,
+    failed: dict[int, str] | None = None,
 ) -> np.ndarray:
     """Features (n, feature_dim) float32 of every lesion of ``manifest``, in row order.
 
@@ -585,7 +586,9 @@ def extract_features(
     (style a) or runs ``encode_lesions`` (style b) for several images in parallel processes; otherwise the
     next image is read in a background thread while the encoder runs (``images``: a prefetcher started
     earlier by the caller, e.g. before building the encoder; it is narrowed to the images still needed).
-    Failed lesions are reported at the end in one :class:`ImageError`, after all others are cached.
+    Failed lesions are reported at the end in one :class:`ImageError`, after all others are cached;
+    with a ``failed`` dict given instead, their reasons are put there (row -> reason) and their features
+    are NaN.
     """
     from tqdm.auto import tqdm
 
@@ -659,7 +662,12 @@ def extract_features(
             if buf_rows:
                 finish(buf_rows, encoder.encode(np.stack(buf)))
                 bar.update(len(buf_rows))
-    _raise_failures(df, failures, int(filled.sum()), "features", cached=store is not None)
+    if failed is None:
+        _raise_failures(df, failures, int(filled.sum()), "features", cached=store is not None)
+    else:
+        failed.update(failures)
+        out[sorted(failures)] = np.nan
+        filled[sorted(failures)] = True
     if not filled.all():  # index-addressed: every row must have been filled exactly once
         raise LesionbenchError(f"internal: {int((~filled).sum())} lesions were neither computed nor reported as failed.")
     return out
