@@ -325,6 +325,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("lesionbench-results"), help="results folder (default: ./lesionbench-results)")
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: $LESIONBENCH_CACHE/features)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes for reading images")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="(fraction, seed) runs fitted in parallel processes: probes, and a trainable encoder's training "
+                   "(default: 1; the results are the same for any number)")  # fmt: skip
     p.add_argument("--batch-size", type=int, help="patches per encoder call")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--experiment", default="lesionbench", help="MLflow experiment name (default: lesionbench)")
@@ -356,6 +359,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         bootstrap_unit=args.bootstrap_unit,
         resume=not args.no_resume,
+        jobs=args.jobs,
     )
     rdir = result_dir(args.out, result.task.name, result.task.version, result.encoder.name, result.probe)
     run_id = None
@@ -522,7 +526,14 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--full", action="store_true", help="also run the heavy variants (supervised-resnet50, full radiomics)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--no-mlflow", action="store_true", help="write the local results only")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="(fraction, seed) runs fitted in parallel processes (default: the usable CPU cores, at most 4; "
+                   "the numbers do not depend on it)")  # fmt: skip
     p.set_defaults(func=_cmd_demo)
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -540,6 +551,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         patients=args.patients,
         use_mlflow=not args.no_mlflow,
         progress=not args.quiet,
+        jobs=args.jobs if args.jobs is not None else min(4, _usable_cores()),
     )
     for result in report.results:
         sys.stdout.write(_summary_table(result) + "\n")

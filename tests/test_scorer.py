@@ -123,6 +123,8 @@ def test_feature_shape_checked(tmp_path) -> None:
 class _SpyEncoder:
     """A trainable encoder whose patches carry their manifest row index, so fit() calls can be audited."""
 
+    calls: list = []  # fit() calls of this process
+
     def __init__(self, dim: int):
         self.meta = EncoderMeta("spy", "1", dim, patch=PatchSpec(size=(2, 2, 2)), trainable=True)
         self.fitted_rows: list[np.ndarray] = []
@@ -233,7 +235,7 @@ def test_a_killed_sweep_resumes_and_more_seeds_reuse_finished_runs(tmp_path, mon
     kill_at.clear()
     fits.clear()
     evaluate_features(task.manifest(), X, task.meta, encoder=enc, out_dir=tmp_path / "killed", **opts)
-    assert len(fits) == 2  # the two runs touched by the killed sweep are redone, the other four resumed
+    assert len(fits) == 1  # only the run whose files the killed sweep replaced is redone
 
 
 def test_task_versions_keep_separate_results(tmp_path) -> None:
@@ -257,3 +259,27 @@ def test_a_test_split_with_one_class_warns_that_ranking_metrics_are_undefined(tm
         res = evaluate_features(man, X, task.meta, encoder=fabricated_encoder_meta(6), out_dir=tmp_path, **FAST)
     assert np.isnan(res.runs[0].metrics["auc"].value)
     assert "auc" in caplog.text and "undefined (NaN) on the test split" in caplog.text and "labels are {1:" in caplog.text
+
+
+def test_parallel_runs_give_the_same_results_in_the_same_order(tmp_path) -> None:
+    task, X = fabricate("multiclass", n_lesions=200, feature_dim=10, seed=4)
+    enc = fabricated_encoder_meta(10)
+    one = evaluate_features(task.manifest(), X, task.meta, encoder=enc, out_dir=tmp_path / "one", **FAST)
+    two = evaluate_features(task.manifest(), X, task.meta, encoder=enc, out_dir=tmp_path / "two", jobs=2, **FAST)
+    assert [(r.fraction, r.seed) for r in two.runs] == [(r.fraction, r.seed) for r in one.runs]
+    assert _metrics_of(two) == _metrics_of(one)
+    for r in one.runs:
+        a = pd.read_csv(result_dir(tmp_path / "one", task.meta.name, task.meta.version, enc.name, "linear") / r.predictions_path)
+        b = pd.read_csv(result_dir(tmp_path / "two", task.meta.name, task.meta.version, enc.name, "linear") / r.predictions_path)
+        pd.testing.assert_frame_equal(a, b)
+    # a trainable encoder is trained in the workers: same runs, same numbers
+    btask, bX = fabricate("binary", n_lesions=120, feature_dim=1, signal=6.0, seed=8)
+    patches = np.zeros((len(bX), 2, 2, 2, 2), np.float32)
+    patches[:, 0] = np.arange(len(bX))[:, None, None, None]
+    patches[:, 1] = bX[:, :1, None, None]
+    _SpyEncoder.calls = []
+    seq = evaluate(btask, _SpyEncoder(4), out_dir=tmp_path / "seq", patches=patches, **FAST)
+    par = evaluate(btask, _SpyEncoder(4), out_dir=tmp_path / "par", patches=patches, jobs=2, **FAST)
+    assert _metrics_of(par) == _metrics_of(seq) and [r.params["head_metrics"] for r in par.runs] == [r.params["head_metrics"] for r in seq.runs]
+    with pytest.raises(ConfigurationError, match="jobs must be"):
+        evaluate_features(task.manifest(), X, task.meta, encoder=enc, out_dir=tmp_path / "bad", jobs=0, **FAST)

@@ -378,7 +378,8 @@ class FMCIBEncoder:
         out = np.empty((x.shape[0], self.meta.feature_dim), dtype=np.float32)
         with torch.inference_mode():
             for s in range(0, x.shape[0], self.batch_size):
-                batch = torch.from_numpy(np.ascontiguousarray(x[s : s + self.batch_size], dtype=np.float32)).to(self.device)
+                part = np.ascontiguousarray(x[s : s + self.batch_size], dtype=np.float32)
+                batch = torch.from_numpy(part if part.flags.writeable else part.copy()).to(self.device)
                 if self.bf16:
                     with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
                         f = self.trunk(batch)

@@ -361,7 +361,8 @@ class SupervisedEncoder:
                 f"{self.meta.name}: {what} must be shaped (n, channels, D, H, W) as cut for PatchSpec "
                 f"{self.meta.patch.size}, got shape {arr.shape}."
             )
-        x = torch.from_numpy(np.ascontiguousarray(arr[:, :1], dtype=np.float32))
+        first = np.ascontiguousarray(arr[:, :1], dtype=np.float32)
+        x = torch.from_numpy(first if first.flags.writeable else first.copy())  # e.g. a memory map shared by parallel runs
         if not torch.isfinite(x).all():
             raise ConfigurationError(f"{self.meta.name}: {what} contain NaN or infinite values.")
         if self._input_transform == "windows_pool2":

@@ -49,7 +49,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -148,6 +148,7 @@ def evaluate(
     workers: int = 1,
     bootstrap_unit: str = "patient",
     resume: bool = True,
+    jobs: int = 1,
 ) -> TaskResult:
     """Score ``encoder`` on ``task`` over every (fraction, seed); write and return the :class:`TaskResult`.
 
@@ -160,6 +161,8 @@ def evaluate(
     ``resume``: reuse the (fraction, seed) runs finished earlier into the same result folder with the same
     task data, features (or patches), encoder and settings (a killed sweep restarts where it stopped;
     more seeds later add to the ones done); ``False`` recomputes every run.
+    ``jobs``: (fraction, seed) runs fitted in parallel processes (probe fits; a trainable encoder's
+    training); the results are the same as with 1 and come in the same order.
     """
     meta: TaskMeta = task.meta
     _check_options(fractions, seeds, probe, meta, bootstrap_unit)
@@ -178,7 +181,7 @@ def evaluate(
             features = extract_features(manifest, encoder, cache_dir=cache_dir, batch_size=batch_size, workers=workers, progress=progress)
         return evaluate_features(
             manifest, features, meta, encoder=emeta, fractions=fractions, seeds=seeds, probe=probe, out_dir=out_dir,
-            n_boot=n_boot, progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit, resume=resume,
+            n_boot=n_boot, progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit, resume=resume, jobs=jobs,
         )  # fmt: skip
 
     if patches is None:
@@ -191,20 +194,44 @@ def evaluate(
     val_idx = np.flatnonzero((manifest["split"] == "val").to_numpy() & np.isfinite(train_labels))
     val = (patches[val_idx], train_labels[val_idx].astype(int)) if len(val_idx) else None
 
-    def provider(subset: Subset, train_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        idx = np.flatnonzero(train_mask & np.isfinite(train_labels))
-        model = copy.deepcopy(encoder)
-        if hasattr(model, "n_classes") and model.n_classes is None:
-            # a head sized from the task, not from whichever classes the (small) subset happens to hold
-            model.n_classes = n_classes_of(meta, manifest) if meta.kind == TaskKind.MULTICLASS else 2
-        model.fit(patches[idx], train_labels[idx].astype(int), val=val)
-        X = np.asarray(model.encode(patches), dtype=np.float32)
-        head = np.asarray(model.predict_proba(patches), dtype=float) if callable(getattr(model, "predict_proba", None)) else None
-        return X, head
-
+    # a head sized from the task, not from whichever classes the (small) subset happens to hold
+    head_classes = n_classes_of(meta, manifest) if meta.kind == TaskKind.MULTICLASS else 2
+    provider = _TrainedFeatures(encoder, np.asarray(patches), train_labels, val, head_classes)
     return _run(manifest, meta, emeta, provider, fractions=fractions, seeds=seeds, probe=probe, out_dir=out_dir, n_boot=n_boot,
                 progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit,
-                data_digest=_array_digest(patches), resume=resume)  # fmt: skip
+                data_digest=_array_digest(patches), resume=resume, jobs=jobs)  # fmt: skip
+
+
+@dataclass
+class _FrozenFeatures:
+    """Feature provider of a frozen encoder: the same features for every run."""
+
+    X: np.ndarray
+
+    def __call__(self, subset: Subset, train_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.X, None
+
+
+@dataclass
+class _TrainedFeatures:
+    """Feature provider of a trainable encoder: a fresh copy fitted on each run's training lesions
+    (labels NaN where undecided, e.g. censored before 2 years), then encoding every lesion."""
+
+    encoder: Any
+    patches: np.ndarray
+    labels: np.ndarray
+    val: tuple[np.ndarray, np.ndarray] | None
+    head_classes: int
+
+    def __call__(self, subset: Subset, train_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        idx = np.flatnonzero(train_mask & np.isfinite(self.labels))
+        model = copy.deepcopy(self.encoder)
+        if hasattr(model, "n_classes") and model.n_classes is None:
+            model.n_classes = self.head_classes
+        model.fit(self.patches[idx], self.labels[idx].astype(int), val=self.val)
+        X = np.asarray(model.encode(self.patches), dtype=np.float32)
+        head = np.asarray(model.predict_proba(self.patches), dtype=float) if callable(getattr(model, "predict_proba", None)) else None
+        return X, head
 
 
 def evaluate_features(
@@ -223,17 +250,18 @@ def evaluate_features(
     refine: bool = True,
     bootstrap_unit: str = "patient",
     resume: bool = True,
+    jobs: int = 1,
 ) -> TaskResult:
     """Score precomputed features ``X`` (one row per manifest row, in order) of a frozen encoder
-    (``resume``: see :func:`evaluate`)."""
+    (``resume``, ``jobs``: see :func:`evaluate`)."""
     manifest = manifest.reset_index(drop=True)
     X = np.asarray(X)
     if X.ndim != 2 or len(X) != len(manifest):
         raise ConfigurationError(f"Features of shape {X.shape} for {len(manifest)} manifest rows; expected ({len(manifest)}, feature_dim) in manifest order.")
     _check_options(fractions, seeds, probe, meta, bootstrap_unit)
-    return _run(manifest, meta, encoder, lambda subset, mask: (X, None), fractions=fractions, seeds=seeds, probe=probe,
+    return _run(manifest, meta, encoder, _FrozenFeatures(X), fractions=fractions, seeds=seeds, probe=probe,
                 out_dir=out_dir, n_boot=n_boot, progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit,
-                data_digest=_array_digest(X), resume=resume)  # fmt: skip
+                data_digest=_array_digest(X), resume=resume, jobs=jobs)  # fmt: skip
 
 
 def _check_test_split(manifest: pd.DataFrame, meta: TaskMeta) -> None:
@@ -290,6 +318,7 @@ def _run(
     bootstrap_unit: str = "patient",
     data_digest: str = "",
     resume: bool = False,
+    jobs: int = 1,
 ) -> TaskResult:
     """The sweep. Each finished run is saved under ``runs/`` with a key made of ``data_digest`` (of the
     features or patches) and everything else it depends on; ``resume`` reuses saved runs of the same key."""
@@ -299,6 +328,8 @@ def _run(
     seeds = [int(s) for s in seeds]
     if not fractions or not seeds:
         raise ConfigurationError("Give at least one training fraction and one seed.")
+    if not (isinstance(jobs, int) and jobs >= 1):
+        raise ConfigurationError(f"jobs must be a whole number >= 1 (parallel runs), got {jobs!r}.")
     leaked = audit_leakage(manifest, meta)
     kind = meta.kind
     metric_names = task_metrics(meta)
@@ -321,11 +352,9 @@ def _run(
     finished = _finished_runs(rdir, sweep_key) if resume and data_digest else {}
     t0 = timer.add("setup", t0)
 
-    runs: list[SubsetResult] = []
+    slots: list[SubsetResult | None] = []
+    todo: list[tuple[int, int, float, Subset]] = []  # (slot, seed, fraction, subset) still to compute
     n_feat = 0
-    resumed = 0
-    undefined: set[str] = set()
-    bar = tqdm(total=len(fractions) * len(seeds), desc=f"{meta.name} / {emeta.name}", disable=not progress, unit="run")
     for seed in seeds:
         t0 = time.perf_counter()
         subsets = draw_subsets(manifest, meta, fractions=fractions, seed=seed)
@@ -334,55 +363,28 @@ def _run(
             subset = subsets[fraction]
             earlier = finished.get(subset.name)
             if earlier is not None and earlier[0].params.get("subset_hash") == subset.hash:
-                runs.append(earlier[0])
+                slots.append(earlier[0])
                 n_feat = n_feat or earlier[1]
-                resumed += 1
-                bar.update(1)
                 continue
-            # the saved run goes first: its prediction files are about to be replaced
-            (rdir / RUNS_DIR / f"{subset.name}.json").unlink(missing_ok=True)
-            train_mask = np.isin(lesion_ids, subset.lesion_ids)
-            X, head = provider(subset, train_mask)
-            n_feat = int(X.shape[1])
-            t0 = timer.add("features", t0)
-            est = clone(template)
-            scores = _fit_predict(est, kind, manifest, X, train_mask, val_mask, groups)
-            t0 = timer.add("probe", t0)
-            boot_seed = [seed, int(round(fraction * 1_000_000))]
-            test_scores = _select(scores, test_mask)
-            values = bootstrap_ci(kind, y_test, test_scores, metric_names, n_boot=n_boot, seed=boot_seed, groups=test_groups)
-            params: dict[str, Any] = {
-                **est.report(),
-                "n_values_imputed": _n_imputed(est, X, ~train_mask),
-                "subset_hash": subset.hash,
-                "n_patients_train": subset.n_patients,
-                "probe_seconds": round(timer.last, 3),
-            }
-            if kind == TaskKind.SURVIVAL:
-                params.update(_survival_extras(manifest, scores, test_mask, est.risk_threshold_))
-            head_frame = None
-            if head is not None:
-                head_scores = _head_scores(head, kind)
-                head_values = bootstrap_ci(kind, y_test, _select(head_scores, test_mask), metric_names, n_boot=n_boot, seed=boot_seed, groups=test_groups)
-                params["head_metrics"] = {k: v.to_dict() for k, v in head_values.items()}
-                head_frame = _predictions_frame(manifest, kind, head_scores)
-            t0 = timer.add("metrics", t0)
-            pred_rel = f"predictions/{subset.name}.csv"
-            sub_rel = f"subsets/{subset.name}.csv"
-            _predictions_frame(manifest, kind, scores).to_csv(rdir / pred_rel, index=False)
-            subset.write(rdir / sub_rel)
-            if head_frame is not None:
-                params["head_predictions_path"] = f"predictions/{subset.name}_head.csv"
-                head_frame.to_csv(rdir / params["head_predictions_path"], index=False)
-            run = SubsetResult(fraction, seed, int(train_mask.sum()), values, params, pred_rel, sub_rel)
-            runs.append(run)
-            if data_digest:
-                _save_finished(rdir, subset.name, sweep_key, run, n_feat)
-            undefined |= {m for m, v in values.items() if not np.isfinite(v.value)}
-            timer.add("write", t0)
-            bar.update(1)
-            main = metric_names[0]
-            bar.set_postfix_str(f"{main}={values[main].value:.3f} (f={fraction:g}, s={seed})")
+            todo.append((len(slots), seed, fraction, subset))
+            slots.append(None)
+    resumed = len(slots) - len(todo)
+    sweep = _Sweep(manifest, kind, metric_names, template, rdir, n_boot, val_mask, test_mask, groups, test_groups, y_test, lesion_ids)
+    undefined: set[str] = set()
+    bar = tqdm(total=len(slots), initial=resumed, desc=f"{meta.name} / {emeta.name}", disable=not progress, unit="run")
+    names = {slot: subset.name for slot, _, _, subset in todo}
+    for slot, run, n_feat_run, seconds in _score_runs(sweep, provider, todo, jobs):
+        slots[slot] = run
+        n_feat = n_feat_run
+        if data_digest:
+            _save_finished(rdir, names[slot], sweep_key, run, n_feat)
+        for k, v in seconds.items():
+            timer.seconds[k] = timer.seconds.get(k, 0.0) + v
+        undefined |= {m for m, v in run.metrics.items() if not np.isfinite(v.value)}
+        bar.update(1)
+        main = metric_names[0]
+        bar.set_postfix_str(f"{main}={run.metrics[main].value:.3f} (f={run.fraction:g}, s={run.seed})")
+    runs = [r for r in slots if r is not None]
     bar.close()
     if resumed:
         logger.info("%s / %s: %d of %d runs resumed from %s (finished earlier with the same task data, features and settings; "
@@ -421,6 +423,85 @@ def _run(
     write_result(result, rdir)
     logger.info("wrote %s (%d runs)", rdir / RESULT_FILE, len(runs))
     return result
+
+
+@dataclass
+class _Sweep:
+    """What every (fraction, seed) run of a sweep shares (picklable, for parallel runs)."""
+
+    manifest: pd.DataFrame
+    kind: TaskKind
+    metric_names: tuple[str, ...]
+    template: Any
+    rdir: Path
+    n_boot: int
+    val_mask: np.ndarray
+    test_mask: np.ndarray
+    groups: np.ndarray
+    test_groups: np.ndarray | None
+    y_test: Any
+    lesion_ids: np.ndarray
+
+
+def _score_runs(sweep: _Sweep, provider: FeatureProvider, todo: list[tuple[int, int, float, Subset]], jobs: int) -> Iterator[tuple[int, SubsetResult, int, dict[str, float]]]:
+    """(slot, run, feature_dim, seconds per stage) of each run in ``todo``: in order in this process, or
+    as they finish in ``jobs`` worker processes (joblib/loky; large arrays are shared by memory map)."""
+    if jobs <= 1 or len(todo) <= 1:
+        for slot, seed, fraction, subset in todo:
+            yield (slot, *_score_run(sweep, provider, seed, fraction, subset))
+        return
+    from joblib import Parallel, delayed
+
+    parallel = Parallel(n_jobs=min(int(jobs), len(todo)), return_as="generator_unordered")
+    yield from parallel(delayed(_score_one_slot)(sweep, provider, slot, seed, fraction, subset) for slot, seed, fraction, subset in todo)
+
+
+def _score_one_slot(sweep: _Sweep, provider: FeatureProvider, slot: int, seed: int, fraction: float, subset: Subset) -> tuple[int, SubsetResult, int, dict[str, float]]:
+    return (slot, *_score_run(sweep, provider, seed, fraction, subset))
+
+
+def _score_run(sweep: _Sweep, provider: FeatureProvider, seed: int, fraction: float, subset: Subset) -> tuple[SubsetResult, int, dict[str, float]]:
+    """One (fraction, seed) run: features, probe fit, bootstrap CIs, prediction and subset files."""
+    timer = _Timer()
+    kind, manifest, rdir = sweep.kind, sweep.manifest, sweep.rdir
+    t0 = time.perf_counter()
+    train_mask = np.isin(sweep.lesion_ids, subset.lesion_ids)
+    X, head = provider(subset, train_mask)
+    t0 = timer.add("features", t0)
+    est = clone(sweep.template)
+    scores = _fit_predict(est, kind, manifest, X, train_mask, sweep.val_mask, sweep.groups)
+    t0 = timer.add("probe", t0)
+    boot_seed = [seed, int(round(fraction * 1_000_000))]
+    boot = {"n_boot": sweep.n_boot, "seed": boot_seed, "groups": sweep.test_groups}
+    values = bootstrap_ci(kind, sweep.y_test, _select(scores, sweep.test_mask), sweep.metric_names, **boot)
+    params: dict[str, Any] = {
+        **est.report(),
+        "n_values_imputed": _n_imputed(est, X, ~train_mask),
+        "subset_hash": subset.hash,
+        "n_patients_train": subset.n_patients,
+        "probe_seconds": round(timer.last, 3),
+    }
+    if kind == TaskKind.SURVIVAL:
+        params.update(_survival_extras(manifest, scores, sweep.test_mask, est.risk_threshold_))
+    head_frame = None
+    if head is not None:
+        head_scores = _head_scores(head, kind)
+        head_values = bootstrap_ci(kind, sweep.y_test, _select(head_scores, sweep.test_mask), sweep.metric_names, **boot)
+        params["head_metrics"] = {k: v.to_dict() for k, v in head_values.items()}
+        head_frame = _predictions_frame(manifest, kind, head_scores)
+    t0 = timer.add("metrics", t0)
+    pred_rel = f"predictions/{subset.name}.csv"
+    sub_rel = f"subsets/{subset.name}.csv"
+    # a saved run of other data goes first: its prediction files are replaced now (saved anew once done)
+    (rdir / RUNS_DIR / f"{subset.name}.json").unlink(missing_ok=True)
+    _predictions_frame(manifest, kind, scores).to_csv(rdir / pred_rel, index=False)
+    subset.write(rdir / sub_rel)
+    if head_frame is not None:
+        params["head_predictions_path"] = f"predictions/{subset.name}_head.csv"
+        head_frame.to_csv(rdir / params["head_predictions_path"], index=False)
+    timer.add("write", t0)
+    run = SubsetResult(fraction, seed, int(train_mask.sum()), values, params, pred_rel, sub_rel)
+    return run, int(X.shape[1]), timer.seconds
 
 
 RUNS_DIR = "runs"
