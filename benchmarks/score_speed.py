@@ -9,6 +9,7 @@ store. Prints the time per stage and per fraction.
 
     PYTHONPATH=. python benchmarks/score_speed.py                 # the issue's setting
     PYTHONPATH=. python benchmarks/score_speed.py --kind survival --mlflow
+    PYTHONPATH=. python benchmarks/score_speed.py --jobs 1 2       # parallel runs against one at a time
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--no-refine", action="store_true", help="decade grid only (for comparison)")
     ap.add_argument("--mlflow", action="store_true", help="also time logging to a fresh sqlite MLflow store")
+    ap.add_argument("--jobs", type=int, nargs="+", default=[1],
+                    help="run the sweep once per value of jobs (parallel runs), e.g. --jobs 1 2: the first is the baseline of the printed ratios")  # fmt: skip
     args = ap.parse_args()
 
     from lesionbench.benchmark._fabricate import fabricate, fabricated_encoder_meta
@@ -58,10 +61,20 @@ def main() -> None:
         t, cpu = time.perf_counter(), time.process_time()
         result = evaluate_features(
             df, X, task.meta, encoder=fabricated_encoder_meta(X.shape[1]), fractions=args.fractions, seeds=args.seeds,
-            out_dir=tmp / "out", n_boot=args.n_boot, progress=True, refine=not args.no_refine,
+            out_dir=tmp / "out", n_boot=args.n_boot, progress=True, refine=not args.no_refine, jobs=args.jobs[0], resume=False,
         )  # fmt: skip
         total, cpu = time.perf_counter() - t, time.process_time() - cpu
-        print(f"\nevaluate_features: {total:.1f} s wall, {cpu:.1f} s CPU (all threads; wall > CPU means the cores were busy with other work) for {len(result.runs)} runs ({len(args.fractions)} fractions x {len(args.seeds)} seeds), "
+        for jobs in args.jobs[1:]:
+            t1 = time.perf_counter()
+            other = evaluate_features(
+                df, X, task.meta, encoder=fabricated_encoder_meta(X.shape[1]), fractions=args.fractions, seeds=args.seeds,
+                out_dir=tmp / f"out-jobs{jobs}", n_boot=args.n_boot, progress=True, refine=not args.no_refine, jobs=jobs, resume=False,
+            )  # fmt: skip
+            wall = time.perf_counter() - t1
+            same = [r.metrics for r in other.runs] == [r.metrics for r in result.runs]
+            print(f"\njobs={jobs}: {wall:.1f} s wall vs {total:.1f} s with jobs={args.jobs[0]}: {total / wall:.2f}x; same metrics: {same}  "
+                  f"[load {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores]")  # fmt: skip
+        print(f"\nevaluate_features (jobs={args.jobs[0]}): {total:.1f} s wall, {cpu:.1f} s CPU (all threads; wall > CPU means the cores were busy with other work) for {len(result.runs)} runs ({len(args.fractions)} fractions x {len(args.seeds)} seeds), "
               f"n_boot={args.n_boot}, C fits per run: {result.runs[0].params['n_c_evaluated']}")  # fmt: skip
         timing = result.extra["timing_s"]
         print("wall time by stage:")
