@@ -202,7 +202,7 @@ def evaluate(
                 data_digest=_array_digest(patches), resume=resume, jobs=jobs)  # fmt: skip
 
 
-@dataclass
+@dataclass(frozen=True)
 class _FrozenFeatures:
     """Feature provider of a frozen encoder: the same features for every run."""
 
@@ -212,7 +212,7 @@ class _FrozenFeatures:
         return self.X, None
 
 
-@dataclass
+@dataclass(frozen=True)
 class _TrainedFeatures:
     """Feature provider of a trainable encoder: a fresh copy fitted on each run's training lesions
     (labels NaN where undecided, e.g. censored before 2 years), then encoding every lesion."""
@@ -425,7 +425,7 @@ def _run(
     return result
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Sweep:
     """What every (fraction, seed) run of a sweep shares (picklable, for parallel runs)."""
 
