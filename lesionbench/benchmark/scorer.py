@@ -184,6 +184,10 @@ def evaluate(
             n_boot=n_boot, progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit, resume=resume, jobs=jobs,
         )  # fmt: skip
 
+    if jobs > 1 and str(getattr(encoder, "device", "cpu")).startswith("cuda"):
+        # parallel trainings would share (and could exhaust) one GPU's memory; one at a time is what a GPU is fast at
+        logger.info("%s trains on %s: its (fraction, seed) runs go one at a time instead of %d in parallel.", emeta.name, encoder.device, jobs)
+        jobs = 1
     if patches is None:
         from lesionbench.benchmark.features import load_patches
 
