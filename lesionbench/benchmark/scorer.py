@@ -165,7 +165,7 @@ def evaluate(
     training); the results are the same as with 1 and come in the same order.
     """
     meta: TaskMeta = task.meta
-    _check_options(fractions, seeds, probe, meta, bootstrap_unit)
+    _check_options(fractions, seeds, probe, meta, bootstrap_unit, jobs)
     manifest = task.manifest().reset_index(drop=True)
     if not meta.published_split:
         audit_leakage(manifest, meta)  # a leak in lesionbench's own split fails before any expensive work
@@ -262,7 +262,7 @@ def evaluate_features(
     X = np.asarray(X)
     if X.ndim != 2 or len(X) != len(manifest):
         raise ConfigurationError(f"Features of shape {X.shape} for {len(manifest)} manifest rows; expected ({len(manifest)}, feature_dim) in manifest order.")
-    _check_options(fractions, seeds, probe, meta, bootstrap_unit)
+    _check_options(fractions, seeds, probe, meta, bootstrap_unit, jobs)
     return _run(manifest, meta, encoder, _FrozenFeatures(X), fractions=fractions, seeds=seeds, probe=probe,
                 out_dir=out_dir, n_boot=n_boot, progress=progress, c_grid=c_grid, refine=refine, bootstrap_unit=bootstrap_unit,
                 data_digest=_array_digest(X), resume=resume, jobs=jobs)  # fmt: skip
@@ -278,8 +278,11 @@ def _check_test_split(manifest: pd.DataFrame, meta: TaskMeta) -> None:
         )
 
 
-def _check_options(fractions: Sequence[float], seeds: Sequence[int], probe: str, meta: TaskMeta, bootstrap_unit: str = "patient") -> None:
+def _check_options(fractions: Sequence[float], seeds: Sequence[int], probe: str, meta: TaskMeta, bootstrap_unit: str = "patient", jobs: int = 1) -> None:
     from lesionbench.benchmark.probes import PROBES
+
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigurationError(f"jobs must be a whole number >= 1 (parallel runs), got {jobs!r}.")
 
     from lesionbench.benchmark.splits import check_sweep
 
@@ -332,8 +335,6 @@ def _run(
     seeds = [int(s) for s in seeds]
     if not fractions or not seeds:
         raise ConfigurationError("Give at least one training fraction and one seed.")
-    if not (isinstance(jobs, int) and jobs >= 1):
-        raise ConfigurationError(f"jobs must be a whole number >= 1 (parallel runs), got {jobs!r}.")
     leaked = audit_leakage(manifest, meta)
     kind = meta.kind
     metric_names = task_metrics(meta)
