@@ -116,3 +116,35 @@ def test_default_tracking_uri(monkeypatch, tmp_path) -> None:
     assert resolve_tracking_uri() == "http://127.0.0.1:5000"
     assert resolve_tracking_uri("sqlite:///x.db") == f"sqlite:///{tmp_path.resolve() / 'x.db'}"
     assert resolve_tracking_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+
+
+def test_logging_that_fails_half_way_never_reaches_the_leaderboard(store, tmp_path, monkeypatch, caplog) -> None:
+    import lesionbench.benchmark.tracking as tracking
+    from lesionbench.leaderboard.collect import collect_results
+
+    _, logged, root = store
+    result, _ = logged["multiclass"]
+    rdir = result_dir(root / "out", result.task.name, result.task.version, "fabricated", "linear")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert log_result(result, rdir, tracking_uri=uri, plots=False)
+    real, calls = tracking._log_child, []
+
+    def dies_on_the_second_child(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(*a, **k)
+
+    monkeypatch.setattr(tracking, "_log_child", dies_on_the_second_child)
+    with pytest.warns(UserWarning, match="disk full"):
+        assert log_result(result, rdir, tracking_uri=uri, plots=False) is None
+    with caplog.at_level("WARNING"):
+        found = collect_results(tracking_uri=uri)
+    assert len(found) == 1 and "its logging did not finish (status FAILED)" in caplog.text
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    parents = client.search_runs([client.get_experiment_by_name("lesionbench").experiment_id], filter_string=f"tags.`{LEVEL_TAG}` = 'parent'")
+    failed = [r for r in parents if r.info.status == "FAILED"]
+    # result.json is logged last: a parent killed outright (status left RUNNING) has none either
+    assert len(failed) == 1 and "result.json" not in [a.path for a in client.list_artifacts(failed[0].info.run_id)]

@@ -135,12 +135,13 @@ def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool)
                 pmetrics += [Metric(f"{m}_mean_frac{frac:g}", _f(mean), now, 0), Metric(f"{m}_sd_frac{frac:g}", _f(sd), now, 0)]
         pparams = {**common_params, "fractions": ",".join(f"{f:g}" for f in result.extra.get("fractions", [])), "seeds": ",".join(str(s) for s in result.extra.get("seeds", [])), "n_boot": str(result.extra.get("n_boot", ""))}
         client.log_batch(pid, metrics=pmetrics, params=[Param(k, _p(v)) for k, v in pparams.items()], tags=[])
-        client.log_artifact(pid, str(rdir / "result.json"))
         with tempfile.TemporaryDirectory() as tmp:
             if plots:
                 client.log_artifact(pid, str(plot_low_data_curve(result, Path(tmp) / "low_data_curve.png")))
             for run in result.runs:
                 _log_child(client, exp_id, pid, result, run, rdir, common_params, common_tags, Path(tmp), plots, Metric, Param)
+        # last: the leaderboard reads parents with this file, so a logging killed half-way never counts
+        client.log_artifact(pid, str(rdir / "result.json"))
         client.set_terminated(pid, "FINISHED")
     except Exception:
         client.set_terminated(pid, "FAILED")

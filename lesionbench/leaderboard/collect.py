@@ -122,6 +122,10 @@ def load_mlflow_results(tracking_uri: str, *, cache_dir: str | Path | None = Non
     out = []
     for run in runs:
         rid = run.info.run_id
+        if run.info.status != "FINISHED":  # logging crashed or was killed half-way: some child runs are missing
+            logger.warning("Skipping MLflow run %s (%s): its logging did not finish (status %s). Log the result again with "
+                           "`lesionbench run` (finished runs resume from the local results).", rid, run.info.run_name, run.info.status)  # fmt: skip
+            continue
         dst = tmp / rid
         dst.mkdir(parents=True, exist_ok=True)
         try:
