@@ -13,7 +13,12 @@ Everything lands in ``<out_dir>/<task>/<task version>/<encoder>/<probe>/``:
   split``, the label columns (survival adds ``label_2y``), then the scores (``score_<k>`` per class
   index for multiclass, ``score`` for binary, ``score`` = P(death within 2 years) and ``risk`` = Cox
   log partial hazard for survival). Metrics are recomputed from the ``split == "test"`` rows;
-* ``subsets/frac<f>_seed<s>.csv`` - the training lesions of the run (with their hash).
+* ``subsets/frac<f>_seed<s>.csv`` - the training lesions of the run (with their hash);
+* ``runs/frac<f>_seed<s>.json`` - each finished run with the key of everything it depends on, so that
+  a killed sweep resumes and a later sweep with more seeds reuses the runs already done.
+
+Runs can be fitted in parallel worker processes (``jobs``); each is a pure function of its inputs, so
+the numbers and files do not depend on how many run at a time.
 
 Test labels never reach a probe or an encoder's ``fit``. The bootstrap resamples of a (fraction, seed)
 depend only on (fraction, seed), so two encoders on the same task are resampled identically.
