@@ -6,7 +6,7 @@ catch either. Messages say what failed, what was given, and how to fix it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 
 class LesionbenchError(Exception):
@@ -59,3 +59,14 @@ class SubmissionError(LesionbenchError, ValueError):
 
 class ConfigurationError(LesionbenchError, ValueError):
     """Inconsistent options given to a command or function."""
+
+
+def did_you_mean(name: str, choices: Iterable[str], *, cutoff: float = 0.6, aliases: Mapping[str, str] | None = None) -> str:
+    """``" Did you mean 'x'?"`` for the choice closest to ``name`` (difflib), or ``""`` when none is close.
+    ``aliases`` maps a matched alternative spelling to the name to suggest."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=cutoff)
+    if not close:
+        return ""
+    return f" Did you mean {(aliases or {}).get(close[0], close[0])!r}?"

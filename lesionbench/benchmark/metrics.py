@@ -29,7 +29,6 @@ one lesion per patient it is the same as resampling lesions.
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.endpoints import two_year_label
-from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError
+from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError, did_you_mean
 from lesionbench.benchmark.types import MetricValue, TaskKind
 
 logger = logging.getLogger(__name__)
@@ -77,8 +76,7 @@ def canonical_metric(name: str) -> str:
     key = ALIASES.get(key, key)
     if key not in _METRICS:
         known = sorted(_METRICS)
-        close = difflib.get_close_matches(key, known + sorted(ALIASES), n=1)
-        hint = f" Did you mean {ALIASES.get(close[0], close[0])!r}?" if close else ""
+        hint = did_you_mean(key, known + sorted(ALIASES), aliases=ALIASES)
         raise UnknownNameError(f"Unknown metric {name!r}.{hint} Available: {', '.join(known)}.")
     return key
 

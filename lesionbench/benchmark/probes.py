@@ -37,7 +37,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from lesionbench.benchmark.endpoints import two_year_label
-from lesionbench.benchmark.errors import LesionbenchError, UnknownNameError
+from lesionbench.benchmark.errors import LesionbenchError, UnknownNameError, did_you_mean
 from lesionbench.benchmark.metrics import canonical_metric, compute_metrics
 from lesionbench.benchmark.types import TaskKind
 
@@ -459,13 +459,18 @@ def _cindex_or_nan(cox, Z: np.ndarray, time: np.ndarray, event: np.ndarray) -> f
 PROBES: tuple[str, ...] = ("linear",)
 
 
+def check_probe(name: str) -> None:
+    """Raise :class:`UnknownNameError` (with the closest name) unless ``name`` is in :data:`PROBES`."""
+    if name not in PROBES:
+        raise UnknownNameError(f"Unknown probe {name!r}.{did_you_mean(name, PROBES)} Available: {', '.join(PROBES)}.")
+
+
 def make_probe(name: str, kind: TaskKind, *, metric: str, n_classes: int, c_grid: Sequence[float] = C_GRID, refine: bool = True, random_state: int = 0) -> BaseEstimator:
     """A fresh, unfitted probe for a task kind (``clone`` it per subset)."""
-    if name not in PROBES:
-        raise UnknownNameError(f"Unknown probe {name!r}. Available: {', '.join(PROBES)}.")
+    check_probe(name)
     if TaskKind(kind) == TaskKind.SURVIVAL:
         return SurvivalProbe(c_grid=tuple(c_grid), refine=refine, random_state=random_state)
     return LinearProbe(metric=metric, n_classes=n_classes, c_grid=tuple(c_grid), refine=refine, random_state=random_state)
 
 
-__all__ = ["C_GRID", "C_REFINE", "FeatureFilter", "LinearProbe", "ProbeError", "SurvivalProbe", "make_probe"]
+__all__ = ["C_GRID", "C_REFINE", "FeatureFilter", "LinearProbe", "ProbeError", "SurvivalProbe", "check_probe", "make_probe"]

@@ -7,13 +7,12 @@ entry point in its distribution's metadata (groups ``lesionbench.tasks`` and
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from typing import Generic, TypeVar
 
-from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError
+from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +84,7 @@ class Registry(Generic[T]):
             return self._factories[name]
         except KeyError:
             available = self.names()
-            close = difflib.get_close_matches(name, available, n=1, cutoff=0.5)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(name, available, cutoff=0.5)
             raise UnknownNameError(
                 f"Unknown {self.kind} {name!r}.{hint} Available: {', '.join(available) or '(none)'}. "
                 f"Third-party {self.kind}s register through the entry-point group {self.entry_point_group!r}."
