@@ -69,8 +69,8 @@ from lesionbench import __version__
 from lesionbench.benchmark.endpoints import two_year_label
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.metrics import bootstrap_ci, canonical_metric, metrics_for
-from lesionbench.benchmark.probes import C_GRID, make_probe
-from lesionbench.benchmark.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS, Subset, audit_leakage, draw_subsets, split_hash
+from lesionbench.benchmark.probes import C_GRID, check_probe, make_probe
+from lesionbench.benchmark.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS, Subset, audit_leakage, check_sweep, draw_subsets, split_hash
 from lesionbench.benchmark.types import EncoderMeta, SubsetResult, TaskKind, TaskMeta, TaskResult
 
 logger = logging.getLogger(__name__)
@@ -284,22 +284,10 @@ def _check_test_split(manifest: pd.DataFrame, meta: TaskMeta) -> None:
 
 
 def _check_options(fractions: Sequence[float], seeds: Sequence[int], probe: str, meta: TaskMeta, bootstrap_unit: str = "patient", jobs: int = 1) -> None:
-    from lesionbench.benchmark.probes import PROBES
-
+    check_sweep(fractions, seeds)
+    check_probe(probe)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigurationError(f"jobs must be a whole number >= 1 (parallel runs), got {jobs!r}.")
-
-    from lesionbench.benchmark.splits import check_sweep
-
-    check_sweep(fractions, seeds)
-    if probe not in PROBES:
-        from lesionbench.benchmark.errors import UnknownNameError
-
-        import difflib
-
-        close = difflib.get_close_matches(str(probe), list(PROBES), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise UnknownNameError(f"Unknown probe {probe!r}.{hint} Available: {', '.join(PROBES)}.")
     task_metrics(meta)  # unknown metric names fail now
     if bootstrap_unit not in ("patient", "lesion"):
         raise ConfigurationError(f"bootstrap_unit must be 'patient' or 'lesion'; got {bootstrap_unit!r}.")
@@ -328,7 +316,7 @@ def _run(
     c_grid: Sequence[float],
     refine: bool,
     bootstrap_unit: str = "patient",
-    data_digest: str = "",
+    data_digest: str,
     resume: bool = False,
     jobs: int = 1,
 ) -> TaskResult:
@@ -359,7 +347,7 @@ def _run(
     test_groups = groups[test_mask] if bootstrap_unit == "patient" else None
     sweep_key = _sweep_key(manifest, meta, emeta, data_digest, probe=probe, metrics=metric_names, n_boot=n_boot,
                            bootstrap_unit=bootstrap_unit, c_grid=c_grid, refine=refine)  # fmt: skip
-    finished = _finished_runs(rdir, sweep_key) if resume and data_digest else {}
+    finished = _finished_runs(rdir, sweep_key) if resume else {}
     t0 = timer.add("setup", t0)
 
     slots: list[SubsetResult | None] = []
@@ -380,22 +368,20 @@ def _run(
             slots.append(None)
     resumed = len(slots) - len(todo)
     sweep = _Sweep(manifest, kind, metric_names, template, rdir, n_boot, val_mask, test_mask, groups, test_groups, y_test, lesion_ids)
-    undefined: set[str] = set()
     bar = tqdm(total=len(slots), initial=resumed, desc=f"{meta.name} / {emeta.name}", disable=not progress, unit="run")
     names = {slot: subset.name for slot, _, _, subset in todo}
     for slot, run, n_feat_run, seconds in _score_runs(sweep, provider, todo, jobs):
         slots[slot] = run
         n_feat = n_feat_run
-        if data_digest:
-            _save_finished(rdir, names[slot], sweep_key, run, n_feat)
+        _save_finished(rdir, names[slot], sweep_key, run, n_feat)
         for k, v in seconds.items():
             timer.seconds[k] = timer.seconds.get(k, 0.0) + v
-        undefined |= {m for m, v in run.metrics.items() if not np.isfinite(v.value)}
         bar.update(1)
         main = metric_names[0]
         bar.set_postfix_str(f"{main}={run.metrics[main].value:.3f} (f={run.fraction:g}, s={run.seed})")
     runs = [r for r in slots if r is not None]
     bar.close()
+    undefined = {m for r in runs for m, v in r.metrics.items() if not np.isfinite(v.value)}
     if resumed:
         logger.info("%s / %s: %d of %d runs resumed from %s (finished earlier with the same task data, features and settings; "
                     "resume=False / --no-resume recomputes them)", meta.name, emeta.name, resumed, len(runs), rdir / RUNS_DIR)  # fmt: skip
@@ -457,13 +443,12 @@ def _score_runs(sweep: _Sweep, provider: FeatureProvider, todo: list[tuple[int, 
     """(slot, run, feature_dim, seconds per stage) of each run in ``todo``: in order in this process, or
     as they finish in ``jobs`` worker processes (joblib/loky; large arrays are shared by memory map)."""
     if jobs <= 1 or len(todo) <= 1:
-        for slot, seed, fraction, subset in todo:
-            yield (slot, *_score_run(sweep, provider, seed, fraction, subset))
+        yield from (_score_one_slot(sweep, provider, *job) for job in todo)
         return
     from joblib import Parallel, delayed
 
     parallel = Parallel(n_jobs=min(int(jobs), len(todo)), return_as="generator_unordered")
-    yield from parallel(delayed(_score_one_slot)(sweep, provider, slot, seed, fraction, subset) for slot, seed, fraction, subset in todo)
+    yield from parallel(delayed(_score_one_slot)(sweep, provider, *job) for job in todo)
 
 
 def _score_one_slot(sweep: _Sweep, provider: FeatureProvider, slot: int, seed: int, fraction: float, subset: Subset) -> tuple[int, SubsetResult, int, dict[str, float]]:
