@@ -451,11 +451,12 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     import json
     import time
 
+    from lesionbench.benchmark.host import usable_cores
     from lesionbench.tasks.synthetic import DEFAULT_PATIENTS, TASK_NAMES, default_cohort_dir, generate_cohort
 
     out = args.out if args.out is not None else default_cohort_dir()
     patients = args.patients if args.patients is not None else DEFAULT_PATIENTS
-    workers = args.workers if args.workers is not None else max(1, min(4, os.cpu_count() or 1))
+    workers = args.workers if args.workers is not None else min(4, usable_cores())
     start = time.perf_counter()
     generate_cohort(out, patients=patients, seed=args.seed, workers=workers, progress=not args.quiet)
     elapsed = time.perf_counter() - start
@@ -532,11 +533,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
-def _usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from lesionbench.benchmark.host import usable_cores
     from lesionbench.demo import run_demo
 
     report = run_demo(
@@ -551,7 +549,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         patients=args.patients,
         use_mlflow=not args.no_mlflow,
         progress=not args.quiet,
-        jobs=args.jobs if args.jobs is not None else min(4, _usable_cores()),
+        jobs=args.jobs if args.jobs is not None else min(4, usable_cores()),
     )
     for result in report.results:
         sys.stdout.write(_summary_table(result) + "\n")

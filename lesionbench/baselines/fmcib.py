@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from lesionbench.benchmark.errors import ConfigurationError, WeightsError
+from lesionbench.benchmark.host import atomic_write, sha256_file, usable_cores
 from lesionbench.benchmark.paths import cache_root
 from lesionbench.benchmark.plugins import ENCODERS
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec
@@ -92,14 +93,6 @@ def _uninitialised_trunk():
 
 
 # ------------------------------------------------------------------------------------ weights
-def sha256_file(path: str | Path, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
-
-
 def weights_dir() -> Path:
     """Where downloaded weights live: ``$LESIONBENCH_WEIGHTS`` or ``$LESIONBENCH_CACHE/weights``."""
     env = os.environ.get(WEIGHTS_ENV)
@@ -203,10 +196,7 @@ def _memo_digest(path: Path) -> str:
     known = known if isinstance(known, dict) else {}
     known[ident] = digest
     try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".digests-{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        os.replace(tmp, memo)
+        atomic_write(memo, lambda tmp: tmp.write_text(json.dumps(known, indent=1)))
     except OSError as exc:  # a read-only cache only costs the re-hash next time
         logger.warning("Could not record the weights digest in %s: %s", memo, exc)
     return digest
@@ -359,8 +349,7 @@ class FMCIBEncoder:
             raise ConfigurationError(f"Device {device!r} asked for, but CUDA is not available here; use --device cpu.")
         if self.device.type == "cpu":
             # all cores this process may use (the reference leaves torch's default)
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            torch.set_num_threads(int(threads or cores))
+            torch.set_num_threads(int(threads or usable_cores()))
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}.")
         self.batch_size = int(batch_size)

@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import threading
 import uuid
@@ -42,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError, ImageError, LesionbenchError
+from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec
 
 logger = logging.getLogger(__name__)
@@ -446,9 +446,7 @@ class FeatureCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta_file = self.dir / "meta.json"
         if not meta_file.exists():
-            tmp = self.dir / f".meta-{uuid.uuid4().hex}.tmp"
-            tmp.write_text(json.dumps(meta.to_dict(), indent=1, default=str))
-            os.replace(tmp, meta_file)
+            atomic_write(meta_file, lambda tmp: tmp.write_text(json.dumps(meta.to_dict(), indent=1, default=str)))
 
     def _shards(self) -> list[Path]:
         return sorted(self.dir.glob("shard-*.npz"))
@@ -482,12 +480,8 @@ class FeatureCache:
     def put(self, keys: Sequence[str], features: np.ndarray) -> Path:
         """Write one shard (atomically)."""
         feats = np.ascontiguousarray(features, dtype=np.float32)
-        name = f"shard-{uuid.uuid4().hex}"
-        tmp = self.dir / f".{name}.tmp.npz"
-        np.savez(tmp, keys=np.asarray(list(keys), dtype=str), features=feats)
-        final = self.dir / f"{name}.npz"
-        os.replace(tmp, final)
-        return final
+        final = self.dir / f"shard-{uuid.uuid4().hex}.npz"
+        return atomic_write(final, lambda tmp: np.savez(tmp, keys=np.asarray(list(keys), dtype=str), features=feats))
 
 
 def _feature_depends_on_mask(encoder: Any) -> bool:

@@ -50,10 +50,8 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -68,6 +66,7 @@ from tqdm.auto import tqdm
 from lesionbench import __version__
 from lesionbench.benchmark.endpoints import two_year_label
 from lesionbench.benchmark.errors import ConfigurationError
+from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.metrics import bootstrap_ci, canonical_metric, metrics_for
 from lesionbench.benchmark.probes import C_GRID, check_probe, make_probe
 from lesionbench.benchmark.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS, Subset, audit_leakage, check_sweep, draw_subsets, split_hash
@@ -544,10 +543,8 @@ def _finished_runs(rdir: Path, key: str) -> dict[str, tuple[SubsetResult, int]]:
 
 
 def _save_finished(rdir: Path, name: str, key: str, run: SubsetResult, feature_dim: int) -> None:
-    path = rdir / RUNS_DIR / f"{name}.json"
-    tmp = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps({"key": key, "feature_dim": feature_dim, "run": run.to_dict()}, default=_json_default))
-    os.replace(tmp, path)
+    record = json.dumps({"key": key, "feature_dim": feature_dim, "run": run.to_dict()}, default=_json_default)
+    atomic_write(rdir / RUNS_DIR / f"{name}.json", lambda tmp: tmp.write_text(record))
 
 
 def _why_undefined(test: pd.DataFrame, kind: TaskKind) -> str:

@@ -46,6 +46,7 @@ import pandas as pd
 from lesionbench import __version__
 from lesionbench.benchmark.endpoints import two_year_label
 from lesionbench.benchmark.errors import ConfigurationError, SubmissionError
+from lesionbench.benchmark.host import sha256_file
 from lesionbench.benchmark.types import EncoderMeta, MetricValue, SubsetResult, TaskKind, TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
 from lesionbench.benchmark.tracking import absolute_sqlite_uri, artifact_location
@@ -395,14 +396,6 @@ class SubmissionOutcome:
     run_id: str | None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _mv_dict(d: dict[str, MetricValue]) -> dict[str, dict[str, float | None]]:
     return {m: {k: (v if math.isfinite(v) else None) for k, v in mv.to_dict().items()} for m, mv in d.items()}
 
@@ -442,7 +435,7 @@ def submit(
         preds = _probe_features(task, manifest, features)
         probe = "linear"
     score = score_predictions(meta, manifest, preds, n_boot=n_boot, seed=seed)
-    digest = _sha256(path)
+    digest = sha256_file(path)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     run = SubsetResult(fraction=1.0, seed=0, n_train=int((manifest["split"] == "train").sum()) if kind == "features" else 0, metrics=score.public, params={"part": "public"}, predictions_path="predictions.csv")
     result = TaskResult(

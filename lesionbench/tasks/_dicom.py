@@ -23,7 +23,6 @@ What it does, and with which library:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.errors import DataPreparationError
+from lesionbench.benchmark.host import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -423,7 +423,4 @@ def write_image_atomic(image, path: Path) -> None:
     """Write a SimpleITK image compressed, through a temporary file so an interrupted run leaves no half file."""
     import SimpleITK as sitk
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    sitk.WriteImage(image, str(tmp), useCompression=True)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -30,6 +29,7 @@ import pandas as pd
 
 from lesionbench.benchmark.endpoints import TWO_YEARS_DAYS, two_year_label
 from lesionbench.benchmark.errors import ConfigurationError, DataPreparationError, ManifestError
+from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.manifest import ManifestTask, read_manifest, resolve_paths, validate_manifest
 from lesionbench.benchmark.types import TaskKind, TaskMeta
 
@@ -268,10 +268,7 @@ def _convert_case_unchecked(case: _Case, out: Path) -> dict[str, Any]:
         "contour_sop_uid": str(contour_uid),
         "contour_file": str(contour_path),
     }
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record_path.with_name(f".tmp-{os.getpid()}-{record_path.name}")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, record_path)
+    atomic_write(record_path, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
     return record
 
 

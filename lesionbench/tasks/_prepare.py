@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError, DataPreparationError
+from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.manifest import ManifestTask
 from lesionbench.benchmark.types import TaskMeta
 
@@ -40,27 +39,6 @@ def check_split_variant(split: str | None) -> str:
     if split not in SPLIT_VARIANTS:
         raise ConfigurationError(f"Unknown split variant {split!r}. Use one of {list(SPLIT_VARIANTS)} (default {DEFAULT_SPLIT!r}).")
     return split
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path`` (same suffixes), then rename it into place.
-
-    A crash leaves either the old file or no file, never a half-written one, so a re-run can trust any
-    file that exists.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> Path:

@@ -66,12 +66,12 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.errors import DataPreparationError
+from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.plugins import TASKS
 from lesionbench.benchmark.types import TaskKind, TaskMeta
 from lesionbench.tasks._prepare import (
     SPLIT_SEED,
     VariantManifestTask,
-    atomic_write,
     check_split_variant,
     grouped_split,
     image_header,

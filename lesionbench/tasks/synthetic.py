@@ -70,7 +70,6 @@ import functools
 import json
 import logging
 import math
-import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -81,6 +80,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError, DataPreparationError
+from lesionbench.benchmark.host import usable_cores
 from lesionbench.benchmark.manifest import ManifestTask
 from lesionbench.benchmark.plugins import TASKS
 from lesionbench.benchmark.types import TaskKind, TaskMeta
@@ -949,7 +949,7 @@ def ensure_cohort(root: str | Path | None = None, *, patients: int = DEFAULT_PAT
         logger.info("synthetic cohort found in %s", root)
         return root
     if workers is None:
-        workers = max(1, min(4, os.cpu_count() or 1))
+        workers = min(4, usable_cores())
     return generate_cohort(root, patients=patients, seed=seed, workers=workers, progress=progress)
 
 
