@@ -299,6 +299,18 @@ def bootstrap_weights(n: int, n_boot: int, seed: int | Sequence[int], groups: Se
     return counts[:, codes]
 
 
+def resampled_values(
+    kind: TaskKind | str, y_true: Any, scores: Any, metric: str, *, n_boot: int = 1000, seed: int | Sequence[int] = 0, groups: Sequence[Any] | None = None
+) -> np.ndarray:
+    """``metric`` on each of ``n_boot`` resamples of the test set (:func:`bootstrap_weights`): NaN where
+    it is undefined (a class not drawn). The same ``n``, ``n_boot``, ``seed`` and ``groups`` give the
+    same resamples, so several models' values line up resample by resample."""
+    kind = TaskKind(kind)
+    (name,) = metrics_for(kind, [metric])
+    t = _target(kind, y_true)
+    return _evaluate(name, t, _scores(kind, scores, t.n), bootstrap_weights(t.n, n_boot, seed, groups))
+
+
 def bootstrap_ci(
     kind: TaskKind | str,
     y_true: Any,

@@ -1,146 +1,32 @@
 """Statistics the leaderboard needs on saved predictions: metrics, paired tests, rank intervals, Holm.
 
-Point estimates, bootstrap CIs and paired tests are the scorer's (:mod:`lesionbench.benchmark.metrics`),
-so a submission or a leaderboard row is scored exactly like a run. The bootstrap rank intervals
-re-rank every model on each of a thousand resamples and use the vectorised per-resample metrics
-below, each equal to scikit-learn / lifelines (checked by the tests, ties included).
+Metric names, point estimates, bootstrap CIs, paired tests and the per-resample values behind the
+rank intervals are the scorer's (:mod:`lesionbench.benchmark.metrics`), so a submission or a
+leaderboard row is scored exactly like a run; this module converts the leaderboard's prediction
+tables to them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from lesionbench.benchmark.endpoints import two_year_label
-from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.types import TaskKind, TaskMeta
 
 logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------- metrics
-# Vectorised implementations: the leaderboard evaluates metrics tens of thousands of times (bootstrap
-# rank intervals, paired bootstrap and permutation tests), where scikit-learn's input validation costs
-# ~10 ms per call. Each one reproduces scikit-learn / lifelines exactly, ties included; the tests
-# check that on random inputs with many ties.
-def _binary_auc(y: np.ndarray, s: np.ndarray) -> float:
-    """ROC AUC as the Mann-Whitney statistic with mid-ranks (= sklearn.metrics.roc_auc_score)."""
-    from scipy.stats import rankdata
-
-    pos = y == 1
-    n1 = int(pos.sum())
-    n0 = len(y) - n1
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    r = rankdata(s)
-    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def _binary_ap(y: np.ndarray, s: np.ndarray) -> float:
-    """Average precision, step-wise over distinct thresholds (= sklearn.metrics.average_precision_score)."""
-    order = np.argsort(-s, kind="mergesort")
-    ys, ss = y[order], s[order]
-    total = ys.sum()
-    if total == 0:
-        return float("nan")
-    last = np.r_[np.flatnonzero(np.diff(ss)), len(ss) - 1]  # last index of each distinct score
-    tps = np.cumsum(ys)[last]
-    precision = tps / (last + 1)
-    recall = tps / total
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def _balanced_accuracy(kind: TaskKind, y: np.ndarray, s: np.ndarray) -> float:
-    """Mean recall over the classes present in y (= sklearn.metrics.balanced_accuracy_score)."""
-    yi = y.astype(int)
-    pred = s.argmax(axis=1) if s.ndim == 2 else (s >= 0.5).astype(int)
-    k = int(max(yi.max(initial=0), pred.max(initial=0))) + 1
-    support = np.bincount(yi, minlength=k)
-    hits = np.bincount(yi[pred == yi], minlength=k)
-    present = support > 0
-    return float(np.mean(hits[present] / support[present]))
-
-
-def _map(kind: TaskKind, y: np.ndarray, s: np.ndarray) -> float:
-    """AP (binary) or macro one-vs-rest AP over the classes present in y."""
-    yi = y.astype(int)
-    if s.ndim == 1:
-        return _binary_ap(yi, s)
-    return float(np.mean([_binary_ap((yi == c).astype(int), s[:, c]) for c in np.unique(yi)]))
-
-
-def _auc(kind: TaskKind, y: np.ndarray, s: np.ndarray) -> float:
-    """ROC AUC: binary, or macro one-vs-rest over the classes present (a resample may miss one)."""
-    yi = y.astype(int)
-    if s.ndim == 1:
-        return _binary_auc(yi, s)
-    present = np.unique(yi)
-    if len(present) < 2:
-        return float("nan")
-    return float(np.mean([_binary_auc((yi == c).astype(int), s[:, c]) for c in present]))
-
-
-def _auc_2y(kind: TaskKind, y: np.ndarray, s: np.ndarray) -> float:
-    """AUC of the 2-year label from the 2-year score (column 1); censored-before-730-days excluded."""
-    label = two_year_label(y[:, 0], y[:, 1])
-    keep = ~np.isnan(label)
-    return _binary_auc(label[keep].astype(int), s[keep, 1])
-
-
-def _c_index(kind: TaskKind, y: np.ndarray, s: np.ndarray) -> float:
-    """Harrell's C of a risk score (= lifelines.utils.concordance_index(time, -risk, event)).
-
-    A pair is comparable when the shorter time is an event (a censoring at the same time counts as
-    outliving it); ties in risk count one half.
-    """
-    t, e = y[:, 0], y[:, 1].astype(bool)
-    s = s[:, 0]  # survival scores are (risk, 2-year score)
-    if len(t) > 4000:  # the pairwise matrices would be large; lifelines is O(n log n)
-        from lifelines.utils import concordance_index
-
-        return float(concordance_index(t, -s, e))
-    comp = e[:, None] & ((t[:, None] < t[None, :]) | ((t[:, None] == t[None, :]) & ~e[None, :]))
-    n = comp.sum()
-    if n == 0:
-        return float("nan")
-    conc = ((s[:, None] > s[None, :]) & comp).sum() + 0.5 * ((s[:, None] == s[None, :]) & comp).sum()
-    return float(conc / n)
-
-
-METRICS: dict[str, Callable[[TaskKind, np.ndarray, np.ndarray], float]] = {
-    "balanced_accuracy": _balanced_accuracy,
-    "map": _map,
-    "average_precision": _map,
-    "auc": _auc,
-    "auc_2y": _auc_2y,
-    "c_index": _c_index,
-}
-#: The same names and defaults as lesionbench.benchmark.metrics (the scorer's module).
-METRICS_BY_KIND: dict[TaskKind, tuple[str, ...]] = {
-    TaskKind.MULTICLASS: ("balanced_accuracy", "map", "auc"),
-    TaskKind.BINARY: ("auc", "average_precision", "balanced_accuracy"),
-    TaskKind.SURVIVAL: ("auc_2y", "c_index"),
-}
-ALIASES: dict[str, str] = {
-    "ba": "balanced_accuracy", "bacc": "balanced_accuracy", "balanced_acc": "balanced_accuracy",
-    "mean_average_precision": "map", "ap": "average_precision", "roc_auc": "auc", "auroc": "auc",
-    "cindex": "c_index", "c-index": "c_index", "concordance": "c_index",
-    "auc2y": "auc_2y", "auc_2yr": "auc_2y", "two_year_auc": "auc_2y",
-}
-
-
 def canonical(name: str) -> str:
-    """The canonical metric name (``"AP"`` -> ``"average_precision"``)."""
-    key = name.strip().lower().replace(" ", "_")
-    key = ALIASES.get(key, key)
-    if key not in METRICS:
-        raise ConfigurationError(f"Unknown metric {name!r}; the leaderboard knows {sorted(METRICS)}.")
-    return key
+    """The canonical metric name (``"AP"`` -> ``"average_precision"``): the scorer's."""
+    from lesionbench.benchmark.metrics import canonical_metric
+
+    return canonical_metric(name)
 
 
 def main_metric(meta: TaskMeta) -> str:
@@ -149,17 +35,15 @@ def main_metric(meta: TaskMeta) -> str:
 
 
 def task_metrics(meta: TaskMeta) -> tuple[str, ...]:
-    """A task's reported metrics, main metric first (survival always has auc_2y and c_index), like the scorer."""
-    names = [meta.main_metric, *meta.metrics] if meta.main_metric else list(meta.metrics)
-    if meta.kind is TaskKind.SURVIVAL:
-        names += ["auc_2y", "c_index"]
-    return tuple(dict.fromkeys(canonical(m) for m in names)) or METRICS_BY_KIND[meta.kind]
+    """A task's reported metrics, main metric first (survival always has auc_2y and c_index): the scorer's."""
+    from lesionbench.benchmark.scorer import task_metrics as scorer_task_metrics
+
+    return scorer_task_metrics(meta)
 
 
 def metric(name: str, kind: TaskKind, y_true: np.ndarray, scores: np.ndarray) -> float:
-    """One metric by name (see :data:`METRICS`)."""
-    fn = METRICS[canonical(name)]
-    return fn(TaskKind(kind), np.asarray(y_true, dtype=float), np.asarray(scores, dtype=float))
+    """One metric by name on leaderboard-format scores (see :func:`compute_metrics`)."""
+    return compute_metrics(kind, y_true, scores, [name])[canonical(name)]
 
 
 def _scorer_scores(kind: TaskKind, scores: np.ndarray) -> Any:
@@ -182,7 +66,6 @@ def compute_metrics(kind: TaskKind | str, y_true: np.ndarray, scores: np.ndarray
     from lesionbench.benchmark import metrics as scorer_metrics
 
     kind = TaskKind(kind)
-    names = [canonical(m) for m in (names or METRICS_BY_KIND[kind])]
     return scorer_metrics.compute_metrics(kind, y_true, _scorer_scores(kind, scores), names)
 
 
@@ -286,19 +169,16 @@ def bootstrap_rank_intervals(
     """
     from scipy.stats import rankdata
 
+    from lesionbench.benchmark.metrics import resampled_values
+
     models = list(scores)
-    rng = np.random.default_rng(seed)
-    n = len(y_true)
-    ranks = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        vals = np.array([metric(name, kind, y_true[idx], scores[m][idx]) for m in models])
-        if not np.all(np.isfinite(vals)):
-            continue
-        ranks.append(rankdata(-vals if higher_is_better else vals, method="min"))
-    if not ranks:
+    kind = TaskKind(kind)
+    # (n_boot, models): every model on the same resamples, those where all are defined kept
+    vals = np.column_stack([resampled_values(kind, y_true, _scorer_scores(kind, scores[m]), name, n_boot=n_boot, seed=seed) for m in models])
+    vals = vals[np.isfinite(vals).all(axis=1)]
+    if not len(vals):
         return {}
-    r = np.asarray(ranks)
+    r = rankdata(-vals if higher_is_better else vals, method="min", axis=1)
     lo = np.percentile(r, 2.5, axis=0, method="lower")
     hi = np.percentile(r, 97.5, axis=0, method="higher")
     return {m: (int(lo[i]), int(hi[i])) for i, m in enumerate(models)}
