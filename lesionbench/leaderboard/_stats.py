@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lesionbench.benchmark.types import TaskKind, TaskMeta
+from lesionbench.benchmark.types import MetricValue, TaskKind, TaskMeta
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +69,13 @@ def compute_metrics(kind: TaskKind | str, y_true: np.ndarray, scores: np.ndarray
     return scorer_metrics.compute_metrics(kind, y_true, _scorer_scores(kind, scores), names)
 
 
-def bootstrap_ci(kind: TaskKind, y_true: np.ndarray, scores: np.ndarray, name: str, *, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of one metric (the scorer's :func:`~lesionbench.benchmark.metrics.bootstrap_ci`)."""
+def metric_values(kind: TaskKind, y_true: np.ndarray, scores: np.ndarray, names: Sequence[str], *, n_boot: int = 1000, seed: int = 0) -> dict[str, MetricValue]:
+    """Point estimate and 95% percentile-bootstrap CI of each metric in ``names``, all on the same
+    resamples (the scorer's :func:`~lesionbench.benchmark.metrics.bootstrap_ci`; ``n_boot=0``: NaN bounds)."""
     from lesionbench.benchmark import metrics as scorer_metrics
 
     kind = TaskKind(kind)
-    mv = scorer_metrics.bootstrap_ci(kind, y_true, _scorer_scores(kind, scores), [canonical(name)], n_boot=n_boot, seed=seed)[canonical(name)]
-    return mv.ci_low, mv.ci_high
+    return scorer_metrics.bootstrap_ci(kind, y_true, _scorer_scores(kind, scores), names, n_boot=n_boot, seed=seed)
 
 
 # ------------------------------------------------------------------------ predictions tables

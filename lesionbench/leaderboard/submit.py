@@ -354,13 +354,7 @@ class SubmissionScore:
 
 
 def _metric_values(meta: TaskMeta, y: np.ndarray, s: np.ndarray, *, n_boot: int, seed: int) -> dict[str, MetricValue]:
-    names = list(_stats.task_metrics(meta))
-    point = _stats.compute_metrics(meta.kind, y, s, names)
-    out = {}
-    for m in names:
-        lo, hi = _stats.bootstrap_ci(meta.kind, y, s, m, n_boot=n_boot, seed=seed) if n_boot else (float("nan"), float("nan"))
-        out[m] = MetricValue(point[m], lo, hi)
-    return out
+    return _stats.metric_values(meta.kind, y, s, _stats.task_metrics(meta), n_boot=n_boot, seed=seed)
 
 
 def score_predictions(meta: TaskMeta, manifest: pd.DataFrame, predictions: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> SubmissionScore:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lesionbench.benchmark.types import EncoderMeta, MetricValue, SubsetResult, TaskKind, TaskMeta, TaskResult
+from lesionbench.benchmark.types import EncoderMeta, SubsetResult, TaskKind, TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
 
 
@@ -91,11 +91,7 @@ def write_result(meta: TaskMeta, manifest: pd.DataFrame, encoder: str, quality: 
             rel = f"predictions/f{frac:g}_s{s}.csv"
             table.to_csv(folder / rel, index=False)
             _, y, sc = _stats.prediction_arrays(table, meta)
-            vals = _stats.compute_metrics(meta.kind, y, sc, meta.metrics)
-            metrics = {}
-            for m in meta.metrics:
-                lo, hi = _stats.bootstrap_ci(meta.kind, y, sc, m, n_boot=10, seed=0)
-                metrics[m] = MetricValue(vals[m], lo, hi)
+            metrics = _stats.metric_values(meta.kind, y, sc, meta.metrics, n_boot=10, seed=0)
             runs.append(SubsetResult(frac, s, int(60 * frac), metrics, {"C": 1.0}, rel, ""))
     result = TaskResult(
         task=meta,
