@@ -1,9 +1,9 @@
 """Radiomics encoder throughput: lesions per second in one process and in a pool of all cores.
 
 Synthetic CTs are written to a temporary folder (NIfTI image + per-image label mask, one label per
-lesion, like the synthetic cohort), then every image is read once and its lesions are encoded with
-``RadiomicsEncoder.encode_lesions``, which is what the features module does per image; the pool run
-distributes images over processes the same way. Example::
+lesion, like the synthetic cohort), then their lesions go through the harness's own
+``extract_features`` (each image read once, its lesions encoded by ``RadiomicsEncoder.encode_lesions``),
+in one process and with ``--workers`` processes (``lesionbench run --workers``). Example::
 
     PYTHONPATH=. python benchmarks/radiomics_speed.py                  # light parameters
     PYTHONPATH=. python benchmarks/radiomics_speed.py --params full --images 4
@@ -18,7 +18,6 @@ import json
 import os
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from lesionbench.baselines.radiomics import RadiomicsEncoder
+from lesionbench.benchmark.features import extract_features
 
 
 def make_cohort(out: Path, *, images: int, lesions_per_image: int, size: tuple[int, int, int], seed: int = 0) -> pd.DataFrame:
@@ -57,30 +57,11 @@ def make_cohort(out: Path, *, images: int, lesions_per_image: int, size: tuple[i
     return pd.DataFrame(rows)
 
 
-_ENCODER: RadiomicsEncoder | None = None
-
-
-def _init(params: str) -> None:
-    global _ENCODER
-    _ENCODER = RadiomicsEncoder(params=params)
-
-
-def _one_image(group: pd.DataFrame) -> np.ndarray:
-    assert _ENCODER is not None
-    image = sitk.ReadImage(group["image_path"].iloc[0])
-    return _ENCODER.encode_lesions(image, group)
-
-
 def run(manifest: pd.DataFrame, *, params: str, workers: int) -> tuple[float, np.ndarray]:
-    groups = [g for _, g in manifest.groupby("image_path", sort=False)]
+    """Seconds and features of ``extract_features`` (no cache) with ``workers`` processes, as ``run`` does it."""
     t0 = time.perf_counter()
-    if workers == 1:
-        _init(params)
-        results = [_one_image(g) for g in groups]
-    else:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init, initargs=(params,)) as pool:
-            results = list(pool.map(_one_image, groups))
-    return time.perf_counter() - t0, np.concatenate(results)
+    feats = extract_features(manifest, RadiomicsEncoder(params=params), workers=workers, cache=False, progress=False)
+    return time.perf_counter() - t0, feats
 
 
 def main() -> None:
