@@ -1,4 +1,6 @@
-"""Shared fixtures. Every test runs with its data and cache roots in a temporary folder and MLflow offline."""
+"""Shared fixtures. Every test runs in an empty working directory of its own, with its data and cache
+roots in a temporary folder and MLflow offline, so the CLI's defaults (./lesionbench-results,
+./mlflow.db, $MLFLOW_TRACKING_URI) never meet a user's results, e.g. the demo's in the checkout."""
 
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ def _isolated_roots(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("LESIONBENCH_DATA", str(root / "data"))
     monkeypatch.setenv("LESIONBENCH_CACHE", str(root / "cache"))
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (root / "cwd").mkdir()
+    monkeypatch.chdir(root / "cwd")
 
 
 @pytest.fixture
