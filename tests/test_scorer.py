@@ -94,10 +94,10 @@ def test_survival_extras_recomputed(results) -> None:
         high = test["risk"] > run.params["km_risk_threshold"]
         p = logrank_test(test["time"][high], test["time"][~high], test["event"][high], test["event"][~high]).p_value
         assert run.params["logrank_p"] == pytest.approx(p)
-        early = ((test["time"] <= 730) & (test["event"] == 0)).sum()
+        early = ((test["time"] < 730) & (test["event"] == 0)).sum()
         assert run.params["n_censored_2y_excluded_test"] == early > 0
-        assert run.params["n_censored_2y_excluded_train"] == ((train["time"] <= 730) & (train["event"] == 0)).sum()
-    assert result.extra["n_censored_2y"]["test"] == int(((df["split"] == "test") & (df["time"] <= 730) & (df["event"] == 0)).sum())
+        assert run.params["n_censored_2y_excluded_train"] == ((train["time"] < 730) & (train["event"] == 0)).sum()
+    assert result.extra["n_censored_2y"]["test"] == int(((df["split"] == "test") & (df["time"] < 730) & (df["event"] == 0)).sum())
 
 
 def test_leaks_refused_for_own_split_and_reported_for_published(tmp_path) -> None:
