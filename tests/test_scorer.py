@@ -189,7 +189,7 @@ def _metrics_of(result: TaskResult) -> dict:
 
 
 def test_a_killed_sweep_resumes_and_more_seeds_reuse_finished_runs(tmp_path, monkeypatch) -> None:
-    import lesionbench.benchmark.scorer as scorer
+    import lesionbench.benchmark.run_one as run_one
 
     task, X = fabricate("binary", n_lesions=160, feature_dim=8, seed=5)
     enc = fabricated_encoder_meta(8)
@@ -197,7 +197,7 @@ def test_a_killed_sweep_resumes_and_more_seeds_reuse_finished_runs(tmp_path, mon
     whole = evaluate_features(task.manifest(), X, task.meta, encoder=enc, out_dir=tmp_path / "whole", **opts)
 
     fits, kill_at = [], [4]
-    real_fit = scorer._fit_predict
+    real_fit = run_one.fit_predict
 
     class Killed(Exception):
         """Stands for a kill (Ctrl-C, OOM) in the middle of the sweep."""
@@ -208,7 +208,7 @@ def test_a_killed_sweep_resumes_and_more_seeds_reuse_finished_runs(tmp_path, mon
             raise Killed
         return real_fit(*a, **k)
 
-    monkeypatch.setattr(scorer, "_fit_predict", dies_on_the_fourth_fit)
+    monkeypatch.setattr(run_one, "fit_predict", dies_on_the_fourth_fit)
     with pytest.raises(Killed):
         evaluate_features(task.manifest(), X, task.meta, encoder=enc, out_dir=tmp_path / "killed", **opts)
     assert not (result_dir(tmp_path / "killed", task.meta.name, task.meta.version, enc.name, "linear") / "result.json").exists()
