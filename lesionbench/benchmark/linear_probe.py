@@ -273,6 +273,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         """Per fold: (train rows, scaled train X, train y, scaled held-out X, held-out rows); filter and scaler fitted per fold."""
         out = []
         for tr, te in grouped_folds(X, y, groups, self.cv_folds, self.random_state):
+            if len(np.unique(y[tr])) < 2:  # a tiny subset: this fold's training part holds one class, nothing to fit
+                continue
             filt, scaler, xtr = standardise(X[tr])
             out.append((tr, xtr, y[tr], scaler.transform(filt.transform(X[te])), te))
         return out
@@ -349,10 +351,14 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             p, truth, self.threshold_selection_ = self._full_proba(self.model_, Xv)[:, 1], y_val, "val"
         else:
             # out-of-fold predictions at the chosen C: every training lesion scored by a model that never saw it
-            p, truth = np.zeros(len(y)), y
+            p, scored = np.zeros(len(y)), np.zeros(len(y), dtype=bool)
             for _, xtr, ytr, xte, te in self._cv_data(X, y, groups):
                 p[te] = self._full_proba(self._fit_one(xtr, ytr, self.C_, None), xte)[:, 1]
-            self.threshold_selection_ = "train_oof"
+                scored[te] = True
+            if len(np.unique(y[scored])) < 2:
+                logger.warning("No usable folds to choose the operating threshold on (%d training lesions); it stays at 0.5.", len(y))
+                return
+            p, truth, self.threshold_selection_ = p[scored], y[scored], "train_oof"
         t = float(np.clip(balanced_threshold(truth, p), 1e-12, 1 - 1e-12))
         self.threshold_ = t
         self.model_.intercept_ = self.model_.intercept_ - math.log(t / (1.0 - t))
