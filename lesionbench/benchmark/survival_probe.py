@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from lesionbench.benchmark.endpoints import two_year_label
@@ -52,12 +53,18 @@ def _coxnet_path(Xs: np.ndarray, time: np.ndarray, event: np.ndarray, *, l1_rati
     y = Surv.from_arrays(event=np.asarray(event).astype(bool), time=np.asarray(time, float))
     kwargs: dict[str, Any] = {"alphas": alphas} if alphas is not None else {"n_alphas": n_alphas, "alpha_min_ratio": alpha_min_ratio}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "all coefficients are zero" at the strongest penalties is expected on a path
-            return CoxnetSurvivalAnalysis(l1_ratio=l1_ratio, fit_baseline_model=False, **kwargs).fit(Xs, y)
-    except (ArithmeticError, ValueError) as exc:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            path = CoxnetSurvivalAnalysis(l1_ratio=l1_ratio, fit_baseline_model=False, **kwargs).fit(Xs, y)
+    except (ArithmeticError, ValueError) as exc:  # "Numerical error ... Consider increasing alpha": the caller shortens the path
         logger.debug("Coxnet path failed (%s)", exc)
         return None
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            logger.debug("Coxnet path: %s", w.message)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return path
 
 
 class SurvivalProbe(BaseEstimator):
