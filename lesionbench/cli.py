@@ -322,6 +322,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the test set (default: 1000; 0: point estimates without CIs)")
     p.add_argument("--bootstrap-unit", choices=["patient", "lesion"], default="patient",
                    help="resample whole patients (default; lesions of a patient are correlated) or single lesions")  # fmt: skip
+    p.add_argument("--val", choices=["fraction", "full"], default="fraction",
+                   help="what tunes each limited-label run (C, threshold, Cox penalty, early stopping): 'fraction' (default) a "
+                   "validation subset with the run's training fraction; 'full' the whole validation split (the paper's protocol)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("lesionbench-results"), help="results folder (default: ./lesionbench-results)")
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: $LESIONBENCH_CACHE/features)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes for reading images")
@@ -360,6 +363,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         bootstrap_unit=args.bootstrap_unit,
         resume=not args.no_resume,
         jobs=args.jobs,
+        val=args.val,
     )
     rdir = result_dir(args.out, result.task.name, result.task.version, result.encoder.name, result.probe)
     run_id = None
@@ -376,6 +380,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _summary_table(result) -> str:
     """Per fraction: each metric's mean +- sd across seeds, and the 95% CI of the first seed's run."""
+    import math
+
     summary = result.summary()
     metrics = list(result.runs[0].metrics) if result.runs else []
     head = f"{result.task.name} / {result.encoder.name} / {result.probe}"
@@ -388,7 +394,8 @@ def _summary_table(result) -> str:
         for m in metrics:
             mean, sd = ms[m]
             first = next(r for r in result.runs if r.fraction == frac).metrics[m]
-            cells.append(f"{mean:.3f}±{sd:.3f} [{first.ci_low:.3f},{first.ci_high:.3f}]".rjust(26))
+            sd_text = f"{sd:.3f}" if math.isfinite(sd) else "-"  # undefined: one defined seed, or every seed drew the same subset
+            cells.append(f"{mean:.3f}±{sd_text} [{first.ci_low:.3f},{first.ci_high:.3f}]".rjust(26))
         lines.append(f"{frac:>8g}  {n:>5}  " + "  ".join(cells))
     lines.append("cells: mean±sd across seeds [95% bootstrap CI of the first seed]")
     return "\n".join(lines) + "\n"
@@ -525,6 +532,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fractions", type=float, nargs="+", help="training fractions (default: 1.0 0.5 0.2 0.1)")
     p.add_argument("--seeds", type=int, nargs="+", help="subset seeds (default: 0 1 2 3 4)")
     p.add_argument("--full", action="store_true", help="also run the heavy variants (supervised-resnet50, full radiomics)")
+    p.add_argument("--val", choices=["fraction", "full"], default="fraction",
+                   help="what tunes each limited-label run (C, threshold, Cox penalty, early stopping): 'fraction' (default) a "
+                   "validation subset with the run's training fraction; 'full' the whole validation split (the paper's protocol)")  # fmt: skip
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--no-mlflow", action="store_true", help="write the local results only")
     p.add_argument("--jobs", type=int, default=None,
@@ -550,6 +560,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         use_mlflow=not args.no_mlflow,
         progress=not args.quiet,
         jobs=args.jobs if args.jobs is not None else min(4, usable_cores()),
+        val=args.val,
     )
     for result in report.results:
         sys.stdout.write(_summary_table(result) + "\n")

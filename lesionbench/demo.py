@@ -54,9 +54,10 @@ def run_demo(
     use_mlflow: bool = True,
     progress: bool = True,
     jobs: int = 1,
+    val: str = "fraction",
 ) -> DemoReport:
     """Run the demo end to end and return a :class:`DemoReport` (``jobs``: (fraction, seed) runs fitted
-    in parallel processes; the numbers do not depend on it)."""
+    in parallel processes; the numbers do not depend on it; ``val``: see :func:`lesionbench.benchmark.scorer.evaluate`)."""
     from lesionbench.benchmark import scorer, tracking
     from lesionbench.benchmark.paths import data_root
     from lesionbench.benchmark.plugins import ENCODERS, get_encoder, get_task
@@ -69,7 +70,7 @@ def run_demo(
     names = list(encoders) if encoders else [*DEFAULT_ENCODERS, *(FULL_ENCODERS if full else ())]
     if not encoders:  # third-party encoders installed through entry points join the demo too
         names += [n for n in ENCODERS.names() if n not in names and n not in FULL_ENCODERS and "entry point" in ENCODERS.origin(n)]
-    sweep: dict[str, object] = {"jobs": int(jobs)}
+    sweep: dict[str, object] = {"jobs": int(jobs), "val": val}
     if fractions is not None:
         sweep["fractions"] = tuple(fractions)
     if seeds is not None:

@@ -105,9 +105,14 @@ def test_run_logs_to_mlflow_and_compare(toy, tmp_path, capsys) -> None:
     runs = client.search_runs([client.get_experiment_by_name("lesionbench").experiment_id])
     levels = sorted(r.data.tags["lesionbench.level"] for r in runs)
     assert levels == ["child"] * 4 + ["parent"]
+    # what tuned the runs is recorded: result.json, the parent's params, each child's params
+    assert result["extra"]["validation"] == "fraction"
+    assert {r.data.params.get("validation") for r in runs} == {"fraction"}
 
-    assert main(["-q", "run", *common, "--encoder", "toy_noisy", "--no-mlflow"]) == 0
+    assert main(["-q", "run", *common, "--encoder", "toy_noisy", "--no-mlflow", "--val", "full"]) == 0
     capsys.readouterr()
+    noisy = json.loads((tmp_path / "res/toy_blobs/1/toy_noisy/linear/result.json").read_text())
+    assert noisy["extra"]["validation"] == "full" and {r["params"]["n_val"] for r in noisy["runs"]} == {noisy["extra"]["n_lesions"]["val"]}
     assert main(["compare", "--task", "toy_blobs", "--encoder-a", "toy_stats", "--encoder-b", "toy_noisy", "--out", "res",
                  "--n-boot", "100", "--n-perm", "100"]) == 0  # fmt: skip
     table = capsys.readouterr().out

@@ -117,12 +117,12 @@ def test_two_year_rules_on_crafted_rows() -> None:
         }
     )
     y = two_year_label(rows["time"], rows["event"])
-    np.testing.assert_array_equal(y, [np.nan, 1.0, 0.0, 0.0, 1.0, np.nan])
+    np.testing.assert_array_equal(y, [np.nan, 1.0, 0.0, 0.0, 1.0, 0.0])  # censored on day 730: followed two years alive
     # LUNG1's published rule and its disagreement
     lung1 = lung1_outcomes(pd.DataFrame({"PatientID": list("abcdef"), "Survival.time": rows["time"].astype(int).astype(str), "deadstatus.event": rows["event"].astype(str)}))
     np.testing.assert_array_equal(lung1["label_fmcib"], [0, 0, 1, 1, 1, 1])
     cmp = compare_label_variants(lung1)
-    assert cmp["n_2y_excluded"] == 2 and cmp["n_2y_known"] == 4
+    assert cmp["n_2y_excluded"] == 1 and cmp["n_2y_known"] == 5
     assert cmp["reasons"]["died on or before day 730 but labelled survivor by fmcib"] == 1
     # RADIO: vital status; dates give the time
     radio = radio_outcomes(

@@ -94,10 +94,10 @@ def test_survival_extras_recomputed(results) -> None:
         high = test["risk"] > run.params["km_risk_threshold"]
         p = logrank_test(test["time"][high], test["time"][~high], test["event"][high], test["event"][~high]).p_value
         assert run.params["logrank_p"] == pytest.approx(p)
-        early = ((test["time"] <= 730) & (test["event"] == 0)).sum()
+        early = ((test["time"] < 730) & (test["event"] == 0)).sum()
         assert run.params["n_censored_2y_excluded_test"] == early > 0
-        assert run.params["n_censored_2y_excluded_train"] == ((train["time"] <= 730) & (train["event"] == 0)).sum()
-    assert result.extra["n_censored_2y"]["test"] == int(((df["split"] == "test") & (df["time"] <= 730) & (df["event"] == 0)).sum())
+        assert run.params["n_censored_2y_excluded_train"] == ((train["time"] < 730) & (train["event"] == 0)).sum()
+    assert result.extra["n_censored_2y"]["test"] == int(((df["split"] == "test") & (df["time"] < 730) & (df["event"] == 0)).sum())
 
 
 def test_leaks_refused_for_own_split_and_reported_for_published(tmp_path) -> None:
@@ -162,7 +162,8 @@ def test_trainable_encoder_never_sees_test_labels(tmp_path) -> None:
     for (rows, labels, val_rows), run in zip(_SpyEncoder.calls, result.runs):
         assert set(split[rows]) == {"train"} and len(rows) == run.n_train
         np.testing.assert_array_equal(labels, df["label"].to_numpy()[rows])
-        assert set(split[val_rows]) == {"val"}
+        assert set(split[val_rows]) == {"val"} and len(val_rows) == run.params["n_val"]  # early stopping on the run's validation subset
+        assert len(val_rows) == (split == "val").sum() if run.fraction == 1.0 else len(val_rows) < (split == "val").sum()
         assert run.params["head_metrics"]["auc"]["value"] > 0.7
         head = pd.read_csv(result_dir(tmp_path, task.meta.name, task.meta.version, "spy", "linear") / run.params["head_predictions_path"])
         assert run.params["head_metrics"]["auc"]["value"] == pytest.approx(_sk_metric("auc", head))
@@ -189,7 +190,7 @@ def _metrics_of(result: TaskResult) -> dict:
 
 
 def test_a_killed_sweep_resumes_and_more_seeds_reuse_finished_runs(tmp_path, monkeypatch) -> None:
-    import lesionbench.benchmark.scorer as scorer
+    import lesionbench.benchmark.run_one as run_one
 
     task, X = fabricate("binary", n_lesions=160, feature_dim=8, seed=5)
     enc = fabricated_encoder_meta(8)
@@ -197,7 +198,7 @@ def test_a_killed_sweep_resumes_and_more_seeds_reuse_finished_runs(tmp_path, mon
     whole = evaluate_features(task.manifest(), X, task.meta, encoder=enc, out_dir=tmp_path / "whole", **opts)
 
     fits, kill_at = [], [4]
-    real_fit = scorer._fit_predict
+    real_fit = run_one.fit_predict
 
     class Killed(Exception):
         """Stands for a kill (Ctrl-C, OOM) in the middle of the sweep."""
@@ -208,7 +209,7 @@ def test_a_killed_sweep_resumes_and_more_seeds_reuse_finished_runs(tmp_path, mon
             raise Killed
         return real_fit(*a, **k)
 
-    monkeypatch.setattr(scorer, "_fit_predict", dies_on_the_fourth_fit)
+    monkeypatch.setattr(run_one, "fit_predict", dies_on_the_fourth_fit)
     with pytest.raises(Killed):
         evaluate_features(task.manifest(), X, task.meta, encoder=enc, out_dir=tmp_path / "killed", **opts)
     assert not (result_dir(tmp_path / "killed", task.meta.name, task.meta.version, enc.name, "linear") / "result.json").exists()
@@ -283,3 +284,84 @@ def test_parallel_runs_give_the_same_results_in_the_same_order(tmp_path) -> None
     assert _metrics_of(par) == _metrics_of(seq) and [r.params["head_metrics"] for r in par.runs] == [r.params["head_metrics"] for r in seq.runs]
     with pytest.raises(ConfigurationError, match="jobs must be"):
         evaluate_features(task.manifest(), X, task.meta, encoder=enc, out_dir=tmp_path / "bad", jobs=0, **FAST)
+
+
+# ---------------------------------------------------------------- validation policy (issue 12, item 7)
+def test_limited_label_runs_are_tuned_on_a_validation_subset_of_their_fraction(tmp_path, monkeypatch) -> None:
+    """Before: every run chose C on the whole validation split, however few training labels it had."""
+    import math
+
+    import lesionbench.benchmark.run_one as run_one
+    from lesionbench.benchmark.splits import read_subset
+
+    task, X = fabricate("binary", n_lesions=300, feature_dim=8, seed=3)
+    df, enc = task.manifest(), fabricated_encoder_meta(8)
+    val_rows = set(df.index[df["split"] == "val"])
+    n_val = len(val_rows)
+    seen: list[tuple[float, set]] = []
+    real_fit = run_one.fit_predict
+
+    def spy(est, kind, manifest, X, train, val, groups):
+        seen.append((int(train.sum()), set(np.flatnonzero(val))))
+        return real_fit(est, kind, manifest, X, train, val, groups)
+
+    monkeypatch.setattr(run_one, "fit_predict", spy)
+    opts = {**FAST, "fractions": (1.0, 0.2)}
+    res = evaluate_features(df, X, task.meta, encoder=enc, out_dir=tmp_path, **opts)
+    rdir = result_dir(tmp_path, task.meta.name, task.meta.version, enc.name, "linear")
+    assert res.extra["validation"] == "fraction" and len(seen) == 4
+    for run, (n_train, rows) in zip(res.runs, seen):
+        assert run.n_train == n_train and rows <= val_rows and len(rows) == run.params["n_val"]
+        sub = read_subset(rdir / run.params["val_subset_path"])
+        assert sub.split == "val" and set(df.index[df["lesion_id"].isin(sub.lesion_ids)]) == rows
+        assert run.params["validation"] == "fraction" and run.params["val_subset_hash"] == sub.hash
+        if run.fraction == 1.0:
+            assert len(rows) == n_val
+        else:
+            assert math.ceil(0.2 * n_val) <= len(rows) < 0.5 * n_val
+    # val="full" keeps the paper's protocol; it is another setting, so no saved run of the other policy is resumed
+    seen.clear()
+    full = evaluate_features(df, X, task.meta, encoder=enc, out_dir=tmp_path, val="full", **opts)
+    assert len(seen) == 4 and all(rows == val_rows for _, rows in seen)
+    assert full.extra["validation"] == "full" and {r.params["validation"] for r in full.runs} == {"full"}
+    seen.clear()
+    evaluate_features(df, X, task.meta, encoder=enc, out_dir=tmp_path, **opts)
+    assert len(seen) == 4
+    with pytest.raises(ConfigurationError, match="val must be 'fraction'.*or 'full'"):
+        evaluate_features(df, X, task.meta, encoder=enc, out_dir=tmp_path, val="half", **opts)
+
+
+def test_a_validation_subset_missing_a_class_falls_back_to_cross_validation(tmp_path, caplog) -> None:
+    task, X = fabricate("binary", n_lesions=300, feature_dim=8, seed=3)
+    df = task.manifest()
+    val = df["split"] == "val"
+    # all validation positives in one patient, the negatives in two: a small validation subset holds only the positives' patient
+    df.loc[val & (df["label"] == 1), "patient_id"] = "VALPOS"
+    neg = df.index[val & (df["label"] == 0)]
+    df.loc[neg[: len(neg) // 2], "patient_id"] = "VALNEG1"
+    df.loc[neg[len(neg) // 2 :], "patient_id"] = "VALNEG2"
+    assert (val & (df["label"] == 1)).sum() >= 0.2 * val.sum()
+    with caplog.at_level("WARNING"):
+        res = evaluate_features(df, X, task.meta, encoder=fabricated_encoder_meta(8), out_dir=tmp_path, **{**FAST, "fractions": (1.0, 0.2)})
+    small = [r for r in res.runs if r.fraction == 0.2]
+    assert all(r.params["validation"] == "cv" and r.params["c_selection"] == "cv" and r.params["n_val"] == 0 for r in small)
+    assert "validation subset" in small[0].params["validation_note"] and "--val full" in small[0].params["validation_note"]
+    assert "cross-validation on the training subset" in caplog.text
+    assert all(r.params["validation"] == "fraction" and r.params["c_selection"] == "val" for r in res.runs if r.fraction == 1.0)
+
+
+# ---------------------------------------------------------------- seed summaries (issue 12, item 9)
+def test_seed_summary_is_over_defined_seeds_and_has_no_sd_where_every_seed_drew_the_same_subset() -> None:
+    from lesionbench.benchmark.types import MetricValue, SubsetResult
+
+    def run(frac, seed, value, subset):
+        return SubsetResult(frac, seed, 10, {"auc": MetricValue(value)}, {"subset_hash": subset, "val_subset_hash": "v" + subset})
+
+    task, _ = fabricate("binary", n_lesions=30, feature_dim=2)
+    runs = (run(1.0, 0, 0.8, "all"), run(1.0, 1, 0.8, "all"), run(0.5, 0, 0.6, "a"), run(0.5, 1, float("nan"), "b"), run(0.5, 2, 0.7, "c"))
+    res = TaskResult(task.meta, fabricated_encoder_meta(2), "linear", runs, "x", "now")
+    stats = res.seed_stats()
+    assert np.isnan(stats[1.0]["auc"]["sd"]) and stats[1.0]["auc"]["sd_note"] == "every seed drew the same subset"
+    assert stats[0.5]["auc"]["mean"] == pytest.approx(0.65) and stats[0.5]["auc"]["n_defined"] == 2 and stats[0.5]["auc"]["n_seeds"] == 3
+    assert stats[0.5]["auc"]["sd"] == pytest.approx(np.std([0.6, 0.7], ddof=1))
+    assert res.summary()[0.5]["auc"] == (stats[0.5]["auc"]["mean"], stats[0.5]["auc"]["sd"])

@@ -184,3 +184,40 @@ def test_negative_seed_in_draw_subsets_is_a_configuration_error(multiclass) -> N
     meta, df = multiclass
     with pytest.raises(ConfigurationError, match="non-negative"):
         draw_subsets(df, meta, fractions=(1.0,), seed=-1)
+
+
+# ---------------------------------------------------------------- validation subsets (issue 12, item 7)
+def test_validation_subsets_are_nested_grouped_stratified_and_pure(multiclass) -> None:
+    from lesionbench.benchmark.splits import draw_val_subsets, missing_classes
+
+    meta, df = multiclass
+    val = df[df["split"] == "val"]
+    for seed in range(2):
+        subs = draw_val_subsets(df, meta, fractions=FRACTIONS, seed=seed)
+        assert set(subs[1.0].lesion_ids) == set(val["lesion_id"])  # 100%: the whole validation split
+        for big, small in zip(FRACTIONS, FRACTIONS[1:]):
+            assert set(subs[small].lesion_ids) <= set(subs[big].lesion_ids)
+        for f, sub in subs.items():
+            assert sub.split == "val" and sub.name == f"frac{f:g}_seed{seed}_val"
+            assert sub.n_lesions >= math.ceil(f * len(val))
+            chosen = val[val["patient_id"].isin(set(sub.patient_ids))]
+            assert set(chosen["lesion_id"]) == set(sub.lesion_ids)  # whole patients
+            assert missing_classes(df, meta, sub) == []
+        # a pure function of (task version, fraction, seed): the same alone, shuffled, or among other fractions
+        alone = draw_val_subsets(df.sample(frac=1.0, random_state=seed), meta, fractions=[0.2], seed=seed)[0.2]
+        assert alone.hash == subs[0.2].hash
+        # its own stream: not the training draw's patient order
+        assert patient_order(df, meta, seed, split="val") != [p for p in patient_order(df, meta, seed) if p in set(val["patient_id"])]
+    assert draw_val_subsets(df, meta, fractions=[0.1], seed=0)[0.1].hash != draw_val_subsets(df, meta, fractions=[0.1], seed=1)[0.1].hash
+    assert draw_val_subsets(df[df["split"] != "val"], meta, fractions=[0.5], seed=0) == {}
+
+
+def test_missing_classes_names_what_a_small_validation_subset_lacks(multiclass, tmp_path) -> None:
+    from lesionbench.benchmark.splits import draw_val_subsets, missing_classes
+
+    meta, df = multiclass
+    tiny = draw_val_subsets(df, meta, fractions=[0.001], seed=0)[0.001]  # one patient
+    lost = missing_classes(df, meta, tiny)
+    assert tiny.n_patients == 1 and lost and set(lost) <= set(meta.class_names or [f"class{k}" for k in range(4)])
+    back = read_subset(tiny.write(tmp_path / f"{tiny.name}.csv"))
+    assert back == dataclasses.replace(tiny, n_train_total=0)

@@ -12,13 +12,14 @@ def two_year_label(time: np.ndarray, event: np.ndarray, *, horizon_days: float =
     """The 2-year mortality label in time-to-event terms, as float with NaN where it is unknown.
 
     1.0: the event (death) was observed at or before ``horizon_days``;
-    0.0: the patient was followed beyond ``horizon_days`` (event or not after that);
-    NaN: censored at or before ``horizon_days``, so the 2-year status is unknown. Such patients are
+    0.0: the patient was known alive at ``horizon_days``: followed to or beyond it without the event by
+    then (censored at exactly ``horizon_days`` counts: followed two years alive);
+    NaN: censored before ``horizon_days``, so the 2-year status is unknown. Such patients are
     excluded from fitting the 2-year probe and from the 2-year AUC, and counted in the results.
     """
     time = np.asarray(time, dtype=float)
     event = np.asarray(event, dtype=float)
     out = np.full(time.shape, np.nan)
+    out[time >= horizon_days] = 0.0
     out[(event == 1) & (time <= horizon_days)] = 1.0
-    out[time > horizon_days] = 0.0
     return out

@@ -14,7 +14,7 @@ and on explicit resamples):
 ``average_precision``  ``average_precision_score`` (binary)
 ``c_index``            ``lifelines.utils.concordance_index(time, -risk, event)``
 ``auc_2y``             ``roc_auc_score`` of the 2-year label (:func:`two_year_label`), censored
-                       <= 730 days excluded
+                       before 730 days excluded
 =====================  ======================================================================
 
 Macro averages run over the classes present in ``y`` (a bootstrap resample, or a small test set,

@@ -22,6 +22,15 @@ How the ordering is built:
 A fraction ``f`` takes patients in that order until the subset holds at least ``ceil(f x n)`` of the
 ``n`` training lesions. A subset that still misses a class raises :class:`SplitError` naming the class
 and the fraction.
+
+Validation subsets (:func:`draw_val_subsets`). A limited-label run must not tune C, the threshold or
+early stopping on a validation split many times the size of its training subset. By default the
+validation split is subsampled with the same fraction, by the same rules (patient-grouped,
+stratified, nested within a seed), from its own stream ``default_rng([seed, <task version key>, 1])``,
+so it is a pure function of (task version, fraction, seed) and independent of the training draw. A
+validation subset too small to hold a class that the validation split has is not an error here:
+:func:`missing_classes` names the classes, and the scorer then chooses C by cross-validation on the
+training subset for that run, with a warning (see :mod:`lesionbench.benchmark.sweep`).
 """
 
 from __future__ import annotations
@@ -55,6 +64,8 @@ class Subset:
     lesion_ids: tuple[str, ...]
     patient_ids: tuple[str, ...]
     n_train_total: int
+    #: The split it is drawn from: ``"train"``, or ``"val"`` for a validation subset.
+    split: str = Split.TRAIN.value
 
     @property
     def n_lesions(self) -> int:
@@ -71,8 +82,9 @@ class Subset:
 
     @property
     def name(self) -> str:
-        """A file-name stem such as ``frac0.1_seed3``."""
-        return f"frac{self.fraction:g}_seed{self.seed}"
+        """A file-name stem such as ``frac0.1_seed3`` (``frac0.1_seed3_val`` for a validation subset)."""
+        stem = f"frac{self.fraction:g}_seed{self.seed}"
+        return stem if self.split == Split.TRAIN.value else f"{stem}_{self.split}"
 
     def to_frame(self) -> pd.DataFrame:
         n = self.n_lesions
@@ -82,12 +94,13 @@ class Subset:
                 "patient_id": list(self.patient_ids),
                 "fraction": [self.fraction] * n,
                 "seed": [self.seed] * n,
+                "split": [self.split] * n,
                 "subset_hash": [self.hash] * n,
             }
         )
 
     def write(self, path: Path) -> Path:
-        """Write the subset as CSV (lesion_id, patient_id, fraction, seed, subset_hash)."""
+        """Write the subset as CSV (lesion_id, patient_id, fraction, seed, split, subset_hash)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.to_frame().to_csv(path, index=False)
         return path
@@ -98,7 +111,8 @@ def read_subset(path: Path, *, n_train_total: int = 0) -> Subset:
     df = pd.read_csv(path, dtype={"lesion_id": str, "patient_id": str})
     if df.empty:
         raise SplitError(f"{path}: subset file has no lesions. Re-run `lesionbench run` to rewrite it.")
-    sub = Subset(float(df["fraction"].iloc[0]), int(df["seed"].iloc[0]), tuple(df["lesion_id"]), tuple(df["patient_id"]), n_train_total)
+    split = str(df["split"].iloc[0]) if "split" in df.columns else Split.TRAIN.value
+    sub = Subset(float(df["fraction"].iloc[0]), int(df["seed"].iloc[0]), tuple(df["lesion_id"]), tuple(df["patient_id"]), n_train_total, split)
     if str(df["subset_hash"].iloc[0]) != sub.hash:
         raise SplitError(f"{path}: the lesion ids do not match the stored subset_hash (edited file?). Re-run `lesionbench run`.")
     return sub
@@ -180,9 +194,13 @@ def _lesion_strata(train: pd.DataFrame, meta: TaskMeta) -> np.ndarray:
     return np.array([f"c{int(v)}" for v in train["label"]])
 
 
-def patient_order(manifest: pd.DataFrame, meta: TaskMeta, seed: int) -> list[str]:
-    """The seeded, stratified draw order of the training patients (every subset of ``seed`` is a prefix)."""
-    train = _train(manifest, meta)
+#: Random streams: the training draw, and the validation draw (independent of it).
+_STREAMS = {Split.TRAIN.value: (), Split.VAL.value: (1,)}
+
+
+def patient_order(manifest: pd.DataFrame, meta: TaskMeta, seed: int, *, split: str = Split.TRAIN.value) -> list[str]:
+    """The seeded, stratified draw order of the patients of ``split`` (every subset of ``seed`` is a prefix)."""
+    train = _rows(manifest, meta, split)
     strata = pd.Series(_lesion_strata(train, meta), index=train.index)
     patients = train["patient_id"].astype(str)
     # the commonest stratum of each patient's lesions (ties: the first in sorted order)
@@ -190,7 +208,7 @@ def patient_order(manifest: pd.DataFrame, meta: TaskMeta, seed: int) -> list[str
         pd.DataFrame({"p": patients, "s": strata}).groupby(["p", "s"]).size().reset_index(name="n").sort_values(["p", "n", "s"], ascending=[True, False, True])
     )
     pstrat = per_patient.drop_duplicates("p").set_index("p")["s"]
-    rng = np.random.default_rng([int(seed), _version_key(meta)])
+    rng = np.random.default_rng([int(seed), _version_key(meta), *_STREAMS[split]])
     keys: dict[str, float] = {}
     for s in sorted(pstrat.unique()):
         members = sorted(pstrat.index[pstrat == s])
@@ -216,9 +234,13 @@ def patient_order(manifest: pd.DataFrame, meta: TaskMeta, seed: int) -> list[str
 
 
 def _train(manifest: pd.DataFrame, meta: TaskMeta) -> pd.DataFrame:
-    train = manifest[manifest["split"] == Split.TRAIN.value]
+    return _rows(manifest, meta, Split.TRAIN.value)
+
+
+def _rows(manifest: pd.DataFrame, meta: TaskMeta, split: str) -> pd.DataFrame:
+    train = manifest[manifest["split"] == split]
     if train.empty:
-        raise SplitError(f"Task {meta.name!r} has no lesion with split 'train'; a probe needs training lesions. Check the manifest's split column.")
+        raise SplitError(f"Task {meta.name!r} has no lesion with split {split!r}; a probe needs {split} lesions. Check the manifest's split column.")
     missing = [c for c in meta.label_columns if c not in train.columns]
     if missing:
         raise SplitError(f"Task {meta.name!r}: the manifest lacks label column(s) {missing}; cannot stratify the subsets.")
@@ -260,29 +282,60 @@ def draw_subsets(manifest: pd.DataFrame, meta: TaskMeta, *, fractions: Sequence[
                 f"Task {meta.name!r}: class {names[c]!r} has no lesion in the train split, so no training subset can contain it. "
                 "Check the labels and the split, or drop the class from the task."
             )
-    order = patient_order(manifest, meta, seed)
-    pat = train["patient_id"].astype(str).to_numpy()
-    n_per_patient = pd.Series(pat).value_counts()
-    cum = np.cumsum([n_per_patient[p] for p in order])
-    n = len(train)
     out: dict[float, Subset] = {}
-    for f in fractions:
-        target = max(1, math.ceil(float(f) * n - 1e-9))
-        k = int(np.searchsorted(cum, target) + 1)
-        chosen = set(order[:k])
-        mask = np.isin(pat, list(chosen))
-        have = set(classes[mask].tolist())
+    for f, (sub, k) in _prefixes(manifest, meta, fractions, seed, Split.TRAIN.value).items():
+        have = set(_lesion_classes(sub, meta).tolist())
         for c in required:
             if c not in have:
-                carriers = np.unique(pat[classes == c])
+                carriers = np.unique(train["patient_id"].astype(str).to_numpy()[classes == c])
                 raise SplitError(
-                    f"Task {meta.name!r}: the {f:.0%} training subset (seed {seed}, {int(mask.sum())} of {n} lesions) cannot contain "
+                    f"Task {meta.name!r}: the {f:.0%} training subset (seed {seed}, {len(sub)} of {len(train)} lesions) cannot contain "
                     f"class {names[c]!r}: the train split has {int((classes == c).sum())} lesion(s) of it in {len(carriers)} patient(s), "
                     f"and the subset has room for only {k} patient(s). Use larger fractions (e.g. --fractions 1.0 0.5) for this task."
                 )
-        sub = train[mask]
-        out[float(f)] = Subset(float(f), int(seed), tuple(sub["lesion_id"].astype(str)), tuple(sub["patient_id"].astype(str)), n)
+        out[f] = Subset(f, int(seed), tuple(sub["lesion_id"].astype(str)), tuple(sub["patient_id"].astype(str)), len(train))
     return out
+
+
+def _prefixes(manifest: pd.DataFrame, meta: TaskMeta, fractions: Sequence[float], seed: int, split: str) -> dict[float, tuple[pd.DataFrame, int]]:
+    """Per fraction: the rows of ``split`` in the shortest prefix of the patient order holding ``ceil(f x n)`` lesions, and its patient count."""
+    rows = _rows(manifest, meta, split)
+    order = patient_order(manifest, meta, seed, split=split)
+    pat = rows["patient_id"].astype(str).to_numpy()
+    n_per_patient = pd.Series(pat).value_counts()
+    cum = np.cumsum([n_per_patient[p] for p in order])
+    out: dict[float, tuple[pd.DataFrame, int]] = {}
+    for f in fractions:
+        target = max(1, math.ceil(float(f) * len(rows) - 1e-9))
+        k = int(np.searchsorted(cum, target) + 1)
+        out[float(f)] = (rows[np.isin(pat, order[:k])], k)
+    return out
+
+
+def draw_val_subsets(manifest: pd.DataFrame, meta: TaskMeta, *, fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0) -> dict[float, Subset]:
+    """The nested validation subsets of one seed, keyed by fraction (the whole validation split at 1.0).
+
+    Same rules as the training subsets, from an independent stream; a class that a subset cannot hold is
+    reported by :func:`missing_classes`, not raised. Empty dict when the task has no validation split.
+    """
+    check_sweep(fractions, [seed])
+    if not (manifest["split"] == Split.VAL.value).any():
+        return {}
+    out: dict[float, Subset] = {}
+    for f, (sub, _) in _prefixes(manifest, meta, fractions, seed, Split.VAL.value).items():
+        n_val = int((manifest["split"] == Split.VAL.value).sum())
+        out[f] = Subset(f, int(seed), tuple(sub["lesion_id"].astype(str)), tuple(sub["patient_id"].astype(str)), n_val, Split.VAL.value)
+    return out
+
+
+def missing_classes(manifest: pd.DataFrame, meta: TaskMeta, subset: Subset) -> list[str]:
+    """Names of the classes (survival: 2-year outcomes) present in ``subset``'s split but not in ``subset``."""
+    rows = _rows(manifest, meta, subset.split)
+    classes = _lesion_classes(rows, meta)
+    inside = rows["lesion_id"].astype(str).isin(set(subset.lesion_ids)).to_numpy()
+    names = _class_names(meta)
+    lost = sorted(set(classes[classes >= 0].tolist()) - set(classes[inside & (classes >= 0)].tolist()))
+    return [names[c] if c < len(names) else str(c) for c in lost]
 
 
 def draw_subset(manifest: pd.DataFrame, meta: TaskMeta, fraction: float, seed: int) -> Subset:

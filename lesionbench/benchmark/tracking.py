@@ -7,7 +7,8 @@ returns ``None``; the local result stays the record.
 Layout in the experiment (default ``lesionbench``):
 
 * parent run per (task, encoder, probe), tag ``lesionbench.level=parent``: params (task, encoder,
-  probe, split hash, lesionbench version), the main metric's mean/sd per fraction, the artifacts
+  probe, split hash, lesionbench version, validation policy), each metric's mean/sd per fraction (sd
+  left out where undefined: every seed drew the same subset, or one seed is defined), the artifacts
   ``result.json`` and ``low_data_curve.png`` (metric vs fraction, every seed and the mean +- sd);
 * child run per (fraction, seed), tag ``lesionbench.level=child`` and ``mlflow.parentRunId``:
   params (task name/version, encoder name/version/weights digest, fraction, seed, n_train, chosen
@@ -132,8 +133,12 @@ def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool)
         pmetrics = []
         for frac, ms in summary.items():
             for m, (mean, sd) in ms.items():
-                pmetrics += [Metric(f"{m}_mean_frac{frac:g}", _f(mean), now, 0), Metric(f"{m}_sd_frac{frac:g}", _f(sd), now, 0)]
+                pmetrics.append(Metric(f"{m}_mean_frac{frac:g}", _f(mean), now, 0))
+                if math.isfinite(sd):  # undefined when every seed drew the same subset (100%) or one seed is defined
+                    pmetrics.append(Metric(f"{m}_sd_frac{frac:g}", _f(sd), now, 0))
         pparams = {**common_params, "fractions": ",".join(f"{f:g}" for f in result.extra.get("fractions", [])), "seeds": ",".join(str(s) for s in result.extra.get("seeds", [])), "n_boot": str(result.extra.get("n_boot", ""))}
+        if "validation" in result.extra:  # what tuned the runs: a validation subset of each run's fraction, or the whole split
+            pparams["validation"] = str(result.extra["validation"])
         client.log_batch(pid, metrics=pmetrics, params=[Param(k, _p(v)) for k, v in pparams.items()], tags=[])
         with tempfile.TemporaryDirectory() as tmp:
             if plots:

@@ -212,17 +212,36 @@ class TaskResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[float, dict[str, tuple[float, float]]]:
-        """Per fraction, per metric: (mean, standard deviation) across seeds."""
+        """Per fraction, per metric: (mean, standard deviation) across seeds; see :meth:`seed_stats`."""
+        return {frac: {m: (d["mean"], d["sd"]) for m, d in ms.items()} for frac, ms in self.seed_stats().items()}
+
+    def seed_stats(self) -> dict[float, dict[str, dict[str, Any]]]:
+        """Per fraction, per metric: ``mean``, ``sd``, ``n_seeds`` (runs) and ``n_defined`` (runs with a finite value).
+
+        Mean and SD run over the defined seeds, as the low-data curve does (a seed whose test split
+        cannot score a metric is left out and counted, instead of turning the mean into NaN). ``sd`` is
+        NaN, with the reason in ``sd_note``, when fewer than two seeds are defined, or when every seed drew
+        the same training (and validation) subset: at 100% of the labels each seed fits the same data,
+        so their spread (0) says nothing about seed variability.
+        """
         import numpy as np
 
-        out: dict[float, dict[str, tuple[float, float]]] = {}
+        out: dict[float, dict[str, dict[str, Any]]] = {}
         for frac in sorted({r.fraction for r in self.runs}, reverse=True):
             rs = [r for r in self.runs if r.fraction == frac]
+            same = len(rs) > 1 and len({(r.params.get("subset_hash"), r.params.get("val_subset_hash")) for r in rs}) == 1 and rs[0].params.get("subset_hash") is not None
             out[frac] = {}
             for m in rs[0].metrics:
-                vals = np.array([r.metrics[m].value for r in rs], dtype=float)
-                sd = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-                out[frac][m] = (float(vals.mean()), sd)
+                vals = np.array([r.metrics[m].value for r in rs if m in r.metrics], dtype=float)
+                vals = vals[np.isfinite(vals)]
+                mean = float(vals.mean()) if len(vals) else float("nan")
+                note = ""
+                if same:
+                    note = "every seed drew the same subset"
+                elif len(vals) < 2:
+                    note = f"{len(vals)} seed(s) defined"
+                sd = float("nan") if note else float(vals.std(ddof=1))
+                out[frac][m] = {"mean": mean, "sd": sd, "n_seeds": len(rs), "n_defined": len(vals), "sd_note": note}
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -113,8 +113,8 @@ def compare_label_variants(df: pd.DataFrame) -> dict[str, Any]:
         if int(mask.sum()):
             reasons[reason] = int(mask.sum())
 
-    count("censored at or before 730 d (2-year status unknown, excluded from auc_2y) but labelled survivor by fmcib", unknown & (fm == 1))
-    count("censored at or before 730 d (2-year status unknown, excluded from auc_2y) but labelled non-survivor by fmcib", unknown & (fm == 0))
+    count("censored before 730 d (2-year status unknown, excluded from auc_2y) but labelled survivor by fmcib", unknown & (fm == 1))
+    count("censored before 730 d (2-year status unknown, excluded from auc_2y) but labelled non-survivor by fmcib", unknown & (fm == 0))
     count("died after 730 d (a 2-year survivor) but labelled non-survivor by fmcib (vital status at last follow-up)", differ & (e == 1) & (t > TWO_YEARS_DAYS))
     count("died on or before day 730 but labelled survivor by fmcib", differ & (e == 1) & (t <= TWO_YEARS_DAYS))
     count("followed beyond 730 d alive but labelled non-survivor by fmcib", differ & (e == 0))

@@ -14,7 +14,7 @@ Licence: CC BY-NC 3.0 (TCIA; the licence the IDC index lists for the CT and RTST
 
 Labels: ``time`` = ``Survival.time`` (days), ``event`` = ``deadstatus.event`` (1 = death observed).
 The 2-year endpoint is :func:`lesionbench.benchmark.endpoints.two_year_label` (death at or before
-730 d = 1, followed beyond 730 d = 0, censored at or before 730 d = unknown and excluded from the
+730 d = 1, followed to 730 d or beyond = 0, censored before 730 d = unknown and excluded from the
 2-year AUC); the C-index uses all patients. Lesion: the ROI ``GTV-1`` of the RTSTRUCT rasterised on
 the CT; seed = the mask's physical centroid (LPS mm), ``diameter_mm`` = equivalent-sphere diameter.
 Label variant ``fmcib``: the published ``survival`` label, ``Survival.time >= 730`` (1 = survivor),
@@ -88,7 +88,7 @@ class Lung1Survival(NsclcSurvivalTask):
         licence="CC BY-NC 3.0 (TCIA)",
         label_derivation=(
             "time = Survival.time (days), event = deadstatus.event; 2-year label = two_year_label(time, event) "
-            "(death <= 730 d: 1; followed > 730 d: 0; censored <= 730 d: excluded from auc_2y). fmcib variant: "
+            "(death <= 730 d: 1; alive at 730 d: 0; censored before 730 d: excluded from auc_2y). fmcib variant: "
             "label = Survival.time >= 730 (censoring ignored). Splits: StratifiedGroupKFold(5, shuffle, seed 0) by "
             "patient, stratified by event; fold k test, fold k+1 val, rest train."
         ),

@@ -107,7 +107,7 @@ class RadioSurvival(NsclcSurvivalTask):
         licence="CC BY 3.0 (TCIA)",
         label_derivation=(
             "event = Survival Status == Dead; time = Date of Last Known Alive - CT Date (days); 2-year label = "
-            "two_year_label(time, event) (death <= 730 d: 1; followed > 730 d: 0; censored <= 730 d: excluded from auc_2y). "
+            "two_year_label(time, event) (death <= 730 d: 1; alive at 730 d: 0; censored before 730 d: excluded from auc_2y). "
             "fmcib variant: label = Survival Status == Alive (vital status at last follow-up). Splits: "
             "StratifiedGroupKFold(5, shuffle, seed 0) by patient, stratified by event; fold k test, fold k+1 val, rest train."
         ),

@@ -243,7 +243,7 @@ def test_fast_metrics_equal_sklearn_and_lifelines_with_ties(trial: int) -> None:
     ys = np.c_[t, e]
     risk = np.c_[risk, risk]
     assert _stats.metric("c_index", TaskKind.SURVIVAL, ys, risk) == pytest.approx(concordance_index(t, -risk[:, 0], e), abs=1e-12)
-    label = np.where((e == 1) & (t <= 730), 1.0, np.where(t > 730, 0.0, np.nan))
+    label = np.where((e == 1) & (t <= 730), 1.0, np.where(t >= 730, 0.0, np.nan))
     keep = ~np.isnan(label)
     assert _stats.metric("auc_2y", TaskKind.SURVIVAL, ys, risk) == pytest.approx(roc_auc_score(label[keep], risk[keep, 1]), abs=1e-12)
 
