@@ -272,7 +272,7 @@ def _public_result(meta: TaskMeta, manifest: pd.DataFrame, score: SubmissionScor
         runs=(run,),
         lesionbench_version=__version__,
         created=when,
-        extra={"submission": {"name": name, "kind": kind, "submission_id": record_id, "file_sha256": digest, "n_public": score.n_public, "n_private": score.n_private, "public": metric_dict(score.public)}},
+        extra={"submission": {"name": name, "kind": kind, "submission_id": record_id, "file_sha256": digest, "n_public": score.n_public, "public": metric_dict(score.public)}},
     )
 
 

@@ -171,12 +171,12 @@ def _open_untrusted_csv(path: Path, max_bytes: int, problems: list[str], *, max_
     if size == 0:
         problems.append("file is empty. Write a CSV with a header line and one row per test lesion.")
         return None
-    # Read at most max_bytes + 1 bytes: a file that grows after the size check is still bounded, and
-    # the digest is of the bytes that were validated, not of whatever the path holds later.
+    # Read the size seen plus one byte: a file that changes after the size check is refused, not read
+    # unbounded, and the digest is of the bytes that were validated, not of whatever the path holds later.
     with path.open("rb") as fh:
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        problems.append(f"file is larger than {max_bytes / 2**20:.0f} MiB, the most accepted. Submit only the columns asked for.")
+        data = fh.read(size + 1)
+    if len(data) != size:
+        problems.append(f"file changed while it was read ({size} bytes, then {len(data)}{'+' if len(data) > size else ''}). Submit a file that is not being written to.")
         return None
     rows = _csv_rows(data, max_line_chars)
     try:
@@ -272,31 +272,47 @@ def _score_layout(meta: TaskMeta, columns: list[str], problems: list[str]) -> li
     return None
 
 
+_DECIMAL = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_NAN_WORDS = ["nan", "-nan", "+nan", "na", "n/a", "null", "none"]
+
+
 def _parse_numbers(df: pd.DataFrame, cols: list[str], problems: list[str], *, lo: float | None, hi: float | None) -> np.ndarray:
-    out = np.full((len(df), len(cols)), np.nan)
-    lines = df.index.to_numpy()
-    for j, c in enumerate(cols):
-        raw = df[c].astype(str).str.strip()
-        vals = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
-        empty = (raw == "").to_numpy()
-        literal_nan = raw.str.lower().isin(["nan", "-nan", "+nan", "na", "n/a", "null", "none"]).to_numpy()
-        text = np.isnan(vals) & ~empty & ~literal_nan
-        if empty.any():
-            problems.append(f"column {c!r}: empty value at {_lines(lines[empty])}. Every test lesion needs a score.")
-        if text.any():
-            ex = ", ".join(repr(v[:20]) for v in raw[text].head(3))
-            problems.append(f"column {c!r}: not a number at {_lines(lines[text])} (got {ex}). Scores must be plain decimal numbers.")
-        nonfinite = (np.isnan(vals) & literal_nan) | np.isinf(vals)
-        if nonfinite.any():
-            problems.append(f"column {c!r}: NaN or infinite value at {_lines(lines[nonfinite])}. Scores must be finite numbers.")
+    """The ``cols`` as floats (rows x cols); every bad cell is reported by column and file line.
+
+    Vectorised over all cells at once: a features file has thousands of columns.
+    """
+    n, k = len(df), len(cols)
+    if k == 0:
+        return np.empty((n, 0))
+    raw = pd.Series(df[cols].to_numpy(dtype=object).ravel(order="F"), dtype=object).astype(str).str.strip()
+    vals = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    # pandas gives up on decimals beyond the float range ('1e400'): they are infinite, not text.
+    overflow = np.isnan(vals) & raw.str.fullmatch(_DECIMAL).to_numpy()
+    vals[overflow] = [float(x) for x in raw[overflow]]
+    empty = (raw == "").to_numpy()
+    literal_nan = raw.str.lower().isin(_NAN_WORDS).to_numpy()
+    text = np.isnan(vals) & ~empty & ~literal_nan
+    nonfinite = (np.isnan(vals) & literal_nan) | np.isinf(vals)
+    out_of_range = np.zeros(n * k, dtype=bool)
+    if lo is not None and hi is not None:
         finite = np.isfinite(vals)
-        if lo is not None and hi is not None:
-            out_of_range = finite & ((vals < lo) | (vals > hi))
-            if out_of_range.any():
-                ex = ", ".join(f"{v:g}" for v in vals[out_of_range][:3])
-                problems.append(f"column {c!r}: {_lines(lines[out_of_range])} outside [{lo:g}, {hi:g}] (got {ex}). Give probabilities, not logits or percentages.")
-        out[:, j] = vals
-    return out
+        out_of_range[finite] = (vals[finite] < lo) | (vals[finite] > hi)
+    lines = df.index.to_numpy()
+    for mask, say in (
+        (empty, lambda c, m, cells: f"column {c!r}: empty value at {_lines(lines[m])}. Every test lesion needs a score."),
+        (text, lambda c, m, cells: f"column {c!r}: not a number at {_lines(lines[m])} (got {', '.join(repr(v[:20]) for v in cells.head(3))}). Scores must be plain decimal numbers."),
+        (nonfinite, lambda c, m, cells: f"column {c!r}: NaN or infinite value at {_lines(lines[m])}. Scores must be finite numbers."),
+        (out_of_range, lambda c, m, cells: f"column {c!r}: {_lines(lines[m])} outside [{lo:g}, {hi:g}] (got {', '.join(f'{float(v):g}' for v in cells.head(3))}). Give probabilities, not logits or percentages."),
+    ):
+        by_col = mask.reshape(k, n)
+        bad = np.flatnonzero(by_col.any(axis=1))
+        for j in bad[:MAX_LISTED]:
+            m = by_col[j]
+            cells = raw[j * n : (j + 1) * n][m] if mask is not out_of_range else pd.Series(vals[j * n : (j + 1) * n][m])
+            problems.append(say(cols[j], m, cells))
+        if len(bad) > MAX_LISTED:
+            problems.append(f"... and the same problem in {len(bad) - MAX_LISTED} more column(s).")
+    return vals.reshape(k, n).T.copy()
 
 
 def _check_ids(df: pd.DataFrame, manifest: pd.DataFrame, splits: tuple[str, ...], problems: list[str], *, task_name: str) -> None:
