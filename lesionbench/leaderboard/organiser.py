@@ -104,7 +104,7 @@ class OrganiserStore:
 
     def team_name(self, task: str, version: str, slug: str) -> str | None:
         path = self.team_dir(task, version, slug) / "team.json"
-        return str(json.loads(path.read_text())["name"]) if path.is_file() else None
+        return str(_read_json(path)["name"]) if path.is_file() else None
 
     def teams(self, task: str, version: str) -> list[str]:
         base = self.team_dir(task, version, "_").parent
@@ -115,11 +115,14 @@ class OrganiserStore:
         base = self.team_dir(task, version, slug)
         out = []
         for path in sorted(base.glob(f"sub-*/{RECORD}")) if base.is_dir() else []:
-            d = json.loads(path.read_text())
-            out.append(SubmissionRecord(
-                id=d["id"], team=d["team"], task=d["task"], version=d["version"], kind=d["kind"], submitted=d["submitted"], main_metric=d["main_metric"],
-                public=d["public"], private=d["private"], n_public=int(d["n_public"]), n_private=int(d["n_private"]), folder=path.parent,
-            ))  # fmt: skip
+            d = _read_json(path)
+            try:
+                out.append(SubmissionRecord(
+                    id=d["id"], team=d["team"], task=d["task"], version=d["version"], kind=d["kind"], submitted=d["submitted"], main_metric=d["main_metric"],
+                    public=d["public"], private=d["private"], n_public=int(d["n_public"]), n_private=int(d["n_private"]), folder=path.parent,
+                ))  # fmt: skip
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ConfigurationError(f"Organiser record {path} is damaged ({type(exc).__name__}: {exc}); restore it from a backup.") from exc
         return sorted(out, key=lambda r: int(_ID_RE.fullmatch(r.id).group(1)) if _ID_RE.fullmatch(r.id) else 0)
 
     @contextlib.contextmanager
@@ -159,7 +162,15 @@ class OrganiserStore:
 
     def selection(self, task: str, version: str, slug: str) -> list[str] | None:
         path = self.team_dir(task, version, slug) / "selection.json"
-        return [str(x) for x in json.loads(path.read_text())["selected"]] if path.is_file() else None
+        return [str(x) for x in _read_json(path)["selected"]] if path.is_file() else None
+
+
+def _read_json(path: Path) -> Any:
+    """An organiser file; damage is a clear error, since quotas and private scores depend on it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"Organiser file {path} cannot be read ({type(exc).__name__}: {exc}); restore it from a backup.") from exc
 
 
 # ------------------------------------------------------------------------------ names, quotas
