@@ -137,10 +137,10 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
         "self-contained leaderboard page, Markdown and JSON. Published FMCIB numbers are shown as reference rows.",
     )
     b.add_argument("--tracking-uri", help="MLflow tracking URI to read runs from (default: $MLFLOW_TRACKING_URI; with neither option: ./mlflow.db if present)")
+    b.add_argument("--organiser-dir", type=Path, help="organiser store that --reveal reads the final private scores from (default: lesionbench-organiser beside --results or the sqlite MLflow store)")
     b.add_argument("--results", type=Path, help="results folder of `lesionbench run --out` (with neither option: ./lesionbench-results if present)")
     b.add_argument("--out", type=Path, required=True, help="output folder")
-    b.add_argument("--reveal", action="store_true", help="show the submissions' final private scores (organisers only)")
-    b.add_argument("--organiser-dir", type=Path, help="organiser store that --reveal reads (default: lesionbench-organiser beside --results or the sqlite MLflow store)")
+    b.add_argument("--reveal", action="store_true", help="show the submissions' private scores (organisers only)")
     b.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for rank intervals and paired tests (default 1000)")
     b.add_argument("--n-perm", type=int, default=1000, help="permutations for the paired tests (default 1000)")
     b.add_argument("--no-published", action="store_true", help="leave out the published reference rows")
@@ -247,7 +247,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
     from lesionbench.benchmark.plugins import get_task
     from lesionbench.leaderboard.organiser import resolve_organiser_dir, select, team_submissions
-    from lesionbench.leaderboard.validate import name_slug
+    from lesionbench.leaderboard.submission_file import name_slug
 
     if sum((bool(args.ids), args.list, args.clear)) != 1:
         raise ConfigurationError("Give submission ids to select, or --list, or --clear (exactly one).")

@@ -1,6 +1,6 @@
 """Kaggle-style submissions: validate an untrusted file, score it with the harness's labels, record it.
 
-Validation is :mod:`lesionbench.leaderboard.validate`. A valid file is scored on a **public** and a
+Validation is :mod:`lesionbench.leaderboard.submission_file`. A valid file is scored on a **public** and a
 **private** part of the test set: a 50/50 division grouped by patient and stratified by label
 (survival: by the 2-year label, censored-early as its own stratum), drawn by scikit-learn's
 ``StratifiedGroupKFold`` with a seed derived from the task name and version, so it is fixed per task
@@ -45,7 +45,7 @@ from lesionbench.leaderboard import _stats
 from lesionbench.leaderboard.challenge import ChallengeConfig, Limits, as_utc, resolve_challenge, utc_now
 from lesionbench.leaderboard.organiser import EXPERIMENT as ORGANISER_EXPERIMENT
 from lesionbench.leaderboard.organiser import RECORD, OrganiserStore, collision_problem, log_run, metric_dict, metrics_flat, quota_problem, resolve_organiser_dir
-from lesionbench.leaderboard.validate import (  # noqa: F401  (re-exported: the submission API in one place)
+from lesionbench.leaderboard.submission_file import (  # noqa: F401  (re-exported: the submission API in one place)
     MAX_FEATURES_BYTES,
     MAX_NAME_LENGTH,
     MAX_SUBMISSION_BYTES,
