@@ -106,10 +106,6 @@ class OrganiserStore:
         path = self.team_dir(task, version, slug) / "team.json"
         return str(_read_json(path)["name"]) if path.is_file() else None
 
-    def teams(self, task: str, version: str) -> list[str]:
-        base = self.team_dir(task, version, "_").parent
-        return sorted(p.name for p in base.iterdir() if (p / "team.json").is_file()) if base.is_dir() else []
-
     def records(self, task: str, version: str, slug: str) -> list[SubmissionRecord]:
         """The team's scored submissions, oldest first."""
         base = self.team_dir(task, version, slug)

@@ -204,10 +204,12 @@ def submit(
     slug = name_slug(name)
     with store.lock(meta.name, meta.version):
         # Another submission of this team, or a team with a colliding name, may have landed meanwhile.
-        late = _gate(store, public_root, meta, name, limits, now)
+        # One clock reading both checks the quota and dates the record, so both fall on the same UTC day.
+        stamp = as_utc(now or utc_now())
+        late = _gate(store, public_root, meta, name, limits, stamp)
         if late:
             raise SubmissionError(str(path), late)
-        when = as_utc(now or utc_now()).isoformat(timespec="seconds")
+        when = stamp.isoformat(timespec="seconds")
         record = store.write_submission(meta.name, meta.version, slug, _organiser_record(meta, score, name=name, kind=kind, probe=probe, digest=digest, when=when, main=main), score.predictions)
         same_kind = [r for r in store.records(meta.name, meta.version, slug) if r.kind == kind]
         best = max(same_kind, key=lambda r: r.score("public"))  # the first of equal scores: the earlier one stays

@@ -264,6 +264,13 @@ def test_cli_select(task: FakeTask, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert main(["-q", "select", *base, "--clear"]) == 0 and "best 2 public score(s)" in capsys.readouterr().out
     assert main(["select", *base, "sub-0001", "sub-0002", "sub-0003"]) == 2 and "at most 2" in capsys.readouterr().err
     assert main(["select", *base]) == 2
+    # The organiser's final page reads the organiser folder (here the default one, beside --results).
+    lb = ["-q", "leaderboard", "build", "--results", str(tmp_path / "results"), "--n-boot", "0", "--n-perm", "0", "--no-published"]
+    assert main([*lb, "--out", str(tmp_path / "final"), "--reveal"]) == 0
+    final = json.loads((tmp_path / "final" / "leaderboard.json").read_text())["tasks"][0]["submissions"][0]
+    assert final["private"]["auc"]["value"] is not None and final["private_rank"] == 1
+    assert main([*lb, "--out", str(tmp_path / "x"), "--reveal", "--organiser-dir", str(tmp_path / "nowhere")]) == 2
+    assert "No organiser store" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------ 13.5 name collisions
