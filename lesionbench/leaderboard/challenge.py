@@ -7,6 +7,7 @@ folder (``challenge.toml`` or ``challenge.json``) or passes with ``--challenge F
     per_day = 5          # scored submissions per team per UTC day (Kaggle: 5)
     total = 100          # scored submissions per team over the whole challenge
     max_selected = 2     # submissions a team may select for the final, private ranking (Kaggle: 2)
+    deadline = 2026-12-31T23:59:00Z   # optional: no submission and no change of selection from then on
 
     [tasks.luna16_malignancy]   # optional per-task overrides of the same keys
     per_day = 2
@@ -38,7 +39,7 @@ DEFAULT_TOTAL = 100
 DEFAULT_MAX_SELECTED = 2
 #: Names the organiser folder's configuration file may have, in the order they are looked for.
 CONFIG_NAMES = ("challenge.toml", "challenge.json")
-_LIMITS = ("per_day", "total", "max_selected")
+_LIMITS = ("per_day", "total", "max_selected", "deadline")
 #: Largest accepted configuration file: it is a handful of numbers.
 _MAX_CONFIG_BYTES = 1 << 20
 
@@ -50,6 +51,7 @@ class Limits:
     per_day: int = DEFAULT_PER_DAY
     total: int = DEFAULT_TOTAL
     max_selected: int = DEFAULT_MAX_SELECTED
+    deadline: datetime | None = None  # UTC; None: open
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ def _limits(table: Mapping[str, Any], base: Limits, where: str, source: str) -> 
             raise ConfigurationError(
                 f"Challenge configuration {source}: unknown key {where}{key!r}.{did_you_mean(key, _LIMITS)} Known keys: {', '.join(_LIMITS)}."
             )
+        if key == "deadline":
+            values[key] = _deadline(value, f"{where}{key}", source)
+            continue
         # bool is an int in Python; `per_day = true` is a mistake, not 1.
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigurationError(f"Challenge configuration {source}: {where}{key} must be a whole number of at least 1, got {value!r}.")
@@ -89,6 +94,19 @@ def _limits(table: Mapping[str, Any], base: Limits, where: str, source: str) -> 
     if limits.per_day > limits.total:
         logger.warning("Challenge configuration %s: %sper_day (%d) is more than total (%d); total is the binding limit.", source, where, limits.per_day, limits.total)
     return limits
+
+
+def _deadline(value: Any, key: str, source: str) -> datetime:
+    """A TOML offset date-time or an ISO 8601 string, with a time zone (a deadline must be one instant)."""
+    when = value
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            when = None
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        raise ConfigurationError(f"Challenge configuration {source}: {key} must be a date and time with a time zone, e.g. 2026-12-31T23:59:00Z, got {value!r}.")
+    return when.astimezone(timezone.utc)
 
 
 def parse_challenge(data: Mapping[str, Any], *, source: str = "<mapping>") -> ChallengeConfig:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.types import MetricValue
-from lesionbench.leaderboard.challenge import ChallengeConfig, Limits, as_utc, resolve_challenge
+from lesionbench.leaderboard.challenge import ChallengeConfig, Limits, as_utc, resolve_challenge, utc_now
 
 if TYPE_CHECKING:
     from lesionbench.leaderboard.collect import LoadedResult
@@ -192,7 +192,10 @@ def collision_problem(store: OrganiserStore, public_folder: Path | None, *, task
 
 
 def quota_problem(records: Sequence[SubmissionRecord], limits: Limits, *, team: str, task: str, now: datetime) -> str | None:
-    """Why one more submission exceeds the team's quota (None when it does not)."""
+    """Why one more submission exceeds the team's quota or comes after the deadline (None when neither)."""
+    closed = deadline_problem(limits, task=task, now=now, what="submissions")
+    if closed:
+        return closed
     if len(records) >= limits.total:
         return f"team {team!r} has used all {limits.total} submissions allowed on task {task!r}; no more are accepted."
     now = as_utc(now)
@@ -206,6 +209,12 @@ def quota_problem(records: Sequence[SubmissionRecord], limits: Limits, *, team: 
     return None
 
 
+def deadline_problem(limits: Limits, *, task: str, now: datetime, what: str) -> str | None:
+    if limits.deadline is not None and as_utc(now) >= limits.deadline:
+        return f"task {task!r} closed for {what} at {limits.deadline:%Y-%m-%d %H:%M} UTC (the challenge deadline)."
+    return None
+
+
 def _day(record: SubmissionRecord) -> Any:
     try:
         return record.submitted_at().date()
@@ -215,10 +224,14 @@ def _day(record: SubmissionRecord) -> Any:
 
 
 # -------------------------------------------------------------------------- final selection
-def select(organiser_dir: str | Path, *, task: str, version: str, team: str, slug: str, ids: Sequence[str], challenge: ChallengeConfig | str | Path | None = None) -> list[str]:
+def select(
+    organiser_dir: str | Path, *, task: str, version: str, team: str, slug: str, ids: Sequence[str],
+    challenge: ChallengeConfig | str | Path | None = None, now: datetime | None = None,
+) -> list[str]:  # fmt: skip
     """Select the team's submissions that count for the final, private ranking (replaces an earlier choice).
 
-    An empty ``ids`` clears the choice, so the default (best public scores) applies again.
+    An empty ``ids`` clears the choice, so the default (best public scores) applies again. After the
+    challenge's deadline (``now``, default the clock) the choice is frozen.
     """
     store = OrganiserStore(organiser_dir)
     owner = store.team_name(task, version, slug)
@@ -227,6 +240,9 @@ def select(organiser_dir: str | Path, *, task: str, version: str, team: str, slu
     if owner != team:
         raise ConfigurationError(f"Team name {team!r} does not match the team {owner!r} that owns this folder; give the exact name it submitted under.")
     limits = resolve_challenge(challenge, store.root).for_task(task)
+    closed = deadline_problem(limits, task=task, now=now or utc_now(), what="changes of the selection")
+    if closed:
+        raise ConfigurationError(closed[0].upper() + closed[1:])
     known = {r.id for r in store.records(task, version, slug)}
     ids = list(dict.fromkeys(ids))  # a repeated id counts once
     unknown = [i for i in ids if i not in known]

@@ -164,6 +164,20 @@ def test_concurrent_submissions_cannot_both_pass_the_quota(task: FakeTask, tmp_p
     assert len(list((tmp_path / "organiser").rglob("record.json"))) == 1
 
 
+def test_no_submission_and_no_new_selection_after_the_deadline(task: FakeTask, tmp_path: Path) -> None:
+    (tmp_path / "organiser").mkdir()
+    (tmp_path / "organiser" / "challenge.toml").write_text("deadline = 2026-03-01T12:00:00+01:00\n")  # 11:00 UTC
+    first = _submit(task, tmp_path, "team", now=DAY1.replace(hour=10, minute=59))
+    before = tree(tmp_path / "results") + tree(tmp_path / "organiser")
+    with pytest.raises(SubmissionError, match=r"closed for submissions at 2026-03-01 11:00 UTC"):
+        _submit(task, tmp_path, "team", seed=2, now=DAY1.replace(hour=11))
+    assert tree(tmp_path / "results") + tree(tmp_path / "organiser") == before
+    where = {"task": BINARY.name, "version": BINARY.version, "team": "team", "slug": "team"}
+    select(tmp_path / "organiser", ids=[first.submission_id], now=DAY1.replace(hour=10, minute=59), **where)
+    with pytest.raises(ConfigurationError, match="closed for changes of the selection"):
+        select(tmp_path / "organiser", ids=[], now=DAY1.replace(hour=11), **where)
+
+
 def test_challenge_configuration_files_are_validated(tmp_path: Path) -> None:
     good = tmp_path / "c.json"
     good.write_text(json.dumps({"per_day": 3, "tasks": {"luna16_malignancy": {"per_day": 1, "max_selected": 1}}}))
@@ -171,8 +185,11 @@ def test_challenge_configuration_files_are_validated(tmp_path: Path) -> None:
     assert config.for_task("luna16_malignancy") == Limits(per_day=1, total=100, max_selected=1)
     assert config.for_task("other") == Limits(per_day=3)
     toml = tmp_path / "c.toml"
-    toml.write_text("total = 10\n[tasks.x]\nper_day = 2\n")
-    assert load_challenge(toml).for_task("x") == Limits(per_day=2, total=10)
+    toml.write_text("total = 10\ndeadline = 2026-12-31T23:59:00Z\n[tasks.x]\nper_day = 2\n")
+    end = datetime(2026, 12, 31, 23, 59, tzinfo=timezone.utc)
+    assert load_challenge(toml).for_task("x") == Limits(per_day=2, total=10, deadline=end)
+    good.write_text('{"deadline": "2027-01-01T00:59:00+01:00"}')
+    assert load_challenge(good).limits.deadline == end
     for text, fragment in (
         ('{"per_dya": 3}', "unknown key 'per_dya'. Did you mean 'per_day'?"),
         ('{"per_day": 0}', "per_day must be a whole number of at least 1, got 0"),
@@ -181,6 +198,8 @@ def test_challenge_configuration_files_are_validated(tmp_path: Path) -> None:
         ('{"tasks": {"x": {"max_selected": -1}}}', "tasks.x.max_selected must be"),
         ('{"tasks": [1]}', "'tasks' must be a table"),
         ("[1, 2]", "expected a table of keys"),
+        ('{"deadline": "2026-12-31"}', "deadline must be a date and time with a time zone"),
+        ('{"deadline": "soon"}', "got 'soon'"),
         ('{"per_day": 3', "could not be parsed as JSON"),
     ):
         bad = tmp_path / "bad.json"
