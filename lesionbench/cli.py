@@ -137,6 +137,7 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
         "self-contained leaderboard page, Markdown and JSON. Published FMCIB numbers are shown as reference rows.",
     )
     b.add_argument("--tracking-uri", help="MLflow tracking URI to read runs from (default: $MLFLOW_TRACKING_URI; with neither option: ./mlflow.db if present)")
+    b.add_argument("--organiser-dir", type=Path, help="organiser store that --reveal reads the final private scores from (default: lesionbench-organiser beside --results or the sqlite MLflow store)")
     b.add_argument("--results", type=Path, help="results folder of `lesionbench run --out` (with neither option: ./lesionbench-results if present)")
     b.add_argument("--out", type=Path, required=True, help="output folder")
     b.add_argument("--reveal", action="store_true", help="show the submissions' private scores (organisers only)")
@@ -158,7 +159,7 @@ def _cmd_leaderboard_build(args: argparse.Namespace) -> int:
         results = Path("lesionbench-results") if Path("lesionbench-results").is_dir() else None
     index = build_leaderboard(
         args.out, tracking_uri=tracking, results_dir=results, reveal=args.reveal,
-        n_boot=args.n_boot, n_perm=args.n_perm, include_published=not args.no_published,
+        n_boot=args.n_boot, n_perm=args.n_perm, include_published=not args.no_published, organiser_dir=args.organiser_dir,
     )
     sys.stdout.write(f"leaderboard written: open {index.resolve().as_uri()}\n")
     return 0
@@ -182,6 +183,9 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI to log to (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--no-mlflow", action="store_true", help="write the local result only")
     p.add_argument("--results", type=Path, default=Path("lesionbench-results"), help="results folder (default: ./lesionbench-results)")
+    p.add_argument("--organiser-dir", type=Path, help="organiser-only store of private scores, labelled predictions and the quota ledger (default: lesionbench-organiser beside --results)")
+    p.add_argument("--organiser-tracking-uri", help="MLflow store for the organiser's runs (default: sqlite mlflow.db in the organiser folder; none with --no-mlflow)")
+    p.add_argument("--challenge", type=Path, help="challenge configuration, .toml or .json (default: challenge.toml/.json in the organiser folder, else 5 a day, 100 in total, 2 selected)")
     p.set_defaults(func=_cmd_submit)
 
 
@@ -193,21 +197,71 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     if (args.predictions is None) == (args.features is None):
         raise ConfigurationError("Give either a predictions CSV or --features FILE (exactly one).")
     from lesionbench.benchmark.tracking import resolve_tracking_uri
+    from lesionbench.leaderboard.organiser import organiser_tracking_default, resolve_organiser_dir
 
     tracking = None if args.no_mlflow else resolve_tracking_uri(args.tracking_uri)
+    organiser = resolve_organiser_dir(args.organiser_dir, results_dir=args.results)
+    organiser_tracking = None if args.no_mlflow else (args.organiser_tracking_uri or organiser_tracking_default(organiser))
     task = get_task(args.task, data_dir=args.data_dir)
     kind = "features" if args.features is not None else "predictions"
-    outcome = submit(task, args.features or args.predictions, name=args.name, kind=kind, results_dir=args.results, tracking_uri=tracking)
+    outcome = submit(
+        task, args.features or args.predictions, name=args.name, kind=kind, results_dir=args.results, tracking_uri=tracking,
+        organiser_dir=organiser, organiser_tracking_uri=organiser_tracking, challenge=args.challenge,
+    )  # fmt: skip
     main = next(iter(outcome.score.public))  # the task's main metric comes first
     pub = outcome.score.public[main]
     sys.stdout.write(
-        f"submission {args.name!r} accepted for {args.task}: public {main} = {pub.value:.4f} "
+        f"submission {outcome.submission_id} of {args.name!r} accepted for {args.task}: public {main} = {pub.value:.4f} "
         f"(95% CI {pub.ci_low:.4f}-{pub.ci_high:.4f}, {outcome.score.n_public} lesions); the private score is kept for the organiser.\n"
     )
+    if not outcome.on_leaderboard:
+        sys.stdout.write("the team's better earlier public score stays on the leaderboard.\n")
     if outcome.result_path is not None:
         sys.stdout.write(f"result: {outcome.result_path}\n")
     if outcome.run_id is not None:
         sys.stdout.write(f"MLflow run: {outcome.run_id}\n")
+    return 0
+
+
+def _add_select(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "select",
+        help="Choose which of a team's submissions count for the final, private ranking.",
+        description="Select up to max_selected (default 2) of the team's submissions by id (as printed by `submit`); they "
+        "replace an earlier choice. Without a choice, the team's best public scores count. --list shows the team's "
+        "submissions and which count; --clear returns to the default.",
+    )
+    p.add_argument("--task", required=True, help="task name")
+    p.add_argument("--name", required=True, help="the team name, exactly as submitted")
+    p.add_argument("ids", nargs="*", help="submission ids, e.g. sub-0003 sub-0007")
+    p.add_argument("--list", action="store_true", help="list the team's submissions and which count")
+    p.add_argument("--clear", action="store_true", help="drop the selection: the best public scores count")
+    p.add_argument("--data-dir", type=Path, help="the task's prepared data folder (default: $LESIONBENCH_DATA/<task>)")
+    p.add_argument("--results", type=Path, default=Path("lesionbench-results"), help="results folder (locates the default organiser folder)")
+    p.add_argument("--organiser-dir", type=Path, help="organiser store (default: lesionbench-organiser beside --results)")
+    p.add_argument("--challenge", type=Path, help="challenge configuration (default: the organiser folder's)")
+    p.set_defaults(func=_cmd_select)
+
+
+def _cmd_select(args: argparse.Namespace) -> int:
+    from lesionbench.benchmark.errors import ConfigurationError
+    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.leaderboard.organiser import resolve_organiser_dir, select, team_submissions
+    from lesionbench.leaderboard.submission_file import name_slug
+
+    if sum((bool(args.ids), args.list, args.clear)) != 1:
+        raise ConfigurationError("Give submission ids to select, or --list, or --clear (exactly one).")
+    meta = get_task(args.task, data_dir=args.data_dir).meta
+    where = {"task": meta.name, "version": meta.version, "team": args.name, "slug": name_slug(args.name), "challenge": args.challenge}
+    organiser = resolve_organiser_dir(args.organiser_dir, results_dir=args.results)
+    if not args.list:
+        chosen = select(organiser, ids=args.ids, **where)
+        sys.stdout.write(f"{args.name!r} on {meta.name}: " + (f"selected {', '.join(chosen)}.\n" if chosen else "selection cleared; the best public scores count.\n"))
+    rows, how = team_submissions(organiser, **where)
+    for r in rows:
+        value = "-" if r["public"] is None else f"{r['public']:.4f}"
+        sys.stdout.write(f"{'*' if r['counts'] else ' '} {r['id']}  {r['submitted']}  {r['kind']:<11}  public {r['metric']} {value}\n")
+    sys.stdout.write(f"* counts for the final ranking: {how}.\n")
     return 0
 
 
@@ -585,6 +639,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_extract,
     _add_leaderboard,
     _add_submit,
+    _add_select,
 )
 
 

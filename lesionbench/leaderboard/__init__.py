@@ -3,7 +3,8 @@
 - :func:`build_leaderboard` reads results from MLflow and/or local result files and writes
   ``index.html`` (self-contained), ``leaderboard.md``, ``leaderboard.json`` and its JSON Schema.
 - :func:`submit` validates an untrusted predictions (or features) file, scores it on the public and
-  private parts of a task's test set with the harness's labels, and records it like any run.
+  private parts of a task's test set with the harness's labels, records the public score like any run
+  and keeps the private one in the organiser store (:mod:`lesionbench.leaderboard.organiser`).
 """
 
 from __future__ import annotations

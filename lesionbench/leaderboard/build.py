@@ -348,11 +348,13 @@ def build_leaderboard(
     n_perm: int = 1000,
     seed: int = 0,
     include_published: bool = True,
+    organiser_dir: str | Path | None = None,
 ) -> Path:
     """Build the leaderboard from MLflow and/or local results into ``out``; returns ``out/index.html``.
 
     Writes ``index.html`` (self-contained), ``leaderboard.md``, ``leaderboard.json`` and
-    ``leaderboard.schema.json``. ``reveal`` adds the submissions' private scores (organisers only).
+    ``leaderboard.schema.json``. ``reveal`` adds the submissions' final private scores, read from the
+    organiser store (``organiser_dir``, default beside the results; organisers only).
     """
     from lesionbench.leaderboard.render import render_html, render_markdown
     from lesionbench.leaderboard.schema import LEADERBOARD_SCHEMA
@@ -362,6 +364,10 @@ def build_leaderboard(
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="lesionbench-lb-") as downloads:  # MLflow artifacts, read lazily
         items = collect_results(tracking_uri=tracking_uri, results_dir=results_dir, cache_dir=downloads)
+        if reveal:  # private scores live only in the organiser store, never in the public results
+            from lesionbench.leaderboard.organiser import resolve_organiser_dir, reveal_private
+
+            items = reveal_private(items, resolve_organiser_dir(organiser_dir, results_dir=results_dir, tracking_uri=tracking_uri))
         doc = build_document(items, reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, include_published=include_published)
     out.mkdir(parents=True, exist_ok=True)
     (out / "leaderboard.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")

@@ -12,22 +12,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
 
-from _lb_fixtures import BINARY, MULTI, SURV, fake_scores, make_manifest
+from _lb_fixtures import BINARY, MULTI, SURV, make_manifest
+from _submit_fixtures import FakeTask, predictions, tree, write_csv
 from lesionbench.benchmark.errors import SubmissionError
 from lesionbench.benchmark.types import TaskMeta
 from lesionbench.leaderboard import build_leaderboard, public_private_split, submit, validate_predictions
 from lesionbench.leaderboard.submit import MAX_SUBMISSION_BYTES, name_problems, name_slug
-
-
-class FakeTask:
-    """A task whose labels only the harness holds (the Task protocol: meta + manifest())."""
-
-    def __init__(self, meta: TaskMeta, seed: int = 0):
-        self.meta = meta
-        self._manifest = make_manifest(meta, seed=seed)
-
-    def manifest(self) -> pd.DataFrame:
-        return self._manifest.copy()
 
 
 @pytest.fixture
@@ -35,19 +25,9 @@ def binary_task() -> FakeTask:
     return FakeTask(BINARY)
 
 
-def _predictions(task: FakeTask, quality: float = 1.2, seed: int = 5) -> pd.DataFrame:
-    test = task.manifest().query("split == 'test'").reset_index(drop=True)
-    scores = fake_scores(task.meta, test, quality, np.random.default_rng(seed))
-    return pd.concat([test[["lesion_id"]], scores], axis=1)
-
-
-def _write(df: pd.DataFrame, path: Path) -> Path:
-    df.to_csv(path, index=False)
-    return path
-
-
-def _tree(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+_predictions = predictions
+_write = write_csv
+_tree = tree
 
 
 # ------------------------------------------------------------------------------- valid files
@@ -316,7 +296,9 @@ def test_cli_submit(binary_task: FakeTask, tmp_path: Path, monkeypatch: pytest.M
     assert main(["submit", "--task", BINARY.name, "--name", "x", "--results", str(tmp_path / "r3")]) == 2
     monkeypatch.chdir(tmp_path)
     shutil.copy(empty_mlflow_db, tmp_path / "mlflow.db")  # an initialised store (migrations take seconds)
+    shutil.copy(empty_mlflow_db, tmp_path / "lesionbench-organiser" / "mlflow.db")  # the organiser's own store
     assert main(["-q", "submit", "--task", BINARY.name, str(good), "--name", "default-store"]) == 0
+    assert (tmp_path / "lesionbench-organiser" / BINARY.name / BINARY.version / "teams" / "default-store" / "sub-0001" / "record.json").is_file()
     assert (tmp_path / "mlflow.db").is_file() and (tmp_path / "mlartifacts" / "lesionbench").is_dir()
     assert (tmp_path / "lesionbench-results" / BINARY.name / BINARY.version / "submission-default-store" / "submitted" / "result.json").is_file()
     assert main(["-q", "leaderboard", "build", "--out", "lb", "--n-boot", "10", "--n-perm", "10"]) == 0
@@ -359,6 +341,8 @@ def test_cli_submit_to_a_registered_task(tmp_path: Path, capsys: pytest.CaptureF
     task._manifest = man
     preds = _predictions(task)
     shutil.copy(empty_mlflow_db, tmp_path / "mlflow.db")
+    (tmp_path / "lesionbench-organiser").mkdir()
+    shutil.copy(empty_mlflow_db, tmp_path / "lesionbench-organiser" / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["-q", "submit", "--task", "synthetic_site", "--data-dir", str(tmp_path / "task"), "--tracking-uri", uri, "--name", "site team"]
     assert main([*args, str(_write(preds, tmp_path / "p.csv"))]) == 0
