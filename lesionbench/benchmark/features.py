@@ -18,7 +18,8 @@ features depend on them, its mask file's identity, mask label and diameter. Chan
 
 Lesions that fail (missing or unreadable image, seed outside the image) are collected; every other
 lesion is computed and cached first, then one :class:`ImageError` lists every failure with its row,
-``lesion_id``, file and reason.
+``lesion_id``, file and reason. Features an encoder returns with NaN or infinite values are never cached
+and fail their lesions the same way (a :class:`FeatureError`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ COORDS = ("coordX", "coordY", "coordZ")
 MAX_ERRORS_LISTED = 50
 #: Shard files in one cache folder before they are merged into one on the next read.
 COMPACT_AFTER = 64
+#: The reason given for a lesion whose features came back NaN or infinite.
+NON_FINITE = "NaN or infinite features"
+
+
+class FeatureError(LesionbenchError, ValueError):
+    """Features an encoder returned that cannot be used (NaN or infinite values); they are never cached."""
 
 
 # ------------------------------------------------------------------------------- image reading
@@ -385,10 +392,14 @@ def _raise_failures(df: pd.DataFrame, failures: dict[int, str], done: int, what:
     ]
     if len(rows) > MAX_ERRORS_LISTED:
         lines.append(f"  ... and {len(rows) - MAX_ERRORS_LISTED} more")
-    raise ImageError(
-        f"{len(rows)} of {len(df)} lesions failed ({what} for the other {done} are done"
-        f"{' and cached' if cached else ''}; fix these rows and re-run):\n" + "\n".join(lines)
-    )
+    head = f"{len(rows)} of {len(df)} lesions failed ({what} for the other {done} are done{' and cached' if cached else ''}; "
+    non_finite = sum(1 for r in rows if failures[r].startswith(NON_FINITE))
+    if non_finite:
+        raise FeatureError(
+            head + f"{non_finite} got NaN or infinite features: the encoder's weights are damaged or it diverges on these "
+            "patches, fix the encoder or its checkpoint; fix the other rows and re-run):\n" + "\n".join(lines)
+        )
+    raise ImageError(head + "fix these rows and re-run):\n" + "\n".join(lines))
 
 
 def _bad_coordinates(df: pd.DataFrame) -> dict[int, str]:
@@ -465,8 +476,12 @@ class FeatureCache:
             if feats.ndim != 2 or feats.shape[1] != self.meta.feature_dim or len(keys) != len(feats):
                 logger.warning("Ignoring feature cache shard %s of shape %s (expected (k, %d)).", s, feats.shape, self.meta.feature_dim)
                 continue
-            for k, f in zip(keys.tolist(), feats, strict=True):
-                found[k] = f
+            finite = np.isfinite(feats).all(axis=1)
+            if not finite.all():  # written before non-finite features were refused: recompute those lesions
+                logger.warning("Ignoring %d lesions with NaN or infinite features in cache shard %s; they are recomputed.", int((~finite).sum()), s)
+            for k, f, ok in zip(keys.tolist(), feats, finite, strict=True):
+                if ok:
+                    found[k] = f
         if len(shards) > COMPACT_AFTER and found:
             self._compact(found, shards)
         return found
@@ -580,7 +595,8 @@ def extract_features(
     (style a) or runs ``encode_lesions`` (style b) for several images in parallel processes; otherwise the
     next image is read in a background thread while the encoder runs (``images``: a prefetcher started
     earlier by the caller, e.g. before building the encoder; it is narrowed to the images still needed).
-    Failed lesions are reported at the end in one :class:`ImageError`, after all others are cached;
+    Failed lesions are reported at the end in one :class:`ImageError`, after all others are cached (a
+    :class:`FeatureError` when the encoder returned NaN or infinite features for some; those are never cached);
     with a ``failed`` dict given instead, their reasons are put there (row -> reason) and their features
     are NaN.
     """
@@ -616,9 +632,14 @@ def extract_features(
         feats = np.asarray(feats, dtype=np.float32)
         if feats.shape != (len(rows), d):
             raise LesionbenchError(f"Encoder {meta.name!r} returned features of shape {feats.shape}; expected ({len(rows)}, {d}).")
+        n_bad = (~np.isfinite(feats)).sum(axis=1)
+        for r, k in zip(rows, n_bad.tolist(), strict=True):
+            if k:  # never cached: a re-run with a fixed encoder recomputes them
+                failures[r] = f"{NON_FINITE}: {k} of {d} values from encoder {meta.name!r} (not cached)"
+        rows, feats = [r for r, k in zip(rows, n_bad.tolist(), strict=True) if not k], feats[n_bad == 0]
         out[rows] = feats
         filled[rows] = True
-        if store is not None:
+        if store is not None and rows:
             store.put([keys[r] for r in rows], feats)  # type: ignore[misc]
 
     groups = _group_rows(df, todo)
@@ -685,13 +706,15 @@ def feature_table(table: pd.DataFrame, features: np.ndarray, *, prefix: str = "p
 
 
 def write_feature_table(table: pd.DataFrame, features: np.ndarray, path: Path, *, prefix: str = "pred_") -> None:
-    """Write :func:`feature_table` to ``path`` (``.csv``, or ``.parquet``/``.pq``).
+    """Write :func:`feature_table` to ``path`` (``.csv``, or ``.parquet``/``.pq``), atomically (a killed run
+    leaves the old file or none, never half a table).
 
     Parquet is assembled column by column in pyarrow: pandas' own conversion of a frame with thousands of
     float columns costs ~0.2 s more and gives the same file content."""
     path = Path(path)
     if path.suffix.lower() == ".csv":
-        feature_table(table, features, prefix=prefix).to_csv(path, index=False)
+        frame = feature_table(table, features, prefix=prefix)
+        atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -701,4 +724,5 @@ def write_feature_table(table: pd.DataFrame, features: np.ndarray, path: Path, *
     head = pa.Table.from_pandas(table.reset_index(drop=True), preserve_index=False)
     cols = list(head.columns) + [pa.array(feats[:, i]) for i in range(feats.shape[1])]
     names = list(head.column_names) + [f"{prefix}{i}" for i in range(feats.shape[1])]
-    pq.write_table(pa.Table.from_arrays(cols, names=names, metadata=head.schema.metadata), path)
+    arrow = pa.Table.from_arrays(cols, names=names, metadata=head.schema.metadata)
+    atomic_write(path, lambda tmp: pq.write_table(arrow, tmp))
