@@ -72,3 +72,27 @@ def test_reading_the_umask_never_changes_it_under_other_threads(umask):
         stop.set()
         t.join()
     assert seen == {0o027}
+
+
+# ------------------------------------------------------------------------------------ durability
+def test_result_json_is_written_atomically(tmp_path, monkeypatch):
+    from lesionbench.benchmark import scorer
+
+    class Result:
+        def to_dict(self):
+            return {"task": "t", "runs": [1, 2, 3]}
+
+    (tmp_path / scorer.RESULT_FILE).write_text('{"earlier": "result"}')
+    real = Path.write_text
+
+    def disk_full(self, text, *args, **kwargs):
+        real(self, text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        scorer.write_result(Result(), tmp_path)
+    monkeypatch.undo()
+    assert (tmp_path / scorer.RESULT_FILE).read_text() == '{"earlier": "result"}' and len(list(tmp_path.iterdir())) == 1
+    scorer.write_result(Result(), tmp_path)
+    assert '"runs"' in (tmp_path / scorer.RESULT_FILE).read_text()
