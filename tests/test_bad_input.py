@@ -96,3 +96,94 @@ def test_result_json_is_written_atomically(tmp_path, monkeypatch):
     assert (tmp_path / scorer.RESULT_FILE).read_text() == '{"earlier": "result"}' and len(list(tmp_path.iterdir())) == 1
     scorer.write_result(Result(), tmp_path)
     assert '"runs"' in (tmp_path / scorer.RESULT_FILE).read_text()
+
+
+# ---------------------------------------------------------------------- numbers on the command line
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--task", "synthetic_site", "--encoder", "radiomics", "--n-boot", "-5"], "argument --n-boot: -5 is too small; give a whole number >= 0"),
+        (["compare", "--task", "t", "--encoder-a", "a", "--encoder-b", "b", "--n-perm", "-1"], "argument --n-perm: -1 is too small"),
+        (["leaderboard", "build", "--out", "x", "--n-boot", "-1"], "argument --n-boot: -1 is too small"),
+        (["run", "--task", "t", "--encoder", "e", "--n-boot", "1e400"], "argument --n-boot: '1e400' is out of range (not a finite number)"),
+        (["run", "--task", "t", "--encoder", "e", "--fractions", "1e400"], "argument --fractions: '1e400' is out of range (not a finite number)"),
+        (["compare", "--task", "t", "--encoder-a", "a", "--encoder-b", "b", "--fraction", "nan"], "argument --fraction: 'nan' is out of range"),
+        (["run", "--task", "t", "--encoder", "e", "--seeds", "0", "1e400"], "argument --seeds: '1e400' is out of range (not a finite number); give a whole number"),
+        (["run", "--task", "t", "--encoder", "e", "--jobs", "0"], "argument --jobs: 0 is too small; give a whole number >= 1"),
+        (["run", "--task", "t", "--encoder", "e", "--n-boot", "2.5"], "argument --n-boot: '2.5' is not a whole number"),
+        (["run", "--task", "t", "--encoder", "e", "--n-boot", "many"], "argument --n-boot: 'many' is not a number"),
+        (["synth", "--patients", "1e30"], "argument --patients: '1e30' is out of range"),
+        (["extract", "t.csv", "-o", "o.csv", "--batch-size", "-2"], "argument --batch-size: -2 is too small"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_at_parse_time(argv, message, capsys, tmp_path):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert list(Path.cwd().iterdir()) == []  # nothing written
+
+
+def test_whole_numbers_and_finite_numbers_that_are_fine():
+    from lesionbench.cli import build_parser
+
+    args = build_parser().parse_args(["run", "--task", "t", "--encoder", "e", "--n-boot", "1e3", "--seeds", "0", "7", "--fractions", "0.5", "1"])
+    assert args.n_boot == 1000 and args.seeds == [0, 7] and args.fractions == [0.5, 1.0]
+
+
+# --------------------------------------------------------------------------------------- names
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("fmcib\u202egnp.exe", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("evil\u2066name", "U+2066 (LEFT-TO-RIGHT ISOLATE)"),
+        ("zero\u200bwidth", "U+200B (ZERO WIDTH SPACE)"),
+        ("bell\x07", "U+0007"),
+        ("line\nbreak", "U+000A"),
+        ("x" * 65, "65 characters long, at most 64"),
+        (" padded", "leading or trailing whitespace"),
+    ],
+)
+def test_encoder_and_task_names_are_bounded_and_visible(name, why, monkeypatch, capsys):
+    from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError
+    from lesionbench.benchmark.plugins import ENCODERS, TASKS, get_encoder
+    from lesionbench.benchmark.registry import Registry
+
+    reg: Registry = Registry("encoder", "lesionbench.no-such-group")
+    with pytest.raises(ConfigurationError, match="A encoder name") as err:
+        reg.add(name, object)
+    assert why in str(err.value)
+    with pytest.raises(UnknownNameError) as err:
+        ENCODERS.get(name)
+    assert why in str(err.value)
+    assert main(["run", "--task", "synthetic_site", "--encoder", name, "--no-mlflow"]) == 2
+    assert why in capsys.readouterr().err
+    # a plug-in registered under a clean name whose meta.name is not clean
+    from lesionbench.benchmark.types import EncoderMeta
+
+    class Sly:
+        meta = EncoderMeta(name=name, version="1", feature_dim=1)
+
+    ENCODERS.names()
+    monkeypatch.setattr(ENCODERS, "_factories", dict(ENCODERS._factories, sly=Sly))
+    with pytest.raises(ConfigurationError, match="its meta.name") as err:
+        get_encoder("sly")
+    assert why in str(err.value)
+    assert TASKS.get("synthetic_site")  # clean names still work
+
+
+def test_a_plugin_with_a_hostile_entry_point_name_is_skipped_unloaded(monkeypatch, caplog):
+    from importlib import metadata
+
+    from lesionbench.benchmark.registry import Registry
+
+    ep = metadata.EntryPoint(name="ok\u202eevil", value="no_such_module_would_be_imported:Factory", group="lesionbench.test")
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [ep])
+    reg: Registry = Registry("encoder", "lesionbench.test")
+    with caplog.at_level("WARNING"):
+        assert reg.names() == []
+    assert "Skipping encoder plug-in from entry point 'no_such_module_would_be_imported:Factory'" in caplog.text
+
+
+def test_missing_synthetic_data_names_the_command_line_flag(tmp_path, capsys):
+    assert main(["run", "--task", "synthetic_malignancy", "--encoder", "radiomics", "--data-dir", str(tmp_path / "nowhere"), "--no-mlflow"]) == 2
+    err = capsys.readouterr().err
+    assert "`lesionbench synth --out DIR` and pass `--data-dir DIR/synthetic_malignancy`" in err and "pass data_dir=" not in err
