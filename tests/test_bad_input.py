@@ -187,3 +187,120 @@ def test_missing_synthetic_data_names_the_command_line_flag(tmp_path, capsys):
     assert main(["run", "--task", "synthetic_malignancy", "--encoder", "radiomics", "--data-dir", str(tmp_path / "nowhere"), "--no-mlflow"]) == 2
     err = capsys.readouterr().err
     assert "`lesionbench synth --out DIR` and pass `--data-dir DIR/synthetic_malignancy`" in err and "pass data_dir=" not in err
+
+
+# --------------------------------------------------------------------------------- image headers
+def _mha(path: Path, *, spacing: str = "1 1 1", origin: str = "0 0 0", direction: str = "1 0 0 0 1 0 0 0 1", size=(12, 12, 12)) -> Path:
+    """A MetaImage written by hand: its header is text, so values SimpleITK refuses to write can be put in."""
+    header = (
+        "ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDataByteOrderMSB = False\nCompressedData = False\n"
+        f"TransformMatrix = {direction}\nOffset = {origin}\nElementSpacing = {spacing}\n"
+        f"DimSize = {' '.join(map(str, size))}\nElementType = MET_SHORT\nElementDataFile = LOCAL\n"
+    )
+    path.write_bytes(header.encode() + np.zeros(size[::-1], np.int16).tobytes())
+    return path
+
+
+def _nifti_with(path: Path, edits: list[tuple[int, str, tuple]]) -> Path:
+    """A NIfTI-1 file written by SimpleITK, then header fields overwritten (offset, struct format, values)."""
+    import struct
+
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((12, 12, 12), np.int16)), str(path))
+    raw = bytearray(path.read_bytes())
+    for offset, fmt, values in edits:
+        struct.pack_into(fmt, raw, offset, *values)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+NAN = float("nan")
+#: NIfTI-1 header offsets: qoffset_x (268) and srow_x[3] (292) hold the origin; qform/sform codes at 252/254.
+BAD_HEADERS = {  # case: (make the file, what validate says (header only), what extraction says (full read))
+    "zero spacing": (lambda d: _mha(d / "zero.mha", spacing="0 1 1"), "spacing (0.0, 1.0, 1.0) (must be finite and non-zero)", "Zero-valued spacing is not supported"),
+    "NaN spacing": (lambda d: _mha(d / "nan-spacing.mha", spacing="nan 1 1"), "(must be finite and non-zero)", "Zero-valued spacing"),
+    "singular direction": (lambda d: _mha(d / "singular.mha", direction="1 0 0 1 0 0 0 0 1"), "(a singular matrix, not a rotation)", "determinant is 0"),
+    "NaN origin": (
+        lambda d: _nifti_with(d / "nan-origin.nii", [(268, "<f", (NAN,)), (292, "<f", (NAN,))]), "origin (nan, 0.0, 0.0) (must be finite)", "origin (nan, 0.0, 0.0) (must be finite)"
+    ),
+    "singular sform": (
+        lambda d: _nifti_with(d / "singular-sform.nii", [(252, "<hh", (0, 1)), (280, "<4f", (1, 0, 0, 0)), (296, "<4f", (1, 0, 0, 0)), (312, "<4f", (0, 0, 1, 0))]),
+        "orthonormal direction cosines",
+        "orthonormal direction cosines",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_HEADERS))
+def test_validate_names_an_unusable_header_with_the_file_and_the_fix(case, tmp_path, capsys):
+    make, what, _ = BAD_HEADERS[case]
+    image = make(tmp_path)
+    table = tmp_path / "manifest.csv"
+    pd.DataFrame([{"lesion_id": "L1", "patient_id": "P1", "image_path": str(image), "coordX": 5.0, "coordY": 5.0, "coordZ": 5.0, "split": "train"}]).to_csv(table, index=False)
+    assert main(["validate", str(table)]) == 2  # was: a LinAlgError traceback, or "valid" for a NaN origin
+    err = capsys.readouterr().err
+    assert "row 1: " in err and str(image) in err and what in err and "Fix the header or re-convert the image" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("case", sorted(BAD_HEADERS))
+def test_extraction_names_an_unusable_header_with_the_file_and_the_fix(case, tmp_path):
+    from lesionbench.benchmark.errors import ImageError
+    from lesionbench.benchmark.features import extract_features
+    from lesionbench.benchmark.types import EncoderMeta, PatchSpec
+
+    class Ones:
+        meta = EncoderMeta(name="ones", version="1", feature_dim=2, patch=PatchSpec(size=(8, 8, 8)))
+
+        def encode(self, patches):
+            return np.ones((len(patches), 2), np.float32)
+
+    make, _, what = BAD_HEADERS[case]
+    image = make(tmp_path)
+    lesions = pd.DataFrame({"image_path": [str(image)], "coordX": [5.0], "coordY": [5.0], "coordZ": [5.0]})
+    with pytest.raises(ImageError) as err:  # was: "internal: expected a RAS grid" for a NaN origin
+        extract_features(lesions, Ones(), cache_dir=tmp_path / "cache", progress=False)
+    assert str(image) in str(err.value) and what in str(err.value) and "Fix the header or re-convert the image" in str(err.value)
+    assert "internal" not in str(err.value)
+
+
+def _image_and_masks(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).integers(-500, 500, (20, 20, 20)).astype(np.int16))
+    sitk.WriteImage(image, str(tmp_path / "ct.nii.gz"))
+    lesion = np.zeros((20, 20, 20), np.uint8)
+    lesion[8:12, 8:12, 8:12] = 1
+    masks = {}
+    for name, change in {"on-grid": {}, "spacing": {"SetSpacing": (2.0, 2.0, 2.0)}, "origin": {"SetOrigin": (300.0, 0.0, 0.0)}, "size": {"crop": True}}.items():
+        m = sitk.GetImageFromArray(lesion[:10] if change.get("crop") else lesion)
+        for setter, value in change.items():
+            if setter != "crop":
+                getattr(m, setter)(value)
+        masks[name] = tmp_path / f"mask-{name}.nii.gz"
+        sitk.WriteImage(m, str(masks[name]))
+    return tmp_path / "ct.nii.gz", masks
+
+
+def test_a_mask_off_its_images_grid_is_named_by_validate_and_extraction(tmp_path, capsys):
+    from lesionbench.benchmark.errors import ImageError
+    from lesionbench.benchmark.features import extract_features
+    from lesionbench.benchmark.plugins import get_encoder
+
+    image, masks = _image_and_masks(tmp_path)
+    rows = [
+        {"lesion_id": name, "patient_id": "P", "image_path": str(image), "mask_path": str(path), "coordX": 10.0, "coordY": 10.0, "coordZ": 10.0, "split": "train"}
+        for name, path in masks.items()
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    assert main(["validate", str(tmp_path / "m.csv")]) == 2  # was: "valid"
+    err = capsys.readouterr().err
+    assert "3 problems found" in err and "row 1" not in err
+    assert f"row 2: mask_path {masks['spacing']} is not on the grid of its image ct.nii.gz (spacing (2.0, 2.0, 2.0) vs (1.0, 1.0, 1.0) mm)" in err
+    assert f"row 3: mask_path {masks['origin']} is not on the grid of its image ct.nii.gz (origin (300.0, 0.0, 0.0) vs (0.0, 0.0, 0.0) mm)" in err
+    assert "row 4: " in err and "(size (20, 20, 10) vs (20, 20, 20))" in err and "sitk.Resample(mask, image" in err
+    # extraction: radiomics (whole image + mask) resampled such masks silently, now it names them
+    with pytest.raises(ImageError) as caught:
+        extract_features(pd.DataFrame(rows), get_encoder("radiomics"), cache=False, progress=False)
+    msg = str(caught.value)
+    assert "3 of 4 lesions failed" in msg and f"lesion mask {masks['spacing']} is not on the grid of its image" in msg and "lesion_id on-grid" not in msg

@@ -65,7 +65,7 @@ def read_image(path: str | Path):
     """Read a 3D image with SimpleITK (a file, or a folder holding one DICOM series)."""
     import SimpleITK as sitk
 
-    from lesionbench.benchmark._image_checks import gzip_truncation_problem, metaimage_data_file_problem, sitk_reason
+    from lesionbench.benchmark._image_checks import HEADER_FIX, gzip_truncation_problem, header_problem, metaimage_data_file_problem, read_fix, sitk_reason
 
     p = Path(path)
     if not p.exists():
@@ -83,11 +83,12 @@ def read_image(path: str | Path):
         else:
             image = sitk.ReadImage(str(p))
     except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
-        raise ImageError(
-            f"could not read image {p}: {sitk_reason(exc)}. Re-download or re-convert it (a complete NIfTI, MetaImage, NRRD or DICOM series)."
-        ) from exc
+        reason = sitk_reason(exc)
+        raise ImageError(f"could not read image {p}: {reason}. {read_fix(reason)}") from exc
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise ImageError(f"{p} is not a 3D scalar image (dimension {image.GetDimension()}, {image.GetNumberOfComponentsPerPixel()} components).")
+    if (problem := header_problem(image.GetSpacing(), image.GetOrigin(), image.GetDirection())) is not None:
+        raise ImageError(f"{p}: {problem}. {HEADER_FIX}")
     # ITK zero-fills a truncated .gz silently; the gzip trailer tells (4 bytes read in the usual case)
     if (problem := gzip_truncation_problem(p, image.GetNumberOfPixels() * image.GetSizeOfPixelComponent())) is not None:
         raise ImageError(problem)
@@ -258,6 +259,7 @@ def cut_patches(path: str, lesions: Sequence[dict[str, Any]], spec: PatchSpec, *
     """
     import SimpleITK as sitk
 
+    from lesionbench.benchmark._image_checks import MASK_GRID_FIX, grid_mismatch
     from lesionbench.benchmark.geometry import (
         DEFAULT_LESION_DIAMETER_MM,
         ImageGeometry,
@@ -286,7 +288,10 @@ def cut_patches(path: str, lesions: Sequence[dict[str, Any]], spec: PatchSpec, *
                     if mpath not in masks:
                         try:
                             m = read_image(mpath)
-                            masks[mpath] = (sitk.GetArrayFromImage(m), ImageGeometry.of(m))
+                            mgeo = ImageGeometry.of(m)
+                            if (diff := grid_mismatch(mgeo, geometry)) is not None:
+                                raise ImageError(f"{mpath} is not on the grid of its image ({diff}). {MASK_GRID_FIX}")
+                            masks[mpath] = (sitk.GetArrayFromImage(m), mgeo)
                         except ImageError as exc:
                             masks[mpath] = f"mask: {exc}"
                     entry = masks[mpath]
