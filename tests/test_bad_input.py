@@ -304,3 +304,133 @@ def test_a_mask_off_its_images_grid_is_named_by_validate_and_extraction(tmp_path
         extract_features(pd.DataFrame(rows), get_encoder("radiomics"), cache=False, progress=False)
     msg = str(caught.value)
     assert "3 of 4 lesions failed" in msg and f"lesion mask {masks['spacing']} is not on the grid of its image" in msg and "lesion_id on-grid" not in msg
+
+
+# ------------------------------------------------------------------------------------------ fuzz
+def _fuzzed_weights(tmp_path: Path, n: int = 100, seed: int = 13) -> list[Path]:
+    """``n`` seeded files that are not checkpoints: random bytes, text, and checkpoints (zip and legacy
+    format) cut short at random points."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        state = {"conv1.weight": torch.randn(4, 1, 3, 3, 3), "bn1.running_mean": torch.randn(4), "bn1.num_batches_tracked": torch.tensor(3)}
+    blobs = []
+    for legacy in (False, True):
+        buf = io.BytesIO()
+        torch.save({"trunk_state_dict": state}, buf, _use_new_zipfile_serialization=not legacy)
+        blobs.append(buf.getvalue())
+    files = []
+    for i in range(n):
+        kind = i % 4
+        if kind == 0:
+            data = rng.bytes(int(rng.integers(0, 5000)))
+        elif kind == 3 and i % 8 == 3:
+            data = ("weights = " + " ".join(str(v) for v in rng.normal(size=50)) + "\n").encode()
+        else:
+            blob = blobs[kind % 2]
+            data = blob[: int(rng.integers(0, len(blob) - 1))]
+        path = tmp_path / f"fuzz-{i:03d}.torch"
+        path.write_bytes(data)
+        files.append(path)
+    return files
+
+
+def test_fuzzed_weights_files_are_each_one_clear_weights_error(tmp_path):
+    """Random and truncated bytes as weights: a WeightsError naming the file and what a checkpoint is, never
+    torch's own IndexError / KeyError / struct.error (17 of 315 fuzzed files before)."""
+    from lesionbench.baselines import fmcib as fm
+    from lesionbench.benchmark.weights import VALID_CHECKPOINT, load_checkpoint, read_checkpoint
+
+    for path in _fuzzed_weights(tmp_path):
+        with pytest.raises(WeightsError) as err:
+            fm.trunk_state_dict(load_checkpoint(path), source=str(path))  # a partial pickle that loads is no checkpoint either
+        msg = str(err.value)
+        assert str(path) in msg and "\n" not in msg, msg
+        assert VALID_CHECKPOINT in msg or "not a checkpoint dictionary" in msg or "neither 'trunk_state_dict'" in msg, msg
+        assert err.value.__cause__ is None and err.value.__suppress_context__  # one error, not a chained traceback
+        with pytest.raises(WeightsError):
+            fm.trunk_state_dict(read_checkpoint(path)[0], source=str(path))
+
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("command", ["extract", "run"])
+def test_fuzzed_weights_on_the_command_line_exit_2_and_write_nothing(tmp_path, capsys, command):
+    image = tmp_path / "ct.nii.gz"
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((20, 20, 20), np.int16)), str(image))
+    seeds = tmp_path / "seeds.csv"
+    pd.DataFrame({"image_path": [str(image)], "coordX": [10.0], "coordY": [10.0], "coordZ": [10.0]}).to_csv(seeds, index=False)
+    (tmp_path / "w").mkdir()
+    for weights in _fuzzed_weights(tmp_path / "w", n=4, seed=3):
+        before = _files(tmp_path) | _files(Path.cwd())
+        if command == "extract":
+            argv = ["extract", str(seeds), "--encoder", "fmcib", "--weights", str(weights), "-o", str(tmp_path / "out.csv"), "--cache-dir", str(tmp_path / "cache")]
+        else:
+            argv = ["run", "--task", "synthetic_site", "--encoder", "fmcib", "--weights", str(weights), "--out", str(tmp_path / "results"), "--no-mlflow"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and str(weights) in err and "Traceback" not in err
+        assert _files(tmp_path) | _files(Path.cwd()) == before  # nothing written: no output, no cache, no results
+
+
+def _fuzzed_manifests(tmp_path: Path, n: int = 100, seed: int = 5) -> list[Path]:
+    """``n`` seeded manifests: random bytes (as .csv and .parquet) and valid manifests cut short inside a row
+    (a cut at a row boundary would be a valid, shorter manifest)."""
+    import SimpleITK as sitk
+
+    image = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((20, 20, 20), np.int16)), str(image))
+    good = pd.DataFrame({
+        "lesion_id": [f"L{i}" for i in range(6)], "patient_id": [f"P{i // 2}" for i in range(6)], "image_path": str(image),
+        "coordX": 10.0, "coordY": 10.5, "coordZ": 9.25, "split": ["train", "train", "val", "val", "test", "test"], "label": [0, 1, 0, 1, 0, 1],
+    })  # fmt: skip
+    good.to_csv(tmp_path / "good.csv", index=False)
+    good.to_parquet(tmp_path / "good.parquet")
+    csv, parquet = (tmp_path / "good.csv").read_bytes(), (tmp_path / "good.parquet").read_bytes()
+    header_commas = csv.split(b"\n")[0].count(b",")
+    cuts = [c for c in range(1, len(csv)) if csv.split(b"\n")[0] not in csv[:c] or csv[:c].split(b"\n")[-1].count(b",") < header_commas]
+    cuts = [c for c in cuts if csv[c - 1 : c] != b"\n"]
+    rng = np.random.default_rng(seed)
+    files = []
+    for i in range(n):
+        kind = i % 4
+        if kind == 0:
+            data, suffix = rng.bytes(int(rng.integers(0, 3000))), ".csv"
+        elif kind == 1:
+            data, suffix = rng.bytes(int(rng.integers(0, 3000))), ".parquet"
+        elif kind == 2:
+            data, suffix = csv[: int(rng.choice(cuts))], ".csv"
+        else:
+            data, suffix = parquet[: int(rng.integers(0, len(parquet) - 1))], ".parquet"
+        path = tmp_path / f"fuzz-{i:03d}{suffix}"
+        path.write_bytes(data)
+        files.append(path)
+    return files
+
+
+def test_fuzzed_manifests_are_each_one_clear_error_with_exit_2(tmp_path, capsys):
+    from lesionbench.benchmark.manifest import load_manifest
+
+    files = _fuzzed_manifests(tmp_path)
+    assert main(["validate", str(tmp_path / "good.csv")]) == 0 and main(["validate", str(tmp_path / "good.parquet")]) == 0
+    capsys.readouterr()
+    before = _files(tmp_path)
+    for path in files:
+        with pytest.raises(ManifestError) as err:
+            load_manifest(path, check_images=True)
+        assert str(path) in str(err.value)
+        assert main(["validate", str(path)]) == 2
+        err_text = capsys.readouterr().err
+        assert err_text.startswith(f"error: {path}: ") and "Traceback" not in err_text
+    # extraction refuses the random and the cut Parquet files before any work (a CSV cut after a row's
+    # coordinates is still a valid seed table for extraction, which needs no split or label)
+    for path in [f for i, f in enumerate(files[:12]) if i % 4 != 2]:
+        assert main(["extract", str(path), "--encoder", "radiomics", "-o", str(tmp_path / "out.csv")]) == 2
+        assert capsys.readouterr().err.startswith("error: ")
+    assert _files(tmp_path) == before  # nothing written
