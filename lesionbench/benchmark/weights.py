@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from lesionbench.benchmark.errors import WeightsError
 
 logger = logging.getLogger(__name__)
@@ -57,9 +59,14 @@ def check_finite_state_dict(state_dict: Mapping[str, Any], source: str) -> None:
 
     bad = []
     for name, value in state_dict.items():
-        if not isinstance(value, torch.Tensor) or value.is_meta:
+        if not isinstance(value, torch.Tensor) or value.is_meta or not (value.is_floating_point() or value.is_complex()):
             continue
-        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+        if value.device.type == "cpu" and value.dtype not in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2):
+            # numpy's isfinite: ~0.1 s for 300 MB of float32 here, torch.isfinite(...).all() ~5 s on 2 busy cores
+            finite = bool(np.isfinite(value.detach().numpy()).all())
+        else:
+            finite = bool(torch.isfinite(value).all())
+        if not finite:
             bad.append(str(name))
     if bad:
         raise NonFiniteWeightsError(source, bad)
