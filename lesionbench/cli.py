@@ -336,13 +336,16 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         import pandas as pd
 
         ids = table["lesion_id"].reset_index(drop=True) if "lesion_id" in table.columns else None
+        from lesionbench.benchmark.host import atomic_write
+
         rows = sorted(failed)
-        pd.DataFrame({
+        report = pd.DataFrame({
             "row": [r + 1 for r in rows],
             "lesion_id": [ids[r] for r in rows] if ids is not None else "",
             "image_path": [lesions["image_path"].iloc[r] for r in rows],
             "reason": [failed[r] for r in rows],
-        }).to_csv(errors, index=False)  # fmt: skip
+        })  # fmt: skip
+        atomic_write(errors, lambda tmp: report.to_csv(tmp, index=False))
         logger.warning("%d of %d lesions failed; their features are NaN in %s. Why, row by row: %s", len(rows), len(feats), args.output, errors)
     elif errors.exists():
         errors.unlink()  # from an earlier run of the same output: nothing failed this time
