@@ -148,7 +148,7 @@ def test_encoder_and_task_names_are_bounded_and_visible(name, why, monkeypatch, 
     from lesionbench.benchmark.registry import Registry
 
     reg: Registry = Registry("encoder", "lesionbench.no-such-group")
-    with pytest.raises(ConfigurationError, match="A encoder name") as err:
+    with pytest.raises(ConfigurationError, match="Invalid encoder name: the name ") as err:
         reg.add(name, object)
     assert why in str(err.value)
     with pytest.raises(UnknownNameError) as err:
@@ -164,7 +164,7 @@ def test_encoder_and_task_names_are_bounded_and_visible(name, why, monkeypatch, 
 
     ENCODERS.names()
     monkeypatch.setattr(ENCODERS, "_factories", dict(ENCODERS._factories, sly=Sly))
-    with pytest.raises(ConfigurationError, match="its meta.name") as err:
+    with pytest.raises(ConfigurationError, match="reports an invalid meta.name: the name ") as err:
         get_encoder("sly")
     assert why in str(err.value)
     assert TASKS.get("synthetic_site")  # clean names still work

@@ -43,7 +43,7 @@ from lesionbench.benchmark.paths import cache_root
 from lesionbench.benchmark.plugins import ENCODERS
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec
 from lesionbench.benchmark.weights import check_finite_state_dict, read_checkpoint
-from lesionbench.benchmark.weights import load_checkpoint as load_torch_checkpoint
+from lesionbench.benchmark.weights import load_checkpoint as load_torch_checkpoint  # fmcib.load_checkpoint stays public
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +225,8 @@ def _check_recorded(path: Path, digest: str) -> None:
 def resolve_weights(weights: str | Path | None, *, progress: bool = True) -> tuple[Path, str]:
     """The weights file to load and the sha256 of its content.
 
-    The digest is computed from the file every time (about 0.4 s for the 738 MB release): a digest
+    The digest is computed from the file every time (0.16-0.7 s per 300 MB on the 2-core machine, see
+    ``benchmarks/weights_digest.py``): a digest
     remembered by path, size and modification time let another checkpoint of the same size, copied in
     with an old mtime, reuse the first one's cached features. The cached download is also checked
     against the digest recorded when it was downloaded.

@@ -101,5 +101,5 @@ def _build(registry: Registry, name: str, options: dict[str, Any]) -> Any:
         raise
     meta_name = getattr(getattr(built, "meta", None), "name", name)  # the name results are filed and ranked under
     if (why := name_problem(meta_name)) is not None:
-        raise ConfigurationError(f"{registry.kind.capitalize()} {name!r}: its meta.name {why}. Fix the plug-in's meta.name (it names its results and leaderboard rows).")
+        raise ConfigurationError(f"{registry.kind.capitalize()} {name!r} reports an invalid meta.name: {why}. Fix the plug-in's meta.name (it names its results and leaderboard rows).")
     return built

@@ -24,7 +24,7 @@ MAX_NAME_LENGTH = 64
 
 
 def name_problem(name: object) -> str | None:
-    """Why ``name`` cannot name a task or encoder, or None when it can.
+    """Why ``name`` cannot name a task or encoder (a phrase that shows the name safely), or None when it can.
 
     A name is a non-empty string of at most :data:`MAX_NAME_LENGTH` characters without leading or trailing
     spaces and without control, format or unassigned characters (Unicode categories C*, line and paragraph
@@ -32,16 +32,17 @@ def name_problem(name: object) -> str | None:
     leaderboard, and zero-width characters would make two names look identical.
     """
     if not isinstance(name, str) or not name:
-        return f"must be a non-empty string, got {name!r}"
+        return f"the name {name!r} is not a non-empty string"
+    shown = repr(name[:40]) + ("..." if len(name) > 40 else "")  # repr escapes the invisible characters
     if len(name) > MAX_NAME_LENGTH:
-        return f"is {len(name)} characters long, at most {MAX_NAME_LENGTH} are allowed ({name[:20]!r}...)"
+        return f"the name {shown} is {len(name)} characters long, at most {MAX_NAME_LENGTH} are allowed"
     bad = sorted(
         {f"U+{ord(ch):04X} ({unicodedata.name(ch, unicodedata.category(ch))})" for ch in name if unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in ("Zl", "Zp")}
     )
     if bad:
-        return f"{name!r} contains control, bidirectional or invisible character(s) {', '.join(bad)}"
+        return f"the name {shown} contains control, bidirectional or invisible character(s) {', '.join(bad)}"
     if name != name.strip():
-        return f"{name!r} has leading or trailing whitespace"
+        return f"the name {shown} has leading or trailing whitespace"
     return None
 
 
@@ -69,7 +70,7 @@ class Registry(Generic[T]):
 
     def add(self, name: str, factory: Callable[..., T], *, replace: bool = False, origin: str = "") -> None:
         if (why := name_problem(name)) is not None:
-            raise ConfigurationError(f"A {self.kind} name {why}{f' ({origin})' if origin else ''}. Use letters, digits and -_. (e.g. 'my-ct-model').")
+            raise ConfigurationError(f"Invalid {self.kind} name{f' ({origin})' if origin else ''}: {why}. Use letters, digits and -_. (e.g. 'my-ct-model').")
         if name in self._factories and not replace and self._factories[name] is not factory:
             raise ConfigurationError(
                 f"{self.kind.capitalize()} {name!r} is registered twice "
@@ -87,7 +88,7 @@ class Registry(Generic[T]):
             if ep.name in self._factories:
                 continue
             if (why := name_problem(ep.name)) is not None:  # checked before the plug-in's code is imported
-                logger.warning("Skipping %s plug-in from entry point %r: its name %s.", self.kind, ep.value, why)
+                logger.warning("Skipping %s plug-in from entry point %r: %s.", self.kind, ep.value, why)
                 continue
             try:
                 factory = ep.load()
@@ -110,7 +111,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> Callable[..., T]:
         self._load_entry_points()
         if (why := name_problem(name)) is not None:  # before any "did you mean" over a hostile string
-            raise UnknownNameError(f"Unknown {self.kind}: the name {why}. Available: {', '.join(self.names()) or '(none)'}.")
+            raise UnknownNameError(f"Unknown {self.kind}: {why}. Available: {', '.join(self.names()) or '(none)'}.")
         try:
             return self._factories[name]
         except KeyError:
