@@ -434,3 +434,9 @@ def test_fuzzed_manifests_are_each_one_clear_error_with_exit_2(tmp_path, capsys)
         assert main(["extract", str(path), "--encoder", "radiomics", "-o", str(tmp_path / "out.csv")]) == 2
         assert capsys.readouterr().err.startswith("error: ")
     assert _files(tmp_path) == before  # nothing written
+
+
+def test_synth_elsewhere_says_how_to_point_run_at_it(tmp_path, capsys):
+    assert main(["-q", "synth", "--out", str(tmp_path / "cohort"), "--patients", "1", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"--data-dir {tmp_path / 'cohort' / 'synthetic_site'}" in out and f"(--data-dir {tmp_path / 'cohort'}/<task>)" in out
