@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -26,6 +27,51 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+# ------------------------------------------------------------------------------ argument types
+#: Whole numbers beyond this are out of range everywhere (numpy's int64; no count or seed needs more).
+_MAX_WHOLE = 2**63 - 1
+
+
+def whole_number(minimum: int | None = 0) -> Callable[[str], int]:
+    """argparse type: a whole number >= ``minimum`` (None: any; ``1e3`` is accepted as 1000). Every command's
+    counts, seeds, workers and sizes use it, so a negative ``--n-boot`` or a ``1e400`` is refused at parse
+    time with exit code 2 and a message saying which (not a number / not whole / out of range / too small)."""
+    wanted = "a whole number" + (f" >= {minimum}" if minimum is not None else "")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                number = float(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r} is not a number; give {wanted}") from None
+            if not math.isfinite(number) or abs(number) > _MAX_WHOLE:
+                raise argparse.ArgumentTypeError(f"{text!r} is out of range (not a finite number); give {wanted}") from None
+            if not number.is_integer():
+                raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give {wanted}") from None
+            value = int(number)
+        if abs(value) > _MAX_WHOLE:
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range (at most {_MAX_WHOLE})")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small; give {wanted}")
+        return value
+
+    parse.__name__ = wanted
+    return parse
+
+
+def finite_number(text: str) -> float:
+    """argparse type: a finite number (``1e400`` overflows to infinity: out of range, not "not a number")."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range (not a finite number)")
+    return value
 
 
 # --------------------------------------------------------------------------------------- tasks
@@ -96,7 +142,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels-only", action="store_true", default=None, help="write the label table only, no images")
     p.add_argument("--luna16-annotations", type=Path, help="LUNA16 annotations.csv (or any CSV with a seriesuid column)")
     p.add_argument("--clinical", type=Path, help="the collection's clinical table")
-    p.add_argument("--workers", type=int, help="parallel worker processes")
+    p.add_argument("--workers", type=whole_number(1), help="parallel worker processes")
     p.set_defaults(func=_cmd_prepare)
 
 
@@ -141,8 +187,8 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--results", type=Path, help="results folder of `lesionbench run --out` (with neither option: ./lesionbench-results if present)")
     b.add_argument("--out", type=Path, required=True, help="output folder")
     b.add_argument("--reveal", action="store_true", help="show the submissions' private scores (organisers only)")
-    b.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for rank intervals and paired tests (default 1000)")
-    b.add_argument("--n-perm", type=int, default=1000, help="permutations for the paired tests (default 1000)")
+    b.add_argument("--n-boot", type=whole_number(0), default=1000, help="bootstrap resamples for rank intervals and paired tests (default 1000)")
+    b.add_argument("--n-perm", type=whole_number(0), default=1000, help="permutations for the paired tests (default 1000)")
     b.add_argument("--no-published", action="store_true", help="leave out the published reference rows")
     b.set_defaults(func=_cmd_leaderboard_build)
 
@@ -281,10 +327,10 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, help="with --task: the task's data folder")
     p.add_argument("--encoder", default="fmcib", help="registered encoder name (default: fmcib)")
     p.add_argument("--weights", type=Path, help="weights file for the encoder (fmcib: model_weights.torch)")
-    p.add_argument("--batch-size", type=int, help="patches per forward pass")
+    p.add_argument("--batch-size", type=whole_number(1), help="patches per forward pass")
     p.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast (faster; features move by ~0.4%%)")
-    p.add_argument("--workers", type=int, default=1, help="processes cutting patches / reading images in parallel")
+    p.add_argument("--workers", type=whole_number(1), default=1, help="processes cutting patches / reading images in parallel")
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: $LESIONBENCH_CACHE/features)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     p.add_argument("--skip-failed", action="store_true",
@@ -344,13 +390,16 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         import pandas as pd
 
         ids = table["lesion_id"].reset_index(drop=True) if "lesion_id" in table.columns else None
+        from lesionbench.benchmark.host import atomic_write
+
         rows = sorted(failed)
-        pd.DataFrame({
+        report = pd.DataFrame({
             "row": [r + 1 for r in rows],
             "lesion_id": [ids[r] for r in rows] if ids is not None else "",
             "image_path": [lesions["image_path"].iloc[r] for r in rows],
             "reason": [failed[r] for r in rows],
-        }).to_csv(errors, index=False)  # fmt: skip
+        })  # fmt: skip
+        atomic_write(errors, lambda tmp: report.to_csv(tmp, index=False))
         logger.warning("%d of %d lesions failed; their features are NaN in %s. Why, row by row: %s", len(rows), len(feats), args.output, errors)
     elif errors.exists():
         errors.unlink()  # from an earlier run of the same output: nothing failed this time
@@ -370,10 +419,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", required=True, help="encoder name")
     p.add_argument("--weights", type=Path, help="encoder weights file (encoders that take one)")
     p.add_argument("--data-dir", type=Path, help="the task's data folder (default: $LESIONBENCH_DATA/<task>)")
-    p.add_argument("--fractions", type=float, nargs="+", help="training fractions (default: 1.0 0.5 0.2 0.1)")
-    p.add_argument("--seeds", type=int, nargs="+", help="subset seeds (default: 0 1 2 3 4)")
+    p.add_argument("--fractions", type=finite_number, nargs="+", help="training fractions (default: 1.0 0.5 0.2 0.1)")
+    p.add_argument("--seeds", type=whole_number(None), nargs="+", help="subset seeds (default: 0 1 2 3 4)")
     p.add_argument("--probe", default="linear", help="probe (default: linear)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the test set (default: 1000; 0: point estimates without CIs)")
+    p.add_argument("--n-boot", type=whole_number(0), default=1000, help="bootstrap resamples of the test set (default: 1000; 0: point estimates without CIs)")
     p.add_argument("--bootstrap-unit", choices=["patient", "lesion"], default="patient",
                    help="resample whole patients (default; lesions of a patient are correlated) or single lesions")  # fmt: skip
     p.add_argument("--val", choices=["fraction", "full"], default="fraction",
@@ -381,11 +430,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    "validation subset with the run's training fraction; 'full' the whole validation split (the paper's protocol)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("lesionbench-results"), help="results folder (default: ./lesionbench-results)")
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: $LESIONBENCH_CACHE/features)")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes for reading images")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--workers", type=whole_number(1), default=1, help="parallel processes for reading images")
+    p.add_argument("--jobs", type=whole_number(1), default=1,
                    help="(fraction, seed) runs fitted in parallel processes: probes, and a trainable encoder's training "
                    "(default: 1; the results are the same for any number)")  # fmt: skip
-    p.add_argument("--batch-size", type=int, help="patches per encoder call")
+    p.add_argument("--batch-size", type=whole_number(1), help="patches per encoder call")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--experiment", default="lesionbench", help="MLflow experiment name (default: lesionbench)")
     p.add_argument("--no-mlflow", action="store_true", help="write the local results only")
@@ -466,13 +515,13 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", required=True)
     p.add_argument("--encoder-a", required=True)
     p.add_argument("--encoder-b", required=True)
-    p.add_argument("--fraction", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fraction", type=finite_number, default=1.0)
+    p.add_argument("--seed", type=whole_number(0), default=0)
     p.add_argument("--probe", default="linear")
     p.add_argument("--task-version", help="the task version to compare (needed only when results of several versions exist)")
     p.add_argument("--out", type=Path, default=Path("lesionbench-results"), help="results folder used by `lesionbench run`")
-    p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--n-perm", type=int, default=1000)
+    p.add_argument("--n-boot", type=whole_number(0), default=1000)
+    p.add_argument("--n-perm", type=whole_number(0), default=1000)
     p.set_defaults(func=_cmd_compare)
 
 
@@ -502,9 +551,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         "of synthetic_site, synthetic_malignancy and synthetic_survival. Same --patients and --seed, same files.",
     )
     p.add_argument("--out", type=Path, help="output folder (default: $LESIONBENCH_DATA/synthetic, where the tasks look)")
-    p.add_argument("--patients", type=int, default=None, help="number of patients, 1-4 lesions each (default: 96, 211 lesions with seed 0)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--workers", type=int, default=None, help="parallel worker processes (default: CPU count, at most 4)")
+    p.add_argument("--patients", type=whole_number(1), default=None, help="number of patients, 1-4 lesions each (default: 96, 211 lesions with seed 0)")
+    p.add_argument("--seed", type=whole_number(0), default=0, help="random seed (default: 0)")
+    p.add_argument("--workers", type=whole_number(1), default=None, help="parallel worker processes (default: CPU count, at most 4)")
     p.set_defaults(func=_cmd_synth)
 
 
@@ -528,6 +577,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     )
     for task in TASK_NAMES:
         sys.stdout.write(f"  {task:<22} {out / task / 'manifest.csv'}\n")
+    if args.out is not None:  # elsewhere than where the tasks look by default
+        sys.stdout.write(f"use it with: lesionbench run --task {TASK_NAMES[0]} --data-dir {out / TASK_NAMES[0]} ... (--data-dir {out}/<task>)\n")
     return 0
 
 
@@ -580,18 +631,18 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("lesionbench-results"), help="results folder (default: ./lesionbench-results)")
     p.add_argument("--data-dir", type=Path, help="synthetic cohort folder (default: $LESIONBENCH_DATA/synthetic)")
-    p.add_argument("--patients", type=int, help="cohort size when it is generated (default: the synthetic default)")
+    p.add_argument("--patients", type=whole_number(1), help="cohort size when it is generated (default: the synthetic default)")
     p.add_argument("--encoders", nargs="+", help="encoders to run (default: every available one)")
     p.add_argument("--weights", type=Path, help="FMCIB weights file (model_weights.torch) if you have it")
-    p.add_argument("--fractions", type=float, nargs="+", help="training fractions (default: 1.0 0.5 0.2 0.1)")
-    p.add_argument("--seeds", type=int, nargs="+", help="subset seeds (default: 0 1 2 3 4)")
+    p.add_argument("--fractions", type=finite_number, nargs="+", help="training fractions (default: 1.0 0.5 0.2 0.1)")
+    p.add_argument("--seeds", type=whole_number(None), nargs="+", help="subset seeds (default: 0 1 2 3 4)")
     p.add_argument("--full", action="store_true", help="also run the heavy variants (supervised-resnet50, full radiomics)")
     p.add_argument("--val", choices=["fraction", "full"], default="fraction",
                    help="what tunes each limited-label run (C, threshold, Cox penalty, early stopping): 'fraction' (default) a "
                    "validation subset with the run's training fraction; 'full' the whole validation split (the paper's protocol)")  # fmt: skip
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--no-mlflow", action="store_true", help="write the local results only")
-    p.add_argument("--jobs", type=int, default=None,
+    p.add_argument("--jobs", type=whole_number(1), default=None,
                    help="(fraction, seed) runs fitted in parallel processes (default: the usable CPU cores, at most 4; "
                    "the numbers do not depend on it)")  # fmt: skip
     p.set_defaults(func=_cmd_demo)
@@ -664,7 +715,10 @@ def _quiet_third_party(record: logging.LogRecord) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (2, message printed), --help and --version (0): an exit code like the rest
+        return exc.code if isinstance(exc.code, int) else 2
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.verbose < 2:

@@ -376,3 +376,75 @@ def test_extract_with_a_prefetcher_started_before_the_encoder(tmp_path):
         assert not pre._planned and not pre._ready
     assert enc.encoded == 0
     np.testing.assert_array_equal(g, ref)
+
+
+def _chosen(feats: np.ndarray) -> np.ndarray:
+    """A fixed, content-dependent choice of about half the lesions."""
+    return np.floor(np.abs(feats[:, 0]) * 1e3) % 2 == 0
+
+
+class NaNOnSome(PatchStats):
+    """PatchStats, but one NaN (or inf) feature for the lesions :func:`_chosen` picks."""
+
+    def __init__(self, bad_rows_value: float = float("nan")):
+        super().__init__(version="nan")
+        self.value = bad_rows_value
+
+    def encode(self, patches: np.ndarray) -> np.ndarray:
+        out = super().encode(patches)
+        out[_chosen(out), 1] = self.value
+        return out
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_features_fail_their_lesions_by_name_and_are_never_cached(tmp_path, value):
+    from lesionbench.benchmark.features import FeatureCache, FeatureError
+
+    df = _cohort(tmp_path)
+    n_bad = int(_chosen(extract_features(df, PatchStats(), cache=False, progress=False)).sum())
+    assert 0 < n_bad < 9
+    enc = NaNOnSome(value)
+    with pytest.raises(FeatureError, match=r"lesions failed .* got NaN or infinite features") as err:
+        extract_features(df, enc, cache_dir=tmp_path / "cache", progress=False)
+    msg = str(err.value)
+    bad = [line for line in msg.splitlines() if "NaN or infinite features: 1 of 4 values from encoder 'patch-stats'" in line]
+    assert len(bad) == n_bad and all("lesion_id P" in line and ".nii.gz" in line for line in bad)  # each named, with its file
+    cached = FeatureCache(tmp_path / "cache", enc.meta).load()
+    assert len(cached) == 9 - n_bad and all(np.isfinite(v).all() for v in cached.values())  # only the finite ones
+    failed: dict[int, str] = {}
+    f = extract_features(df, enc, cache_dir=tmp_path / "cache", progress=False, failed=failed)
+    assert len(failed) == n_bad and np.isnan(f[sorted(failed)]).all() and np.isfinite(np.delete(f, sorted(failed), axis=0)).all()
+
+
+def test_non_finite_features_in_an_old_cache_are_recomputed(tmp_path, caplog):
+    from lesionbench.benchmark.features import FeatureCache, lesion_keys
+
+    df = _cohort(tmp_path, n_images=1, per_image=3)
+    enc = PatchStats()
+    keys, _ = lesion_keys(df, with_mask=False)
+    FeatureCache(tmp_path / "cache", enc.meta).put(keys, np.full((3, 4), np.nan, np.float32))  # as older versions cached them
+    with caplog.at_level("WARNING"):
+        f = extract_features(df, enc, cache_dir=tmp_path / "cache", progress=False)
+    assert np.isfinite(f).all() and enc.encoded == 3 and "Ignoring 3 lesions with NaN or infinite features" in caplog.text
+
+
+def test_feature_table_is_written_atomically(tmp_path, monkeypatch):
+    """A write that dies midway (disk full) leaves the earlier output, and no temporary file."""
+    import pyarrow.parquet as pq
+
+    from lesionbench.benchmark import features as fx
+
+    def half_then_die(where) -> None:
+        with open(where, "wb") as f:
+            f.write(b"half a table")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", lambda self, where, **k: half_then_die(where))
+    monkeypatch.setattr(pq, "write_table", lambda table, where, **k: half_then_die(where))
+    table = pd.DataFrame({"image_path": ["a"], "coordX": [0.0], "coordY": [0.0], "coordZ": [0.0]})
+    for name in ("out.csv", "out.parquet"):
+        (tmp_path / name).write_text("earlier output")
+        with pytest.raises(OSError, match="No space"):
+            fx.write_feature_table(table, np.zeros((1, 2), np.float32), tmp_path / name)
+        assert (tmp_path / name).read_text() == "earlier output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "out.parquet"]

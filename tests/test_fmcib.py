@@ -247,3 +247,56 @@ def test_bf16_is_recorded_and_close():
     a, b = f32.encode(x), bf.encode(x)
     assert b.dtype == np.float32 and not np.array_equal(a, b)
     np.testing.assert_allclose(b, a, rtol=0.1, atol=0.05 * np.abs(a).max())
+
+
+def test_a_checkpoint_swapped_in_with_the_same_size_and_mtime_gets_its_own_digest_and_features(small, tmp_path, monkeypatch):
+    """The weights digest keys the feature cache, so it must come from the content: another checkpoint of the
+    same size copied over the first with the first one's (old) mtime gives a new digest and new features."""
+    import os
+
+    import pandas as pd
+    import SimpleITK as sitk
+
+    from lesionbench.benchmark.features import extract_features
+
+    path, sd = small
+    with torch.inference_mode():
+        monkeypatch.setattr(fm, "FEATURE_DIM", int(_small_trunk().eval()(torch.zeros(1, 1, 20, 20, 20)).shape[1]))
+    image = sitk.GetImageFromArray(np.random.default_rng(0).integers(-1000, 1000, (30, 30, 30)).astype(np.int16))
+    sitk.WriteImage(image, str(tmp_path / "ct.nii.gz"))
+    lesions = pd.DataFrame({"image_path": [str(tmp_path / "ct.nii.gz")], "coordX": [15.0], "coordY": [15.0], "coordZ": [15.0]})
+    torch.save({"trunk_state_dict": {k: v.clone() for k, v in sd.items()}}, path)
+    old = 1_000_000_000 * 10**9  # 2001
+    os.utime(path, ns=(old, old))
+    size = path.stat().st_size
+    first = get_encoder("fmcib", weights=path, threads=1)
+    feats_first = extract_features(lesions, first, cache_dir=tmp_path / "cache", progress=False)
+
+    torch.save({"trunk_state_dict": {k: v * 2 if v.is_floating_point() else v.clone() for k, v in sd.items()}}, path)
+    os.utime(path, ns=(old, old))
+    assert path.stat().st_size == size and path.stat().st_mtime_ns == old
+    second = get_encoder("fmcib", weights=path, threads=1)
+    assert second.meta.weights_sha256 == fm.sha256_file(path) != first.meta.weights_sha256
+    assert fm.resolve_weights(path)[1] == second.meta.weights_sha256
+    feats_second = extract_features(lesions, second, cache_dir=tmp_path / "cache", progress=False)
+    assert not np.array_equal(feats_first, feats_second)  # computed with the new weights, not the old cache
+
+
+def test_non_finite_weights_are_a_load_error_naming_the_tensors(small, tmp_path):
+    from lesionbench.benchmark.weights import NonFiniteWeightsError, check_finite_state_dict
+
+    _, sd = small
+    bad = dict(sd)
+    bad["conv1.weight"] = torch.full_like(sd["conv1.weight"], float("nan"))
+    bad["bn1.running_var"] = sd["bn1.running_var"].clone()
+    bad["bn1.running_var"][0] = float("inf")
+    path = tmp_path / "nan.torch"
+    torch.save({"trunk_state_dict": bad}, path)
+    with pytest.raises(NonFiniteWeightsError, match=r"nan.torch: 2 tensor\(s\) hold NaN or infinite values: conv1.weight, bn1.running_var") as err:
+        get_encoder("fmcib", weights=path, threads=1)
+    assert isinstance(err.value, WeightsError) and err.value.tensors == ["conv1.weight", "bn1.running_var"]
+    check_finite_state_dict(sd, "ok")  # finite: no error
+    check_finite_state_dict({"num_batches_tracked": torch.tensor(3), "meta": torch.empty(2, device="meta")}, "ints and meta tensors")
+    many = {f"t{i:02d}": torch.tensor([float("-inf")]) for i in range(12)}
+    with pytest.raises(NonFiniteWeightsError, match=r"12 tensor\(s\).*t09 and 2 more"):
+        check_finite_state_dict(many, "many")

@@ -215,3 +215,54 @@ def test_synthetic_cohort_lesions_at_patch_centre(tmp_path):
     # the mask channel's volume matches the lesion diameter (roughly spherical lesions)
     ball = 4 / 3 * np.pi * (df["diameter_mm"].to_numpy() / 2) ** 3
     np.testing.assert_allclose(p[:, 1].sum(axis=(1, 2, 3)), ball, rtol=0.5)
+
+
+def test_image_geometry_refuses_unusable_headers_with_the_fix():
+    image = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16))
+    ImageGeometry.of(image)  # a sane header passes
+    image.SetOrigin((float("nan"), 0.0, 0.0))  # SimpleITK accepts it; every world <-> voxel map would be NaN
+    with pytest.raises(ImageError, match=r"origin \(nan, 0.0, 0.0\) \(must be finite\).*Fix the header or re-convert"):
+        ImageGeometry.of(image)
+
+    class Header:  # a header reader with what ITK refuses to build an image from
+        def __init__(self, spacing, direction):
+            self.spacing, self.direction = spacing, direction
+
+        def GetDimension(self):
+            return 3
+
+        def GetSize(self):
+            return (4, 5, 6)
+
+        def GetSpacing(self):
+            return self.spacing
+
+        def GetOrigin(self):
+            return (0.0, 0.0, 0.0)
+
+        def GetDirection(self):
+            return self.direction
+
+    eye = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    for spacing in ((0.0, 1.0, 1.0), (float("inf"), 1.0, 1.0), (1.0, float("nan"), 1.0)):
+        with pytest.raises(ImageError, match=r"spacing .* \(must be finite and non-zero\)"):
+            ImageGeometry.of(Header(spacing, eye))
+    with pytest.raises(ImageError, match=r"a singular matrix"):
+        ImageGeometry.of(Header((1.0, 1.0, 1.0), (1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)))
+    assert ImageGeometry.of(Header((-1.0, 1.0, 1.0), eye)).spacing == (-1.0, 1.0, 1.0)  # a flipped axis, as ITK's header read reports it
+
+
+def test_grid_mismatch_compares_the_voxel_to_world_map():
+    from lesionbench.benchmark._image_checks import grid_mismatch
+
+    eye = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    image = ImageGeometry(size=(10, 10, 10), spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), direction=eye)
+    assert grid_mismatch(image, image) is None
+    # the same grid written with a negative spacing and a flipped direction: the same map, no mismatch
+    flipped = ImageGeometry(size=(10, 10, 10), spacing=(-1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), direction=(-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    assert grid_mismatch(flipped, image) is None
+    assert grid_mismatch(ImageGeometry((10, 10, 10), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), eye), image) == "spacing (1.0, 1.0, 1.0) vs (1.0, 1.0, 2.0) mm"
+    assert grid_mismatch(ImageGeometry((10, 10, 10), (1.0, 1.0, 2.0), (0.0, 0.5, 0.0), eye), image) == "origin (0.0, 0.5, 0.0) vs (0.0, 0.0, 0.0) mm"
+    assert "size (10, 10, 9) vs (10, 10, 10)" in grid_mismatch(ImageGeometry((10, 10, 9), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), eye), image)
+    turned = ImageGeometry((10, 10, 10), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    assert grid_mismatch(turned, image).startswith("direction (0.0, 1.0, 0.0")

@@ -148,3 +148,29 @@ def test_logging_that_fails_half_way_never_reaches_the_leaderboard(store, tmp_pa
     failed = [r for r in parents if r.info.status == "FAILED"]
     # result.json is logged last: a parent killed outright (status left RUNNING) has none either
     assert len(failed) == 1 and "result.json" not in [a.path for a in client.list_artifacts(failed[0].info.run_id)]
+
+
+def test_read_only_store_is_one_warning_line_not_a_sqlalchemy_traceback(store, tmp_path, capfd) -> None:
+    """A store the user may read but not write (here: SQLite's read-only URI mode; a chmod 444 file gives the
+    same error to a non-root user): one warning naming the cause, the result kept, nothing else printed."""
+    import logging
+    import warnings
+
+    client, logged, root = store
+    result, _ = logged["multiclass"]
+    rdir = result_dir(root / "out", result.task.name, result.task.version, "fabricated", "linear")
+    runs_before = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+    read_only = f"sqlite:///file:{root / 'mlflow.db'}?mode=ro&uri=true"
+    assert resolve_tracking_uri(read_only) == read_only  # SQLite's URI form is not made relative to the cwd
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert log_result(result, rdir, tracking_uri=read_only, plots=False) is None
+    out, err = capfd.readouterr()
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning) and "MLflow logging" in str(w.message)]
+    assert len(messages) == 1 and "\n" not in messages[0]
+    assert "failed (OperationalError: attempt to write a readonly database); the local result" in messages[0]
+    assert "Traceback" not in err + out and "SQLAlchemy database error" not in err + out and "INSERT INTO" not in err + out
+    assert (rdir / "result.json").is_file() and len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == runs_before
+    # the MLflow loggers are left as they were: nothing held back after the call
+    assert not logging.getLogger("mlflow.store.db.utils").filters

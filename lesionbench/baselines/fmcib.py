@@ -18,7 +18,9 @@ feed_forward=False, bias_downsample=True)``: 4096 features after global average 
 layer in :mod:`lesionbench.baselines._resnet3d`, because ``import monai`` alone costs ~3 s). Patches are
 cut by :mod:`lesionbench.benchmark.geometry` exactly as the reference ``get_features`` does.
 Weight loading is audited: every trunk key must be present with the right shape and nothing else may be
-in the checkpoint (the reference loads with ``strict=False`` and silently keeps random weights).
+in the checkpoint (the reference loads with ``strict=False`` and silently keeps random weights), and no
+parameter may be NaN or infinite. The weights digest in the encoder's fingerprint (which keys the feature
+cache) is the sha256 of the bytes loaded, computed on every load.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from lesionbench.benchmark.host import atomic_write, sha256_file, usable_cores
 from lesionbench.benchmark.paths import cache_root
 from lesionbench.benchmark.plugins import ENCODERS
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec
+from lesionbench.benchmark.weights import check_finite_state_dict, read_checkpoint
+from lesionbench.benchmark.weights import load_checkpoint as load_torch_checkpoint  # fmcib.load_checkpoint stays public
 
 logger = logging.getLogger(__name__)
 
@@ -176,38 +180,14 @@ def download_weights(
             )
     os.replace(part, dest)
     record = {"file": dest.name, "size": size, "sha256": h.hexdigest(), "source": url, "publisher_checksum": published}
-    _sidecar(dest).write_text(json.dumps(record, indent=1))
+    atomic_write(_sidecar(dest), lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
     return dest
 
 
-def _memo_digest(path: Path) -> str:
-    """sha256 of a user-given weights file, remembered per (resolved path, size, mtime) so that repeated
-    runs do not re-hash 700 MB; any change of the file's size or modification time re-hashes it."""
-    st = path.stat()
-    ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    memo = cache_root() / "weights" / "digests.json"
-    try:
-        known = json.loads(memo.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if isinstance(known, dict) and isinstance(known.get(ident), str):
-        return known[ident]
-    digest = sha256_file(path)
-    known = known if isinstance(known, dict) else {}
-    known[ident] = digest
-    try:
-        atomic_write(memo, lambda tmp: tmp.write_text(json.dumps(known, indent=1)))
-    except OSError as exc:  # a read-only cache only costs the re-hash next time
-        logger.warning("Could not record the weights digest in %s: %s", memo, exc)
-    return digest
+def _locate_weights(weights: str | Path | None, *, progress: bool = True) -> tuple[Path, bool]:
+    """The weights file to load, and whether it is the managed download (whose digest has a sidecar record).
 
-
-def resolve_weights(weights: str | Path | None, *, progress: bool = True) -> tuple[Path, str]:
-    """The weights file to load and its sha256.
-
-    An explicit path is hashed as is. Otherwise the cached download is used (downloaded on first use) and
-    its digest is checked against the sidecar recorded at download time.
-    """
+    An explicit path is used as is; otherwise the cached download (downloaded on first use)."""
     if weights is not None:
         path = Path(weights).expanduser()
         if path.is_dir():  # a folder holding the released file
@@ -216,17 +196,21 @@ def resolve_weights(weights: str | Path | None, *, progress: bool = True) -> tup
             path = path / WEIGHTS_FILENAME
         if not path.is_file():
             raise WeightsError(f"FMCIB weights file not found: {path}. {_how_to_get()}")
-        return path, _memo_digest(path)
+        return path, False
     env = os.environ.get(WEIGHTS_ENV)
     path = Path(env).expanduser() if env and Path(env).expanduser().is_file() else weights_dir() / WEIGHTS_FILENAME
     if not path.is_file():
         path = download_weights(path, progress=progress)
-    digest = sha256_file(path)
+    return path, True
+
+
+def _check_recorded(path: Path, digest: str) -> None:
+    """Compare the managed download's digest with the one recorded at download time (record it if absent)."""
     side = _sidecar(path)
     if side.is_file():
         try:
             recorded = json.loads(side.read_text())["sha256"]
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise WeightsError(f"Corrupt digest record {side}: delete it and {path} to download again.") from exc
         if recorded != digest:
             raise WeightsError(
@@ -234,7 +218,23 @@ def resolve_weights(weights: str | Path | None, *, progress: bool = True) -> tup
                 f"downloaded: the file changed or is damaged. Delete {path} and {side} to download again, or {_how_to_get()}"
             )
     else:
-        _sidecar(path).write_text(json.dumps({"file": path.name, "size": path.stat().st_size, "sha256": digest, "source": "found in cache"}, indent=1))
+        record = {"file": path.name, "size": path.stat().st_size, "sha256": digest, "source": "found in cache"}
+        atomic_write(side, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+
+
+def resolve_weights(weights: str | Path | None, *, progress: bool = True) -> tuple[Path, str]:
+    """The weights file to load and the sha256 of its content.
+
+    The digest is computed from the file every time (0.16-0.7 s per 300 MB on the 2-core machine, see
+    ``benchmarks/weights_digest.py``): a digest
+    remembered by path, size and modification time let another checkpoint of the same size, copied in
+    with an old mtime, reuse the first one's cached features. The cached download is also checked
+    against the digest recorded when it was downloaded.
+    """
+    path, managed = _locate_weights(weights, progress=progress)
+    digest = sha256_file(path)
+    if managed:
+        _check_recorded(path, digest)
     return path, digest
 
 
@@ -264,7 +264,8 @@ def trunk_state_dict(checkpoint: Any, *, source: str = "checkpoint") -> dict[str
 def load_trunk_weights(trunk, state_dict: Mapping[str, Any], *, source: str = "checkpoint", assign: bool = False) -> int:
     """Load ``state_dict`` into ``trunk`` strictly; return the number of tensors loaded.
 
-    Every missing, unexpected or mis-shaped key is reported by name in one :class:`WeightsError`.
+    Every missing, unexpected or mis-shaped key is reported by name in one :class:`WeightsError`, and
+    every tensor holding NaN or infinite values in a :class:`~lesionbench.benchmark.weights.NonFiniteWeightsError`.
     ``assign=True`` adopts the checkpoint's tensors (for a trunk built on the meta device: no random
     initialisation, no second copy); they are cast to the trunk's dtypes.
     """
@@ -289,34 +290,16 @@ def load_trunk_weights(trunk, state_dict: Mapping[str, Any], *, source: str = "c
             f"{source} does not fit the FMCIB trunk (resnet50, widen_factor=2, {len(expected)} keys): " + "; ".join(problems)
             + ". Use the released model_weights.torch or a Lighter checkpoint of the same architecture."
         )
+    check_finite_state_dict(state_dict, source)
     sd = {k: v if v.dtype == expected[k].dtype else v.to(expected[k].dtype) for k, v in state_dict.items()}
     trunk.load_state_dict(sd, strict=True, assign=assign)
     return len(sd)
 
 
 def load_checkpoint(path: str | Path) -> Any:
-    """``torch.load(weights_only=True)`` with clear errors for files that are not checkpoints."""
-    import pickle
-    import warnings
-    import zipfile
-
-    import torch
-
-    try:
-        # not mmap=True: a memory-mapped checkpoint changes under a live encoder if the file is rewritten
-        with warnings.catch_warnings():  # local: torch warns about the pickle protocol of files it then refuses
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        if isinstance(exc, pickle.UnpicklingError):
-            # torch's own text advises weights_only=False, which would run code from an untrusted file
-            why = "not a PyTorch tensor checkpoint: only tensors and plain containers are loaded (weights_only=True)"
-        else:
-            why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        raise WeightsError(
-            f"{path} could not be read as a PyTorch checkpoint ({why}). "
-            f"The file is corrupt, truncated or not FMCIB weights. {_how_to_get()}"
-        ) from exc
+    """``torch.load(weights_only=True)`` with one clear :class:`WeightsError` for any file that is not a
+    checkpoint (:func:`lesionbench.benchmark.weights.load_checkpoint`)."""
+    return load_torch_checkpoint(path, hint=_how_to_get())
 
 
 # ------------------------------------------------------------------------------------ encoder
@@ -386,9 +369,12 @@ def _settings(bf16: bool, extra: tuple[tuple[str, str], ...] = ()) -> tuple[tupl
 def fmcib(weights: str | Path | None = None, *, device: str | None = None, bf16: bool = False, batch_size: int = 16, threads: int | None = None, progress: bool = True) -> FMCIBEncoder:
     """FMCIB with the released (or given) weights; see the module docstring."""
 
-    path, digest = resolve_weights(weights, progress=progress)
+    path, managed = _locate_weights(weights, progress=progress)
+    checkpoint, digest = read_checkpoint(path, hint=_how_to_get())  # the digest of the bytes loaded
+    if managed:
+        _check_recorded(path, digest)
     trunk = _uninitialised_trunk()  # every weight comes from the file
-    n = load_trunk_weights(trunk, trunk_state_dict(load_checkpoint(path), source=str(path)), source=str(path), assign=True)
+    n = load_trunk_weights(trunk, trunk_state_dict(checkpoint, source=str(path)), source=str(path), assign=True)
     logger.info("FMCIB: loaded %d trunk tensors from %s (sha256 %s)", n, path, digest[:12])
     meta = EncoderMeta(
         name="fmcib",

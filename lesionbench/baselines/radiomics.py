@@ -12,8 +12,8 @@ file documents its choices. The SHA-256 of the parameter file is part of the enc
 
 **The lesion's region** (PyRadiomics needs a mask), decided per lesion, first match wins:
 
-1. ``mask_path`` (LUNG1 GTV, LIDC consensus, the synthetic masks), read and, if its grid differs,
-   resampled onto the image's grid with nearest neighbour. The region is every voxel carrying the
+1. ``mask_path`` (LUNG1 GTV, LIDC consensus, the synthetic masks), on the image's voxel grid (a mask
+   on another grid is an error naming both, as in ``lesionbench validate``). The region is every voxel carrying the
    label in the optional ``mask_label`` column, else the label found at the seed voxel (so a
    per-image mask must give each lesion its own label value).
    If the seed voxel is background, the region is the connected component (26-connectivity, any
@@ -337,15 +337,12 @@ def _read_mask(image: sitk.Image, path: str) -> np.ndarray | None:
         raise ImageError(f"Cannot use the lesion mask: {exc} Check the manifest's mask_path.") from None
     if mask.GetNumberOfComponentsPerPixel() != 1 or mask.GetDimension() != 3:
         raise ImageError(f"The lesion mask {path} must be a 3D single-component label image.")
-    same_grid = (
-        mask.GetSize() == image.GetSize()
-        and np.allclose(mask.GetSpacing(), image.GetSpacing(), atol=1e-4)
-        and np.allclose(mask.GetOrigin(), image.GetOrigin(), atol=1e-3)
-        and np.allclose(mask.GetDirection(), image.GetDirection(), atol=1e-5)
-    )
-    if not same_grid:
-        # Nearest neighbour keeps label values; outside the mask's extent is background.
-        mask = sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
+    from lesionbench.benchmark._image_checks import MASK_GRID_FIX, grid_mismatch
+    from lesionbench.benchmark.geometry import ImageGeometry
+
+    # a mask off its image's grid is most often another scan's mask: named, not silently resampled
+    if (diff := grid_mismatch(ImageGeometry.of(mask), ImageGeometry.of(image))) is not None:
+        raise ImageError(f"The lesion mask {path} is not on the grid of its image ({diff}). {MASK_GRID_FIX}")
     arr = sitk.GetArrayFromImage(mask)
     if arr.dtype.kind == "f":
         arr = np.rint(arr)

@@ -3,7 +3,10 @@
 SimpleITK (ITK's NIfTI reader through zlib) reads a truncated ``.nii.gz`` without complaint and fills
 the missing voxels with zeros, so a half-downloaded scan would give wrong features with no error.
 Its read errors, when it does raise, start with the C++ source location and hide the reason on a
-later line. These helpers are used by :func:`lesionbench.benchmark.features.read_image`.
+later line. Header geometry that ITK accepts but no world <-> voxel map survives (NaN origin, zero
+spacing, singular direction) and masks off their image's grid are named with the fix. These helpers are
+used by :func:`lesionbench.benchmark.features.read_image`, :class:`~lesionbench.benchmark.geometry.ImageGeometry`
+and ``lesionbench validate``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 #: Slack allowed between a ``.gz`` file's recorded uncompressed size and the voxel data (NIfTI header
@@ -76,3 +80,70 @@ def gzip_truncation_problem(path: Path, data_bytes: int) -> str | None:
     except (EOFError, OSError, zlib.error) as exc:
         return f"{path} is truncated or corrupt ({exc}); the reader would fill the missing voxels with zeros. {_FIX}"
     return None
+
+
+# ------------------------------------------------------------------------------------ headers
+#: How to repair an image whose header geometry is unusable.
+HEADER_FIX = (
+    "Fix the header or re-convert the image from its DICOM series (SimpleITK: image.SetSpacing / SetOrigin / "
+    "SetDirection, then sitk.WriteImage); a voxel spacing is a finite, non-zero number of mm, the origin finite "
+    "LPS mm, the direction an invertible (rotation) matrix."
+)
+#: Words of SimpleITK read errors that are about the header's geometry rather than a damaged file.
+_HEADER_WORDS = ("spacing", "direction", "orthonormal", "determinant")
+
+
+def read_fix(reason: str) -> str:
+    """The fix to suggest for a SimpleITK read failure: the header fix when ITK refused the header's
+    spacing or direction (e.g. "Zero-valued spacing is not supported"), else re-download/re-convert."""
+    return HEADER_FIX if any(w in reason.lower() for w in _HEADER_WORDS) else _FIX
+
+
+def header_problem(spacing: Sequence[float], origin: Sequence[float], direction: Sequence[float]) -> str | None:
+    """What is wrong with an image header's geometry, or None: zero, infinite or NaN spacing, a NaN or
+    infinite origin, a singular or non-finite direction matrix (each would make world <-> voxel maps
+    meaningless: seeds land nowhere, or the matrix has no inverse). A negative spacing is allowed: ITK's
+    header-only read reports a flipped axis that way (a full read flips the direction instead)."""
+    import numpy as np
+
+    problems = []
+    sp = np.asarray(spacing, dtype=float)
+    if not (np.all(np.isfinite(sp)) and np.all(sp != 0)):
+        problems.append(f"spacing {tuple(float(v) for v in sp)} (must be finite and non-zero)")
+    org = np.asarray(origin, dtype=float)
+    if not np.all(np.isfinite(org)):
+        problems.append(f"origin {tuple(float(v) for v in org)} (must be finite)")
+    d = np.asarray(direction, dtype=float)
+    n = int(round(len(d) ** 0.5))
+    if n * n != len(d) or not np.all(np.isfinite(d)) or abs(np.linalg.det(d.reshape(n, n))) < 1e-6:
+        problems.append(f"direction {tuple(float(v) for v in d)} (a singular matrix, not a rotation)")
+    return "unusable header geometry: " + "; ".join(problems) if problems else None
+
+
+def grid_mismatch(mask, image) -> str | None:
+    """How a mask's voxel grid differs from its image's (both :class:`~lesionbench.benchmark.geometry.ImageGeometry`),
+    or None when they share it: same size and the same voxel -> LPS map (to 1e-3 mm)."""
+    import numpy as np
+
+    diffs = []
+    if tuple(mask.size) != tuple(image.size):
+        diffs.append(f"size {tuple(mask.size)} vs {tuple(image.size)}")
+    a, b = mask.index_to_lps, image.index_to_lps
+    if not np.allclose(a[:3, :3], b[:3, :3], atol=1e-3):
+        if not np.allclose(np.abs(mask.spacing), np.abs(image.spacing), atol=1e-4):
+            diffs.append(f"spacing {_r(mask.spacing)} vs {_r(image.spacing)} mm")
+        else:  # same voxel size, other orientation (a sign of the spacing is a flipped axis)
+            diffs.append(f"direction {_r(mask.direction)} vs {_r(image.direction)}")
+    if not np.allclose(a[:3, 3], b[:3, 3], atol=1e-3):
+        diffs.append(f"origin {_r(mask.origin)} vs {_r(image.origin)} mm")
+    return "; ".join(diffs) or None
+
+
+def _r(values: Sequence[float]) -> tuple[float, ...]:
+    return tuple(round(float(v), 4) for v in values)
+
+
+MASK_GRID_FIX = (
+    "A mask must share its image's voxel grid: check that mask_path belongs to this image, or resample the mask "
+    "onto it with nearest neighbour (SimpleITK: sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor))."
+)

@@ -18,7 +18,8 @@ features depend on them, its mask file's identity, mask label and diameter. Chan
 
 Lesions that fail (missing or unreadable image, seed outside the image) are collected; every other
 lesion is computed and cached first, then one :class:`ImageError` lists every failure with its row,
-``lesion_id``, file and reason.
+``lesion_id``, file and reason. Features an encoder returns with NaN or infinite values are never cached
+and fail their lesions the same way (a :class:`FeatureError`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ COORDS = ("coordX", "coordY", "coordZ")
 MAX_ERRORS_LISTED = 50
 #: Shard files in one cache folder before they are merged into one on the next read.
 COMPACT_AFTER = 64
+#: The reason given for a lesion whose features came back NaN or infinite.
+NON_FINITE = "NaN or infinite features"
+
+
+class FeatureError(LesionbenchError, ValueError):
+    """Features an encoder returned that cannot be used (NaN or infinite values); they are never cached."""
 
 
 # ------------------------------------------------------------------------------- image reading
@@ -58,7 +65,7 @@ def read_image(path: str | Path):
     """Read a 3D image with SimpleITK (a file, or a folder holding one DICOM series)."""
     import SimpleITK as sitk
 
-    from lesionbench.benchmark._image_checks import gzip_truncation_problem, metaimage_data_file_problem, sitk_reason
+    from lesionbench.benchmark._image_checks import HEADER_FIX, gzip_truncation_problem, header_problem, metaimage_data_file_problem, read_fix, sitk_reason
 
     p = Path(path)
     if not p.exists():
@@ -76,11 +83,12 @@ def read_image(path: str | Path):
         else:
             image = sitk.ReadImage(str(p))
     except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
-        raise ImageError(
-            f"could not read image {p}: {sitk_reason(exc)}. Re-download or re-convert it (a complete NIfTI, MetaImage, NRRD or DICOM series)."
-        ) from exc
+        reason = sitk_reason(exc)
+        raise ImageError(f"could not read image {p}: {reason}. {read_fix(reason)}") from exc
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise ImageError(f"{p} is not a 3D scalar image (dimension {image.GetDimension()}, {image.GetNumberOfComponentsPerPixel()} components).")
+    if (problem := header_problem(image.GetSpacing(), image.GetOrigin(), image.GetDirection())) is not None:
+        raise ImageError(f"{p}: {problem}. {HEADER_FIX}")
     # ITK zero-fills a truncated .gz silently; the gzip trailer tells (4 bytes read in the usual case)
     if (problem := gzip_truncation_problem(p, image.GetNumberOfPixels() * image.GetSizeOfPixelComponent())) is not None:
         raise ImageError(problem)
@@ -251,6 +259,7 @@ def cut_patches(path: str, lesions: Sequence[dict[str, Any]], spec: PatchSpec, *
     """
     import SimpleITK as sitk
 
+    from lesionbench.benchmark._image_checks import MASK_GRID_FIX, grid_mismatch
     from lesionbench.benchmark.geometry import (
         DEFAULT_LESION_DIAMETER_MM,
         ImageGeometry,
@@ -279,7 +288,10 @@ def cut_patches(path: str, lesions: Sequence[dict[str, Any]], spec: PatchSpec, *
                     if mpath not in masks:
                         try:
                             m = read_image(mpath)
-                            masks[mpath] = (sitk.GetArrayFromImage(m), ImageGeometry.of(m))
+                            mgeo = ImageGeometry.of(m)
+                            if (diff := grid_mismatch(mgeo, geometry)) is not None:
+                                raise ImageError(f"{mpath} is not on the grid of its image ({diff}). {MASK_GRID_FIX}")
+                            masks[mpath] = (sitk.GetArrayFromImage(m), mgeo)
                         except ImageError as exc:
                             masks[mpath] = f"mask: {exc}"
                     entry = masks[mpath]
@@ -385,10 +397,14 @@ def _raise_failures(df: pd.DataFrame, failures: dict[int, str], done: int, what:
     ]
     if len(rows) > MAX_ERRORS_LISTED:
         lines.append(f"  ... and {len(rows) - MAX_ERRORS_LISTED} more")
-    raise ImageError(
-        f"{len(rows)} of {len(df)} lesions failed ({what} for the other {done} are done"
-        f"{' and cached' if cached else ''}; fix these rows and re-run):\n" + "\n".join(lines)
-    )
+    head = f"{len(rows)} of {len(df)} lesions failed ({what} for the other {done} are done{' and cached' if cached else ''}; "
+    non_finite = sum(1 for r in rows if failures[r].startswith(NON_FINITE))
+    if non_finite:
+        raise FeatureError(
+            head + f"{non_finite} got NaN or infinite features: the encoder's weights are damaged or it diverges on these "
+            "patches, fix the encoder or its checkpoint; fix the other rows and re-run):\n" + "\n".join(lines)
+        )
+    raise ImageError(head + "fix these rows and re-run):\n" + "\n".join(lines))
 
 
 def _bad_coordinates(df: pd.DataFrame) -> dict[int, str]:
@@ -465,8 +481,12 @@ class FeatureCache:
             if feats.ndim != 2 or feats.shape[1] != self.meta.feature_dim or len(keys) != len(feats):
                 logger.warning("Ignoring feature cache shard %s of shape %s (expected (k, %d)).", s, feats.shape, self.meta.feature_dim)
                 continue
-            for k, f in zip(keys.tolist(), feats, strict=True):
-                found[k] = f
+            finite = np.isfinite(feats).all(axis=1)
+            if not finite.all():  # written before non-finite features were refused: recompute those lesions
+                logger.warning("Ignoring %d lesions with NaN or infinite features in cache shard %s; they are recomputed.", int((~finite).sum()), s)
+            for k, f, ok in zip(keys.tolist(), feats, finite, strict=True):
+                if ok:
+                    found[k] = f
         if len(shards) > COMPACT_AFTER and found:
             self._compact(found, shards)
         return found
@@ -580,7 +600,8 @@ def extract_features(
     (style a) or runs ``encode_lesions`` (style b) for several images in parallel processes; otherwise the
     next image is read in a background thread while the encoder runs (``images``: a prefetcher started
     earlier by the caller, e.g. before building the encoder; it is narrowed to the images still needed).
-    Failed lesions are reported at the end in one :class:`ImageError`, after all others are cached;
+    Failed lesions are reported at the end in one :class:`ImageError`, after all others are cached (a
+    :class:`FeatureError` when the encoder returned NaN or infinite features for some; those are never cached);
     with a ``failed`` dict given instead, their reasons are put there (row -> reason) and their features
     are NaN.
     """
@@ -616,9 +637,14 @@ def extract_features(
         feats = np.asarray(feats, dtype=np.float32)
         if feats.shape != (len(rows), d):
             raise LesionbenchError(f"Encoder {meta.name!r} returned features of shape {feats.shape}; expected ({len(rows)}, {d}).")
+        n_bad = (~np.isfinite(feats)).sum(axis=1)
+        for r, k in zip(rows, n_bad.tolist(), strict=True):
+            if k:  # never cached: a re-run with a fixed encoder recomputes them
+                failures[r] = f"{NON_FINITE}: {k} of {d} values from encoder {meta.name!r} (not cached)"
+        rows, feats = [r for r, k in zip(rows, n_bad.tolist(), strict=True) if not k], feats[n_bad == 0]
         out[rows] = feats
         filled[rows] = True
-        if store is not None:
+        if store is not None and rows:
             store.put([keys[r] for r in rows], feats)  # type: ignore[misc]
 
     groups = _group_rows(df, todo)
@@ -685,13 +711,15 @@ def feature_table(table: pd.DataFrame, features: np.ndarray, *, prefix: str = "p
 
 
 def write_feature_table(table: pd.DataFrame, features: np.ndarray, path: Path, *, prefix: str = "pred_") -> None:
-    """Write :func:`feature_table` to ``path`` (``.csv``, or ``.parquet``/``.pq``).
+    """Write :func:`feature_table` to ``path`` (``.csv``, or ``.parquet``/``.pq``), atomically (a killed run
+    leaves the old file or none, never half a table).
 
     Parquet is assembled column by column in pyarrow: pandas' own conversion of a frame with thousands of
     float columns costs ~0.2 s more and gives the same file content."""
     path = Path(path)
     if path.suffix.lower() == ".csv":
-        feature_table(table, features, prefix=prefix).to_csv(path, index=False)
+        frame = feature_table(table, features, prefix=prefix)
+        atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -701,4 +729,5 @@ def write_feature_table(table: pd.DataFrame, features: np.ndarray, path: Path, *
     head = pa.Table.from_pandas(table.reset_index(drop=True), preserve_index=False)
     cols = list(head.columns) + [pa.array(feats[:, i]) for i in range(feats.shape[1])]
     names = list(head.column_names) + [f"{prefix}{i}" for i in range(feats.shape[1])]
-    pq.write_table(pa.Table.from_arrays(cols, names=names, metadata=head.schema.metadata), path)
+    arrow = pa.Table.from_arrays(cols, names=names, metadata=head.schema.metadata)
+    atomic_write(path, lambda tmp: pq.write_table(arrow, tmp))

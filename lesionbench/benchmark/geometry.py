@@ -72,9 +72,14 @@ class ImageGeometry:
 
     @classmethod
     def of(cls, image) -> ImageGeometry:
-        """The geometry of a ``SimpleITK.Image`` (or anything with the same four getters)."""
+        """The geometry of a ``SimpleITK.Image`` (or anything with the same four getters); an unusable header
+        (zero, infinite or NaN spacing, NaN origin, singular direction) is an :class:`ImageError` with the fix."""
+        from lesionbench.benchmark._image_checks import HEADER_FIX, header_problem
+
         if image.GetDimension() != 3:
             raise ImageError(f"expected a 3D image, got {image.GetDimension()}D (size {image.GetSize()}).")
+        if (problem := header_problem(image.GetSpacing(), image.GetOrigin(), image.GetDirection())) is not None:
+            raise ImageError(f"{problem}. {HEADER_FIX}")
         return cls(
             size=tuple(int(s) for s in image.GetSize()),
             spacing=tuple(float(s) for s in image.GetSpacing()),

@@ -17,19 +17,46 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask.
+
+    Read from ``/proc/self/status`` (Linux): ``os.umask`` can only be read by setting it, and the mask is
+    process-wide, so a set-and-restore would let another thread create files with the temporary mask in
+    between. The set-and-restore is only the fallback where ``/proc`` has no ``Umask:`` line (macOS, old kernels).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path`` (same suffixes), then rename it into place.
 
     A crash leaves either the old file or no file, never a half-written one, so a re-run can trust any
     file that exists. The temporary name starts with a dot, so globs such as ``shard-*.npz`` skip it.
+    The file gets the permissions a plain ``open(path, "w")`` would give it (those of the file it replaces,
+    else ``0o666`` less the umask), not ``mkstemp``'s private ``0o600``: a lab's shared cache or data folder
+    must stay readable to the colleagues the umask admits.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        mode = 0o666 & ~current_umask()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, mode)
         write(tmp)
         os.replace(tmp, path)
     finally:

@@ -245,25 +245,21 @@ def validate_manifest(
 
 
 def _check_image_headers(df: pd.DataFrame, rownum: np.ndarray, problems: _Problems) -> None:
-    """Per image and mask: can its header be read, is a .gz complete; per image: do its rows' seeds lie inside it."""
-    from lesionbench.benchmark.geometry import ImageGeometry
+    """Per image and mask: can its header be read, is its geometry usable, is a .gz complete; per mask: is it
+    on its image's grid; per image: do its rows' seeds lie inside it."""
+    from lesionbench.benchmark._image_checks import MASK_GRID_FIX, grid_mismatch
 
     coords = df[["coordX", "coordY", "coordZ"]].to_numpy(dtype=float)
-    if "mask_path" in df.columns:
-        masks = df["mask_path"].where(df["mask_path"].notna(), "").astype(str)
-        for path, idx in masks.groupby(masks, sort=False).indices.items():
-            why = _header_problem(Path(path))[0] if path.strip() and Path(path).is_file() else None
-            if why is not None:
-                problems.add_rows(rownum[idx], f"mask_path: {why.rstrip('.')}", "")
+    images: dict[str, object] = {}  # path -> geometry of every usable image
     for path, idx in df.groupby("image_path", sort=False).indices.items():
         p = Path(str(path))
         if not p.is_file():
             continue  # reported above (or a DICOM folder, read only at extraction)
-        why, reader = _header_problem(p)
+        why, geometry = _header_problem(p)
         if why is not None:
             problems.add_rows(rownum[idx], why.rstrip("."), "")
             continue
-        geometry = ImageGeometry.of(reader)
+        images[str(path)] = geometry
         outside = [i for i in idx if np.all(np.isfinite(coords[i])) and not geometry.contains(coords[i])]
         if outside:
             first = tuple(round(float(v), 2) for v in coords[outside[0]])
@@ -272,13 +268,29 @@ def _check_image_headers(df: pd.DataFrame, rownum: np.ndarray, problems: _Proble
                 f"seed point outside its image {p.name} (first: {first} mm; the image spans {_extent(geometry)})",
                 "Check that coordX/Y/Z are physical LPS millimetres (not voxel indices, not RAS: negate X and Y) and that image_path is the right scan.",
             )
+    if "mask_path" not in df.columns:
+        return
+    masks = df["mask_path"].where(df["mask_path"].notna(), "").astype(str)
+    pairs = pd.DataFrame({"mask": masks, "image": df["image_path"].astype(str)})
+    geometries: dict[str, object] = {}
+    for (mask, image), idx in pairs.groupby(["mask", "image"], sort=False).indices.items():
+        if not mask.strip() or not Path(mask).is_file():
+            continue
+        if mask not in geometries:
+            why, geometries[mask] = _header_problem(Path(mask))
+            if why is not None:
+                rows = np.flatnonzero(masks.to_numpy() == mask)
+                problems.add_rows(rownum[rows], f"mask_path: {why.rstrip('.')}", "")
+        if geometries[mask] is not None and image in images and (diff := grid_mismatch(geometries[mask], images[image])) is not None:
+            problems.add_rows(rownum[idx], f"mask_path {mask} is not on the grid of its image {Path(image).name} ({diff})", MASK_GRID_FIX)
 
 
 def _header_problem(p: Path):
-    """(why the image at ``p`` cannot be used or None, its header reader)."""
+    """(why the image at ``p`` cannot be used or None, its header geometry or None)."""
     import SimpleITK as sitk
 
-    from lesionbench.benchmark._image_checks import gzip_truncation_problem, metaimage_data_file_problem, sitk_reason
+    from lesionbench.benchmark._image_checks import HEADER_FIX, gzip_truncation_problem, header_problem, metaimage_data_file_problem, read_fix, sitk_reason
+    from lesionbench.benchmark.geometry import ImageGeometry
 
     why = metaimage_data_file_problem(p)
     reader = sitk.ImageFileReader()
@@ -288,12 +300,15 @@ def _header_problem(p: Path):
             reader.ReadImageInformation()  # the header only
             if reader.GetDimension() != 3:
                 why = f"{p} is a {reader.GetDimension()}D image, not a 3D volume"
+            elif (bad := header_problem(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())) is not None:
+                why = f"{p}: {bad}. {HEADER_FIX}"
             else:
                 bytes_per_voxel = sitk.Image([1, 1, 1], reader.GetPixelID()).GetSizeOfPixelComponent()
                 why = gzip_truncation_problem(p, int(np.prod(reader.GetSize())) * bytes_per_voxel)
         except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
-            why = f"{p} is not a readable image ({sitk_reason(exc)}). Re-download or re-convert it"
-    return why, reader
+            reason = sitk_reason(exc)
+            why = f"{p} is not a readable image ({reason}). {read_fix(reason)}"
+    return why, (ImageGeometry.of(reader) if why is None else None)
 
 
 def _extent(geometry) -> str:

@@ -12,7 +12,7 @@ import pkgutil
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from lesionbench.benchmark.errors import ConfigurationError
-from lesionbench.benchmark.registry import Registry
+from lesionbench.benchmark.registry import Registry, name_problem
 from lesionbench.benchmark.types import EncoderMeta, TaskMeta
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def _build(registry: Registry, name: str, options: dict[str, Any]) -> Any:
     factory = registry.get(name)
     options = {k: v for k, v in options.items() if v is not None}
     try:
-        return factory(**options)
+        built = factory(**options)
     except TypeError as exc:
         if "unexpected keyword argument" in str(exc) or "got an unexpected" in str(exc):
             raise ConfigurationError(
@@ -99,3 +99,7 @@ def _build(registry: Registry, name: str, options: dict[str, Any]) -> Any:
                 "Leave out the options it does not support."
             ) from exc
         raise
+    meta_name = getattr(getattr(built, "meta", None), "name", name)  # the name results are filed and ranked under
+    if (why := name_problem(meta_name)) is not None:
+        raise ConfigurationError(f"{registry.kind.capitalize()} {name!r} reports an invalid meta.name: {why}. Fix the plug-in's meta.name (it names its results and leaderboard rows).")
+    return built

@@ -8,6 +8,7 @@ entry point in its distribution's metadata (groups ``lesionbench.tasks`` and
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from typing import Generic, TypeVar
@@ -17,6 +18,32 @@ from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError, d
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: The longest task or encoder name: names become folder names, MLflow params and leaderboard cells.
+MAX_NAME_LENGTH = 64
+
+
+def name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a task or encoder (a phrase that shows the name safely), or None when it can.
+
+    A name is a non-empty string of at most :data:`MAX_NAME_LENGTH` characters without leading or trailing
+    spaces and without control, format or unassigned characters (Unicode categories C*, line and paragraph
+    separators): bidirectional controls such as U+202E would make a name display as another one on the
+    leaderboard, and zero-width characters would make two names look identical.
+    """
+    if not isinstance(name, str) or not name:
+        return f"the name {name!r} is not a non-empty string"
+    shown = repr(name[:40]) + ("..." if len(name) > 40 else "")  # repr escapes the invisible characters
+    if len(name) > MAX_NAME_LENGTH:
+        return f"the name {shown} is {len(name)} characters long, at most {MAX_NAME_LENGTH} are allowed"
+    bad = sorted(
+        {f"U+{ord(ch):04X} ({unicodedata.name(ch, unicodedata.category(ch))})" for ch in name if unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in ("Zl", "Zp")}
+    )
+    if bad:
+        return f"the name {shown} contains control, bidirectional or invisible character(s) {', '.join(bad)}"
+    if name != name.strip():
+        return f"the name {shown} has leading or trailing whitespace"
+    return None
 
 
 class Registry(Generic[T]):
@@ -42,8 +69,8 @@ class Registry(Generic[T]):
         return deco
 
     def add(self, name: str, factory: Callable[..., T], *, replace: bool = False, origin: str = "") -> None:
-        if not name or not isinstance(name, str):
-            raise ConfigurationError(f"A {self.kind} name must be a non-empty string, got {name!r}.")
+        if (why := name_problem(name)) is not None:
+            raise ConfigurationError(f"Invalid {self.kind} name{f' ({origin})' if origin else ''}: {why}. Use letters, digits and -_. (e.g. 'my-ct-model').")
         if name in self._factories and not replace and self._factories[name] is not factory:
             raise ConfigurationError(
                 f"{self.kind.capitalize()} {name!r} is registered twice "
@@ -59,6 +86,9 @@ class Registry(Generic[T]):
         self._entry_points_loaded = True
         for ep in metadata.entry_points(group=self.entry_point_group):
             if ep.name in self._factories:
+                continue
+            if (why := name_problem(ep.name)) is not None:  # checked before the plug-in's code is imported
+                logger.warning("Skipping %s plug-in from entry point %r: %s.", self.kind, ep.value, why)
                 continue
             try:
                 factory = ep.load()
@@ -80,6 +110,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> Callable[..., T]:
         self._load_entry_points()
+        if (why := name_problem(name)) is not None:  # before any "did you mean" over a hostile string
+            raise UnknownNameError(f"Unknown {self.kind}: {why}. Available: {', '.join(self.names()) or '(none)'}.")
         try:
             return self._factories[name]
         except KeyError:

@@ -203,11 +203,9 @@ def _execute(plan: SweepPlan, emeta: EncoderMeta, provider: FeatureProvider, *, 
 
 
 def write_result(result: TaskResult, rdir: Path) -> Path:
-    """Write ``result.json`` into a result folder."""
-    rdir.mkdir(parents=True, exist_ok=True)
-    path = rdir / RESULT_FILE
-    path.write_text(json.dumps(result.to_dict(), indent=2, default=_json_default))
-    return path
+    """Write ``result.json`` into a result folder (atomically: a killed run leaves the old file or none)."""
+    text = json.dumps(result.to_dict(), indent=2, default=_json_default)
+    return atomic_write(Path(rdir) / RESULT_FILE, lambda tmp: tmp.write_text(text))
 
 
 def load_result(rdir: Path) -> TaskResult:

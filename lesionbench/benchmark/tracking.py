@@ -22,6 +22,7 @@ working directory (artifacts next to it in ``mlartifacts/``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -58,8 +59,8 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 def absolute_sqlite_uri(uri: str) -> str:
     """``sqlite:///relative.db`` -> ``sqlite:////abs/path/relative.db``; other URIs unchanged."""
     m = re.match(r"sqlite:///(.+)$", uri)
-    if not m or Path(m.group(1)).expanduser().is_absolute():
-        return uri
+    if not m or m.group(1).startswith("file:") or Path(m.group(1)).expanduser().is_absolute():
+        return uri  # absolute, or SQLite's own URI form (sqlite:///file:PATH?mode=ro&uri=true)
     return f"sqlite:///{Path(m.group(1)).expanduser().resolve()}"
 
 
@@ -86,14 +87,66 @@ def log_result(
     """
     uri = resolve_tracking_uri(tracking_uri)
     try:
-        return _log(result, Path(result_dir), uri, experiment, plots)
+        with _held_mlflow_logs():
+            return _log(result, Path(result_dir), uri, experiment, plots)
     except Exception as exc:  # noqa: BLE001 - a sink must never lose the result it was given
         warnings.warn(
-            f"MLflow logging to {uri!r} failed ({type(exc).__name__}: {exc}); the local result in {result_dir} is kept. "
-            "Check --tracking-uri / MLFLOW_TRACKING_URI, or use --no-mlflow.",
+            f"MLflow logging to {uri!r} failed ({_root_cause(exc)}); the local result in {result_dir} is kept. "
+            "Check --tracking-uri / MLFLOW_TRACKING_URI (is the store writable?), or use --no-mlflow.",
             stacklevel=2,
         )
         return None
+
+
+#: MLflow loggers that print a whole traceback before MLflow raises (a read-only sqlite store: ~90 lines of
+#: SQLAlchemy traceback ahead of the one warning that says what happened).
+_NOISY_LOGGERS = ("mlflow.store.db.utils", "mlflow.utils.rest_utils", "mlflow.utils.request_utils")
+
+
+class _Hold(logging.Filter):
+    """Holds back every record of a logger while installed (see :func:`_held_mlflow_logs`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+
+@contextlib.contextmanager
+def _held_mlflow_logs():
+    """During one logging call, hold back what MLflow's noisy loggers emit: replayed when the call succeeds,
+    dropped (but for a DEBUG line) when it fails, since the failure is then reported as one warning. Only
+    those loggers, only for this call: no handler, level or global logging setting is changed."""
+    holds = {name: _Hold() for name in _NOISY_LOGGERS}
+    for name, hold in holds.items():
+        logging.getLogger(name).addFilter(hold)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        for name, hold in holds.items():
+            logging.getLogger(name).removeFilter(hold)
+        for name, hold in holds.items():
+            for record in hold.records:
+                if ok:
+                    logging.getLogger(name).handle(record)
+                else:
+                    logger.debug("MLflow (%s) before the failure: %s", name, record.getMessage().splitlines()[0] if record.getMessage() else "")
+
+
+def _root_cause(exc: BaseException) -> str:
+    """``Type: first line`` of the innermost cause of ``exc`` (e.g. ``OperationalError: attempt to write a
+    readonly database`` under MLflow's and SQLAlchemy's wrappers, whose texts run to SQL and parameters)."""
+    seen = {id(exc)}
+    while (nxt := exc.__cause__ or exc.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        exc = nxt
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
 
 
 def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool) -> str:
