@@ -60,6 +60,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError
+from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.probes import C_GRID
 from lesionbench.benchmark.run_one import FeatureProvider, FrozenFeatures, TrainedFeatures, fit_labels
 from lesionbench.benchmark.saved_runs import RUNS_DIR, array_digest
