@@ -333,6 +333,7 @@ def _run(
     n_classes = n_classes_of(meta, manifest)
     template = make_probe(probe, kind, metric=selection_metric(meta), n_classes=n_classes, c_grid=c_grid, refine=refine)
     rdir = result_dir(out_dir, meta.name, meta.version, emeta.name, probe)
+    _check_same_checkpoint(rdir, emeta)
     for sub in ("predictions", "subsets", RUNS_DIR):
         (rdir / sub).mkdir(parents=True, exist_ok=True)
 
@@ -568,7 +569,25 @@ def load_result(rdir: Path) -> TaskResult:
     path = Path(rdir) / RESULT_FILE
     if not path.is_file():
         raise ConfigurationError(f"No {RESULT_FILE} in {rdir}. Run `lesionbench run` for this task and encoder first.")
-    return TaskResult.from_dict(json.loads(path.read_text()))
+    try:
+        return TaskResult.from_dict(json.loads(path.read_bytes().decode("utf-8")))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # truncated, not JSON, or not a result
+        raise ConfigurationError(f"{path} is not a readable lesionbench result ({type(exc).__name__}: {str(exc)[:200]}). "
+                                 "Re-run `lesionbench run` for this task and encoder to write it again.") from None  # fmt: skip
+
+
+def _check_same_checkpoint(rdir: Path, emeta: EncoderMeta) -> None:
+    """Two checkpoints under one encoder name would share ``rdir``: the second would replace the first's result."""
+    path = rdir / RESULT_FILE
+    try:
+        old = json.loads(path.read_bytes()).get("encoder", {}).get("weights_sha256", "") if path.is_file() else ""
+    except (ValueError, AttributeError):  # an unreadable earlier result is simply replaced
+        old = ""
+    if old and isinstance(old, str) and emeta.weights_sha256 and old != emeta.weights_sha256:
+        raise ConfigurationError(
+            f"{rdir} holds the results of encoder {emeta.name!r} with other weights (sha256 {old[:12]}...; these are "
+            f"{emeta.weights_sha256[:12]}...). Give this checkpoint its own --out folder, or remove {rdir} to replace those results."
+        )
 
 
 def _json_default(o: Any) -> Any:

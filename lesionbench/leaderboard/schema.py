@@ -61,6 +61,10 @@ _PROVENANCE = {
         "location": _STR,
         "leaked_patients": {"type": "integer", "minimum": 0},
         "n_runs": {"type": "integer", "minimum": 0},
+        "encoder_identity": {"type": "string", "description": "digest of the encoder's name, version, weights and recipe"},
+        "bootstrap_unit": {"enum": ["patient", "lesion"]},
+        "n_boot": {"type": ["integer", "null"], "minimum": 0},
+        "validation": {"enum": ["fraction", "full", None], "description": "validation split subsampled like the labels, or all of it"},
     },
 }
 _COMPARISON = {
@@ -82,12 +86,13 @@ _COMPARISON = {
 }
 _ENTRY = {
     "type": "object",
-    "required": ["encoder", "probe", "fraction", "seed", "metrics", "curves", "rank", "rank_interval", "comparison", "provenance"],
+    "required": ["encoder", "label", "probe", "fraction", "seed", "metrics", "curves", "rank", "rank_interval", "comparison", "unranked_reason", "provenance"],
     "properties": {
         "encoder": _STR,
+        "label": {"type": "string", "description": "the entry's name on the page, unique within the task"},
         "probe": _STR,
         "description": _STR,
-        "fraction": {"type": "number"},
+        "fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
         "seed": {"type": "integer"},
         "n_train": {"type": "integer"},
         "metrics": {"type": "object", "additionalProperties": _MEASURED_METRIC},
@@ -95,8 +100,14 @@ _ENTRY = {
         "rank": {"type": "integer", "minimum": 1},
         "rank_interval": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2},
         "comparison": _COMPARISON,
+        "unranked_reason": {"type": "null"},
         "provenance": _PROVENANCE,
     },
+}
+#: An entry listed beside the ranking: measured with fewer labels than the headline, or without intervals.
+_UNRANKED = {
+    **_ENTRY,
+    "properties": {**_ENTRY["properties"], "rank": {"type": "null"}, "rank_interval": {"type": "null"}, "comparison": {"type": "null"}, "unranked_reason": {"type": "string", "minLength": 1}},
 }
 _SUBMISSION = {
     "type": "object",
@@ -147,7 +158,7 @@ LEADERBOARD_SCHEMA: dict[str, Any] = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["name", "version", "kind", "main_metric", "metrics", "entries", "submissions", "reference", "statistics"],
+                "required": ["name", "version", "kind", "main_metric", "metrics", "fraction", "entries", "unranked", "submissions", "reference", "statistics"],
                 "properties": {
                     "name": _STR,
                     "version": _STR,
@@ -158,7 +169,9 @@ LEADERBOARD_SCHEMA: dict[str, Any] = {
                     "class_names": {"type": "array", "items": _STR},
                     "citation": _STR,
                     "published_split": {"type": "boolean"},
+                    "fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "the headline training fraction entries are ranked at"},
                     "entries": {"type": "array", "items": _ENTRY},
+                    "unranked": {"type": "array", "items": _UNRANKED},
                     "submissions": {"type": "array", "items": _SUBMISSION},
                     "reference": {"type": "array", "items": _REFERENCE},
                     "statistics": {"type": "object"},

@@ -101,6 +101,8 @@ def write_result(meta: TaskMeta, manifest: pd.DataFrame, encoder: str, quality: 
         lesionbench_version="0.1.0",
         created=f"2026-11-27T12:00:0{seed}+00:00",
         split_hash="abc123def4567890",
+        # the provenance `lesionbench run` writes (the leaderboard requires it)
+        extra={"n_boot": 10, "bootstrap_unit": "patient", "fractions": list(FRACTIONS), "seeds": list(SEEDS)},
     )
     (folder / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
     return folder

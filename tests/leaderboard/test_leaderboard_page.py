@@ -99,10 +99,10 @@ def test_page_escapes_untrusted_strings(lb_store: Store, tmp_path: Path) -> None
     from lesionbench.leaderboard.render import render_html, render_markdown
 
     doc = build_document(collect_results(results_dir=lb_store.results), n_boot=20, n_perm=20)
-    doc["tasks"][0]["entries"][0]["encoder"] = '<img src="https://evil.example/x.png" onerror="alert(1)">'
+    doc["tasks"][0]["entries"][0]["encoder"] = doc["tasks"][0]["entries"][0]["label"] = '<img src="https://evil.example/x.png" onerror="alert(1)">'
     html = render_html(doc)
-    assert "<img src=\"https://evil" not in html and "&lt;img src=&quot;https://evil" in html
-    doc["tasks"][0]["entries"][0]["encoder"] = "a|b"
+    assert "<img src=\"https://evil" not in html and "&lt;img src=&#34;https://evil" in html
+    doc["tasks"][0]["entries"][0]["encoder"] = doc["tasks"][0]["entries"][0]["label"] = "a|b"
     assert "a\\|b" in render_markdown(doc)
 
 
@@ -120,7 +120,7 @@ def test_page_renders_in_chromium(page: Path, tmp_path: Path) -> None:
     assert "Pai et al. 2024" in html and "REF" in html and "Provenance of" in html
     for t in doc["tasks"]:
         for e in t["entries"]:
-            assert f'<span class="enc">{e["encoder"]}</span>' in html
+            assert f'<span class="enc">{e["label"]}</span>' in html
 
     shot = tmp_path / "leaderboard.png"
     res = _chromium("--window-size=1280,2200", f"--screenshot={shot}", page.resolve().as_uri())
