@@ -35,7 +35,7 @@ from lesionbench import __version__
 from lesionbench.benchmark.types import TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
 from lesionbench.leaderboard.collect import LoadedResult, collect_results, encoder_identity, headline_fraction, headline_run, protocol
-from lesionbench.leaderboard.labels import ALPHA, METRIC_LABELS, SCHEMA_ID, metric_label  # noqa: F401 - kept importable from here
+from lesionbench.leaderboard.labels import ALPHA, METRIC_LABELS, SCHEMA_ID, metric_label, unique_entry_labels  # noqa: F401 - kept importable from here
 from lesionbench.leaderboard.published import CITATION, DOI_URL, SOURCE, published_for
 
 logger = logging.getLogger(__name__)
@@ -155,41 +155,6 @@ def _unranked_reason(e: dict[str, Any], item: LoadedResult, main: str, fraction:
     return None
 
 
-def _unique_labels(entries: list[dict[str, Any]]) -> None:
-    """Give every entry of a task a distinct display label: the encoder name, then what tells namesakes apart."""
-
-    def clashes(key: Any) -> dict[Any, int]:
-        counts: dict[Any, int] = {}
-        for e in entries:
-            counts[key(e)] = counts.get(key(e), 0) + 1
-        return counts
-
-    probes = clashes(lambda e: e["encoder"])
-    for e in entries:
-        n_probes = len({x["probe"] for x in entries if x["encoder"] == e["encoder"]})
-        e["label"] = f"{e['encoder']} ({e['probe']})" if probes[e["encoder"]] > 1 and n_probes > 1 else e["encoder"]
-    for part in (
-        lambda e: f"weights {(e['provenance']['weights_sha256'] or 'none')[:8]}",
-        lambda e: f"encoder {e['provenance']['encoder_identity'][:8]}",
-        lambda e: f"{e['fraction']:.0%} labels",
-        lambda e: f"{e['provenance']['bootstrap_unit']} bootstrap",
-        lambda e: f"validation {e['provenance']['validation'] or 'unrecorded'}",
-        lambda e: "no CI" if e["metrics"] and all(m.get("ci_low") is None for m in e["metrics"].values()) else "with CI",
-    ):
-        counts = clashes(lambda e: e["label"])
-        for e in entries:
-            if counts[e["label"]] > 1 and len({part(x) for x in entries if x["label"] == e["label"]}) > 1:
-                e["_next"] = f"{e['label']} · {part(e)}"
-        for e in entries:
-            e["label"] = e.pop("_next", e["label"])
-    counts = clashes(lambda e: e["label"])
-    seen: dict[str, int] = {}
-    for e in entries:  # identical but for what no label shows (a created date): numbered
-        if counts[e["label"]] > 1:
-            seen[e["label"]] = seen.get(e["label"], 0) + 1
-            e["label"] = f"{e['label']} #{seen[e['label']]}"
-
-
 def _submission_entry(item: LoadedResult, main: str, reveal: bool) -> dict[str, Any]:
     sub = item.submission or {}
 
@@ -257,7 +222,7 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
     # one headline fraction per task: entries measured with fewer labels are listed, never ranked with the others
     fraction = max((headline_fraction(it.result) for it in measured), default=1.0)
     all_entries = [_measured_entry(it, fraction) for it in measured]
-    _unique_labels(all_entries)
+    unique_entry_labels(all_entries)
     for e, it in zip(all_entries, measured):
         e["unranked_reason"] = _unranked_reason(e, it, main, fraction)
     unranked = sorted((e for e in all_entries if e["unranked_reason"]), key=lambda e: (-e["fraction"], e["label"]))

@@ -43,3 +43,38 @@ def entry_label(e: dict[str, Any], task: dict[str, Any] | None = None) -> str:
 def colours(task: dict[str, Any]) -> dict[str, str]:
     """A stable colour per ranked entry label within a task (in rank order)."""
     return {entry_label(e): PALETTE[i % len(PALETTE)] for i, e in enumerate(task["entries"])}
+
+
+def unique_entry_labels(entries: list[dict[str, Any]]) -> None:
+    """Give every entry of a task a distinct display label: the encoder name, then what tells namesakes apart."""
+
+    def clashes(key: Any) -> dict[Any, int]:
+        counts: dict[Any, int] = {}
+        for e in entries:
+            counts[key(e)] = counts.get(key(e), 0) + 1
+        return counts
+
+    probes = clashes(lambda e: e["encoder"])
+    for e in entries:
+        n_probes = len({x["probe"] for x in entries if x["encoder"] == e["encoder"]})
+        e["label"] = f"{e['encoder']} ({e['probe']})" if probes[e["encoder"]] > 1 and n_probes > 1 else e["encoder"]
+    for part in (
+        lambda e: f"weights {(e['provenance']['weights_sha256'] or 'none')[:8]}",
+        lambda e: f"encoder {e['provenance']['encoder_identity'][:8]}",
+        lambda e: f"{e['fraction']:.0%} labels",
+        lambda e: f"{e['provenance']['bootstrap_unit']} bootstrap",
+        lambda e: f"validation {e['provenance']['validation'] or 'unrecorded'}",
+        lambda e: "no CI" if e["metrics"] and all(m.get("ci_low") is None for m in e["metrics"].values()) else "with CI",
+    ):
+        counts = clashes(lambda e: e["label"])
+        for e in entries:
+            if counts[e["label"]] > 1 and len({part(x) for x in entries if x["label"] == e["label"]}) > 1:
+                e["_next"] = f"{e['label']} · {part(e)}"
+        for e in entries:
+            e["label"] = e.pop("_next", e["label"])
+    counts = clashes(lambda e: e["label"])
+    seen: dict[str, int] = {}
+    for e in entries:  # identical but for what no label shows (a created date): numbered
+        if counts[e["label"]] > 1:
+            seen[e["label"]] = seen.get(e["label"], 0) + 1
+            e["label"] = f"{e['label']} #{seen[e['label']]}"
