@@ -122,7 +122,10 @@ def check_result(doc: Any, source: str) -> None:
     if sub is None:
         # provenance every `lesionbench run` writes: the split, and how the intervals were drawn
         if not (isinstance(doc.get("split_hash"), str) and doc["split_hash"]):
-            c.fail("split_hash", "missing: results of `lesionbench run` record the hash of their split")
+            c.fail("split_hash", "missing: results of `lesionbench run` record the hash of their split; run it again to rewrite this result")
+        rerun = "results of `lesionbench run` record it; run it again to rewrite this result"
+        if "n_boot" not in extra or "bootstrap_unit" not in extra:
+            c.fail("extra.n_boot" if "n_boot" not in extra else "extra.bootstrap_unit", f"missing: {rerun}")
         c.integer(extra.get("n_boot"), "extra.n_boot", low=0)
         if extra.get("bootstrap_unit") not in _BOOTSTRAP_UNITS:
             c.fail("extra.bootstrap_unit", f"expected one of {', '.join(_BOOTSTRAP_UNITS)}, got {_show(extra.get('bootstrap_unit'))}")

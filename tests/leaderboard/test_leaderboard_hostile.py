@@ -148,3 +148,14 @@ def test_hostile_page_runs_no_script_and_loads_nothing_in_chromium(hostile_page:
     assert 'data-pwned="' not in dom.stdout and "<script" not in dom.stdout
     assert dom.stdout.count('<section class="task"') >= 2
     assert _page_requests(hostile_page.resolve().as_uri(), tmp_path) == set()
+
+    # Strings the result checks refuse (a seed, a metric key), rendered anyway: still inert in the browser.
+    doc = json.loads((hostile_page.parent / "leaderboard.json").read_text())
+    t = next(t for t in doc["tasks"] if t["entries"])
+    t["entries"][0]["seed"] = """0"><img src=x onerror="document.body.setAttribute('data-pwned','9')"><img src="http://evil.invalid/seed.png">"""
+    t["metrics"] = t["metrics"] + [PAYLOADS[1]]
+    forced = tmp_path / "forced.html"
+    forced.write_text(render_html(doc), encoding="utf-8")
+    dom = _chromium("--dump-dom", forced.as_uri())
+    assert dom.returncode == 0 and "<section" in dom.stdout and 'data-pwned="' not in dom.stdout
+    assert _page_requests(forced.as_uri(), tmp_path) == set()

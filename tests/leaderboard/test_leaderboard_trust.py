@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from _lb_fixtures import BINARY, log_to_mlflow, make_manifest, write_result
-from lesionbench.benchmark.errors import ConfigurationError, LesionbenchError
+from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.leaderboard import build_leaderboard
 from lesionbench.leaderboard.build import build_document
 from lesionbench.leaderboard.collect import collect_results
@@ -312,7 +312,3 @@ def test_lesion_bootstrap_is_worded_as_lesions(tmp_path: Path) -> None:
     write_result(BINARY, make_manifest(BINARY), "a", 1.0, tmp_path, extra={"bootstrap_unit": "lesion"})
     build_leaderboard(tmp_path / "lb", results_dir=tmp_path, include_published=False, **FAST)
     assert "CI over test lesions" in (tmp_path / "lb" / "index.html").read_text()
-
-
-def test_errors_are_lesionbench_errors() -> None:
-    assert issubclass(ResultFileError, LesionbenchError) and issubclass(ResultFileError, ValueError)
