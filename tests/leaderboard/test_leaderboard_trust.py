@@ -74,6 +74,11 @@ def test_only_the_harness_experiment_is_read(fresh_tracking_uri: str, tmp_path: 
     (msg,) = [m for m in _warnings(caplog) if "Skipping" in m]
     assert "MLflow run" in msg and "created" in msg and "future" in msg
 
+    from lesionbench.cli import main
+
+    assert main(["-q", "leaderboard", "build", "--tracking-uri", fresh_tracking_uri, "--experiment", "other-project", "--out", str(tmp_path / "lb2"), "--n-boot", "10", "--n-perm", "10"]) == 0
+    assert json.loads((tmp_path / "lb2" / "leaderboard.json").read_text())["tasks"] == []
+
 
 def test_missing_experiment_is_said(fresh_tracking_uri: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
@@ -154,7 +159,7 @@ def test_cli_build_survives_malformed_results_and_mathtext_names(tmp_path: Path,
     from lesionbench.cli import main
 
     man = make_manifest(BINARY)
-    write_result(BINARY, man, r"enc $\frac{1}{", 1.0, tmp_path / "r", folder=tmp_path / "r" / "mathtext")
+    write_result(BINARY, man, r"enc $\frac{1}{$ x", 1.0, tmp_path / "r", folder=tmp_path / "r" / "mathtext")
     write_result(BINARY, man, "ok", 0.8, tmp_path / "r")
     _edit(write_result(BINARY, man, "empty", 1.0, tmp_path / "r"), lambda d: d.__setitem__("runs", []))
     _edit(write_result(BINARY, man, "text", 1.0, tmp_path / "r"), lambda d: d["runs"][0].__setitem__("fraction", "all"))
@@ -166,7 +171,7 @@ def test_cli_build_survives_malformed_results_and_mathtext_names(tmp_path: Path,
     assert "Traceback" not in err and "empty/linear/result.json" in empty and "runs: empty" in empty
     assert "text/linear/result.json" in text and "runs[0].fraction: expected a finite number, got 'all'" in text
     doc = json.loads((tmp_path / "lb" / "leaderboard.json").read_text())
-    assert [e["encoder"] for e in doc["tasks"][0]["entries"]] == [r"enc $\frac{1}{", "ok"]
+    assert [e["encoder"] for e in doc["tasks"][0]["entries"]] == [r"enc $\frac{1}{$ x", "ok"]
     assert (tmp_path / "lb" / "index.html").read_text().count("data:image/png;base64,") == 2
 
 
@@ -312,3 +317,44 @@ def test_lesion_bootstrap_is_worded_as_lesions(tmp_path: Path) -> None:
     write_result(BINARY, make_manifest(BINARY), "a", 1.0, tmp_path, extra={"bootstrap_unit": "lesion"})
     build_leaderboard(tmp_path / "lb", results_dir=tmp_path, include_published=False, **FAST)
     assert "CI over test lesions" in (tmp_path / "lb" / "index.html").read_text()
+
+
+def test_mathtext_in_a_name_is_drawn_as_text(tmp_path: Path) -> None:
+    """13.9: matplotlib parses ``$...$`` as mathtext; ``$\\frac{`` made the page build fail."""
+    from lesionbench.leaderboard.plots import curve_plot, forest_plot
+
+    man = make_manifest(BINARY)
+    write_result(BINARY, man, r"enc $\frac{1}{$ x", 1.0, tmp_path, folder=tmp_path / "m")
+    write_result(BINARY, man, "cost $5 and $6", 0.5, tmp_path)
+    t = _doc(tmp_path)["tasks"][0]
+    assert forest_plot(t) and curve_plot(t)
+
+
+def test_compare_on_fuzzed_result_files_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lesionbench.cli import main
+
+    man = make_manifest(BINARY)
+    for enc in ("a", "b"):
+        write_result(BINARY, man, enc, 1.0, tmp_path)
+    path = tmp_path / BINARY.name / BINARY.version / "b" / "linear" / "result.json"
+    raw = path.read_bytes()
+    rng = random.Random(1)
+    for blob in [rng.randbytes(200), raw[: len(raw) // 2], b"", b"[]", b'{"task": 1}', b"\xff" + raw]:
+        path.write_bytes(blob)
+        rc = main(["compare", "--task", BINARY.name, "--encoder-a", "a", "--encoder-b", "b", "--out", str(tmp_path), "--n-boot", "10", "--n-perm", "10"])
+        err = capsys.readouterr().err
+        assert rc == 2 and str(path) in err and len(err.strip().splitlines()) == 1, (blob[:20], err)
+
+
+def test_seed_mean_ignores_an_undefined_seed_like_the_curve(tmp_path: Path) -> None:
+    """One seed with an undefined metric: the entry's mean over seeds is that of the defined seeds, as on the curve."""
+    folder = write_result(BINARY, make_manifest(BINARY), "a", 1.0, tmp_path)
+
+    def undefined(d: dict) -> None:
+        run = next(r for r in d["runs"] if r["fraction"] == 1.0 and r["seed"] == 2)
+        run["metrics"]["balanced_accuracy"] = {"value": None, "ci_low": None, "ci_high": None}
+
+    _edit(folder, undefined)
+    e = _doc(tmp_path)["tasks"][0]["entries"][0]
+    point = next(p for p in e["curves"]["balanced_accuracy"] if p["fraction"] == 1.0)
+    assert e["metrics"]["balanced_accuracy"]["mean"] == pytest.approx(point["mean"]) and e["metrics"]["balanced_accuracy"]["n_seeds"] == 2
