@@ -102,7 +102,8 @@ def protocol(result: TaskResult) -> dict[str, Any]:
     return {
         "fraction": headline_fraction(result),
         "bootstrap_unit": str(result.extra.get("bootstrap_unit", "patient")),
-        "validation": str(result.extra.get("validation", "")),
+        # results written before the choice was recorded were all tuned on the full validation split
+        "validation": str(result.extra.get("validation", "full")),
         "intervals": bool(intervals),
     }
 

@@ -54,16 +54,16 @@ def unique_entry_labels(entries: list[dict[str, Any]]) -> None:
             counts[key(e)] = counts.get(key(e), 0) + 1
         return counts
 
-    probes = clashes(lambda e: e["encoder"])
     for e in entries:
         n_probes = len({x["probe"] for x in entries if x["encoder"] == e["encoder"]})
-        e["label"] = f"{e['encoder']} ({e['probe']})" if probes[e["encoder"]] > 1 and n_probes > 1 else e["encoder"]
+        e["label"] = f"{e['encoder']} ({e['probe']})" if n_probes > 1 else e["encoder"]
     for part in (
         lambda e: f"weights {(e['provenance']['weights_sha256'] or 'none')[:8]}",
+        lambda e: f"v{e['provenance']['encoder_version']}",
         lambda e: f"encoder {e['provenance']['encoder_identity'][:8]}",
         lambda e: f"{e['fraction']:.0%} labels",
         lambda e: f"{e['provenance']['bootstrap_unit']} bootstrap",
-        lambda e: f"validation {e['provenance']['validation'] or 'unrecorded'}",
+        lambda e: f"validation {e['provenance']['validation'] or 'full'}",
         lambda e: "no CI" if e["metrics"] and all(m.get("ci_low") is None for m in e["metrics"].values()) else "with CI",
     ):
         counts = clashes(lambda e: e["label"])

@@ -18,7 +18,9 @@ _GRID = "#e6e8ec"
 
 def _plain(text: str) -> str:
     """``text`` shown as typed: matplotlib reads a pair of ``$`` as mathtext (``$\\frac{`` fails to parse)."""
-    return str(text).replace("$", r"\$")
+    text = str(text).replace("$", r"\$")
+    # a legend leaves out labels that start with "_"; a leading space keeps them
+    return " " + text if text.startswith("_") else text
 
 
 def _style(ax: Any) -> None:
