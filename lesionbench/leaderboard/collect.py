@@ -160,6 +160,14 @@ def check_tracking_uri(uri: str) -> str:
     return uri
 
 
+def _store_error(uri: str, exc: Exception) -> ConfigurationError:
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return ConfigurationError(
+        f"Cannot read the MLflow store at {redact_uri(uri)} ({type(exc).__name__}: {redact_uri(first)}). "
+        "Check that the server is up and the --tracking-uri is right, or build from a results folder with --results."
+    )
+
+
 def _experiment_ids(client: Any, uri: str, experiments: Sequence[str]) -> list[str]:
     """Ids of the named experiments; names the store does not hold are said once."""
     try:
@@ -169,11 +177,7 @@ def _experiment_ids(client: Any, uri: str, experiments: Sequence[str]) -> list[s
     except LesionbenchError:
         raise
     except Exception as exc:  # an unreachable server, a refused login, a damaged database: one line, no traceback
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise ConfigurationError(
-            f"Cannot read the MLflow store at {redact_uri(uri)} ({type(exc).__name__}: {redact_uri(first)}). "
-            "Check that the server is up and the --tracking-uri is right, or build from a results folder with --results."
-        ) from None
+        raise _store_error(uri, exc) from None
     if missing:
         logger.warning("No experiment named %s in the MLflow store at %s (experiments there: %s). Give the names `lesionbench run "
                        "--experiment` logged to with --experiment.", ", ".join(map(repr, missing)), redact_uri(uri), ", ".join(map(repr, there)) or "none")  # fmt: skip
@@ -195,7 +199,10 @@ def load_mlflow_results(tracking_uri: str, *, experiments: Sequence[str] = (DEFA
         cache_dir = tempfile.mkdtemp(prefix="lesionbench-lb-")
         atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)
     tmp = Path(cache_dir)
-    runs = _search_all(client, exp_ids, f"tags.`{LEVEL_TAG}` = 'parent'")
+    try:
+        runs = _search_all(client, exp_ids, f"tags.`{LEVEL_TAG}` = 'parent'")
+    except Exception as exc:  # the server went away after answering once
+        raise _store_error(tracking_uri, exc) from None
     out = []
     for run in runs:
         rid = run.info.run_id

@@ -247,6 +247,10 @@ def test_a_newer_scratch_run_does_not_replace_the_real_entry(tmp_path: Path) -> 
     assert u["encoder"] == "fmcib" and u["fraction"] == 0.2 and u["rank"] is None
     assert "20% of the training labels" in u["unranked_reason"] and "ranking is at 100%" in u["unranked_reason"]
     assert u["label"] != t["entries"][0]["label"]
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is in the test extra")
+    from lesionbench.leaderboard.schema import LEADERBOARD_SCHEMA
+
+    jsonschema.Draft202012Validator(LEADERBOARD_SCHEMA).validate(json.loads(json.dumps(_doc(tmp_path / "a"))))
 
 
 def test_two_checkpoints_under_one_name_are_two_rows(tmp_path: Path) -> None:
