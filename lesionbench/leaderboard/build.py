@@ -151,7 +151,8 @@ def _unranked_reason(e: dict[str, Any], item: LoadedResult, main: str, fraction:
     if m.get("value") is None:
         return "main metric undefined on the test split"
     if not protocol(item.result)["intervals"] or m.get("ci_low") is None:
-        return "no confidence interval (scored with --n-boot 0)"
+        why = "scored with --n-boot 0" if item.result.extra.get("n_boot") == 0 else "undefined on the bootstrap resamples"
+        return f"no confidence interval ({why})"
     return None
 
 
@@ -310,7 +311,7 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
             "alpha": ALPHA,
             "correction": "holm",
             "alternative": ALTERNATIVE,
-            # what the headline CIs, rank intervals and paired tests resample: the results' own unit
+            # what the ranked entries' headline CIs resample: each result's own unit
             "bootstrap_unit": "/".join(sorted({e["provenance"]["bootstrap_unit"] for e in entries})) or "patient",
             "note": stats_note,
         },

@@ -93,7 +93,7 @@ def test_hostile_names_are_text_on_the_page_and_in_markdown(hostile_page: Path) 
             tables[-1].append(line)
         elif tables[-1]:
             tables.append([])
-    assert len([t for t in tables if t]) >= 2 * len(PAYLOADS) // 2
+    assert len([t for t in tables if t]) >= 3  # ranking, submissions and reference tables at least
     for table in filter(None, tables):
         # every cell boundary is a real one: each row has as many unescaped pipes as the table's header
         counts = {len(re.findall(r"(?<!\\)\|", line)) for line in table}
