@@ -370,15 +370,16 @@ def build_leaderboard(
     """Build the leaderboard from MLflow and/or local results into ``out``; returns ``out/index.html``.
 
     Reads the MLflow ``experiments`` named (default: the harness's own, ``lesionbench``). Writes
-    ``index.html`` (self-contained), ``leaderboard.md``, ``leaderboard.json`` and
-    ``leaderboard.schema.json``, each atomically, and only once every input has been read.
+    ``index.html`` (self-contained), ``leaderboard.md``, ``leaderboard.json``, ``leaderboard.schema.json``
+    and ``result.schema.json`` (the result format it accepts), each atomically, and only once every
+    input has been read.
     ``reveal`` adds the submissions' private scores (organisers only).
     """
     import tempfile
 
     from lesionbench.benchmark.host import atomic_write
     from lesionbench.leaderboard.render import render_html, render_markdown
-    from lesionbench.leaderboard.schema import LEADERBOARD_SCHEMA
+    from lesionbench.leaderboard.schema import LEADERBOARD_SCHEMA, RESULT_SCHEMA
 
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="lesionbench-lb-") as downloads:  # MLflow artifacts, read lazily
@@ -387,6 +388,7 @@ def build_leaderboard(
     texts = {
         "leaderboard.json": json.dumps(doc, indent=2, allow_nan=False) + "\n",
         "leaderboard.schema.json": json.dumps(LEADERBOARD_SCHEMA, indent=2) + "\n",
+        "result.schema.json": json.dumps(RESULT_SCHEMA, indent=2) + "\n",  # what a result must be to be read
         "leaderboard.md": render_markdown(doc),
         "index.html": render_html(doc),
     }

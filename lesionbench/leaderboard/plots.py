@@ -10,7 +10,7 @@ import base64
 import io
 from typing import Any
 
-from lesionbench.leaderboard.labels import REFERENCE_COLOUR, colours, entry_label, metric_label
+from lesionbench.leaderboard.labels import PALETTE, REFERENCE_COLOUR, colours, entry_label, metric_label  # noqa: F401 - PALETTE kept importable from here
 
 _TEXT = "#1f2430"
 _GRID = "#e6e8ec"

@@ -5,6 +5,10 @@ leaderboard reads it as untrusted input: JSON of the right shape (types, ranges,
 fractions in (0, 1], integer seeds, ordered CI bounds, a past creation date) carrying the provenance
 that ``lesionbench run`` and ``lesionbench submit`` write. Anything else raises :class:`ResultFileError`
 naming the file and the first field that is wrong; the caller skips the file with one warning.
+
+The format is published as a JSON Schema (:data:`lesionbench.leaderboard.schema.RESULT_SCHEMA`, written
+as ``result.schema.json`` beside the leaderboard); these checks are that schema plus what a JSON Schema
+cannot say, without making ``jsonschema`` a dependency (the tests hold the two together).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def _task(doc: dict, name: str) -> dict:
 def test_outputs_written_and_schema_valid(built: tuple[Path, dict]) -> None:
     index, doc = built
     out = index.parent
-    for f in ("index.html", "leaderboard.md", "leaderboard.json", "leaderboard.schema.json"):
+    for f in ("index.html", "leaderboard.md", "leaderboard.json", "leaderboard.schema.json", "result.schema.json"):
         assert (out / f).stat().st_size > 0, f
     schema = json.loads((out / "leaderboard.schema.json").read_text())
     jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is in the test extra; install it to validate the schema")

@@ -362,3 +362,30 @@ def test_seed_mean_ignores_an_undefined_seed_like_the_curve(tmp_path: Path) -> N
     e = _doc(tmp_path)["tasks"][0]["entries"][0]
     point = next(p for p in e["curves"]["balanced_accuracy"] if p["fraction"] == 1.0)
     assert e["metrics"]["balanced_accuracy"]["mean"] == pytest.approx(point["mean"]) and e["metrics"]["balanced_accuracy"]["n_seeds"] == 2
+
+
+def test_published_result_schema_agrees_with_the_checks(tmp_path: Path) -> None:
+    """result.schema.json (written beside the page) accepts what run/submit write and rejects what the checks reject."""
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is in the test extra")
+    from lesionbench.benchmark._fabricate import fabricate, fabricated_encoder_meta
+    from lesionbench.benchmark.scorer import evaluate_features, result_dir
+    from lesionbench.leaderboard.schema import RESULT_SCHEMA
+
+    jsonschema.Draft202012Validator.check_schema(RESULT_SCHEMA)
+    schema = jsonschema.Draft202012Validator(RESULT_SCHEMA)
+    task, X = fabricate("binary", n_lesions=80, signal=1.0, seed=3, name="fab_binary")
+    res = evaluate_features(task.manifest(), X, task.meta, encoder=fabricated_encoder_meta(X.shape[1], "enc"), fractions=(1.0,), seeds=(0,), out_dir=tmp_path / "s", n_boot=5, progress=False)
+    scored = result_dir(tmp_path / "s", "fab_binary", res.task.version, "enc", res.probe) / "result.json"
+    fixture = write_result(BINARY, make_manifest(BINARY), "a", 1.0, tmp_path / "f") / "result.json"
+    for path in (scored, fixture):
+        schema.validate(json.loads(path.read_text()))
+        parse_result(path.read_bytes(), str(path))
+    semantic_only = {"CI reversed", "future date"}  # beyond a JSON Schema: the checks alone
+    for case, (change, _) in _breakers().items():
+        doc = json.loads(fixture.read_text())
+        change(doc)
+        with pytest.raises(ResultFileError):
+            parse_result(json.dumps(doc), case)
+        assert schema.is_valid(doc) == (case in semantic_only), case
+    build_leaderboard(tmp_path / "lb", results_dir=tmp_path / "f", include_published=False, **FAST)
+    assert json.loads((tmp_path / "lb" / "result.schema.json").read_text()) == json.loads(json.dumps(RESULT_SCHEMA))
