@@ -246,7 +246,7 @@ RESULT_SCHEMA: dict[str, Any] = {
                 "name": _NAME,
                 "version": _NAME,
                 "feature_dim": {"type": "integer", "minimum": 0},
-                "weights_sha256": {"type": "string", "pattern": "^([0-9a-f]{64})?$"},
+                "weights_sha256": {"type": "string", "maxLength": 200, "description": "the weights file's sha256, or a label of generated weights"},
                 "patch": {"type": "object"},
                 "settings": {"type": "array", "items": {"type": "array", "items": _STR, "minItems": 2, "maxItems": 2}},
             },

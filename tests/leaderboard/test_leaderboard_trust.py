@@ -389,3 +389,9 @@ def test_published_result_schema_agrees_with_the_checks(tmp_path: Path) -> None:
         assert schema.is_valid(doc) == (case in semantic_only), case
     build_leaderboard(tmp_path / "lb", results_dir=tmp_path / "f", include_published=False, **FAST)
     assert json.loads((tmp_path / "lb" / "result.schema.json").read_text()) == json.loads(json.dumps(RESULT_SCHEMA))
+
+
+def test_generated_weights_label_is_a_valid_result(tmp_path: Path) -> None:
+    """fmcib-random-init records ``weights_sha256="random-init-seed-0"`` (no file to hash): its results are read."""
+    write_result(BINARY, make_manifest(BINARY), "fmcib-random-init", 1.0, tmp_path, weights="random-init-seed-0")
+    assert [e["encoder"] for e in _doc(tmp_path)["tasks"][0]["entries"]] == ["fmcib-random-init"]
