@@ -190,6 +190,8 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--n-boot", type=whole_number(0), default=1000, help="bootstrap resamples for rank intervals and paired tests (default 1000)")
     b.add_argument("--n-perm", type=whole_number(0), default=1000, help="permutations for the paired tests (default 1000)")
     b.add_argument("--no-published", action="store_true", help="leave out the published reference rows")
+    b.add_argument("--experiment", action="append", metavar="NAME",
+                   help="MLflow experiment to read (repeatable; default: lesionbench, the one `run` and `submit` log to)")  # fmt: skip
     b.set_defaults(func=_cmd_leaderboard_build)
 
 
@@ -206,6 +208,7 @@ def _cmd_leaderboard_build(args: argparse.Namespace) -> int:
     index = build_leaderboard(
         args.out, tracking_uri=tracking, results_dir=results, reveal=args.reveal,
         n_boot=args.n_boot, n_perm=args.n_perm, include_published=not args.no_published, organiser_dir=args.organiser_dir,
+        experiments=args.experiment,
     )
     sys.stdout.write(f"leaderboard written: open {index.resolve().as_uri()}\n")
     return 0
@@ -471,11 +474,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     rdir = result_dir(args.out, result.task.name, result.task.version, result.encoder.name, result.probe)
     run_id = None
     if not args.no_mlflow:
-        from lesionbench.benchmark.tracking import log_result, resolve_tracking_uri
+        from lesionbench.benchmark.tracking import log_result, redact_uri, resolve_tracking_uri
 
         run_id = log_result(result, rdir, tracking_uri=args.tracking_uri, experiment=args.experiment)
         if run_id:
-            sys.stdout.write(f"MLflow: {resolve_tracking_uri(args.tracking_uri)} experiment {args.experiment!r}, parent run {run_id}\n")
+            sys.stdout.write(f"MLflow: {redact_uri(resolve_tracking_uri(args.tracking_uri))} experiment {args.experiment!r}, parent run {run_id}\n")
     sys.stdout.write(_summary_table(result))
     sys.stdout.write(f"results: {rdir}\n")
     return 0

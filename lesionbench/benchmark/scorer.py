@@ -197,6 +197,7 @@ def _checked_features(X: Any, manifest: pd.DataFrame) -> np.ndarray:
 def _execute(plan: SweepPlan, emeta: EncoderMeta, provider: FeatureProvider, *, out_dir: Path, data_digest: str, progress: bool, resume: bool, jobs: int) -> TaskResult:
     """Run the plan into its result folder and write ``result.json``."""
     rdir = result_dir(out_dir, plan.meta.name, plan.meta.version, emeta.name, plan.probe)
+    _check_same_checkpoint(rdir, emeta)
     result = run_sweep(plan, emeta, provider, rdir=rdir, data_digest=data_digest, progress=progress, resume=resume, jobs=jobs)
     write_result(result, rdir)
     logger.info("wrote %s (%d runs)", rdir / RESULT_FILE, len(result.runs))
@@ -214,7 +215,25 @@ def load_result(rdir: Path) -> TaskResult:
     path = Path(rdir) / RESULT_FILE
     if not path.is_file():
         raise ConfigurationError(f"No {RESULT_FILE} in {rdir}. Run `lesionbench run` for this task and encoder first.")
-    return TaskResult.from_dict(json.loads(path.read_text()))
+    try:
+        return TaskResult.from_dict(json.loads(path.read_bytes().decode("utf-8")))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # truncated, not JSON, or not a result
+        raise ConfigurationError(f"{path} is not a readable lesionbench result ({type(exc).__name__}: {str(exc)[:200]}). "
+                                 "Re-run `lesionbench run` for this task and encoder to write it again.") from None  # fmt: skip
+
+
+def _check_same_checkpoint(rdir: Path, emeta: EncoderMeta) -> None:
+    """Two checkpoints under one encoder name would share ``rdir``: the second would replace the first's result."""
+    path = rdir / RESULT_FILE
+    try:
+        old = json.loads(path.read_bytes()).get("encoder", {}).get("weights_sha256", "") if path.is_file() else ""
+    except (ValueError, AttributeError):  # an unreadable earlier result is simply replaced
+        old = ""
+    if old and isinstance(old, str) and emeta.weights_sha256 and old != emeta.weights_sha256:
+        raise ConfigurationError(
+            f"{rdir} holds the results of encoder {emeta.name!r} with other weights (sha256 {old[:12]}...; these are "
+            f"{emeta.weights_sha256[:12]}...). Give this checkpoint its own --out folder, or remove {rdir} to replace those results."
+        )
 
 
 def read_predictions(path: Path, kind: TaskKind | str) -> tuple[pd.DataFrame, Any, Any]:

@@ -64,6 +64,16 @@ def absolute_sqlite_uri(uri: str) -> str:
     return f"sqlite:///{Path(m.group(1)).expanduser().resolve()}"
 
 
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+_SECRET_QUERY = re.compile(r"(?P<key>[?&;][^=&#\s]*(?:token|key|secret|pass|pwd|auth|sig|credential|session)[^=&#\s]*=)[^&#\s]*", re.I)
+
+
+def redact_uri(text: str) -> str:
+    """``text`` (a URI, or a message quoting one) with credentials replaced by ``***``: the user and
+    password of ``scheme://user:pass@host`` and secret-looking query values (``?token=``, ``&password=``)."""
+    return _SECRET_QUERY.sub(r"\g<key>***", _USERINFO.sub(r"\g<scheme>***@", str(text)))
+
+
 def artifact_location(uri: str, experiment: str) -> str | None:
     """For a sqlite store, keep artifacts beside the database file (MLflow would use ./mlruns of the cwd)."""
     m = re.match(r"sqlite:///(.+)$", uri)
@@ -91,7 +101,7 @@ def log_result(
             return _log(result, Path(result_dir), uri, experiment, plots)
     except Exception as exc:  # noqa: BLE001 - a sink must never lose the result it was given
         warnings.warn(
-            f"MLflow logging to {uri!r} failed ({_root_cause(exc)}); the local result in {result_dir} is kept. "
+            f"MLflow logging to {redact_uri(uri)!r} failed ({redact_uri(_root_cause(exc))}); the local result in {result_dir} is kept. "
             "Check --tracking-uri / MLFLOW_TRACKING_URI (is the store writable?), or use --no-mlflow.",
             stacklevel=2,
         )
@@ -204,7 +214,7 @@ def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool)
     except Exception:
         client.set_terminated(pid, "FAILED")
         raise
-    logger.info("logged %s/%s/%s to MLflow %s (parent run %s)", task.name, enc.name, result.probe, uri, pid)
+    logger.info("logged %s/%s/%s to MLflow %s (parent run %s)", task.name, enc.name, result.probe, redact_uri(uri), pid)
     return pid
 
 

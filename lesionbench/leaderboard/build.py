@@ -4,11 +4,14 @@ The leaderboard document (``leaderboard.json``, schema in :mod:`lesionbench.lead
 the single source the HTML and Markdown are rendered from. Per task (name and version; results of
 different task versions are never mixed) it holds:
 
-- the measured entries ranked by the main metric of the 100%-label, lowest-seed run (its value and
-  95% bootstrap CI), with every metric as the mean and standard deviation over seeds, the low-data
-  curve, the bootstrap rank interval and the paired test against the top entry (``difference`` =
-  this entry minus the top one, with its paired bootstrap CI; one-sided permutation p for "the top
-  entry is better", Holm-corrected over all comparisons of the task), and the run's provenance;
+- the measured entries ranked by the main metric of the lowest-seed run at the task's headline
+  fraction (the largest training fraction of any entry, normally 100%; its value and 95% bootstrap
+  CI over the result's bootstrap unit, patients by default), with every metric as the mean and
+  standard deviation over seeds, the low-data curve, the bootstrap rank interval and the paired test
+  against the top entry (``difference`` = this entry minus the top one, with its paired bootstrap CI;
+  permutation p, Holm-corrected over all comparisons of the task), and the run's provenance;
+- ``unranked``: entries listed but not ranked, each with its reason (trained on fewer labels than the
+  headline fraction, no confidence interval, main metric undefined);
 - the submissions, ranked by their public score (private scores only with ``reveal=True``);
 - the published reference rows (Pai et al. 2024), kept apart and never ranked.
 
@@ -29,31 +32,16 @@ import numpy as np
 import pandas as pd
 
 from lesionbench import __version__
-from lesionbench.benchmark.types import SubsetResult, TaskMeta, TaskResult
+from lesionbench.benchmark.types import TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
-from lesionbench.leaderboard.collect import LoadedResult, collect_results
+from lesionbench.leaderboard.collect import LoadedResult, collect_results, encoder_identity, headline_fraction, headline_run, protocol
+from lesionbench.leaderboard.labels import ALPHA, METRIC_LABELS, SCHEMA_ID, metric_label, unique_entry_labels  # noqa: F401 - kept importable from here
 from lesionbench.leaderboard.published import CITATION, DOI_URL, SOURCE, published_for
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_ID = "lesionbench.leaderboard/1"
-#: Significance level of the Holm-corrected paired tests.
-ALPHA = 0.05
-
-METRIC_LABELS = {
-    "balanced_accuracy": "Balanced accuracy",
-    "map": "mAP",
-    "ap": "AP",
-    "average_precision": "AP",
-    "auc": "AUC",
-    "c_index": "C-index",
-    "auc_2y": "2-year AUC",
-}
-
-
-def metric_label(name: str) -> str:
-    """Display name of a metric."""
-    return METRIC_LABELS.get(name, name.replace("_", " "))
+#: The paired test's alternative as :func:`_stats.paired_comparison` runs it (shown on the page).
+ALTERNATIVE = "greater"
 
 
 def _num(x: Any) -> float | None:
@@ -62,11 +50,6 @@ def _num(x: Any) -> float | None:
         return None
     x = float(x)
     return x if math.isfinite(x) else None
-
-
-def _headline_run(result: TaskResult) -> SubsetResult:
-    frac = max(r.fraction for r in result.runs)
-    return min((r for r in result.runs if r.fraction == frac), key=lambda r: r.seed)
 
 
 def _split_variant(result: TaskResult) -> str:
@@ -85,6 +68,7 @@ def _provenance(item: LoadedResult) -> dict[str, Any]:
         "encoder_version": r.encoder.version,
         "weights_sha256": r.encoder.weights_sha256 or None,
         "encoder_fingerprint": r.encoder.fingerprint(),
+        "encoder_identity": encoder_identity(r.encoder),
         "probe": r.probe,
         "task_version": r.task.version,
         "split_variant": _split_variant(r),
@@ -95,26 +79,19 @@ def _provenance(item: LoadedResult) -> dict[str, Any]:
         "location": item.location,
         "leaked_patients": len(r.leaked_patients),
         "n_runs": len(r.runs),
+        "bootstrap_unit": str(r.extra.get("bootstrap_unit", "patient")),
+        "n_boot": r.extra.get("n_boot") if isinstance(r.extra.get("n_boot"), int) else None,
+        # "fraction": validation split subsampled like the training labels; "full": all of it (absent in older results)
+        "validation": r.extra.get("validation") if r.extra.get("validation") in ("fraction", "full") else None,
     }
 
 
-def _measured_entry(item: LoadedResult) -> dict[str, Any]:
+def _measured_entry(item: LoadedResult, fraction: float) -> dict[str, Any]:
+    """An entry at ``fraction`` (the task's headline) when the result has it, else at its own largest fraction."""
     r = item.result
-    head = _headline_run(r)
-    summary = r.summary()
+    own = headline_fraction(r)
+    head = headline_run(r, fraction if any(x.fraction == fraction for x in r.runs) else own)
     metric_names = list(dict.fromkeys(list(_stats.task_metrics(r.task)) + list(head.metrics)))
-    metrics = {}
-    for m in metric_names:
-        mv = head.metrics.get(m)
-        mean, sd = summary.get(head.fraction, {}).get(m, (float("nan"), float("nan")))
-        metrics[m] = {
-            "value": _num(mv.value) if mv else None,
-            "ci_low": _num(mv.ci_low) if mv else None,
-            "ci_high": _num(mv.ci_high) if mv else None,
-            "mean": _num(mean),
-            "sd": _num(sd),
-            "n_seeds": sum(1 for x in r.runs if x.fraction == head.fraction and m in x.metrics),
-        }
     curves: dict[str, list[dict[str, Any]]] = {}
     for m in metric_names:
         pts = []
@@ -135,8 +112,22 @@ def _measured_entry(item: LoadedResult) -> dict[str, Any]:
                 }
             )
         curves[m] = pts
+    metrics = {}
+    for m in metric_names:
+        mv = head.metrics.get(m)
+        # mean and SD over the seeds where the metric is defined: the same numbers as the curve's point
+        pt = next((p for p in curves[m] if p["fraction"] == head.fraction), None)
+        metrics[m] = {
+            "value": _num(mv.value) if mv else None,
+            "ci_low": _num(mv.ci_low) if mv else None,
+            "ci_high": _num(mv.ci_high) if mv else None,
+            "mean": pt["mean"] if pt else None,
+            "sd": pt["sd"] if pt else None,
+            "n_seeds": pt["n_seeds"] if pt else 0,
+        }
     return {
         "encoder": r.encoder.name,
+        "label": r.encoder.name,
         "probe": r.probe,
         "description": r.encoder.description,
         "fraction": head.fraction,
@@ -147,8 +138,22 @@ def _measured_entry(item: LoadedResult) -> dict[str, Any]:
         "rank": None,
         "rank_interval": None,
         "comparison": None,
+        "unranked_reason": None,
         "provenance": _provenance(item),
     }
+
+
+def _unranked_reason(e: dict[str, Any], item: LoadedResult, main: str, fraction: float) -> str | None:
+    """Why an entry is listed but not ranked (None: it is ranked)."""
+    if headline_fraction(item.result) < fraction:
+        return f"trained on at most {headline_fraction(item.result):.0%} of the training labels; the ranking is at {fraction:.0%}"
+    m = e["metrics"].get(main) or {}
+    if m.get("value") is None:
+        return "main metric undefined on the test split"
+    if not protocol(item.result)["intervals"] or m.get("ci_low") is None:
+        why = "scored with --n-boot 0" if item.result.extra.get("n_boot") == 0 else "undefined on the bootstrap resamples"
+        return f"no confidence interval ({why})"
+    return None
 
 
 def _submission_entry(item: LoadedResult, main: str, reveal: bool) -> dict[str, Any]:
@@ -215,15 +220,22 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
     measured = [it for it in items if it.submission is None]
     subs = [it for it in items if it.submission is not None]
     main = _stats.main_metric(meta)
-    entries = [_measured_entry(it) for it in measured]
+    # one headline fraction per task: entries measured with fewer labels are listed, never ranked with the others
+    fraction = max((headline_fraction(it.result) for it in measured), default=1.0)
+    all_entries = [_measured_entry(it, fraction) for it in measured]
+    unique_entry_labels(all_entries)
+    for e, it in zip(all_entries, measured):
+        e["unranked_reason"] = _unranked_reason(e, it, main, fraction)
+    unranked = sorted((e for e in all_entries if e["unranked_reason"]), key=lambda e: (-e["fraction"], e["label"]))
+    ranked = [(e, it) for e, it in zip(all_entries, measured) if not e["unranked_reason"]]
 
     def main_value(e: dict[str, Any]) -> float:
         v = e["metrics"].get(main, {}).get("value")
         return -math.inf if v is None else v
 
-    order = sorted(range(len(entries)), key=lambda i: (-main_value(entries[i]), entries[i]["encoder"]))
-    entries = [entries[i] for i in order]
-    measured = [measured[i] for i in order]
+    ranked.sort(key=lambda p: (-main_value(p[0]), p[0]["label"]))
+    entries = [e for e, _ in ranked]
+    measured = [it for _, it in ranked]
     for e in entries:
         # Equal values share a rank (competition ranking: 1, 1, 3).
         e["rank"] = 1 + sum(1 for f in entries if main_value(f) > main_value(e))
@@ -232,7 +244,7 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
     if len(entries) >= 2:
         frames = {}
         for i, it in enumerate(measured):
-            df = it.predictions(_headline_run(it.result))
+            df = it.predictions(headline_run(it.result, fraction))
             if df is not None:
                 frames[i] = df
         aligned = _align_predictions(meta, frames)
@@ -251,7 +263,7 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
             for i, p_adj in zip(others, adjusted):
                 c = comps[i]
                 entries[i]["comparison"] = {
-                    "versus": entries[top]["encoder"],
+                    "versus": entries[top]["label"],
                     "versus_probe": entries[top]["probe"],
                     "metric": main,
                     # Shown as this entry minus the top one (negative = worse), with its 95% bootstrap CI.
@@ -287,7 +299,9 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
         "class_names": list(meta.class_names),
         "citation": meta.citation,
         "published_split": meta.published_split,
+        "fraction": fraction,
         "entries": entries,
+        "unranked": unranked,
         "submissions": sub_entries,
         "reference": _reference_rows(meta.name),
         "statistics": {
@@ -296,6 +310,9 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
             "seed": seed,
             "alpha": ALPHA,
             "correction": "holm",
+            "alternative": ALTERNATIVE,
+            # what the ranked entries' headline CIs resample: each result's own unit
+            "bootstrap_unit": "/".join(sorted({e["provenance"]["bootstrap_unit"] for e in entries})) or "patient",
             "note": stats_note,
         },
     }
@@ -349,31 +366,40 @@ def build_leaderboard(
     seed: int = 0,
     include_published: bool = True,
     organiser_dir: str | Path | None = None,
+    experiments: Sequence[str] | None = None,
 ) -> Path:
     """Build the leaderboard from MLflow and/or local results into ``out``; returns ``out/index.html``.
 
-    Writes ``index.html`` (self-contained), ``leaderboard.md``, ``leaderboard.json`` and
-    ``leaderboard.schema.json``. ``reveal`` adds the submissions' final private scores, read from the
-    organiser store (``organiser_dir``, default beside the results; organisers only).
+    Reads the MLflow ``experiments`` named (default: the harness's own, ``lesionbench``). Writes
+    ``index.html`` (self-contained), ``leaderboard.md``, ``leaderboard.json``, ``leaderboard.schema.json``
+    and ``result.schema.json`` (the result format it accepts), each atomically, and only once every
+    input has been read.
+    ``reveal`` adds the submissions' final private scores, read from the organiser store
+    (``organiser_dir``, default beside the results; organisers only).
     """
-    from lesionbench.leaderboard.render import render_html, render_markdown
-    from lesionbench.leaderboard.schema import LEADERBOARD_SCHEMA
-
     import tempfile
+
+    from lesionbench.benchmark.host import atomic_write
+    from lesionbench.leaderboard.render import render_html, render_markdown
+    from lesionbench.leaderboard.schema import LEADERBOARD_SCHEMA, RESULT_SCHEMA
 
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="lesionbench-lb-") as downloads:  # MLflow artifacts, read lazily
-        items = collect_results(tracking_uri=tracking_uri, results_dir=results_dir, cache_dir=downloads)
+        items = collect_results(tracking_uri=tracking_uri, results_dir=results_dir, cache_dir=downloads, experiments=experiments)
         if reveal:  # private scores live only in the organiser store, never in the public results
             from lesionbench.leaderboard.organiser import resolve_organiser_dir, reveal_private
 
             items = reveal_private(items, resolve_organiser_dir(organiser_dir, results_dir=results_dir, tracking_uri=tracking_uri))
         doc = build_document(items, reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, include_published=include_published)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "leaderboard.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
-    (out / "leaderboard.schema.json").write_text(json.dumps(LEADERBOARD_SCHEMA, indent=2) + "\n")
-    (out / "leaderboard.md").write_text(render_markdown(doc))
+    texts = {
+        "leaderboard.json": json.dumps(doc, indent=2, allow_nan=False) + "\n",
+        "leaderboard.schema.json": json.dumps(LEADERBOARD_SCHEMA, indent=2) + "\n",
+        "result.schema.json": json.dumps(RESULT_SCHEMA, indent=2) + "\n",  # what a result must be to be read
+        "leaderboard.md": render_markdown(doc),
+        "index.html": render_html(doc),
+    }
+    for name, text in texts.items():
+        atomic_write(out / name, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
     index = out / "index.html"
-    index.write_text(render_html(doc), encoding="utf-8")
     logger.info("Leaderboard of %d task(s) written to %s.", len(doc["tasks"]), index)
     return index

@@ -5,25 +5,33 @@ Both sources hold the same document, :meth:`TaskResult.to_dict`. A local result 
 ``SubsetResult.predictions_path``; an MLflow result is the ``result.json`` artifact of a parent run
 tagged ``lesionbench.level=parent``, whose predictions are artifacts of the parent (same relative
 path) or of the matching child run (tagged ``lesionbench.level=child``, params ``fraction``/``seed``).
+
+Only the MLflow experiments the build is given are read (default: the harness's own, the one
+``lesionbench run`` and ``submit`` log to), and every result is checked by
+:mod:`lesionbench.leaderboard.validate` first: a malformed or foreign file is skipped with one warning.
 """
 
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from lesionbench.benchmark.errors import ConfigurationError
-from lesionbench.benchmark.types import SubsetResult, TaskResult
+from lesionbench.benchmark.errors import ConfigurationError, LesionbenchError
+from lesionbench.benchmark.tracking import DEFAULT_EXPERIMENT, absolute_sqlite_uri, redact_uri
+from lesionbench.benchmark.types import EncoderMeta, SubsetResult, TaskResult
+from lesionbench.leaderboard import _stats
+from lesionbench.leaderboard.validate import ResultFileError, parse_result
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +50,12 @@ class LoadedResult:
     _fetch: Callable[[SubsetResult], pd.DataFrame | None] = field(default=lambda run: None, repr=False, compare=False)
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        """What makes two results the same leaderboard row."""
+    def key(self) -> tuple[Any, ...]:
+        """What makes two results the same leaderboard row: task version, encoder (name and the digest of
+        its weights and recipe), probe and protocol. A newer result of the same key replaces an older one;
+        any difference (another checkpoint, a 20%-label or interval-free scratch run) is another row."""
         r = self.result
-        return (r.task.name, r.task.version, r.encoder.name, r.probe)
+        return (r.task.name, r.task.version, r.encoder.name, encoder_identity(r.encoder), r.probe, *sorted(protocol(r).items()))
 
     @property
     def submission(self) -> dict[str, Any] | None:
@@ -65,6 +75,39 @@ def _read_predictions(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"lesion_id": str, "patient_id": str})
 
 
+def encoder_identity(enc: EncoderMeta) -> str:
+    """Digest of what makes an encoder's features (its fingerprint without the free-text description and citation)."""
+    d = enc.to_dict()
+    for k in ("description", "citation"):
+        d.pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def headline_fraction(result: TaskResult) -> float:
+    """The largest training fraction a result holds (its own headline)."""
+    return max(r.fraction for r in result.runs)
+
+
+def headline_run(result: TaskResult, fraction: float | None = None) -> SubsetResult:
+    """The lowest-seed run at ``fraction`` (default: the result's largest fraction)."""
+    frac = headline_fraction(result) if fraction is None else fraction
+    return min((r for r in result.runs if r.fraction == frac), key=lambda r: r.seed)
+
+
+def protocol(result: TaskResult) -> dict[str, Any]:
+    """How a result was measured, beyond its encoder: label fraction, resampling unit, validation split, intervals."""
+    head = headline_run(result)
+    mv = head.metrics.get(_stats.main_metric(result.task))
+    intervals = mv is not None and all(x is not None and x == x for x in (mv.ci_low, mv.ci_high))
+    return {
+        "fraction": headline_fraction(result),
+        "bootstrap_unit": str(result.extra.get("bootstrap_unit", "patient")),
+        # results written before the choice was recorded were all tuned on the full validation split
+        "validation": str(result.extra.get("validation", "full")),
+        "intervals": bool(intervals),
+    }
+
+
 # --------------------------------------------------------------------------------------- local
 def load_local_results(results_dir: str | Path) -> list[LoadedResult]:
     """Every ``result.json`` below ``results_dir``; unreadable files are skipped with a warning."""
@@ -74,9 +117,9 @@ def load_local_results(results_dir: str | Path) -> list[LoadedResult]:
     out = []
     for path in sorted(root.rglob(RESULT_FILE)):
         try:
-            result = TaskResult.from_dict(json.loads(path.read_text()))
-        except Exception as exc:  # one corrupt file must not hide the others
-            logger.warning("Skipping %s: not a lesionbench result (%s: %s).", path, type(exc).__name__, exc)
+            result = parse_result(path.read_bytes(), str(path))
+        except (ResultFileError, OSError) as exc:  # one corrupt or foreign file must not hide the others
+            logger.warning("Skipping %s", exc if isinstance(exc, ResultFileError) else f"{path}: unreadable ({exc.strerror or exc}).")
             continue
         base = path.parent
 
@@ -94,31 +137,72 @@ def load_local_results(results_dir: str | Path) -> list[LoadedResult]:
 
 
 # -------------------------------------------------------------------------------------- mlflow
-def load_mlflow_results(tracking_uri: str, *, cache_dir: str | Path | None = None) -> list[LoadedResult]:
-    """Results of every active parent run (tag ``lesionbench.level=parent``) in the tracking store."""
-    from mlflow.tracking import MlflowClient
+def check_tracking_uri(uri: str) -> str:
+    """``uri`` as MLflow is given it (relative sqlite paths made absolute); a plain path or a missing
+    sqlite file is a :class:`ConfigurationError` (MLflow would create an empty store there)."""
+    from urllib.parse import urlsplit
 
-    from lesionbench.benchmark.tracking import absolute_sqlite_uri
-
-    tracking_uri = absolute_sqlite_uri(tracking_uri)
-    db = re.match(r"sqlite:///(.+)$", tracking_uri)
+    uri = absolute_sqlite_uri(str(uri).strip())
+    if not urlsplit(uri).scheme and not uri.startswith("databricks"):
+        p = Path(uri).expanduser().resolve()
+        hint = f"sqlite:///{p}" if p.is_file() else f"file://{p}"
+        raise ConfigurationError(
+            f"--tracking-uri {redact_uri(uri)!r} is a plain path, not a tracking URI. A results folder of `lesionbench run` "
+            f"is read with --results {uri}; an MLflow store is given as a URI ({hint})."
+        )
+    db = re.match(r"sqlite:///(.+)$", uri)
     if db and not Path(db.group(1)).expanduser().is_file():
         # MLflow would create an empty store there, and the leaderboard would silently be empty
         raise ConfigurationError(
-            f"No MLflow store at {db.group(1)} (tracking URI {tracking_uri}). Give the --tracking-uri that "
+            f"No MLflow store at {db.group(1)} (tracking URI {uri}). Give the --tracking-uri that "
             "`lesionbench run` logged to (default sqlite:///mlflow.db in its working directory), or use --results."
         )
+    return uri
 
+
+def _store_error(uri: str, exc: Exception) -> ConfigurationError:
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return ConfigurationError(
+        f"Cannot read the MLflow store at {redact_uri(uri)} ({type(exc).__name__}: {redact_uri(first)}). "
+        "Check that the server is up and the --tracking-uri is right, or build from a results folder with --results."
+    )
+
+
+def _experiment_ids(client: Any, uri: str, experiments: Sequence[str]) -> list[str]:
+    """Ids of the named experiments; names the store does not hold are said once."""
+    try:
+        found = {name: client.get_experiment_by_name(name) for name in experiments}
+        missing = [n for n, e in found.items() if e is None]
+        there = [e.name for e in client.search_experiments()] if missing else []
+    except LesionbenchError:
+        raise
+    except Exception as exc:  # an unreachable server, a refused login, a damaged database: one line, no traceback
+        raise _store_error(uri, exc) from None
+    if missing:
+        logger.warning("No experiment named %s in the MLflow store at %s (experiments there: %s). Give the names `lesionbench run "
+                       "--experiment` logged to with --experiment.", ", ".join(map(repr, missing)), redact_uri(uri), ", ".join(map(repr, there)) or "none")  # fmt: skip
+    return [e.experiment_id for e in found.values() if e is not None]
+
+
+def load_mlflow_results(tracking_uri: str, *, experiments: Sequence[str] = (DEFAULT_EXPERIMENT,), cache_dir: str | Path | None = None) -> list[LoadedResult]:
+    """Results of every finished parent run (tag ``lesionbench.level=parent``) in the named experiments."""
+    from mlflow.tracking import MlflowClient
+
+    tracking_uri = check_tracking_uri(tracking_uri)
+    shown = redact_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
+    exp_ids = _experiment_ids(client, tracking_uri, experiments)
+    if not exp_ids:
+        return []
     if cache_dir is None:
         # Predictions are downloaded lazily, so the folder lives as long as the process.
         cache_dir = tempfile.mkdtemp(prefix="lesionbench-lb-")
         atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)
     tmp = Path(cache_dir)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    if not experiments:
-        return []
-    runs = _search_all(client, experiments, f"tags.`{LEVEL_TAG}` = 'parent'")
+    try:
+        runs = _search_all(client, exp_ids, f"tags.`{LEVEL_TAG}` = 'parent'")
+    except Exception as exc:  # the server went away after answering once
+        raise _store_error(tracking_uri, exc) from None
     out = []
     for run in runs:
         rid = run.info.run_id
@@ -130,16 +214,21 @@ def load_mlflow_results(tracking_uri: str, *, cache_dir: str | Path | None = Non
         dst.mkdir(parents=True, exist_ok=True)
         try:
             local = client.download_artifacts(rid, RESULT_FILE, str(dst))
-            result = TaskResult.from_dict(json.loads(Path(local).read_text()))
+            raw = Path(local).read_bytes()
         except Exception as exc:  # runs without the artifact (crashed, foreign) are skipped
-            logger.warning("Skipping MLflow run %s: no readable %s artifact (%s: %s).", rid, RESULT_FILE, type(exc).__name__, exc)
+            logger.warning("Skipping MLflow run %s: no readable %s artifact (%s: %s).", rid, RESULT_FILE, type(exc).__name__, redact_uri(str(exc))[:300])
+            continue
+        try:
+            result = parse_result(raw, f"MLflow run {rid} ({RESULT_FILE})")
+        except ResultFileError as exc:
+            logger.warning("Skipping %s", exc)
             continue
 
         def fetch(sub: SubsetResult, rid: str = rid, dst: Path = dst, exp: str = run.info.experiment_id) -> pd.DataFrame | None:
             return _fetch_mlflow_predictions(client, rid, exp, sub, dst)
 
-        out.append(LoadedResult(result, "mlflow", f"{tracking_uri}#{rid}", run_id=rid, _fetch=fetch))
-    logger.info("Read %d result(s) from MLflow at %s.", len(out), tracking_uri)
+        out.append(LoadedResult(result, "mlflow", f"{shown}#{rid}", run_id=rid, _fetch=fetch))
+    logger.info("Read %d result(s) from MLflow at %s (experiment(s) %s).", len(out), shown, ", ".join(experiments))
     return out
 
 
@@ -195,8 +284,15 @@ def _walk_artifacts(client: Any, run_id: str, path: str | None = None) -> Iterab
 
 
 # -------------------------------------------------------------------------------------- merge
-def collect_results(*, tracking_uri: str | None = None, results_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> list[LoadedResult]:
-    """Results from MLflow and/or a local folder, one per (task, version, encoder, probe): the newest.
+def collect_results(
+    *,
+    tracking_uri: str | None = None,
+    results_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    experiments: Sequence[str] | None = None,
+) -> list[LoadedResult]:
+    """Results from MLflow (the named ``experiments``, default the harness's own) and/or a local folder,
+    the newest per :attr:`LoadedResult.key`.
 
     When both sources hold the same result (same ``created``), the local copy is kept because its
     predictions are read without a download.
@@ -205,19 +301,19 @@ def collect_results(*, tracking_uri: str | None = None, results_dir: str | Path 
         raise ConfigurationError("Give --tracking-uri (an MLflow store) and/or --results (a results folder) to build a leaderboard from.")
     loaded: list[LoadedResult] = []
     if tracking_uri is not None:
-        loaded += load_mlflow_results(tracking_uri, cache_dir=cache_dir)
+        loaded += load_mlflow_results(tracking_uri, experiments=tuple(experiments or (DEFAULT_EXPERIMENT,)), cache_dir=cache_dir)
     if results_dir is not None:
         loaded += load_local_results(results_dir)
     if not loaded:
-        where = " and ".join(str(w) for w in (tracking_uri, results_dir) if w is not None)
+        where = " and ".join(redact_uri(str(w)) for w in (tracking_uri, results_dir) if w is not None)
         logger.warning("No lesionbench results found in %s: the leaderboard will hold the published reference rows only. "
                        "Run `lesionbench run` first, or point --results / --tracking-uri at where it wrote.", where)
-    best: dict[tuple[str, str, str, str], LoadedResult] = {}
+    best: dict[tuple[Any, ...], LoadedResult] = {}
     for item in loaded:
         cur = best.get(item.key)
         if cur is None or (item.result.created, item.source == "local") > (cur.result.created, cur.source == "local"):
             best[item.key] = item
     superseded = len(loaded) - len(best)
     if superseded:
-        logger.info("%d older or duplicate result(s) superseded by newer runs of the same encoder and task.", superseded)
+        logger.info("%d older or duplicate result(s) superseded by newer runs of the same task version, encoder, probe and protocol.", superseded)
     return sorted(best.values(), key=lambda x: x.key)

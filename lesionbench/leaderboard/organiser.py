@@ -366,7 +366,9 @@ def log_run(tracking_uri: str, experiment: str, *, run_name: str, tags: dict[str
         client.set_terminated(rid)
         return rid
     except Exception as exc:  # MLflow is a sink: never lose a scored submission to it
-        warnings.warn(f"Could not log to MLflow at {tracking_uri} ({type(exc).__name__}: {exc}); the local record is kept.", stacklevel=3)
+        from lesionbench.benchmark.tracking import redact_uri
+
+        warnings.warn(f"Could not log to MLflow at {redact_uri(tracking_uri)} ({type(exc).__name__}: {redact_uri(str(exc))}); the local record is kept.", stacklevel=3)
         return None
 
 

@@ -10,24 +10,17 @@ import base64
 import io
 from typing import Any
 
-from lesionbench.leaderboard.build import metric_label
+from lesionbench.leaderboard.labels import PALETTE, REFERENCE_COLOUR, colours, entry_label, metric_label  # noqa: F401 - PALETTE kept importable from here
 
-#: Okabe-Ito colour-blind-safe palette (black last, for the eighth entry).
-PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
-REFERENCE_COLOUR = "#8a8f98"
 _TEXT = "#1f2430"
 _GRID = "#e6e8ec"
 
 
-def entry_label(e: dict[str, Any], task: dict[str, Any]) -> str:
-    """An entry's name on plots and tables; the probe is added when an encoder has several."""
-    probes = {x["probe"] for x in task["entries"] if x["encoder"] == e["encoder"]}
-    return f"{e['encoder']} ({e['probe']})" if len(probes) > 1 else e["encoder"]
-
-
-def colours(task: dict[str, Any]) -> dict[str, str]:
-    """A stable colour per entry label within a task (in rank order)."""
-    return {entry_label(e, task): PALETTE[i % len(PALETTE)] for i, e in enumerate(task["entries"])}
+def _plain(text: str) -> str:
+    """``text`` shown as typed: matplotlib reads a pair of ``$`` as mathtext (``$\\frac{`` fails to parse)."""
+    text = str(text).replace("$", r"\$")
+    # a legend leaves out labels that start with "_"; a leading space keeps them
+    return " " + text if text.startswith("_") else text
 
 
 def _style(ax: Any) -> None:
@@ -67,11 +60,11 @@ def curve_plot(task: dict[str, Any]) -> str | None:
         fractions.update(x)
         c = cols[entry_label(e, task)]
         ax.fill_between(x, [p["min"] for p in pts], [p["max"] for p in pts], color=c, alpha=0.12, linewidth=0)
-        ax.errorbar(x, [p["mean"] for p in pts], yerr=[p["sd"] for p in pts], color=c, marker="o", markersize=4.5, linewidth=1.8, capsize=2.5, label=entry_label(e, task))
+        ax.errorbar(x, [p["mean"] for p in pts], yerr=[p["sd"] for p in pts], color=c, marker="o", markersize=4.5, linewidth=1.8, capsize=2.5, label=_plain(entry_label(e, task)))
     for r in task.get("reference", []):
         m = r["metrics"].get(main)
         if m and r["approach"].startswith("FMCIB features"):
-            ax.scatter([r["fraction"]], [m["value"]], marker="D", s=34, facecolor="white", edgecolor=REFERENCE_COLOUR, linewidth=1.4, zorder=5, label=f"{r['approach']} (published)" if r["fraction"] == 1.0 else None)
+            ax.scatter([r["fraction"]], [m["value"]], marker="D", s=34, facecolor="white", edgecolor=REFERENCE_COLOUR, linewidth=1.4, zorder=5, label=_plain(f"{r['approach']} (published)") if r["fraction"] == 1.0 else None)
             fractions.add(r["fraction"])
     ax.set_xscale("log")
     ticks = sorted(fractions)
@@ -79,7 +72,7 @@ def curve_plot(task: dict[str, Any]) -> str | None:
     ax.set_xticklabels([f"{t:.0%}" for t in ticks])
     ax.minorticks_off()
     ax.set_xlabel("training labels used", color=_TEXT, fontsize=10)
-    ax.set_ylabel(metric_label(main), color=_TEXT, fontsize=10)
+    ax.set_ylabel(_plain(metric_label(main)), color=_TEXT, fontsize=10)
     _style(ax)
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, frameon=False, fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2)
@@ -87,7 +80,7 @@ def curve_plot(task: dict[str, Any]) -> str | None:
 
 
 def forest_plot(task: dict[str, Any]) -> str | None:
-    """Main metric at 100% labels with 95% CIs; published reference rows below a divider, hollow and grey."""
+    """Main metric at the task's headline fraction with 95% CIs; published reference rows below a divider, hollow and grey."""
     from matplotlib.figure import Figure
 
     main = task["main_metric"]
@@ -118,13 +111,13 @@ def forest_plot(task: dict[str, Any]) -> str | None:
     if 0 < n_measured < len(rows):
         ax.axhline(len(rows) - n_measured - 0.5, color="#c9ccd2", linewidth=0.8, linestyle=(0, (2, 2)))
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([r[0] for r in reversed(rows)], fontsize=9.5)
+    ax.set_yticklabels([_plain(r[0]) for r in reversed(rows)], fontsize=9.5)
     for tick, r in zip(ax.get_yticklabels(), list(reversed(rows))):
         tick.set_color(REFERENCE_COLOUR if r[5] else _TEXT)
         if r[5]:
             tick.set_fontstyle("italic")
     ax.set_ylim(-0.6, len(rows) - 0.4)
-    ax.set_xlabel(f"{metric_label(main)} at 100% labels (95% CI)", color=_TEXT, fontsize=10)
+    ax.set_xlabel(_plain(f"{metric_label(main)} at {task.get('fraction', 1.0):.0%} labels (95% CI)"), color=_TEXT, fontsize=10)
     _style(ax)
     ax.grid(False, axis="y")
     return _png(fig)

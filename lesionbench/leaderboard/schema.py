@@ -61,6 +61,10 @@ _PROVENANCE = {
         "location": _STR,
         "leaked_patients": {"type": "integer", "minimum": 0},
         "n_runs": {"type": "integer", "minimum": 0},
+        "encoder_identity": {"type": "string", "description": "digest of the encoder's name, version, weights and recipe"},
+        "bootstrap_unit": {"enum": ["patient", "lesion"]},
+        "n_boot": {"type": ["integer", "null"], "minimum": 0},
+        "validation": {"enum": ["fraction", "full", None], "description": "validation split subsampled like the labels, or all of it"},
     },
 }
 _COMPARISON = {
@@ -82,12 +86,13 @@ _COMPARISON = {
 }
 _ENTRY = {
     "type": "object",
-    "required": ["encoder", "probe", "fraction", "seed", "metrics", "curves", "rank", "rank_interval", "comparison", "provenance"],
+    "required": ["encoder", "label", "probe", "fraction", "seed", "metrics", "curves", "rank", "rank_interval", "comparison", "unranked_reason", "provenance"],
     "properties": {
         "encoder": _STR,
+        "label": {"type": "string", "description": "the entry's name on the page, unique within the task"},
         "probe": _STR,
         "description": _STR,
-        "fraction": {"type": "number"},
+        "fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
         "seed": {"type": "integer"},
         "n_train": {"type": "integer"},
         "metrics": {"type": "object", "additionalProperties": _MEASURED_METRIC},
@@ -95,8 +100,14 @@ _ENTRY = {
         "rank": {"type": "integer", "minimum": 1},
         "rank_interval": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2},
         "comparison": _COMPARISON,
+        "unranked_reason": {"type": "null"},
         "provenance": _PROVENANCE,
     },
+}
+#: An entry listed beside the ranking: measured with fewer labels than the headline, or without intervals.
+_UNRANKED = {
+    **_ENTRY,
+    "properties": {**_ENTRY["properties"], "rank": {"type": "null"}, "rank_interval": {"type": "null"}, "comparison": {"type": "null"}, "unranked_reason": {"type": "string", "minLength": 1}},
 }
 _SUBMISSION = {
     "type": "object",
@@ -147,7 +158,7 @@ LEADERBOARD_SCHEMA: dict[str, Any] = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["name", "version", "kind", "main_metric", "metrics", "entries", "submissions", "reference", "statistics"],
+                "required": ["name", "version", "kind", "main_metric", "metrics", "fraction", "entries", "unranked", "submissions", "reference", "statistics"],
                 "properties": {
                     "name": _STR,
                     "version": _STR,
@@ -158,7 +169,9 @@ LEADERBOARD_SCHEMA: dict[str, Any] = {
                     "class_names": {"type": "array", "items": _STR},
                     "citation": _STR,
                     "published_split": {"type": "boolean"},
+                    "fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "the headline training fraction entries are ranked at"},
                     "entries": {"type": "array", "items": _ENTRY},
+                    "unranked": {"type": "array", "items": _UNRANKED},
                     "submissions": {"type": "array", "items": _SUBMISSION},
                     "reference": {"type": "array", "items": _REFERENCE},
                     "statistics": {"type": "object"},
@@ -174,4 +187,100 @@ LEADERBOARD_SCHEMA: dict[str, Any] = {
             },
         },
     },
+}
+
+
+# ------------------------------------------------------------------------------ result.json
+def _metric_names() -> list[str]:
+    from lesionbench.benchmark.metrics import ALIASES, DEFAULT_METRICS
+
+    return sorted(set(ALIASES.values()) | {m for ms in DEFAULT_METRICS.values() for m in ms})
+
+
+_NAME = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\u0000-\\u001f]*$"}
+_UNIT = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+_RESULT_METRIC = {"type": "object", "required": ["value"], "properties": {"value": _UNIT, "ci_low": _UNIT, "ci_high": _UNIT}}
+_METRIC_MAP = {"type": "object", "propertyNames": {"enum": _metric_names()}, "additionalProperties": _RESULT_METRIC}
+_RUN = {
+    "type": "object",
+    "required": ["fraction", "seed", "n_train", "metrics"],
+    "properties": {
+        "fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "seed": {"type": "integer"},
+        "n_train": {"type": "integer", "minimum": 0},
+        "metrics": {**_METRIC_MAP, "minProperties": 1},
+        "params": {"type": "object"},
+        "predictions_path": _STR,
+        "subset_path": _STR,
+    },
+}
+
+#: The format of ``result.json`` as ``lesionbench run`` and ``submit`` write it, and as the leaderboard
+#: accepts it (:mod:`lesionbench.leaderboard.validate` enforces it, plus what a JSON Schema cannot say:
+#: ordered CI bounds, a creation date that is not in the future, one run per (fraction, seed), integer seeds).
+RESULT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://lesionbench.invalid/schemas/task-result-1.json",
+    "title": "lesionbench result (result.json)",
+    "type": "object",
+    "required": ["schema", "task", "encoder", "probe", "runs", "lesionbench_version", "created"],
+    "properties": {
+        "schema": {"const": "lesionbench.task_result/1"},
+        "task": {
+            "type": "object",
+            "required": ["name", "version", "kind"],
+            "properties": {
+                "name": _NAME,
+                "version": _NAME,
+                "kind": {"enum": ["multiclass", "binary", "survival"]},
+                "main_metric": _STR,
+                "metrics": {"type": "array", "items": _STR},
+                "class_names": {"type": "array", "items": _STR},
+                "published_split": {"type": "boolean"},
+            },
+        },
+        "encoder": {
+            "type": "object",
+            "required": ["name", "version", "feature_dim"],
+            "properties": {
+                "name": _NAME,
+                "version": _NAME,
+                "feature_dim": {"type": "integer", "minimum": 0},
+                "weights_sha256": {"type": "string", "maxLength": 200, "description": "the weights file's sha256, or a label of generated weights"},
+                "patch": {"type": "object"},
+                "settings": {"type": "array", "items": {"type": "array", "items": _STR, "minItems": 2, "maxItems": 2}},
+            },
+        },
+        "probe": _NAME,
+        "runs": {"type": "array", "minItems": 1, "items": _RUN},
+        "lesionbench_version": _NAME,
+        "created": {"type": "string", "format": "date-time"},
+        "split_hash": _STR,
+        "leaked_patients": {"type": "array", "items": _STR},
+        "extra": {
+            "type": "object",
+            "properties": {
+                "n_boot": {"type": "integer", "minimum": 0},
+                "bootstrap_unit": {"enum": ["patient", "lesion"]},
+                "validation": {"enum": ["fraction", "full"]},
+                "submission": {
+                    "type": "object",
+                    "required": ["name", "kind", "file_sha256", "n_public"],
+                    "properties": {
+                        "name": {**_NAME, "maxLength": 64},
+                        "kind": {"enum": ["predictions", "features"]},
+                        "file_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        "n_public": {"type": "integer", "minimum": 0},
+                        "public": _METRIC_MAP,
+                        "private": {"anyOf": [_METRIC_MAP, {"type": "null"}]},
+                    },
+                },
+            },
+        },
+    },
+    # provenance: a submission says what was submitted; a run says its split and how its intervals were drawn
+    "anyOf": [
+        {"required": ["extra"], "properties": {"extra": {"required": ["submission"]}}},
+        {"required": ["split_hash", "extra"], "properties": {"split_hash": {"minLength": 1}, "extra": {"required": ["n_boot", "bootstrap_unit"]}}},
+    ],
 }

@@ -9,8 +9,15 @@ written both as local ``result.json`` folders and to a sqlite MLflow store with 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 import numpy as np
 import pandas as pd
@@ -74,13 +81,28 @@ def fake_scores(meta: TaskMeta, test: pd.DataFrame, quality: float, rng: np.rand
     return pd.DataFrame({"score": 1 / (1 + np.exp(-(risk - np.median(risk)))), "risk": risk})
 
 
-def write_result(meta: TaskMeta, manifest: pd.DataFrame, encoder: str, quality: float, root: Path, *, seed: int = 0, weights: str = "") -> Path:
-    """Write ``<root>/<task>/<version>/<encoder>/linear/result.json`` (the scorer's layout) with predictions per (fraction, seed)."""
-    folder = root / meta.name / meta.version / encoder / "linear"
+def write_result(
+    meta: TaskMeta,
+    manifest: pd.DataFrame,
+    encoder: str,
+    quality: float,
+    root: Path,
+    *,
+    seed: int = 0,
+    weights: str = "",
+    fractions: tuple[float, ...] = FRACTIONS,
+    intervals: bool = True,
+    created: str | None = None,
+    extra: dict | None = None,
+    folder: Path | None = None,
+) -> Path:
+    """Write ``<root>/<task>/<version>/<encoder>/linear/result.json`` (the scorer's layout, or ``folder``) with
+    predictions per (fraction, seed); ``intervals=False`` is a ``--n-boot 0`` run (no CI bounds)."""
+    folder = folder or root / meta.name / meta.version / encoder / "linear"
     (folder / "predictions").mkdir(parents=True, exist_ok=True)
     test = manifest[manifest["split"] == "test"].reset_index(drop=True)
     runs = []
-    for fi, frac in enumerate(FRACTIONS):
+    for fi, frac in enumerate(fractions):
         for s in SEEDS:
             rng = np.random.default_rng([seed, fi, s])
             # Fewer labels, weaker model (and a bit of seed-to-seed spread).
@@ -91,7 +113,7 @@ def write_result(meta: TaskMeta, manifest: pd.DataFrame, encoder: str, quality: 
             rel = f"predictions/f{frac:g}_s{s}.csv"
             table.to_csv(folder / rel, index=False)
             _, y, sc = _stats.prediction_arrays(table, meta)
-            metrics = _stats.metric_values(meta.kind, y, sc, meta.metrics, n_boot=10, seed=0)
+            metrics = _stats.metric_values(meta.kind, y, sc, meta.metrics, n_boot=10 if intervals else 0, seed=0)
             runs.append(SubsetResult(frac, s, int(60 * frac), metrics, {"C": 1.0}, rel, ""))
     result = TaskResult(
         task=meta,
@@ -99,8 +121,10 @@ def write_result(meta: TaskMeta, manifest: pd.DataFrame, encoder: str, quality: 
         probe="linear",
         runs=tuple(runs),
         lesionbench_version="0.1.0",
-        created=f"2026-11-27T12:00:0{seed}+00:00",
+        created=created or f"2026-11-27T12:00:0{seed}+00:00",
         split_hash="abc123def4567890",
+        # the provenance `lesionbench run` writes (the leaderboard requires it)
+        extra={"n_boot": 10 if intervals else 0, "bootstrap_unit": "patient", "fractions": list(fractions), "seeds": list(SEEDS), **(extra or {})},
     )
     (folder / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
     return folder
@@ -140,3 +164,37 @@ class Store:
     manifests: dict[str, pd.DataFrame]
     qualities: dict[str, dict[str, float]]
     run_ids: dict[tuple[str, str], str]
+
+
+# ------------------------------------------------------------------------------ headless Chromium
+CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install -y chromium)")
+
+
+def _chromium(*args: str, timeout: int = 60) -> subprocess.CompletedProcess[str]:
+    # A fresh profile, no network at all: any attempt to fetch something fails instead of leaking.
+    with tempfile.TemporaryDirectory(prefix="lesionbench-chromium-") as profile:
+        cmd = [
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+            "--disable-background-networking", "--proxy-server=http://127.0.0.1:9", "--hide-scrollbars",
+            f"--user-data-dir={profile}", *args,
+        ]
+        env = {**os.environ, "HOME": profile}
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+#: Chromium's own background services (updates, time, accounts), not requests of the page.
+_BROWSER_HOSTS = ("google.com", "googleapis.com", "gvt1.com", "gstatic.com")
+
+
+def _page_requests(url: str, tmp: Path) -> set[str]:
+    """http(s) URLs Chromium tried to fetch while loading ``url`` (from its network log)."""
+    from urllib.parse import urlparse
+
+    log = tmp / f"netlog-{abs(hash(url))}.json"
+    res = _chromium(f"--log-net-log={log}", "--dump-dom", url)
+    assert res.returncode == 0, res.stderr[-2000:]
+    urls = set(re.findall(r'"url":"(https?://[^"]+)"', log.read_text(errors="replace")))
+    return {u for u in urls if not (urlparse(u).hostname or "").endswith(_BROWSER_HOSTS)}
+
+

@@ -32,7 +32,7 @@ def _task(doc: dict, name: str) -> dict:
 def test_outputs_written_and_schema_valid(built: tuple[Path, dict]) -> None:
     index, doc = built
     out = index.parent
-    for f in ("index.html", "leaderboard.md", "leaderboard.json", "leaderboard.schema.json"):
+    for f in ("index.html", "leaderboard.md", "leaderboard.json", "leaderboard.schema.json", "result.schema.json"):
         assert (out / f).stat().st_size > 0, f
     schema = json.loads((out / "leaderboard.schema.json").read_text())
     jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is in the test extra; install it to validate the schema")
@@ -126,8 +126,8 @@ def test_provenance_is_carried(built: tuple[Path, dict]) -> None:
 def test_markdown_has_ranked_and_reference_tables(built: tuple[Path, dict]) -> None:
     index, doc = built
     md = (index.parent / "leaderboard.md").read_text()
-    assert "## luna16_malignancy (version test-1, binary)" in md
-    assert "| Rank | Encoder | Probe | AUC (95% CI) |" in md
+    assert "## luna16\\_malignancy (version test-1, binary)" in md  # Markdown-escaped: names are text
+    assert "| Rank | Encoder | Probe | Labels | AUC (95% CI) | SD over seeds |" in md
     assert "*FMCIB features + linear probe* [published] | 100% | 0.883 (0.825–0.933)" in md
     rows = [ln for ln in md.splitlines() if ln.startswith("| 1 | fmcib |")]
     assert len(rows) == 3

@@ -13,17 +13,13 @@ import os
 import re
 import shutil
 import struct
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from _lb_fixtures import Store
+from _lb_fixtures import Store, _chromium, _page_requests, needs_chromium
 from lesionbench.leaderboard import build_leaderboard
-
-CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install -y chromium)")
 
 
 @pytest.fixture(scope="module")
@@ -38,35 +34,6 @@ class _Collect(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append((tag, dict(attrs)))
-
-
-def _chromium(*args: str, timeout: int = 60) -> subprocess.CompletedProcess[str]:
-    # A fresh profile, no network at all: any attempt to fetch something fails instead of leaking.
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="lesionbench-chromium-") as profile:
-        cmd = [
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-            "--disable-background-networking", "--proxy-server=http://127.0.0.1:9", "--hide-scrollbars",
-            f"--user-data-dir={profile}", *args,
-        ]
-        env = {**os.environ, "HOME": profile}
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-#: Chromium's own background services (updates, time, accounts), not requests of the page.
-_BROWSER_HOSTS = ("google.com", "googleapis.com", "gvt1.com", "gstatic.com")
-
-
-def _page_requests(url: str, tmp: Path) -> set[str]:
-    """http(s) URLs Chromium tried to fetch while loading ``url`` (from its network log)."""
-    from urllib.parse import urlparse
-
-    log = tmp / f"netlog-{abs(hash(url))}.json"
-    res = _chromium(f"--log-net-log={log}", "--dump-dom", url)
-    assert res.returncode == 0, res.stderr[-2000:]
-    urls = set(re.findall(r'"url":"(https?://[^"]+)"', log.read_text(errors="replace")))
-    return {u for u in urls if not (urlparse(u).hostname or "").endswith(_BROWSER_HOSTS)}
 
 
 @needs_chromium
@@ -99,10 +66,10 @@ def test_page_escapes_untrusted_strings(lb_store: Store, tmp_path: Path) -> None
     from lesionbench.leaderboard.render import render_html, render_markdown
 
     doc = build_document(collect_results(results_dir=lb_store.results), n_boot=20, n_perm=20)
-    doc["tasks"][0]["entries"][0]["encoder"] = '<img src="https://evil.example/x.png" onerror="alert(1)">'
+    doc["tasks"][0]["entries"][0]["encoder"] = doc["tasks"][0]["entries"][0]["label"] = '<img src="https://evil.example/x.png" onerror="alert(1)">'
     html = render_html(doc)
-    assert "<img src=\"https://evil" not in html and "&lt;img src=&quot;https://evil" in html
-    doc["tasks"][0]["entries"][0]["encoder"] = "a|b"
+    assert "<img src=\"https://evil" not in html and "&lt;img src=&#34;https://evil" in html
+    doc["tasks"][0]["entries"][0]["encoder"] = doc["tasks"][0]["entries"][0]["label"] = "a|b"
     assert "a\\|b" in render_markdown(doc)
 
 
@@ -120,7 +87,7 @@ def test_page_renders_in_chromium(page: Path, tmp_path: Path) -> None:
     assert "Pai et al. 2024" in html and "REF" in html and "Provenance of" in html
     for t in doc["tasks"]:
         for e in t["entries"]:
-            assert f'<span class="enc">{e["encoder"]}</span>' in html
+            assert f'<span class="enc">{e["label"]}</span>' in html
 
     shot = tmp_path / "leaderboard.png"
     res = _chromium("--window-size=1280,2200", f"--screenshot={shot}", page.resolve().as_uri())
