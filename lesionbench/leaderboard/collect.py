@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError
+from lesionbench.benchmark.protocols import protocol_of
 from lesionbench.benchmark.types import SubsetResult, TaskResult
 
 logger = logging.getLogger(__name__)
@@ -42,10 +43,11 @@ class LoadedResult:
     _fetch: Callable[[SubsetResult], pd.DataFrame | None] = field(default=lambda run: None, repr=False, compare=False)
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        """What makes two results the same leaderboard row."""
+    def key(self) -> tuple[str, str, str, str, str]:
+        """What makes two results the same leaderboard row (the protocol included: a fine-tuned or k-shot
+        result never replaces the frozen-feature one)."""
         r = self.result
-        return (r.task.name, r.task.version, r.encoder.name, r.probe)
+        return (r.task.name, r.task.version, r.encoder.name, r.probe, protocol_of(r))
 
     @property
     def submission(self) -> dict[str, Any] | None:
@@ -212,7 +214,7 @@ def collect_results(*, tracking_uri: str | None = None, results_dir: str | Path 
         where = " and ".join(str(w) for w in (tracking_uri, results_dir) if w is not None)
         logger.warning("No lesionbench results found in %s: the leaderboard will hold the published reference rows only. "
                        "Run `lesionbench run` first, or point --results / --tracking-uri at where it wrote.", where)
-    best: dict[tuple[str, str, str, str], LoadedResult] = {}
+    best: dict[tuple[str, str, str, str, str], LoadedResult] = {}
     for item in loaded:
         cur = best.get(item.key)
         if cur is None or (item.result.created, item.source == "local") > (cur.result.created, cur.source == "local"):
