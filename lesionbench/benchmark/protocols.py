@@ -44,4 +44,10 @@ def protocol_of(result: Any) -> str:
     return str(result.extra.get("protocol") or result.probe)
 
 
-__all__ = ["ADAPTATIONS", "PROTOCOLS", "protocol_dir", "protocol_name", "protocol_of"]
+def protocol_key(result: Any) -> str:
+    """Protocol and probe of a result in one name (its folder name: ``linear``, ``knn``, ``k-shot-linear``,
+    ``finetune-knn`` ...): the leaderboard ranks only results of the same key together."""
+    return protocol_dir(protocol_of(result), result.probe)
+
+
+__all__ = ["ADAPTATIONS", "PROTOCOLS", "protocol_dir", "protocol_key", "protocol_name", "protocol_of"]

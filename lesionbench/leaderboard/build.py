@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench import __version__
-from lesionbench.benchmark.protocols import protocol_of
+from lesionbench.benchmark.protocols import protocol_key
 from lesionbench.benchmark.types import SubsetResult, TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
 from lesionbench.leaderboard.collect import LoadedResult, collect_results
@@ -308,7 +308,7 @@ def build_document(items: Sequence[LoadedResult], *, reveal: bool = False, n_boo
     groups: dict[tuple[str, str, str], list[LoadedResult]] = {}
     metas: dict[tuple[str, str, str], TaskMeta] = {}
     for it in items:
-        k = (it.result.task.name, it.result.task.version, protocol_of(it.result))
+        k = (it.result.task.name, it.result.task.version, protocol_key(it.result))
         groups.setdefault(k, []).append(it)
         metas.setdefault(k, it.result.task)
     tasks = []

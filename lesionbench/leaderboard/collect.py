@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError
-from lesionbench.benchmark.protocols import protocol_of
+from lesionbench.benchmark.protocols import protocol_key
 from lesionbench.benchmark.types import SubsetResult, TaskResult
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class LoadedResult:
         """What makes two results the same leaderboard row (the protocol included: a fine-tuned or k-shot
         result never replaces the frozen-feature one)."""
         r = self.result
-        return (r.task.name, r.task.version, r.encoder.name, r.probe, protocol_of(r))
+        return (r.task.name, r.task.version, r.encoder.name, r.probe, protocol_key(r))
 
     @property
     def submission(self) -> dict[str, Any] | None:
