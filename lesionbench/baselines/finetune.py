@@ -22,11 +22,12 @@ folder (``<encoder>/finetune-<probe>``), resume key, MLflow params and leaderboa
 encoder keeps its name, and its metadata says ``trainable`` and carries the training settings, so a
 fine-tuned row is never mixed with the frozen-feature rows of the same encoder.
 
-GPU memory (FMCIB's 3D ResNet-50, widen 2, 184.5 M parameters, 50^3 patches, float32, AdamW): weights,
-gradients and the two AdamW moments take 16 bytes per parameter, 2.95 GB; the activations kept for the
-backward pass were measured on CPU with autograd's saved-tensor hooks (``benchmarks/finetune_memory.py``)
-and are reported in ``benchmarks/README.md``; batch 16 needs a GPU with about that total plus the
-framework's workspace. CPU fine-tuning of this network is for tests only.
+GPU memory (FMCIB's 3D ResNet-50, widen 2, 184.5 M parameters, 50^3 patches, float32, AdamW), measured
+on CPU by ``benchmarks/finetune_memory.py`` (parameter count from the module; activations as the bytes
+autograd saves for the backward pass): weights, gradients and the two AdamW moments (16 bytes per
+parameter) plus the pristine and best-epoch weight copies (4 bytes each) take 4.12 GiB; the saved
+activations 95.6 MiB per patch. Batch 16 needs about 5.6 GiB, batch 32 about 7.1 GiB, plus the
+framework's workspace. CPU fine-tuning of this network is for tests only (tiny patches, one epoch).
 """
 
 from __future__ import annotations
