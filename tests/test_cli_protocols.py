@@ -64,3 +64,16 @@ def test_each_protocol_runs_end_to_end_with_two_encoders(toy, tmp_path, capsys) 
     assert set(sections) == {("toy_blobs", p) for p in cases}  # one section per protocol and probe: nothing ranked across them
     for folder, (_, encoders) in cases.items():
         assert sorted(e["encoder"] for e in sections[("toy_blobs", folder)]["entries"]) == sorted(encoders)
+
+
+def test_conflicting_protocol_options_fail_before_any_work(toy, tmp_path, capsys) -> None:
+    common = ["-q", "run", "--task", "toy_blobs", "--data-dir", str(toy), "--encoder", "toy_stats", "--out", "res", "--no-mlflow"]
+    assert main([*common, "--fractions", "1.0", "--shots", "1"]) == 2
+    assert "give one" in capsys.readouterr().err
+    assert main([*common, "--ft-epochs", "3"]) == 2
+    assert "--adapt finetune" in capsys.readouterr().err
+    assert main([*common, "--adapt", "finetune"]) == 2  # toy_stats has no torch network
+    assert "torch_module" in capsys.readouterr().err
+    assert main([*common, "--probe", "knm"]) == 2
+    assert "Did you mean 'knn'" in capsys.readouterr().err
+    assert not (tmp_path / "res").exists()

@@ -221,3 +221,13 @@ def test_finetune_fmcib_random_init_on_cpu(tmp_path) -> None:
     assert res.extra["protocol"] == "finetune" and res.encoder.name == "fmcib-random-init" and res.encoder.feature_dim == 4096
     assert torch.equal(next(iter(enc.torch_module().parameters())), first)
     assert (result_dir(tmp_path, task.meta.name, "1", "fmcib-random-init", "finetune-linear") / "result.json").is_file()
+
+
+def test_training_batches_never_end_in_a_batch_of_one() -> None:
+    """Batch norm in training mode cannot normalise one sample whose deepest maps are one voxel (FMCIB on small patches)."""
+    from lesionbench.baselines.supervised_cnn import _batches
+
+    for n in (1, 2, 16, 17, 33, 40):
+        sizes = [len(b) for b in _batches(np.arange(n), 16)]
+        assert sum(sizes) == n and (min(sizes) > 1 or n == 1)
+    assert [len(b) for b in _batches(np.arange(17), 16)] == [17]
