@@ -424,13 +424,24 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, help="the task's data folder (default: $LESIONBENCH_DATA/<task>)")
     p.add_argument("--fractions", type=finite_number, nargs="+", help="training fractions (default: 1.0 0.5 0.2 0.1)")
     p.add_argument("--seeds", type=whole_number(None), nargs="+", help="subset seeds (default: 0 1 2 3 4)")
-    p.add_argument("--probe", default="linear", help="probe (default: linear)")
+    p.add_argument("--probe", default="linear", help="probe: linear (default) or knn (cosine, distance-weighted k-NN, k chosen on validation)")
+    shots = p.add_mutually_exclusive_group()
+    shots.add_argument("--shots", type=whole_number(1), nargs="+", metavar="K",
+                       help="k-shot protocol: K labelled lesions per class (one per patient, nested, seeded) instead of --fractions")  # fmt: skip
+    shots.add_argument("--shots-total", type=whole_number(1), nargs="+", metavar="N", help="k-shot protocol with a total budget of N lesions over all classes")
+    p.add_argument("--adapt", choices=["finetune"],
+                   help="finetune: train the encoder's own network end to end on each training subset (encoders with a torch_module(); "
+                   "see --ft-epochs, --ft-lr, --ft-batch-size)")  # fmt: skip
+    p.add_argument("--ft-epochs", type=whole_number(1), help="fine-tuning epochs (default 50, early stopping on validation)")
+    p.add_argument("--ft-lr", type=finite_number, help="fine-tuning learning rate (AdamW; default 1e-4)")
+    p.add_argument("--ft-batch-size", type=whole_number(2), help="fine-tuning batch size (default 16)")
     p.add_argument("--n-boot", type=whole_number(0), default=1000, help="bootstrap resamples of the test set (default: 1000; 0: point estimates without CIs)")
     p.add_argument("--bootstrap-unit", choices=["patient", "lesion"], default="patient",
                    help="resample whole patients (default; lesions of a patient are correlated) or single lesions")  # fmt: skip
     p.add_argument("--val", choices=["fraction", "full"], default="fraction",
-                   help="what tunes each limited-label run (C, threshold, Cox penalty, early stopping): 'fraction' (default) a "
-                   "validation subset with the run's training fraction; 'full' the whole validation split (the paper's protocol)")  # fmt: skip
+                   help="what tunes each limited-label run (C, k, threshold, Cox penalty, early stopping): 'fraction' (default) a "
+                   "validation subset with the run's training fraction (k-shot: as many shots from the validation split); "
+                   "'full' the whole validation split (the paper's protocol)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("lesionbench-results"), help="results folder (default: ./lesionbench-results)")
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: $LESIONBENCH_CACHE/features)")
     p.add_argument("--workers", type=whole_number(1), default=1, help="parallel processes for reading images")
@@ -448,10 +459,16 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from lesionbench.benchmark.errors import ConfigurationError
     from lesionbench.benchmark.plugins import get_encoder, get_task
-    from lesionbench.benchmark.scorer import evaluate, result_dir
+    from lesionbench.benchmark.scorer import evaluate, result_folder
     from lesionbench.benchmark.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS
 
+    if args.fractions and (args.shots or args.shots_total):
+        raise ConfigurationError("--fractions and --shots/--shots-total choose the training sets two ways; give one.")
+    ft = {k: v for k, v in (("epochs", args.ft_epochs), ("lr", args.ft_lr), ("batch_size", args.ft_batch_size)) if v is not None}
+    if ft and not args.adapt:
+        raise ConfigurationError("--ft-epochs/--ft-lr/--ft-batch-size set how --adapt finetune trains; add --adapt finetune or leave them out.")
     task = get_task(args.task, data_dir=args.data_dir)
     encoder = get_encoder(args.encoder, weights=args.weights)
     result = evaluate(
@@ -470,8 +487,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         jobs=args.jobs,
         val=args.val,
+        shots=args.shots,
+        shots_total=args.shots_total,
+        adapt=args.adapt,
+        adapt_options=ft,
     )
-    rdir = result_dir(args.out, result.task.name, result.task.version, result.encoder.name, result.probe)
+    rdir = result_folder(args.out, result)
     run_id = None
     if not args.no_mlflow:
         from lesionbench.benchmark.tracking import log_result, redact_uri, resolve_tracking_uri
@@ -490,10 +511,13 @@ def _summary_table(result) -> str:
 
     summary = result.summary()
     metrics = list(result.runs[0].metrics) if result.runs else []
-    head = f"{result.task.name} / {result.encoder.name} / {result.probe}"
+    from lesionbench.benchmark.protocols import protocol_dir, protocol_of
+
+    head = f"{result.task.name} / {result.encoder.name} / {protocol_dir(protocol_of(result), result.probe)}"
     if result.leaked_patients:
         head += f"   ({len(result.leaked_patients)} patients cross splits in this published split)"
-    lines = [head, f"{'fraction':>8}  {'seeds':>5}  " + "  ".join(f"{m:>26}" for m in metrics)]
+    shots = {r.fraction: r.shots for r in result.runs if r.shots}
+    lines = [head, f"{'shots' if shots else 'fraction':>8}  {'seeds':>5}  " + "  ".join(f"{m:>26}" for m in metrics)]
     for frac, ms in summary.items():
         n = sum(1 for r in result.runs if r.fraction == frac)
         cells = []
@@ -502,7 +526,7 @@ def _summary_table(result) -> str:
             first = next(r for r in result.runs if r.fraction == frac).metrics[m]
             sd_text = f"{sd:.3f}" if math.isfinite(sd) else "-"  # undefined: one defined seed, or every seed drew the same subset
             cells.append(f"{mean:.3f}±{sd_text} [{first.ci_low:.3f},{first.ci_high:.3f}]".rjust(26))
-        lines.append(f"{frac:>8g}  {n:>5}  " + "  ".join(cells))
+        lines.append(f"{shots[frac] if shots else frac:>8g}  {n:>5}  " + "  ".join(cells))
     lines.append("cells: mean±sd across seeds [95% bootstrap CI of the first seed]")
     return "\n".join(lines) + "\n"
 

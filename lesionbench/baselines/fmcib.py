@@ -340,6 +340,11 @@ class FMCIBEncoder:
         self.trunk = trunk.to(self.device).eval()
         self.meta = meta
 
+    def torch_module(self):
+        """The trunk (patches (n, 1, 50, 50, 50) -> (n, 4096)): what ``--adapt finetune`` copies and trains
+        (:mod:`lesionbench.baselines.finetune`); this encoder's own weights are never changed."""
+        return self.trunk
+
     def encode(self, patches: np.ndarray) -> np.ndarray:
         """Features of ``patches`` (n, 1, D, H, W) in input order, float32, computed in batches."""
         import torch

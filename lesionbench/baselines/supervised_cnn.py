@@ -173,8 +173,9 @@ class SupervisedEncoder:
     trunk_factory:
         Builds the feature trunk (an ``nn.Module`` with ``out_features``); called under the seed.
     input_transform:
-        ``"windows_pool2"`` (two CT windows as channels, 2x2x2 average pooling) or ``"fmcib"``
-        (the (HU + 1024) / 3072 patch unchanged).
+        ``"windows_pool2"`` (two CT windows as channels, 2x2x2 average pooling), ``"fmcib"``
+        (the (HU + 1024) / 3072 patch unchanged) or ``"none"`` (every channel as cut; a fine-tuned
+        encoder's own input, :mod:`lesionbench.baselines.finetune`).
     config:
         Training options (:class:`TrainingConfig`).
     device:
@@ -197,9 +198,9 @@ class SupervisedEncoder:
         n_classes: int | None = None,
         citation: str = "",
     ):
-        if input_transform not in ("windows_pool2", "fmcib"):
+        if input_transform not in ("windows_pool2", "fmcib", "none"):
             raise ConfigurationError(
-                f"Unknown input_transform {input_transform!r}; use 'windows_pool2' or 'fmcib'."
+                f"Unknown input_transform {input_transform!r}; use 'windows_pool2', 'fmcib' or 'none'."
             )
         if n_classes is not None and (not isinstance(n_classes, int) or n_classes < 2):
             raise ConfigurationError(f"n_classes must be an integer >= 2 (or None to infer it), got {n_classes!r}.")
@@ -361,7 +362,7 @@ class SupervisedEncoder:
                 f"{self.meta.name}: {what} must be shaped (n, channels, D, H, W) as cut for PatchSpec "
                 f"{self.meta.patch.size}, got shape {arr.shape}."
             )
-        first = np.ascontiguousarray(arr[:, :1], dtype=np.float32)
+        first = np.ascontiguousarray(arr if self._input_transform == "none" else arr[:, :1], dtype=np.float32)
         x = torch.from_numpy(first if first.flags.writeable else first.copy())  # e.g. a memory map shared by parallel runs
         if not torch.isfinite(x).all():
             raise ConfigurationError(f"{self.meta.name}: {what} contain NaN or infinite values.")
@@ -536,16 +537,21 @@ def _precise_batch_norm(model: nn.Module, x: torch.Tensor, batch_size: int, devi
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: the exact mean over the batches below
     model.train()
-    for i in range(0, len(x), batch_size):
-        model(x[i : i + batch_size].to(device))
+    for idx in _batches(np.arange(len(x)), batch_size):
+        model(x[idx].to(device))
     for m, mom in zip(norms, momenta):
         m.momentum = mom
     model.train(was_training)
 
 
 def _batches(order: np.ndarray, size: int) -> Iterator[np.ndarray]:
-    for i in range(0, len(order), size):
-        yield order[i : i + size]
+    """Consecutive batches of ``order``; a last batch of one joins the one before it: batch norm in training
+    mode cannot normalise a single sample whose deepest feature maps are one voxel (FMCIB's trunk on small patches)."""
+    starts = list(range(0, len(order), size))
+    if len(starts) > 1 and len(order) - starts[-1] == 1:
+        starts.pop()
+    for i, start in enumerate(starts):
+        yield order[start : starts[i + 1] if i + 1 < len(starts) else len(order)]
 
 
 def _augmentations(seed: int) -> Any:

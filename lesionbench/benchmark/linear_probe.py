@@ -137,6 +137,9 @@ def n_folds(y: np.ndarray, groups: np.ndarray, wanted: int) -> int:
 
 
 def grouped_folds(X: np.ndarray, y: np.ndarray, groups: np.ndarray, wanted: int, random_state: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Grouped stratified folds; none when a class has a single patient (a 1-shot set cannot be split)."""
+    if min(len(np.unique(groups[y == c])) for c in np.unique(y)) < 2:
+        return []
     k = n_folds(y, groups, wanted)
     return list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=random_state).split(X, y, groups))
 

@@ -8,6 +8,9 @@
 * :class:`SurvivalProbe` (:mod:`lesionbench.benchmark.survival_probe`) - the 2-year label through a
   :class:`LinearProbe`, plus an elastic-net Cox model on all features (penalty chosen on validation)
   for the C-index and the Kaplan-Meier risk groups.
+* :class:`KNNProbe` / :class:`KNNSurvivalProbe` (:mod:`lesionbench.benchmark.knn_probe`) - cosine,
+  distance-weighted k-NN on the same cleaned, standardised features, k chosen on validation; survival
+  through the 2-year label.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from collections.abc import Sequence
 from sklearn.base import BaseEstimator
 
 from lesionbench.benchmark.errors import UnknownNameError, did_you_mean
+from lesionbench.benchmark.knn_probe import KNNProbe, KNNSurvivalProbe
 from lesionbench.benchmark.linear_probe import C_GRID, C_REFINE, FeatureFilter, LinearProbe, ProbeError
 from lesionbench.benchmark.survival_probe import SurvivalProbe
 from lesionbench.benchmark.types import TaskKind
 
 #: Probe names accepted by the scorer and the CLI.
-PROBES: tuple[str, ...] = ("linear",)
+PROBES: tuple[str, ...] = ("linear", "knn")
 
 
 def check_probe(name: str) -> None:
@@ -34,9 +38,13 @@ def check_probe(name: str) -> None:
 def make_probe(name: str, kind: TaskKind, *, metric: str, n_classes: int, c_grid: Sequence[float] = C_GRID, refine: bool = True, random_state: int = 0) -> BaseEstimator:
     """A fresh, unfitted probe for a task kind (``clone`` it per subset)."""
     check_probe(name)
+    if name == "knn":
+        if TaskKind(kind) == TaskKind.SURVIVAL:
+            return KNNSurvivalProbe(random_state=random_state)
+        return KNNProbe(metric=metric, n_classes=n_classes, random_state=random_state)
     if TaskKind(kind) == TaskKind.SURVIVAL:
         return SurvivalProbe(c_grid=tuple(c_grid), refine=refine, random_state=random_state)
     return LinearProbe(metric=metric, n_classes=n_classes, c_grid=tuple(c_grid), refine=refine, random_state=random_state)
 
 
-__all__ = ["C_GRID", "C_REFINE", "FeatureFilter", "LinearProbe", "ProbeError", "SurvivalProbe", "check_probe", "make_probe"]
+__all__ = ["C_GRID", "C_REFINE", "FeatureFilter", "KNNProbe", "KNNSurvivalProbe", "LinearProbe", "ProbeError", "SurvivalProbe", "check_probe", "make_probe"]

@@ -1,4 +1,4 @@
-"""One (fraction, seed) run of a planned sweep: features, probe fit, bootstrap CIs, prediction and subset files.
+"""One (fraction, seed) or (k, seed) run of a planned sweep: features, probe fit, bootstrap CIs, prediction and subset files.
 
 Runs can be fitted in parallel worker processes (``jobs``); each is a pure function of its inputs, so
 the numbers and files do not depend on how many run at a time. Test labels never reach a probe or an
@@ -129,6 +129,8 @@ def score_run(plan: SweepPlan, provider: FeatureProvider, rdir: Path, run: Plann
     }
     if run.note:
         params["validation_note"] = run.note
+    if run.shots:
+        params["shots"], params["shots_per"] = run.shots, subset.shots_per
     if kind == TaskKind.SURVIVAL:
         params.update(_survival_extras(manifest, scores, plan.test_mask, est.risk_threshold_))
     head_frame = None
@@ -151,7 +153,7 @@ def score_run(plan: SweepPlan, provider: FeatureProvider, rdir: Path, run: Plann
         params["head_predictions_path"] = f"predictions/{subset.name}_head.csv"
         head_frame.to_csv(rdir / params["head_predictions_path"], index=False)
     timer.add("write", t0)
-    result = SubsetResult(run.fraction, run.seed, int(train_mask.sum()), values, params, pred_rel, sub_rel)
+    result = SubsetResult(run.fraction, run.seed, int(train_mask.sum()), values, params, pred_rel, sub_rel, shots=run.shots or None)
     return result, int(X.shape[1]), timer.seconds
 
 

@@ -8,7 +8,14 @@ split with a seeded percentile bootstrap (:mod:`lesionbench.benchmark.run_one`).
 (with ``fit``) are deep-copied and trained on each training subset first, early-stopped on the same
 validation rows.
 
-Everything lands in ``<out_dir>/<task>/<task version>/<encoder>/<probe>/``:
+Protocols (:mod:`lesionbench.benchmark.protocols`): ``probe="knn"`` scores frozen features with the
+k-NN probe; ``shots`` / ``shots_total`` replace the fractions by k-shot training sets
+(:mod:`lesionbench.benchmark.shots`); ``adapt="finetune"`` fine-tunes an encoder's own network on each
+training subset (:mod:`lesionbench.baselines.finetune`) before the probe.
+
+Everything lands in ``<out_dir>/<task>/<task version>/<encoder>/<protocol folder>/``: the probe's name
+for frozen features on fractions (``linear``, ``knn``), else ``<protocol>-<probe>`` (``k-shot-linear``,
+``finetune-linear``, ...):
 
 * ``result.json`` - :meth:`TaskResult.to_dict` (the schema the leaderboard and MLflow read);
   ``extra["validation"]`` says what tuned the runs (``"fraction"`` or ``"full"``);
@@ -20,6 +27,8 @@ Everything lands in ``<out_dir>/<task>/<task version>/<encoder>/<probe>/``:
   ``split == "test"`` rows;
 * ``subsets/frac<f>_seed<s>.csv`` - the training lesions of the run (with their hash), and
   ``subsets/frac<f>_seed<s>_val.csv`` its validation lesions (``val="fraction"``);
+* k-shot runs are named ``shots<k>_seed<s>`` (k per class) or ``budget<n>_seed<s>`` (a total) instead of
+  ``frac<f>_seed<s>``;
 * ``runs/frac<f>_seed<s>.json`` - each finished run with the key of everything it depends on
   (:mod:`lesionbench.benchmark.saved_runs`).
 
@@ -62,6 +71,7 @@ import pandas as pd
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.probes import C_GRID
+from lesionbench.benchmark.protocols import protocol_dir, protocol_of
 from lesionbench.benchmark.run_one import FeatureProvider, FrozenFeatures, TrainedFeatures, fit_labels
 from lesionbench.benchmark.saved_runs import RUNS_DIR, array_digest
 from lesionbench.benchmark.saved_runs import json_default as _json_default
@@ -82,6 +92,17 @@ def result_dir(out_dir: Path, task: str, version: str, encoder: str, probe: str)
     """Where the results of (task, task version, encoder, probe) live: versions of a task (another
     cohort, another LUNG1 fold) never overwrite each other's results."""
     return Path(out_dir) / _path_part(task) / _path_part(version) / _path_part(encoder) / _path_part(probe)
+
+
+def result_folder(out_dir: Path, result: TaskResult) -> Path:
+    """The result folder of ``result`` (its protocol included)."""
+    return result_dir(out_dir, result.task.name, result.task.version, result.encoder.name, protocol_dir(protocol_of(result), result.probe))
+
+
+def _shots(shots: Sequence[int] | None, shots_total: Sequence[int] | None) -> tuple[Sequence[int] | None, str]:
+    if shots is not None and shots_total is not None:
+        raise ConfigurationError("Give k shots per class (shots=, --shots) or a total budget (shots_total=, --shots-total), not both.")
+    return (shots, "class") if shots_total is None else (shots_total, "total")
 
 
 def task_versions(out_dir: Path, task: str) -> list[str]:
@@ -111,6 +132,10 @@ def evaluate(
     resume: bool = True,
     jobs: int = 1,
     val: str = "fraction",
+    shots: Sequence[int] | None = None,
+    shots_total: Sequence[int] | None = None,
+    adapt: str | None = None,
+    adapt_options: dict[str, Any] | None = None,
 ) -> TaskResult:
     """Score ``encoder`` on ``task`` over every (fraction, seed); write and return the :class:`TaskResult`.
 
@@ -127,11 +152,20 @@ def evaluate(
     training); the results are the same as with 1 and come in the same order.
     ``val``: ``"fraction"`` (default) tunes each run (C, threshold, Cox penalty, early stopping) on a
     validation subset drawn with the run's fraction; ``"full"`` on the whole validation split.
+    ``shots`` (k per class) or ``shots_total`` (budgets over all classes): k-shot runs instead of the
+    fractions, tuned on as many shots from the validation split (``val="full"``: the whole split).
+    ``adapt="finetune"``: fine-tune the encoder's own network on each training subset
+    (:func:`lesionbench.baselines.finetune.finetune`, ``adapt_options`` its training options).
     """
     meta: TaskMeta = task.meta
+    shot_counts, shots_per = _shots(shots, shots_total)
     # everything that can fail cheaply fails here, before hours of extraction
     plan = plan_sweep(task.manifest(), meta, fractions=fractions, seeds=seeds, probe=probe, n_boot=n_boot, c_grid=c_grid,
-                      refine=refine, bootstrap_unit=bootstrap_unit, val=val, jobs=jobs)  # fmt: skip
+                      refine=refine, bootstrap_unit=bootstrap_unit, val=val, jobs=jobs, shots=shot_counts, shots_per=shots_per, adapt=adapt)  # fmt: skip
+    if adapt == "finetune":
+        from lesionbench.baselines.finetune import finetune
+
+        encoder = finetune(encoder, **(adapt_options or {}))
     manifest = plan.manifest
     emeta: EncoderMeta = encoder.meta
     trainable = callable(getattr(encoder, "fit", None))
@@ -177,13 +211,16 @@ def evaluate_features(
     resume: bool = True,
     jobs: int = 1,
     val: str = "fraction",
+    shots: Sequence[int] | None = None,
+    shots_total: Sequence[int] | None = None,
 ) -> TaskResult:
     """Score precomputed features ``X`` (one row per manifest row, in order) of a frozen encoder
-    (``resume``, ``jobs``, ``val``: see :func:`evaluate`)."""
+    (``resume``, ``jobs``, ``val``, ``shots``, ``shots_total``: see :func:`evaluate`)."""
     manifest = manifest.reset_index(drop=True)
     X = _checked_features(X, manifest)
+    shot_counts, shots_per = _shots(shots, shots_total)
     plan = plan_sweep(manifest, meta, fractions=fractions, seeds=seeds, probe=probe, n_boot=n_boot, c_grid=c_grid,
-                      refine=refine, bootstrap_unit=bootstrap_unit, val=val, jobs=jobs)  # fmt: skip
+                      refine=refine, bootstrap_unit=bootstrap_unit, val=val, jobs=jobs, shots=shot_counts, shots_per=shots_per)  # fmt: skip
     return _execute(plan, encoder, FrozenFeatures(X), out_dir=out_dir, data_digest=array_digest(X), progress=progress, resume=resume, jobs=jobs)
 
 
@@ -196,7 +233,7 @@ def _checked_features(X: Any, manifest: pd.DataFrame) -> np.ndarray:
 
 def _execute(plan: SweepPlan, emeta: EncoderMeta, provider: FeatureProvider, *, out_dir: Path, data_digest: str, progress: bool, resume: bool, jobs: int) -> TaskResult:
     """Run the plan into its result folder and write ``result.json``."""
-    rdir = result_dir(out_dir, plan.meta.name, plan.meta.version, emeta.name, plan.probe)
+    rdir = result_dir(out_dir, plan.meta.name, plan.meta.version, emeta.name, protocol_dir(plan.protocol, plan.probe))
     _check_same_checkpoint(rdir, emeta)
     result = run_sweep(plan, emeta, provider, rdir=rdir, data_digest=data_digest, progress=progress, resume=resume, jobs=jobs)
     write_result(result, rdir)

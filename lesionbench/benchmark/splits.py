@@ -66,6 +66,9 @@ class Subset:
     n_train_total: int
     #: The split it is drawn from: ``"train"``, or ``"val"`` for a validation subset.
     split: str = Split.TRAIN.value
+    #: k-shot sets (:mod:`lesionbench.benchmark.shots`): the shot count, and whether it is per class or in total (0, "": a fraction).
+    shots: int = 0
+    shots_per: str = ""
 
     @property
     def n_lesions(self) -> int:
@@ -82,14 +85,20 @@ class Subset:
 
     @property
     def name(self) -> str:
-        """A file-name stem such as ``frac0.1_seed3`` (``frac0.1_seed3_val`` for a validation subset)."""
-        stem = f"frac{self.fraction:g}_seed{self.seed}"
+        """A file-name stem such as ``frac0.1_seed3`` (``frac0.1_seed3_val`` for a validation subset; k-shot sets:
+        ``shots5_seed3`` per class, ``budget48_seed3`` in total)."""
+        if self.shots:
+            stem = f"{'shots' if self.shots_per == 'class' else 'budget'}{self.shots}_seed{self.seed}"
+        else:
+            stem = f"frac{self.fraction:g}_seed{self.seed}"
         return stem if self.split == Split.TRAIN.value else f"{stem}_{self.split}"
 
     def to_frame(self) -> pd.DataFrame:
         n = self.n_lesions
+        shots = {"shots": [self.shots] * n, "shots_per": [self.shots_per] * n} if self.shots else {}
         return pd.DataFrame(
             {
+                **shots,
                 "lesion_id": list(self.lesion_ids),
                 "patient_id": list(self.patient_ids),
                 "fraction": [self.fraction] * n,
@@ -112,7 +121,8 @@ def read_subset(path: Path, *, n_train_total: int = 0) -> Subset:
     if df.empty:
         raise SplitError(f"{path}: subset file has no lesions. Re-run `lesionbench run` to rewrite it.")
     split = str(df["split"].iloc[0]) if "split" in df.columns else Split.TRAIN.value
-    sub = Subset(float(df["fraction"].iloc[0]), int(df["seed"].iloc[0]), tuple(df["lesion_id"]), tuple(df["patient_id"]), n_train_total, split)
+    shots = (int(df["shots"].iloc[0]), str(df["shots_per"].iloc[0])) if "shots" in df.columns else (0, "")
+    sub = Subset(float(df["fraction"].iloc[0]), int(df["seed"].iloc[0]), tuple(df["lesion_id"]), tuple(df["patient_id"]), n_train_total, split, *shots)
     if str(df["subset_hash"].iloc[0]) != sub.hash:
         raise SplitError(f"{path}: the lesion ids do not match the stored subset_hash (edited file?). Re-run `lesionbench run`.")
     return sub

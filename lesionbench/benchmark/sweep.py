@@ -12,6 +12,12 @@ tuned on ten times its labels; ``"full"`` tunes every run on the whole validatio
 protocol). A validation subset that misses a class of the validation split cannot score the selection
 metric fairly: that run chooses C (and the Cox penalty) by grouped cross-validation on its training
 subset instead, with a warning, and records ``validation = "cv"`` and the reason in its params.
+
+k-shot sweeps (``shots``): the runs are (k, seed) instead of (fraction, seed), drawn by
+:mod:`lesionbench.benchmark.shots`; each run's ``fraction`` is its share of the training split
+(``n_train / n_train_total``) and ``shots`` its k. With ``val="fraction"`` (default) a run is tuned on
+the same number of shots from the validation split (``validation = "shots"``); ``val="full"`` tunes on
+the whole validation split. The protocol (:mod:`lesionbench.benchmark.protocols`) is fixed here.
 """
 
 from __future__ import annotations
@@ -33,8 +39,10 @@ from lesionbench.benchmark.endpoints import two_year_label
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.metrics import canonical_metric, metrics_for
 from lesionbench.benchmark.probes import check_probe, make_probe
+from lesionbench.benchmark.protocols import protocol_name
 from lesionbench.benchmark.run_one import FeatureProvider, Timer, score_runs, truth
 from lesionbench.benchmark.saved_runs import RUNS_DIR, finished_runs, save_finished, sweep_key
+from lesionbench.benchmark.shots import check_shots, draw_shots, draw_val_shots
 from lesionbench.benchmark.splits import Subset, audit_leakage, check_sweep, draw_subsets, draw_val_subsets, missing_classes, split_hash
 from lesionbench.benchmark.types import EncoderMeta, TaskKind, TaskMeta, TaskResult
 
@@ -67,9 +75,15 @@ def n_classes_of(meta: TaskMeta, manifest: pd.DataFrame) -> int:
     return 2
 
 
-def check_options(fractions: Sequence[float], seeds: Sequence[int], probe: str, meta: TaskMeta, bootstrap_unit: str = "patient", jobs: int = 1, val: str = "fraction") -> None:
+def check_options(
+    fractions: Sequence[float], seeds: Sequence[int], probe: str, meta: TaskMeta, bootstrap_unit: str = "patient", jobs: int = 1, val: str = "fraction",
+    *, shots: Sequence[int] | None = None, shots_per: str = "class", adapt: str | None = None,
+) -> None:  # fmt: skip
     """One :class:`ConfigurationError` for the first bad option of a sweep."""
     check_sweep(fractions, seeds)
+    if shots is not None:
+        check_shots(shots, shots_per)
+    protocol_name(probe, shots=shots is not None, adapt=adapt)
     check_probe(probe)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigurationError(f"jobs must be a whole number >= 1 (parallel runs), got {jobs!r}.")
@@ -103,6 +117,8 @@ class PlannedRun:
     validation: str
     #: Why the run falls back to cross-validation ("" otherwise).
     note: str = ""
+    #: k of a k-shot run (0: a fraction run).
+    shots: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,6 +136,10 @@ class SweepPlan:
     seeds: tuple[int, ...]
     runs: tuple[PlannedRun, ...]
     val: str
+    #: The protocol (:data:`lesionbench.benchmark.protocols.PROTOCOLS`), and the k-shot counts and mode ((), "" for fractions).
+    protocol: str
+    shots: tuple[int, ...]
+    shots_per: str
     n_boot: int
     bootstrap_unit: str
     c_grid: tuple[float, ...]
@@ -157,9 +177,13 @@ def plan_sweep(
     bootstrap_unit: str = "patient",
     val: str = "fraction",
     jobs: int = 1,
+    shots: Sequence[int] | None = None,
+    shots_per: str = "class",
+    adapt: str | None = None,
 ) -> SweepPlan:
-    """Check the options and the task, draw every subset, and fix what the runs share."""
-    check_options(fractions, seeds, probe, meta, bootstrap_unit, jobs, val)
+    """Check the options and the task, draw every subset, and fix what the runs share (``shots``: k-shot
+    runs instead of ``fractions``; ``adapt``: the encoder is adapted, e.g. ``"finetune"``)."""
+    check_options(fractions, seeds, probe, meta, bootstrap_unit, jobs, val, shots=shots, shots_per=shots_per, adapt=adapt)
     manifest = manifest.reset_index(drop=True)
     leaked = audit_leakage(manifest, meta)  # a leak in lesionbench's own split fails before any expensive work
     check_test_split(manifest, meta)
@@ -167,11 +191,18 @@ def plan_sweep(
     seeds = tuple(int(s) for s in seeds)
     has_val = bool((manifest["split"] == "val").any())
     runs: list[PlannedRun] = []
-    for seed in seeds:  # a subset that cannot be drawn fails here, not after hours of extraction
-        subsets = draw_subsets(manifest, meta, fractions=fractions, seed=seed)
-        val_subsets = draw_val_subsets(manifest, meta, fractions=fractions, seed=seed) if val == "fraction" else {}
-        for fraction in fractions:
-            runs.append(_plan_run(manifest, meta, seed, fraction, subsets[fraction], val_subsets.get(fraction), val, has_val))
+    if shots is not None:
+        shots = tuple(sorted((int(k) for k in shots), reverse=True))
+        runs = _plan_shot_runs(manifest, meta, seeds, shots, shots_per, val, has_val)
+        fractions = tuple(dict.fromkeys(r.fraction for r in runs))
+        if meta.kind == TaskKind.SURVIVAL and probe == "linear":
+            _check_cox_events(manifest, runs)
+    else:
+        for seed in seeds:  # a subset that cannot be drawn fails here, not after hours of extraction
+            subsets = draw_subsets(manifest, meta, fractions=fractions, seed=seed)
+            val_subsets = draw_val_subsets(manifest, meta, fractions=fractions, seed=seed) if val == "fraction" else {}
+            for fraction in fractions:
+                runs.append(_plan_run(manifest, meta, seed, fraction, subsets[fraction], val_subsets.get(fraction), val, has_val))
     fallbacks = [r for r in runs if r.note]
     if fallbacks:
         logger.warning("%s: %d run(s) choose C by cross-validation on the training subset: %s", meta.name, len(fallbacks), "; ".join(r.note for r in fallbacks[:5]))
@@ -183,7 +214,8 @@ def plan_sweep(
     return SweepPlan(
         meta=meta, manifest=manifest, metric_names=task_metrics(meta), selection_metric=selection_metric(meta), n_classes=n_classes,
         probe=probe, template=make_probe(probe, kind, metric=selection_metric(meta), n_classes=n_classes, c_grid=c_grid, refine=refine),
-        fractions=fractions, seeds=seeds, runs=tuple(runs), val=val, n_boot=int(n_boot), bootstrap_unit=bootstrap_unit,
+        fractions=fractions, seeds=seeds, runs=tuple(runs), val=val, protocol=protocol_name(probe, shots=shots is not None, adapt=adapt),
+        shots=tuple(shots or ()), shots_per=shots_per if shots else "", n_boot=int(n_boot), bootstrap_unit=bootstrap_unit,
         c_grid=tuple(float(c) for c in c_grid), refine=bool(refine), leaked=tuple(leaked), lesion_ids=lesion_ids, groups=groups,
         test_mask=test_mask,
         # resample patients, not lesions: lesions of one patient are not independent
@@ -203,6 +235,38 @@ def _plan_run(manifest: pd.DataFrame, meta: TaskMeta, seed: int, fraction: float
                 "(use --val full to tune on the whole validation split)")  # fmt: skip
         return PlannedRun(seed, fraction, subset, val_subset, "cv", note)
     return PlannedRun(seed, fraction, subset, val_subset, "fraction")
+
+
+def _plan_shot_runs(manifest: pd.DataFrame, meta: TaskMeta, seeds: Sequence[int], shots: Sequence[int], mode: str, val: str, has_val: bool) -> list[PlannedRun]:
+    """(k, seed) runs: the k-shot training set and, with ``val="fraction"``, as many shots from the validation split."""
+    runs = []
+    for seed in seeds:
+        train = draw_shots(manifest, meta, shots=shots, seed=seed, mode=mode)
+        vals = draw_val_shots(manifest, meta, shots=shots, seed=seed, mode=mode) if has_val and val == "fraction" else {}
+        for k in shots:
+            sub, vsub = train[k], vals.get(k)
+            if not has_val:
+                runs.append(PlannedRun(seed, sub.fraction, sub, None, "cv", shots=k))
+            elif val == "full":
+                runs.append(PlannedRun(seed, sub.fraction, sub, None, "full", shots=k))
+            elif vsub is None:
+                note = f"the validation split cannot supply {k} shot(s) {'per class' if mode == 'class' else 'in total'} (seed {seed}; use --val full)"
+                runs.append(PlannedRun(seed, sub.fraction, sub, None, "cv", note, shots=k))
+            else:
+                runs.append(PlannedRun(seed, sub.fraction, sub, vsub, "shots", shots=k))
+    return runs
+
+
+def _check_cox_events(manifest: pd.DataFrame, runs: Sequence[PlannedRun]) -> None:
+    """The linear survival probe's Cox model needs two events in each training set: refuse smaller k-shot sets now."""
+    events = dict(zip(manifest["lesion_id"].astype(str), manifest["event"].to_numpy(float), strict=True))
+    few = [r for r in runs if sum(events[i] for i in r.subset.lesion_ids) < 2]
+    if few:
+        r = few[0]
+        raise ConfigurationError(
+            f"The {r.subset.name} training set holds {int(sum(events[i] for i in r.subset.lesion_ids))} event(s); the linear survival probe's "
+            "Cox model needs at least 2. Use at least 2 shots per class (--shots 2 5 10), or --probe knn."
+        )
 
 
 def run_sweep(
@@ -225,7 +289,8 @@ def run_sweep(
     for sub in ("predictions", "subsets", RUNS_DIR):
         (rdir / sub).mkdir(parents=True, exist_ok=True)
     key = sweep_key(manifest, meta, emeta, data_digest, probe=plan.probe, metrics=plan.metric_names, n_boot=plan.n_boot,
-                    bootstrap_unit=plan.bootstrap_unit, c_grid=plan.c_grid, refine=plan.refine, val=plan.val)  # fmt: skip
+                    bootstrap_unit=plan.bootstrap_unit, c_grid=plan.c_grid, refine=plan.refine, val=plan.val,
+                    protocol=plan.protocol, shots=plan.shots, shots_per=plan.shots_per)  # fmt: skip
     finished = finished_runs(rdir, key) if resume else {}
     t0 = timer.add("setup", t0)
 
@@ -251,7 +316,7 @@ def run_sweep(
         for k, v in seconds.items():
             timer.seconds[k] = timer.seconds.get(k, 0.0) + v
         bar.update(1)
-        bar.set_postfix_str(f"{main}={result.metrics[main].value:.3f} (f={result.fraction:g}, s={result.seed})")
+        bar.set_postfix_str(f"{main}={result.metrics[main].value:.3f} ({f'k={result.shots}' if result.shots else f'f={result.fraction:g}'}, s={result.seed})")
     runs = [r for r in slots if r is not None]
     bar.close()
     if resumed:
@@ -291,11 +356,14 @@ def _extra(plan: SweepPlan, n_feat: int, timer: Timer) -> dict[str, Any]:
         "n_boot": plan.n_boot,
         "bootstrap_unit": plan.bootstrap_unit,
         "validation": plan.val,
+        "protocol": plan.protocol,
         "fractions": list(plan.fractions),
         "seeds": list(plan.seeds),
         "timing_s": {k: round(v, 3) for k, v in timer.seconds.items()},
         "leaked_patient_count": len(plan.leaked),
     }
+    if plan.shots:
+        extra["shots"], extra["shots_per"] = list(plan.shots), plan.shots_per
     if plan.kind == TaskKind.SURVIVAL:
         y2 = two_year_label(plan.manifest["time"].to_numpy(float), plan.manifest["event"].to_numpy(float))
         extra["n_censored_2y"] = {s: int(((split == s) & np.isnan(y2)).sum()) for s in ("train", "val", "test")}

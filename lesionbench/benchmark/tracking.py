@@ -6,11 +6,11 @@ returns ``None``; the local result stays the record.
 
 Layout in the experiment (default ``lesionbench``):
 
-* parent run per (task, encoder, probe), tag ``lesionbench.level=parent``: params (task, encoder,
-  probe, split hash, lesionbench version, validation policy), each metric's mean/sd per fraction (sd
+* parent run per (task, encoder, protocol, probe), tag ``lesionbench.level=parent``: params (task, encoder,
+  probe, protocol, split hash, lesionbench version, validation policy; k-shot: the shot counts), each metric's mean/sd per fraction (sd
   left out where undefined: every seed drew the same subset, or one seed is defined), the artifacts
   ``result.json`` and ``low_data_curve.png`` (metric vs fraction, every seed and the mean +- sd);
-* child run per (fraction, seed), tag ``lesionbench.level=child`` and ``mlflow.parentRunId``:
+* child run per (fraction, seed) (k-shot: (k, seed), params ``shots`` and the exact ``fraction``), tag ``lesionbench.level=child`` and ``mlflow.parentRunId``:
   params (task name/version, encoder name/version/weights digest, fraction, seed, n_train, chosen
   C, split and subset hashes, lesionbench version, ...), metrics ``<m>``, ``<m>_ci_low``,
   ``<m>_ci_high``, artifacts: the predictions CSV, the subset CSV, ``roc.png``, ``pr.png`` and
@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from lesionbench.benchmark.protocols import protocol_dir, protocol_of
 from lesionbench.benchmark.types import SubsetResult, TaskKind, TaskResult
 
 # MLflow contacts a telemetry host on first use unless told not to.
@@ -176,6 +177,7 @@ def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool)
         "encoder.weights_sha256": enc.weights_sha256 or "none",
         "encoder.fingerprint": enc.fingerprint(),
         "probe": result.probe,
+        "protocol": protocol_of(result),
         "split_hash": result.split_hash,
         "lesionbench_version": result.lesionbench_version,
     }
@@ -183,13 +185,15 @@ def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool)
         "lesionbench.task": task.name,
         "lesionbench.encoder": enc.name,
         "lesionbench.probe": result.probe,
+        "lesionbench.protocol": protocol_of(result),
         "lesionbench.leaked_patients": str(len(result.leaked_patients)),
     }
     if result.leaked_patients:
         # MLflow tag values are limited in size; the full list is in result.json
         common_tags["lesionbench.leaked_patient_ids"] = ",".join(result.leaked_patients)[:4900]
     now = int(time.time() * 1000)
-    parent = client.create_run(exp_id, run_name=f"{task.name}/{enc.name}/{result.probe}", tags={**common_tags, LEVEL_TAG: "parent"})
+    folder = protocol_dir(protocol_of(result), result.probe)
+    parent = client.create_run(exp_id, run_name=f"{task.name}/{enc.name}/{folder}", tags={**common_tags, LEVEL_TAG: "parent"})
     pid = parent.info.run_id
     try:
         summary = result.summary()
@@ -202,6 +206,9 @@ def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool)
         pparams = {**common_params, "fractions": ",".join(f"{f:g}" for f in result.extra.get("fractions", [])), "seeds": ",".join(str(s) for s in result.extra.get("seeds", [])), "n_boot": str(result.extra.get("n_boot", ""))}
         if "validation" in result.extra:  # what tuned the runs: a validation subset of each run's fraction, or the whole split
             pparams["validation"] = str(result.extra["validation"])
+        if result.extra.get("shots"):
+            pparams["shots"] = ",".join(str(k) for k in result.extra["shots"])
+            pparams["shots_per"] = str(result.extra.get("shots_per", ""))
         client.log_batch(pid, metrics=pmetrics, params=[Param(k, _p(v)) for k, v in pparams.items()], tags=[])
         with tempfile.TemporaryDirectory() as tmp:
             if plots:
@@ -228,11 +235,13 @@ def _p(v: Any) -> str:
 
 
 def _log_child(client, exp_id, pid, result: TaskResult, run: SubsetResult, rdir: Path, common_params, common_tags, tmp: Path, plots: bool, Metric, Param) -> str:
-    name = f"frac{run.fraction:g}-seed{run.seed}"
+    name = f"shots{run.shots}-seed{run.seed}" if run.shots else f"frac{run.fraction:g}-seed{run.seed}"
     child = client.create_run(exp_id, run_name=name, tags={**common_tags, LEVEL_TAG: "child", "mlflow.parentRunId": pid})
     cid = child.info.run_id
     now = int(time.time() * 1000)
-    params = {**common_params, "fraction": f"{run.fraction:g}", "seed": str(run.seed), "n_train": str(run.n_train)}
+    # a k-shot run's fraction (n_train / n_train_total) is written exactly: the leaderboard matches children by it
+    frac = repr(float(run.fraction)) if run.shots else f"{run.fraction:g}"
+    params = {**common_params, "fraction": frac, "seed": str(run.seed), "n_train": str(run.n_train)}
     for k, v in run.params.items():
         if k == "head_metrics" or k.endswith("_path"):
             continue
@@ -332,21 +341,23 @@ def plot_low_data_curve(result: TaskResult, path: Path) -> Path:
     plt = _figure()
     metrics = list(result.runs[0].metrics) if result.runs else []
     fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(4.2 * max(1, len(metrics)), 3.6), squeeze=False)
+    shots = all(r.shots for r in result.runs)  # k-shot: against k, else against the % of training labels
     for ax, m in zip(axes[0], metrics, strict=False):
-        fr = np.array([r.fraction for r in result.runs])
+        fr = np.array([r.shots if shots else r.fraction * 100 for r in result.runs], dtype=float)
         vals = np.array([r.metrics[m].value for r in result.runs])
-        ax.scatter(fr * 100, vals, s=12, alpha=0.6, color="tab:blue")
+        ax.scatter(fr, vals, s=12, alpha=0.6, color="tab:blue")
         xs = sorted(set(fr))
         means = np.array([np.nanmean(vals[fr == f]) for f in xs])
         sds = np.array([np.nanstd(vals[fr == f], ddof=1) if (fr == f).sum() > 1 else 0.0 for f in xs])
-        x = np.array(xs) * 100
+        x = np.array(xs)
         ax.plot(x, means, "-o", color="tab:blue", ms=3)
         ax.fill_between(x, means - sds, means + sds, alpha=0.2, color="tab:blue")
         ax.set_xscale("log")
         ax.set_xticks(x, [f"{v:g}" for v in x])
         ax.minorticks_off()
-        ax.set(xlabel="training labels (% of the train split, log scale)", ylabel=m, title=m)
-    fig.suptitle(f"{result.task.name} / {result.encoder.name} / {result.probe}", fontsize=9)
+        per = "per class" if result.extra.get("shots_per") == "class" else "in total"
+        ax.set(xlabel=f"shots {per} (log scale)" if shots else "training labels (% of the train split, log scale)", ylabel=m, title=m)
+    fig.suptitle(f"{result.task.name} / {result.encoder.name} / {protocol_dir(protocol_of(result), result.probe)}", fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)

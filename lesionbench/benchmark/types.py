@@ -183,10 +183,14 @@ class SubsetResult:
     predictions_path: str = ""
     #: Path (relative to the result folder) of the subset file (training lesion ids).
     subset_path: str = ""
+    #: k of a k-shot run (``fraction`` is then its share of the training split); None for a fraction run.
+    shots: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["metrics"] = {k: v.to_dict() for k, v in self.metrics.items()}
+        if self.shots is None:
+            del d["shots"]  # fraction runs keep the schema they always had
         return d
 
     @classmethod

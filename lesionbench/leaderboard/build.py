@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench import __version__
+from lesionbench.benchmark.protocols import protocol_key
 from lesionbench.benchmark.types import TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
 from lesionbench.leaderboard.collect import LoadedResult, collect_results, encoder_identity, headline_fraction, headline_run, protocol
@@ -320,10 +321,11 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
 
 def build_document(items: Sequence[LoadedResult], *, reveal: bool = False, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0, include_published: bool = True) -> dict[str, Any]:
     """The leaderboard document (see the module docstring) from collected results."""
-    groups: dict[tuple[str, str], list[LoadedResult]] = {}
-    metas: dict[tuple[str, str], TaskMeta] = {}
+    # one section per task version and protocol: rows of different protocols are never ranked together
+    groups: dict[tuple[str, str, str], list[LoadedResult]] = {}
+    metas: dict[tuple[str, str, str], TaskMeta] = {}
     for it in items:
-        k = (it.result.task.name, it.result.task.version)
+        k = (it.result.task.name, it.result.task.version, protocol_key(it.result))
         groups.setdefault(k, []).append(it)
         metas.setdefault(k, it.result.task)
     tasks = []
@@ -334,7 +336,7 @@ def build_document(items: Sequence[LoadedResult], *, reveal: bool = False, n_boo
     keys = sorted(groups)
     iterator = tqdm(keys, desc="leaderboard", unit="task", disable=len(keys) < 2) if tqdm else keys
     for k in iterator:
-        tasks.append(_task_section(metas[k], groups[k], reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed))
+        tasks.append({**_task_section(metas[k], groups[k], reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed), "protocol": k[2]})
     reference_only = []
     if include_published:
         from lesionbench.leaderboard.published import PUBLISHED_TASKS

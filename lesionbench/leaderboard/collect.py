@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError, LesionbenchError
+from lesionbench.benchmark.protocols import protocol_key
 from lesionbench.benchmark.tracking import DEFAULT_EXPERIMENT, absolute_sqlite_uri, redact_uri
 from lesionbench.benchmark.types import EncoderMeta, SubsetResult, TaskResult
 from lesionbench.leaderboard import _stats
@@ -52,10 +53,10 @@ class LoadedResult:
     @property
     def key(self) -> tuple[Any, ...]:
         """What makes two results the same leaderboard row: task version, encoder (name and the digest of
-        its weights and recipe), probe and protocol. A newer result of the same key replaces an older one;
+        its weights and recipe), probe and protocol (frozen features, k-shot or fine-tuned, and the settings below). A newer result of the same key replaces an older one;
         any difference (another checkpoint, a 20%-label or interval-free scratch run) is another row."""
         r = self.result
-        return (r.task.name, r.task.version, r.encoder.name, encoder_identity(r.encoder), r.probe, *sorted(protocol(r).items()))
+        return (r.task.name, r.task.version, r.encoder.name, encoder_identity(r.encoder), r.probe, protocol_key(r), *sorted(protocol(r).items()))
 
     @property
     def submission(self) -> dict[str, Any] | None:
