@@ -9,7 +9,8 @@ and on explicit resamples):
 
 =====================  ======================================================================
 ``balanced_accuracy``  ``sklearn.metrics.balanced_accuracy_score(y, scores.argmax(1))``
-``map``                mean over classes of ``average_precision_score(y == k, scores[:, k])``
+``map``                mean over classes of ``average_precision_score(y == k, scores[:, k])``;
+                       on a binary task the AP of the positive class (= ``average_precision``)
 ``auc``                ``roc_auc_score`` (binary), or mean one-vs-rest AUC (multiclass)
 ``average_precision``  ``average_precision_score`` (binary)
 ``c_index``            ``lifelines.utils.concordance_index(time, -risk, event)``
@@ -208,6 +209,10 @@ def _balanced_accuracy(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> n
 
 def _map(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> np.ndarray:
     p = s["proba"]
+    if t.kind == TaskKind.BINARY:
+        # one positive class: averaging in the AP of "negative" (class 0 ranked by 1 - p) would
+        # reward detecting negatives, which no binary task asks for
+        return _average_precision(t, s, W)
     return _macro([_w_ap(t.label == k, p[:, k], W) for k in range(p.shape[1])])
 
 
@@ -285,13 +290,7 @@ def bootstrap_weights(n: int, n_boot: int, seed: int | Sequence[int], groups: Se
     multiplicity is the number of times its group was drawn. With one case per group this is the
     plain case bootstrap, draw for draw.
     """
-    if groups is None:
-        codes, g = np.arange(n), n
-    else:
-        codes, uniques = pd.factorize(pd.Series(list(groups)))
-        if len(codes) != n:
-            raise ConfigurationError(f"{len(codes)} group ids for {n} cases; give one group (patient) id per case.")
-        g = len(uniques)
+    codes, g = _group_codes(n, groups)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, g, size=(n_boot, g))
     flat = (idx + g * np.arange(n_boot)[:, None]).ravel()
@@ -354,12 +353,20 @@ def _percentiles(values: np.ndarray, level: float, name: str) -> tuple[float, fl
     return float(lo), float(hi)
 
 
+#: Alternatives of the paired test: A differs from B (default), A is better, A is worse.
+ALTERNATIVES = ("two-sided", "greater", "less")
+
+
 @dataclass(frozen=True)
 class PairedComparison:
     """Model A minus model B on the same test cases.
 
-    ``p_value`` is one-sided for "A is better than B": the share of ``n_perm`` random per-case swaps of
-    the two models' predictions whose difference is at least the observed one ((1 + k) / (1 + n_perm)).
+    ``p_value``: patient-level permutation test of "A and B are equally good" against ``alternative``
+    (``"two-sided"`` by default; ``"greater"``: A is better; ``"less"``: A is worse). Each of ``n_perm``
+    permutations swaps the two models' predictions of whole patients (``groups``; single cases without
+    them), on a scale-free form of the scores (:func:`paired_comparison`); p = (1 + k) / (1 + n_perm)
+    with k the permutations at least as extreme as the observed difference. NaN when the metric is
+    undefined on the test set or ``n_perm`` is 0.
     """
 
     metric: str
@@ -372,6 +379,8 @@ class PairedComparison:
     n: int
     n_boot: int
     n_perm: int
+    alternative: str = "two-sided"
+    n_groups: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         import dataclasses
@@ -400,13 +409,25 @@ def paired_comparison(
     seed: int = 0,
     level: float = 0.95,
     groups: Sequence[Any] | None = None,
+    alternative: str = "two-sided",
 ) -> PairedComparison:
-    """Difference ``metric(A) - metric(B)``, its paired bootstrap CI and a one-sided permutation p-value.
+    """Difference ``metric(A) - metric(B)``, its paired bootstrap CI and a permutation p-value.
 
-    The bootstrap resamples cases (or whole ``groups``, e.g. patients), both models on the same
-    resample, as in the FMCIB paper; the permutation test swaps the two models' predictions of each
-    case with probability 1/2.
+    Resampling unit: whole ``groups`` (patient ids) when given, else single cases, for both the
+    bootstrap (both models on the same resample, as in the FMCIB paper) and the permutation test
+    (a patient's predictions are swapped between the models together: its lesions are not
+    independent, and swapping them one by one understates the null variance).
+
+    The permutation test swaps a *scale-free* form of each model's scores, the form the metric
+    depends on: within-model ranks scaled to (0, 1] for the ranking metrics (AUC, AP, mAP, C-index,
+    2-year AUC) and the predicted class for balanced accuracy. Swapping raw scores would mix two
+    models' scales, so a monotone rescaling of one model (same metric) would change p. Under the
+    null that each patient's two (scale-free) predictions are exchangeable, the test is exact;
+    ``benchmarks/stats_calibration.py`` measures its type-I error with clustered lesions, also for
+    two equally good models that are not exchangeable.
     """
+    if alternative not in ALTERNATIVES:
+        raise ConfigurationError(f"alternative must be one of {', '.join(ALTERNATIVES)}; got {alternative!r}.")
     name = canonical_metric(metric)
     kind = TaskKind(kind) if kind is not None else infer_kind(y_true, scores_a, name)
     metrics_for(kind, [name])
@@ -414,24 +435,64 @@ def paired_comparison(
     sa, sb = _scores(kind, scores_a, t.n), _scores(kind, scores_b, t.n)
     if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
         raise ConfigurationError("The two models' scores have different shapes; compare predictions of the same task.")
+    codes, n_groups = _group_codes(t.n, groups)
     ones = np.ones((1, t.n))
     va, vb = float(_evaluate(name, t, sa, ones)[0]), float(_evaluate(name, t, sb, ones)[0])
     diff = va - vb
-    W = bootstrap_weights(t.n, n_boot, [seed, 0], groups) if n_boot > 0 else np.ones((0, t.n))
-    lo, hi = _percentiles(_evaluate(name, t, sa, W) - _evaluate(name, t, sb, W), level, name) if n_boot > 0 else (np.nan, np.nan)
-    rng = np.random.default_rng([seed, 1])
-    exceed = 0
-    for _ in range(n_perm):
-        swap = rng.random(t.n) < 0.5
-        pa = {k: _swap(sa[k], sb[k], swap) for k in sa}
-        pb = {k: _swap(sb[k], sa[k], swap) for k in sa}
-        d = float(_evaluate(name, t, pa, ones)[0] - _evaluate(name, t, pb, ones)[0])
-        # a tolerance so that permutations reproducing the observed difference count as "at least"
-        exceed += d >= diff - 1e-12
-    p = (1 + exceed) / (1 + n_perm) if n_perm > 0 else float("nan")
-    return PairedComparison(name, va, vb, diff, float(lo), float(hi), float(p), t.n, n_boot, n_perm)
+    lo = hi = float("nan")
+    if n_boot > 0:
+        W = bootstrap_weights(t.n, n_boot, [seed, 0], groups)
+        lo, hi = _percentiles(_evaluate(name, t, sa, W) - _evaluate(name, t, sb, W), level, name)
+    p = float("nan")
+    if n_perm > 0 and np.isfinite(diff):
+        swap = np.random.default_rng([seed, 1]).random((n_perm, n_groups)) < 0.5
+        p = _permutation_p(name, t, sa, sb, swap[:, codes].astype(float), diff, alternative)
+    return PairedComparison(name, va, vb, diff, float(lo), float(hi), p, t.n, n_boot, n_perm, alternative, n_groups)
 
 
-def _swap(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    m = mask.reshape((-1,) + (1,) * (a.ndim - 1))
-    return np.where(m, b, a)
+def _group_codes(n: int, groups: Sequence[Any] | None) -> tuple[np.ndarray, int]:
+    """Integer group index of each case and the number of groups (each case its own group without ``groups``)."""
+    if groups is None:
+        return np.arange(n), n
+    codes, uniques = pd.factorize(pd.Series(list(groups)))
+    if len(codes) != n:
+        raise ConfigurationError(f"{len(codes)} group ids for {n} cases; give one group (patient) id per case.")
+    return codes, len(uniques)
+
+
+def _scale_free(name: str, s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The scores in the form ``name`` depends on, on a scale two models share (see :func:`paired_comparison`)."""
+    from scipy.stats import rankdata
+
+    if name == "balanced_accuracy":
+        p = s["proba"]
+        return {"proba": np.eye(p.shape[1])[p.argmax(1)]}
+    # ranks (ties keep their mid-rank, so tied scores stay tied) scaled by n: the case's quantile
+    return {k: rankdata(v, axis=0) / len(v) for k, v in s.items()}
+
+
+def _stacked(t: _Target, sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> tuple[_Target, dict[str, np.ndarray]]:
+    """Both models' cases as one test set of 2n: a weight row [1 - swap, swap] then selects model A
+    with the swapped cases taken from B, so every permutation runs through the weighted kernels."""
+    both = _Target(
+        t.kind,
+        label=None if t.label is None else np.r_[t.label, t.label],
+        time=None if t.time is None else np.r_[t.time, t.time],
+        event=None if t.event is None else np.r_[t.event, t.event],
+    )
+    return both, {k: np.concatenate([sa[k], sb[k]]) for k in sa}
+
+
+def _permutation_p(name: str, t: _Target, sa: dict[str, np.ndarray], sb: dict[str, np.ndarray], swap: np.ndarray, diff: float, alternative: str) -> float:
+    both, s = _stacked(t, _scale_free(name, sa), _scale_free(name, sb))
+    keep = 1.0 - swap
+    d = _evaluate(name, both, s, np.hstack([keep, swap])) - _evaluate(name, both, s, np.hstack([swap, keep]))
+    # a tolerance so that permutations reproducing the observed difference count as "at least as extreme"
+    tol = 1e-12
+    if alternative == "greater":
+        k = np.sum(d >= diff - tol)
+    elif alternative == "less":
+        k = np.sum(d <= diff + tol)
+    else:
+        k = np.sum(np.abs(d) >= abs(diff) - tol)
+    return float((1 + k) / (1 + len(swap)))
