@@ -701,8 +701,12 @@ def compare_saved(
     n_boot: int = 1000,
     n_perm: int = 1000,
     version: str | None = None,
+    alternative: str = "two-sided",
 ) -> list[Any]:
     """Paired comparison (A - B) of two encoders' saved predictions of one (fraction, seed), per metric.
+
+    ``alternative``: ``"two-sided"`` (default), ``"greater"`` (A is better) or ``"less"``; the bootstrap
+    and the permutations resample the results' ``bootstrap_unit`` (patients by default).
 
     Both results must be of the same task version and train/val/test partition; the test lesions are
     aligned by ``lesion_id``. ``version`` (the task version) may be left out when only one version of the
@@ -745,4 +749,4 @@ def compare_saved(
     names = list(metrics) if metrics else list(a.runs[0].metrics)
     seed_key = int(seed) * 1_000_003 + int(round(fraction * 1_000_000))
     groups = ta["patient_id"].to_numpy() if a.extra.get("bootstrap_unit", "patient") == "patient" else None
-    return [paired_comparison(ya, sa, sb, m, kind=a.task.kind, n_boot=n_boot, n_perm=n_perm, seed=seed_key, groups=groups) for m in names]
+    return [paired_comparison(ya, sa, sb, m, kind=a.task.kind, n_boot=n_boot, n_perm=n_perm, seed=seed_key, groups=groups, alternative=alternative) for m in names]

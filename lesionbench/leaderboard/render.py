@@ -301,7 +301,7 @@ def _task_html(task: dict[str, Any], reveal: bool) -> str:
         note = (
             f"Values: the 100%-label run (seed {task['entries'][0]['seed']}) with its 95% percentile-bootstrap CI over test lesions; "
             f"± is the SD over seeds. Rank interval: 95% interval of the rank over {st['n_boot']} bootstrap resamples of the test lesions. "
-            f"Δ and p: each entry against the top one on the same lesions (one-sided permutation test, {st['n_perm']} swaps), "
+            f"Δ and p: each entry against the top one on the same lesions (two-sided permutation test, {st['n_perm']} swaps), "
             f"Holm-corrected; ✱ marks p &lt; {ALPHA}."
         )
         if st.get("note"):
@@ -354,7 +354,7 @@ def render_html(doc: dict[str, Any]) -> str:
         f'<nav class="tasks">{nav}</nav></header>'
         '<div class="method"><b>How to read this page.</b> Encoders are ranked per task by the main metric of a linear probe trained on 100% of the '
         "training labels. Intervals are 95% percentile-bootstrap CIs over the test lesions. Differences from the top entry are tested "
-        "with paired one-sided permutation tests and Holm-corrected for the number of comparisons. "
+        "with paired two-sided permutation tests and Holm-corrected for the number of comparisons. "
         '<span class="refpill">REF</span>rows are numbers published by '
         f"{_e(src['source'])} and are never ranked with measured results.</div>"
         f"{body}{ref_only}"
@@ -374,7 +374,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     out = ["# lesionbench leaderboard\n", f"Generated {doc['generated']} by lesionbench {doc['lesionbench_version']}."]
     out.append(
         "Ranked by the main metric at 100% training labels (95% percentile-bootstrap CI over test lesions). "
-        "Rank interval: 95% bootstrap interval of the rank. p: one-sided paired permutation test against the top entry, "
+        "Rank interval: 95% bootstrap interval of the rank. p: two-sided paired permutation test against the top entry, "
         f"Holm-corrected (* = p < {ALPHA}). Rows marked **[published]** are from {doc['published_source']['source']} and are not ranked.\n"
     )
     for t in doc["tasks"]:
