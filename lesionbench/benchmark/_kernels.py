@@ -124,14 +124,13 @@ def _macro(values: list[np.ndarray]) -> np.ndarray:
 
 def _balanced_accuracy(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> np.ndarray:
     p = s["proba"]
-    correct = (p.argmax(1) == t.label).astype(float)
-    recalls = []
-    for k in range(p.shape[1]):
-        m = (t.label == k).astype(float)
-        support = W @ m
-        with np.errstate(invalid="ignore", divide="ignore"):
-            recalls.append(np.where(support > 0, (W @ (m * correct)) / support, np.nan))
-    return _macro(recalls)
+    member = (t.label[:, None] == np.arange(p.shape[1])).astype(float)  # (n, K)
+    correct = (p.argmax(1) == t.label)[:, None]
+    # einsum, not W @ member: a BLAS call per chunk is up to 20x slower on a busy 2-core machine
+    support = np.einsum("bi,ik->bk", W, member)
+    hits = np.einsum("bi,ik->bk", W, member * correct)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _macro(list(np.where(support > 0, hits / support, np.nan).T))
 
 
 def _map(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> np.ndarray:

@@ -288,13 +288,19 @@ def _group_codes(n: int, groups: Sequence[Any] | None) -> tuple[np.ndarray, int]
 
 def _scale_free(name: str, s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The scores in the form ``name`` depends on, on a scale two models share (see :func:`paired_comparison`)."""
-    from scipy.stats import rankdata
-
     if name == "balanced_accuracy":
         p = s["proba"]
         return {"proba": np.eye(p.shape[1])[p.argmax(1)]}
-    # ranks (ties keep their mid-rank, so tied scores stay tied) scaled by n: the case's quantile
-    return {k: rankdata(v, axis=0) / len(v) for k, v in s.items()}
+    return {k: _quantiles(v) for k, v in s.items()}
+
+
+def _quantiles(v: np.ndarray) -> np.ndarray:
+    """Within-column ranks scaled by n (tied scores share their mid-rank, so they stay tied)."""
+    if v.ndim == 2:
+        return np.column_stack([_quantiles(col) for col in v.T])
+    _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
+    mid = np.cumsum(counts) - (counts - 1) / 2.0
+    return mid[inverse.ravel()] / len(v)
 
 
 def _stacked(t: _Target, sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> tuple[_Target, dict[str, np.ndarray]]:
