@@ -8,7 +8,8 @@ different task versions are never mixed) it holds:
   95% bootstrap CI), with every metric as the mean and standard deviation over seeds, the low-data
   curve, the bootstrap rank interval and the paired test against the top entry (``difference`` =
   this entry minus the top one, with its paired bootstrap CI; two-sided permutation p, since the top
-  entry is picked from the same data; Holm-corrected over all comparisons of the task; the bootstrap
+  entry is picked from the same data; Holm-corrected over all K (K - 1) / 2 pairs of the task's K entries,
+  of which the K - 1 against the top are the ones tested; the bootstrap
   and the permutations resample patients unless every entry was scored per lesion), and the run's provenance;
 - the submissions, ranked by their public score (private scores only with ``reveal=True``);
 - the published reference rows (Pai et al. 2024), kept apart and never ranked.
@@ -255,12 +256,8 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
             for i, (lo, hi) in ((int(k), v) for k, v in ranks.items()):
                 entries[i]["rank_interval"] = [lo, hi]
             top = min(scores)  # entries are sorted, so the lowest index with predictions is the top
-            others = [i for i in scores if i != top]
-            # two-sided: the top entry was picked from these same data
-            comps = {i: _stats.paired_comparison(kind, y, scores[top], scores[i], main, n_boot=n_boot, n_perm=n_perm, seed=seed, groups=groups) for i in others}
-            adjusted = _stats.holm([comps[i].p_value for i in others]) if others else []
-            for i, p_adj in zip(others, adjusted):
-                c = comps[i]
+            versus = _stats.versus_top(kind, y, scores, main, top=top, n_boot=n_boot, n_perm=n_perm, seed=seed, groups=groups, alpha=ALPHA)
+            for i, (c, p_adj) in versus.items():
                 entries[i]["comparison"] = {
                     "versus": entries[top]["encoder"],
                     "versus_probe": entries[top]["probe"],
@@ -307,6 +304,7 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
             "seed": seed,
             "alpha": ALPHA,
             "correction": "holm",
+            "holm_family": "all pairs of entries",
             "alternative": "two-sided",
             "bootstrap_unit": unit,
             "note": stats_note,

@@ -22,6 +22,25 @@ def test_holm_leaves_nan_out_of_the_family() -> None:
     assert np.isnan(_stats.holm([np.nan, np.nan])).all() and _stats.holm([]) == []
 
 
+def test_holm_over_a_larger_family() -> None:
+    """Two tests picked (against the data's top) from the three pairs of three entries."""
+    assert _stats.holm([0.01, 0.02], family=3) == pytest.approx([0.03, 0.04])
+    assert _stats.holm([0.04, 0.01], family=1) == pytest.approx([0.04, 0.02])  # never smaller than the tests given
+    assert _stats.holm([np.nan, 0.01], family=3) == pytest.approx([np.nan, 0.03], nan_ok=True)
+
+
+def test_versus_top_is_two_sided_and_holm_over_all_pairs() -> None:
+    rng = np.random.default_rng(4)
+    y = (rng.random(90) < 0.4).astype(int)
+    scores = {k: y * q + rng.normal(size=90) for k, q in (("a", 2.0), ("b", 1.0), ("c", 0.0))}
+    got = _stats.versus_top(BINARY.kind, y, scores, "auc", top="a", n_boot=0, n_perm=500, seed=1)
+    assert list(got) == ["b", "c"]
+    raw = {k: _stats.paired_comparison(BINARY.kind, y, scores["a"], scores[k], "auc", n_boot=0, n_perm=500, seed=1) for k in got}
+    assert {k: c.p_value for k, (c, _) in got.items()} == {k: c.p_value for k, c in raw.items()}
+    assert [p for _, p in got.values()] == pytest.approx(_stats.holm([raw["b"].p_value, raw["c"].p_value], family=3))
+    assert all(c.alternative == "two-sided" for c, _ in got.values())
+
+
 def _clustered_manifest(patients: int = 60, lesions: int = 5, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A binary task with ``patients`` x ``lesions`` test lesions whose labels and scores are correlated
     within the patient, and one model's predictions of them."""
