@@ -38,10 +38,11 @@ Where lesionbench differs from the FMCIB paper's protocol, and why:
   median risk, so the test split never sets its own threshold.
 * A patient in two splits is an error for our splits and reported for published ones.
 * CIs and the paired test follow the paper (1,000 percentile-bootstrap resamples of the test set;
-  one-sided permutation test with 1,000 per-case swaps plus a bootstrap CI of the difference), except
-  that the bootstrap resamples *patients* (all lesions of a drawn patient come along): lesions of one
-  patient are correlated and a lesion-level bootstrap makes the CIs too narrow. With one lesion per
-  patient the two are identical.
+  a permutation test with 1,000 swaps plus a bootstrap CI of the difference), except that the bootstrap
+  and the swaps take whole *patients* (all lesions of a drawn patient come along): lesions of one
+  patient are correlated and lesion-level resampling makes the CIs too narrow and the test too eager.
+  With one lesion per patient the two are identical. The test is two-sided by default and swaps
+  ranks, so neither model's score scale matters (:func:`lesionbench.benchmark.metrics.paired_comparison`).
 """
 
 from __future__ import annotations
