@@ -150,7 +150,7 @@ def run(reps: int, d: Design, *, n_boot: int, n_perm: int, seed: int = 0, lesion
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer replicates and resamples (< 60 s)")
-    ap.add_argument("--reps", type=int, help="replicates per scenario (default 2000; --quick 400)")
+    ap.add_argument("--reps", type=int, help="replicates per scenario (default 2000; --quick 300)")
     ap.add_argument("--patients", type=int, default=40)
     ap.add_argument("--lesions", type=int, default=5)
     ap.add_argument("--rho", type=float, default=0.5, help="within-patient correlation of the lesions' latent malignancy")
@@ -160,7 +160,7 @@ def main() -> None:
     ap.add_argument("--n-perm", type=int, help="permutations (default 1000; --quick 300)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    reps = args.reps or (400 if args.quick else 2000)
+    reps = args.reps or (300 if args.quick else 2000)
     n_boot = args.n_boot or (300 if args.quick else 1000)
     n_perm = args.n_perm or (300 if args.quick else 1000)
     d = Design(args.patients, args.lesions, args.rho, label_noise=args.label_noise, tau=args.tau)

@@ -192,7 +192,8 @@ class PairedComparison:
     permutations swaps the two models' predictions of whole patients (``groups``; single cases without
     them), on a scale-free form of the scores (:func:`paired_comparison`); p = (1 + k) / (1 + n_perm)
     with k the permutations at least as extreme as the observed difference. NaN when the metric is
-    undefined on the test set or ``n_perm`` is 0.
+    undefined on the test set or ``n_perm`` is 0. ``n_groups``: the resampling units (patients; the
+    cases themselves without ``groups``).
     """
 
     metric: str
