@@ -536,8 +536,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare",
         help="Paired comparison of two encoders on the same task, fraction and seed, from saved predictions.",
-        description="Bootstrap CI of the metric difference (A - B) and a one-sided permutation p-value "
-        "(H1: A is better; each case's two predictions swapped at random), for each of the task's metrics.",
+        description="Bootstrap CI of the metric difference (A - B) and a permutation p-value (each patient's two "
+        "predictions, as ranks, swapped at random; both resample the results' bootstrap unit, patients by default), "
+        "for each of the task's metrics.",
     )
     p.add_argument("--task", required=True)
     p.add_argument("--encoder-a", required=True)
@@ -549,7 +550,14 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("lesionbench-results"), help="results folder used by `lesionbench run`")
     p.add_argument("--n-boot", type=whole_number(0), default=1000)
     p.add_argument("--n-perm", type=whole_number(0), default=1000)
+    p.add_argument(
+        "--alternative", choices=["two-sided", "greater", "less"], default="two-sided",
+        help="H1 of the test: A differs from B (default), A is better (greater) or A is worse (less)",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_compare)
+
+
+_P_HEADER = {"two-sided": "p (A!=B)", "greater": "p (A>B)", "less": "p (A<B)"}
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -557,13 +565,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     rows = compare_saved(
         args.out, args.task, args.encoder_a, args.encoder_b, fraction=args.fraction, seed=args.seed, probe=args.probe,
-        n_boot=args.n_boot, n_perm=args.n_perm, version=args.task_version,
+        n_boot=args.n_boot, n_perm=args.n_perm, version=args.task_version, alternative=args.alternative,
     )  # fmt: skip
     sys.stdout.write(
         f"{args.task}: {args.encoder_a} (A) vs {args.encoder_b} (B), fraction {args.fraction:g}, seed {args.seed}, "
         f"{rows[0].n if rows else 0} test lesions\n"
     )
-    sys.stdout.write(f"{'metric':>18} {'A':>7} {'B':>7} {'A-B':>7} {'95% CI':>17} {'p (A>B)':>8}\n")
+    sys.stdout.write(f"{'metric':>18} {'A':>7} {'B':>7} {'A-B':>7} {'95% CI':>17} {_P_HEADER[args.alternative]:>8}\n")
     for r in rows:
         sys.stdout.write(f"{r.metric:>18} {r.value_a:7.3f} {r.value_b:7.3f} {r.difference:+7.3f} [{r.ci_low:+.3f},{r.ci_high:+.3f}] {r.p_value:8.4f}\n")
     return 0

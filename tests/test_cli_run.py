@@ -118,6 +118,12 @@ def test_run_logs_to_mlflow_and_compare(toy, tmp_path, capsys) -> None:
     table = capsys.readouterr().out
     line = next(l for l in table.splitlines() if l.strip().startswith("auc"))
     assert float(line.split()[3]) > 0  # A - B
+    assert "p (A!=B)" in table  # two-sided by default
+    assert main(["compare", "--task", "toy_blobs", "--encoder-a", "toy_noisy", "--encoder-b", "toy_stats", "--out", "res",
+                 "--n-boot", "0", "--n-perm", "100", "--alternative", "greater"]) == 0  # fmt: skip
+    table = capsys.readouterr().out
+    line = next(l for l in table.splitlines() if l.strip().startswith("auc"))
+    assert "p (A>B)" in table and float(line.split()[-1]) > 0.5  # the worse model is not better
 
 
 def test_run_reports_library_errors(toy, capsys) -> None:

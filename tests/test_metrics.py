@@ -9,7 +9,7 @@ from scipy.stats import norm
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
 
 from lesionbench.benchmark.endpoints import two_year_label
-from lesionbench.benchmark.errors import UnknownNameError
+from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError
 from lesionbench.benchmark.metrics import (
     bootstrap_ci,
     bootstrap_weights,
@@ -168,7 +168,10 @@ def test_paired_comparison() -> None:
     assert r.difference == pytest.approx(roc_auc_score(y, good) - roc_auc_score(y, bad), abs=1e-12)
     assert r.ci_low > 0 and r.p_value < 0.01
     rev = paired_comparison(y, bad, good, "auc", n_boot=300, n_perm=300, seed=1)
-    assert rev.difference == pytest.approx(-r.difference) and rev.p_value > 0.9
+    # two-sided by default: the same evidence either way round
+    assert rev.difference == pytest.approx(-r.difference) and rev.p_value == r.p_value and rev.alternative == "two-sided"
+    assert paired_comparison(y, bad, good, "auc", n_boot=0, n_perm=300, seed=1, alternative="greater").p_value > 0.9
+    assert paired_comparison(y, bad, good, "auc", n_boot=0, n_perm=300, seed=1, alternative="less").p_value < 0.01
     same = paired_comparison(y, good, good, "auc", n_boot=50, n_perm=50)
     assert same.difference == 0 and same.p_value == 1.0
     # survival and multiclass go through the same machinery
@@ -203,3 +206,86 @@ def test_patient_bootstrap() -> None:
         cover_patient += ci_p.ci_low <= true_auc <= ci_p.ci_high
         cover_lesion += ci_l.ci_low <= true_auc <= ci_l.ci_high
     assert cover_patient / 80 >= 0.85 and cover_lesion / 80 < 0.8  # the lesion bootstrap under-covers
+
+
+# ------------------------------------------------------------------- paired test (issue 12)
+def _clustered(patients=40, lesions=5, seed=0):
+    """Labels and two models' scores with patient-level correlation of labels and model errors."""
+    rng = np.random.default_rng(seed)
+    z = 0.7 * rng.normal(size=(patients, 1)) + 0.7 * rng.normal(size=(patients, lesions))
+    y = (z + 0.7 * rng.normal(size=z.shape) > 0.3).astype(int).ravel()
+    a = (z + 0.8 * rng.normal(size=(patients, 1)) + 0.6 * rng.normal(size=z.shape)).ravel()
+    b = (z + 0.8 * rng.normal(size=(patients, 1)) + 0.6 * rng.normal(size=z.shape)).ravel()
+    return y, a, b, np.repeat([f"P{i}" for i in range(patients)], lesions)
+
+
+@pytest.mark.parametrize("transform", [lambda s: 1 / (1 + np.exp(-4 * s)), lambda s: np.exp(3 * s), lambda s: 10 * s - 7])
+def test_paired_test_does_not_depend_on_either_models_scale(transform) -> None:
+    """A monotone rescaling of one model leaves its AUC, hence the difference, the CI and p, unchanged."""
+    y, a, b, g = _clustered(seed=3)
+    a = a + 0.3 * (2 * y - 1)  # A is better, p small but not the smallest possible: it moves with the swaps
+    ref = paired_comparison(y, a, b, "auc", n_boot=200, n_perm=2000, seed=4, groups=g)
+    moved = paired_comparison(y, a, transform(b), "auc", n_boot=200, n_perm=2000, seed=4, groups=g)
+    assert moved.difference == pytest.approx(ref.difference, abs=1e-12)
+    assert (moved.ci_low, moved.ci_high) == pytest.approx((ref.ci_low, ref.ci_high), abs=1e-12)
+    assert moved.p_value == ref.p_value < 0.05
+
+
+def test_paired_test_is_scale_free_for_survival_too() -> None:
+    t, e, risk, score = _survival(seed=2)
+    rng = np.random.default_rng(0)
+    other = risk + rng.normal(scale=1.0, size=len(risk))
+    y = np.column_stack([t, e])
+    ref = paired_comparison(y, {"risk": risk, "score": score}, {"risk": other, "score": score}, "c_index", n_boot=0, n_perm=500, seed=1)
+    moved = paired_comparison(y, {"risk": risk, "score": score}, {"risk": np.exp(2 * other), "score": score}, "c_index", n_boot=0, n_perm=500, seed=1)
+    assert moved.p_value == ref.p_value and moved.difference == pytest.approx(ref.difference, abs=1e-12)
+
+
+def test_permutations_swap_whole_patients() -> None:
+    """Each patient's lesions are 4 copies of one lesion: with patients as the unit the test is that of
+    the single lesions, swap for swap; swapping the copies one by one would understate the null spread."""
+    rng = np.random.default_rng(7)
+    y = (rng.random(50) < 0.4).astype(int)
+    a, b = y + rng.normal(size=50), y + rng.normal(size=50)
+    single = paired_comparison(y, a, b, "auc", n_boot=300, n_perm=1000, seed=2)
+    copies = paired_comparison(np.repeat(y, 4), np.repeat(a, 4), np.repeat(b, 4), "auc", n_boot=300, n_perm=1000, seed=2, groups=np.repeat(np.arange(50), 4))
+    assert copies.difference == pytest.approx(single.difference, abs=1e-12)
+    assert copies.p_value == single.p_value and copies.n_groups == 50 and copies.n == 200
+    assert (copies.ci_low, copies.ci_high) == pytest.approx((single.ci_low, single.ci_high), abs=1e-12)
+
+
+def test_undefined_observed_metric_gives_no_p_value() -> None:
+    """AUC with one class only is undefined: p is NaN, never the smallest possible p."""
+    rng = np.random.default_rng(0)
+    y = np.ones(30, int)
+    r = paired_comparison(y, rng.random(30), rng.random(30), "auc", n_boot=50, n_perm=100)
+    assert np.isnan(r.difference) and np.isnan(r.p_value)
+    assert np.isnan(paired_comparison(np.r_[0, y], rng.random(31), rng.random(31), "auc", n_boot=0, n_perm=0).p_value)
+
+
+def test_alternatives() -> None:
+    y, a, b, g = _clustered(seed=5)
+    kw = {"n_boot": 0, "n_perm": 400, "seed": 9, "groups": g}
+    two = paired_comparison(y, a, b, "auc", **kw)
+    assert two.p_value == paired_comparison(y, b, a, "auc", **kw).p_value
+    assert paired_comparison(y, a, b, "auc", alternative="greater", **kw).p_value == paired_comparison(y, b, a, "auc", alternative="less", **kw).p_value
+    with pytest.raises(ConfigurationError, match="alternative must be one of two-sided, greater, less"):
+        paired_comparison(y, a, b, "auc", alternative="one-sided")
+
+
+def test_balanced_accuracy_test_uses_the_predicted_classes() -> None:
+    """Balanced accuracy depends on the predicted class only: scores giving the same classes give the same p."""
+    y, p = _multiclass(200, 4, seed=3)
+    q = np.roll(p, 1, axis=0)
+    sharp = np.eye(4)[p.argmax(1)] * 0.7 + 0.1  # same argmax, other probabilities
+    ref = paired_comparison(y, p, q, "balanced_accuracy", n_boot=0, n_perm=300, seed=0)
+    assert paired_comparison(y, sharp, q, "balanced_accuracy", n_boot=0, n_perm=300, seed=0).p_value == ref.p_value
+
+
+def test_map_on_a_binary_task_is_the_positive_class_ap() -> None:
+    rng = np.random.default_rng(2)
+    y = (rng.random(150) < 0.3).astype(int)
+    s = 1 / (1 + np.exp(-(y + rng.normal(size=150))))
+    got = compute_metrics("binary", y, s, ["map", "average_precision"])
+    assert got["map"] == pytest.approx(average_precision_score(y, s), abs=1e-12) == got["average_precision"]
+    assert bootstrap_ci("binary", y, s, ["map"], n_boot=100, seed=1)["map"] == bootstrap_ci("binary", y, s, ["average_precision"], n_boot=100, seed=1)["average_precision"]

@@ -51,9 +51,11 @@ Where lesionbench differs from the FMCIB paper's protocol, and why:
   Kaplan-Meier groups split at the *training* median risk, so the test split never sets its own threshold.
 * A patient in two splits is an error for our splits and reported for published ones.
 * CIs and the paired test follow the paper (1,000 percentile-bootstrap resamples of the test set;
-  permutation test plus a bootstrap CI of the difference), except that the bootstrap resamples
-  *patients* (all lesions of a drawn patient come along): lesions of one patient are correlated and a
-  lesion-level bootstrap makes the CIs too narrow. With one lesion per patient the two are identical.
+  a permutation test with 1,000 swaps plus a bootstrap CI of the difference), except that the bootstrap
+  and the swaps take whole *patients* (all lesions of a drawn patient come along): lesions of one
+  patient are correlated and lesion-level resampling makes the CIs too narrow and the test too eager.
+  With one lesion per patient the two are identical. The test is two-sided by default and swaps
+  ranks, so neither model's score scale matters (:func:`lesionbench.benchmark.metrics.paired_comparison`).
 """
 
 from __future__ import annotations
@@ -321,8 +323,12 @@ def compare_saved(
     n_boot: int = 1000,
     n_perm: int = 1000,
     version: str | None = None,
+    alternative: str = "two-sided",
 ) -> list[Any]:
     """Paired comparison (A - B) of two encoders' saved predictions of one (fraction, seed), per metric.
+
+    ``alternative``: ``"two-sided"`` (default), ``"greater"`` (A is better) or ``"less"``; the bootstrap
+    and the permutations resample the results' ``bootstrap_unit`` (patients by default).
 
     Both results must be of the same task version and train/val/test partition; the test lesions are
     aligned by ``lesion_id``. ``version`` (the task version) may be left out when only one version of the
@@ -365,7 +371,7 @@ def compare_saved(
     names = list(metrics) if metrics else list(a.runs[0].metrics)
     seed_key = int(seed) * 1_000_003 + int(round(fraction * 1_000_000))
     groups = ta["patient_id"].to_numpy() if a.extra.get("bootstrap_unit", "patient") == "patient" else None
-    return [paired_comparison(ya, sa, sb, m, kind=a.task.kind, n_boot=n_boot, n_perm=n_perm, seed=seed_key, groups=groups) for m in names]
+    return [paired_comparison(ya, sa, sb, m, kind=a.task.kind, n_boot=n_boot, n_perm=n_perm, seed=seed_key, groups=groups, alternative=alternative) for m in names]
 
 
 __all__ = [

@@ -69,13 +69,34 @@ def compute_metrics(kind: TaskKind | str, y_true: np.ndarray, scores: np.ndarray
     return scorer_metrics.compute_metrics(kind, y_true, _scorer_scores(kind, scores), names)
 
 
-def metric_values(kind: TaskKind, y_true: np.ndarray, scores: np.ndarray, names: Sequence[str], *, n_boot: int = 1000, seed: int = 0) -> dict[str, MetricValue]:
+def metric_values(
+    kind: TaskKind, y_true: np.ndarray, scores: np.ndarray, names: Sequence[str], *, n_boot: int = 1000, seed: int = 0, groups: Sequence[Any] | None = None
+) -> dict[str, MetricValue]:
     """Point estimate and 95% percentile-bootstrap CI of each metric in ``names``, all on the same
-    resamples (the scorer's :func:`~lesionbench.benchmark.metrics.bootstrap_ci`; ``n_boot=0``: NaN bounds)."""
+    resamples (the scorer's :func:`~lesionbench.benchmark.metrics.bootstrap_ci`; ``n_boot=0``: NaN bounds).
+    ``groups`` (patient ids, see :func:`bootstrap_groups`) resamples whole patients, as the scorer does."""
     from lesionbench.benchmark import metrics as scorer_metrics
 
     kind = TaskKind(kind)
-    return scorer_metrics.bootstrap_ci(kind, y_true, _scorer_scores(kind, scores), names, n_boot=n_boot, seed=seed)
+    return scorer_metrics.bootstrap_ci(kind, y_true, _scorer_scores(kind, scores), names, n_boot=n_boot, seed=seed, groups=groups)
+
+
+def bootstrap_groups(table: pd.DataFrame, unit: str = "patient") -> np.ndarray | None:
+    """The resampling groups of a predictions table for a result's ``bootstrap_unit``: its patient ids
+    (``"patient"``, the scorer's default) or ``None`` (``"lesion"``: single lesions are resampled).
+
+    One unit everywhere: the scorer, a submission and the leaderboard resample the same way, so the
+    same predictions get the same intervals. A table without ``patient_id`` cannot be resampled by
+    patient; that is said (lesion-level intervals are too narrow when patients have several lesions).
+    """
+    if unit == "lesion":
+        return None
+    if unit != "patient":
+        raise ValueError(f"bootstrap unit must be 'patient' or 'lesion'; got {unit!r}")
+    if "patient_id" not in table.columns:
+        logger.warning("Predictions without a patient_id column: the bootstrap resamples single lesions, not patients.")
+        return None
+    return table["patient_id"].astype(str).to_numpy()
 
 
 # ------------------------------------------------------------------------ predictions tables
@@ -120,49 +141,110 @@ def prediction_arrays(df: pd.DataFrame, meta: TaskMeta) -> tuple[np.ndarray, np.
 # -------------------------------------------------------------------------- paired comparison
 @dataclass(frozen=True)
 class Comparison:
-    """Model A minus model B on the same test lesions: bootstrap CI and one-sided permutation p."""
+    """Model A minus model B on the same test lesions: paired bootstrap CI and permutation p (NaN when undefined)."""
 
     difference: float
     ci_low: float
     ci_high: float
     p_value: float
+    alternative: str = "two-sided"
 
 
 def paired_comparison(
-    kind: TaskKind, y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, name: str, *, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0
+    kind: TaskKind,
+    y_true: np.ndarray,
+    scores_a: np.ndarray,
+    scores_b: np.ndarray,
+    name: str,
+    *,
+    n_boot: int = 1000,
+    n_perm: int = 1000,
+    seed: int = 0,
+    groups: Sequence[Any] | None = None,
+    alternative: str = "two-sided",
 ) -> Comparison:
-    """Is A better than B? The scorer's paired bootstrap CI and one-sided permutation p-value.
+    """Does A differ from B? The scorer's paired bootstrap CI and permutation p-value, both resampling
+    ``groups`` (patients) when given: :func:`lesionbench.benchmark.metrics.paired_comparison`.
 
-    See :func:`lesionbench.benchmark.metrics.paired_comparison` (REFERENCE.md section 4: predictions
-    swapped lesion by lesion; p = (1 + k) / (1 + n_perm)).
+    Two-sided by default: the leaderboard picks the top entry from the same data, so a one-sided
+    test "the top is better" would reject about twice as often as its level under the null.
     """
     from lesionbench.benchmark import metrics as scorer_metrics
 
     kind = TaskKind(kind)
     c = scorer_metrics.paired_comparison(
-        y_true, _scorer_scores(kind, scores_a), _scorer_scores(kind, scores_b), canonical(name), kind=kind, n_boot=n_boot, n_perm=n_perm, seed=seed
-    )
-    return Comparison(c.difference, c.ci_low, c.ci_high, c.p_value)
+        y_true, _scorer_scores(kind, scores_a), _scorer_scores(kind, scores_b), canonical(name),
+        kind=kind, n_boot=n_boot, n_perm=n_perm, seed=seed, groups=groups, alternative=alternative,
+    )  # fmt: skip
+    return Comparison(c.difference, c.ci_low, c.ci_high, c.p_value, c.alternative)
 
 
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1), in input order."""
+def holm(p_values: Sequence[float], *, family: int | None = None) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1), in input order.
+
+    A NaN p (no test: undefined metric, ``n_perm=0``) stays NaN and is left out of the family, so it
+    neither counts as significant nor makes the others' correction stricter. ``family``: the number of
+    hypotheses the tests were picked from, when larger than the number given (the rest count as not
+    rejected, p = 1): Holm over that whole family, which stays valid when the data chose which of
+    its hypotheses to test, e.g. every entry against the data's top entry among all pairs.
+    """
     p = np.asarray(p_values, dtype=float)
-    m = len(p)
-    order = np.argsort(p)
-    adjusted = np.empty(m)
+    adjusted = np.full(len(p), np.nan)
+    tested = np.flatnonzero(np.isfinite(p))
+    m = max(len(tested), family or 0)
     running = 0.0
-    for i, j in enumerate(order):
+    for i, j in enumerate(tested[np.argsort(p[tested], kind="stable")]):
         running = max(running, (m - i) * p[j])
         adjusted[j] = min(1.0, running)
     return adjusted.tolist()
 
 
+def versus_top(
+    kind: TaskKind,
+    y_true: np.ndarray,
+    scores: Mapping[Any, np.ndarray],
+    name: str,
+    *,
+    top: Any,
+    n_boot: int = 1000,
+    n_perm: int = 1000,
+    seed: int = 0,
+    groups: Sequence[Any] | None = None,
+    alpha: float = 0.05,
+) -> dict[Any, tuple[Comparison, float]]:
+    """The leaderboard's tests: every entry of ``scores`` against ``top``, the entry the data ranked
+    first, as ``{entry: (comparison top - entry, Holm-adjusted p)}``.
+
+    Two-sided, because the direction was picked by looking at the data; Holm over all K (K - 1) / 2
+    pairs of the K entries, because so was the pair: over the K - 1 tests alone, three equally good
+    entries give a false "significant" in 7-9% of draws at alpha 0.05 (``benchmarks/stats_calibration.py``).
+    """
+    others = [i for i in scores if i != top]
+    comps = {i: paired_comparison(kind, y_true, scores[top], scores[i], name, n_boot=n_boot, n_perm=n_perm, seed=seed, groups=groups) for i in others}
+    family = len(scores) * (len(scores) - 1) // 2
+    if n_perm and others and family / (n_perm + 1) >= alpha:
+        logger.warning(
+            "With %d entries no difference can be significant at %g with %d permutations (Holm over %d pairs); use at least %d.",
+            len(scores), alpha, n_perm, family, int(np.ceil(family / alpha)),
+        )  # fmt: skip
+    adjusted = holm([comps[i].p_value for i in others], family=family)
+    return {i: (comps[i], p) for i, p in zip(others, adjusted)}
+
+
 # ------------------------------------------------------------------------- rank intervals
 def bootstrap_rank_intervals(
-    kind: TaskKind, y_true: np.ndarray, scores: Mapping[str, np.ndarray], name: str, *, n_boot: int = 1000, seed: int = 0, higher_is_better: bool = True
+    kind: TaskKind,
+    y_true: np.ndarray,
+    scores: Mapping[str, np.ndarray],
+    name: str,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    higher_is_better: bool = True,
+    groups: Sequence[Any] | None = None,
 ) -> dict[str, tuple[int, int]]:
-    """95% interval of each model's rank (1 = best) over bootstrap resamples of the test lesions.
+    """95% interval of each model's rank (1 = best) over bootstrap resamples of the test set
+    (whole ``groups``, i.e. patients, when given; single lesions otherwise).
 
     Every model is scored on the same resample, then ranked; resamples where a metric is undefined
     (a class missing) are skipped. Ties share the best rank.
@@ -174,7 +256,7 @@ def bootstrap_rank_intervals(
     models = list(scores)
     kind = TaskKind(kind)
     # (n_boot, models): every model on the same resamples, those where all are defined kept
-    vals = np.column_stack([resampled_values(kind, y_true, _scorer_scores(kind, scores[m]), name, n_boot=n_boot, seed=seed) for m in models])
+    vals = np.column_stack([resampled_values(kind, y_true, _scorer_scores(kind, scores[m]), name, n_boot=n_boot, seed=seed, groups=groups) for m in models])
     vals = vals[np.isfinite(vals).all(axis=1)]
     if not len(vals):
         return {}

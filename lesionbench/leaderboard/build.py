@@ -9,7 +9,10 @@ different task versions are never mixed) it holds:
   CI over the result's bootstrap unit, patients by default), with every metric as the mean and
   standard deviation over seeds, the low-data curve, the bootstrap rank interval and the paired test
   against the top entry (``difference`` = this entry minus the top one, with its paired bootstrap CI;
-  permutation p, Holm-corrected over all comparisons of the task), and the run's provenance;
+  two-sided permutation p, since the top entry is picked from the same data; Holm-corrected over all
+  K (K - 1) / 2 pairs of the task's K entries, of which the K - 1 against the top are the ones tested;
+  the bootstrap and the permutations resample patients unless every entry was scored per lesion), and
+  the run's provenance;
 - ``unranked``: entries listed but not ranked, each with its reason (trained on fewer labels than the
   headline fraction, no confidence interval, main metric undefined);
 - the submissions, ranked by their public score (private scores only with ``reveal=True``);
@@ -42,7 +45,7 @@ from lesionbench.leaderboard.published import CITATION, DOI_URL, SOURCE, publish
 logger = logging.getLogger(__name__)
 
 #: The paired test's alternative as :func:`_stats.paired_comparison` runs it (shown on the page).
-ALTERNATIVE = "greater"
+ALTERNATIVE = "two-sided"
 
 
 def _num(x: Any) -> float | None:
@@ -183,16 +186,21 @@ def _reference_rows(task: str) -> list[dict[str, Any]]:
     return [p.to_dict() for p in published_for(task, fraction=None)]
 
 
-def _align_predictions(meta: TaskMeta, frames: dict[int, pd.DataFrame]) -> tuple[np.ndarray, dict[int, np.ndarray], str] | None:
-    """Common test lesions of every entry's predictions: (y_true, scores per entry, note)."""
-    parsed = {}
+def _align_predictions(
+    meta: TaskMeta, frames: dict[int, pd.DataFrame], unit: str = "patient"
+) -> tuple[np.ndarray, dict[int, np.ndarray], str, np.ndarray | None] | None:
+    """Common test lesions of every entry's predictions: (y_true, scores per entry, note, resampling
+    groups: the patient ids for ``unit="patient"``, else None)."""
+    parsed, patients = {}, {}
     for i, df in frames.items():
+        test = df[df["split"] == "test"] if "split" in df.columns else df
         try:
-            ids, y, s = _stats.prediction_arrays(df[df["split"] == "test"] if "split" in df.columns else df, meta)
+            ids, y, s = _stats.prediction_arrays(test, meta)
         except (KeyError, ValueError) as exc:
             logger.warning("Predictions of entry %d cannot be used for paired statistics: %s", i, exc)
             continue
         parsed[i] = (pd.Index(ids), y, s)
+        patients[i] = _stats.bootstrap_groups(test, unit)
     if len(parsed) < 2:
         return None
     common = None
@@ -214,7 +222,9 @@ def _align_predictions(meta: TaskMeta, frames: dict[int, pd.DataFrame]) -> tuple
     if any(not np.allclose(y_ref, y, equal_nan=True) for y in ys[1:]):
         logger.warning("Task %s: the entries' predictions carry different labels for the same lesions; paired statistics skipped.", meta.name)
         return None
-    return y_ref, scores, note
+    first = next(i for i in parsed if patients[i] is not None) if any(g is not None for g in patients.values()) else None
+    groups = None if first is None else patients[first][parsed[first][0].get_indexer(common)]
+    return y_ref, scores, note, groups
 
 
 def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_boot: int, n_perm: int, seed: int) -> dict[str, Any]:
@@ -241,28 +251,27 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
         # Equal values share a rank (competition ranking: 1, 1, 3).
         e["rank"] = 1 + sum(1 for f in entries if main_value(f) > main_value(e))
 
-    stats_note = ""
+    stats_note, unit = "", "patient"
     if len(entries) >= 2:
         frames = {}
         for i, it in enumerate(measured):
             df = it.predictions(headline_run(it.result, fraction))
             if df is not None:
                 frames[i] = df
-        aligned = _align_predictions(meta, frames)
+        # one resampling unit: patients, as the scorer's default, unless every entry was scored per lesion
+        unit = "lesion" if all(it.result.extra.get("bootstrap_unit") == "lesion" for it in measured) else "patient"
+        aligned = _align_predictions(meta, frames, unit)
         if aligned is None:
             stats_note = "rank intervals and paired tests need the saved predictions of at least two entries"
         else:
-            y, scores, stats_note = aligned
+            y, scores, stats_note, groups = aligned
             kind = meta.kind
-            ranks = _stats.bootstrap_rank_intervals(kind, y, {str(i): s for i, s in scores.items()}, main, n_boot=n_boot, seed=seed)
+            ranks = _stats.bootstrap_rank_intervals(kind, y, {str(i): s for i, s in scores.items()}, main, n_boot=n_boot, seed=seed, groups=groups)
             for i, (lo, hi) in ((int(k), v) for k, v in ranks.items()):
                 entries[i]["rank_interval"] = [lo, hi]
             top = min(scores)  # entries are sorted, so the lowest index with predictions is the top
-            others = [i for i in scores if i != top]
-            comps = {i: _stats.paired_comparison(kind, y, scores[top], scores[i], main, n_boot=n_boot, n_perm=n_perm, seed=seed) for i in others}
-            adjusted = _stats.holm([comps[i].p_value for i in others]) if others else []
-            for i, p_adj in zip(others, adjusted):
-                c = comps[i]
+            versus = _stats.versus_top(kind, y, scores, main, top=top, n_boot=n_boot, n_perm=n_perm, seed=seed, groups=groups, alpha=ALPHA)
+            for i, (c, p_adj) in versus.items():
                 entries[i]["comparison"] = {
                     "versus": entries[top]["label"],
                     "versus_probe": entries[top]["probe"],
@@ -273,7 +282,7 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
                     "ci_high": _num(-c.ci_low),
                     "p_value": _num(c.p_value),
                     "p_holm": _num(p_adj),
-                    "significant": bool(p_adj < ALPHA),
+                    "significant": bool(np.isfinite(p_adj) and p_adj < ALPHA),  # no test (NaN) is never significant
                     "n_lesions": int(len(y)),
                 }
             entries[top]["comparison"] = {"versus": None, "metric": main, "is_reference": True, "n_lesions": int(len(y))}
@@ -311,9 +320,9 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
             "seed": seed,
             "alpha": ALPHA,
             "correction": "holm",
+            "holm_family": "all pairs of entries",
             "alternative": ALTERNATIVE,
-            # what the ranked entries' headline CIs resample: each result's own unit
-            "bootstrap_unit": "/".join(sorted({e["provenance"]["bootstrap_unit"] for e in entries})) or "patient",
+            "bootstrap_unit": unit,
             "note": stats_note,
         },
     }

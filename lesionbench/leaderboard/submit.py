@@ -101,12 +101,16 @@ class SubmissionScore:
     predictions: pd.DataFrame  # lesion_id, patient_id, split, labels, part, scores
 
 
-def _metric_values(meta: TaskMeta, y: np.ndarray, s: np.ndarray, *, n_boot: int, seed: int) -> dict[str, MetricValue]:
-    return _stats.metric_values(meta.kind, y, s, _stats.task_metrics(meta), n_boot=n_boot, seed=seed)
+def _metric_values(meta: TaskMeta, y: np.ndarray, s: np.ndarray, *, n_boot: int, seed: int, groups: np.ndarray | None) -> dict[str, MetricValue]:
+    return _stats.metric_values(meta.kind, y, s, _stats.task_metrics(meta), n_boot=n_boot, seed=seed, groups=groups)
 
 
-def score_predictions(meta: TaskMeta, manifest: pd.DataFrame, predictions: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> SubmissionScore:
-    """Score validated predictions (``validate_predictions`` output) with the harness's labels."""
+def score_predictions(
+    meta: TaskMeta, manifest: pd.DataFrame, predictions: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, bootstrap_unit: str = "patient"
+) -> SubmissionScore:
+    """Score validated predictions (``validate_predictions`` output) with the harness's labels.
+
+    The CIs resample ``bootstrap_unit``: whole test patients (default, as the scorer) or single lesions."""
     test = manifest[manifest["split"] == "test"].copy()
     test["lesion_id"] = test["lesion_id"].astype(str)
     merged = test.merge(predictions, on="lesion_id", how="left", validate="one_to_one")
@@ -117,10 +121,12 @@ def score_predictions(meta: TaskMeta, manifest: pd.DataFrame, predictions: pd.Da
     table = merged[["lesion_id", "patient_id", "split", *label_cols, "part", *score_cols]].reset_index(drop=True)
     _, y, s = _stats.prediction_arrays(table, meta)
     pub = (table["part"] == "public").to_numpy()
+    groups = _stats.bootstrap_groups(table, bootstrap_unit)
+    part_groups = (None, None) if groups is None else (groups[pub], groups[~pub])
     return SubmissionScore(
-        public=_metric_values(meta, y[pub], s[pub], n_boot=n_boot, seed=seed),
-        private=_metric_values(meta, y[~pub], s[~pub], n_boot=n_boot, seed=seed),
-        overall=_metric_values(meta, y, s, n_boot=n_boot, seed=seed),
+        public=_metric_values(meta, y[pub], s[pub], n_boot=n_boot, seed=seed, groups=part_groups[0]),
+        private=_metric_values(meta, y[~pub], s[~pub], n_boot=n_boot, seed=seed, groups=part_groups[1]),
+        overall=_metric_values(meta, y, s, n_boot=n_boot, seed=seed, groups=groups),
         n_public=int(pub.sum()),
         n_private=int((~pub).sum()),
         predictions=table,

@@ -1,0 +1,178 @@
+"""Calibration of lesionbench's paired tests and patient-bootstrap CIs on clustered lesions.
+
+Null simulations (two equally good models) with several lesions per patient whose labels and model
+errors are correlated within the patient, as in DeepLesion or LUNA16. Measures, each with its
+Monte-Carlo standard error sqrt(r (1 - r) / reps):
+
+- type-I error at alpha 0.05 of ``lesionbench compare``'s test (:func:`metrics.paired_comparison`,
+  two-sided, patients as the resampling unit), for (a) two exchangeable models, one of them reported
+  on another scale (a monotone transform: the metric is unchanged, so must be p), and (b) two models
+  with the same AUC whose errors differ in structure (one mostly shared by a patient's lesions, one
+  mostly per lesion), which are not exchangeable;
+- the same for the leaderboard page's tests (:func:`lesionbench.leaderboard._stats.versus_top`: the
+  entry with the best observed AUC against each other entry, two-sided, Holm over all pairs): the rate
+  of any entry marked significant among three equally good models;
+- coverage of the 95% patient-bootstrap CI of one model's AUC and of the difference of two models'
+  AUCs (null and non-null difference), against the true values from one large simulated cohort.
+
+Reference rows (not what lesionbench does) show why: the same tests resampling single lesions, and
+the one-sided "top is better" test after picking the top from the data.
+
+    PYTHONPATH=. python benchmarks/stats_calibration.py --quick     # < 60 s
+    PYTHONPATH=. python benchmarks/stats_calibration.py             # the table in benchmarks/README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Design:
+    """Cohort shape and correlation: ``rho`` is the within-patient correlation of the lesions' latent
+    malignancy (labels are correlated through it, less so with more ``label_noise``); a model's
+    error has variance ``noise**2``, a share ``tau`` of it common to the patient's lesions (the
+    error-structure scenario uses 0.9 and 0.1 instead)."""
+
+    patients: int = 40
+    lesions: int = 5
+    rho: float = 0.5
+    noise: float = 1.0
+    label_noise: float = 0.7
+    tau: float = 0.6
+
+
+def simulate(rng: np.random.Generator, d: Design, models: list[tuple[float, float]]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Labels, one score vector per ``(noise, tau)`` model and the patient id of each lesion."""
+    shape = (d.patients, d.lesions)
+    z = np.sqrt(d.rho) * rng.normal(size=(d.patients, 1)) + np.sqrt(1 - d.rho) * rng.normal(size=shape)
+    y = (z + d.label_noise * rng.normal(size=shape) > 0.3).astype(int)
+    scores = []
+    for sd, tau in models:
+        err = np.sqrt(tau) * rng.normal(size=(d.patients, 1)) + np.sqrt(1 - tau) * rng.normal(size=shape)
+        scores.append((z + sd * err).ravel())
+    return y.ravel(), scores, np.repeat(np.arange(d.patients), d.lesions)
+
+
+def true_auc(d: Design, models: list[tuple[float, float]], patients: int = 40_000, seed: int = 12345) -> list[float]:
+    """Population AUC of each model: one large cohort of the same design."""
+    from sklearn.metrics import roc_auc_score
+
+    big = Design(patients, d.lesions, d.rho, d.noise, d.label_noise, d.tau)
+    y, scores, _ = simulate(np.random.default_rng(seed), big, models)
+    return [float(roc_auc_score(y, s)) for s in scores]
+
+
+def _rate(hits: list[bool]) -> tuple[float, float, int]:
+    r = float(np.mean(hits)) if hits else float("nan")
+    return r, float(np.sqrt(r * (1 - r) / len(hits))) if hits else float("nan"), len(hits)
+
+
+def squash(s: np.ndarray) -> np.ndarray:
+    """A monotone transform to another scale (probabilities squeezed towards 0 and 1): AUC unchanged."""
+    return 1 / (1 + np.exp(-4 * s))
+
+
+def run(reps: int, d: Design, *, n_boot: int, n_perm: int, seed: int = 0, lesion_reference: bool = True) -> list[tuple[str, str, float, float, int, str]]:
+    """Every measurement of the module docstring: (key, what, rate, Monte-Carlo SE, reps, target)."""
+    from lesionbench.benchmark.metrics import bootstrap_ci, paired_comparison
+    from lesionbench.benchmark.types import TaskKind
+    from lesionbench.leaderboard import _stats
+
+    exch, structured = (d.noise, d.tau), [(d.noise, 0.9), (d.noise, 0.1)]
+    better = (0.6 * d.noise, d.tau)
+    t_exch = true_auc(d, [exch])[0]
+    t_better = true_auc(d, [better, exch])
+    rng = np.random.default_rng(seed)
+    hits: dict[str, list[bool]] = {}
+
+    def add(key: str, ok: bool) -> None:
+        hits.setdefault(key, []).append(bool(ok))
+
+    def test(y, a, b, g, **kw):  # noqa: ANN001, ANN202
+        return paired_comparison(y, a, b, "auc", kind="binary", n_boot=n_boot, n_perm=n_perm, seed=int(rng.integers(1 << 31)), groups=g, **kw)
+
+    for _ in range(reps):
+        # null (a): exchangeable models, B on another scale
+        y, (a, b, c), g = simulate(rng, d, [exch, exch, exch])
+        r = test(y, a, squash(b), g)
+        add("compare_exch", r.p_value < ALPHA)
+        add("cover_diff_null", r.ci_low <= 0 <= r.ci_high)
+        ci = bootstrap_ci("binary", y, a, ["auc"], n_boot=n_boot, seed=int(rng.integers(1 << 31)), groups=g)["auc"]
+        add("cover_auc", ci.ci_low <= t_exch <= ci.ci_high)
+        # page: three equally good entries, the top picked by observed AUC, Holm over the other two
+        models = [a, squash(b), c]
+        auc = [_stats.metric("auc", TaskKind.BINARY, y, m) for m in models]
+        top = int(np.argmax(auc))
+        page = _stats.versus_top(TaskKind.BINARY, y, dict(enumerate(models)), "auc", top=top, n_boot=0, n_perm=n_perm, seed=int(rng.integers(1 << 31)), groups=g)
+        add("page_fwer", any(p < ALPHA for _, p in page.values()))
+        # the same tests Holm-corrected over the K - 1 comparisons with the top only
+        add("ref_holm_top_only", any(p < ALPHA for p in _stats.holm([c.p_value for c, _ in page.values()])))
+        # the one-sided "top is better" after picking the top from the data (the old page test), two entries
+        top2, low2 = (a, squash(b)) if auc[0] >= auc[1] else (squash(b), a)
+        add("ref_onesided_top", test(y, top2, low2, g, alternative="greater").p_value < ALPHA)
+        if lesion_reference:
+            add("ref_lesion_exch", test(y, a, b, None).p_value < ALPHA)
+        # null (b): same AUC, errors shared by a patient's lesions vs per lesion
+        y, (a, b), g = simulate(rng, d, structured)
+        r = test(y, a, b, g)
+        add("compare_struct", r.p_value < ALPHA)
+        add("cover_diff_struct", r.ci_low <= 0 <= r.ci_high)
+        # non-null: A better than B, coverage of the true difference and power
+        y, (a, b), g = simulate(rng, d, [better, exch])
+        r = test(y, a, b, g)
+        add("cover_diff_alt", r.ci_low <= t_better[0] - t_better[1] <= r.ci_high)
+        add("power_alt", r.p_value < ALPHA)
+
+    rows = [
+        ("compare_exch", "type-I, `compare` test, exchangeable models (B rescaled)", "0.03-0.07"),
+        ("compare_struct", "type-I, `compare` test, same AUC, different error structure", "0.03-0.07"),
+        ("page_fwer", "type-I (any entry significant), page test, 3 equal entries, Holm", "<= 0.07"),
+        ("cover_auc", f"coverage, 95% patient-bootstrap CI of AUC (true {t_exch:.3f})", "0.93-0.97"),
+        ("cover_diff_null", "coverage, 95% CI of AUC difference, exchangeable (true 0)", "0.93-0.97"),
+        ("cover_diff_struct", "coverage, 95% CI of AUC difference, different error structure (true 0)", "0.93-0.97"),
+        ("cover_diff_alt", f"coverage, 95% CI of AUC difference, A better (true {t_better[0] - t_better[1]:+.3f})", "0.93-0.97"),
+        ("power_alt", "power, `compare` test, A better", "-"),
+        ("ref_onesided_top", "reference: one-sided 'top is better' after picking the top (old page test)", "not used"),
+        ("ref_holm_top_only", "reference: page test, 3 equal entries, Holm over the 2 tests with the top only", "not used"),
+        ("ref_lesion_exch", "reference: lesions as the unit (patients ignored), exchangeable", "not used"),
+    ]
+    return [(key, label, *_rate(hits[key]), target) for key, label, target in rows if key in hits]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer replicates and resamples (< 60 s)")
+    ap.add_argument("--reps", type=int, help="replicates per scenario (default 2000; --quick 300)")
+    ap.add_argument("--patients", type=int, default=40)
+    ap.add_argument("--lesions", type=int, default=5)
+    ap.add_argument("--rho", type=float, default=0.5, help="within-patient correlation of the lesions' latent malignancy")
+    ap.add_argument("--tau", type=float, default=0.6, help="share of a model's error common to a patient's lesions")
+    ap.add_argument("--label-noise", type=float, default=0.7, help="per-lesion label noise (smaller: labels more alike within a patient)")
+    ap.add_argument("--n-boot", type=int, help="bootstrap resamples (default 1000; --quick 300)")
+    ap.add_argument("--n-perm", type=int, help="permutations (default 1000; --quick 300)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    reps = args.reps or (300 if args.quick else 2000)
+    n_boot = args.n_boot or (300 if args.quick else 1000)
+    n_perm = args.n_perm or (300 if args.quick else 1000)
+    d = Design(args.patients, args.lesions, args.rho, label_noise=args.label_noise, tau=args.tau)
+    t0, load = time.perf_counter(), os.getloadavg()[0]
+    rows = run(reps, d, n_boot=n_boot, n_perm=n_perm, seed=args.seed)
+    wall = time.perf_counter() - t0
+    print(f"{d.patients} patients x {d.lesions} lesions, rho {d.rho}, tau {d.tau}, label noise {d.label_noise}, {reps} replicates, n_boot {n_boot}, n_perm {n_perm}, alpha {ALPHA}")
+    print(f"{time.strftime('%Y-%m-%d')}, {wall:.0f} s, load {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end\n")
+    print("| measurement | rate | MC SE | target |\n|---|---|---|---|")
+    for _, label, rate, se, _, target in rows:
+        print(f"| {label} | {rate:.3f} | {se:.3f} | {target} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The weighted metric kernels behind :mod:`lesionbench.benchmark.metrics`.
+
+Each metric is written once as ``f(target, scores, W) -> (B,)``: row ``b`` of ``W`` holds per-case
+multiplicities (ones: the test set; bootstrap counts: a resample; 0/1 over two models' stacked cases:
+a permutation), so many resamples run as a few matrix operations. See the table in ``metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lesionbench.benchmark.endpoints import two_year_label
+from lesionbench.benchmark.errors import ConfigurationError
+from lesionbench.benchmark.types import TaskKind
+
+#: Bootstrap weight rows processed at once (bounds memory for large test sets).
+_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Ground truth in the form the weighted metrics use."""
+
+    kind: TaskKind
+    label: np.ndarray | None = None  # int class index (classification)
+    time: np.ndarray | None = None
+    event: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.label if self.label is not None else self.time)
+
+
+def _target(kind: TaskKind, y_true: Any) -> _Target:
+    if kind == TaskKind.SURVIVAL:
+        if isinstance(y_true, Mapping) or hasattr(y_true, "columns"):
+            time, event = np.asarray(y_true["time"], float), np.asarray(y_true["event"], float)
+        else:
+            arr = np.asarray(y_true, dtype=float)
+            if arr.ndim != 2 or arr.shape[1] != 2:
+                raise ConfigurationError(
+                    f"Survival ground truth must be (n, 2) columns time, event (or a table with those columns); got shape {arr.shape}."
+                )
+            time, event = arr[:, 0], arr[:, 1]
+        return _Target(kind, time=time, event=event)
+    label = np.asarray(y_true)
+    if label.ndim != 1:
+        raise ConfigurationError(f"Class labels must be one-dimensional; got shape {label.shape}.")
+    return _Target(kind, label=label.astype(int))
+
+
+def _scores(kind: TaskKind, scores: Any, n: int) -> dict[str, np.ndarray]:
+    """Normalise scores: ``proba`` (n, K) for classification; ``score`` and ``risk`` for survival."""
+    if kind == TaskKind.SURVIVAL:
+        if isinstance(scores, Mapping) or hasattr(scores, "columns"):
+            risk = np.asarray(scores["risk"], float) if "risk" in scores else None
+            score = np.asarray(scores["score"], float) if "score" in scores else None
+            if risk is None and score is None:
+                raise ConfigurationError("Survival scores need a 'risk' and/or a 'score' (2-year probability) column.")
+            risk = risk if risk is not None else score
+            score = score if score is not None else risk
+        else:
+            risk = score = np.asarray(scores, float)
+        out = {"risk": risk, "score": score}
+    else:
+        p = np.asarray(scores, dtype=float)
+        if kind == TaskKind.BINARY and p.ndim == 1:
+            p = np.column_stack([1.0 - p, p])
+        if p.ndim != 2:
+            raise ConfigurationError(f"Scores for a {kind} task must be (n, n_classes) probabilities; got shape {p.shape}.")
+        out = {"proba": p}
+    for k, v in out.items():
+        if len(v) != n:
+            raise ConfigurationError(f"{len(v)} {k} scores for {n} cases: scores and labels must align row by row.")
+        if not np.all(np.isfinite(v)):
+            raise ConfigurationError(f"{int((~np.isfinite(v)).sum())} {k} scores are NaN or infinite; a probe must score every case.")
+    return out
+
+
+# ------------------------------------------------------------------ weighted metric kernels
+def _grouped(pos: np.ndarray, s: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positive and negative weight per distinct score value, highest score first: (B, G) each."""
+    order = np.argsort(-s, kind="mergesort")
+    ss = s[order]
+    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
+    Wo = W[:, order]
+    po = pos[order]
+    P = np.add.reduceat(Wo * po, starts, axis=1)
+    N = np.add.reduceat(Wo * ~po, starts, axis=1)
+    return P, N
+
+
+def _w_auc(pos: np.ndarray, s: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Weighted ROC AUC (ties count one half), NaN where a resample lacks either class."""
+    P, N = _grouped(pos, s, W)
+    ptot, ntot = P.sum(1), N.sum(1)
+    below = ntot[:, None] - np.cumsum(N, axis=1)  # negatives with a strictly lower score
+    num = (P * (below + 0.5 * N)).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((ptot > 0) & (ntot > 0), num / (ptot * ntot), np.nan)
+
+
+def _w_ap(pos: np.ndarray, s: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Weighted average precision, sum over thresholds of (recall step) x precision, as scikit-learn."""
+    P, N = _grouped(pos, s, W)
+    tp, fp = np.cumsum(P, axis=1), np.cumsum(N, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prec = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        ptot = P.sum(1)
+        return np.where(ptot > 0, (P * prec).sum(1) / ptot, np.nan)
+
+
+def _macro(values: list[np.ndarray]) -> np.ndarray:
+    """Mean over classes of per-class values, skipping classes undefined on a resample."""
+    stack = np.vstack(values)
+    ok = np.isfinite(stack)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok.any(0), np.where(ok, stack, 0.0).sum(0) / ok.sum(0), np.nan)
+
+
+def _balanced_accuracy(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> np.ndarray:
+    p = s["proba"]
+    member = (t.label[:, None] == np.arange(p.shape[1])).astype(float)  # (n, K)
+    correct = (p.argmax(1) == t.label)[:, None]
+    # einsum, not W @ member: a BLAS call per chunk is up to 20x slower on a busy 2-core machine
+    support = np.einsum("bi,ik->bk", W, member)
+    hits = np.einsum("bi,ik->bk", W, member * correct)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _macro(list(np.where(support > 0, hits / support, np.nan).T))
+
+
+def _map(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> np.ndarray:
+    p = s["proba"]
+    if t.kind == TaskKind.BINARY:
+        # one positive class: averaging in the AP of "negative" (class 0 ranked by 1 - p) would
+        # reward detecting negatives, which no binary task asks for
+        return _average_precision(t, s, W)
+    return _macro([_w_ap(t.label == k, p[:, k], W) for k in range(p.shape[1])])
+
+
+def _auc(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> np.ndarray:
+    p = s["proba"]
+    if t.kind == TaskKind.BINARY:
+        return _w_auc(t.label == 1, p[:, 1], W)
+    return _macro([_w_auc(t.label == k, p[:, k], W) for k in range(p.shape[1])])
+
+
+def _average_precision(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> np.ndarray:
+    return _w_ap(t.label == 1, s["proba"][:, 1], W)
+
+
+def _c_index(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> np.ndarray:
+    """Harrell's C with lifelines' rules: pair (i, j) is comparable when i died first, or at the
+    same time as a censored j; concordant when i has the higher risk; tied risks count one half."""
+    time, event, risk = t.time, t.event.astype(bool), s["risk"]
+    comparable = event[:, None] & ((time[:, None] < time[None, :]) | ((time[:, None] == time[None, :]) & ~event[None, :]))
+    value = np.where(risk[:, None] > risk[None, :], 1.0, np.where(risk[:, None] == risk[None, :], 0.5, 0.0))
+    A = comparable.astype(float)
+    AV = A * value
+    den = np.einsum("bi,ij,bj->b", W, A, W, optimize=True)
+    num = np.einsum("bi,ij,bj->b", W, AV, W, optimize=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+def _auc_2y(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> np.ndarray:
+    y2 = two_year_label(t.time, t.event)
+    known = np.isfinite(y2)
+    return _w_auc(y2[known] == 1, s["score"][known], W[:, known])
+
+
+_Kernel = Callable[[_Target, dict[str, np.ndarray], np.ndarray], np.ndarray]
+#: name -> (weighted kernel, task kinds it applies to)
+_METRICS: dict[str, tuple[_Kernel, tuple[TaskKind, ...]]] = {
+    "balanced_accuracy": (_balanced_accuracy, (TaskKind.MULTICLASS, TaskKind.BINARY)),
+    "map": (_map, (TaskKind.MULTICLASS, TaskKind.BINARY)),
+    "auc": (_auc, (TaskKind.MULTICLASS, TaskKind.BINARY)),
+    "average_precision": (_average_precision, (TaskKind.BINARY,)),
+    "c_index": (_c_index, (TaskKind.SURVIVAL,)),
+    "auc_2y": (_auc_2y, (TaskKind.SURVIVAL,)),
+}
+
+
+def _evaluate(name: str, t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> np.ndarray:
+    kernel = _METRICS[name][0]
+    if len(W) <= _CHUNK:
+        return kernel(t, s, W)
+    return np.concatenate([kernel(t, s, W[i : i + _CHUNK]) for i in range(0, len(W), _CHUNK)])
