@@ -322,7 +322,10 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
             "correction": "holm",
             "holm_family": "all pairs of entries",
             "alternative": ALTERNATIVE,
-            "bootstrap_unit": unit,
+            # what the ranked entries' headline CIs resample (each result's own unit), and what the
+            # rank intervals and paired tests resample (one unit for all entries)
+            "bootstrap_unit": "/".join(sorted({e["provenance"]["bootstrap_unit"] for e in entries})) or "patient",
+            "paired_unit": unit,
             "note": stats_note,
         },
     }
