@@ -49,7 +49,7 @@ def test_each_protocol_runs_end_to_end_with_two_encoders(toy, tmp_path, capsys) 
 
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # absolute: MLflow caches stores by URI string
     runs = client.search_runs([client.get_experiment_by_name("lesionbench").experiment_id], max_results=500)
     parents = [r for r in runs if r.data.tags["lesionbench.level"] == "parent"]
     assert sorted(r.data.tags["lesionbench.protocol"] for r in parents) == sorted(["knn"] * 2 + ["k-shot"] * 4 + ["finetune"] * 2)
@@ -59,7 +59,7 @@ def test_each_protocol_runs_end_to_end_with_two_encoders(toy, tmp_path, capsys) 
     from lesionbench.leaderboard.build import build_document
     from lesionbench.leaderboard.collect import collect_results
 
-    doc = build_document(collect_results(tracking_uri="sqlite:///mlflow.db", results_dir="res"), n_boot=20, n_perm=20, include_published=False)
+    doc = build_document(collect_results(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", results_dir="res"), n_boot=20, n_perm=20, include_published=False)
     sections = {(t["name"], t["protocol"]): t for t in doc["tasks"]}
     assert set(sections) == {("toy_blobs", p) for p in cases}  # one section per protocol and probe: nothing ranked across them
     for folder, (_, encoders) in cases.items():

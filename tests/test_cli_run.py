@@ -101,7 +101,7 @@ def test_run_logs_to_mlflow_and_compare(toy, tmp_path, capsys) -> None:
 
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # absolute: MLflow caches stores by URI string
     runs = client.search_runs([client.get_experiment_by_name("lesionbench").experiment_id])
     levels = sorted(r.data.tags["lesionbench.level"] for r in runs)
     assert levels == ["child"] * 4 + ["parent"]
