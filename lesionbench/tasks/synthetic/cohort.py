@@ -39,8 +39,12 @@ COHORT_DIRNAME = "synthetic"
 TASK_NAMES: tuple[str, ...] = ("synthetic_site", "synthetic_malignancy", "synthetic_survival")
 
 
-def _generate_patient(out: str, seed: int, index: int) -> list[dict[str, Any]]:
-    """Make, write and describe one patient; depends only on ``(seed, index)``."""
+def _generate_patient(out: str, seed: int, index: int, retest: bool = False) -> list[dict[str, Any]]:
+    """Make, write and describe one patient; depends only on ``(seed, index)``.
+
+    ``retest``: the patient's rescan instead (same anatomy, lesions and labels, moved by
+    :func:`lesionbench.tasks.synthetic.retest.retest_shift` and with a new noise draw of the same level).
+    """
     import SimpleITK as sitk
 
     rng = np.random.default_rng([seed, 1, index])
@@ -84,7 +88,13 @@ def _generate_patient(out: str, seed: int, index: int) -> list[dict[str, Any]]:
         _paint_lesion(rng, plan, centre, geo, hu, labels, i)
 
     noise_sd = rng.uniform(8.0, 22.0)
-    hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(noise_sd)
+    noise = rng.standard_normal(hu.shape, dtype=np.float32)  # drawn in the rescan too: the draws after it stay the same
+    if retest:
+        from lesionbench.tasks.synthetic.retest import rescan
+
+        hu, labels, lesions, noise = rescan(seed, index, geo, hu, labels, lesions)
+    hu += noise * np.float32(noise_sd)
+    del noise
     np.rint(hu, out=hu)
     np.clip(hu, -1024, 3071, out=hu)
     img = geo.to_sitk(hu.astype(np.int16))
