@@ -250,3 +250,24 @@ def test_retest_block_end_to_end_and_cli(tmp_path: Path, capsys: pytest.CaptureF
     saved = load_robustness(tmp_path / "out" / "rider" / "retest" / "radiomics" / "robustness.json")
     assert saved["perturbations"]["retest"]["n_pairs"] == 20 and saved["perturbations"]["retest"]["prediction_change"] is None
     assert "retest" in capsys.readouterr().out
+
+
+def test_mlflow_run_is_tagged_and_invisible_to_the_ranking(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from lesionbench.benchmark.robustness import log_robustness, robustness_metrics
+
+    task = tiny_cohort(tmp_path / "img", n_patients=20)
+    res = evaluate_robustness(task, SmoothEncoder(), perturbations=["noise"], settings=PerturbationSettings(repeats=1),
+                              out_dir=tmp_path / "res", cache_dir=tmp_path / "cache", **FAST)  # fmt: skip
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rid = log_robustness(res, robustness_path(tmp_path / "res", "tiny_malignancy", "1", "smooth"), tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(rid)
+    assert run.data.tags["lesionbench.protocol"] == "robustness" and "lesionbench.level" not in run.data.tags
+    assert run.data.metrics["noise.icc_median"] == pytest.approx(res.perturbations["noise"]["icc"]["median"])
+    assert set(robustness_metrics(res)) <= set(run.data.metrics) | {k for k, v in robustness_metrics(res).items() if v != v}
+    assert [a.path for a in client.list_artifacts(rid)] == ["robustness.json"]
+    # a broken store warns and keeps the local file
+    with pytest.warns(UserWarning, match="MLflow logging"):
+        assert log_robustness(res, tmp_path / "res" / "robustness.json", tracking_uri="bogus://nowhere") is None
