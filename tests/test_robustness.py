@@ -271,3 +271,11 @@ def test_mlflow_run_is_tagged_and_invisible_to_the_ranking(tmp_path: Path) -> No
     # a broken store warns and keeps the local file
     with pytest.warns(UserWarning, match="MLflow logging"):
         assert log_robustness(res, tmp_path / "res" / "robustness.json", tracking_uri="bogus://nowhere") is None
+
+
+def test_the_probe_call_per_task_kind() -> None:
+    from lesionbench.benchmark.stability import classes_of
+
+    assert classes_of(TaskKind.BINARY, np.array([[0.6, 0.4], [0.4, 0.6]])).tolist() == [0, 1]
+    assert classes_of(TaskKind.MULTICLASS, np.array([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]])).tolist() == [1, 0]
+    assert classes_of(TaskKind.SURVIVAL, {"risk": np.array([0.1, 2.0]), "score": np.zeros(2)}, 1.0).tolist() == [0, 1]
