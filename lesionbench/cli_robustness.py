@@ -90,5 +90,5 @@ def _table(result) -> str:
         spread = "{:.3f} [{:.3f},{:.3f}]".format(icc["median"], icc["q25"], icc["q75"])
         lines.append(f"{k:>12}  {spread:>22}  {icc['share_good']:>9.2f}  "
                      f"{_fmt(b['cosine'])}  {_fmt(b['prediction_change'], pct=True)}  {_fmt(b['metric_drop'])}")  # fmt: skip
-    lines.append("[95% bootstrap CI, patients resampled]; ICC(3,1) over features; undefined ICCs (constant features) left out")
+    lines.append(f"[95% bootstrap CI, {result.bootstrap_unit}s resampled]; ICC(3,1) over features; undefined ICCs (constant features) left out")
     return "\n".join(lines) + "\n"
