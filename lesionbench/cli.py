@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lesionbench import __version__
 from lesionbench.benchmark.errors import LesionbenchError
+from lesionbench.cli_robustness import add_robustness
 
 logger = logging.getLogger("lesionbench")
 
@@ -720,6 +721,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_prepare,
     _add_run,
     _add_compare,
+    add_robustness,
     _add_synth,
     _add_download,
     _add_extract,

@@ -341,7 +341,7 @@ def test_ensure_cohort_generates_once(tmp_path: Path, monkeypatch: pytest.Monkey
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("regenerated a cohort that was already there")
 
-    monkeypatch.setattr(S, "generate_cohort", fail)
+    monkeypatch.setattr(S.cohort, "generate_cohort", fail)  # ensure_cohort calls the one in its own module
     assert S.ensure_cohort(patients=1) == root
     assert (root / "cohort.json").stat().st_mtime_ns == stamp
     with pytest.raises(AssertionError, match="regenerated"):

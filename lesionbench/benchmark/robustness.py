@@ -1,0 +1,357 @@
+"""The robustness protocol: how stable an encoder's features and predictions are under controlled perturbations.
+
+For one (task, encoder): every test lesion is re-extracted under ``repeats`` seeded draws of each
+perturbation (:mod:`lesionbench.benchmark.perturb`) and compared with its unperturbed extraction through
+the same crop. Reported per perturbation:
+
+* **feature stability**: the distribution over features of ICC(3,1) across the test lesions (the
+  unperturbed extraction and each draw are the ``k`` measurements; :mod:`lesionbench.benchmark.stability`),
+  and the mean cosine similarity of each perturbed embedding to the unperturbed one;
+* **prediction stability**: the linear probe is fitted once, at 100% of the training labels with seed 0 and
+  its validation subset, on unperturbed training features (extracted and cached as ``run`` does; a
+  trainable encoder is trained on that subset first, and its trained network is the one perturbed), then
+  scores the unperturbed and the perturbed test lesions: the share of test predictions that change class
+  (binary: ``score > 0.5``, which carries the validation threshold; multiclass: argmax; survival: the risk
+  group at the training median risk) and the drop of the main metric (unperturbed minus perturbed, mean
+  over draws).
+
+Every interval is a percentile bootstrap with the result's ``bootstrap_unit`` (patients by default), the
+same resamples for every perturbation and encoder. The result is ``robustness.json`` beside the encoder's
+probe folders, ``<results>/<task>/<task version>/<encoder>/robustness.json``, written atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from lesionbench.benchmark.errors import ConfigurationError
+from lesionbench.benchmark.host import atomic_write
+from lesionbench.benchmark.linear_probe import C_GRID, ProbeError
+from lesionbench.benchmark.metrics import bootstrap_weights, compute_metrics, resampled_values
+from lesionbench.benchmark.perturb import PERTURBATIONS, PerturbationSettings, check_perturbations, perturbed_features
+from lesionbench.benchmark.run_one import fit_labels, fit_predict, select, truth
+from lesionbench.benchmark.stability import PriorProbe, ci_from, classes_of, cosine_to_reference, mean_ci, predict, stability_block
+from lesionbench.benchmark.types import TaskKind
+
+logger = logging.getLogger(__name__)
+
+FILENAME = "robustness.json"
+SCHEMA_VERSION = 1
+#: The bootstrap stream of the protocol: resamples depend only on the test patients, not on the encoder.
+_BOOT_STREAM = 9
+
+
+@dataclass(frozen=True)
+class RobustnessResult:
+    """What ``robustness.json`` holds: per perturbation, feature and prediction stability with CIs."""
+
+    task: dict[str, Any]
+    encoder: dict[str, Any]
+    settings: dict[str, Any]
+    perturbations: dict[str, dict[str, Any]]
+    reference: dict[str, Any]
+    bootstrap_unit: str = "patient"
+    n_boot: int = 1000
+    n_test: int = 0
+    n_test_patients: int = 0
+    notes: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "protocol": "robustness", "task": self.task, "encoder": self.encoder,
+                "settings": self.settings, "bootstrap_unit": self.bootstrap_unit, "n_boot": self.n_boot, "n_test": self.n_test,
+                "n_test_patients": self.n_test_patients, "reference": self.reference, "perturbations": self.perturbations,
+                "notes": list(self.notes), "extra": self.extra}  # fmt: skip
+
+
+def robustness_path(out_dir: Path, task: str, version: str, encoder: str) -> Path:
+    from lesionbench.benchmark.scorer import result_dir
+
+    return result_dir(Path(out_dir), task, version, encoder, "linear").parent / FILENAME
+
+
+def evaluate_robustness(
+    task: Any,
+    encoder: Any,
+    *,
+    perturbations: Sequence[str] = PERTURBATIONS,
+    settings: PerturbationSettings | None = None,
+    out_dir: Path = Path("lesionbench-results"),
+    cache_dir: Path | None = None,
+    n_boot: int = 1000,
+    bootstrap_unit: str = "patient",
+    progress: bool = True,
+    write: bool = True,
+    retest: str | Path | pd.DataFrame | None = None,
+) -> RobustnessResult:
+    """Run the robustness protocol of ``encoder`` on ``task`` (see the module docstring); write and return it.
+
+    ``perturbations`` may include ``"retest"``: the test lesions' second scans from ``retest`` (a manifest in
+    the RIDER layout of :mod:`lesionbench.benchmark.retest`), or, for the synthetic tasks, from the cohort's
+    test-retest twin (generated on first use). Its block compares the two scans (k = 2) with features
+    extracted as ``run`` extracts them.
+    """
+    from tqdm.auto import tqdm
+
+    from lesionbench.benchmark.features import extract_features, load_patches
+    from lesionbench.benchmark.sweep import plan_sweep
+
+    settings = settings or PerturbationSettings()
+    settings.check()
+    requested = [str(p).strip() for p in perturbations]
+    want_retest = "retest" in requested
+    kinds = tuple(p for p in requested if p != "retest")
+    if kinds or not want_retest:
+        kinds = check_perturbations(kinds or requested)
+    pairs = _retest_manifest(task, retest) if want_retest else None
+    meta, emeta = task.meta, encoder.meta
+    plan = plan_sweep(task.manifest(), meta, fractions=[1.0], seeds=[0], probe="linear", n_boot=n_boot, c_grid=C_GRID, bootstrap_unit=bootstrap_unit)
+    manifest, kind = plan.manifest, plan.kind
+    (run,) = plan.runs
+    train_mask = np.isin(plan.lesion_ids, run.subset.lesion_ids)
+    val_mask = plan.val_mask(run)
+    notes: list[str] = []
+    if callable(getattr(encoder, "fit", None)):
+        # a trainable encoder: the network trained on the 100% / seed 0 subset is the one whose robustness counts
+        patches = np.asarray(load_patches(manifest, emeta.patch, progress=progress))
+        labels = fit_labels(manifest, kind)
+        model = copy.deepcopy(encoder)
+        if hasattr(model, "n_classes") and model.n_classes is None:
+            model.n_classes = plan.n_classes if kind == TaskKind.MULTICLASS else 2
+        idx = np.flatnonzero(train_mask & np.isfinite(labels))
+        vidx = np.flatnonzero(val_mask & np.isfinite(labels))
+        model.fit(patches[idx], labels[idx].astype(int), val=(patches[vidx], labels[vidx].astype(int)) if len(vidx) else None)
+        X = np.asarray(model.encode(patches), dtype=np.float32)
+        notes.append("trainable encoder: trained once on the 100% / seed 0 training subset (early stopping on its validation subset); that network is perturbed")
+    else:
+        model = encoder
+        X = extract_features(manifest, encoder, cache_dir=cache_dir, progress=progress)
+    est = clone(plan.template)
+    try:
+        fit_predict(est, kind, manifest, X, train_mask, val_mask, plan.groups)
+    except ProbeError as exc:
+        # an encoder with no usable feature predicts the training prior: its predictions cannot change
+        est = PriorProbe(kind, manifest[train_mask], plan.n_classes)
+        notes.append(f"no probe could be fitted ({exc}); predictions are the training prior")
+    threshold = getattr(est, "risk_threshold_", None)
+
+    test = manifest[plan.test_mask].reset_index(drop=True)
+    groups = plan.test_groups
+    seed = [settings.seed, _BOOT_STREAM]
+    W = bootstrap_weights(len(test), n_boot, seed, groups) if n_boot > 0 else np.zeros((0, len(test)))
+    main = meta.main_metric
+    total = len(test) * (1 + settings.repeats * len(kinds)) if kinds else 0
+    with tqdm(total=total, desc=f"robustness {emeta.name}", unit="lesion", disable=not progress) as bar:
+        base = perturbed_features(test, model, "none", 0, settings, progress=bar) if kinds else select(X, plan.test_mask)
+        base_scores = predict(est, kind, base)
+        base_cls = classes_of(kind, base_scores, threshold)
+        base_metric = compute_metrics(kind, plan.y_test, base_scores, [main])[main]
+        base_boot = resampled_values(kind, plan.y_test, base_scores, main, n_boot=n_boot, seed=seed, groups=groups) if n_boot > 0 else np.zeros(0)
+        std_scores = select(predict(est, kind, X), plan.test_mask)
+        reference = {
+            "main_metric": main,
+            "value": float(base_metric),
+            # the same probe on the standard (whole-image) extraction, as `run` scores it: how much the crop itself moves things
+            "value_standard_extraction": float(compute_metrics(kind, plan.y_test, std_scores, [main])[main]),
+            "cosine_crop_vs_standard": float(np.mean(cosine_to_reference(X[plan.test_mask], base))),
+        }
+        if not kinds:
+            reference["value"] = reference["value_standard_extraction"]
+        out: dict[str, dict[str, Any]] = {}
+        for k in kinds:
+            draws = [perturbed_features(test, model, k, r, settings, progress=bar) for r in range(settings.repeats)]
+            block = stability_block(base, draws, W, groups, n_boot=n_boot, seed=seed)
+            scores = [predict(est, kind, x) for x in draws]
+            changed = np.mean([classes_of(kind, s, threshold) != base_cls for s in scores], axis=0)
+            values = [compute_metrics(kind, plan.y_test, s, [main])[main] for s in scores]
+            drop_boot = base_boot - np.mean([resampled_values(kind, plan.y_test, s, main, n_boot=n_boot, seed=seed, groups=groups) for s in scores], axis=0) if n_boot > 0 else np.zeros(0)
+            block["prediction_change"] = mean_ci(changed.astype(float), W)
+            block["metric_perturbed"] = float(np.mean(values))
+            block["metric_drop"] = ci_from(base_metric - float(np.mean(values)), drop_boot)
+            out[k] = block
+            logger.info("%s %s on %s: median ICC %.3f, cosine %.4f, %.1f%% predictions changed, %s drop %.4f",
+                        emeta.name, k, meta.name, block["icc"]["median"], block["cosine"]["value"], 100 * block["prediction_change"]["value"], main, block["metric_drop"]["value"])  # fmt: skip
+    if pairs is not None:
+        def features_of(rows: pd.DataFrame) -> np.ndarray:
+            if model is not encoder:  # the trained network
+                return np.asarray(model.encode(np.asarray(load_patches(rows, emeta.patch, progress=False))), dtype=np.float32)
+            return extract_features(rows, encoder, cache_dir=cache_dir, progress=progress)
+
+        out["retest"] = _retest_block(pairs, features_of, est, plan, threshold, n_boot=n_boot, seed=seed)
+        kinds = (*kinds, "retest")
+    result = RobustnessResult(
+        task={"name": meta.name, "version": meta.version, "kind": str(meta.kind), "main_metric": main},
+        encoder={"name": emeta.name, "version": emeta.version, "fingerprint": emeta.fingerprint(), "feature_dim": int(emeta.feature_dim),
+                 "weights_sha256": emeta.weights_sha256 or None, "trainable": bool(callable(getattr(encoder, "fit", None)))},  # fmt: skip
+        settings={**settings.to_dict(), "perturbations": list(kinds), "probe": "linear", "fraction": 1.0, "subset_seed": 0,
+                  "validation": run.validation, "subset_hash": run.subset.hash},  # fmt: skip
+        perturbations=out, reference=reference, bootstrap_unit=bootstrap_unit, n_boot=int(n_boot), n_test=int(len(test)),
+        n_test_patients=int(test["patient_id"].nunique()), notes=tuple(notes),
+    )  # fmt: skip
+    if write:
+        write_robustness(result, robustness_path(out_dir, meta.name, meta.version, emeta.name))
+    return result
+
+
+def _retest_manifest(task: Any, retest: str | Path | pd.DataFrame | None) -> pd.DataFrame:
+    """The checked test-retest manifest: the one given, else the synthetic cohort's twin, else a clear error."""
+    from lesionbench.benchmark.retest import read_retest_manifest
+
+    if retest is not None:
+        return read_retest_manifest(retest)
+    data_dir = getattr(task, "data_dir", None)
+    if data_dir is not None and (Path(data_dir).parent / "cohort.json").is_file():
+        from lesionbench.tasks.synthetic.retest import ensure_retest_twin
+
+        return read_retest_manifest(ensure_retest_twin(Path(data_dir).parent))
+    raise ConfigurationError(f"Task {task.meta.name!r} has no test-retest data of its own. Pass the second scans as a manifest in the RIDER "
+                             "layout (--retest-manifest FILE; see lesionbench.benchmark.retest), or leave 'retest' out of --perturb.")  # fmt: skip
+
+
+def _retest_block(pairs: pd.DataFrame, features_of: Any, est: Any, plan: Any, threshold: float | None, *, n_boot: int, seed: list[int]) -> dict[str, Any]:
+    """Stability between the two scans of the task's test lesions (all pairs when none is a test lesion: features only)."""
+    from lesionbench.benchmark.retest import retest_pairs
+
+    first, second = retest_pairs(pairs)
+    test_ids = plan.lesion_ids[plan.test_mask]
+    scored = first["lesion_id"].isin(test_ids).to_numpy()
+    if scored.any():
+        first, second = first[scored].reset_index(drop=True), second[scored].reset_index(drop=True)
+    a, b = features_of(first), features_of(second)
+    groups = first["patient_id"].astype(str).to_numpy() if plan.bootstrap_unit == "patient" else None
+    W = bootstrap_weights(len(first), n_boot, seed, groups) if n_boot > 0 else np.zeros((0, len(first)))
+    block = stability_block(a, [b], W, groups, n_boot=n_boot, seed=seed)
+    block["n_pairs"] = int(len(first))
+    if not scored.any():
+        block["prediction_change"] = block["metric_drop"] = None
+        block["note"] = "no pair is a test lesion of the task: feature stability only"
+        return block
+    kind, main = plan.kind, plan.meta.main_metric
+    rows = pd.Series(np.arange(len(plan.lesion_ids)), index=plan.lesion_ids).loc[first["lesion_id"]].to_numpy()
+    y = truth(plan.manifest.iloc[rows], kind)
+    sa, sb = predict(est, kind, a), predict(est, kind, b)
+    block["prediction_change"] = mean_ci((classes_of(kind, sa, threshold) != classes_of(kind, sb, threshold)).astype(float), W)
+    ma, mb = (compute_metrics(kind, y, s, [main])[main] for s in (sa, sb))
+    boot = (resampled_values(kind, y, sa, main, n_boot=n_boot, seed=seed, groups=groups) - resampled_values(kind, y, sb, main, n_boot=n_boot, seed=seed, groups=groups)) if n_boot > 0 else np.zeros(0)
+    block["metric_test_scan"], block["metric_perturbed"] = float(ma), float(mb)
+    block["metric_drop"] = ci_from(ma - mb, boot)
+    return block
+
+
+def write_robustness(result: RobustnessResult, path: Path) -> Path:
+    text = json.dumps(result.to_dict(), indent=2, allow_nan=True) + "\n"
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+    logger.info("robustness of %s on %s written to %s", result.encoder["name"], result.task["name"], path)
+    return Path(path)
+
+
+def load_robustness(path: Path) -> dict[str, Any]:
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"Cannot read the robustness result {path}: {exc}. Re-run `lesionbench robustness`.") from None
+    if d.get("protocol") != "robustness":
+        raise ConfigurationError(f"{path} is not a robustness result (no protocol 'robustness'). Re-run `lesionbench robustness`.")
+    return d
+
+
+def summary_table(results: Sequence[dict[str, Any] | RobustnessResult]) -> pd.DataFrame:
+    """One row per (encoder, perturbation): the numbers the leaderboard's robustness table shows."""
+    rows = []
+    for r in results:
+        d = r.to_dict() if isinstance(r, RobustnessResult) else r
+        for k, b in d["perturbations"].items():
+            rows.append({"task": d["task"]["name"], "encoder": d["encoder"]["name"], "perturbation": k,
+                         "icc_median": b["icc"]["median"], "icc_q25": b["icc"]["q25"], "icc_q75": b["icc"]["q75"],
+                         "icc_share_good": b["icc"]["share_good"], "icc_undefined": b["icc"]["n_undefined"],
+                         "cosine": b["cosine"]["value"], "prediction_change": _value(b["prediction_change"]),
+                         "metric_drop": _value(b["metric_drop"]), "metric_drop_ci": _bounds(b["metric_drop"])})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _value(block: dict[str, float] | None) -> float:
+    return float("nan") if block is None else block["value"]
+
+
+def _bounds(block: dict[str, float] | None) -> tuple[float, float]:
+    return (float("nan"), float("nan")) if block is None else (block["ci_low"], block["ci_high"])
+
+
+def log_robustness(result: RobustnessResult, path: Path, *, tracking_uri: str | None = None, experiment: str = "lesionbench") -> str | None:
+    """Log ``result`` (saved at ``path``) to MLflow as one run tagged ``lesionbench.protocol = robustness``.
+
+    A sink, like :func:`lesionbench.benchmark.tracking.log_result`: on any MLflow failure it warns and
+    returns ``None``, and the local ``robustness.json`` is kept. The run carries no ``lesionbench.level``
+    tag, so the leaderboard's ranking never mistakes it for a scored run.
+    """
+    import warnings
+
+    from lesionbench.benchmark.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        return _log_robustness(result, Path(path), uri, experiment)
+    except Exception as exc:  # noqa: BLE001 - a sink must never lose the result it was given
+        warnings.warn(f"MLflow logging to {uri!r} failed ({type(exc).__name__}: {exc}); the local result {path} is kept. "
+                      "Check --tracking-uri / MLFLOW_TRACKING_URI, or use --no-mlflow.", stacklevel=2)  # fmt: skip
+        return None
+
+
+def robustness_metrics(result: RobustnessResult) -> dict[str, float]:
+    """The flat metric names logged to MLflow: ``<perturbation>.<statistic>`` (CIs as ``_ci_low`` / ``_ci_high``)."""
+    out: dict[str, float] = {}
+    if result.reference.get("main_metric"):
+        out["reference." + result.reference["main_metric"]] = result.reference["value"]
+    for k, b in result.perturbations.items():
+        for stat in ("median", "q25", "q75", "share_good", "share_excellent"):
+            out[f"{k}.icc_{stat}"] = b["icc"][stat]
+        out[f"{k}.icc_undefined"] = float(b["icc"]["n_undefined"])
+        for name in ("cosine", "prediction_change", "metric_drop"):
+            if b[name] is None:  # test-retest pairs that are no test lesion of the task: nothing predicted
+                continue
+            out[f"{k}.{name}"] = b[name]["value"]
+            out[f"{k}.{name}_ci_low"] = b[name]["ci_low"]
+            out[f"{k}.{name}_ci_high"] = b[name]["ci_high"]
+    return {k: float(v) for k, v in out.items()}
+
+
+def _log_robustness(result: RobustnessResult, path: Path, uri: str, experiment: str) -> str:
+    import math
+    import time
+
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from lesionbench.benchmark.tracking import artifact_location
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment, artifact_location=artifact_location(uri, experiment))
+    t, e = result.task, result.encoder
+    tags = {"lesionbench.task": t["name"], "lesionbench.encoder": e["name"], "lesionbench.protocol": "robustness"}
+    run = client.create_run(exp_id, run_name=f"{t['name']}/{e['name']}/robustness", tags=tags)
+    rid = run.info.run_id
+    try:
+        params = {"task.name": t["name"], "task.version": t["version"], "encoder.name": e["name"], "encoder.version": e["version"],
+                  "encoder.fingerprint": e["fingerprint"], "bootstrap_unit": result.bootstrap_unit, "n_boot": result.n_boot,
+                  "n_test": result.n_test, **{f"perturb.{k}": v for k, v in result.settings.items()}}  # fmt: skip
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v if math.isfinite(v) else float("nan"), now, 0) for k, v in robustness_metrics(result).items()]
+        client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()], tags=[])
+        client.log_artifact(rid, str(path))
+        client.set_terminated(rid, "FINISHED")
+    except Exception:
+        client.set_terminated(rid, "FAILED")
+        raise
+    logger.info("logged the robustness of %s on %s to MLflow %s (run %s)", e["name"], t["name"], uri, rid)
+    return rid
