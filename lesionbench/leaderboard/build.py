@@ -283,7 +283,8 @@ def _task_section(
     measured = [it for it in items if it.submission is None]
     subs = [it for it in items if it.submission is not None]
     main = _stats.main_metric(meta)
-    shots = is_k_shot(protocol)
+    # k-shot sections rank and plot against k; a k-shot result without its runs' k falls back to fractions
+    shots = is_k_shot(protocol) and bool(measured) and all(r.shots for it in measured for r in it.result.runs)
     # one headline per section (the largest fraction, or the largest k of a k-shot section): entries
     # measured with fewer labels are listed, never ranked with the others
     level = max((_own_level(it.result, shots) for it in measured), default=1.0)
@@ -400,7 +401,7 @@ def build_document(items: Sequence[LoadedResult], *, reveal: bool = False, n_boo
     metas: dict[tuple[str, str, str, str], TaskMeta] = {}
     for it in items:
         key = protocol_key(it.result)
-        per = (str(it.result.extra.get("shots_per") or "class") if is_k_shot(key) else "")
+        per = ("total" if it.result.extra.get("shots_per") == "total" else "class") if is_k_shot(key) else ""
         k = (it.result.task.name, it.result.task.version, key, per)
         groups.setdefault(k, []).append(it)
         metas.setdefault(k, it.result.task)

@@ -212,3 +212,28 @@ def test_protocol_sections_render_in_chromium(store: Path, tmp_path: Path) -> No
     assert html.count('<table class="rank">') == len(LABELS)
     assert html.count("data:image/png;base64,") == 2 * len(LABELS)
     assert _page_requests(page.resolve().as_uri(), tmp_path) == set()  # nothing loaded from the network
+
+
+def test_untrusted_protocol_fields_stay_inert(tmp_path: Path) -> None:
+    import jsonschema
+
+    from lesionbench.leaderboard.schema import LEADERBOARD_SCHEMA
+
+    man = make_manifest(BINARY, seed=4)
+    root = tmp_path / "results"
+    ks = write_result(BINARY, man, "fmcib", 1.2, root, fractions=tuple(SHOTS.values()), folder=root / "a" / "k-shot-linear")
+    _k_shot(ks)
+    _rewrite(ks, lambda d: d["extra"].update(shots_per="<i>x</i>"))  # not a shot mode: counted per class
+    odd = write_result(BINARY, man, "radiomics", 1.0, root, seed=1, folder=root / "b" / "odd")
+    _rewrite(odd, lambda d: d["extra"].update(protocol='<img src="https://evil.example/x.png">'))
+    # a k-shot result whose runs lost their k is placed by fraction instead of a k of 0
+    nok = write_result(BINARY, man, "fmcib", 1.2, root, seed=2, fractions=(0.5, 0.2), folder=root / "c" / "k-shot-knn")
+    _rewrite(nok, lambda d: (d.update(probe="knn"), d["extra"].update(protocol="k-shot")))
+    d = build_document(collect_results(results_dir=root), n_boot=20, n_perm=20)
+    jsonschema.validate(json.loads(json.dumps(d, allow_nan=False)), LEADERBOARD_SCHEMA)
+    secs = _sections(d)
+    assert secs["k-shot-linear"]["shots_per"] == "class" and secs["k-shot-linear"]["shots"] == 10
+    assert secs["k-shot-knn"]["shots"] is None and secs["k-shot-knn"]["fraction"] == 0.5
+    html, md = render_html(d), render_markdown(d)
+    assert "<img src=\"https://evil" not in html and "&lt;img src=&#34;https://evil.example/x.png&#34;&gt;" in html
+    assert "<img" not in md and "<i>x</i>" not in html + md
