@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 
 from lesionbench import __version__
-from lesionbench.benchmark.protocols import protocol_key
+from lesionbench.benchmark.protocols import PROTOCOLS, protocol_key
 from lesionbench.benchmark.types import SubsetResult, TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
-from lesionbench.leaderboard.collect import LoadedResult, collect_results, encoder_identity, headline_run, protocol
+from lesionbench.leaderboard.collect import LoadedResult, collect_results, encoder_identity, headline_run, level_of, own_level, protocol, run_at
 from lesionbench.leaderboard.labels import ALPHA, METRIC_LABELS, SCHEMA_ID, is_k_shot, metric_label, unique_entry_labels  # noqa: F401 - kept importable from here
 from lesionbench.leaderboard.published import CITATION, DOI_URL, SOURCE, published_for
 
@@ -92,21 +92,6 @@ def _provenance(item: LoadedResult) -> dict[str, Any]:
     }
 
 
-def _level(run: SubsetResult, shots: bool) -> float:
-    """Where a run sits on its section's label axis: its k in k-shot sections, else its training fraction."""
-    return float(run.shots or 0) if shots else run.fraction
-
-
-def _own_level(result: TaskResult, shots: bool) -> float:
-    """The most labels a result holds on its section's axis (its own headline)."""
-    return max(_level(r, shots) for r in result.runs)
-
-
-def _run_at(result: TaskResult, level: float, shots: bool) -> SubsetResult:
-    """The lowest-seed run at ``level`` (a fraction, or a k in k-shot sections)."""
-    return headline_run(result, level) if not shots else min((r for r in result.runs if _level(r, shots) == level), key=lambda r: r.seed)
-
-
 def _finite(x: Any) -> float | None:
     """A number from untrusted params, or None (strings, booleans, NaN and infinities are not numbers here)."""
     return _num(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
@@ -129,14 +114,14 @@ def _measured_entry(item: LoadedResult, level: float, *, shots: bool = False) ->
     """An entry at ``level`` (the task's headline fraction, or its headline k in k-shot sections) when the
     result has it, else at its own largest one."""
     r = item.result
-    own = _own_level(r, shots)
-    head = _run_at(r, level if any(_level(x, shots) == level for x in r.runs) else own, shots)
+    own = own_level(r, shots)
+    head = run_at(r, level if any(level_of(x, shots) == level for x in r.runs) else own, shots)
     metric_names = list(dict.fromkeys(list(_stats.task_metrics(r.task)) + list(head.metrics)))
     curves: dict[str, list[dict[str, Any]]] = {}
     for m in metric_names:
         pts = []
-        for lv in sorted({_level(x, shots) for x in r.runs}):
-            at = [x for x in r.runs if _level(x, shots) == lv]
+        for lv in sorted({level_of(x, shots) for x in r.runs}):
+            at = [x for x in r.runs if level_of(x, shots) == lv]
             vals = [x.metrics[m].value for x in at if m in x.metrics]
             vals = [v for v in vals if v is not None and math.isfinite(v)]
             if not vals:
@@ -190,7 +175,7 @@ def _measured_entry(item: LoadedResult, level: float, *, shots: bool = False) ->
 
 def _unranked_reason(e: dict[str, Any], item: LoadedResult, main: str, level: float, *, shots: bool = False) -> str | None:
     """Why an entry is listed but not ranked (None: it is ranked)."""
-    own = _own_level(item.result, shots)
+    own = own_level(item.result, shots)
     if shots and own < level:
         return f"trained on at most {own:g} shots; the ranking is at {level:g} shots"
     if not shots and own < level:
@@ -287,7 +272,7 @@ def _task_section(
     shots = is_k_shot(protocol) and bool(measured) and all(r.shots for it in measured for r in it.result.runs)
     # one headline per section (the largest fraction, or the largest k of a k-shot section): entries
     # measured with fewer labels are listed, never ranked with the others
-    level = max((_own_level(it.result, shots) for it in measured), default=1.0)
+    level = max((own_level(it.result, shots) for it in measured), default=1.0)
     all_entries = [_measured_entry(it, level, shots=shots) for it in measured]
     unique_entry_labels(all_entries)
     for e, it in zip(all_entries, measured):
@@ -311,7 +296,7 @@ def _task_section(
     if len(entries) >= 2:
         frames = {}
         for i, it in enumerate(measured):
-            df = it.predictions(_run_at(it.result, level, shots))
+            df = it.predictions(run_at(it.result, level, shots))
             if df is not None:
                 frames[i] = df
         # one resampling unit: patients, as the scorer's default, unless every entry was scored per lesion
@@ -410,7 +395,8 @@ def build_document(items: Sequence[LoadedResult], *, reveal: bool = False, n_boo
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         tqdm = None
-    keys = sorted(groups)
+    # per task and version: frozen-feature probes first, then k-shot, then fine-tuned (PROTOCOLS' order)
+    keys = sorted(groups, key=lambda k: (k[0], k[1], next((i for i, p in enumerate(PROTOCOLS) if k[2] == p or k[2].startswith(f"{p}-")), len(PROTOCOLS)), k[2], k[3]))
     iterator = tqdm(keys, desc="leaderboard", unit="task", disable=len(keys) < 2) if tqdm else keys
     for k in iterator:
         tasks.append(_task_section(metas[k], groups[k], reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, protocol=k[2], shots_per=k[3]))

@@ -237,3 +237,8 @@ def test_untrusted_protocol_fields_stay_inert(tmp_path: Path) -> None:
     html, md = render_html(d), render_markdown(d)
     assert "<img src=\"https://evil" not in html and "&lt;img src=&#34;https://evil.example/x.png&#34;&gt;" in html
     assert "<img" not in md and "<i>x</i>" not in html + md
+
+
+def test_sections_in_protocol_order_and_the_pointer_reads(doc: dict) -> None:
+    assert [t["protocol"] for t in doc["tasks"]] == ["linear", "knn", "k-shot-linear", "finetune-linear"]
+    assert 'shown only in <a href="#task-luna16-malignancy-test-1-linear">' in render_html(doc)
