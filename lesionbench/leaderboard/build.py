@@ -40,7 +40,7 @@ from lesionbench import __version__
 from lesionbench.benchmark.protocols import PROTOCOLS, protocol_key
 from lesionbench.benchmark.types import SubsetResult, TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
-from lesionbench.leaderboard.collect import LoadedResult, collect_results, encoder_identity, headline_run, level_of, own_level, protocol, run_at
+from lesionbench.leaderboard.collect import LoadedResult, collect_results, encoder_identity, level_of, own_level, protocol, run_at
 from lesionbench.leaderboard.labels import ALPHA, METRIC_LABELS, SCHEMA_ID, is_k_shot, metric_label, unique_entry_labels  # noqa: F401 - kept importable from here
 from lesionbench.leaderboard.published import CITATION, DOI_URL, SOURCE, published_for
 
