@@ -1,8 +1,9 @@
 """Turn collected results into the leaderboard document, and write the page, Markdown and JSON.
 
 The leaderboard document (``leaderboard.json``, schema in :mod:`lesionbench.leaderboard.schema`) is
-the single source the HTML and Markdown are rendered from. Per task (name and version; results of
-different task versions are never mixed) it holds:
+the single source the HTML and Markdown are rendered from. Per task section (name, version and evaluation
+protocol key, :func:`~lesionbench.benchmark.protocols.protocol_key`; results of different task versions
+or protocols are never mixed; k-shot sections are ranked at their largest k instead of a fraction) it holds:
 
 - the measured entries ranked by the main metric of the lowest-seed run at the task's headline
   fraction (the largest training fraction of any entry, normally 100%; its value and 95% bootstrap
@@ -16,7 +17,8 @@ different task versions are never mixed) it holds:
 - ``unranked``: entries listed but not ranked, each with its reason (trained on fewer labels than the
   headline fraction, no confidence interval, main metric undefined);
 - the submissions, ranked by their public score (private scores only with ``reveal=True``);
-- the published reference rows (Pai et al. 2024), kept apart and never ranked.
+- the published reference rows (Pai et al. 2024) measured with the section's protocol (the paper's are
+  linear-probe rows), kept apart and never ranked; ``reference_elsewhere`` names the protocols of the others.
 
 All metrics lesionbench reports are "higher is better".
 """
@@ -35,11 +37,11 @@ import numpy as np
 import pandas as pd
 
 from lesionbench import __version__
-from lesionbench.benchmark.protocols import protocol_key
-from lesionbench.benchmark.types import TaskMeta, TaskResult
+from lesionbench.benchmark.protocols import PROTOCOLS, protocol_key
+from lesionbench.benchmark.types import SubsetResult, TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
-from lesionbench.leaderboard.collect import LoadedResult, collect_results, encoder_identity, headline_fraction, headline_run, protocol
-from lesionbench.leaderboard.labels import ALPHA, METRIC_LABELS, SCHEMA_ID, metric_label, unique_entry_labels  # noqa: F401 - kept importable from here
+from lesionbench.leaderboard.collect import LoadedResult, collect_results, encoder_identity, level_of, own_level, protocol, run_at
+from lesionbench.leaderboard.labels import ALPHA, METRIC_LABELS, SCHEMA_ID, is_k_shot, metric_label, unique_entry_labels  # noqa: F401 - kept importable from here
 from lesionbench.leaderboard.published import CITATION, DOI_URL, SOURCE, published_for
 
 logger = logging.getLogger(__name__)
@@ -90,37 +92,59 @@ def _provenance(item: LoadedResult) -> dict[str, Any]:
     }
 
 
-def _measured_entry(item: LoadedResult, fraction: float) -> dict[str, Any]:
-    """An entry at ``fraction`` (the task's headline) when the result has it, else at its own largest fraction."""
+def _finite(x: Any) -> float | None:
+    """A number from untrusted params, or None (strings, booleans, NaN and infinities are not numbers here)."""
+    return _num(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def _head_metrics(run: SubsetResult, metric_names: Sequence[str]) -> dict[str, dict[str, float | None]] | None:
+    """The fine-tuned network's own head, scored on the test split (``params["head_metrics"]``), for the task's metrics."""
+    hm = run.params.get("head_metrics")
+    if not isinstance(hm, dict):
+        return None
+    out = {}
+    for m in metric_names:
+        v = hm.get(m)
+        if isinstance(v, dict) and _finite(v.get("value")) is not None:
+            out[m] = {k: _finite(v.get(k)) for k in ("value", "ci_low", "ci_high")}
+    return out or None
+
+
+def _measured_entry(item: LoadedResult, level: float, *, shots: bool = False) -> dict[str, Any]:
+    """An entry at ``level`` (the task's headline fraction, or its headline k in k-shot sections) when the
+    result has it, else at its own largest one."""
     r = item.result
-    own = headline_fraction(r)
-    head = headline_run(r, fraction if any(x.fraction == fraction for x in r.runs) else own)
+    own = own_level(r, shots)
+    head = run_at(r, level if any(level_of(x, shots) == level for x in r.runs) else own, shots)
     metric_names = list(dict.fromkeys(list(_stats.task_metrics(r.task)) + list(head.metrics)))
     curves: dict[str, list[dict[str, Any]]] = {}
     for m in metric_names:
         pts = []
-        for frac in sorted({x.fraction for x in r.runs}):
-            vals = [x.metrics[m].value for x in r.runs if x.fraction == frac and m in x.metrics]
+        for lv in sorted({level_of(x, shots) for x in r.runs}):
+            at = [x for x in r.runs if level_of(x, shots) == lv]
+            vals = [x.metrics[m].value for x in at if m in x.metrics]
             vals = [v for v in vals if v is not None and math.isfinite(v)]
             if not vals:
                 continue
-            pts.append(
-                {
-                    "fraction": frac,
-                    "mean": float(np.mean(vals)),
-                    "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                    "min": float(np.min(vals)),
-                    "max": float(np.max(vals)),
-                    "n_seeds": len(vals),
-                    "n_train": int(np.mean([x.n_train for x in r.runs if x.fraction == frac])),
-                }
-            )
+            pt = {
+                # k-shot: the runs' mean share of the training split (the same for every seed of a k)
+                "fraction": lv if not shots else float(np.mean([x.fraction for x in at])),
+                "mean": float(np.mean(vals)),
+                "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                "min": float(np.min(vals)),
+                "max": float(np.max(vals)),
+                "n_seeds": len(vals),
+                "n_train": int(np.mean([x.n_train for x in at])),
+            }
+            if shots:
+                pt["shots"] = int(lv)
+            pts.append(pt)
         curves[m] = pts
     metrics = {}
     for m in metric_names:
         mv = head.metrics.get(m)
         # mean and SD over the seeds where the metric is defined: the same numbers as the curve's point
-        pt = next((p for p in curves[m] if p["fraction"] == head.fraction), None)
+        pt = next((p for p in curves[m] if p.get("shots" if shots else "fraction") == (head.shots if shots else head.fraction)), None)
         metrics[m] = {
             "value": _num(mv.value) if mv else None,
             "ci_low": _num(mv.ci_low) if mv else None,
@@ -135,9 +159,11 @@ def _measured_entry(item: LoadedResult, fraction: float) -> dict[str, Any]:
         "probe": r.probe,
         "description": r.encoder.description,
         "fraction": head.fraction,
+        "shots": head.shots,
         "seed": head.seed,
         "n_train": head.n_train,
         "metrics": metrics,
+        "head_metrics": _head_metrics(head, metric_names),
         "curves": curves,
         "rank": None,
         "rank_interval": None,
@@ -147,10 +173,13 @@ def _measured_entry(item: LoadedResult, fraction: float) -> dict[str, Any]:
     }
 
 
-def _unranked_reason(e: dict[str, Any], item: LoadedResult, main: str, fraction: float) -> str | None:
+def _unranked_reason(e: dict[str, Any], item: LoadedResult, main: str, level: float, *, shots: bool = False) -> str | None:
     """Why an entry is listed but not ranked (None: it is ranked)."""
-    if headline_fraction(item.result) < fraction:
-        return f"trained on at most {headline_fraction(item.result):.0%} of the training labels; the ranking is at {fraction:.0%}"
+    own = own_level(item.result, shots)
+    if shots and own < level:
+        return f"trained on at most {own:g} shots; the ranking is at {level:g} shots"
+    if not shots and own < level:
+        return f"trained on at most {own:.0%} of the training labels; the ranking is at {level:.0%}"
     m = e["metrics"].get(main) or {}
     if m.get("value") is None:
         return "main metric undefined on the test split"
@@ -182,8 +211,14 @@ def _submission_entry(item: LoadedResult, main: str, reveal: bool) -> dict[str, 
     return entry
 
 
-def _reference_rows(task: str) -> list[dict[str, Any]]:
-    return [p.to_dict() for p in published_for(task, fraction=None)]
+def _reference_rows(task: str, protocol: str | None = None) -> list[dict[str, Any]]:
+    """Published rows of ``task`` measured with the section's ``protocol`` key (None: every row)."""
+    return [p.to_dict() for p in published_for(task, fraction=None, protocol=protocol)]
+
+
+def _reference_elsewhere(task: str, protocol: str) -> list[str]:
+    """The protocol keys of ``task``'s published rows that a ``protocol`` section does not show (sorted)."""
+    return sorted({p.protocol for p in published_for(task, fraction=None)} - {protocol})
 
 
 def _align_predictions(
@@ -227,16 +262,22 @@ def _align_predictions(
     return y_ref, scores, note, groups
 
 
-def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_boot: int, n_perm: int, seed: int) -> dict[str, Any]:
+def _task_section(
+    meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_boot: int, n_perm: int, seed: int, protocol: str = "linear", shots_per: str = ""
+) -> dict[str, Any]:
     measured = [it for it in items if it.submission is None]
     subs = [it for it in items if it.submission is not None]
     main = _stats.main_metric(meta)
-    # one headline fraction per task: entries measured with fewer labels are listed, never ranked with the others
-    fraction = max((headline_fraction(it.result) for it in measured), default=1.0)
-    all_entries = [_measured_entry(it, fraction) for it in measured]
+    # k-shot sections rank and plot against k; a k-shot result without its runs' k falls back to fractions
+    shots = is_k_shot(protocol) and bool(measured) and all(r.shots for it in measured for r in it.result.runs)
+    # one headline per section (the largest fraction, or the largest k of a k-shot section): entries
+    # measured with fewer labels are listed, never ranked with the others
+    level = max((own_level(it.result, shots) for it in measured), default=1.0)
+    all_entries = [_measured_entry(it, level, shots=shots) for it in measured]
     unique_entry_labels(all_entries)
     for e, it in zip(all_entries, measured):
-        e["unranked_reason"] = _unranked_reason(e, it, main, fraction)
+        e["unranked_reason"] = _unranked_reason(e, it, main, level, shots=shots)
+    fraction = level if not shots else max((e["fraction"] for e in all_entries if e["shots"] == level), default=1.0)
     unranked = sorted((e for e in all_entries if e["unranked_reason"]), key=lambda e: (-e["fraction"], e["label"]))
     ranked = [(e, it) for e, it in zip(all_entries, measured) if not e["unranked_reason"]]
 
@@ -255,7 +296,7 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
     if len(entries) >= 2:
         frames = {}
         for i, it in enumerate(measured):
-            df = it.predictions(headline_run(it.result, fraction))
+            df = it.predictions(run_at(it.result, level, shots))
             if df is not None:
                 frames[i] = df
         # one resampling unit: patients, as the scorer's default, unless every entry was scored per lesion
@@ -310,10 +351,16 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
         "citation": meta.citation,
         "published_split": meta.published_split,
         "fraction": fraction,
+        # k-shot sections: the k the ranking is at, and whether k counts per class or in total
+        "shots": int(level) if shots and measured else None,
+        "shots_per": shots_per or None,
         "entries": entries,
         "unranked": unranked,
         "submissions": sub_entries,
-        "reference": _reference_rows(meta.name),
+        "protocol": protocol,
+        # only the published rows measured with this section's protocol; the others are named, never ranked
+        "reference": _reference_rows(meta.name, protocol),
+        "reference_elsewhere": _reference_elsewhere(meta.name, protocol),
         "statistics": {
             "n_boot": n_boot,
             "n_perm": n_perm,
@@ -334,10 +381,13 @@ def _task_section(meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_
 def build_document(items: Sequence[LoadedResult], *, reveal: bool = False, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0, include_published: bool = True) -> dict[str, Any]:
     """The leaderboard document (see the module docstring) from collected results."""
     # one section per task version and protocol: rows of different protocols are never ranked together
-    groups: dict[tuple[str, str, str], list[LoadedResult]] = {}
-    metas: dict[tuple[str, str, str], TaskMeta] = {}
+    # (k shots per class and a total budget of k are different protocols too)
+    groups: dict[tuple[str, str, str, str], list[LoadedResult]] = {}
+    metas: dict[tuple[str, str, str, str], TaskMeta] = {}
     for it in items:
-        k = (it.result.task.name, it.result.task.version, protocol_key(it.result))
+        key = protocol_key(it.result)
+        per = ("total" if it.result.extra.get("shots_per") == "total" else "class") if is_k_shot(key) else ""
+        k = (it.result.task.name, it.result.task.version, key, per)
         groups.setdefault(k, []).append(it)
         metas.setdefault(k, it.result.task)
     tasks = []
@@ -345,19 +395,24 @@ def build_document(items: Sequence[LoadedResult], *, reveal: bool = False, n_boo
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         tqdm = None
-    keys = sorted(groups)
+    # per task and version: frozen-feature probes first, then k-shot, then fine-tuned (PROTOCOLS' order)
+    keys = sorted(groups, key=lambda k: (k[0], k[1], next((i for i, p in enumerate(PROTOCOLS) if k[2] == p or k[2].startswith(f"{p}-")), len(PROTOCOLS)), k[2], k[3]))
     iterator = tqdm(keys, desc="leaderboard", unit="task", disable=len(keys) < 2) if tqdm else keys
     for k in iterator:
-        tasks.append({**_task_section(metas[k], groups[k], reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed), "protocol": k[2]})
+        tasks.append(_task_section(metas[k], groups[k], reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, protocol=k[2], shots_per=k[3]))
     reference_only = []
     if include_published:
         from lesionbench.leaderboard.published import PUBLISHED_TASKS
 
-        shown = {t["name"] for t in tasks}
-        reference_only = [{"name": t, "reference": _reference_rows(t)} for t in PUBLISHED_TASKS if t not in shown]
+        # published rows whose (task, protocol) has no section of its own are listed apart, never dropped
+        shown = {(t["name"], t["protocol"]) for t in tasks}
+        for name in PUBLISHED_TASKS:
+            rows = [r for r in _reference_rows(name) if (name, r["protocol"]) not in shown]
+            if rows:
+                reference_only.append({"name": name, "reference": rows})
     else:
         for t in tasks:
-            t["reference"] = []
+            t["reference"], t["reference_elsewhere"] = [], []
     return {
         "schema": SCHEMA_ID,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -95,6 +95,21 @@ def headline_run(result: TaskResult, fraction: float | None = None) -> SubsetRes
     return min((r for r in result.runs if r.fraction == frac), key=lambda r: r.seed)
 
 
+def level_of(run: SubsetResult, shots: bool) -> float:
+    """Where a run sits on its section's label axis: its k in k-shot sections, else its training fraction."""
+    return float(run.shots or 0) if shots else run.fraction
+
+
+def own_level(result: TaskResult, shots: bool) -> float:
+    """The most labels a result holds on its section's axis (its own headline)."""
+    return max(level_of(r, shots) for r in result.runs)
+
+
+def run_at(result: TaskResult, level: float, shots: bool) -> SubsetResult:
+    """The lowest-seed run at ``level`` (a fraction, or a k in k-shot sections)."""
+    return headline_run(result, level) if not shots else min((r for r in result.runs if level_of(r, shots) == level), key=lambda r: r.seed)
+
+
 def protocol(result: TaskResult) -> dict[str, Any]:
     """How a result was measured, beyond its encoder: label fraction, resampling unit, validation split, intervals."""
     head = headline_run(result)

@@ -30,6 +30,47 @@ REFERENCE_COLOUR = "#8a8f98"
 UNIT_WORDS = {"patient": "patients", "lesion": "lesions"}
 
 
+#: The probes of a protocol key (:func:`lesionbench.benchmark.protocols.protocol_key`), in words.
+PROBE_WORDS = {"linear": "linear probe", "knn": "k-NN probe"}
+
+
+def protocol_label(key: str, shots_per: str = "") -> str:
+    """A section's protocol in words: ``linear`` -> "linear probe", ``k-shot-knn`` -> "k-shot, k-NN probe
+    (k labelled lesions per class)", ``finetune-linear`` -> "fine-tuned, linear probe"; unknown keys as they are."""
+    key = str(key)
+    if key in PROBE_WORDS:
+        return PROBE_WORDS[key]
+    for prefix, words in (("k-shot-", "k-shot"), ("finetune-", "fine-tuned")):
+        if key.startswith(prefix) and key[len(prefix) :] in PROBE_WORDS:
+            text = f"{words}, {PROBE_WORDS[key[len(prefix):]]}"
+            if prefix == "k-shot-":
+                text += " (a budget of n labelled lesions over all classes)" if shots_per == "total" else " (k labelled lesions per class)"
+            return text
+    return key
+
+
+def is_k_shot(key: str) -> bool:
+    """Whether a protocol key is a k-shot protocol (ranked and plotted against shots, not fractions)."""
+    return str(key).startswith("k-shot")
+
+
+def headline_text(task: dict[str, Any]) -> str:
+    """Where a section is ranked: "100% of the training labels", or for k-shot sections "k = 10 labelled
+    lesions per class" / "a budget of 40 labelled lesions"."""
+    if task.get("shots") is None:
+        return f"{float(task.get('fraction', 1.0)):.0%} of the training labels"
+    if task.get("shots_per") == "total":
+        return f"a budget of {task['shots']} labelled lesions"
+    return f"k = {task['shots']} labelled lesions per class"
+
+
+def labels_text(e: dict[str, Any], task: dict[str, Any]) -> str:
+    """An entry's labels cell: its training fraction, or its shots in a k-shot section ("10 shots")."""
+    if task.get("shots") is not None and e.get("shots") is not None:
+        return f"{e['shots']} shot{'' if e['shots'] == 1 else 's'}{'' if task.get('shots_per') == 'total' else ' per class'}"
+    return f"{float(e['fraction']):.0%}"
+
+
 def metric_label(name: str) -> str:
     """Display name of a metric."""
     return METRIC_LABELS.get(name, name.replace("_", " "))

@@ -10,7 +10,7 @@ import base64
 import io
 from typing import Any
 
-from lesionbench.leaderboard.labels import PALETTE, REFERENCE_COLOUR, colours, entry_label, metric_label  # noqa: F401 - PALETTE kept importable from here
+from lesionbench.leaderboard.labels import PALETTE, REFERENCE_COLOUR, colours, entry_label, headline_text, metric_label  # noqa: F401 - PALETTE kept importable from here
 
 _TEXT = "#1f2430"
 _GRID = "#e6e8ec"
@@ -43,7 +43,8 @@ def _png(fig: Any) -> str:
 
 
 def curve_plot(task: dict[str, Any]) -> str | None:
-    """Main metric vs training-label fraction for every entry (mean over seeds, band = min..max, bars = sd)."""
+    """Main metric vs training-label fraction for every entry (mean over seeds, band = min..max, bars = sd);
+    k-shot sections (``task["shots"]`` set) against the number of shots instead."""
     from matplotlib.figure import Figure
 
     main = task["main_metric"]
@@ -53,15 +54,19 @@ def curve_plot(task: dict[str, Any]) -> str | None:
     cols = colours(task)
     fig = Figure(figsize=(5.0, 3.6))
     ax = fig.add_subplot(1, 1, 1)
+    shots = task.get("shots") is not None
+    axis = "shots" if shots else "fraction"
     fractions: set[float] = set()
     for e in entries:
-        pts = e["curves"][main]
-        x = [p["fraction"] for p in pts]
+        pts = [p for p in e["curves"][main] if p.get(axis) is not None]
+        if not pts:
+            continue
+        x = [p[axis] for p in pts]
         fractions.update(x)
         c = cols[entry_label(e, task)]
         ax.fill_between(x, [p["min"] for p in pts], [p["max"] for p in pts], color=c, alpha=0.12, linewidth=0)
         ax.errorbar(x, [p["mean"] for p in pts], yerr=[p["sd"] for p in pts], color=c, marker="o", markersize=4.5, linewidth=1.8, capsize=2.5, label=_plain(entry_label(e, task)))
-    for r in task.get("reference", []):
+    for r in task.get("reference", []) if not shots else []:  # published rows are at fractions, not shots
         m = r["metrics"].get(main)
         if m and r["approach"].startswith("FMCIB features"):
             ax.scatter([r["fraction"]], [m["value"]], marker="D", s=34, facecolor="white", edgecolor=REFERENCE_COLOUR, linewidth=1.4, zorder=5, label=_plain(f"{r['approach']} (published)") if r["fraction"] == 1.0 else None)
@@ -69,9 +74,10 @@ def curve_plot(task: dict[str, Any]) -> str | None:
     ax.set_xscale("log")
     ticks = sorted(fractions)
     ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{t:.0%}" for t in ticks])
+    ax.set_xticklabels([f"{t:g}" if shots else f"{t:.0%}" for t in ticks])
     ax.minorticks_off()
-    ax.set_xlabel("training labels used", color=_TEXT, fontsize=10)
+    per = "in total" if task.get("shots_per") == "total" else "per class"
+    ax.set_xlabel(f"labelled lesions {per} (shots)" if shots else "training labels used", color=_TEXT, fontsize=10)
     ax.set_ylabel(_plain(metric_label(main)), color=_TEXT, fontsize=10)
     _style(ax)
     handles, labels = ax.get_legend_handles_labels()
@@ -117,7 +123,7 @@ def forest_plot(task: dict[str, Any]) -> str | None:
         if r[5]:
             tick.set_fontstyle("italic")
     ax.set_ylim(-0.6, len(rows) - 0.4)
-    ax.set_xlabel(_plain(f"{metric_label(main)} at {task.get('fraction', 1.0):.0%} labels (95% CI)"), color=_TEXT, fontsize=10)
+    ax.set_xlabel(_plain(f"{metric_label(main)} at {headline_text(task)} (95% CI)"), color=_TEXT, fontsize=10)
     _style(ax)
     ax.grid(False, axis="y")
     return _png(fig)

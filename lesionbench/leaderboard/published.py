@@ -37,6 +37,9 @@ class PublishedResult:
     source: str = SOURCE
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The evaluation protocol key the row was measured with (:func:`lesionbench.benchmark.protocols.protocol_key`):
+    #: the leaderboard shows a row only in the sections of that protocol. The paper's rows are linear-probe ones.
+    protocol: str = "linear"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +49,7 @@ class PublishedResult:
             "source": self.source,
             "citation": CITATION,
             "note": self.note,
+            "protocol": self.protocol,
             "metrics": {
                 m: {"value": v, "ci_low": None if lo != lo else lo, "ci_high": None if hi != hi else hi}
                 for m, (v, lo, hi) in self.metrics.items()
@@ -152,6 +156,6 @@ PUBLISHED: tuple[PublishedResult, ...] = tuple(
 PUBLISHED_TASKS: tuple[str, ...] = ("deeplesion_site", "luna16_malignancy", "lung1_survival", "radio_survival")
 
 
-def published_for(task: str, *, fraction: float | None = 1.0) -> list[PublishedResult]:
-    """Reference rows of one task (at one label fraction, or all with ``fraction=None``)."""
-    return [p for p in PUBLISHED if p.task == task and (fraction is None or p.fraction == fraction)]
+def published_for(task: str, *, fraction: float | None = 1.0, protocol: str | None = None) -> list[PublishedResult]:
+    """Reference rows of one task (at one label fraction, or all with ``fraction=None``; of one protocol key, or all with ``protocol=None``)."""
+    return [p for p in PUBLISHED if p.task == task and (fraction is None or p.fraction == fraction) and (protocol is None or p.protocol == protocol)]

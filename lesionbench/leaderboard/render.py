@@ -22,7 +22,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from lesionbench.leaderboard.labels import ALPHA, REFERENCE_COLOUR, UNIT_WORDS, colours, entry_label, metric_label
+from lesionbench.leaderboard.labels import ALPHA, REFERENCE_COLOUR, UNIT_WORDS, colours, entry_label, headline_text, labels_text, metric_label, protocol_label
 from lesionbench.leaderboard.plots import curve_plot, forest_plot
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -125,7 +125,14 @@ def _bar(m: dict[str, Any] | None, scale: tuple[float, float] | None) -> dict[st
 
 
 def _slug(task: dict[str, Any]) -> str:
-    return "task-" + "".join(c if c.isalnum() else "-" for c in f"{task['name']}-{task['version']}")
+    """The section's id: task, version and protocol (two sections of one task never share it)."""
+    parts = [task["name"], task["version"], task.get("protocol") or "linear"] + (["total"] if task.get("shots_per") == "total" else [])
+    return "task-" + "".join(c if c.isalnum() else "-" for c in "-".join(str(p) for p in parts))
+
+
+def _protocol(task: dict[str, Any]) -> str:
+    """The section's protocol in words ("linear probe", "k-NN probe", "fine-tuned, linear probe" ...)."""
+    return protocol_label(task.get("protocol") or "linear", task.get("shots_per") or "")
 
 
 def _sentence(text: str) -> str:
@@ -154,6 +161,10 @@ _GLOBALS: dict[str, Any] = {
     "scale": _scale,
     "bar": _bar,
     "slug": _slug,
+    "protocol": _protocol,
+    "protocol_label": protocol_label,
+    "headline": headline_text,
+    "labels": labels_text,
     "sentence": _sentence,
     "alternative": _alternative,
     "unit": _unit,

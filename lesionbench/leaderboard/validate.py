@@ -108,6 +108,8 @@ def check_result(doc: Any, source: str) -> None:
             c.fail(f"{where}.fraction", f"expected a training fraction in (0, 1], got {_show(frac)}")
         seed = c.integer(run.get("seed"), f"{where}.seed")
         c.integer(run.get("n_train"), f"{where}.n_train", low=0)
+        if run.get("shots") is not None:  # k of a k-shot run (absent, or null, for fraction runs)
+            c.integer(run["shots"], f"{where}.shots", low=1)
         if (frac, seed) in seen:
             c.fail(where, f"a second run with fraction {frac:g} and seed {seed}")
         seen.add((frac, seed))

@@ -126,7 +126,7 @@ def test_provenance_is_carried(built: tuple[Path, dict]) -> None:
 def test_markdown_has_ranked_and_reference_tables(built: tuple[Path, dict]) -> None:
     index, doc = built
     md = (index.parent / "leaderboard.md").read_text()
-    assert "## luna16\\_malignancy (version test-1, binary)" in md  # Markdown-escaped: names are text
+    assert "## luna16\\_malignancy — linear probe (version test-1, binary)" in md  # Markdown-escaped: names are text; the protocol in words
     assert "| Rank | Encoder | Probe | Labels | AUC (95% CI) | SD over seeds |" in md
     assert "*FMCIB features + linear probe* [published] | 100% | 0.883 (0.825–0.933)" in md
     rows = [ln for ln in md.splitlines() if ln.startswith("| 1 | fmcib |")]
