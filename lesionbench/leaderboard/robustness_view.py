@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lesionbench.leaderboard.validate import MAX_NAME, ResultFileError, _Checker, _show
+from lesionbench.leaderboard.validate import ResultFileError, _Checker, _show
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ SCHEMA_VERSION = 1
 PROTOCOL_TAG = "lesionbench.protocol"
 #: Larger than any real robustness file (4096 features x 5 perturbations of per-feature ICCs is ~0.5 MB).
 MAX_BYTES = 32 * 2**20
+MAX_NOTE = 4000
 _ORDER = ("shift", "rotate", "spacing", "noise", "retest")
 _UNITS = ("patient", "lesion")
 _KINDS = ("binary", "multiclass", "survival")
@@ -38,8 +39,8 @@ class RobustnessFileError(ResultFileError):
     """A ``robustness.json`` that is not one ``lesionbench robustness`` writes (``source``, ``field``: where)."""
 
     def __init__(self, source: str, field: str, problem: str):
-        self.source, self.field = source, field
-        Exception.__init__(self, f"{source}: not a valid robustness result: {field}: {problem}")
+        super().__init__(source, field, problem)
+        self.args = (f"{source}: not a valid robustness result: {field}: {problem}",)
 
 
 class _RobustChecker(_Checker):
@@ -54,6 +55,12 @@ class _RobustChecker(_Checker):
         if not low <= v <= high:
             self.fail(field, f"expected a value in [{low:g}, {high:g}], got {_show(x)}")
         return v
+
+    def note(self, x: Any, field: str) -> str:
+        """Free text (a note may quote an error message, line breaks and all): any string, shown as text."""
+        if len(self.text(x, field)) > MAX_NOTE:
+            self.fail(field, f"{len(x)} characters, more than the {MAX_NOTE} a note can have")
+        return x
 
     def interval(self, x: Any, field: str, low: float, high: float, *, optional: bool = False) -> dict[str, float | None] | None:
         if x is None and optional:
@@ -85,13 +92,13 @@ def check_robustness(doc: Any, source: str) -> dict[str, Any]:
     c.integer(enc.get("feature_dim"), "encoder.feature_dim", low=0)
     c.boolean(enc.get("trainable", False), "encoder.trainable")
     for k in ("fingerprint", "weights_sha256"):
-        if enc.get(k) is not None:
+        if enc.get(k) is not None and c.text(enc[k], f"encoder.{k}"):
             c.name(enc[k], f"encoder.{k}")
     unit = doc.get("bootstrap_unit")
     if unit not in _UNITS:
         c.fail("bootstrap_unit", f"expected one of {', '.join(_UNITS)}, got {_show(unit)}")
     counts = {k: c.integer(doc.get(k), k, low=0) for k in ("n_boot", "n_test", "n_test_patients")}
-    notes = [c.name(n, f"notes[{i}]", limit=1000) for i, n in enumerate(c.array(doc.get("notes", []), "notes"))]
+    notes = [c.note(n, f"notes[{i}]") for i, n in enumerate(c.array(doc.get("notes", []), "notes"))]
     settings = _settings(c, c.obj(doc.get("settings"), "settings"))
 
     ref = c.obj(doc.get("reference"), "reference")
@@ -166,7 +173,7 @@ def _block(c: _RobustChecker, name: str, b: Any, where: str) -> dict[str, Any]:
         "prediction_change": c.interval(b.get("prediction_change"), f"{where}.prediction_change", 0, 1, optional=True),
         "metric_drop": c.interval(b.get("metric_drop"), f"{where}.metric_drop", -1, 1, optional=True),
         "n_pairs": c.integer(b["n_pairs"], f"{where}.n_pairs", low=0) if "n_pairs" in b else None,
-        "note": c.name(b["note"], f"{where}.note", limit=MAX_NAME) if b.get("note") is not None else None,
+        "note": c.note(b["note"], f"{where}.note") if b.get("note") is not None else None,
         "box": _box(values),
     }  # fmt: skip
     return row

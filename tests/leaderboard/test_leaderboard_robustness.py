@@ -91,7 +91,7 @@ def test_hostile_names_are_text(robust_results: Path, tmp_path: Path) -> None:
 
     def edit(d: dict) -> None:
         d["encoder"]["name"] = HOSTILE
-        d["notes"] = ["</p><script>document.body.setAttribute('data-pwned',2)</script>"]
+        d["notes"] = ["an error message\nover two lines </p><script>document.body.setAttribute('data-pwned',2)</script>"]  # free text: shown
         d["perturbations"]["$\\frac{"] = d["perturbations"].pop("noise")  # mathtext in the plot's tick labels
 
     _copy_with(robust_results, tmp_path / "results", edit)
@@ -103,6 +103,7 @@ def test_hostile_names_are_text(robust_results: Path, tmp_path: Path) -> None:
     assert len(re.findall(r'<tr><td class="l enc">', part)) == 6
     md = (tmp_path / "site" / "leaderboard.md").read_text()
     assert "&lt;img src=x onerror=" in md and "\\| \\`x\\`" in md and "<script>" not in md
+    assert "Note: an error message over two lines &lt;/p&gt;&lt;script&gt;" in md
 
 
 @pytest.mark.parametrize(
