@@ -79,9 +79,18 @@ def test_table_and_plot_for_two_encoders(robust_results: Path, tmp_path: Path) -
     doc = json.loads((tmp_path / "site" / "leaderboard.json").read_text())
     assert [t["name"] for t in doc["tasks"]] == [BINARY.name] and [e["encoder"] for e in doc["tasks"][0]["entries"]] == ["fmcib"]
     assert [(s["name"], len(s["rows"])) for s in doc["robustness"]] == [("tiny_malignancy", 4)]
+    # the same numbers as the protocol's own summary table (NaN there, null here)
+    from lesionbench.benchmark.robustness import summary_table
+
+    table = summary_table([smooth, noisy]).set_index(["encoder", "perturbation"])
+    for r in doc["robustness"][0]["rows"]:
+        t = table.loc[(r["encoder"], r["perturbation"])]
+        got = [r["icc_median"], r["icc_q25"], r["icc_q75"], r["icc_share_good"], r["cosine"]["value"], r["prediction_change"]["value"], r["metric_drop"]["value"]]
+        want = [t[k] for k in ("icc_median", "icc_q25", "icc_q75", "icc_share_good", "cosine", "prediction_change", "metric_drop")]
+        assert got == pytest.approx(want) and r["icc_undefined"] == t["icc_undefined"]
     assert html.index('class="rank"') < html.index('id="robustness"')
     md = (tmp_path / "site" / "leaderboard.md").read_text()
-    assert "### tiny\\_malignancy (version 1, binary): robustness" in md and "| smooth | noise |" in md
+    assert "### tiny\\_malignancy (version 1, binary): robustness" in md and "| smooth | noise |" in md and "1 draw(s) per perturbation, shift 1.0–5.0 mm" in md
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.Draft202012Validator(json.loads((tmp_path / "site" / "leaderboard.schema.json").read_text())).validate(doc)
 
