@@ -378,8 +378,11 @@ def _task_section(
     }
 
 
-def build_document(items: Sequence[LoadedResult], *, reveal: bool = False, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0, include_published: bool = True) -> dict[str, Any]:
-    """The leaderboard document (see the module docstring) from collected results."""
+def build_document(items: Sequence[LoadedResult], *, reveal: bool = False, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0, include_published: bool = True, robustness: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The leaderboard document (see the module docstring) from collected results; ``robustness``: checked
+    ``robustness.json`` views (:func:`lesionbench.leaderboard.robustness_view.collect_robustness`), shown apart."""
+    from lesionbench.leaderboard.robustness_view import robustness_sections
+
     # one section per task version and protocol: rows of different protocols are never ranked together
     # (k shots per class and a total budget of k are different protocols too)
     groups: dict[tuple[str, str, str, str], list[LoadedResult]] = {}
@@ -421,6 +424,7 @@ def build_document(items: Sequence[LoadedResult], *, reveal: bool = False, n_boo
         "published_source": {"source": SOURCE, "citation": CITATION, "url": DOI_URL},
         "tasks": tasks,
         "reference_only": reference_only,
+        "robustness": robustness_sections(robustness),  # per task version, never ranked
     }
 
 
@@ -459,7 +463,10 @@ def build_leaderboard(
             from lesionbench.leaderboard.organiser import resolve_organiser_dir, reveal_private
 
             items = reveal_private(items, resolve_organiser_dir(organiser_dir, results_dir=results_dir, tracking_uri=tracking_uri))
-        doc = build_document(items, reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, include_published=include_published)
+        from lesionbench.leaderboard.robustness_view import collect_robustness
+
+        robust = collect_robustness(tracking_uri=tracking_uri, results_dir=results_dir, experiments=experiments, cache_dir=downloads)
+        doc = build_document(items, reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, include_published=include_published, robustness=robust)
     texts = {
         "leaderboard.json": json.dumps(doc, indent=2, allow_nan=False) + "\n",
         "leaderboard.schema.json": json.dumps(LEADERBOARD_SCHEMA, indent=2) + "\n",

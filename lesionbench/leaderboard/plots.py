@@ -127,3 +127,38 @@ def forest_plot(task: dict[str, Any]) -> str | None:
     _style(ax)
     ax.grid(False, axis="y")
     return _png(fig)
+
+
+def robustness_plot(section: dict[str, Any]) -> str | None:
+    """Per-feature ICC(3,1) under each perturbation, one box per encoder (undefined ICCs left out; whiskers 1.5 IQR, no outliers)."""
+    from matplotlib.figure import Figure
+
+    rows = [r for r in section["rows"] if r.get("box")]
+    if not rows:
+        return None
+    perts = list(dict.fromkeys(r["perturbation"] for r in rows))
+    encs = list(dict.fromkeys(r["encoder"] for r in section["rows"]))
+    cols = {e: PALETTE[i % len(PALETTE)] for i, e in enumerate(encs)}
+    width = 0.8 / len(encs)
+    fig = Figure(figsize=(max(4.4, 1.0 + 0.9 * len(perts) * max(1, len(encs) / 2)), 3.4))
+    ax = fig.add_subplot(1, 1, 1)
+    for r in rows:
+        i, j = perts.index(r["perturbation"]), encs.index(r["encoder"])
+        b = r["box"]
+        stats = {"whislo": b["whislo"], "q1": b["q1"], "med": b["med"], "q3": b["q3"], "whishi": b["whishi"], "fliers": []}
+        c = cols[r["encoder"]]
+        ax.bxp([stats], positions=[i - 0.4 + width * (j + 0.5)], widths=[width * 0.8], showfliers=False, patch_artist=True,
+               boxprops={"facecolor": c, "alpha": 0.55, "edgecolor": c}, medianprops={"color": _TEXT, "linewidth": 1.4},
+               whiskerprops={"color": c}, capprops={"color": c})  # fmt: skip
+    ax.axhline(0.75, color="#98a2b3", linewidth=0.9, linestyle=(0, (3, 2)))
+    ax.set_xticks(range(len(perts)))
+    ax.set_xticklabels([_plain(p) for p in perts])
+    ax.set_xlim(-0.6, len(perts) - 0.4)
+    ax.set_ylabel("per-feature ICC(3,1)", color=_TEXT, fontsize=10)
+    _style(ax)
+    ax.grid(False, axis="x")
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=cols[e], alpha=0.55, edgecolor=cols[e], label=_plain(e)) for e in encs]
+    fig.legend(handles=handles, frameon=False, fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(3, len(encs)))
+    return _png(fig)

@@ -24,6 +24,7 @@ from markupsafe import Markup
 
 from lesionbench.leaderboard.labels import ALPHA, REFERENCE_COLOUR, UNIT_WORDS, colours, entry_label, headline_text, labels_text, metric_label, protocol_label
 from lesionbench.leaderboard.plots import curve_plot, forest_plot
+from lesionbench.leaderboard.plots import robustness_plot
 
 TEMPLATES = Path(__file__).with_name("templates")
 #: What the page may load: nothing but its own inline styles and data: images; no script at all.
@@ -69,6 +70,7 @@ def _ci_suffix(m: dict[str, Any] | None) -> str:
 
 
 _NUMBER_FILTERS: dict[str, Callable[..., str]] = {"f3": _f, "signed": _signed, "pval": _p, "pct": _pct, "sd": _sd, "ci": _ci_text, "cis": _ci_suffix}
+_NUMBER_FILTERS["pct1"] = lambda x: "–" if x is None else f"{100 * x:.1f}%"  # robustness: shares of predictions and features
 
 
 # ----------------------------------------------------------------------------- escaping
@@ -171,6 +173,8 @@ _GLOBALS: dict[str, Any] = {
     "forest_plot": forest_plot,
     "curve_plot": curve_plot,
 }
+_GLOBALS["robustness_plot"] = robustness_plot
+
 
 
 @functools.lru_cache(maxsize=2)

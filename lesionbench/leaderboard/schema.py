@@ -293,3 +293,50 @@ RESULT_SCHEMA: dict[str, Any] = {
         {"required": ["split_hash", "extra"], "properties": {"split_hash": {"minLength": 1}, "extra": {"required": ["n_boot", "bootstrap_unit"]}}},
     ],
 }
+
+
+# ------------------------------------------------------------------------- robustness (leaderboard.json)
+_ICC = {"type": ["number", "null"], "minimum": -1, "maximum": 1}
+_SHARE = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+_INTERVAL = {"type": ["object", "null"], "required": ["value", "ci_low", "ci_high"], "properties": {"value": _NUM, "ci_low": _NUM, "ci_high": _NUM}}
+_BOX = {"type": ["object", "null"], "required": ["whislo", "q1", "med", "q3", "whishi", "n"],
+        "properties": {**{k: _ICC for k in ("whislo", "q1", "med", "q3", "whishi")}, "n": {"type": "integer", "minimum": 1}}}  # fmt: skip
+_ROBUSTNESS_ROW = {
+    "type": "object",
+    "required": ["encoder", "perturbation", "icc_median", "icc_median_ci", "icc_q25", "icc_q75", "icc_share_good", "icc_undefined", "n_features",
+                 "cosine", "prediction_change", "metric_drop", "box"],  # fmt: skip
+    "properties": {
+        "encoder": _STR,
+        "perturbation": _STR,
+        "icc_median": _ICC,
+        "icc_median_ci": {"type": "array", "items": _ICC, "minItems": 2, "maxItems": 2},
+        "icc_q25": _ICC,
+        "icc_q75": _ICC,
+        "icc_share_good": {**_SHARE, "description": "share of the defined features with ICC(3,1) >= 0.75"},
+        "icc_undefined": {"type": "integer", "minimum": 0, "description": "features without variance: ICC undefined"},
+        "n_features": {"type": "integer", "minimum": 0},
+        "cosine": _INTERVAL,
+        "prediction_change": {**_INTERVAL, "description": "share of test predictions that change class; null: not measured (retest pairs outside the test split)"},
+        "metric_drop": {**_INTERVAL, "description": "main metric unperturbed minus perturbed (positive = worse)"},
+        "n_pairs": {"type": ["integer", "null"], "minimum": 0},
+        "note": _OPT_STR,
+        "box": {**_BOX, "description": "Tukey box statistics of the defined per-feature ICCs (the plot's)"},
+    },
+}
+#: ``doc["robustness"]``: per task version, the robustness of each encoder (``lesionbench robustness``); never ranked.
+ROBUSTNESS_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["name", "version", "kind", "main_metric", "encoders", "rows"],
+        "properties": {
+            "name": _STR,
+            "version": _STR,
+            "kind": {"enum": ["multiclass", "binary", "survival"]},
+            "main_metric": _STR,
+            "encoders": {"type": "array", "items": {"type": "object", "required": ["encoder", "reference", "n_test", "n_test_patients", "bootstrap_unit", "n_boot", "settings", "notes"]}},
+            "rows": {"type": "array", "items": _ROBUSTNESS_ROW},
+        },
+    },
+}
+LEADERBOARD_SCHEMA["properties"]["robustness"] = ROBUSTNESS_SCHEMA
