@@ -1,0 +1,410 @@
+"""The model zoo's shared contract: model cards, recipes, audited weight loading, and the encoder factory.
+
+One zoo encoder module describes its model with a :class:`ZooModel` card (citation, parameters, embedding
+layer, pre-training data, licences, the released weights file with its container and key layout, the keys
+deliberately ignored, and its ``official`` and ``tib`` :class:`Recipe`) and a function that builds the
+network (patches in, embeddings out). :func:`register` then registers ``<name>`` (official recipe),
+``<name>:tib`` and ``<name>-random-init`` in ``ENCODERS``; every factory takes
+``weights=None, *, recipe=..., device=None, batch_size=..., random_init=False, seed=0``.
+
+Weights come from ``weights=PATH`` or from the card's pinned Hugging Face file (repository, revision, file
+name) downloaded with ``huggingface_hub`` into ``$LESIONBENCH_WEIGHTS`` or ``$LESIONBENCH_CACHE/weights``
+(:mod:`lesionbench.baselines._zoo_weights`); loading is audited by :func:`load_audited`: every network
+tensor must come from the checkpoint, and anything missing, unexpected, mis-shaped or non-finite is an
+error naming the keys.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lesionbench.benchmark.errors import ConfigurationError, WeightsError
+from lesionbench.benchmark.types import EncoderMeta, Intensity, PatchSpec
+
+logger = logging.getLogger(__name__)
+
+RECIPES = ("official", "tib")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model's input is prepared (the harness's ``seed-crop`` chain with these parameters).
+
+    ``size`` and ``spacing_mm`` follow the axes of ``orientation``, the array the network sees (e.g. "SPL":
+    (S, P, L)). ``interpolation`` is one of ``lesionbench.benchmark.types.INTERPOLATIONS`` ("none": the
+    image's own voxel grid, with ``orientation="index"`` for ITK's (x, y, z) axes). ``embedding_dim``
+    overrides the card's when this recipe's input size changes it. ``source`` says where it comes from.
+    """
+
+    name: str
+    orientation: str
+    spacing_mm: tuple[float, float, float]
+    size: tuple[int, int, int]
+    intensity: Intensity
+    pad_value: float = 0.0
+    interpolation: str = "linear-align-corners"
+    pad_before_intensity: bool = False
+    embedding_dim: int | None = None
+    source: str = ""
+
+    def patch_spec(self) -> PatchSpec:
+        return PatchSpec(
+            size=tuple(int(s) for s in self.size),  # type: ignore[arg-type]
+            spacing_mm=tuple(float(s) for s in self.spacing_mm),  # type: ignore[arg-type]
+            method="seed-crop",
+            orientation=self.orientation,
+            intensity=self.intensity,
+            pad_value=float(self.pad_value),
+            interpolation=self.interpolation,
+            pad_before_intensity=self.pad_before_intensity,
+        )
+
+    def label(self) -> str:
+        """One line: ``tib: 48x48x48 SPL at 1x1x1 mm, [-1024, 2048] -> [0, 1], clip``."""
+        grid = "native grid" if self.interpolation == "none" else f"{'x'.join(f'{s:g}' for s in self.spacing_mm)} mm {self.interpolation}"
+        return f"{self.name}: {'x'.join(map(str, self.size))} {self.orientation} at {grid}, {self.intensity.label()}"
+
+
+def tib_recipe(orientation: str, *, size: int = 48, window: tuple[float, float] = (-1024.0, 2048.0), embedding_dim: int | None = None) -> Recipe:
+    """TIB's recipe (``models/utils.py::get_transforms``): LPS, 1 mm linear (MONAI 1.4, align_corners=True),
+    a ``size``^3 crop, ``orientation``, ``window`` -> [0, 1] clipped, zero padding."""
+    return Recipe(
+        name="tib",
+        orientation=orientation,
+        spacing_mm=(1.0, 1.0, 1.0),
+        size=(size, size, size),
+        intensity=Intensity("window", float(window[0]), float(window[1]), 0.0, 1.0, True),
+        embedding_dim=embedding_dim,
+        source="tumorimagingbench 0.1.4 models/utils.py get_transforms",
+    )
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """A released weights file and how its keys map onto the network.
+
+    ``containers``: keys tried, in order, to reach the state dict inside the checkpoint (a flat state dict
+    is accepted too). ``prefix``: stripped from every kept key (a key without it is unexpected, unless no
+    key has it: a file saved from the bare network). ``ignored``: fnmatch patterns of checkpoint keys
+    (before the prefix is stripped) that are deliberately not loaded (decoders, heads); ``rename``:
+    (old, new) substring replacements after stripping. ``safe_globals``: dotted names of the few non-tensor
+    classes ``torch.load(weights_only=True)`` may rebuild (e.g. ``argparse.Namespace``).
+    ``repo_id``/``revision``/``filename``: the pinned Hugging Face file (empty repo_id: no download; then
+    ``url`` says where to get it). ``size``/``sha256``: known values, checked when set.
+    """
+
+    filename: str
+    repo_id: str = ""
+    revision: str = "main"
+    url: str = ""
+    containers: tuple[str, ...] = ("state_dict",)
+    prefix: str = ""
+    ignored: tuple[str, ...] = ()
+    rename: tuple[tuple[str, str], ...] = ()
+    safe_globals: tuple[str, ...] = ()
+    size: int | None = None
+    sha256: str | None = None
+
+    @property
+    def where(self) -> str:
+        if self.repo_id:
+            return f"https://huggingface.co/{self.repo_id}/blob/{self.revision}/{self.filename}"
+        return self.url or self.filename
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """A model card: what a zoo encoder is, where its weights come from and how its input is prepared."""
+
+    name: str
+    title: str
+    citation: str
+    parameters: int
+    embedding_dim: int
+    embedding_layer: str
+    pretraining_data: str
+    code_licence: str
+    weights_licence: str
+    non_commercial: bool
+    weights: WeightsFile
+    recipes: tuple[Recipe, ...]
+    network: str = ""
+    version: str = "1.0"
+    notes: str = ""
+
+    def recipe(self, name: str) -> Recipe:
+        for r in self.recipes:
+            if r.name == name:
+                return r
+        raise ConfigurationError(f"{self.name} has no recipe {name!r}; it has {[r.name for r in self.recipes]}.")
+
+    def display_name(self, recipe: str = "official", *, random_init: bool = False) -> str:
+        """``ct-fm``, ``ct-fm:tib``, ``ct-fm-random-init``, ``ct-fm-random-init:tib``."""
+        base = f"{self.name}-random-init" if random_init else self.name
+        return base if recipe == "official" else f"{base}:{recipe}"
+
+    def feature_dim(self, recipe: str = "official") -> int:
+        return int(self.recipe(recipe).embedding_dim or self.embedding_dim)
+
+    def card_items(self, recipe: str = "official", *, weights_sha256: str = "", tensors_loaded: int | None = None) -> tuple[tuple[str, str], ...]:
+        """The card as (key, value) pairs for ``EncoderMeta.card`` (result.json, MLflow params, the page)."""
+        r = self.recipe(recipe)
+        items = [
+            ("model", self.title),
+            ("network", self.network),
+            ("parameters", f"{self.parameters:,}"),
+            ("embedding", f"{self.feature_dim(recipe)}-d, {self.embedding_layer}"),
+            ("recipe", r.label()),
+            ("pretraining_data", self.pretraining_data),
+            ("code_licence", self.code_licence),
+            ("weights_licence", self.weights_licence + (" (NON-COMMERCIAL)" if self.non_commercial else "")),
+            ("non_commercial", "yes" if self.non_commercial else "no"),
+            ("weights_file", self.weights.where),
+            ("weights_sha256", weights_sha256),
+        ]
+        if tensors_loaded is not None:
+            items.append(("tensors_loaded", str(tensors_loaded)))
+        return tuple((k, v) for k, v in items if v)
+
+
+# --------------------------------------------------------------------------------- audited loading
+def read_checkpoint(path: str | Path, weights: WeightsFile | None = None) -> Any:
+    """A checkpoint file: safetensors (``.safetensors``) or ``torch.load(weights_only=True)`` with only the
+    card's ``safe_globals`` allowed; clear errors for files that are neither."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"{path} could not be read as safetensors ({type(exc).__name__}: {exc}); the file is damaged or not weights.") from exc
+    import importlib
+
+    import torch
+
+    from lesionbench.baselines.fmcib import load_checkpoint
+
+    allowed = []
+    for dotted in (weights.safe_globals if weights else ()):
+        mod, _, attr = dotted.rpartition(".")
+        allowed.append(getattr(importlib.import_module(mod), attr))
+    with torch.serialization.safe_globals(allowed):
+        return load_checkpoint(path)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    import torch
+
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def unwrap(checkpoint: Any, weights: WeightsFile, *, source: str) -> tuple[dict[str, Any], list[str]]:
+    """The network's state dict inside ``checkpoint`` (container unwrapped, ignored keys dropped, prefix
+    stripped, keys renamed) and the list of ignored keys."""
+    obj = checkpoint
+    if not _is_state_dict(obj):
+        for key in weights.containers:
+            if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+        else:
+            top = list(obj)[:10] if isinstance(obj, Mapping) else type(obj).__name__
+            raise WeightsError(
+                f"{source}: no state dict found (tried the containers {list(weights.containers)}; top level: {top}). "
+                f"Use the released {weights.filename} ({weights.where})."
+            )
+    sd = dict(obj)
+    ignored = sorted(k for k in sd if any(fnmatch.fnmatchcase(k, p) for p in weights.ignored))
+    kept = {k: v for k, v in sd.items() if k not in set(ignored)}
+    p = weights.prefix
+    if p and any(k.startswith(p) for k in kept):
+        kept = {(k[len(p) :] if k.startswith(p) else f"<no prefix {p!r}> {k}"): v for k, v in kept.items()}
+    for old, new in weights.rename:
+        kept = {k.replace(old, new): v for k, v in kept.items()}
+    return kept, ignored
+
+
+def check_finite(state_dict: Mapping[str, Any], *, source: str) -> None:
+    """Raise :class:`WeightsError` naming every tensor with NaN or infinite values."""
+    import torch
+
+    bad = sorted(k for k, v in state_dict.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:
+        shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise WeightsError(f"{source}: {len(bad)} tensor(s) hold NaN or infinite values: {shown}. The file is damaged or from a diverged training run.")
+
+
+def audit(network: Any, state_dict: Mapping[str, Any], *, source: str, model: str) -> None:
+    """Raise :class:`WeightsError` naming every missing, unexpected or mis-shaped key."""
+    import torch
+
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    bad_shape = sorted(
+        f"{k} {tuple(state_dict[k].shape) if isinstance(state_dict[k], torch.Tensor) else type(state_dict[k]).__name__} (expected {tuple(expected[k].shape)})"
+        for k in set(expected) & set(state_dict)
+        if not isinstance(state_dict[k], torch.Tensor) or tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    )
+    problems = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", bad_shape)):
+        if keys:
+            shown = ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
+            problems.append(f"{len(keys)} {what} key(s): {shown}")
+    if problems:
+        raise WeightsError(f"{source} does not fit the {model} network ({len(expected)} tensors): " + "; ".join(problems) + ".")
+
+
+def load_audited(network: Any, checkpoint: Any, model: ZooModel, *, source: str) -> int:
+    """Load ``checkpoint`` (a path, a checkpoint object or a state dict) into ``network`` strictly, as the
+    card's :class:`WeightsFile` describes; return the number of tensors loaded. Nothing is loaded unless
+    every network tensor is present with its shape, nothing else is left, and every value is finite."""
+    if isinstance(checkpoint, (str, Path)):
+        checkpoint = read_checkpoint(checkpoint, model.weights)
+    sd, ignored = unwrap(checkpoint, model.weights, source=source)
+    audit(network, sd, source=source, model=model.name)
+    check_finite(sd, source=source)
+    expected = network.state_dict()
+    network.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True)
+    logger.info("%s: loaded %d tensors from %s (%d checkpoint keys deliberately ignored)", model.name, len(sd), source, len(ignored))
+    return len(sd)
+
+
+# ------------------------------------------------------------------------------------------ encoder
+class ZooEncoder:
+    """A zoo network as a patch encoder: (n, 1, *recipe size) -> (n, feature_dim) float32, in batches.
+
+    The network maps a float32 batch (b, 1, D, H, W) to (b, feature_dim) (or anything that reshapes to it).
+    """
+
+    def __init__(self, network: Any, meta: EncoderMeta, *, device: str | None = None, batch_size: int = 4, bf16: bool = False, threads: int | None = None):
+        import torch
+
+        from lesionbench.benchmark.host import usable_cores
+
+        try:
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        except RuntimeError as exc:
+            raise ConfigurationError(f"Unknown torch device {device!r} ({exc}); use cpu, cuda or cuda:N.") from exc
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigurationError(f"Device {device!r} asked for, but CUDA is not available here; use --device cpu.")
+        if self.device.type == "cpu":
+            torch.set_num_threads(int(threads or usable_cores()))
+        if int(batch_size) < 1:
+            raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}.")
+        self.batch_size = int(batch_size)
+        self.bf16 = bool(bf16)
+        self.network = network.to(self.device).eval()
+        self.meta = meta
+
+    def encode(self, patches: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = np.asarray(patches)
+        want = tuple(int(s) for s in self.meta.patch.size)
+        if x.ndim != 5 or x.shape[1] != 1 or tuple(x.shape[2:]) != want:
+            raise ConfigurationError(f"{self.meta.name} encodes patches shaped (n, 1, {', '.join(map(str, want))}); got {x.shape}.")
+        out = np.empty((x.shape[0], self.meta.feature_dim), dtype=np.float32)
+        with torch.inference_mode():
+            for s in range(0, x.shape[0], self.batch_size):
+                batch = torch.from_numpy(np.array(x[s : s + self.batch_size], dtype=np.float32)).to(self.device)
+                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    f = self.network(batch)
+                out[s : s + len(batch)] = f.float().reshape(len(batch), -1).cpu().numpy()
+        return out
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A registered zoo model: its card and the function building its network for a recipe."""
+
+    model: ZooModel
+    build: Callable[[str], Any] = field(compare=False)
+    batch_size: int = 4
+
+
+#: Every zoo model by card name (filled by :func:`register`); ``lesionbench encoders list`` reads it.
+ZOO: dict[str, ZooEntry] = {}
+
+
+def build_encoder(
+    entry: ZooEntry,
+    weights: str | Path | None = None,
+    *,
+    recipe: str = "official",
+    device: str | None = None,
+    batch_size: int | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    bf16: bool = False,
+    threads: int | None = None,
+    progress: bool = True,
+) -> ZooEncoder:
+    """Build ``entry``'s encoder: the card's released (or given) weights, audited, or seeded random ones."""
+    import torch
+
+    from lesionbench.baselines._zoo_weights import resolve
+
+    model = entry.model
+    if recipe not in RECIPES:
+        raise ConfigurationError(f"Unknown recipe {recipe!r}; use one of {', '.join(RECIPES)}.")
+    rec = model.recipe(recipe)
+    if random_init:
+        if weights is not None:
+            raise ConfigurationError(f"{model.name}: random_init builds random weights; do not also give weights ({weights}).")
+        with torch.random.fork_rng(devices=[]):  # a private generator state: never touch the caller's seed
+            torch.manual_seed(int(seed))
+            network = entry.build(recipe)
+        digest, n_loaded = f"random-init-seed-{int(seed)}", None
+        settings: tuple[tuple[str, str], ...] = (("recipe", recipe), ("seed", str(int(seed))))
+    else:
+        path, digest = resolve(model, weights, progress=progress)
+        network = entry.build(recipe)
+        n_loaded = load_audited(network, path, model, source=str(path))
+        settings = (("recipe", recipe),)
+    if bf16:
+        settings += (("precision", "bf16-autocast"),)
+    meta = EncoderMeta(
+        name=model.display_name(recipe, random_init=random_init),
+        version=model.version,
+        feature_dim=model.feature_dim(recipe),
+        patch=rec.patch_spec(),
+        weights_sha256=digest,
+        description=(f"Control: {model.title} architecture with random weights (seed {int(seed)}). " if random_init else f"{model.title}. ")
+        + f"Embedding: {model.embedding_layer}. Recipe {rec.label()}.",
+        citation=model.citation,
+        settings=settings,
+        card=model.card_items(recipe, weights_sha256=digest, tensors_loaded=n_loaded),
+    )
+    return ZooEncoder(network, meta, device=device, batch_size=int(batch_size or entry.batch_size), bf16=bf16, threads=threads)
+
+
+def register(model: ZooModel, build: Callable[[str], Any], *, batch_size: int = 4) -> ZooEntry:
+    """Register ``model`` in ``ENCODERS`` as ``<name>``, ``<name>:tib`` and ``<name>-random-init`` (each
+    factory also takes ``recipe=`` and ``random_init=``). ``build(recipe)`` returns the network, randomly
+    initialised (seeded by the caller), mapping (b, 1, D, H, W) float32 to (b, feature_dim)."""
+    from lesionbench.benchmark.plugins import ENCODERS
+
+    entry = ZooEntry(model, build, batch_size)
+    ZOO[model.name] = entry
+
+    def factory(default_recipe: str, default_random: bool) -> Callable[..., ZooEncoder]:
+        def make(weights: str | Path | None = None, *, recipe: str = default_recipe, random_init: bool = default_random, **options: Any) -> ZooEncoder:
+            return build_encoder(entry, weights, recipe=recipe, random_init=random_init, **options)
+
+        make.__doc__ = f"{model.title} ({'random-init control, ' if default_random else ''}recipe {default_recipe}); see lesionbench.baselines._zoo."
+        return make
+
+    ENCODERS.add(model.name, factory("official", False), origin=f"lesionbench.baselines ({model.name})")
+    ENCODERS.add(f"{model.name}:tib", factory("tib", False), origin=f"lesionbench.baselines ({model.name})")
+    ENCODERS.add(f"{model.name}-random-init", factory("official", True), origin=f"lesionbench.baselines ({model.name})")
+    return entry
