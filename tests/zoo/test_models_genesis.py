@@ -1,0 +1,100 @@
+"""Models Genesis: the released layout loads audited, ContBatchNorm per sample, both recipes, TIB parity (slow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from _layouts import audit_roundtrip, shrink
+from _tib import compare, require_tib, tib_features, write_volumes
+from _unet_release import unet3d_state_dict
+
+from lesionbench.baselines import _unet3d
+from lesionbench.benchmark.features import extract_features
+from lesionbench.benchmark.plugins import get_encoder
+from lesionbench.benchmark.testing import check_encoder
+
+
+def _released(sd: dict, path) -> None:
+    """``Genesis_Chest_CT.pt``: {"state_dict": {"module.<key>"}} with the U-Net decoder."""
+    decoder = {k: v for k, v in unet3d_state_dict(seed=1).items() if not k.startswith("down_tr")}
+    torch.save({"state_dict": {f"module.{k}": v for k, v in {**sd, **decoder}.items()}}, path)
+
+
+def test_released_layout_loads_audited(tmp_path):
+    audit_roundtrip("models-genesis", tmp_path, _released, filename="Genesis_Chest_CT.pt")
+
+
+def test_a_file_without_the_dataparallel_prefix_loads_too(tmp_path):
+    sd = get_encoder("models-genesis-random-init", seed=2, device="cpu").network.state_dict()
+    torch.save({"state_dict": {**sd, **unet3d_state_dict(seed=1)}}, tmp_path / "bare.pt")  # decoder keys unprefixed
+    enc = get_encoder("models-genesis", weights=tmp_path / "bare.pt", device="cpu")
+    assert dict(enc.meta.card)["tensors_loaded"] == str(len(sd))
+
+
+def _released_batch_norm(self, x):
+    """The released ContBatchNorm3d.forward: batch statistics of the whole batch, even in eval mode."""
+    return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+
+def test_cont_batch_norm_is_the_released_computation_per_sample(monkeypatch):
+    net = get_encoder("models-genesis-random-init", seed=4, device="cpu").network
+    with torch.no_grad():
+        for m in net.modules():  # non-trivial affine parameters
+            if isinstance(m, _unet3d.PerSampleBatchNorm3d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.1)
+    x = torch.rand(3, 1, 16, 16, 16) * torch.tensor([1.0, 0.5, 2.0]).view(3, 1, 1, 1, 1)
+    with torch.no_grad():
+        ours = net(x)
+        with monkeypatch.context() as mp:
+            mp.setattr(_unet3d.PerSampleBatchNorm3d, "forward", _released_batch_norm)
+            alone = torch.cat([net(x[i : i + 1]) for i in range(3)])
+            together = net(x)
+    torch.testing.assert_close(ours, alone, rtol=1e-5, atol=1e-6)  # the release, one lesion at a time
+    assert (together - alone).abs().max() > 1e-3  # the release's hazard: features depend on the batch
+
+
+def test_recipes_names_dims_and_fingerprints():
+    official = get_encoder("models-genesis-random-init", device="cpu")
+    tib = get_encoder("models-genesis-random-init", recipe="tib", device="cpu")
+    assert (official.meta.name, tib.meta.name) == ("models-genesis-random-init", "models-genesis-random-init:tib")
+    assert (official.meta.feature_dim, tib.meta.feature_dim) == (512, 4096)
+    p = official.meta.patch
+    assert (p.size, p.orientation, p.interpolation) == ((64, 64, 32), "index", "none")
+    assert (p.intensity.a_min, p.intensity.a_max, p.intensity.clip) == (-1000.0, 1000.0, True)
+    assert tib.meta.patch.size == (48, 48, 48) and tib.meta.patch.orientation == "RAS"
+    assert official.meta.fingerprint() != tib.meta.fingerprint()
+    card = dict(official.meta.card)
+    assert card["non_commercial"] == "yes" and card["parameters"] == f"{sum(t.numel() for t in official.network.parameters()):,}"
+    assert _unet3d.feature_dim("fmcib", (48, 48, 48)) == 4096
+
+
+def test_conformance_and_batch_invariance_official():
+    check_encoder(shrink(get_encoder("models-genesis-random-init", device="cpu", batch_size=2)), n=2)
+
+
+def test_conformance_and_batch_invariance_tib_flattened():
+    # the flattened variant keeps its 2x2x2 x 512 = 4096 output from 40^3 up to 55^3 inputs
+    check_encoder(shrink(get_encoder("models-genesis-random-init", recipe="tib", device="cpu", batch_size=2), 40), n=2)
+
+
+@pytest.mark.slow
+def test_official_size_forward():
+    check_encoder(get_encoder("models-genesis-random-init", device="cpu", batch_size=2), n=2)
+
+
+@pytest.mark.slow
+def test_tib_recipe_matches_tumorimagingbench(tmp_path):
+    require_tib()
+    seeds = write_volumes(tmp_path)
+    enc = get_encoder("models-genesis-random-init", recipe="tib", seed=3, device="cpu", batch_size=2)
+    # TIB's ModelsGenExtractor.load: torch.load(...)["state_dict"], "module." removed, strict=False into
+    # fmcib's ModelsGenesisUNet3D(decoder=False) (the decoder keys are only logged)
+    ckpt = tmp_path / "Genesis_Chest_CT.pt"
+    _released(enc.network.state_dict(), ckpt)
+    ref = tib_features("ModelsGenExtractor", seeds, ckpt, tmp_path)
+    ours = extract_features(seeds, enc, cache=False, progress=False)
+    assert np.abs(ref).max() > 0
+    compare(ours, ref, "models-genesis:tib")
