@@ -264,17 +264,18 @@ def audit(network: Any, state_dict: Mapping[str, Any], *, source: str, model: st
         raise WeightsError(f"{source} does not fit the {model} network ({len(expected)} tensors): " + "; ".join(problems) + ".")
 
 
-def load_audited(network: Any, checkpoint: Any, model: ZooModel, *, source: str) -> int:
+def load_audited(network: Any, checkpoint: Any, model: ZooModel, *, source: str, assign: bool = False) -> int:
     """Load ``checkpoint`` (a path, a checkpoint object or a state dict) into ``network`` strictly, as the
     card's :class:`WeightsFile` describes; return the number of tensors loaded. Nothing is loaded unless
-    every network tensor is present with its shape, nothing else is left, and every value is finite."""
+    every network tensor is present with its shape, nothing else is left, and every value is finite.
+    ``assign=True`` adopts the checkpoint's tensors (a network built on the meta device)."""
     if isinstance(checkpoint, (str, Path)):
         checkpoint = read_checkpoint(checkpoint, model.weights)
     sd, ignored = unwrap(checkpoint, model.weights, source=source)
     audit(network, sd, source=source, model=model.name)
     check_finite(sd, source=source)
     expected = network.state_dict()
-    network.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True)
+    network.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True, assign=assign)
     logger.info("%s: loaded %d tensors from %s (%d checkpoint keys deliberately ignored)", model.name, len(sd), source, len(ignored))
     return len(sd)
 
@@ -368,8 +369,14 @@ def build_encoder(
         settings: tuple[tuple[str, str], ...] = (("recipe", recipe), ("seed", str(int(seed))))
     else:
         path, digest = resolve(model, weights, progress=progress)
-        network = entry.build(recipe)
-        n_loaded = load_audited(network, path, model, source=str(path))
+        checkpoint = read_checkpoint(path, model.weights)
+        # built on the meta device: no random initialisation of weights the checkpoint replaces at once
+        with torch.device("meta"):
+            network = entry.build(recipe)
+        n_loaded = load_audited(network, checkpoint, model, source=str(path), assign=True)
+        if any(t.is_meta for t in (*network.parameters(), *network.buffers())):  # non-persistent buffers
+            network = entry.build(recipe)
+            load_audited(network, checkpoint, model, source=str(path))
         settings = (("recipe", recipe),)
     if bf16:
         settings += (("precision", "bf16-autocast"),)

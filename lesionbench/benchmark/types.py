@@ -120,6 +120,14 @@ class Intensity:
     points: tuple[tuple[float, float], ...] = ()
     ddof: int = 0
 
+    def __post_init__(self) -> None:
+        # plain floats, so that a spec written with ints fingerprints the same after a JSON round trip
+        for k in ("a_min", "a_max", "b_min", "b_max"):
+            object.__setattr__(self, k, float(getattr(self, k)))
+        object.__setattr__(self, "points", tuple((float(a), float(b)) for a, b in self.points))
+        object.__setattr__(self, "clip", bool(self.clip))
+        object.__setattr__(self, "ddof", int(self.ddof))
+
     def label(self) -> str:
         """A short human-readable form, e.g. ``[-1024, 2048] -> [0, 1], clip``."""
         if self.kind == "window":
