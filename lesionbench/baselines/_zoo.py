@@ -396,7 +396,7 @@ def build_encoder(
 
 
 def register(model: ZooModel, build: Callable[[str], Any], *, batch_size: int = 4) -> ZooEntry:
-    """Register ``model`` in ``ENCODERS`` as ``<name>``, ``<name>:tib`` and ``<name>-random-init`` (each
+    """Register ``model`` in ``ENCODERS`` as ``<name>``, ``<name>-random-init`` and ``<name>:tib`` (if it has a tib recipe; each
     factory also takes ``recipe=`` and ``random_init=``). ``build(recipe)`` returns the network, randomly
     initialised (seeded by the caller), mapping (b, 1, D, H, W) float32 to (b, feature_dim)."""
     from lesionbench.benchmark.plugins import ENCODERS
@@ -411,7 +411,10 @@ def register(model: ZooModel, build: Callable[[str], Any], *, batch_size: int = 
         make.__doc__ = f"{model.title} ({'random-init control, ' if default_random else ''}recipe {default_recipe}); see lesionbench.baselines._zoo."
         return make
 
-    ENCODERS.add(model.name, factory("official", False), origin=f"lesionbench.baselines ({model.name})")
-    ENCODERS.add(f"{model.name}:tib", factory("tib", False), origin=f"lesionbench.baselines ({model.name})")
-    ENCODERS.add(f"{model.name}-random-init", factory("official", True), origin=f"lesionbench.baselines ({model.name})")
+    origin = f"lesionbench.baselines ({model.name})"
+    ENCODERS.add(model.name, factory("official", False), origin=origin)
+    ENCODERS.add(f"{model.name}-random-init", factory("official", True), origin=origin)
+    for r in model.recipes:  # e.g. ct-fm:tib, for the models TIB wraps
+        if r.name != "official":
+            ENCODERS.add(f"{model.name}:{r.name}", factory(r.name, False), origin=origin)
     return entry
