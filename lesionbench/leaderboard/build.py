@@ -85,6 +85,7 @@ def _provenance(item: LoadedResult) -> dict[str, Any]:
         "encoder_version": r.encoder.version,
         "weights_sha256": r.encoder.weights_sha256 or None,
         "encoder_fingerprint": r.encoder.fingerprint(),
+        "model_card": dict(r.encoder.card) or None,
         "probe": r.probe,
         "task_version": r.task.version,
         "split_variant": _split_variant(r),

@@ -267,8 +267,10 @@ def _provenance_table(task: dict[str, Any]) -> str:
         if p.get("leaked_patients"):
             split += f' <span class="ns">({p["leaked_patients"]} leaked patients)</span>'
         src = "MLflow run " + f'<code>{_e(p["location"].rsplit("#", 1)[-1][:12])}</code>' if p["source"] == "mlflow" else "local file"
+        card = p.get("model_card") or {}  # zoo encoders: parameters, embedding, recipe, data, licences
+        about = " · ".join(f"{k.replace('_', ' ')}: {card[k]}" for k in ("parameters", "embedding", "recipe", "pretraining_data", "code_licence", "weights_licence") if card.get(k))
         rows.append(
-            f'<tr><td class="l enc">{_e(lab)}</td><td class="l"><code>{_e(p["encoder_version"])}</code></td><td class="l">{wcell}</td>'
+            f'<tr><td class="l enc">{_e(lab)}' + (f'<div class="ns">{_e(about)}</div>' if about else "") + f'</td><td class="l"><code>{_e(p["encoder_version"])}</code></td><td class="l">{wcell}</td>'
             f'<td class="l"><code>{_e(p["task_version"])}</code></td><td class="l">{split}</td><td class="l"><code>{_e(p["lesionbench_version"])}</code></td>'
             f'<td class="l"><code>{_e(p["created"][:19])}</code></td><td class="l">{src}</td></tr>'
         )
