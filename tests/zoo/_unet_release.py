@@ -7,7 +7,7 @@ architectures' descriptions, so that a test file holds every key a released file
   (n_class=1) with its decoder ``up_tr256/128/64`` and ``out_tr``.
 - SuPreM ``supervised_suprem_unet_2100.pth``: ``{"net": {"module.backbone.<UNet3D key>": ..., "module.<head>": ...}}``:
   SuPreM's Universal_model (backbone UNet3D without ``out_tr``, 25 classes, word embedding) under DDP.
-- PASTA ``PASTA_final.pth`` (TIB mirror): a flat ``{"module.<Generic_UNet key>": ...}``; nnU-Net's decoder
+- PASTA ``PASTA_final.pth`` (TIB mirror): a flat ``{"module.<Generic_UNet key>": ...}`` with nnU-Net's decoder
   ``tu``, ``conv_blocks_localization``, ``seg_outputs``.
 """
 
@@ -51,11 +51,6 @@ def unet3d_state_dict(*, seed: int = 0, decoder: bool = True, out_tr: bool = Tru
     return sd
 
 
-def models_genesis_checkpoint(*, seed: int = 0) -> dict:
-    """``Genesis_Chest_CT.pt``'s layout."""
-    return {"state_dict": {f"module.{k}": v for k, v in unet3d_state_dict(seed=seed).items()}}
-
-
 def suprem_checkpoint(*, seed: int = 0, n_class: int = 25) -> dict:
     """``supervised_suprem_unet_2100.pth``'s layout (Universal_model with the UNet backbone, word embedding)."""
     g = torch.Generator().manual_seed(seed + 1)
@@ -73,16 +68,23 @@ def suprem_checkpoint(*, seed: int = 0, n_class: int = 25) -> dict:
     return {"net": net, "epoch": 2100}
 
 
-def pasta_state_dict(*, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights for the released Generic_UNet keys: encoder and nnU-Net decoder."""
+def pasta_state_dict(*, seed: int = 0, placeholders: bool = False) -> dict[str, torch.Tensor]:
+    """Random weights for the released Generic_UNet keys: encoder and nnU-Net decoder. ``placeholders``:
+    every tensor a zero-stride view of one zero with the released shape (exact keys and shapes, no memory:
+    PASTA's 113M-parameter encoder and larger decoder would otherwise cost GBs per test file)."""
     g = torch.Generator().manual_seed(seed)
     sd: dict[str, torch.Tensor] = {}
 
+    def rand(*shape: int, scale: float = 1.0, offset: float = 0.0) -> torch.Tensor:
+        if placeholders:
+            return torch.zeros(()).expand(*shape)
+        return torch.randn(*shape, generator=g) * scale + offset
+
     def unit(prefix: str, cin: int, cout: int) -> None:
-        sd[f"{prefix}.conv.weight"] = torch.randn(cout, cin, 3, 3, 3, generator=g) * (2.0 / (cin * 27)) ** 0.5
-        sd[f"{prefix}.conv.bias"] = torch.randn(cout, generator=g) * 0.05
-        sd[f"{prefix}.instnorm.weight"] = 0.5 + torch.rand(cout, generator=g)
-        sd[f"{prefix}.instnorm.bias"] = torch.randn(cout, generator=g) * 0.1
+        sd[f"{prefix}.conv.weight"] = rand(cout, cin, 3, 3, 3, scale=(2.0 / (cin * 27)) ** 0.5)
+        sd[f"{prefix}.conv.bias"] = rand(cout, scale=0.05)
+        sd[f"{prefix}.instnorm.weight"] = rand(cout, scale=0.1, offset=1.0)
+        sd[f"{prefix}.instnorm.bias"] = rand(cout, scale=0.1)
 
     chans = (64, 128, 256, 512, 1024)
     cin = 1
@@ -95,13 +97,13 @@ def pasta_state_dict(*, seed: int = 0) -> dict[str, torch.Tensor]:
     for u in range(5):
         skip = chans[-(u + 1)]
         down = 1024 if u == 0 else chans[-u]
-        sd[f"tu.{u}.weight"] = torch.randn(down, skip, 2, 2, 2, generator=g) * 0.02
+        sd[f"tu.{u}.weight"] = rand(down, skip, 2, 2, 2, scale=0.02)
         unit(f"conv_blocks_localization.{u}.0.blocks.0", 2 * skip, skip)
         unit(f"conv_blocks_localization.{u}.1.blocks.0", skip, skip)
-        sd[f"seg_outputs.{u}.weight"] = torch.randn(1, skip, 1, 1, 1, generator=g)
+        sd[f"seg_outputs.{u}.weight"] = rand(1, skip, 1, 1, 1)
     return sd
 
 
-def pasta_checkpoint(*, seed: int = 0) -> dict[str, torch.Tensor]:
-    """The TIB mirror's layout: a flat state dict with the DataParallel ``module.`` prefix."""
-    return {f"module.{k}": v for k, v in pasta_state_dict(seed=seed).items()}
+def pasta_decoder(*, placeholders: bool = True) -> dict[str, torch.Tensor]:
+    """The released nnU-Net decoder keys (``tu``, ``conv_blocks_localization``, ``seg_outputs``), bare."""
+    return {k: v for k, v in pasta_state_dict(seed=1, placeholders=placeholders).items() if not k.startswith("conv_blocks_context.")}
