@@ -39,8 +39,9 @@ class Recipe:
 
     ``size`` and ``spacing_mm`` follow the axes of ``orientation``, the array the network sees (e.g. "SPL":
     (S, P, L)). ``interpolation`` is one of ``lesionbench.benchmark.types.INTERPOLATIONS`` ("none": the
-    image's own voxel grid, with ``orientation="index"`` for ITK's (x, y, z) axes). ``embedding_dim``
-    overrides the card's when this recipe's input size changes it. ``source`` says where it comes from.
+    image's own voxel grid, with ``orientation="index"`` for ITK's (x, y, z) axes). ``embedding_dim`` and
+    ``embedding_layer`` override the card's when this recipe takes another layer or size. ``source`` says
+    where it comes from.
     """
 
     name: str
@@ -52,6 +53,7 @@ class Recipe:
     interpolation: str = "linear-align-corners"
     pad_before_intensity: bool = False
     embedding_dim: int | None = None
+    embedding_layer: str = ""
     source: str = ""
 
     def patch_spec(self) -> PatchSpec:
@@ -153,6 +155,9 @@ class ZooModel:
     def feature_dim(self, recipe: str = "official") -> int:
         return int(self.recipe(recipe).embedding_dim or self.embedding_dim)
 
+    def layer(self, recipe: str = "official") -> str:
+        return self.recipe(recipe).embedding_layer or self.embedding_layer
+
     def card_items(self, recipe: str = "official", *, weights_sha256: str = "", tensors_loaded: int | None = None) -> tuple[tuple[str, str], ...]:
         """The card as (key, value) pairs for ``EncoderMeta.card`` (result.json, MLflow params, the page)."""
         r = self.recipe(recipe)
@@ -160,7 +165,7 @@ class ZooModel:
             ("model", self.title),
             ("network", self.network),
             ("parameters", f"{self.parameters:,}"),
-            ("embedding", f"{self.feature_dim(recipe)}-d, {self.embedding_layer}"),
+            ("embedding", f"{self.feature_dim(recipe)}-d, {self.layer(recipe)}"),
             ("recipe", r.label()),
             ("pretraining_data", self.pretraining_data),
             ("code_licence", self.code_licence),
@@ -197,8 +202,25 @@ def read_checkpoint(path: str | Path, weights: WeightsFile | None = None) -> Any
     for dotted in (weights.safe_globals if weights else ()):
         mod, _, attr = dotted.rpartition(".")
         allowed.append(getattr(importlib.import_module(mod), attr))
-    with torch.serialization.safe_globals(allowed):
-        return load_checkpoint(path)
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return load_checkpoint(path)
+    except WeightsError as exc:
+        import pickle
+
+        if not isinstance(exc.__cause__, pickle.UnpicklingError):
+            raise
+        try:  # lists the classes the file would rebuild, without executing anything
+            unsafe = sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path))) - {f"{c.__module__}.{c.__qualname__}" for c in allowed})
+        except Exception:  # noqa: BLE001 - only a better message is lost
+            unsafe = []
+        if not unsafe:
+            raise
+        raise WeightsError(
+            f"{path} holds Python objects of {unsafe}, which weights_only loading refuses. Only the classes named in the "
+            f"card's WeightsFile.safe_globals ({list(weights.safe_globals) if weights else []}) are allowed; a file with others "
+            "is not the released checkpoint (or the card must name them after review)."
+        ) from exc
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -337,6 +359,19 @@ class ZooEntry:
 ZOO: dict[str, ZooEntry] = {}
 
 
+def _meta_build(entry: ZooEntry, recipe: str) -> Any:
+    """The network built on the meta device (no random initialisation of weights the checkpoint replaces
+    at once), or None when its constructor needs real tensors (e.g. ``.item()`` in MONAI's Swin)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return entry.build(recipe)
+    except (RuntimeError, NotImplementedError) as exc:
+        logger.debug("%s: built normally (the meta-device build failed: %s)", entry.model.name, exc)
+        return None
+
+
 def build_encoder(
     entry: ZooEntry,
     weights: str | Path | None = None,
@@ -370,13 +405,12 @@ def build_encoder(
     else:
         path, digest = resolve(model, weights, progress=progress)
         checkpoint = read_checkpoint(path, model.weights)
-        # built on the meta device: no random initialisation of weights the checkpoint replaces at once
-        with torch.device("meta"):
+        network = _meta_build(entry, recipe)
+        if network is not None:
+            n_loaded = load_audited(network, checkpoint, model, source=str(path), assign=True)
+        if network is None or any(t.is_meta for t in (*network.parameters(), *network.buffers())):  # non-persistent buffers
             network = entry.build(recipe)
-        n_loaded = load_audited(network, checkpoint, model, source=str(path), assign=True)
-        if any(t.is_meta for t in (*network.parameters(), *network.buffers())):  # non-persistent buffers
-            network = entry.build(recipe)
-            load_audited(network, checkpoint, model, source=str(path))
+            n_loaded = load_audited(network, checkpoint, model, source=str(path))
         settings = (("recipe", recipe),)
     if bf16:
         settings += (("precision", "bf16-autocast"),)
@@ -387,7 +421,7 @@ def build_encoder(
         patch=rec.patch_spec(),
         weights_sha256=digest,
         description=(f"Control: {model.title} architecture with random weights (seed {int(seed)}). " if random_init else f"{model.title}. ")
-        + f"Embedding: {model.embedding_layer}. Recipe {rec.label()}.",
+        + f"Embedding: {model.layer(recipe)}. Recipe {rec.label()}.",
         citation=model.citation,
         settings=settings,
         card=model.card_items(recipe, weights_sha256=digest, tensors_loaded=n_loaded),

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from lesionbench.benchmark.errors import WeightsError
 from lesionbench.benchmark.plugins import get_encoder
@@ -43,9 +44,11 @@ def audit_roundtrip(
     *,
     filename: str,
     reshape_key: str | None = None,
+    patch_size: int | None = SMALL,
     **options: Any,
 ) -> None:
-    """``write(state_dict, path)`` saves the network's own state dict in the release's layout."""
+    """``write(state_dict, path)`` saves the network's own state dict in the release's layout. The loaded
+    encoder's features are compared with the control's at ``patch_size``^3 (None: its tensors instead)."""
     folder = Path(folder)
     control = get_encoder(f"{name}-random-init", seed=7, device="cpu", **options)
     sd = {k: v.clone() for k, v in control.network.state_dict().items()}
@@ -60,8 +63,12 @@ def audit_roundtrip(
     card = dict(loaded.meta.card)
     assert card["tensors_loaded"] == str(len(sd)), card
     assert loaded.meta.weights_sha256 and not loaded.meta.weights_sha256.startswith("random")
-    x = small_patches()
-    np.testing.assert_array_equal(shrink(loaded).encode(x), shrink(control).encode(x))
+    if patch_size is None:
+        got = loaded.network.state_dict()
+        assert set(got) == set(sd) and all(torch.equal(got[k], sd[k]) for k in sd)
+    else:
+        x = np.random.default_rng(0).uniform(0, 1, (2, 1, patch_size, patch_size, patch_size)).astype(np.float32)
+        np.testing.assert_array_equal(shrink(loaded, patch_size).encode(x), shrink(control, patch_size).encode(x))
 
     removed = sorted(sd)[len(sd) // 2]
     bad = {k: v for k, v in sd.items() if k != removed}

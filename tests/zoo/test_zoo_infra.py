@@ -187,3 +187,33 @@ def test_seed_crop_equals_tib_preprocess_on_oblique_permuted_anisotropic_volumes
         ref = tib_patches(extractor, seeds, tmp_path)
         spec = PatchSpec(size=(48, 48, 48), method="seed-crop", orientation=orientation, intensity=WINDOW)
         np.testing.assert_array_equal(load_patches(seeds, spec, progress=False), ref)
+
+
+def test_a_pickled_class_outside_the_cards_safe_globals_is_named(tmp_path):
+    import argparse
+    import dataclasses
+
+    from lesionbench.baselines._zoo import read_checkpoint
+
+    path = tmp_path / "turbo.pth"
+    torch.save({"model_state_dict": {"w": torch.zeros(2)}, "args": argparse.Namespace(lr=1.0)}, path)
+    w = WeightsFile(filename="turbo.pth", containers=("model_state_dict",))
+    with pytest.raises(WeightsError, match=r"\['argparse\.Namespace'\].*safe_globals"):
+        read_checkpoint(path, w)
+    assert set(read_checkpoint(path, dataclasses.replace(w, safe_globals=("argparse.Namespace",)))) == {"model_state_dict", "args"}
+
+
+def test_a_network_that_cannot_be_built_on_the_meta_device_is_built_normally(tmp_path):
+    import dataclasses
+
+    from lesionbench.baselines._zoo import ZooEntry, build_encoder
+
+    def build(recipe):
+        torch.zeros(1, device=torch.get_default_device()).item()  # fails on meta, as MONAI's Swin does
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 3))
+
+    model = dataclasses.replace(CTFM, name="tiny", embedding_dim=3, weights=WeightsFile(filename="tiny.pt", containers=()))
+    sd = build("official").state_dict()
+    torch.save(sd, tmp_path / "tiny.pt")
+    enc = build_encoder(ZooEntry(model, build), tmp_path / "tiny.pt", device="cpu")
+    assert all(torch.equal(enc.network.state_dict()[k], v) for k, v in sd.items())
