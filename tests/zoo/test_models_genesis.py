@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 from _layouts import audit_roundtrip, shrink
@@ -11,7 +13,7 @@ from _tib import compare, require_tib, tib_features, write_volumes
 from _unet_release import unet3d_state_dict
 
 from lesionbench.baselines import _unet3d
-from lesionbench.benchmark.features import extract_features
+from lesionbench.benchmark.features import extract_features, load_patches
 from lesionbench.benchmark.plugins import get_encoder
 from lesionbench.benchmark.testing import check_encoder
 
@@ -69,6 +71,27 @@ def test_recipes_names_dims_and_fingerprints():
     card = dict(official.meta.card)
     assert card["non_commercial"] == "yes" and card["parameters"] == f"{sum(t.numel() for t in official.network.parameters()):,}"
     assert _unet3d.feature_dim("fmcib", (48, 48, 48)) == 4096
+
+
+def test_official_patch_is_the_pretraining_cube_written_out_by_hand(tmp_path):
+    """infinite_generator_3D.py: sitk.GetArrayFromImage(...).transpose(2, 1, 0) (ITK x, y, z; no resampling,
+    whatever the direction), HU clipped to [-1000, 1000] and scaled to [0, 1]; a 64x64x32 cube, here the one
+    around int() of the seed's continuous index."""
+    rng = np.random.default_rng(3)
+    vol = rng.integers(-1400, 1600, (44, 80, 76)).astype(np.int16)  # (z, y, x)
+    image = sitk.GetImageFromArray(vol)
+    image.SetSpacing((0.7, 0.8, 2.5))
+    image.SetDirection((0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 0.0, 1.0, 0.0))  # permuted, flipped axes: still index order
+    image.SetOrigin((10.0, -20.0, 30.0))
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(image, str(path))
+    index = (37.6, 40.2, 21.9)
+    x, y, z = image.TransformContinuousIndexToPhysicalPoint(index)
+    seeds = pd.DataFrame([{"image_path": str(path), "coordX": x, "coordY": y, "coordZ": z}])
+    got = load_patches(seeds, get_encoder("models-genesis-random-init", device="cpu").meta.patch, progress=False)[0, 0]
+    cube = vol.transpose(2, 1, 0)[37 - 32 : 37 + 32, 40 - 32 : 40 + 32, 21 - 16 : 21 + 16].astype(np.float64)
+    cube = np.clip(cube, -1000.0, 1000.0)
+    np.testing.assert_allclose(got, (cube + 1000.0) / 2000.0, rtol=0, atol=1e-7)
 
 
 def test_conformance_and_batch_invariance_official():

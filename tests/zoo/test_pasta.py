@@ -6,7 +6,9 @@ import re
 
 import _layouts
 import numpy as np
+import pandas as pd
 import pytest
+import SimpleITK as sitk
 import torch
 from _layouts import audit_roundtrip, shrink
 from _tib import compare, require_tib, tib_features, write_volumes
@@ -15,7 +17,7 @@ from _unet_release import pasta_decoder
 from lesionbench.baselines._zoo import load_audited
 from lesionbench.baselines.pasta import MODEL, build
 from lesionbench.benchmark.errors import WeightsError
-from lesionbench.benchmark.features import extract_features
+from lesionbench.benchmark.features import extract_features, load_patches
 from lesionbench.benchmark.plugins import get_encoder
 from lesionbench.benchmark.testing import check_encoder
 
@@ -104,6 +106,42 @@ def test_recipes_names_and_fingerprints():
     assert official.meta.fingerprint() != tib.meta.fingerprint()
     card = dict(official.meta.card)
     assert card["non_commercial"] == "no" and card["parameters"] == f"{sum(t.numel() for t in official.network.parameters()):,}"
+
+
+def _pasta_slf(hu: torch.Tensor) -> torch.Tensor:
+    """PASTA's img_multi_thresh_normalized_torch with get_loader.py's knots, written out: float32 segments
+    [t_i, t_i+1) linear, below the first knot its value, from the last knot on its value."""
+    t = torch.tensor([-1000.0, -200.0, 200.0, 1000.0])
+    v = torch.tensor([0.0, 0.2, 0.9, 1.0])
+    out = torch.zeros_like(hu) + v[0]
+    for i in reversed(range(3)):
+        seg = (hu >= t[i]) & (hu < t[i + 1])
+        out = torch.where(seg, (v[i + 1] - v[i]) / (t[i + 1] - t[i]) * (hu - t[i]) + v[i], out)
+    out[hu >= t[-1]] = v[-1]
+    return out
+
+
+def test_official_patch_is_pastas_preprocessing_written_out_by_hand(tmp_path):
+    """An axis-aligned 1 mm LPS image needs no resampling, and the patch's LPS axes (PASTA's NifitiStandard
+    target) are its ITK index axes: the patch is a 96^3 crop through PASTA's map. The harness crops as TIB
+    does, around int() of the seed's index in the 1 mm RAS grid (x and y flipped), clamped, zero-padded."""
+    rng = np.random.default_rng(5)
+    vol = rng.integers(-1300, 1400, (100, 104, 108)).astype(np.float32)  # (z, y, x)
+    vol[47, 48, 50:54] = [-1000, -200, 200, 1000]  # the knots themselves, inside the crop
+    image = sitk.GetImageFromArray(vol.astype(np.int16))
+    image.SetOrigin((-40.0, 12.0, -300.0))
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(image, str(path))
+    x, y, z = image.TransformContinuousIndexToPhysicalPoint((50.3, 48.8, 47.6))
+    seeds = pd.DataFrame([{"image_path": str(path), "coordX": x, "coordY": y, "coordZ": z}])
+    got = load_patches(seeds, get_encoder("pasta-random-init", device="cpu").meta.patch, progress=False)[0, 0]
+    # RAS grid seed (int(107 - 50.3), int(103 - 48.8), int(47.6)) = (56, 54, 47); crops [8, 104), [6, 102),
+    # [-1, 95) -> clamped [0, 95); back in LPS index x [4, 100), y [2, 98); z's 95 voxels then one zero pad
+    want = np.zeros((96, 96, 96), dtype=np.float32)
+    want[:, :, :95] = _pasta_slf(torch.from_numpy(np.ascontiguousarray(vol.transpose(2, 1, 0)[4:100, 2:98, 0:95]))).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-7)
+    np.testing.assert_allclose(got[46:50, 46, 47], [0.0, 0.2, 0.9, 1.0], atol=1e-7)  # x 50..53, y 48, z 47
+    assert np.isclose(_pasta_slf(torch.tensor([-1000.0, -200.0, 200.0, 1000.0])), [0.0, 0.2, 0.9, 1.0]).all()
 
 
 def test_conformance_and_batch_invariance_official():
