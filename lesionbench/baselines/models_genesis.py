@@ -25,6 +25,8 @@ Registered as ``models-genesis``, ``models-genesis:tib`` and ``models-genesis-ra
 
 from __future__ import annotations
 
+import dataclasses
+
 from lesionbench.baselines._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
 from lesionbench.benchmark.types import Intensity
 
@@ -41,10 +43,7 @@ MODEL = ZooModel(
     citation=CITATION,
     parameters=7_027_776,
     embedding_dim=512,
-    embedding_layer=(
-        "out512 (down_tr512, 512 channels at 1/8 size): official = global average pool (512-d, the repository's "
-        "TargetNet); tib = AvgPool3d(3, stride 2) + flatten (4096-d at 48^3, fmcib ModelsGenesisUNet3D(decoder=False))"
-    ),
+    embedding_layer="global average pool of out512 (down_tr512, 512 channels at 1/8 size; the repository's TargetNet)",
     pretraining_data="LUNA16 chest CT (623 scans), self-supervised image restoration (Models Genesis)",
     code_licence="ASU licence, non-commercial use only",
     weights_licence="ASU licence, non-commercial use only",
@@ -70,7 +69,10 @@ MODEL = ZooModel(
             source="ModelsGenesis infinite_generator_3D.py: SimpleITK array transposed to (x, y, z), no resampling, "
             "HU clipped to [-1000, 1000] -> [0, 1], cubes 64x64x32; pytorch/README.md TargetNet: global average pool of out512",
         ),
-        tib_recipe("RAS", embedding_dim=TIB_FLATTENED_DIM),
+        dataclasses.replace(
+            tib_recipe("RAS", embedding_dim=TIB_FLATTENED_DIM),
+            embedding_layer="AvgPool3d(3, stride 2) + flatten of out512 (a 2x2x2 grid of 512 at 48^3; fmcib ModelsGenesisUNet3D(decoder=False))",
+        ),
     ),
     notes="ContBatchNorm3d's batch statistics are reproduced per sample (batch-size invariant).",
 )

@@ -32,6 +32,7 @@ ignored. Registered as ``pasta``, ``pasta:tib`` and ``pasta-random-init``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import torch
@@ -110,9 +111,8 @@ MODEL = ZooModel(
     parameters=113_155_392,
     embedding_dim=1024,
     embedding_layer=(
-        "official = global average pool of encoder stage 4 (conv_blocks_context[4], 1024 channels at 1/16 size; "
-        "PASTA feature_extraction.py output_feature=True); tib = global average pool of the bottleneck "
-        "(conv_blocks_context[5], 1/32 size; TIB's Generic_UNet)"
+        "global average pool of encoder stage 4 (conv_blocks_context[4], 1024 channels at 1/16 size; "
+        "PASTA feature_extraction.py, output_feature=True)"
     ),
     pretraining_data="PASTA-Gen-30K: 30,000 synthetic CT volumes with generated lesions (segmentation pre-training)",
     code_licence="MIT",
@@ -139,7 +139,10 @@ MODEL = ZooModel(
             source="PASTA preprocess/NifitiStandard.py (1 mm, order-1 zoom, nibabel LPS), classification get_loader.py "
             "(MultiThreshNormalized -1000/-200/200/1000 -> 0/0.2/0.9/1), crop_shape 96^3, feature_extraction.py (stage-4 pool)",
         ),
-        tib_recipe("LPS"),
+        dataclasses.replace(
+            tib_recipe("LPS"),
+            embedding_layer="global average pool of the bottleneck (conv_blocks_context[5], 1024 channels at 1/32 size; TIB's Generic_UNet)",
+        ),
     ),
     notes="The official checkpoint is on Google Drive (no pinned download); the TIB mirror on Hugging Face is downloaded.",
 )

@@ -71,6 +71,7 @@ def test_recipes_names_dims_and_fingerprints():
     card = dict(official.meta.card)
     assert card["non_commercial"] == "yes" and card["parameters"] == f"{sum(t.numel() for t in official.network.parameters()):,}"
     assert _unet3d.feature_dim("fmcib", (48, 48, 48)) == 4096
+    assert "global average pool" in card["embedding"] and "flatten" in dict(tib.meta.card)["embedding"]
 
 
 def test_official_patch_is_the_pretraining_cube_written_out_by_hand(tmp_path):

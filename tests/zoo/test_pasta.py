@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import _layouts
 import numpy as np
 import pandas as pd
 import pytest
@@ -64,18 +63,11 @@ def test_released_layouts_load_audited_in_memory(layout, source_weights):
             load_audited(target, layout(bad), MODEL, source="mem")
 
 
-@pytest.fixture
-def patches_of_32(monkeypatch):
-    """audit_roundtrip compares features on 32^3 patches: at 16^3 the stage-4 map is one voxel, which
-    instance norm cannot normalise."""
-    monkeypatch.setattr(_layouts, "SMALL", 32)
-    monkeypatch.setattr(_layouts, "shrink", lambda encoder, size=32: shrink(encoder, size))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", [(_mirror, "PASTA final.pth"), (_nnunet, "PASTA_final.pth")], ids=["tib-mirror", "nnunet-container"])
-def test_released_layouts_load_audited_from_disk(tmp_path, patches_of_32, layout):
-    audit_roundtrip("pasta", tmp_path, layout[0], filename=layout[1])
+def test_released_layouts_load_audited_from_disk(tmp_path, layout):
+    # 32^3: at 16^3 the stage-4 map is one voxel, which instance norm cannot normalise
+    audit_roundtrip("pasta", tmp_path, layout[0], filename=layout[1], patch_size=32)
 
 
 def test_official_pools_stage_4_and_tib_the_bottleneck(source_weights):
@@ -105,6 +97,7 @@ def test_recipes_names_and_fingerprints():
     assert tib.meta.patch.size == (48, 48, 48) and tib.meta.patch.orientation == "LPS"
     assert official.meta.fingerprint() != tib.meta.fingerprint()
     card = dict(official.meta.card)
+    assert "stage 4" in card["embedding"] and "bottleneck" in dict(tib.meta.card)["embedding"]
     assert card["non_commercial"] == "no" and card["parameters"] == f"{sum(t.numel() for t in official.network.parameters()):,}"
 
 
