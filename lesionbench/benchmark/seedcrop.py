@@ -120,7 +120,10 @@ def _layout(spec: PatchSpec, have: list[tuple[int, int]]) -> tuple[list[int], li
 
 def sample_nearest(volume_zyx: np.ndarray, coords_xyz: np.ndarray) -> np.ndarray:
     """Nearest-voxel samples (float64) of a (z, y, x) array at continuous (x, y, z) indices (round half to
-    even, as torch's ``grid_sample(mode="nearest")``), zero outside."""
+    even, as torch's ``grid_sample(mode="nearest")``), zero outside. Points exactly half-way between voxels
+    are rounded from the exact affine position; torch rounds its own float result there, so a few voxels
+    can differ from MONAI's nearest Spacing (seen on a permuted volume whose spacings put grid points on
+    half-voxels)."""
     idx = np.rint(coords_xyz).astype(np.int64)
     size = np.asarray(volume_zyx.shape[::-1]).reshape(3, *([1] * (idx.ndim - 1)))
     inside = np.all((idx >= 0) & (idx < size), axis=0)

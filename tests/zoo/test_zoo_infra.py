@@ -217,3 +217,37 @@ def test_a_network_that_cannot_be_built_on_the_meta_device_is_built_normally(tmp
     torch.save(sd, tmp_path / "tiny.pt")
     enc = build_encoder(ZooEntry(model, build), tmp_path / "tiny.pt", device="cpu")
     assert all(torch.equal(enc.network.state_dict()[k], v) for k, v in sd.items())
+
+
+_MONAI_LINEAR = """
+import sys, numpy as np, pandas as pd
+from monai import transforms as T
+seeds = pd.read_csv(sys.argv[1])
+chain = T.Compose([T.LoadImage(reader="ITKReader", ensure_channel_first=True), T.Orientation(axcodes="LPS"),
+                   T.Spacing(pixdim=(1.0, 1.0, 3.0), mode="bilinear", padding_mode="zeros", align_corners=False, diagonal=True)])
+out = []
+for _, r in seeds.iterrows():
+    img = chain(r.image_path)
+    c = [int(v) for v in (np.linalg.inv(np.array(img.affine)) @ np.array((-r.coordX, -r.coordY, r.coordZ, 1)))[:3]]
+    roi = (40, 40, 12)
+    crop = img[:, max(c[0] - 20, 0):min(c[0] + 20, img.shape[1]), max(c[1] - 20, 0):min(c[1] + 20, img.shape[2]), max(c[2] - 6, 0):min(c[2] + 6, img.shape[3])]
+    crop = T.SpatialPad((12, 40, 40))(T.ScaleIntensityRange(-1024, 2048, 0, 1, clip=True)(T.Orientation(axcodes="SPL")(crop)))
+    out.append(np.asarray(crop))
+np.save(sys.argv[2], np.stack(out))
+"""
+
+
+@pytest.mark.slow
+def test_linear_interpolation_equals_monai_spacing_without_aligned_corners(tmp_path):
+    """The official recipes' 'linear' (MONAI Spacing, align_corners=False, anisotropic 1x1x3 mm), written as a
+    MONAI 1.4 chain and run in TIB's environment (it has ITK): the same patches bit for bit."""
+    import subprocess
+
+    from _tib import TIB_PYTHON, require_tib, write_volumes
+
+    require_tib()
+    seeds = write_volumes(tmp_path)
+    seeds.to_csv(tmp_path / "seeds.csv", index=False)
+    subprocess.run([str(TIB_PYTHON), "-c", _MONAI_LINEAR, str(tmp_path / "seeds.csv"), str(tmp_path / "ref.npy")], check=True, capture_output=True, timeout=900)
+    spec = PatchSpec(size=(12, 40, 40), spacing_mm=(3.0, 1.0, 1.0), method="seed-crop", orientation="SPL", intensity=WINDOW, interpolation="linear")
+    np.testing.assert_array_equal(load_patches(seeds, spec, progress=False), np.load(tmp_path / "ref.npy"))
