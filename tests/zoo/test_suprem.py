@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
+import pandas as pd
 import pytest
+import SimpleITK as sitk
 import torch
 from _layouts import audit_roundtrip, shrink
-from _tib import compare, require_tib, tib_features, write_volumes
+from _tib import TIB_PYTHON, compare, require_tib, tib_features, write_volumes
 from _unet_release import suprem_checkpoint
 
 from lesionbench.benchmark.errors import WeightsError
-from lesionbench.benchmark.features import extract_features
+from lesionbench.benchmark.features import extract_features, load_patches
 from lesionbench.benchmark.plugins import get_encoder
 from lesionbench.benchmark.testing import check_encoder
 
@@ -75,3 +79,40 @@ def test_tib_recipe_matches_tumorimagingbench(tmp_path):
     ours = extract_features(seeds, enc, cache=False, progress=False)
     assert np.abs(ref).max() > 0
     compare(ours, ref, "suprem:tib")
+
+
+#: SuPreM's pre-training transforms (dataloader_bdmap.py with train.py's defaults) on the whole volume, then the
+#: 96^3 crop around int() of the seed's index in that grid: run with MONAI 1.4 and ITK in the reference venv.
+_SUPREM_MONAI = """
+import sys, numpy as np
+from monai.transforms import LoadImage, Orientation, ScaleIntensityRange, Spacing
+path, x, y, z, out = sys.argv[1], *map(float, sys.argv[2:5]), sys.argv[5]
+img = LoadImage(reader="ITKReader", image_only=True, ensure_channel_first=True)(path)
+img = Spacing(pixdim=(1.5, 1.5, 1.5), mode="bilinear")(Orientation(axcodes="RAS")(img))
+img = ScaleIntensityRange(a_min=-175, a_max=250, b_min=0.0, b_max=1.0, clip=True)(img)
+c = np.linalg.solve(np.asarray(img.affine, dtype=float), np.array([-x, -y, z, 1.0]))[:3].astype(int)
+np.save(out, np.asarray(img[0])[c[0] - 48 : c[0] + 48, c[1] - 48 : c[1] + 48, c[2] - 48 : c[2] + 48])
+"""
+
+
+@pytest.mark.slow
+def test_official_patch_matches_suprems_monai_transforms(tmp_path):
+    """Axis-aligned anisotropic scan: the crop-first patch is SuPreM's whole-volume MONAI chain, cropped.
+    (On an oblique scan MONAI's Spacingd keeps the oblique grid (diagonal=False); the harness resamples onto
+    the world-aligned grid, as TIB does.)"""
+    require_tib()  # its venv has MONAI 1.4 with ITK
+    vol = np.random.default_rng(1).normal(0, 150, (120, 190, 200)).astype(np.int16)
+    image = sitk.GetImageFromArray(vol)
+    image.SetSpacing((0.8, 0.85, 1.25))
+    image.SetOrigin((-80.0, 40.0, -200.0))
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(image, str(path))
+    x, y, z = image.TransformContinuousIndexToPhysicalPoint((101.3, 92.6, 60.4))
+    spec = get_encoder("suprem-random-init", device="cpu").meta.patch
+    got = load_patches(pd.DataFrame([{"image_path": str(path), "coordX": x, "coordY": y, "coordZ": z}]), spec, progress=False)[0, 0]
+    out = tmp_path / "monai.npy"
+    proc = subprocess.run([str(TIB_PYTHON), "-c", _SUPREM_MONAI, str(path), str(x), str(y), str(z), str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    want = np.load(out)
+    assert want.shape == (96, 96, 96) and 0 < want.mean() < 1
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
