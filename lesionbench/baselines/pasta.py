@@ -5,12 +5,9 @@ Diagnosis", arXiv:2502.06171 (2025). Code: LWHYC/PASTA (MIT). Weights: ``PASTA_f
 Google Drive link in the README; licence not stated), mirrored by TumorImagingBench as
 Hugging Face ``surajpaib/PASTA-Model`` / ``PASTA final.pth``.
 
-The network is nnU-Net's ``Generic_UNet`` encoder as PASTA configures it (``feature_extraction.py::
-get_pasta``): base 64 features doubling per stage up to 1024, 5 pooling stages done by stride-2
-convolutions, two 3x3x3 conv -> InstanceNorm(affine) -> LeakyReLU(0.01) units per stage, then the bottleneck
-(one stride-2 unit and one unit at 1024). Written here from that description; parameter names are the
-released ones (``conv_blocks_context.<stage>.blocks.<unit>.conv.weight``, ``...instnorm.weight``; the
-bottleneck is ``conv_blocks_context.5.{0,1}.blocks.0``).
+Network: nnU-Net's ``Generic_UNet`` encoder as PASTA configures it (``feature_extraction.py::get_pasta``:
+base 64, 5 pools, InstanceNorm, LeakyReLU, max 1024), rewritten from that description with the released
+parameter names in :mod:`lesionbench.baselines._pasta_net`.
 
 Which layer gives the embedding differs between the two recipes, and both are reproduced:
 
@@ -33,74 +30,18 @@ ignored. Registered as ``pasta``, ``pasta:tib`` and ``pasta-random-init``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING
 
 from lesionbench.baselines._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
 from lesionbench.benchmark.types import Intensity
+
+if TYPE_CHECKING:
+    from lesionbench.baselines._pasta_net import PastaEncoder
 
 CITATION = (
     "Lei W, et al. A Synthetic Data-Driven Radiology Foundation Model for Pan-tumor Clinical Diagnosis. "
     "arXiv:2502.06171 (2025)."
 )
-
-#: Output channels of the five stages and the bottleneck.
-STAGE_CHANNELS = (64, 128, 256, 512, 1024)
-BOTTLENECK_CHANNELS = 1024
-Layer = Literal["stage4", "bottleneck"]
-
-
-class ConvNormNonlin(nn.Module):
-    """3x3x3 conv (bias) -> InstanceNorm3d(affine, eps 1e-5) -> LeakyReLU(0.01); ``conv``, ``instnorm`` as released."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
-        super().__init__()
-        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1)
-        self.instnorm = nn.InstanceNorm3d(out_channels, eps=1e-5, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(self.instnorm(self.conv(x)), negative_slope=1e-2)
-
-
-class Stage(nn.Module):
-    """``blocks``: ``n`` units, the first with ``stride`` (nnU-Net's convolutional pooling)."""
-
-    def __init__(self, in_channels: int, out_channels: int, n: int, stride: int):
-        super().__init__()
-        units = [ConvNormNonlin(in_channels, out_channels, stride)] + [ConvNormNonlin(out_channels, out_channels) for _ in range(n - 1)]
-        self.blocks = nn.Sequential(*units)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(x)
-
-
-class PastaEncoder(nn.Module):
-    """PASTA's Generic_UNet contracting path; ``forward`` returns the global average pool of ``layer``:
-    ``(n, 1, D, H, W)`` -> ``(n, 1024)``. Sides divisible by 16 (``stage4``) or 32 (``bottleneck``) keep the
-    stride-2 grid aligned with the input (the released code pads to a multiple of 32)."""
-
-    def __init__(self, layer: Layer = "stage4"):
-        super().__init__()
-        if layer not in ("stage4", "bottleneck"):
-            raise ValueError(f"layer must be 'stage4' or 'bottleneck', got {layer!r}")
-        self.layer = layer
-        stages: list[nn.Module] = []
-        in_ch = 1
-        for d, out_ch in enumerate(STAGE_CHANNELS):
-            stages.append(Stage(in_ch, out_ch, 2, stride=1 if d == 0 else 2))
-            in_ch = out_ch
-        stages.append(nn.Sequential(Stage(in_ch, BOTTLENECK_CHANNELS, 1, stride=2), Stage(BOTTLENECK_CHANNELS, BOTTLENECK_CHANNELS, 1, stride=1)))
-        self.conv_blocks_context = nn.ModuleList(stages)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        blocks = self.conv_blocks_context if self.layer == "bottleneck" else self.conv_blocks_context[:-1]
-        for block in blocks:
-            x = block(x)
-        return x.mean(dim=(2, 3, 4))
-
 
 _DECODER = ("tu.*", "conv_blocks_localization.*", "seg_outputs.*", "head.*")
 
@@ -150,6 +91,8 @@ MODEL = ZooModel(
 
 def build(recipe: str = "official") -> PastaEncoder:
     """PASTA's encoder pooled at the recipe's layer: (b, 1, D, H, W) -> (b, 1024)."""
+    from lesionbench.baselines._pasta_net import PastaEncoder
+
     return PastaEncoder("stage4" if recipe == "official" else "bottleneck")
 
 
