@@ -5,18 +5,19 @@ Zhou et al., "Models Genesis" (MedIA 2021) and Li et al., "SuPreM" (ICLR 2024) s
 is built: four ``DownTransition`` levels, each two ``LUConv`` units (3x3x3 conv with bias -> batch-norm
 affine -> ReLU). Level ``d`` (0..3) has 32 * 2**d channels after its first unit and twice that after the
 second (64, 128, 256, 512 out); levels 0-2 end in a 2x2x2 max pool, level 3 does not. The parameter
-names are the released ones (``down_tr64.ops.0.conv1.weight``, ``down_tr64.ops.0.bn1.running_mean`` ...),
-so a released state dict (after its container and prefix are unwrapped) loads strictly; the decoder
+names are the released ones (``down_tr64.ops.0.conv1.weight``, ``down_tr64.ops.0.bn1.weight`` ...), so a
+released state dict (after its container and prefix are unwrapped) loads strictly; the decoder
 (``up_tr*``, ``out_tr*``) is not built, and the checkpoint keys that belong to it are listed as ignored
 in each model's card.
 
 The released normalisation (``ContBatchNorm3d``) calls ``F.batch_norm(..., training=True)`` even in eval
 mode: every channel is normalised with the statistics of the whole batch, so a lesion's features depend
-on which other lesions share its batch. :class:`PerSampleBatchNorm3d` keeps the released parameters and
-buffers (they load by name) but normalises each sample with its own statistics: exactly the released
-computation for a batch of one (which is how TumorImagingBench runs it), independent of the batch.
-The running statistics are never used for normalisation by the release either; they are loaded (the
-audit requires them) but not updated.
+on which other lesions share its batch. :class:`PerSampleBatchNorm3d` keeps the released affine
+parameters (``bn1.weight``, ``bn1.bias``) but normalises each sample with its own statistics: exactly the
+released computation for a batch of one (which is how TumorImagingBench runs it), independent of the batch.
+The release never reads its running statistics (``bn1.running_mean``, ``bn1.running_var``,
+``bn1.num_batches_tracked``; the last is absent from files saved before PyTorch 0.4.1), so they are not
+part of the network: the cards list them among the deliberately ignored checkpoint keys.
 """
 
 from __future__ import annotations
@@ -31,20 +32,23 @@ from torch import nn
 LEVEL_CHANNELS = (64, 128, 256, 512)
 
 
-class PerSampleBatchNorm3d(nn.modules.batchnorm._BatchNorm):
+class PerSampleBatchNorm3d(nn.Module):
     """``ContBatchNorm3d`` with per-sample statistics: batch norm in training mode applied to each sample
-    alone, i.e. an instance norm with the batch norm's affine parameters (biased variance, same ``eps``).
-    Keeps ``running_mean``/``running_var``/``num_batches_tracked`` so that released weights load by name."""
+    alone, i.e. an instance norm with the batch norm's affine ``weight`` and ``bias`` (biased variance,
+    eps 1e-5, as ``nn.BatchNorm3d``'s defaults in the release)."""
 
-    def _check_input_dim(self, input: torch.Tensor) -> None:
-        if input.dim() != 5:
-            raise ValueError(f"expected a 5D input (n, c, d, h, w), got {input.dim()}D")
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = float(eps)
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        self._check_input_dim(input)
+        if input.dim() != 5:
+            raise ValueError(f"expected a 5D input (n, c, d, h, w), got {input.dim()}D")
         # instance_norm is batch_norm(training=True) over each (sample, channel) plane: the released
-        # computation for a batch of one, for every sample at once. Running stats are neither used nor updated.
-        return F.instance_norm(input, None, None, self.weight, self.bias, use_input_stats=True, momentum=0.0, eps=self.eps)
+        # computation for a batch of one, for every sample at once
+        return F.instance_norm(input, None, None, self.weight, self.bias, use_input_stats=True, eps=self.eps)
 
 
 class LUConv(nn.Module):

@@ -34,6 +34,9 @@ CITATION = (
     "Zhou Z, Sodha V, Pang J, Gotway MB, Liang J. Models Genesis. Medical Image Analysis 67, 101840 (2021). "
     "doi:10.1016/j.media.2020.101840"
 )
+#: Checkpoint keys of ContBatchNorm3d that the released computation never reads (it always normalises
+#: with batch statistics); shared with SuPreM's card. Files saved before PyTorch 0.4.1 lack the last one.
+UNUSED_BN_BUFFERS = ("*.bn1.running_mean", "*.bn1.running_var", "*.bn1.num_batches_tracked")
 #: TIB's patch (48^3) through three 2x2x2 max pools gives a 6^3 map; AvgPool3d(3, 2) makes it 2^3 x 512.
 TIB_FLATTENED_DIM = 4096
 
@@ -55,8 +58,9 @@ MODEL = ZooModel(
         revision="main",
         containers=("state_dict",),
         prefix="module.",
-        # the decoder of the released U-Net (with or without the DataParallel prefix)
-        ignored=("module.up_tr*", "module.out_tr.*", "up_tr*", "out_tr.*"),
+        # the decoder of the released U-Net (with or without the DataParallel prefix), and the batch-norm
+        # running statistics ContBatchNorm3d never reads
+        ignored=("module.up_tr*", "module.out_tr.*", "up_tr*", "out_tr.*", *UNUSED_BN_BUFFERS),
     ),
     recipes=(
         Recipe(

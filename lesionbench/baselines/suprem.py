@@ -23,6 +23,7 @@ Registered as ``suprem``, ``suprem:tib`` and ``suprem-random-init``.
 
 from __future__ import annotations
 
+from lesionbench.baselines.models_genesis import UNUSED_BN_BUFFERS
 from lesionbench.baselines._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
 from lesionbench.benchmark.types import Intensity
 
@@ -48,7 +49,9 @@ MODEL = ZooModel(
         revision="main",
         containers=("net",),
         prefix="module.backbone.",
-        ignored=("module.backbone.up_tr*", "module.backbone.out_tr.*") + tuple(f"module.{h}*" for h in _HEADS),
+        # the backbone's decoder, the Universal Model's heads, and the batch-norm running statistics
+        # ContBatchNorm3d never reads
+        ignored=("module.backbone.up_tr*", "module.backbone.out_tr.*", *(f"module.{h}*" for h in _HEADS), *UNUSED_BN_BUFFERS),
     ),
     recipes=(
         Recipe(

@@ -51,6 +51,14 @@ def unet3d_state_dict(*, seed: int = 0, decoder: bool = True, out_tr: bool = Tru
     return sd
 
 
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def unet3d_unused(*, seed: int = 1) -> dict[str, torch.Tensor]:
+    """The released UNet3D keys lesionbench does not load: the decoder and every ``bn1`` running statistic."""
+    return {k: v for k, v in unet3d_state_dict(seed=seed).items() if not k.startswith("down_tr") or k.rsplit(".", 1)[-1] in BN_BUFFERS}
+
+
 def suprem_checkpoint(*, seed: int = 0, n_class: int = 25) -> dict:
     """``supervised_suprem_unet_2100.pth``'s layout (Universal_model with the UNet backbone, word embedding)."""
     g = torch.Generator().manual_seed(seed + 1)

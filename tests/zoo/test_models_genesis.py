@@ -8,9 +8,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
-from _layouts import audit_roundtrip, shrink
+from _layouts import audit_roundtrip, shrink, small_patches
 from _tib import compare, require_tib, tib_features, write_volumes
-from _unet_release import unet3d_state_dict
+from _unet_release import unet3d_state_dict, unet3d_unused
 
 from lesionbench.baselines import _unet3d
 from lesionbench.benchmark.features import extract_features, load_patches
@@ -18,10 +18,11 @@ from lesionbench.benchmark.plugins import get_encoder
 from lesionbench.benchmark.testing import check_encoder
 
 
-def _released(sd: dict, path) -> None:
-    """``Genesis_Chest_CT.pt``: {"state_dict": {"module.<key>"}} with the U-Net decoder."""
-    decoder = {k: v for k, v in unet3d_state_dict(seed=1).items() if not k.startswith("down_tr")}
-    torch.save({"state_dict": {f"module.{k}": v for k, v in {**sd, **decoder}.items()}}, path)
+def _released(sd: dict, path, *, num_batches_tracked: bool = True) -> None:
+    """``Genesis_Chest_CT.pt``: {"state_dict": {"module.<key>"}}: ``sd`` (the encoder's parameters) plus the
+    keys the audit ignores, the U-Net decoder and the batch norms' running statistics."""
+    unused = {k: v for k, v in unet3d_unused().items() if num_batches_tracked or not k.endswith("num_batches_tracked")}
+    torch.save({"state_dict": {f"module.{k}": v for k, v in {**sd, **unused}.items()}}, path)
 
 
 def test_released_layout_loads_audited(tmp_path):
@@ -30,9 +31,25 @@ def test_released_layout_loads_audited(tmp_path):
 
 def test_a_file_without_the_dataparallel_prefix_loads_too(tmp_path):
     sd = get_encoder("models-genesis-random-init", seed=2, device="cpu").network.state_dict()
-    torch.save({"state_dict": {**sd, **unet3d_state_dict(seed=1)}}, tmp_path / "bare.pt")  # decoder keys unprefixed
+    torch.save({"state_dict": {**unet3d_unused(), **sd}}, tmp_path / "bare.pt")  # decoder keys unprefixed
     enc = get_encoder("models-genesis", weights=tmp_path / "bare.pt", device="cpu")
     assert dict(enc.meta.card)["tensors_loaded"] == str(len(sd))
+
+
+def test_running_statistics_are_unused_and_may_be_absent(tmp_path):
+    # ContBatchNorm3d never reads them; files saved before PyTorch 0.4.1 have no num_batches_tracked
+    sd = get_encoder("models-genesis-random-init", seed=2, device="cpu").network.state_dict()
+    assert not any(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in sd)
+    _released(sd, tmp_path / "old.pt", num_batches_tracked=False)
+    x = small_patches()
+    a = shrink(get_encoder("models-genesis", weights=tmp_path / "old.pt", device="cpu")).encode(x)
+    ckpt = torch.load(tmp_path / "old.pt", weights_only=True)
+    for k in ckpt["state_dict"]:
+        if k.endswith(("running_mean", "running_var")):
+            ckpt["state_dict"][k] = ckpt["state_dict"][k] * 3.0 + 1.0
+    torch.save(ckpt, tmp_path / "other-stats.pt")
+    b = shrink(get_encoder("models-genesis", weights=tmp_path / "other-stats.pt", device="cpu")).encode(x)
+    np.testing.assert_array_equal(a, b)
 
 
 def _released_batch_norm(self, x):

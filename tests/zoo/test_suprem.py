@@ -23,7 +23,8 @@ def _released(sd: dict, path) -> None:
     """``supervised_suprem_unet_2100.pth``: {"net": {"module.backbone.<key>", "module.<head>"}, "epoch"}, with
     the backbone's decoder and the Universal Model's heads; ``sd`` replaces the encoder's tensors."""
     ckpt = suprem_checkpoint(seed=1)
-    ckpt["net"] = {k: v for k, v in ckpt["net"].items() if not k.startswith("module.backbone.down_tr")}
+    encoder = {f"module.backbone.{k}" for k in get_encoder("suprem-random-init", device="cpu").network.state_dict()}
+    ckpt["net"] = {k: v for k, v in ckpt["net"].items() if k not in encoder}  # keeps the bn1 running statistics
     ckpt["net"].update({f"module.backbone.{k}": v for k, v in sd.items()})
     torch.save(ckpt, path)
 
