@@ -8,7 +8,8 @@ pre-trained by image restoration on LUNA16 chest CT.
 Network: the UNet3D contracting path of :mod:`lesionbench.baselines._unet3d` (released parameter names;
 the decoder ``up_tr*``/``out_tr`` in the checkpoint is deliberately ignored). Its ``ContBatchNorm3d``
 normalises with batch statistics even in eval mode; here each sample is normalised with its own
-statistics (the release's computation for a batch of one), so features never depend on the batch.
+statistics (the release's computation for a batch of one), so features never depend on the batch. The
+running statistics it never reads are ignored too.
 
 The two recipes take the embedding from the same 512-channel map ``out512`` in different ways:
 

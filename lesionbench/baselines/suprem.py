@@ -10,8 +10,8 @@ architecture; SuPreM's pre-training started from Models Genesis). The checkpoint
 Model under DistributedDataParallel: ``{"net": {"module.backbone.<UNet3D key>": ..., "module.<head>": ...}}``
 (SuPreM's own loaders strip two key levels). The backbone's decoder (``up_tr*``) and the Universal
 Model's heads (``precls_conv``, ``GAP``, ``controller``, ``organ_embedding``, ``text_to_vision``) are
-deliberately ignored. ``ContBatchNorm3d`` is applied per sample (batch-size invariant; the release's
-computation for a batch of one).
+deliberately ignored, as are the batch-norm running statistics ``ContBatchNorm3d`` never reads. It is
+applied per sample (batch-size invariant; the release's computation for a batch of one).
 
 Embedding (both recipes): global average pool of ``out512`` (``down_tr512``) -> 512-d, as TIB's
 ``SUPREMExtractor`` encoder wrapper does. ``official``: SuPreM's pre-training transforms
