@@ -4,12 +4,15 @@ batch invariance."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+import SimpleITK as sitk
 import torch
 from _layouts import audit_roundtrip, shrink
 
 from lesionbench.baselines._medicalnet_net import MedicalNetResNet
 from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError
+from lesionbench.benchmark.features import load_patches
 from lesionbench.benchmark.plugins import get_encoder
 from lesionbench.benchmark.testing import check_encoder
 
@@ -86,3 +89,35 @@ def test_official_size_features_are_finite_and_seeded():
     fa = a.encode(x)
     assert fa.shape == (2, 512) and np.isfinite(fa).all()
     np.testing.assert_array_equal(fa, b.encode(x))
+
+
+def _medicalnet_zscore(volume: np.ndarray) -> np.ndarray:
+    """MedicalNet's __itensity_normalize_one_volume__ without its N(0, 1) fill of zero voxels: mean and
+    (numpy, ddof 0) std over the voxels > 0, applied to every voxel."""
+    pixels = volume[volume > 0]
+    return (volume - pixels.mean()) / pixels.std()
+
+
+def test_official_patch_is_medicalnets_preprocessing_written_out_by_hand(tmp_path):
+    """An axis-aligned 1 mm image needs no resampling (nearest, on the same grid), so the patch is a 50^3
+    crop of the array in RAS order (ITK's x and y flipped) around int() of the seed's RAS index, z-scored
+    over its voxels > 0; next to the image border the voxels beyond it are 0 after normalisation."""
+    rng = np.random.default_rng(3)
+    vol = rng.integers(-1300, 1400, (60, 64, 70)).astype(np.int16)  # (z, y, x)
+    image = sitk.GetImageFromArray(vol)
+    image.SetOrigin((-20.0, 35.5, -410.0))
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(image, str(path))
+    rows = []
+    for index in ((30.3, 33.8, 28.6), (66.2, 2.4, 28.6)):  # inside; near the x and y borders
+        x, y, z = image.TransformContinuousIndexToPhysicalPoint(index)
+        rows.append({"image_path": str(path), "coordX": x, "coordY": y, "coordZ": z})
+    got = load_patches(pd.DataFrame(rows), get_encoder("medicalnet-r10-random-init", device="cpu").meta.patch, progress=False)[:, 0]
+    ras = vol.transpose(2, 1, 0)[::-1, ::-1, :].astype(np.float64)  # (R, A, S): R index = 69 - x, A = 63 - y
+    # seed 1: RAS index (int(69 - 30.3), int(63 - 33.8), int(28.6)) = (38, 29, 28) -> crop [13, 63) x [4, 54) x [3, 53)
+    np.testing.assert_allclose(got[0], _medicalnet_zscore(ras[13:63, 4:54, 3:53]), rtol=0, atol=2e-6)
+    # seed 2: (int(2.8), int(60.6), 28) = (2, 60, 28) -> R [-23, 27) clamped to [0, 27), A [35, 85) -> [35, 64);
+    # the 27 x 29 voxels are normalised, then centred in 50^3 with zeros: R offset (50 - 27) // 2 = 11, A 10
+    want = np.zeros((50, 50, 50))
+    want[11:38, 10:39, :] = _medicalnet_zscore(ras[0:27, 35:64, 3:53])
+    np.testing.assert_allclose(got[1], want, rtol=0, atol=2e-6)

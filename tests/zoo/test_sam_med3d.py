@@ -16,12 +16,15 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import SimpleITK as sitk
 import torch
 from _layouts import audit_roundtrip
 
 from lesionbench.baselines._sam_med3d_net import ImageEncoderViT3D, ViT3DConfig
 from lesionbench.benchmark.errors import ConfigurationError, WeightsError
+from lesionbench.benchmark.features import load_patches
 from lesionbench.benchmark.plugins import get_encoder
 from lesionbench.benchmark.testing import check_encoder
 
@@ -71,6 +74,36 @@ def test_recipe_card_and_no_tib_variant():
     assert card["embedding"].startswith("384-d") and card["parameters"] == f"{sum(t.numel() for t in enc.network.parameters()):,}"
     with pytest.raises(ConfigurationError, match="tib"):
         get_encoder("sam-med3d-random-init", recipe="tib", device="cpu")
+
+
+def _torchio_znorm(volume: np.ndarray) -> np.ndarray:
+    """torchio ZNormalization(masking_method=lambda x: x > 0): mean and unbiased std (torch.std) over the
+    voxels > 0, applied to every voxel."""
+    values = volume[volume > 0]
+    return (volume - values.mean()) / values.std(ddof=1)
+
+
+def test_official_patch_is_sam_med3ds_preprocessing_written_out_by_hand(tmp_path):
+    """An axis-aligned 1.5 mm image: tio.Resample(1.5) is the identity and tio.ToCanonical flips ITK's x and
+    y into RAS. The 128^3 crop around int() of the seed's RAS index is padded with 0 HU where it leaves the
+    image (tio.CropOrPad), and only then z-normalised over the voxels > 0 (the padding excluded from the
+    statistics but normalised like every voxel)."""
+    rng = np.random.default_rng(4)
+    vol = rng.integers(-1100, 1300, (90, 136, 140)).astype(np.int16)  # (z, y, x)
+    image = sitk.GetImageFromArray(vol)
+    image.SetSpacing((1.5, 1.5, 1.5))
+    image.SetOrigin((-101.0, 7.25, -600.0))
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(image, str(path))
+    x, y, z = image.TransformContinuousIndexToPhysicalPoint((70.4, 60.7, 44.2))
+    seeds = pd.DataFrame([{"image_path": str(path), "coordX": x, "coordY": y, "coordZ": z}])
+    got = load_patches(seeds, get_encoder("sam-med3d-random-init", device="cpu").meta.patch, progress=False)[0, 0]
+    ras = vol.transpose(2, 1, 0)[::-1, ::-1, :].astype(np.float64)  # R index = 139 - x, A = 135 - y
+    # RAS seed (int(68.6), int(74.3), int(44.2)) = (68, 74, 44): R [4, 132), A [10, 138) -> [10, 136) (126 voxels),
+    # S [-20, 108) -> [0, 90); centred in 128^3 with 0 HU: A offset (128 - 126) // 2 = 1, S (128 - 90) // 2 = 19
+    hu = np.zeros((128, 128, 128))
+    hu[:, 1:127, 19:109] = ras[4:132, 10:136, 0:90]
+    np.testing.assert_allclose(got, _torchio_znorm(hu), rtol=0, atol=5e-6)
 
 
 def test_other_input_sizes_are_refused():
