@@ -556,7 +556,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", type=Path, help="FMCIB weights file (model_weights.torch) if you have it")
     p.add_argument("--fractions", type=float, nargs="+", help="training fractions (default: 1.0 0.5 0.2 0.1)")
     p.add_argument("--seeds", type=int, nargs="+", help="subset seeds (default: 0 1 2 3 4)")
-    p.add_argument("--full", action="store_true", help="also run the heavy variants (supervised-resnet50, full radiomics)")
+    p.add_argument("--full", action="store_true", help="also run the heavy variants (supervised-resnet50, full radiomics, the zoo's random-init controls)")
+    p.add_argument("--random-init", action="store_true",
+                   help="run the random-init controls of --encoders (default: of every zoo model, with the default encoders)")  # fmt: skip
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--no-mlflow", action="store_true", help="write the local results only")
     p.add_argument("--jobs", type=int, default=None,
@@ -569,11 +571,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.host import usable_cores
     from lesionbench.demo import run_demo
 
+    encoders = args.encoders
+    if args.random_init:
+        from lesionbench.baselines._zoo_catalog import demo_random_init
+
+        encoders = demo_random_init(args.encoders)
     report = run_demo(
         out_dir=args.out,
         data_dir=args.data_dir,
         tracking_uri=args.tracking_uri,
-        encoders=args.encoders,
+        encoders=encoders,
         fractions=args.fractions,
         seeds=args.seeds,
         weights=str(args.weights) if args.weights else None,

@@ -119,3 +119,13 @@ def encoder_choice(name: str, *, recipe: str | None, random_init: bool, weights:
             raise ConfigurationError(f"Encoder {name!r} has no random-init control ({control!r} is not registered).")
         base = control
     return base, ({"recipe": recipe} if recipe else {})
+
+
+def demo_random_init(names: list[str] | None) -> list[str]:
+    """The encoders of ``demo --random-init``: the controls of ``names``, or with none given the demo's
+    defaults plus every zoo model's control (the zoo part of ``--full``)."""
+    from lesionbench.demo import DEFAULT_ENCODERS
+
+    if names:
+        return list(dict.fromkeys(encoder_choice(n.partition(":")[0], recipe=None, random_init=True)[0] for n in names))
+    return [*DEFAULT_ENCODERS, *(e.model.display_name("official", random_init=True) for e in _zoo().values())]

@@ -67,3 +67,21 @@ def test_extract_with_random_init_and_tib_recipe(tmp_path):
     feats = pd.read_csv(out).filter(like="pred_").to_numpy()
     assert feats.shape == (2, 512) and np.isfinite(feats).all()
     assert main(["-q", "extract", str(tmp_path / "seeds.csv"), "--encoder", "radiomics", "--random-init", "-o", str(out)]) == 2
+
+
+def test_demo_random_init_picks_the_controls(monkeypatch):
+    from lesionbench.baselines._zoo_catalog import demo_random_init
+
+    assert demo_random_init(["ct-fm:tib", "fmcib", "ct-fm"]) == ["ct-fm-random-init", "fmcib-random-init"]
+    everything = demo_random_init(None)
+    assert everything[:2] == ["fmcib", "fmcib-random-init"] and {"ct-fm-random-init", "vista3d-random-init"} <= set(everything)
+    seen = {}
+
+    def fake_run_demo(**kw):
+        seen.update(kw)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("lesionbench.demo.run_demo", fake_run_demo)
+    with pytest.raises(SystemExit):
+        main(["-q", "demo", "--encoders", "vista3d", "--random-init"])
+    assert seen["encoders"] == ["vista3d-random-init"]
