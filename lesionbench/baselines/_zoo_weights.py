@@ -64,6 +64,20 @@ def _offline() -> bool:
     return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", OFFLINE_ENV))
 
 
+def _reachable() -> bool:
+    """Whether the Hugging Face endpoint's host name resolves: offline machines fail here at once instead of
+    after huggingface_hub's retries with back-off (~25 s of warnings)."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
 def download(model: ZooModel, *, progress: bool = True) -> Path:
     """Fetch the card's pinned file into :func:`model_dir`, check it against the card's known size and
     sha256 (when set), and record its size and sha256 next to it."""
@@ -73,6 +87,8 @@ def download(model: ZooModel, *, progress: bool = True) -> Path:
         raise WeightsMissingError(f"{model.name}: weights file {dest} not found and it has no pinned download. {how_to_get(model)}")
     if _offline():
         raise WeightsMissingError(f"{model.name}: weights file {dest} not found and downloads are off (offline). {how_to_get(model)}")
+    if not _reachable():
+        raise WeightsMissingError(f"{model.name}: weights file {dest} not found and Hugging Face cannot be reached (offline). {how_to_get(model)}")
     try:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.utils import disable_progress_bars, enable_progress_bars

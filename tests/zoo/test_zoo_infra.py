@@ -135,6 +135,20 @@ def test_missing_weights_offline_name_the_file_and_where_to_get_it(monkeypatch):
         _zoo_weights.resolve(CTFM, None)
 
 
+def test_an_unresolvable_hub_fails_at_once_without_calling_the_downloader(monkeypatch):
+    import socket
+
+    import huggingface_hub
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda **kw: pytest.fail("must not be called"))
+    with pytest.raises(_zoo_weights.WeightsMissingError, match="cannot be reached"):
+        _zoo_weights.resolve(CTFM, None)
+
+
 def test_download_records_size_and_sha256_and_later_loads_verify_them(monkeypatch, tmp_path):
     calls = []
 
@@ -148,6 +162,7 @@ def test_download_records_size_and_sha256_and_later_loads_verify_them(monkeypatc
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(_zoo_weights, "_reachable", lambda: True)
     path, digest = _zoo_weights.resolve(CTFM, None, progress=False)
     assert calls == [("project-lighter/ct_fm_feature_extractor", "model.safetensors", "main")]
     record = json.loads(path.with_name(path.name + ".sha256.json").read_text())
@@ -171,6 +186,7 @@ def test_a_download_that_differs_from_the_card_is_not_kept(monkeypatch, tmp_path
         return str(p)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(_zoo_weights, "_reachable", lambda: True)
     with pytest.raises(WeightsError, match="the card pins 0000"):
         _zoo_weights.resolve(pinned, None, progress=False)
     assert _zoo_weights.present(pinned) is None
