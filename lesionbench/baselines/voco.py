@@ -10,7 +10,9 @@ Network: MONAI ``SwinUNETR(in_channels=1, feature_size=48 | 96 | 192, use_v2=Tru
 (a ``SwinTransformer`` with patch 2, window 7, depths 2-2-2-2, heads 3-6-12-24, v2 residual conv blocks) is
 built. Embedding: the global average pool of ``swinViT``'s last stage output (``hidden_states_out[4]``,
 layer-normalised), 16 x feature_size: 768 (B), 1536 (L), 3072 (H) -- as TIB's ``VocoExtractor``. (VoCo's
-own SSL head reads the pooled ``encoder1-4``/``encoder10`` outputs instead.)
+own SSL head reads the pooled ``encoder1-4``/``encoder10`` outputs instead.) The patch-merging layers are
+MONAI <= 1.4's, which VoCo was trained with (MONAI 1.3.0): MONAI 1.5 changed that layer, and with the
+installed MONAI's the same weights give other features (:mod:`lesionbench.baselines._voco_net`).
 
 Loading. The authors' downstream loader (Large-Scale-Medical ``Downstream/monai/*/models/models.py::load``)
 takes the first of ``state_dict``/``network_weights``/``net``/``student`` in the file, strips ``module.``
@@ -77,7 +79,7 @@ def _card(size: str) -> ZooModel:
         code_licence="Apache-2.0",
         weights_licence="not stated",
         non_commercial=False,
-        network=f"MONAI SwinUNETR(feature_size={feature_size}, use_v2=True).swinViT",
+        network=f"MONAI SwinUNETR(feature_size={feature_size}, use_v2=True).swinViT with MONAI <= 1.4's PatchMerging (VoCo: MONAI 1.3.0)",
         weights=WeightsFile(
             filename=f"VoCo_{size.upper()}_SSL_head.pt",
             repo_id="Luffy503/VoCo",
