@@ -15,12 +15,13 @@ average pool of ``layer4`` (512-d for ResNet-10/18/34, 2048-d for ResNet-50).
 
 Recipe: MedicalNet publishes no lesion-patch recipe (its data loader resizes whole volumes to 56x448x448
 with nearest-neighbour ``ndimage.zoom`` and z-scores them over the voxels > 0, filling voxels == 0 with
-N(0, 1) noise). The ``official`` recipe keeps its intensity mapping and interpolation on the FMCIB paper's
-Med3D protocol (a 50^3 patch at 1 mm around the seed): nearest-neighbour resampling, the array in nibabel's
-canonical RAS order, z-score with the patch's mean and standard deviation (ddof 0) over its voxels > 0.
-The random fill of zero voxels is left out (it would make features non-deterministic); voxels padded
-beyond the image are 0 after normalisation, the fill's mean. TIB wraps no MedicalNet model: no ``tib``
-recipe.
+N(0, 1) noise). The ``official`` recipe keeps its interpolation and intensity mapping on FMCIB's lesion-patch
+grid (whose paper reports Med3D features as a baseline): a 50^3 patch at 1 mm around the seed, nearest-
+neighbour resampling, z-score with the patch's mean and standard deviation (ddof 0) over its voxels > 0,
+the array in RAS order (MedicalNet feeds nibabel's array in each file's own voxel order; nibabel's
+canonical RAS is the choice made here). The random fill of zero voxels is left out (it would make features
+non-deterministic); voxels padded beyond the image are 0 after normalisation, the fill's mean. TIB wraps
+no MedicalNet model: no ``tib`` recipe.
 
 Registered as ``medicalnet-r10``, ``medicalnet-r18``, ``medicalnet-r34``, ``medicalnet-r50`` and their
 ``-random-init`` controls.
@@ -45,7 +46,8 @@ OFFICIAL = Recipe(
     pad_value=0.0,
     interpolation="nearest",
     source="MedicalNet datasets/brains18.py: ndimage.zoom order=0, z-score over voxels > 0 (numpy std); "
-    "50^3 at 1 mm around the seed (FMCIB paper's Med3D features); no N(0, 1) fill of zero voxels",
+    "50^3 at 1 mm around the seed (FMCIB's lesion-patch grid), RAS (the release does not reorient); "
+    "no N(0, 1) fill of zero voxels",
 )
 
 
