@@ -51,6 +51,7 @@ class Recipe:
     pad_value: float = 0.0
     interpolation: str = "linear-align-corners"
     pad_before_intensity: bool = False
+    diagonal: bool = True
     embedding_dim: int | None = None
     embedding_layer: str = ""
     source: str = ""
@@ -65,6 +66,7 @@ class Recipe:
             pad_value=float(self.pad_value),
             interpolation=self.interpolation,
             pad_before_intensity=self.pad_before_intensity,
+            diagonal=self.diagonal,
         )
 
     def label(self) -> str:

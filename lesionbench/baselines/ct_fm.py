@@ -53,8 +53,10 @@ MODEL = ZooModel(
             size=(24, 128, 128),
             intensity=Intensity("window", -1024.0, 2048.0, 0.0, 1.0, True),
             interpolation="linear",
-            source="CT-FM feature extractor: orientation SPL, spacing (3, 1, 1) mm, tiles 24x128x128, "
-            "ScaleIntensityRange(-1024, 2048 -> 0, 1, clip); here one tile centred on the seed",
+            diagonal=False,
+            source="CT-FM feature extractor (MONAI): Orientation SPL, Spacing (3, 1, 1) mm (defaults: bilinear, "
+            "align_corners=False, diagonal=False), tiles 24x128x128, ScaleIntensityRange(-1024, 2048 -> 0, 1, clip); "
+            "here one tile centred on the seed",
         ),
         tib_recipe("SPL"),
     ),

@@ -53,7 +53,8 @@ MODEL = ZooModel(
             size=(128, 128, 128),
             intensity=Intensity("window", -963.8247, 1053.6753, 0.0, 1.0, True),
             interpolation="linear",
-            source="VISTA3D bundle inference transforms: RAS, 1.5 mm, ScaleIntensityRange(-963.8247, 1053.6753 -> 0, 1, clip), "
+            diagonal=False,
+            source="VISTA3D bundle (MONAI Orientation then Spacing, diagonal=False) inference transforms: RAS, 1.5 mm, ScaleIntensityRange(-963.8247, 1053.6753 -> 0, 1, clip), "
             "patch 128^3; here one patch centred on the seed",
         ),
         tib_recipe("RAS"),

@@ -180,12 +180,13 @@ def _monai14_sampling(n: np.ndarray, m: np.ndarray, xform: np.ndarray) -> np.nda
 
 
 def spacing_grid(
-    src: np.ndarray, size: Sequence[int], spacing_mm: Sequence[float], *, align_corners: bool = True
+    src: np.ndarray, size: Sequence[int], spacing_mm: Sequence[float], *, align_corners: bool = True, diagonal: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """MONAI 1.4 ``Spacing(pixdim=spacing_mm, diagonal=True, align_corners=align_corners)`` of an array of
     shape ``size`` with RAS affine ``src``: the output (shape, RAS affine, grid index -> input index,
     resampled). With ``align_corners=False`` output voxel centres map to input voxel centres by the
-    affine alone (no half-voxel stretch)."""
+    affine alone (no half-voxel stretch). ``diagonal=False`` keeps the input's rotation (MONAI's default;
+    ``zoom_affine``: the rotation of the Cholesky factorisation, rescaled to ``spacing_mm``)."""
     import torch
 
     n = np.asarray(size, dtype=float)
@@ -196,7 +197,13 @@ def spacing_grid(
         # Spacing keeps an axis's own spacing when it is within AFFINE_TOL of the target
         if out_d[a] - AFFINE_TOL <= orig_d[a] <= out_d[a] + AFFINE_TOL:
             out_d[a] = orig_d[a]
-    new_affine = np.diag(np.append(out_d, [1.0]))
+    if diagonal:
+        new_affine = np.diag(np.append(out_d, [1.0]))
+    else:
+        rzs = np.asarray(src, dtype=float)[:3, :3]
+        zs = np.linalg.cholesky(rzs.T @ rzs).T
+        new_affine = np.eye(4)
+        new_affine[:3, :3] = (rzs @ np.linalg.inv(zs)) @ np.diag(np.sign(np.diag(zs)) * np.abs(out_d))
     out_shape, offset = _shape_offset(n, src, new_affine)
     new_affine[:3, -1] = offset[:3]
     xform = np.linalg.solve(src, new_affine)

@@ -84,11 +84,17 @@ def seed_crop_grid(geometry: ImageGeometry, spec: PatchSpec) -> ReferenceGrid:
     mode = spec.interpolation or "linear-align-corners"
     if mode == "none":
         return ReferenceGrid(source=geometry, shape=geometry.size, affine=geometry.ras_affine, to_source=np.eye(4), resampled=False)
-    lps_affine, lps_shape, o = orientation_transform(geometry.ras_affine, geometry.size, "LPS")
-    spacing_xyz = [0.0, 0.0, 0.0]
-    for k, (world, _) in enumerate(parse_axcodes(spec.orientation)):
-        spacing_xyz[world] = float(spec.spacing_mm[k])
-    shape, affine, to_oriented, resampled = spacing_grid(lps_affine, lps_shape, spacing_xyz, align_corners=mode == "linear-align-corners")
+    if spec.diagonal:  # TIB: LPS first, then a world-aligned (RAS) grid
+        first_affine, first_shape, o = orientation_transform(geometry.ras_affine, geometry.size, "LPS")
+        spacing = [0.0, 0.0, 0.0]
+        for k, (world, _) in enumerate(parse_axcodes(spec.orientation)):
+            spacing[world] = float(spec.spacing_mm[k])
+    else:  # MONAI's default: the model's orientation first, then a grid that keeps the scanner's rotation
+        first_affine, first_shape, o = orientation_transform(geometry.ras_affine, geometry.size, spec.orientation)
+        spacing = [float(v) for v in spec.spacing_mm]
+    shape, affine, to_oriented, resampled = spacing_grid(
+        first_affine, first_shape, spacing, align_corners=mode == "linear-align-corners", diagonal=spec.diagonal
+    )
     return ReferenceGrid(
         source=geometry,
         shape=tuple(int(s) for s in shape),  # type: ignore[arg-type]
@@ -158,6 +164,8 @@ def check_seed_crop_spec(spec: PatchSpec) -> None:
     mode = spec.interpolation or "linear-align-corners"
     if mode not in INTERPOLATIONS:
         raise ConfigurationError(f"Unknown interpolation {spec.interpolation!r}; use one of {', '.join(INTERPOLATIONS)}.")
+    if not spec.diagonal and (mode == "none" or spec.orientation.lower() == "index"):
+        raise ConfigurationError("diagonal=False resamples in the model's orientation: it needs axis codes and an interpolation other than 'none'.")
     if spec.orientation.lower() == "index":
         if mode != "none":
             raise ConfigurationError("orientation 'index' (the image's own voxel axes) needs interpolation 'none'.")

@@ -188,12 +188,15 @@ class PatchSpec:
     interpolation: str = ""
     #: ``seed-crop`` only: pad (in HU) before the intensity mapping (torchio CropOrPad then ZNormalization).
     pad_before_intensity: bool = False
+    #: ``seed-crop`` only: False = MONAI ``Spacing``'s default ``diagonal=False``: reorient to ``orientation``
+    #: first and resample keeping the scanner's (oblique) grid rotation, as models' own MONAI pipelines do.
+    diagonal: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         # fields added for seed-crop are left out at their defaults, so the fingerprints (and feature
         # caches) of encoders that predate them are unchanged
-        for k, default in (("orientation", ""), ("intensity", None), ("pad_value", 0.0), ("interpolation", ""), ("pad_before_intensity", False)):
+        for k, default in (("orientation", ""), ("intensity", None), ("pad_value", 0.0), ("interpolation", ""), ("pad_before_intensity", False), ("diagonal", True)):
             if getattr(self, k) == default:
                 d.pop(k)
         if self.intensity is not None:
@@ -213,6 +216,7 @@ class PatchSpec:
             pad_value=float(p.get("pad_value", 0.0)),
             interpolation=str(p.get("interpolation", "")),
             pad_before_intensity=bool(p.get("pad_before_intensity", False)),
+            diagonal=bool(p.get("diagonal", True)),
         )
 
 

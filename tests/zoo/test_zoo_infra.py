@@ -101,6 +101,7 @@ def test_intensity_maps():
         (PatchSpec(method="seed-crop", orientation="RAS", intensity=WINDOW, interpolation="cubic"), "Unknown interpolation 'cubic'"),
         (PatchSpec(method="seed-crop", orientation="index", intensity=WINDOW), "needs interpolation 'none'"),
         (PatchSpec(method="seed-crop", orientation="RAS", intensity=WINDOW, with_mask=True), "no mask channel"),
+        (PatchSpec(method="seed-crop", orientation="index", intensity=WINDOW, interpolation="none", diagonal=False), "diagonal=False resamples"),
     ],
 )
 def test_bad_specs_are_refused_with_the_reason(spec, match):
@@ -266,4 +267,38 @@ def test_linear_interpolation_equals_monai_spacing_without_aligned_corners(tmp_p
     seeds.to_csv(tmp_path / "seeds.csv", index=False)
     subprocess.run([str(TIB_PYTHON), "-c", _MONAI_LINEAR, str(tmp_path / "seeds.csv"), str(tmp_path / "ref.npy")], check=True, capture_output=True, timeout=900)
     spec = PatchSpec(size=(12, 40, 40), spacing_mm=(3.0, 1.0, 1.0), method="seed-crop", orientation="SPL", intensity=WINDOW, interpolation="linear")
+    np.testing.assert_array_equal(load_patches(seeds, spec, progress=False), np.load(tmp_path / "ref.npy"))
+
+
+_MONAI_DEFAULT_SPACING = """
+import sys, numpy as np, pandas as pd
+from monai import transforms as T
+seeds, orient = pd.read_csv(sys.argv[1]), sys.argv[3]
+chain = T.Compose([T.LoadImage(reader="ITKReader", ensure_channel_first=True), T.Orientation(axcodes=orient),
+                   T.Spacing(pixdim=(1.5, 1.5, 1.5), mode="bilinear", padding_mode="zeros")])
+out = []
+for _, r in seeds.iterrows():
+    img = chain(r.image_path)
+    c = [int(v) for v in (np.linalg.inv(np.array(img.affine)) @ np.array((-r.coordX, -r.coordY, r.coordZ, 1)))[:3]]
+    crop = img[:, max(c[0] - 16, 0):min(c[0] + 16, img.shape[1]), max(c[1] - 16, 0):min(c[1] + 16, img.shape[2]), max(c[2] - 16, 0):min(c[2] + 16, img.shape[3])]
+    out.append(np.asarray(T.SpatialPad((32, 32, 32))(T.ScaleIntensityRange(-175, 250, 0, 1, clip=True)(crop))))
+np.save(sys.argv[2], np.stack(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("orientation", ["RAS", "SPL"])
+def test_non_diagonal_spacing_equals_monai_default_chain_on_oblique_scans(tmp_path, orientation):
+    """diagonal=False: MONAI's default Orientation -> Spacing (keeps the scanner's rotation), as the models' own
+    pipelines run it, written as a MONAI 1.4 chain in TIB's environment: the same patches bit for bit."""
+    import subprocess
+
+    from _tib import TIB_PYTHON, require_tib, write_volumes
+
+    require_tib()
+    seeds = write_volumes(tmp_path)
+    seeds.to_csv(tmp_path / "seeds.csv", index=False)
+    subprocess.run([str(TIB_PYTHON), "-c", _MONAI_DEFAULT_SPACING, str(tmp_path / "seeds.csv"), str(tmp_path / "ref.npy"), orientation], check=True, capture_output=True, timeout=900)
+    spec = PatchSpec(size=(32, 32, 32), spacing_mm=(1.5, 1.5, 1.5), method="seed-crop", orientation=orientation,
+                     intensity=Intensity("window", -175.0, 250.0), interpolation="linear", diagonal=False)  # fmt: skip
     np.testing.assert_array_equal(load_patches(seeds, spec, progress=False), np.load(tmp_path / "ref.npy"))
