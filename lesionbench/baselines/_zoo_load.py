@@ -38,7 +38,7 @@ def read_checkpoint(path: str | Path, weights: WeightsFile | None = None) -> Any
 
     import torch
 
-    from lesionbench.baselines.fmcib import load_checkpoint
+    from lesionbench.benchmark.weights import load_checkpoint
 
     allowed = []
     for dotted in (weights.safe_globals if weights else ()):
@@ -48,10 +48,6 @@ def read_checkpoint(path: str | Path, weights: WeightsFile | None = None) -> Any
         with torch.serialization.safe_globals(allowed):
             return load_checkpoint(path)
     except WeightsError as exc:
-        import pickle
-
-        if not isinstance(exc.__cause__, pickle.UnpicklingError):
-            raise
         try:  # lists the classes the file would rebuild, without executing anything
             unsafe = sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path))) - {f"{c.__module__}.{c.__qualname__}" for c in allowed})
         except Exception:  # noqa: BLE001 - only a better message is lost
