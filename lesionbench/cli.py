@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from lesionbench import __version__
 from lesionbench.benchmark.errors import LesionbenchError
@@ -97,6 +98,19 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     sys.stdout.write(f"{'name':<{width}}  {'version':<16} {'kind':<10} {'main metric':<18} description\n")
     for name, version, kind, metric, desc in rows:
         sys.stdout.write(f"{name:<{width}}  {version:<16} {kind:<10} {metric:<18} {desc}\n")
+    return 0
+
+
+def _add_encoders(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("encoders", help="List the encoders: recipe, embedding size, licences, weights present (no network).")
+    p.add_argument("action", nargs="?", default="list", choices=["list"])
+    p.set_defaults(func=_cmd_encoders)
+
+
+def _cmd_encoders(args: argparse.Namespace) -> int:
+    from lesionbench.baselines._zoo_catalog import format_rows, rows
+
+    sys.stdout.write(format_rows(rows()) + "\n")
     return 0
 
 
@@ -316,6 +330,22 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------- extract
+def _add_encoder_variant(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", choices=("official", "tib"),
+                   help="zoo encoders: the model's own preprocessing (official, the default) or TumorImagingBench's (tib)")  # fmt: skip
+    p.add_argument("--random-init", action="store_true",
+                   help="the encoder's architecture with seeded random weights: the control for what pre-training adds")  # fmt: skip
+
+
+def _get_encoder(args: argparse.Namespace, **options: Any) -> Any:
+    """The encoder of ``--encoder`` with ``--weights``, ``--recipe`` and ``--random-init``."""
+    from lesionbench.baselines._zoo_catalog import encoder_choice
+    from lesionbench.benchmark.plugins import get_encoder
+
+    name, variant = encoder_choice(args.encoder, recipe=args.recipe, random_init=args.random_init, weights=args.weights)
+    return get_encoder(name, weights=args.weights, **variant, **options)
+
+
 def _add_extract(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "extract",
@@ -331,6 +361,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, help="with --task: the task's data folder")
     p.add_argument("--encoder", default="fmcib", help="registered encoder name (default: fmcib)")
     p.add_argument("--weights", type=Path, help="weights file for the encoder (fmcib: model_weights.torch)")
+    _add_encoder_variant(p)
     p.add_argument("--batch-size", type=whole_number(1), help="patches per forward pass")
     p.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast (faster; features move by ~0.4%%)")
@@ -348,7 +379,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
     from lesionbench.benchmark.features import ImagePrefetcher, check_output_columns, extract_features, write_feature_table
     from lesionbench.benchmark.manifest import read_table, resolve_paths
-    from lesionbench.benchmark.plugins import get_encoder, get_task
+    from lesionbench.benchmark.plugins import get_task
 
     out_suffix = args.output.suffix.lower()
     if out_suffix not in (".csv", ".parquet", ".pq"):
@@ -369,7 +400,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     images = ImagePrefetcher(lesions["image_path"].astype(str)) if args.workers <= 1 else None
     failed: dict[int, str] | None = {} if args.skip_failed else None
     try:
-        encoder = get_encoder(args.encoder, weights=args.weights, device=args.device, bf16=args.bf16)
+        encoder = _get_encoder(args, device=args.device, bf16=args.bf16)
         if args.batch_size and hasattr(encoder, "batch_size"):
             encoder.batch_size = args.batch_size  # patches per forward pass
         feats = extract_features(
@@ -422,6 +453,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", required=True, help="task name (see `lesionbench tasks list`)")
     p.add_argument("--encoder", required=True, help="encoder name")
     p.add_argument("--weights", type=Path, help="encoder weights file (encoders that take one)")
+    _add_encoder_variant(p)
     p.add_argument("--data-dir", type=Path, help="the task's data folder (default: $LESIONBENCH_DATA/<task>)")
     p.add_argument("--fractions", type=finite_number, nargs="+", help="training fractions (default: 1.0 0.5 0.2 0.1)")
     p.add_argument("--seeds", type=whole_number(None), nargs="+", help="subset seeds (default: 0 1 2 3 4)")
@@ -461,7 +493,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
-    from lesionbench.benchmark.plugins import get_encoder, get_task
+    from lesionbench.benchmark.plugins import get_task
     from lesionbench.benchmark.scorer import evaluate, result_folder
     from lesionbench.benchmark.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS
 
@@ -471,7 +503,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if ft and not args.adapt:
         raise ConfigurationError("--ft-epochs/--ft-lr/--ft-batch-size set how --adapt finetune trains; add --adapt finetune or leave them out.")
     task = get_task(args.task, data_dir=args.data_dir)
-    encoder = get_encoder(args.encoder, weights=args.weights)
+    encoder = _get_encoder(args)
     result = evaluate(
         task,
         encoder,
@@ -672,10 +704,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", type=Path, help="FMCIB weights file (model_weights.torch) if you have it")
     p.add_argument("--fractions", type=finite_number, nargs="+", help="training fractions (default: 1.0 0.5 0.2 0.1)")
     p.add_argument("--seeds", type=whole_number(None), nargs="+", help="subset seeds (default: 0 1 2 3 4)")
-    p.add_argument("--full", action="store_true", help="also run the heavy variants (supervised-resnet50, full radiomics)")
     p.add_argument("--val", choices=["fraction", "full"], default="fraction",
                    help="what tunes each limited-label run (C, threshold, Cox penalty, early stopping): 'fraction' (default) a "
                    "validation subset with the run's training fraction; 'full' the whole validation split (the paper's protocol)")  # fmt: skip
+    p.add_argument("--full", action="store_true", help="also run the heavy variants (supervised-resnet50, full radiomics, the zoo's random-init controls)")
+    p.add_argument("--random-init", action="store_true",
+                   help="run the random-init controls of --encoders (default: of every zoo model, with the default encoders)")  # fmt: skip
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--no-mlflow", action="store_true", help="write the local results only")
     p.add_argument("--jobs", type=whole_number(1), default=None,
@@ -688,11 +722,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.host import usable_cores
     from lesionbench.demo import run_demo
 
+    encoders = args.encoders
+    if args.random_init:
+        from lesionbench.baselines._zoo_catalog import demo_random_init
+
+        encoders = demo_random_init(args.encoders)
     report = run_demo(
         out_dir=args.out,
         data_dir=args.data_dir,
         tracking_uri=args.tracking_uri,
-        encoders=args.encoders,
+        encoders=encoders,
         fractions=args.fractions,
         seeds=args.seeds,
         weights=str(args.weights) if args.weights else None,
@@ -717,6 +756,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_demo,
     _add_tasks,
+    _add_encoders,
     _add_validate,
     _add_prepare,
     _add_run,

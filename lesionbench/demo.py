@@ -70,6 +70,12 @@ def run_demo(
     names = list(encoders) if encoders else [*DEFAULT_ENCODERS, *(FULL_ENCODERS if full else ())]
     if not encoders:  # third-party encoders installed through entry points join the demo too
         names += [n for n in ENCODERS.names() if n not in names and n not in FULL_ENCODERS and "entry point" in ENCODERS.origin(n)]
+        # zoo encoders whose weights are on disk (no download); the others are skipped with one line each, and
+        # their random-init controls run only with full=True (each costs minutes on 2 cores)
+        from lesionbench.baselines._zoo_catalog import demo_plan
+
+        zoo_names, report.skipped = demo_plan(full)
+        names += [n for n in zoo_names if n not in names]
     sweep: dict[str, object] = {"jobs": int(jobs), "val": val}
     if fractions is not None:
         sweep["fractions"] = tuple(fractions)

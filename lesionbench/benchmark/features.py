@@ -245,10 +245,16 @@ def _is_missing(v: Any) -> bool:
 
 
 def check_spec(spec: PatchSpec) -> None:
-    if spec.method != "fmcib":
-        raise ConfigurationError(f"Unknown patch method {spec.method!r}; lesionbench cuts patches with method 'fmcib'.")
+    from lesionbench.benchmark.types import PATCH_METHODS
+
+    if spec.method not in PATCH_METHODS:
+        raise ConfigurationError(f"Unknown patch method {spec.method!r}; lesionbench cuts patches with method {' or '.join(map(repr, PATCH_METHODS))}.")
     if len(spec.size) != 3 or any(int(s) < 1 for s in spec.size):
         raise ConfigurationError(f"Patch size must be three positive sizes (D, H, W), got {spec.size}.")
+    if spec.method == "seed-crop":
+        from lesionbench.benchmark.seedcrop import check_seed_crop_spec
+
+        check_seed_crop_spec(spec)
 
 
 def cut_patches(path: str, lesions: Sequence[dict[str, Any]], spec: PatchSpec, *, images: ImagePrefetcher | None = None) -> list[np.ndarray | str]:
@@ -272,10 +278,23 @@ def cut_patches(path: str, lesions: Sequence[dict[str, Any]], spec: PatchSpec, *
     try:
         image = images.get(path) if images is not None else read_image(path)
         geometry = ImageGeometry.of(image)
-        grid = reference_grid(geometry, tuple(float(s) for s in spec.spacing_mm)[::-1])
+        if spec.method == "seed-crop":
+            from lesionbench.benchmark.seedcrop import seed_crop_grid, seed_crop_patch
+
+            grid = seed_crop_grid(geometry, spec)
+        else:
+            grid = reference_grid(geometry, tuple(float(s) for s in spec.spacing_mm)[::-1])
     except ImageError as exc:
         return [str(exc)] * len(lesions)
     volume = sitk.GetArrayViewFromImage(image)
+    if spec.method == "seed-crop":  # one channel, no mask (check_spec refuses with_mask)
+        out_sc: list[np.ndarray | str] = []
+        for les in lesions:
+            try:
+                out_sc.append(seed_crop_patch(volume, grid, tuple(float(les[c]) for c in COORDS), spec)[None])
+            except ImageError as exc:
+                out_sc.append(str(exc))
+        return out_sc
     masks: dict[str, tuple[np.ndarray, ImageGeometry] | str] = {}
     out: list[np.ndarray | str] = []
     for les in lesions:

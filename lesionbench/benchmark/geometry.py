@@ -184,13 +184,17 @@ def _monai14_sampling(n: np.ndarray, m: np.ndarray, xform: np.ndarray) -> np.nda
     return p_to_in @ xform @ out_to_k
 
 
-def reference_grid(geometry: ImageGeometry, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0)) -> ReferenceGrid:
-    """The grid of FMCIB's reference chain for an image: MONAI 1.4 ``Spacing(diagonal=True,
-    align_corners=True)`` to ``spacing_mm`` (x, y, z), then ``Orientation("LPS")``."""
+def spacing_grid(
+    src: np.ndarray, size: Sequence[int], spacing_mm: Sequence[float], *, align_corners: bool = True, diagonal: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """MONAI 1.4 ``Spacing(pixdim=spacing_mm, diagonal=True, align_corners=align_corners)`` of an array of
+    shape ``size`` with RAS affine ``src``: the output (shape, RAS affine, grid index -> input index,
+    resampled). With ``align_corners=False`` output voxel centres map to input voxel centres by the
+    affine alone (no half-voxel stretch). ``diagonal=False`` keeps the input's rotation (MONAI's default;
+    ``zoom_affine``: the rotation of the Cholesky factorisation, rescaled to ``spacing_mm``)."""
     import torch
 
-    src = geometry.ras_affine
-    n = np.asarray(geometry.size, dtype=float)
+    n = np.asarray(size, dtype=float)
     out_d = np.asarray(spacing_mm, dtype=np.float64).copy()
     orig_d = np.sqrt(np.sum(src[:3, :3] * src[:3, :3], axis=0))
     orig_d[orig_d == 0] = 1.0
@@ -198,7 +202,13 @@ def reference_grid(geometry: ImageGeometry, spacing_mm: Sequence[float] = (1.0, 
         # Spacing keeps an axis's own spacing when it is within AFFINE_TOL of the target
         if out_d[a] - AFFINE_TOL <= orig_d[a] <= out_d[a] + AFFINE_TOL:
             out_d[a] = orig_d[a]
-    new_affine = np.diag(np.append(out_d, [1.0]))
+    if diagonal:
+        new_affine = np.diag(np.append(out_d, [1.0]))
+    else:
+        rzs = np.asarray(src, dtype=float)[:3, :3]
+        zs = np.linalg.cholesky(rzs.T @ rzs).T
+        new_affine = np.eye(4)
+        new_affine[:3, :3] = (rzs @ np.linalg.inv(zs)) @ np.diag(np.sign(np.diag(zs)) * np.abs(out_d))
     out_shape, offset = _shape_offset(n, src, new_affine)
     new_affine[:3, -1] = offset[:3]
     xform = np.linalg.solve(src, new_affine)
@@ -209,14 +219,17 @@ def reference_grid(geometry: ImageGeometry, spacing_mm: Sequence[float] = (1.0, 
     )
     if unchanged:
         # MONAI returns the input untouched and keeps its affine
-        affine = src
-        to_source = np.eye(4)
-        shape = n.astype(int)
-    else:
-        # the MetaTensor's affine becomes src @ xform (torch, float64), not new_affine itself
-        affine = (torch.as_tensor(src, dtype=torch.float64) @ torch.as_tensor(xform, dtype=torch.float64)).numpy()
-        to_source = _monai14_sampling(n, out_shape.astype(float), xform)
-        shape = out_shape
+        return n.astype(int), src, np.eye(4), False
+    # the MetaTensor's affine becomes src @ xform (torch, float64), not new_affine itself
+    affine = (torch.as_tensor(src, dtype=torch.float64) @ torch.as_tensor(xform, dtype=torch.float64)).numpy()
+    to_source = _monai14_sampling(n, out_shape.astype(float), xform) if align_corners else xform
+    return out_shape, affine, to_source, True
+
+
+def reference_grid(geometry: ImageGeometry, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0)) -> ReferenceGrid:
+    """The grid of FMCIB's reference chain for an image: MONAI 1.4 ``Spacing(diagonal=True,
+    align_corners=True)`` to ``spacing_mm`` (x, y, z), then ``Orientation("LPS")``."""
+    shape, affine, to_source, resampled = spacing_grid(geometry.ras_affine, geometry.size, spacing_mm)
     # Orientation("LPS"): the grid is RAS by construction (diagonal=True), so axes 0 and 1 flip
     codes = _axcodes(affine)
     if codes != "RAS":
@@ -231,7 +244,7 @@ def reference_grid(geometry: ImageGeometry, spacing_mm: Sequence[float] = (1.0, 
         shape=tuple(int(s) for s in shape),  # type: ignore[arg-type]
         affine=affine_lps,
         to_source=to_source @ flip,
-        resampled=not unchanged,
+        resampled=resampled,
     )
 
 

@@ -176,6 +176,9 @@ def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool)
         "encoder.version": enc.version,
         "encoder.weights_sha256": enc.weights_sha256 or "none",
         "encoder.fingerprint": enc.fingerprint(),
+        "encoder.feature_dim": str(enc.feature_dim),
+        # the model card (parameters, recipe, pre-training data, licences, non-commercial flag) of zoo encoders
+        **{f"encoder.card.{k}": v for k, v in enc.card},
         "probe": result.probe,
         "protocol": protocol_of(result),
         "split_hash": result.split_hash,

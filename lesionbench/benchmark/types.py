@@ -92,23 +92,132 @@ class TaskMeta:
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
+#: Intensity mappings the ``seed-crop`` patch method applies (after cropping and reorientation).
+INTENSITY_KINDS = ("window", "zscore-positive", "piecewise")
+#: Resampling of the ``seed-crop`` patch method: MONAI 1.4 ``Spacing`` linear with align_corners=True (TIB's,
+#: with MONAI 1.4's half-voxel stretch), linear or nearest with align_corners=False, or none (native voxel grid).
+INTERPOLATIONS = ("linear-align-corners", "linear", "nearest", "none")
+
+
+@dataclass(frozen=True)
+class Intensity:
+    """How HU become network inputs in the ``seed-crop`` patch method.
+
+    - ``window``: MONAI ``ScaleIntensityRange``: ``(HU - a_min) / (a_max - a_min) * (b_max - b_min) + b_min``
+      in float32, clipped to [b_min, b_max] when ``clip``;
+    - ``zscore-positive``: (x - mean) / std with mean and std (``ddof``) over the voxels > 0, applied to every
+      voxel (MedicalNet ddof 0, torchio ``ZNormalization(masking_method=x > 0)`` ddof 1); a std of 0 divides
+      by 1, a patch without positive voxels is only cast;
+    - ``piecewise``: linear interpolation between ``points`` ((HU, value), ...), constant beyond the ends.
+    """
+
+    kind: str = "window"
+    a_min: float = -1024.0
+    a_max: float = 2048.0
+    b_min: float = 0.0
+    b_max: float = 1.0
+    clip: bool = True
+    points: tuple[tuple[float, float], ...] = ()
+    ddof: int = 0
+
+    def __post_init__(self) -> None:
+        # plain floats, so that a spec written with ints fingerprints the same after a JSON round trip
+        for k in ("a_min", "a_max", "b_min", "b_max"):
+            object.__setattr__(self, k, float(getattr(self, k)))
+        object.__setattr__(self, "points", tuple((float(a), float(b)) for a, b in self.points))
+        object.__setattr__(self, "clip", bool(self.clip))
+        object.__setattr__(self, "ddof", int(self.ddof))
+
+    def label(self) -> str:
+        """A short human-readable form, e.g. ``[-1024, 2048] -> [0, 1], clip``."""
+        if self.kind == "window":
+            return f"[{self.a_min:g}, {self.a_max:g}] -> [{self.b_min:g}, {self.b_max:g}]{', clip' if self.clip else ''}"
+        if self.kind == "piecewise":
+            return "piecewise " + ", ".join(f"{a:g}->{b:g}" for a, b in self.points)
+        return self.kind
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["points"] = [list(p) for p in self.points]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Intensity:
+        d = dict(d)
+        d["points"] = tuple(tuple(float(v) for v in p) for p in d.get("points", ()))
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
+#: Patch methods the harness knows (see :class:`PatchSpec`).
+PATCH_METHODS = ("fmcib", "seed-crop")
+
+
 @dataclass(frozen=True)
 class PatchSpec:
     """How the harness cuts the input patch an encoder sees around each seed point.
 
-    ``method`` names the cropping recipe: ``"fmcib"`` is the FMCIB reference ``get_features`` chain
-    (1 mm linear resampling with aligned corners, (HU + 1024) / 3072 with no clipping, ``int()`` seed
-    truncation, clamped crop, centred zero padding, (z, y, x) axes). ``with_mask`` adds the lesion
-    mask as a second channel, for encoders that need the region (radiomics).
+    ``method`` names the cropping recipe:
+
+    - ``"fmcib"``: the FMCIB reference ``get_features`` chain (1 mm linear resampling with aligned corners,
+      (HU + 1024) / 3072 with no clipping, ``int()`` seed truncation, clamped crop, centred zero padding,
+      (z, y, x) axes); ``size`` and ``spacing_mm`` are (z, y, x).
+    - ``"seed-crop"``: the MONAI 1.4 chain TumorImagingBench uses for every model (``LoadImage(ITK)`` ->
+      ``Orientation("LPS")`` -> ``Spacing(spacing, linear, zeros, align_corners=True, diagonal=True)`` ->
+      seed crop (``int()`` truncation, clamped) -> ``Orientation(orientation)`` -> ``intensity`` ->
+      centred ``SpatialPad`` with ``pad_value``), computed crop-first by
+      :mod:`lesionbench.benchmark.seedcrop`. ``size`` and ``spacing_mm`` follow the axes of ``orientation``
+      (e.g. ``"SPL"``: (S, P, L)), which is the array the network sees. ``interpolation="none"`` cuts on the
+      image's own voxel grid (``spacing_mm`` is then ignored; ``orientation="index"`` keeps ITK's (x, y, z)
+      voxel axes).
+
+    ``with_mask`` adds the lesion mask as a second channel, for encoders that need the region (radiomics).
     """
 
     size: tuple[int, int, int] = (50, 50, 50)
     spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
     method: str = "fmcib"
     with_mask: bool = False
+    #: ``seed-crop`` only: axis codes of the array the network sees (e.g. "RAS", "SPL").
+    orientation: str = ""
+    #: ``seed-crop`` only: how HU become inputs.
+    intensity: Intensity | None = None
+    #: ``seed-crop`` only: the value of voxels padded beyond the image grid (in the mapped intensity, or in
+    #: HU with ``pad_before_intensity``).
+    pad_value: float = 0.0
+    #: ``seed-crop`` only: one of :data:`INTERPOLATIONS` ("" = "linear-align-corners", TIB's).
+    interpolation: str = ""
+    #: ``seed-crop`` only: pad (in HU) before the intensity mapping (torchio CropOrPad then ZNormalization).
+    pad_before_intensity: bool = False
+    #: ``seed-crop`` only: False = MONAI ``Spacing``'s default ``diagonal=False``: reorient to ``orientation``
+    #: first and resample keeping the scanner's (oblique) grid rotation, as models' own MONAI pipelines do.
+    diagonal: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        # fields added for seed-crop are left out at their defaults, so the fingerprints (and feature
+        # caches) of encoders that predate them are unchanged
+        for k, default in (("orientation", ""), ("intensity", None), ("pad_value", 0.0), ("interpolation", ""), ("pad_before_intensity", False), ("diagonal", True)):
+            if getattr(self, k) == default:
+                d.pop(k)
+        if self.intensity is not None:
+            d["intensity"] = self.intensity.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, p: dict[str, Any]) -> PatchSpec:
+        inten = p.get("intensity")
+        return cls(
+            size=tuple(p.get("size", (50, 50, 50))),
+            spacing_mm=tuple(p.get("spacing_mm", (1.0, 1.0, 1.0))),
+            method=p.get("method", "fmcib"),
+            with_mask=bool(p.get("with_mask", False)),
+            orientation=str(p.get("orientation", "")),
+            intensity=Intensity.from_dict(inten) if isinstance(inten, dict) else None,
+            pad_value=float(p.get("pad_value", 0.0)),
+            interpolation=str(p.get("interpolation", "")),
+            pad_before_intensity=bool(p.get("pad_before_intensity", False)),
+            diagonal=bool(p.get("diagonal", True)),
+        )
 
 
 @dataclass(frozen=True)
@@ -130,31 +239,36 @@ class EncoderMeta:
     trainable: bool = False
     #: Free-form settings that change features (bf16, radiomics parameter file digest ...).
     settings: tuple[tuple[str, str], ...] = ()
+    #: Descriptive model card (parameters, pre-training data, licences, recipe ...): shown on the page and
+    #: in MLflow, but not part of the fingerprint (it does not change the features).
+    card: tuple[tuple[str, str], ...] = ()
 
     def fingerprint(self) -> str:
         """A stable hex digest of everything that determines the features."""
         import hashlib
         import json
 
-        payload = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        d = self.to_dict()
+        d.pop("card", None)
+        payload = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["patch"] = self.patch.to_dict()
         d["settings"] = [list(kv) for kv in self.settings]
+        if self.card:
+            d["card"] = [list(kv) for kv in self.card]
+        else:
+            d.pop("card")
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncoderMeta:
         d = dict(d)
-        p = d.get("patch") or {}
-        d["patch"] = PatchSpec(
-            size=tuple(p.get("size", (50, 50, 50))),
-            spacing_mm=tuple(p.get("spacing_mm", (1.0, 1.0, 1.0))),
-            method=p.get("method", "fmcib"),
-            with_mask=bool(p.get("with_mask", False)),
-        )
+        d["patch"] = PatchSpec.from_dict(d.get("patch") or {})
         d["settings"] = tuple(tuple(kv) for kv in d.get("settings", ()))
+        d["card"] = tuple((str(k), str(v)) for k, v in d.get("card", ()))
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 

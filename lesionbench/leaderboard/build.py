@@ -75,6 +75,7 @@ def _provenance(item: LoadedResult) -> dict[str, Any]:
         "weights_sha256": r.encoder.weights_sha256 or None,
         "encoder_fingerprint": r.encoder.fingerprint(),
         "encoder_identity": encoder_identity(r.encoder),
+        "model_card": dict(r.encoder.card) or None,
         "probe": r.probe,
         "task_version": r.task.version,
         "split_variant": _split_variant(r),

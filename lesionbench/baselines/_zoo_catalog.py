@@ -1,0 +1,131 @@
+"""The zoo as a catalogue: ``lesionbench encoders list``, the demo's plan, and the CLI's encoder choice.
+
+Nothing here touches the network or hashes weights: "present" means the card's file is in the weights
+cache folder (``_zoo_weights.present``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lesionbench.benchmark.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class CatalogRow:
+    """One line of ``lesionbench encoders list``."""
+
+    name: str
+    recipe: str
+    embedding: str
+    licence: str
+    non_commercial: bool
+    weights: str
+
+
+def _zoo() -> dict[str, Any]:
+    from lesionbench.baselines._zoo import ZOO
+    from lesionbench.benchmark.plugins import ENCODERS
+
+    ENCODERS.names()  # imports every built-in encoder module, which registers the zoo
+    return dict(sorted(ZOO.items()))
+
+
+def rows() -> list[CatalogRow]:
+    """Every registered encoder: zoo models per recipe and control, then the others."""
+    from lesionbench.baselines import _zoo_weights
+    from lesionbench.benchmark.plugins import ENCODERS
+
+    out: list[CatalogRow] = []
+    zoo_names: set[str] = set()
+    for entry in _zoo().values():
+        m = entry.model
+        found = _zoo_weights.present(m)
+        state = f"present ({found})" if found else f"absent: {m.weights.filename} from {m.weights.where}"
+        licence = f"code {m.code_licence}; weights {m.weights_licence}"
+        for recipe in (r.name for r in m.recipes):
+            for control in (False, True):
+                name = m.display_name(recipe, random_init=control)
+                zoo_names.add(name)
+                out.append(
+                    CatalogRow(
+                        name=name,
+                        recipe=m.recipe(recipe).label(),
+                        embedding=str(m.feature_dim(recipe)),
+                        licence=licence,
+                        non_commercial=m.non_commercial and not control,
+                        weights="not needed (seeded random weights)" if control else state,
+                    )
+                )
+    for name in ENCODERS.names():
+        if name not in zoo_names:
+            out.append(_builtin_row(name))
+    return out
+
+
+def _builtin_row(name: str) -> CatalogRow:
+    if name in ("fmcib", "fmcib-random-init"):
+        from lesionbench.baselines import fmcib
+
+        path = fmcib.weights_dir() / fmcib.WEIGHTS_FILENAME
+        weights = "not needed (seeded random weights)" if name.endswith("random-init") else (
+            f"present ({path})" if path.is_file() else f"absent: {fmcib.WEIGHTS_FILENAME} from {fmcib.WEIGHTS_URL}"
+        )
+        return CatalogRow(name, "fmcib reference get_features (50^3, 1 mm)", str(fmcib.FEATURE_DIM), "see AIM-Harvard/foundation-cancer-image-biomarker", False, weights)
+    return CatalogRow(name, "-", "-", "-", False, "not needed")
+
+
+def format_rows(table: list[CatalogRow]) -> str:
+    """A plain-text table, non-commercial weights flagged (embedding layers: docs/zoo.md and each card)."""
+    head = ("encoder", "recipe", "embedding", "licence", "weights")
+    lines = [(r.name, r.recipe, r.embedding, r.licence + (" [NON-COMMERCIAL]" if r.non_commercial else ""), r.weights) for r in table]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if i < 4 else 0 for i, h in enumerate(head)]
+    fmt = lambda cols: "  ".join(c.ljust(w) if w else c for c, w in zip(cols, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join([fmt(head), *(fmt(line) for line in lines)])
+
+
+def demo_plan(full: bool) -> tuple[list[str], dict[str, str]]:
+    """Zoo encoders the demo runs (those whose weights are present; with ``full`` also every random-init
+    control) and one short line per zoo model it skips."""
+    from lesionbench.baselines import _zoo_weights
+
+    run: list[str] = []
+    skipped: dict[str, str] = {}
+    for name, entry in _zoo().items():
+        if _zoo_weights.present(entry.model) is not None:
+            run.append(name)
+        else:
+            skipped[name] = f"weights {entry.model.weights.filename} not found locally (get them from {entry.model.weights.where}; see `lesionbench encoders list`)"
+        if full:
+            run.append(entry.model.display_name("official", random_init=True))
+    return run, skipped
+
+
+def encoder_choice(name: str, *, recipe: str | None, random_init: bool, weights: Any = None) -> tuple[str, dict[str, Any]]:
+    """The registry name and options for the CLI's ``--encoder NAME [--recipe R] [--random-init]``:
+    ``--random-init`` picks ``<name>-random-init`` (``ct-fm:tib`` -> ``ct-fm-random-init`` with recipe tib)."""
+    from lesionbench.benchmark.plugins import ENCODERS
+
+    base, _, suffix = name.partition(":")
+    if suffix and recipe and suffix != recipe:
+        raise ConfigurationError(f"--encoder {name} names the recipe {suffix!r} but --recipe is {recipe!r}; give one of them.")
+    recipe = recipe or (suffix or None)
+    if random_init:
+        if weights is not None:
+            raise ConfigurationError("--random-init builds seeded random weights; leave out --weights.")
+        control = base if base.endswith("-random-init") else f"{base}-random-init"
+        if control not in ENCODERS:
+            raise ConfigurationError(f"Encoder {name!r} has no random-init control ({control!r} is not registered).")
+        base = control
+    return base, ({"recipe": recipe} if recipe else {})
+
+
+def demo_random_init(names: list[str] | None) -> list[str]:
+    """The encoders of ``demo --random-init``: the controls of ``names``, or with none given the demo's
+    defaults plus every zoo model's control (the zoo part of ``--full``)."""
+    from lesionbench.demo import DEFAULT_ENCODERS
+
+    if names:
+        return list(dict.fromkeys(encoder_choice(n.partition(":")[0], recipe=None, random_init=True)[0] for n in names))
+    return [*DEFAULT_ENCODERS, *(e.model.display_name("official", random_init=True) for e in _zoo().values())]
