@@ -13,7 +13,7 @@ from _layouts import audit_roundtrip, shrink
 from lesionbench.baselines._medicalnet_net import MedicalNetResNet
 from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError
 from lesionbench.benchmark.features import load_patches
-from lesionbench.benchmark.plugins import get_encoder
+from lesionbench.benchmark.plugins import ENCODERS, get_encoder
 from lesionbench.benchmark.testing import check_encoder
 
 
@@ -73,6 +73,7 @@ def test_recipe_card_and_no_tib_variant():
     card = dict(enc.meta.card)
     assert card["embedding"].startswith("512-d") and card["non_commercial"] == "no"
     assert get_encoder("medicalnet-r50-random-init", device="cpu").meta.feature_dim == 2048
+    assert "medicalnet-r10:tib" not in ENCODERS.names()  # TIB wraps no MedicalNet model
     with pytest.raises((ConfigurationError, UnknownNameError), match="tib"):
         get_encoder("medicalnet-r10-random-init", recipe="tib", device="cpu")
 

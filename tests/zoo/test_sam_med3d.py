@@ -25,7 +25,7 @@ from _layouts import audit_roundtrip
 from lesionbench.baselines._sam_med3d_net import ImageEncoderViT3D, ViT3DConfig
 from lesionbench.benchmark.errors import ConfigurationError, WeightsError
 from lesionbench.benchmark.features import load_patches
-from lesionbench.benchmark.plugins import get_encoder
+from lesionbench.benchmark.plugins import ENCODERS, get_encoder
 from lesionbench.benchmark.testing import check_encoder
 
 MEDIM_REF = Path(os.environ.get("LESIONBENCH_MEDIM_REF", "/tmp/medim-ref"))
@@ -72,6 +72,7 @@ def test_recipe_card_and_no_tib_variant():
     assert (p.intensity.kind, p.intensity.ddof, p.pad_before_intensity, p.pad_value) == ("zscore-positive", 1, True, 0.0)
     card = dict(enc.meta.card)
     assert card["embedding"].startswith("384-d") and card["parameters"] == f"{sum(t.numel() for t in enc.network.parameters()):,}"
+    assert "sam-med3d:tib" not in ENCODERS.names()  # TIB wraps no SAM-Med3D model
     with pytest.raises(ConfigurationError, match="tib"):
         get_encoder("sam-med3d-random-init", recipe="tib", device="cpu")
 
