@@ -70,6 +70,7 @@ def test_recipe_card_and_no_tib_variant():
     p = enc.meta.patch
     assert (p.size, p.spacing_mm, p.orientation, p.interpolation) == ((50, 50, 50), (1.0, 1.0, 1.0), "RAS", "nearest")
     assert (p.intensity.kind, p.intensity.ddof) == ("zscore-positive", 0)
+    assert not p.diagonal  # ndimage.zoom of the stored array keeps the scanner's rotation
     card = dict(enc.meta.card)
     assert card["embedding"].startswith("512-d") and card["non_commercial"] == "no"
     assert get_encoder("medicalnet-r50-random-init", device="cpu").meta.feature_dim == 2048

@@ -70,6 +70,7 @@ def test_recipe_card_and_no_tib_variant():
     p = enc.meta.patch
     assert (p.size, p.spacing_mm, p.orientation, p.interpolation) == ((128, 128, 128), (1.5, 1.5, 1.5), "RAS", "linear")
     assert (p.intensity.kind, p.intensity.ddof, p.pad_before_intensity, p.pad_value) == ("zscore-positive", 1, True, 0.0)
+    assert not p.diagonal  # tio.Resample keeps the scanner's rotation
     card = dict(enc.meta.card)
     assert card["embedding"].startswith("384-d") and card["parameters"] == f"{sum(t.numel() for t in enc.network.parameters()):,}"
     assert "sam-med3d:tib" not in ENCODERS.names()  # TIB wraps no SAM-Med3D model
