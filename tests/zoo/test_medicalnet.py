@@ -73,6 +73,7 @@ def test_recipe_card_and_no_tib_variant():
     assert not p.diagonal  # ndimage.zoom of the stored array keeps the scanner's rotation
     card = dict(enc.meta.card)
     assert card["embedding"].startswith("512-d") and card["non_commercial"] == "no"
+    assert card["parameters"] == f"{sum(t.numel() for t in enc.network.parameters()):,}"
     assert get_encoder("medicalnet-r50-random-init", device="cpu").meta.feature_dim == 2048
     assert "medicalnet-r10:tib" not in ENCODERS.names()  # TIB wraps no MedicalNet model
     with pytest.raises((ConfigurationError, UnknownNameError), match="tib"):

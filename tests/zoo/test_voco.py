@@ -98,6 +98,7 @@ def test_recipes_names_and_cards():
     assert (p.diagonal, t.diagonal) == (False, True)  # VoCo's Spacingd keeps the scanner's rotation; TIB's does not
     assert official.meta.fingerprint() != tib.meta.fingerprint()
     assert official.meta.feature_dim == 768 and dict(official.meta.card)["embedding"].startswith("768-d")
+    assert dict(official.meta.card)["parameters"] == f"{sum(t.numel() for t in official.network.parameters()):,}"
 
 
 def test_sides_not_divisible_by_32_are_refused():
