@@ -45,6 +45,7 @@ OFFICIAL = Recipe(
     intensity=Intensity("zscore-positive", ddof=0),
     pad_value=0.0,
     interpolation="nearest",
+    diagonal=False,  # ndimage.zoom resizes the stored array: the scanner's rotation is kept
     source="MedicalNet datasets/brains18.py: ndimage.zoom order=0, z-score over voxels > 0 (numpy std); "
     "50^3 at 1 mm around the seed (FMCIB's lesion-patch grid), RAS (the release does not reorient); "
     "no N(0, 1) fill of zero voxels",

@@ -29,6 +29,8 @@ Registered as ``merlin``, ``merlin:tib`` and ``merlin-random-init``. CPU cost at
 
 from __future__ import annotations
 
+import dataclasses
+
 from lesionbench.baselines._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
 from lesionbench.benchmark.types import Intensity
 
@@ -43,7 +45,7 @@ MODEL = ZooModel(
     citation=CITATION,
     parameters=121_882_204,
     embedding_dim=2048,
-    embedding_layer="global average pool of layer4 (2048 channels; tib: L2-normalised contrastive_head, 512)",
+    embedding_layer="global average pool of layer4 (2048 channels; Merlin's ImageEmbedding output)",
     pretraining_data="15,331 abdominal CT scans with radiology reports and EHR diagnosis codes (Stanford), image-report contrastive + phenotype supervision",
     code_licence="MIT",
     weights_licence="not checked (see the Hugging Face model card)",
@@ -65,10 +67,15 @@ MODEL = ZooModel(
             size=(224, 224, 160),
             intensity=Intensity("window", -1000.0, 1000.0, 0.0, 1.0, True),
             interpolation="linear",
-            source="Merlin merlin/data/monai_transforms.py ImageTransforms: Orientation RAS, Spacing (1.5, 1.5, 3) bilinear, "
+            diagonal=False,
+            source="Merlin merlin/data/monai_transforms.py ImageTransforms: Orientation RAS, Spacing (1.5, 1.5, 3) bilinear "
+            "(MONAI defaults: align_corners=False, diagonal=False), "
             "ScaleIntensityRange(-1000, 1000 -> 0, 1, clip), SpatialPad + CenterSpatialCrop 224x224x160; here centred on the seed",
         ),
-        tib_recipe("RAS", window=(-1000.0, 1000.0), embedding_dim=512),
+        dataclasses.replace(
+            tib_recipe("RAS", window=(-1000.0, 1000.0), embedding_dim=512),
+            embedding_layer="contrastive_head on the layer4 global average pool, L2-normalised (512; Merlin()(image, text)[0])",
+        ),
     ),
     notes="tib recipe not parity-tested: TIB's MerlinExtractor constructs merlin.models.Merlin(), which downloads.",
 )

@@ -67,6 +67,7 @@ MODEL = ZooModel(
             pad_value=0.0,
             pad_before_intensity=True,
             interpolation="linear",
+            diagonal=False,  # tio.Resample keeps the scanner's rotation, tio.ToCanonical only flips/permutes axes
             source="SAM-Med3D utils/infer_utils.py: tio.Resample(1.5), tio.ToCanonical, tio.CropOrPad(128) (0 padding), "
             "tio.ZNormalization(masking_method=x > 0); here the crop is centred on the seed",
         ),

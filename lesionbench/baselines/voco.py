@@ -61,7 +61,9 @@ OFFICIAL = Recipe(
     size=(64, 64, 64),
     intensity=Intensity("window", -175.0, 250.0, 0.0, 1.0, True),
     interpolation="linear",
-    source="Large-Scale-Medical Self-supervised/utils/data_trans.py: Orientation RAS, Spacing 1.5 mm bilinear, "
+    diagonal=False,
+    source="Large-Scale-Medical Self-supervised/utils/data_trans.py: Orientation RAS, Spacing 1.5 mm bilinear (MONAI defaults: "
+    "align_corners=False, diagonal=False), "
     "ScaleIntensityRange(-175, 250 -> 0, 1, clip); roi 64 (voco_train.py); here one 64^3 crop centred on the seed",
 )
 

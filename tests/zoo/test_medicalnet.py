@@ -13,7 +13,7 @@ from _layouts import audit_roundtrip, shrink
 from lesionbench.baselines._medicalnet_net import MedicalNetResNet
 from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError
 from lesionbench.benchmark.features import load_patches
-from lesionbench.benchmark.plugins import get_encoder
+from lesionbench.benchmark.plugins import ENCODERS, get_encoder
 from lesionbench.benchmark.testing import check_encoder
 
 
@@ -70,9 +70,12 @@ def test_recipe_card_and_no_tib_variant():
     p = enc.meta.patch
     assert (p.size, p.spacing_mm, p.orientation, p.interpolation) == ((50, 50, 50), (1.0, 1.0, 1.0), "RAS", "nearest")
     assert (p.intensity.kind, p.intensity.ddof) == ("zscore-positive", 0)
+    assert not p.diagonal  # ndimage.zoom of the stored array keeps the scanner's rotation
     card = dict(enc.meta.card)
     assert card["embedding"].startswith("512-d") and card["non_commercial"] == "no"
+    assert card["parameters"] == f"{sum(t.numel() for t in enc.network.parameters()):,}"
     assert get_encoder("medicalnet-r50-random-init", device="cpu").meta.feature_dim == 2048
+    assert "medicalnet-r10:tib" not in ENCODERS.names()  # TIB wraps no MedicalNet model
     with pytest.raises((ConfigurationError, UnknownNameError), match="tib"):
         get_encoder("medicalnet-r10-random-init", recipe="tib", device="cpu")
 

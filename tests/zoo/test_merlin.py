@@ -60,8 +60,10 @@ def test_recipes_heads_and_cards():
     assert (p.intensity.a_min, p.intensity.a_max) == (-1000.0, 1000.0)
     assert (t.size, t.spacing_mm, t.orientation) == ((48, 48, 48), (1.0, 1.0, 1.0), "RAS") and (t.intensity.a_min, t.intensity.a_max) == (-1000.0, 1000.0)
     assert (MODEL.feature_dim("official"), MODEL.feature_dim("tib")) == (2048, 512)
+    assert (p.diagonal, t.diagonal) == (False, True)  # Merlin's Spacingd keeps the scanner's rotation; TIB's does not
     tib = get_encoder("merlin-random-init", recipe="tib", device="cpu")
     assert tib.meta.name == "merlin-random-init:tib" and tib.meta.feature_dim == 512
+    assert dict(tib.meta.card)["parameters"] == f"{sum(t.numel() for t in tib.network.parameters()):,}"
     z = shrink(tib, 16).encode(np.random.default_rng(0).uniform(0, 1, (2, 1, 16, 16, 16)).astype(np.float32))
     np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)  # TIB's output is L2-normalised
 

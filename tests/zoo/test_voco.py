@@ -95,8 +95,10 @@ def test_recipes_names_and_cards():
     assert (p.intensity.a_min, p.intensity.a_max, p.intensity.clip) == (-175.0, 250.0, True)
     assert (t.size, t.spacing_mm, t.orientation, t.interpolation) == ((64, 64, 64), (1.0, 1.0, 1.0), "RAS", "linear-align-corners")
     assert (t.intensity.a_min, t.intensity.a_max) == (-1024.0, 2048.0)
+    assert (p.diagonal, t.diagonal) == (False, True)  # VoCo's Spacingd keeps the scanner's rotation; TIB's does not
     assert official.meta.fingerprint() != tib.meta.fingerprint()
     assert official.meta.feature_dim == 768 and dict(official.meta.card)["embedding"].startswith("768-d")
+    assert dict(official.meta.card)["parameters"] == f"{sum(t.numel() for t in official.network.parameters()):,}"
 
 
 def test_sides_not_divisible_by_32_are_refused():
