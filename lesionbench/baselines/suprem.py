@@ -61,6 +61,7 @@ MODEL = ZooModel(
             size=(96, 96, 96),
             intensity=Intensity("window", -175.0, 250.0, 0.0, 1.0, True),
             interpolation="linear",
+            diagonal=False,  # MONAI Spacingd's default: the scanner's rotation is kept, as in SuPreM's own chain
             source="SuPreM supervised_pretraining/train.py defaults (a_min -175, a_max 250, space 1.5, roi 96) and "
             "dataloader_bdmap.py (Orientationd RAS, Spacingd bilinear, ScaleIntensityRanged clip, SpatialPadd constant)",
         ),

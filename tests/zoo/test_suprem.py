@@ -99,8 +99,8 @@ np.save(out, np.asarray(img[0])[c[0] - 48 : c[0] + 48, c[1] - 48 : c[1] + 48, c[
 @pytest.mark.slow
 def test_official_patch_matches_suprems_monai_transforms(tmp_path):
     """Axis-aligned anisotropic scan: the crop-first patch is SuPreM's whole-volume MONAI chain, cropped.
-    (On an oblique scan MONAI's Spacingd keeps the oblique grid (diagonal=False); the harness resamples onto
-    the world-aligned grid, as TIB does.)"""
+    (The official recipe keeps an oblique scan's grid as MONAI's Spacingd does, diagonal=False; the
+    chain itself is pinned against MONAI on oblique volumes in tests/zoo/test_zoo_infra.py.)"""
     require_tib()  # its venv has MONAI 1.4 with ITK
     vol = np.random.default_rng(1).normal(0, 150, (120, 190, 200)).astype(np.int16)
     image = sitk.GetImageFromArray(vol)
