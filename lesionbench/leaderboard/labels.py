@@ -34,12 +34,18 @@ UNIT_WORDS = {"patient": "patients", "lesion": "lesions"}
 PROBE_WORDS = {"linear": "linear probe", "knn": "k-NN probe"}
 
 
+#: Protocols of published rows that lesionbench does not run (their rows are listed apart, never ranked).
+OTHER_PROTOCOLS = {"tib-knn-pooled-resplits": "k-NN on pooled, re-shuffled splits (TumorImagingBench)"}
+
+
 def protocol_label(key: str, shots_per: str = "") -> str:
     """A section's protocol in words: ``linear`` -> "linear probe", ``k-shot-knn`` -> "k-shot, k-NN probe
     (k labelled lesions per class)", ``finetune-linear`` -> "fine-tuned, linear probe"; unknown keys as they are."""
     key = str(key)
     if key in PROBE_WORDS:
         return PROBE_WORDS[key]
+    if key in OTHER_PROTOCOLS:
+        return OTHER_PROTOCOLS[key]
     for prefix, words in (("k-shot-", "k-shot"), ("finetune-", "fine-tuned")):
         if key.startswith(prefix) and key[len(prefix) :] in PROBE_WORDS:
             text = f"{words}, {PROBE_WORDS[key[len(prefix):]]}"

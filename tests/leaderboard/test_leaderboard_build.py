@@ -16,6 +16,7 @@ from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.types import TaskKind
 from lesionbench.leaderboard import _stats, build_leaderboard
 from lesionbench.leaderboard.collect import collect_results
+from lesionbench.leaderboard.published import TIB_PROTOCOL
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,10 @@ def test_published_rows_are_reference_only_and_mapped_to_real_tasks(built: tuple
     assert fm["source"] == "Pai et al. 2024"
     assert all("[published]" not in e["encoder"] and "FMCIB" not in e["encoder"] for e in luna["entries"])
     assert _task(doc, MULTI.name)["reference"] == [] and _task(doc, SURV.name)["reference"] == []
-    assert {r["name"] for r in doc["reference_only"]} == {"deeplesion_site", "lung1_survival", "radio_survival"}
+    apart = {r["name"]: r["reference"] for r in doc["reference_only"]}
+    assert set(apart) == {"deeplesion_site", "lung1_survival", "radio_survival", BINARY.name}
+    # the measured task's only rows listed apart are TumorImagingBench's: another protocol, never in a ranked section
+    assert apart[BINARY.name] and all(r["protocol"] == TIB_PROTOCOL for r in apart[BINARY.name])
     lung1 = next(r for r in doc["reference_only"] if r["name"] == "lung1_survival")["reference"]
     assert any(r["metrics"].get("auc_2y", {}).get("value") == 0.638 for r in lung1)
 
