@@ -1,0 +1,174 @@
+"""Scale-out on Dask: a real ``distributed.LocalCluster`` of 2 worker processes gives the local path's
+features and result.json; a worker killed mid-extraction and two clients sharing one cache change
+nothing; the Slurm job script carries the cluster spec."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+pytest.importorskip("dask_jobqueue")
+
+import cloudpickle  # noqa: E402
+import test_cli_run  # noqa: E402
+from test_cli_run import _ToyEncoder, _ToyTask, _write_cohort  # noqa: E402
+
+from lesionbench.benchmark.errors import ConfigurationError  # noqa: E402
+from lesionbench.benchmark.features import extract_features  # noqa: E402
+from lesionbench.benchmark.scorer import evaluate  # noqa: E402
+from lesionbench.scaleout.cluster import ClusterSpec, DaskMissingError, connect, jobqueue_cluster, read_spec, require_dask  # noqa: E402
+from lesionbench.scaleout.extract import extract_features_dask  # noqa: E402
+
+# the toy plug-ins live in a test module the workers cannot import: send them by value
+cloudpickle.register_pickle_by_value(test_cli_run)
+
+
+class _SlowToy(_ToyEncoder):
+    """The toy encoder, slow enough that a worker can be killed while it works."""
+
+    def encode(self, patches: np.ndarray) -> np.ndarray:
+        time.sleep(0.15)
+        return super().encode(patches)
+
+
+cloudpickle.register_pickle_by_value(__import__(__name__))
+
+
+@pytest.fixture(scope="module")
+def client():
+    c = connect("local:2")
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    _write_cohort(data)  # 60 patients: train, val and test splits
+    return data
+
+
+def _manifest(cohort):
+    return _ToyTask(data_dir=cohort).manifest()
+
+
+def _shards(cache):
+    return sorted(p.name for p in cache.rglob("shard-*.npz"))
+
+
+def test_extraction_and_result_json_match_the_local_path(client, cohort, tmp_path) -> None:
+    manifest = _manifest(cohort)
+    local = extract_features(manifest, _ToyEncoder(), cache_dir=tmp_path / "local", progress=False)
+    remote = extract_features_dask(manifest, _ToyEncoder(), client, cache_dir=tmp_path / "dask", progress=False)
+    np.testing.assert_array_equal(remote, local)
+    assert len(_shards(tmp_path / "dask")) == manifest["image_path"].nunique()  # one shard per image
+    # a second call finds everything in the cache: nothing is submitted, nothing written
+    again = extract_features_dask(manifest, _ToyEncoder(), client, cache_dir=tmp_path / "dask", progress=False)
+    np.testing.assert_array_equal(again, local)
+
+    opts = {"fractions": (1.0, 0.5), "seeds": (0, 1), "n_boot": 50, "progress": False}
+    task = _ToyTask(data_dir=cohort)
+    a = evaluate(task, _ToyEncoder(), out_dir=tmp_path / "res_local", cache_dir=tmp_path / "local", **opts)
+    b = evaluate(task, _ToyEncoder(), out_dir=tmp_path / "res_dask", cache_dir=tmp_path / "dask2", client=client, **opts)
+    assert [r.to_dict()["metrics"] for r in a.runs] == [r.to_dict()["metrics"] for r in b.runs]
+    rel = "toy_blobs/1/toy_stats/linear"
+    ja, jb = (json.loads((tmp_path / d / rel / "result.json").read_text()) for d in ("res_local", "res_dask"))
+    for j in (ja, jb):  # wall-clock times and the creation stamp differ between any two runs
+        j.pop("created"), j["extra"].pop("timing_s")
+        for r in j["runs"]:
+            r["params"].pop("probe_seconds")
+    assert ja == jb
+    for r in a.runs:
+        assert (tmp_path / "res_local" / rel / r.predictions_path).read_bytes() == (tmp_path / "res_dask" / rel / r.predictions_path).read_bytes()
+
+
+def test_a_worker_killed_mid_extraction_is_survived(client, cohort, tmp_path) -> None:
+    manifest = _manifest(cohort)
+    local = extract_features(manifest, _ToyEncoder(), cache_dir=tmp_path / "local", progress=False)
+    cache = tmp_path / "dask"
+    pids = client.run(os.getpid)
+    killed: list[int] = []
+
+    def kill_one_worker_once_work_started() -> None:
+        deadline = time.time() + 30
+        while time.time() < deadline and not _shards(cache):
+            time.sleep(0.02)
+        pid = next(iter(pids.values()))
+        os.kill(pid, signal.SIGKILL)  # the nanny starts a new worker; Dask reruns what the dead one held
+        killed.append(pid)
+
+    killer = threading.Thread(target=kill_one_worker_once_work_started)
+    killer.start()
+    remote = extract_features_dask(manifest, _SlowToy(), client, cache_dir=cache, progress=False)
+    killer.join()
+    assert killed and len(_shards(cache)) < manifest["image_path"].nunique() + 1
+    np.testing.assert_array_equal(remote, local)
+    assert len(_shards(cache)) == manifest["image_path"].nunique()  # nothing lost, nothing written twice
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_two_clients_writing_one_cache_at_once(client, cohort, tmp_path) -> None:
+    manifest = _manifest(cohort)
+    local = extract_features(manifest, _ToyEncoder(), cache_dir=tmp_path / "local", progress=False)
+    second = distributed.Client(client.scheduler.address)
+    try:
+        out: dict[int, np.ndarray] = {}
+        threads = [threading.Thread(target=lambda i=i, c=c: out.__setitem__(i, extract_features_dask(manifest, _SlowToy(), c, cache_dir=tmp_path / "shared", progress=False)))
+                   for i, c in enumerate((client, second))]  # fmt: skip
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        second.close()
+    np.testing.assert_array_equal(out[0], local)
+    np.testing.assert_array_equal(out[1], local)
+    assert len(_shards(tmp_path / "shared")) == manifest["image_path"].nunique()
+
+
+def test_the_slurm_job_script_carries_the_spec(tmp_path) -> None:
+    spec_file = tmp_path / "cluster.yaml"
+    spec_file.write_text("kind: slurm\ncores: 8\nmemory: 64GB\nwalltime: '04:00:00'\ngpus: 1\naccount: radiology\nqueue: gpu\njobs: 3\n")
+    spec = read_spec(spec_file)
+    assert spec.jobs == 3
+    cluster = jobqueue_cluster(spec, scheduler_options={"dashboard_address": None})
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    for line in ("#SBATCH --cpus-per-task=8", "#SBATCH --mem=60G", "#SBATCH -t 04:00:00", "#SBATCH --gres=gpu:1", "#SBATCH -A radiology", "#SBATCH -p gpu"):
+        assert line in script, script
+    assert "--resources GPU=1" in script and "--nthreads 8" in script
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"kind": "condor", "cores": 1, "memory": "1GB", "walltime": "01:00:00"}, "key 'kind'"),
+        ({"kind": "slurm", "memory": "1GB", "walltime": "01:00:00"}, "key 'cores' is required"),
+        ({"kind": "slurm", "cores": 0, "memory": "1GB", "walltime": "01:00:00"}, "key 'cores' must be a whole number"),
+        ({"kind": "slurm", "cores": 1, "memory": "lots", "walltime": "01:00:00"}, "key 'memory'"),
+        ({"kind": "slurm", "cores": 1, "memory": "1GB", "walltime": "an hour"}, "key 'walltime'"),
+        ({"kind": "slurm", "cores": 1, "memory": "1GB", "walltime": "01:00:00", "gpu": 1}, "unknown key(s) ['gpu']"),
+    ],
+)
+def test_a_bad_cluster_spec_names_its_key(spec, message) -> None:
+    with pytest.raises(ConfigurationError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+        ClusterSpec.from_dict(spec)
+
+
+def test_without_dask_one_clear_error(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)
+    with pytest.raises(DaskMissingError, match=r'pip install "lesionbench\[dask\]"'):
+        require_dask()
+    with pytest.raises(ConfigurationError, match="local:N"):
+        connect("local:", cluster_file=None) if False else connect(None)
