@@ -1,8 +1,8 @@
 """Feature extraction on Dask workers, partitioned by image, through the shared feature cache.
 
 The client reads the cache once, groups the missing lesions by image (a volume's lesions travel
-together) and submits one task per image. A worker builds the encoder once (cached per worker process,
-keyed by :meth:`EncoderMeta.fingerprint`), cuts and encodes that image's lesions with the same functions
+together) and submits one task per few consecutive images (whole images, about one batch of lesions). A worker builds the encoder once (cached per worker process,
+keyed by :meth:`EncoderMeta.fingerprint`), cuts and encodes those images' lesions with the same functions
 as the local path (:func:`~lesionbench.benchmark.features.cut_patches`, ``encode_lesions``), and writes
 one shard named by the digest of its lesion keys, atomically. A task that is retried (its worker was
 killed) or run twice writes the same name with the same content, so each shard exists once whatever
@@ -63,39 +63,59 @@ def put_once(store: F.FeatureCache, keys: Sequence[str], feats: np.ndarray) -> P
     return atomic_write(final, lambda tmp: np.savez(tmp, keys=np.asarray(list(keys), dtype=str), features=arr))
 
 
-def extract_image(path: str, records: list[dict[str, Any]], keys: list[str], *, fingerprint: str, source: Any, cache_root: str, batch_size: int) -> dict[int, str]:
-    """On a worker: encode one image's lesions and write their shard. Returns the failures (position in
-    ``records`` -> reason); the features travel through the cache, not back to the client."""
+def extract_images(items: list[tuple[str, list[dict[str, Any]], list[str]]], *, fingerprint: str, source: Any, cache_root: str, batch_size: int) -> list[dict[int, str]]:
+    """On a worker: encode the lesions of a few images (``(path, records, keys)`` each, whole images) in
+    batches of ``batch_size`` across them, and write one shard. Returns each image's failures (position
+    in its ``records`` -> reason); the features travel through the cache, not back to the client."""
     encoder = worker_encoder(fingerprint, source)
     meta: EncoderMeta = encoder.meta
     d = int(meta.feature_dim)
-    failures: dict[int, str] = {}
+    per: list[list[Any]] = []
     if hasattr(encoder, "encode_lesions"):
-        res = F._encode_image_lesions(path, records, encoder)
-        if isinstance(res, str):
-            return dict.fromkeys(range(len(records)), res)
-        per = list(res) if isinstance(res, list) else list(np.asarray(res))
+        for path, records, _ in items:
+            res = F._encode_image_lesions(path, records, encoder)
+            per.append([res] * len(records) if isinstance(res, str) else list(res) if isinstance(res, list) else list(np.asarray(res)))
     else:
-        per = list(F.cut_patches(path, records, meta.patch))
-        ok = [i for i, x in enumerate(per) if not isinstance(x, str)]
-        for start in range(0, len(ok), batch_size):
+        per = [list(F.cut_patches(path, records, meta.patch)) for path, records, _ in items]
+        ok = [(i, j) for i, xs in enumerate(per) for j, x in enumerate(xs) if not isinstance(x, str)]
+        for start in range(0, len(ok), batch_size):  # batches span images, as on the local path
             idx = ok[start : start + batch_size]
-            out = np.asarray(encoder.encode(np.stack([per[i] for i in idx])), dtype=np.float32)
+            out = np.asarray(encoder.encode(np.stack([per[i][j] for i, j in idx])), dtype=np.float32)
             if out.shape != (len(idx), d):
                 raise LesionbenchError(f"Encoder {meta.name!r} returned features of shape {out.shape}; expected ({len(idx)}, {d}).")
-            for i, f in zip(idx, out, strict=True):
-                per[i] = f
-    good: list[int] = []
-    for i, x in enumerate(per):
-        if isinstance(x, str):
-            failures[i] = x
-        elif not np.isfinite(x).all():  # never cached: a fixed encoder recomputes them
-            failures[i] = f"{F.NON_FINITE}: {int((~np.isfinite(x)).sum())} of {d} values from encoder {meta.name!r} (not cached)"
-        else:
-            good.append(i)
+            for (i, j), f in zip(idx, out, strict=True):
+                per[i][j] = f
+    failures: list[dict[int, str]] = []
+    good_keys: list[str] = []
+    good: list[np.ndarray] = []
+    for (_, _, keys), xs in zip(items, per, strict=True):
+        bad: dict[int, str] = {}
+        for j, x in enumerate(xs):
+            if isinstance(x, str):
+                bad[j] = x
+            elif not np.isfinite(x).all():  # never cached: a fixed encoder recomputes them
+                bad[j] = f"{F.NON_FINITE}: {int((~np.isfinite(x)).sum())} of {d} values from encoder {meta.name!r} (not cached)"
+            else:
+                good_keys.append(keys[j])
+                good.append(x)
+        failures.append(bad)
     if good:
-        put_once(F.FeatureCache(Path(cache_root), meta), [keys[i] for i in good], np.stack([per[i] for i in good]))
+        put_once(F.FeatureCache(Path(cache_root), meta), good_keys, np.stack(good))
     return failures
+
+
+def partition(groups: list[tuple[str, list[int]]], lesions_per_task: int) -> list[list[tuple[str, list[int]]]]:
+    """Consecutive whole images, at least ``lesions_per_task`` lesions per part (the last may hold fewer):
+    a forward pass on a full batch costs little more than on one lesion."""
+    parts: list[list[tuple[str, list[int]]]] = [[]]
+    n = 0
+    for g in groups:
+        if n >= lesions_per_task:
+            parts.append([])
+            n = 0
+        parts[-1].append(g)
+        n += len(g[1])
+    return [p for p in parts if p]
 
 
 def extract_features_dask(
@@ -141,16 +161,17 @@ def extract_features_dask(
         source = build if build is not None else client.scatter(encoder, broadcast=True, hash=False)
         bs = int(batch_size or getattr(encoder, "batch_size", 0) or 8)
         common = {"fingerprint": meta.fingerprint(), "source": source, "cache_root": str(root), "batch_size": bs}
-        futures = {
-            client.submit(extract_image, path, F._records(df, rows), [keys[r] for r in rows], key=f"extract-{meta.name}-{shard_name([keys[r] for r in rows])[6:-4]}",
-                          pure=False, **common): rows
-            for path, rows in groups
-        }  # fmt: skip
+        futures = {}
+        for part in partition(groups, bs):
+            items = [(path, F._records(df, rows), [keys[r] for r in rows]) for path, rows in part]
+            name = shard_name([k for _, _, ks in items for k in ks])[6:-4]
+            futures[client.submit(extract_images, items, key=f"extract-{meta.name}-{name}", pure=False, **common)] = part
         with tqdm(total=len(todo), desc=f"features {meta.name} (dask)", unit="lesion", disable=not progress) as bar:
             for fut in as_completed(futures):
-                rows = futures[fut]
-                failures.update({rows[i]: why for i, why in fut.result().items()})
-                bar.update(len(rows))
+                part = futures[fut]
+                for (_, rows), bad in zip(part, fut.result(), strict=True):
+                    failures.update({rows[j]: why for j, why in bad.items()})
+                    bar.update(len(rows))
         known = store.load()
     n, d = len(df), int(meta.feature_dim)
     out = np.zeros((n, d), dtype=np.float32)
@@ -170,4 +191,4 @@ def extract_features_dask(
     return out
 
 
-__all__ = ["extract_features_dask", "extract_image", "put_once", "shard_name", "worker_encoder"]
+__all__ = ["extract_features_dask", "extract_images", "partition", "put_once", "shard_name", "worker_encoder"]
