@@ -68,7 +68,7 @@ def _n_tasks(manifest) -> int:
     return -(-manifest["image_path"].nunique() // 4)
 
 
-def test_extraction_and_result_json_match_the_local_path(client, cohort, tmp_path) -> None:
+def test_extraction_and_result_json_match_the_local_path(client, cohort, tmp_path, monkeypatch) -> None:
     manifest = _manifest(cohort)
     local = extract_features(manifest, _ToyEncoder(), cache_dir=tmp_path / "local", progress=False)
     remote = extract_features_dask(manifest, _ToyEncoder(), client, cache_dir=tmp_path / "dask", progress=False)
@@ -92,6 +92,18 @@ def test_extraction_and_result_json_match_the_local_path(client, cohort, tmp_pat
     assert ja == jb
     for r in a.runs:
         assert (tmp_path / "res_local" / rel / r.predictions_path).read_bytes() == (tmp_path / "res_dask" / rel / r.predictions_path).read_bytes()
+
+    # a client killed after 3 of its 4 runs: the re-run resumes the 3 saved runs and submits only the 4th
+    import lesionbench.scaleout.sweep as dask_sweep
+
+    submitted: list[int] = []
+    real = dask_sweep.score_runs_dask
+    monkeypatch.setattr(dask_sweep, "score_runs_dask", lambda client, plan, provider, rdir, todo, fn: submitted.append(len(todo)) or real(client, plan, provider, rdir, todo, fn))
+    (tmp_path / "res_dask" / rel / "result.json").unlink()
+    next((tmp_path / "res_dask" / rel / "runs").glob("*.json")).unlink()
+    c = evaluate(task, _ToyEncoder(), out_dir=tmp_path / "res_dask", cache_dir=tmp_path / "dask2", client=client, **opts)
+    assert submitted == [1]
+    assert [r.to_dict()["metrics"] for r in c.runs] == [r.to_dict()["metrics"] for r in a.runs]
 
 
 def test_a_worker_killed_mid_extraction_is_survived(client, cohort, tmp_path) -> None:
@@ -143,7 +155,7 @@ def test_the_slurm_job_script_carries_the_spec(tmp_path) -> None:
     spec_file.write_text("kind: slurm\ncores: 8\nmemory: 64GB\nwalltime: '04:00:00'\ngpus: 1\naccount: radiology\nqueue: gpu\njobs: 3\n")
     spec = read_spec(spec_file)
     assert spec.jobs == 3
-    cluster = jobqueue_cluster(spec, scheduler_options={"dashboard_address": None})
+    cluster = jobqueue_cluster(spec, scheduler_options={"dashboard_address": ":0"})
     try:
         script = cluster.job_script()
     finally:

@@ -178,8 +178,8 @@ def connect(address: str | None = None, *, cluster_file: Path | None = None) -> 
         if n < 1:
             raise ConfigurationError(f"--dask {address}: a local cluster needs at least 1 worker (local:2).")
         # one thread per worker: encoders and probe fits use their own threads; processes, not threads, share work
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-        logger.info("Dask: local cluster of %d worker processes", n)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")
+        logger.info("Dask: local cluster of %d worker processes; dashboard %s", n, cluster.dashboard_link)
         return _owning(Client(cluster), cluster)
     if address.startswith("local"):
         raise ConfigurationError(f"--dask {address!r}: write local:N with N worker processes, e.g. local:2.")
