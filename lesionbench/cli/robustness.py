@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+from lesionbench.cli._common import add_cache_dir, add_data_dir, add_encoder_options, add_results_dir, add_tracking_options
+
 
 def add_robustness(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,9 +21,8 @@ def add_robustness(sub: argparse._SubParsersAction) -> None:
         "Writes <out>/<task>/<version>/<encoder>/robustness.json and one MLflow run.",
     )
     p.add_argument("--task", help="task name (see `lesionbench tasks list`); leave out with --retest-manifest for feature stability only")
-    p.add_argument("--encoder", required=True, help="encoder name")
-    p.add_argument("--weights", type=Path, help="encoder weights file (encoders that take one)")
-    p.add_argument("--data-dir", type=Path, help="the task's data folder (default: $LESIONBENCH_DATA/<task>)")
+    add_encoder_options(p, variants=False)
+    add_data_dir(p)
     p.add_argument("--perturb", default="shift,rotate,spacing,noise",
                    help="comma-separated perturbations: shift, rotate, spacing, noise, retest (default: the first four)")  # fmt: skip
     p.add_argument("--retest-manifest", type=Path, help="second scans in the RIDER layout (lesion_id, patient_id, scan=test/retest, image_path, coordX/Y/Z)")
@@ -33,11 +34,9 @@ def add_robustness(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the perturbation draws and the bootstrap (default: 0)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: 1000)")
     p.add_argument("--bootstrap-unit", choices=["patient", "lesion"], default="patient", help="resample patients (default) or lesions")
-    p.add_argument("--out", type=Path, default=Path("lesionbench-results"), help="results folder (default: ./lesionbench-results)")
-    p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: $LESIONBENCH_CACHE/features)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    p.add_argument("--experiment", default="lesionbench", help="MLflow experiment name (default: lesionbench)")
-    p.add_argument("--no-mlflow", action="store_true", help="write the local result only")
+    add_results_dir(p)
+    add_cache_dir(p)
+    add_tracking_options(p, local="write the local result only")
     p.set_defaults(func=cmd_robustness)
 
 

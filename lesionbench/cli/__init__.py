@@ -1,0 +1,119 @@
+"""The ``lesionbench`` command line.
+
+One module per command (or family of commands): ``add_<name>(subparsers)`` declares its arguments and
+``cmd_<name>(args) -> int`` runs it. Flags that several commands share are declared once in
+:mod:`lesionbench.cli._common` and added by the commands that take them. A new command is one module plus
+one entry in :data:`COMMANDS` (the order of ``lesionbench --help``). Library errors
+(:class:`LesionbenchError`) are printed as one clear message with exit code 2; anything else is a bug and
+keeps its traceback. Command modules import their heavy dependencies inside ``cmd_<name>``, so that
+``import lesionbench.cli`` and ``--help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from lesionbench import __version__
+from lesionbench.benchmark.errors import LesionbenchError
+from lesionbench.cli._common import finite_number, summary_table, whole_number
+from lesionbench.cli.compare import add_compare
+from lesionbench.cli.demo import add_demo
+from lesionbench.cli.encoders import add_encoders
+from lesionbench.cli.extract import add_extract
+from lesionbench.cli.leaderboard import add_leaderboard
+from lesionbench.cli.prepare import add_download, add_prepare
+from lesionbench.cli.robustness import add_robustness
+from lesionbench.cli.run import add_run
+from lesionbench.cli.submit import add_select, add_submit
+from lesionbench.cli.synth import add_synth
+from lesionbench.cli.tasks import add_tasks
+from lesionbench.cli.validate import add_validate
+
+__all__ = ["COMMANDS", "build_parser", "console", "finite_number", "main", "summary_table", "whole_number"]
+
+# MLflow phones home on first use unless told not to; lesionbench never wants that by default.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow's HTTP defaults (7 retries, exponential backoff) wait minutes on an unreachable --tracking-uri
+# after the local result is already written; a few seconds is enough to say so (override: set them).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+#: The sub-commands, in the order ``lesionbench --help`` lists them.
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    add_demo,
+    add_tasks,
+    add_encoders,
+    add_validate,
+    add_prepare,
+    add_run,
+    add_compare,
+    add_robustness,
+    add_synth,
+    add_download,
+    add_extract,
+    add_leaderboard,
+    add_submit,
+    add_select,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lesionbench",
+        description="Benchmark 3D CT foundation models on cancer-imaging biomarker tasks.",
+    )
+    parser.add_argument("--version", action="version", version=f"lesionbench {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def _quiet_third_party(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not record.name.startswith(("radiomics", "pykwalify"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (2, message printed), --help and --version (0): an exit code like the rest
+        return exc.code if isinstance(exc.code, int) else 2
+    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:
+        # PyRadiomics logs a line per lesion at INFO (and resets its logger's level on import); with the
+        # progress bar that buries the one error message, so the console handler drops those below WARNING
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_third_party)
+    try:
+        return int(args.func(args) or 0)
+    except LesionbenchError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted: finished work is kept (caches and logged runs); re-run to resume.\n")
+        return 130
+
+
+def console() -> None:
+    """The ``lesionbench`` command: :func:`main`, then a quick exit.
+
+    Every result is written and closed by then; ``gc.freeze()`` only spares the interpreter's shutdown the
+    garbage-collector passes over torch's and pandas' module objects (~0.2 s of every command)."""
+    import gc
+
+    rc = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    gc.freeze()
+    raise SystemExit(rc)
+

@@ -1,0 +1,3 @@
+from lesionbench.cli import console
+
+console()

@@ -1,0 +1,178 @@
+"""What several commands share: the number types, the option groups and the summary table.
+
+A flag that more than one command takes is declared here once; a command module calls the group at the
+place its flags should appear in ``--help``. Where commands word a shared flag differently, the group takes
+the help text as a keyword and the most common wording is the default. Nothing here imports torch, numpy or
+pandas at module level: ``import lesionbench.cli`` stays cheap (``python -X importtime``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# ------------------------------------------------------------------------------ argument types
+#: Whole numbers beyond this are out of range everywhere (numpy's int64; no count or seed needs more).
+_MAX_WHOLE = 2**63 - 1
+
+
+def whole_number(minimum: int | None = 0) -> Callable[[str], int]:
+    """argparse type: a whole number >= ``minimum`` (None: any; ``1e3`` is accepted as 1000). Every command's
+    counts, seeds, workers and sizes use it, so a negative ``--n-boot`` or a ``1e400`` is refused at parse
+    time with exit code 2 and a message saying which (not a number / not whole / out of range / too small)."""
+    wanted = "a whole number" + (f" >= {minimum}" if minimum is not None else "")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                number = float(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r} is not a number; give {wanted}") from None
+            if not math.isfinite(number) or abs(number) > _MAX_WHOLE:
+                raise argparse.ArgumentTypeError(f"{text!r} is out of range (not a finite number); give {wanted}") from None
+            if not number.is_integer():
+                raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give {wanted}") from None
+            value = int(number)
+        if abs(value) > _MAX_WHOLE:
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range (at most {_MAX_WHOLE})")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small; give {wanted}")
+        return value
+
+    parse.__name__ = wanted
+    return parse
+
+
+def finite_number(text: str) -> float:
+    """argparse type: a finite number (``1e400`` overflows to infinity: out of range, not "not a number")."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range (not a finite number)")
+    return value
+
+
+# ------------------------------------------------------------------------------- option groups
+#: `lesionbench run`'s default results folder, where compare, demo, robustness and submit look too.
+RESULTS_DIR = Path("lesionbench-results")
+TASK_HELP = "task name (see `lesionbench tasks list`)"
+
+
+def add_data_dir(p: argparse.ArgumentParser, *, help: str = "the task's data folder (default: $LESIONBENCH_DATA/<task>)") -> None:
+    p.add_argument("--data-dir", type=Path, help=help)
+
+
+def add_cache_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: $LESIONBENCH_CACHE/features)")
+
+
+def add_results_dir(p: argparse.ArgumentParser, *, flag: str = "--out", help: str = "results folder (default: ./lesionbench-results)") -> None:
+    p.add_argument(flag, type=Path, default=RESULTS_DIR, help=help)
+
+
+def add_encoder_options(
+    p: argparse.ArgumentParser,
+    *,
+    default: str | None = None,
+    help: str = "encoder name",
+    weights_help: str = "encoder weights file (encoders that take one)",
+    variants: bool = True,
+) -> None:
+    """``--encoder`` (required unless given a ``default``) and ``--weights``; with ``variants`` also the zoo's
+    ``--recipe`` and ``--random-init``, which :func:`get_encoder` reads."""
+    p.add_argument("--encoder", required=default is None, default=default, help=help)
+    p.add_argument("--weights", type=Path, help=weights_help)
+    if variants:
+        p.add_argument("--recipe", choices=("official", "tib"),
+                       help="zoo encoders: the model's own preprocessing (official, the default) or TumorImagingBench's (tib)")  # fmt: skip
+        p.add_argument("--random-init", action="store_true",
+                       help="the encoder's architecture with seeded random weights: the control for what pre-training adds")  # fmt: skip
+
+
+def get_encoder(args: argparse.Namespace, **options: Any) -> Any:
+    """The encoder of ``--encoder`` with ``--weights``, ``--recipe`` and ``--random-init``."""
+    from lesionbench.baselines._zoo_catalog import encoder_choice
+    from lesionbench.benchmark.plugins import get_encoder as registered
+
+    name, variant = encoder_choice(args.encoder, recipe=args.recipe, random_init=args.random_init, weights=args.weights)
+    return registered(name, weights=args.weights, **variant, **options)
+
+
+def add_sweep_options(p: argparse.ArgumentParser) -> None:
+    """The training sets of a sweep: ``--fractions`` x ``--seeds``."""
+    p.add_argument("--fractions", type=finite_number, nargs="+", help="training fractions (default: 1.0 0.5 0.2 0.1)")
+    p.add_argument("--seeds", type=whole_number(None), nargs="+", help="subset seeds (default: 0 1 2 3 4)")
+
+
+def add_shots_options(p: argparse.ArgumentParser) -> None:
+    """The k-shot alternative to ``--fractions``: one of ``--shots`` and ``--shots-total``."""
+    shots = p.add_mutually_exclusive_group()
+    shots.add_argument("--shots", type=whole_number(1), nargs="+", metavar="K",
+                       help="k-shot protocol: K labelled lesions per class (one per patient, nested, seeded) instead of --fractions")  # fmt: skip
+    shots.add_argument("--shots-total", type=whole_number(1), nargs="+", metavar="N", help="k-shot protocol with a total budget of N lesions over all classes")
+
+
+def add_val_option(p: argparse.ArgumentParser, *, help: str) -> None:
+    p.add_argument("--val", choices=["fraction", "full"], default="fraction", help=help)
+
+
+def add_n_boot(p: argparse.ArgumentParser, *, help: str | None = None) -> None:
+    p.add_argument("--n-boot", type=whole_number(0), default=1000, help=help)
+
+
+def add_parallel_options(
+    p: argparse.ArgumentParser, *, workers: str | None = None, jobs: str | None = None, jobs_default: int | None = 1
+) -> None:
+    """Where the heavy work runs, for the commands that do it (extract, run, demo): ``--workers`` (image reading,
+    with its help text ``workers``) and/or ``--jobs`` ((fraction, seed) fits, help ``jobs``). An option for how
+    that work is distributed across processes or machines belongs here, so every one of those commands gets it."""
+    if workers is not None:
+        p.add_argument("--workers", type=whole_number(1), default=1, help=workers)
+    if jobs is not None:
+        p.add_argument("--jobs", type=whole_number(1), default=jobs_default, help=jobs)
+
+
+def add_tracking_options(
+    p: argparse.ArgumentParser,
+    *,
+    uri_help: str = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    experiment: bool = True,
+    local: str = "write the local results only",
+) -> None:
+    """MLflow: ``--tracking-uri``, ``--experiment`` (with ``experiment``) and ``--no-mlflow`` (help ``local``)."""
+    p.add_argument("--tracking-uri", help=uri_help)
+    if experiment:
+        p.add_argument("--experiment", default="lesionbench", help="MLflow experiment name (default: lesionbench)")
+    p.add_argument("--no-mlflow", action="store_true", help=local)
+
+
+# -------------------------------------------------------------------------------------- output
+def summary_table(result: Any) -> str:
+    """Per fraction: each metric's mean +- sd across seeds, and the 95% CI of the first seed's run."""
+    from lesionbench.benchmark.protocols import protocol_dir, protocol_of
+
+    summary = result.summary()
+    metrics = list(result.runs[0].metrics) if result.runs else []
+    head = f"{result.task.name} / {result.encoder.name} / {protocol_dir(protocol_of(result), result.probe)}"
+    if result.leaked_patients:
+        head += f"   ({len(result.leaked_patients)} patients cross splits in this published split)"
+    shots = {r.fraction: r.shots for r in result.runs if r.shots}
+    lines = [head, f"{'shots' if shots else 'fraction':>8}  {'seeds':>5}  " + "  ".join(f"{m:>26}" for m in metrics)]
+    for frac, ms in summary.items():
+        n = sum(1 for r in result.runs if r.fraction == frac)
+        cells = []
+        for m in metrics:
+            mean, sd = ms[m]
+            first = next(r for r in result.runs if r.fraction == frac).metrics[m]
+            sd_text = f"{sd:.3f}" if math.isfinite(sd) else "-"  # undefined: one defined seed, or every seed drew the same subset
+            cells.append(f"{mean:.3f}±{sd_text} [{first.ci_low:.3f},{first.ci_high:.3f}]".rjust(26))
+        lines.append(f"{shots[frac] if shots else frac:>8g}  {n:>5}  " + "  ".join(cells))
+    lines.append("cells: mean±sd across seeds [95% bootstrap CI of the first seed]")
+    return "\n".join(lines) + "\n"

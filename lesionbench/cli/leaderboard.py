@@ -1,0 +1,52 @@
+"""``lesionbench leaderboard build``: the HTML page, Markdown and JSON from the logged runs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from lesionbench.cli._common import add_n_boot, whole_number
+
+
+def add_leaderboard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("leaderboard", help="Build the leaderboard (HTML page, Markdown, JSON) from the logged runs.")
+    actions = p.add_subparsers(dest="leaderboard_action", metavar="ACTION")
+    actions.required = True
+    b = actions.add_parser(
+        "build",
+        help="Write index.html, leaderboard.md, leaderboard.json and its schema.",
+        description="Read results from an MLflow store (parent runs' result.json) and/or a results folder and write a "
+        "self-contained leaderboard page, Markdown and JSON. Published FMCIB numbers are shown as reference rows.",
+    )
+    b.add_argument("--tracking-uri", help="MLflow tracking URI to read runs from (default: $MLFLOW_TRACKING_URI; with neither option: ./mlflow.db if present)")
+    b.add_argument("--organiser-dir", type=Path, help="organiser store that --reveal reads the final private scores from (default: lesionbench-organiser beside --results or the sqlite MLflow store)")
+    b.add_argument("--results", type=Path, help="results folder of `lesionbench run --out` (with neither option: ./lesionbench-results if present)")
+    b.add_argument("--out", type=Path, required=True, help="output folder")
+    b.add_argument("--reveal", action="store_true", help="show the submissions' private scores (organisers only)")
+    add_n_boot(b, help="bootstrap resamples for rank intervals and paired tests (default 1000)")
+    b.add_argument("--n-perm", type=whole_number(0), default=1000, help="permutations for the paired tests (default 1000)")
+    b.add_argument("--no-published", action="store_true", help="leave out the published reference rows")
+    b.add_argument("--experiment", action="append", metavar="NAME",
+                   help="MLflow experiment to read (repeatable; default: lesionbench, the one `run` and `submit` log to)")  # fmt: skip
+    b.set_defaults(func=cmd_leaderboard_build)
+
+
+def cmd_leaderboard_build(args: argparse.Namespace) -> int:
+    from lesionbench.leaderboard import build_leaderboard
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    results = args.results
+    tracking = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    if tracking is None and results is None:
+        # What `lesionbench run` writes by default: ./mlflow.db and ./lesionbench-results.
+        tracking = "sqlite:///mlflow.db" if Path("mlflow.db").is_file() else None
+        results = Path("lesionbench-results") if Path("lesionbench-results").is_dir() else None
+    index = build_leaderboard(
+        args.out, tracking_uri=tracking, results_dir=results, reveal=args.reveal,
+        n_boot=args.n_boot, n_perm=args.n_perm, include_published=not args.no_published, organiser_dir=args.organiser_dir,
+        experiments=args.experiment,
+    )
+    sys.stdout.write(f"leaderboard written: open {index.resolve().as_uri()}\n")
+    return 0

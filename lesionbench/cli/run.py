@@ -1,0 +1,110 @@
+"""``lesionbench run``: score an encoder on a task (features, limited-label probes, bootstrap CIs, MLflow)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lesionbench.cli._common import (
+    TASK_HELP,
+    add_cache_dir,
+    add_data_dir,
+    add_encoder_options,
+    add_n_boot,
+    add_parallel_options,
+    add_results_dir,
+    add_shots_options,
+    add_sweep_options,
+    add_tracking_options,
+    add_val_option,
+    finite_number,
+    get_encoder,
+    summary_table,
+    whole_number,
+)
+
+
+def add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="Score an encoder on a task: features (cached), limited-label probes, bootstrap CIs, MLflow.",
+        description="Extract features through the cache, fit a fresh probe per (training fraction, seed), score the "
+        "test split with 95%% bootstrap CIs, write result.json + predictions + subsets under --out, and log the runs "
+        "to MLflow (default: sqlite file mlflow.db in the working directory).",
+    )
+    p.add_argument("--task", required=True, help=TASK_HELP)
+    add_encoder_options(p)
+    add_data_dir(p)
+    add_sweep_options(p)
+    p.add_argument("--probe", default="linear", help="probe: linear (default) or knn (cosine, distance-weighted k-NN, k chosen on validation)")
+    add_shots_options(p)
+    p.add_argument("--adapt", choices=["finetune"],
+                   help="finetune: train the encoder's own network end to end on each training subset (encoders with a torch_module(); "
+                   "see --ft-epochs, --ft-lr, --ft-batch-size)")  # fmt: skip
+    p.add_argument("--ft-epochs", type=whole_number(1), help="fine-tuning epochs (default 50, early stopping on validation)")
+    p.add_argument("--ft-lr", type=finite_number, help="fine-tuning learning rate (AdamW; default 1e-4)")
+    p.add_argument("--ft-batch-size", type=whole_number(2), help="fine-tuning batch size (default 16)")
+    add_n_boot(p, help="bootstrap resamples of the test set (default: 1000; 0: point estimates without CIs)")
+    p.add_argument("--bootstrap-unit", choices=["patient", "lesion"], default="patient",
+                   help="resample whole patients (default; lesions of a patient are correlated) or single lesions")  # fmt: skip
+    add_val_option(p, help="what tunes each limited-label run (C, k, threshold, Cox penalty, early stopping): 'fraction' (default) a "
+                   "validation subset with the run's training fraction (k-shot: as many shots from the validation split); "
+                   "'full' the whole validation split (the paper's protocol)")  # fmt: skip
+    add_results_dir(p)
+    add_cache_dir(p)
+    add_parallel_options(p, workers="parallel processes for reading images",
+                         jobs="(fraction, seed) runs fitted in parallel processes: probes, and a trainable encoder's training "
+                         "(default: 1; the results are the same for any number)")  # fmt: skip
+    p.add_argument("--batch-size", type=whole_number(1), help="patches per encoder call")
+    add_tracking_options(p)
+    p.add_argument("--no-resume", action="store_true",
+                   help="recompute every (fraction, seed) run; by default runs finished earlier into --out with the same "
+                   "task data, features and settings are reused (a killed sweep resumes)")  # fmt: skip
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lesionbench.benchmark.errors import ConfigurationError
+    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.scorer import evaluate, result_folder
+    from lesionbench.benchmark.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS
+
+    if args.fractions and (args.shots or args.shots_total):
+        raise ConfigurationError("--fractions and --shots/--shots-total choose the training sets two ways; give one.")
+    ft = {k: v for k, v in (("epochs", args.ft_epochs), ("lr", args.ft_lr), ("batch_size", args.ft_batch_size)) if v is not None}
+    if ft and not args.adapt:
+        raise ConfigurationError("--ft-epochs/--ft-lr/--ft-batch-size set how --adapt finetune trains; add --adapt finetune or leave them out.")
+    task = get_task(args.task, data_dir=args.data_dir)
+    encoder = get_encoder(args)
+    result = evaluate(
+        task,
+        encoder,
+        fractions=tuple(args.fractions or DEFAULT_FRACTIONS),
+        seeds=tuple(args.seeds if args.seeds is not None else DEFAULT_SEEDS),
+        probe=args.probe,
+        out_dir=args.out,
+        cache_dir=args.cache_dir,
+        n_boot=args.n_boot,
+        progress=not args.quiet,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        bootstrap_unit=args.bootstrap_unit,
+        resume=not args.no_resume,
+        jobs=args.jobs,
+        val=args.val,
+        shots=args.shots,
+        shots_total=args.shots_total,
+        adapt=args.adapt,
+        adapt_options=ft,
+    )
+    rdir = result_folder(args.out, result)
+    run_id = None
+    if not args.no_mlflow:
+        from lesionbench.benchmark.tracking import log_result, redact_uri, resolve_tracking_uri
+
+        run_id = log_result(result, rdir, tracking_uri=args.tracking_uri, experiment=args.experiment)
+        if run_id:
+            sys.stdout.write(f"MLflow: {redact_uri(resolve_tracking_uri(args.tracking_uri))} experiment {args.experiment!r}, parent run {run_id}\n")
+    sys.stdout.write(summary_table(result))
+    sys.stdout.write(f"results: {rdir}\n")
+    return 0
