@@ -189,3 +189,31 @@ def test_without_dask_one_clear_error(monkeypatch) -> None:
         require_dask()
     with pytest.raises(ConfigurationError, match="local:N"):
         connect("local:", cluster_file=None) if False else connect(None)
+
+
+def _noisy(weights=None):
+    return _ToyEncoder(noise=3.0, name="toy_noisy")
+
+
+def test_cli_run_several_encoders_on_dask_equals_the_loop(client, cohort, tmp_path, monkeypatch, capsys) -> None:
+    from lesionbench.benchmark.plugins import ENCODERS, TASKS
+    from lesionbench.cli import main
+
+    TASKS.names()
+    ENCODERS.names()
+    monkeypatch.setitem(TASKS._factories, "toy_blobs", _ToyTask)
+    monkeypatch.setitem(ENCODERS._factories, "toy_stats", _ToyEncoder)
+    monkeypatch.setitem(ENCODERS._factories, "toy_noisy", _noisy)
+    # the toys are registered in this process only: the workers get the client's encoders instead of building their own
+    monkeypatch.setattr("lesionbench.cli.run.encoder_builder", lambda args: None)
+    monkeypatch.setenv("LESIONBENCH_CACHE", str(tmp_path / "cache"))
+    common = ["-q", "run", "--task", "toy_blobs", "--data-dir", str(cohort), "--encoder", "toy_stats", "toy_noisy",
+              "--fractions", "1.0", "0.5", "--seeds", "0", "--n-boot", "20", "--no-mlflow"]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "loop")]) == 0
+    assert main([*common, "--out", str(tmp_path / "dask"), "--dask", client.scheduler.address]) == 0
+    for enc in ("toy_stats", "toy_noisy"):
+        ja, jb = (json.loads((tmp_path / d / f"toy_blobs/1/{enc}/linear/result.json").read_text()) for d in ("loop", "dask"))
+        assert [r["metrics"] for r in ja["runs"]] == [r["metrics"] for r in jb["runs"]]
+    assert capsys.readouterr().out.count("toy_blobs / toy_noisy / linear") == 2
+    assert main(["extract", "--task", "toy_blobs", "--data-dir", str(cohort), "--encoder", "toy_stats", "--dask", "local:0", "-o", str(tmp_path / "f.csv")]) == 2
+    assert "at least 1 worker" in capsys.readouterr().err
