@@ -217,3 +217,58 @@ def test_cli_run_several_encoders_on_dask_equals_the_loop(client, cohort, tmp_pa
     assert capsys.readouterr().out.count("toy_blobs / toy_noisy / linear") == 2
     assert main(["extract", "--task", "toy_blobs", "--data-dir", str(cohort), "--encoder", "toy_stats", "--dask", "local:0", "-o", str(tmp_path / "f.csv")]) == 2
     assert "at least 1 worker" in capsys.readouterr().err
+
+
+class _SlowFeatures:
+    """Frozen features that take a while per run, so a worker can be killed while runs are in flight."""
+
+    def __init__(self, X: np.ndarray):
+        self.X = X
+
+    def __call__(self, subset, train_mask, val_mask):
+        time.sleep(0.5)
+        return self.X, None
+
+
+def test_a_worker_killed_mid_sweep_is_survived(client, cohort, tmp_path) -> None:
+    from lesionbench.benchmark.linear_probe import C_GRID
+    from lesionbench.benchmark.sweep import plan_sweep, run_sweep
+
+    manifest = _manifest(cohort)
+    X = extract_features(manifest, _ToyEncoder(), cache_dir=tmp_path / "cache", progress=False)
+    plan = plan_sweep(manifest, _ToyTask.meta, fractions=(1.0, 0.5), seeds=(0, 1, 2), n_boot=20, c_grid=C_GRID)
+    emeta = _ToyEncoder().meta
+    local = run_sweep(plan, emeta, _SlowFeatures(X), rdir=tmp_path / "local", data_digest="x", progress=False)
+    client.wait_for_workers(2, timeout=60)
+    pids = client.run(os.getpid)
+    killed: list[int] = []
+
+    def kill_when_the_first_run_is_written() -> None:
+        deadline = time.time() + 30
+        while time.time() < deadline and not list((tmp_path / "dask" / "predictions").glob("*.csv")):
+            time.sleep(0.02)
+        killed.append(len(list((tmp_path / "dask" / "predictions").glob("*.csv"))))
+        os.kill(next(iter(pids.values())), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_the_first_run_is_written)
+    killer.start()
+    remote = run_sweep(plan, emeta, _SlowFeatures(X), rdir=tmp_path / "dask", data_digest="x", progress=False, client=client)
+    killer.join()
+    assert killed and killed[0] < len(plan.runs)  # killed while runs were still to do
+    assert [r.to_dict()["metrics"] for r in remote.runs] == [r.to_dict()["metrics"] for r in local.runs]
+    assert len(list((tmp_path / "dask" / "runs").glob("*.json"))) == len(plan.runs)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_trainable_runs_ask_for_a_gpu_only_where_workers_have_one() -> None:
+    from lesionbench.scaleout.sweep import workers_have_gpus
+
+    class _Info:
+        def __init__(self, resources):
+            self.resources = resources
+
+        def scheduler_info(self):
+            return {"workers": {"tcp://a": {"resources": self.resources}, "tcp://b": {"resources": {}}}}
+
+    assert workers_have_gpus(_Info({"GPU": 1}))
+    assert not workers_have_gpus(_Info({}))
