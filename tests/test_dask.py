@@ -181,14 +181,19 @@ def test_a_bad_cluster_spec_names_its_key(spec, message) -> None:
         ClusterSpec.from_dict(spec)
 
 
-def test_without_dask_one_clear_error(monkeypatch) -> None:
+def test_without_dask_one_clear_error(monkeypatch, capsys) -> None:
     import sys
 
     monkeypatch.setitem(sys.modules, "dask.distributed", None)
     with pytest.raises(DaskMissingError, match=r'pip install "lesionbench\[dask\]"'):
         require_dask()
+    from lesionbench.cli import main
+
+    # one clear error at parse time, before the task or encoder is loaded
+    assert main(["run", "--task", "nope", "--encoder", "nope", "--dask", "local:2"]) == 2
+    assert 'pip install "lesionbench[dask]"' in capsys.readouterr().err
     with pytest.raises(ConfigurationError, match="local:N"):
-        connect("local:", cluster_file=None) if False else connect(None)
+        connect(None)
 
 
 def _noisy(weights=None):
@@ -215,8 +220,12 @@ def test_cli_run_several_encoders_on_dask_equals_the_loop(client, cohort, tmp_pa
         ja, jb = (json.loads((tmp_path / d / f"toy_blobs/1/{enc}/linear/result.json").read_text()) for d in ("loop", "dask"))
         assert [r["metrics"] for r in ja["runs"]] == [r["metrics"] for r in jb["runs"]]
     assert capsys.readouterr().out.count("toy_blobs / toy_noisy / linear") == 2
-    assert main(["extract", "--task", "toy_blobs", "--data-dir", str(cohort), "--encoder", "toy_stats", "--dask", "local:0", "-o", str(tmp_path / "f.csv")]) == 2
-    assert "at least 1 worker" in capsys.readouterr().err
+    # refused at parse time, before any work
+    assert main(["extract", "--task", "toy_blobs", "--encoder", "toy_stats", "--dask", "local:0", "-o", str(tmp_path / "f.csv")]) == 2
+    assert "needs N >= 1 worker processes" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("kind: slurm\ncores: 4\nmemory: 8GB\nwalltime: 1h\n")
+    assert main(["run", "--task", "toy_blobs", "--encoder", "toy_stats", "--dask-cluster", str(tmp_path / "bad.yaml")]) == 2
+    assert "key 'walltime' is '1h'" in capsys.readouterr().err
 
 
 class _SlowFeatures:

@@ -146,12 +146,41 @@ def add_parallel_options(
 def add_dask_options(p: argparse.ArgumentParser) -> None:
     """``--dask ADDRESS|local:N`` or ``--dask-cluster FILE``: the work goes to Dask workers (docs/scale-out.md)."""
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--dask", metavar="ADDRESS|local:N",
+    g.add_argument("--dask", metavar="ADDRESS|local:N", type=dask_address,
                    help="run on Dask: a running scheduler (tcp://host:8786) or local:N, a local cluster of N worker processes "
                    '(needs pip install "lesionbench[dask]"; the feature cache must be on a filesystem every worker sees)')  # fmt: skip
-    g.add_argument("--dask-cluster", type=Path, metavar="FILE",
+    g.add_argument("--dask-cluster", type=dask_cluster_file, metavar="FILE",
                    help="run on Dask workers started as batch jobs: a dask-jobqueue spec (YAML/JSON: kind slurm|pbs|lsf|sge, cores, "
                    "memory, walltime, gpus, account, queue, jobs)")  # fmt: skip
+
+
+def dask_address(text: str) -> str:
+    """argparse type of ``--dask``: Dask is installed and ``local:N`` has N >= 1 (checked before any work)."""
+    import re
+
+    from lesionbench.scaleout.cluster import DaskMissingError, require_dask
+
+    try:
+        require_dask()
+    except DaskMissingError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    m = re.fullmatch(r"local(:(\d+))?", text.strip())
+    if m and (m.group(2) is None or int(m.group(2)) < 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: a local cluster needs N >= 1 worker processes, e.g. local:2")
+    return text.strip()
+
+
+def dask_cluster_file(text: str) -> Path:
+    """argparse type of ``--dask-cluster``: Dask and dask-jobqueue are installed and the spec file is valid."""
+    from lesionbench.benchmark.errors import LesionbenchError
+    from lesionbench.scaleout.cluster import read_spec, require_dask
+
+    try:
+        require_dask()
+        read_spec(Path(text))
+    except LesionbenchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return Path(text)
 
 
 @contextlib.contextmanager
