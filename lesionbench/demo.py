@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lesionbench.benchmark.errors import LesionbenchError, WeightsError
 
@@ -55,9 +56,11 @@ def run_demo(
     progress: bool = True,
     jobs: int = 1,
     val: str = "fraction",
+    client: Any = None,
 ) -> DemoReport:
     """Run the demo end to end and return a :class:`DemoReport` (``jobs``: (fraction, seed) runs fitted
-    in parallel processes; the numbers do not depend on it; ``val``: see :func:`lesionbench.benchmark.scorer.evaluate`)."""
+    in parallel processes; the numbers do not depend on it; ``val``: see :func:`lesionbench.benchmark.scorer.evaluate`;
+    ``client``: a Dask client whose workers extract and fit, see :mod:`lesionbench.scaleout`)."""
     from lesionbench.benchmark import scorer, tracking
     from lesionbench.benchmark.paths import data_root
     from lesionbench.benchmark.plugins import ENCODERS, get_encoder, get_task
@@ -107,7 +110,7 @@ def run_demo(
             task = get_task(task_name, data_dir=root / task_name)
             t1 = time.perf_counter()
             try:
-                result = scorer.evaluate(task, encoder, out_dir=out_dir, progress=progress, **sweep)
+                result = scorer.evaluate(task, encoder, out_dir=out_dir, progress=progress, client=client, **sweep)
             except LesionbenchError as exc:
                 report.skipped[f"{enc_name}/{task_name}"] = str(exc)
                 # the reason is reported once, at the end (report.skipped), not also here

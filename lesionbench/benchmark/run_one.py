@@ -87,9 +87,17 @@ def fit_labels(manifest: pd.DataFrame, kind: TaskKind) -> np.ndarray:
     return manifest["label"].to_numpy(float)
 
 
-def score_runs(plan: SweepPlan, provider: FeatureProvider, rdir: Path, todo: list[tuple[int, PlannedRun]], jobs: int) -> Iterator[tuple[int, SubsetResult, int, dict[str, float]]]:
+def score_runs(
+    plan: SweepPlan, provider: FeatureProvider, rdir: Path, todo: list[tuple[int, PlannedRun]], jobs: int, *, client: Any = None
+) -> Iterator[tuple[int, SubsetResult, int, dict[str, float]]]:
     """(slot, run, feature_dim, seconds per stage) of each run in ``todo``: in order in this process, or
-    as they finish in ``jobs`` worker processes (joblib/loky; large arrays are shared by memory map)."""
+    as they finish in ``jobs`` worker processes (joblib/loky; large arrays are shared by memory map), or
+    on a Dask ``client``'s workers (:func:`lesionbench.scaleout.sweep.score_runs_dask`)."""
+    if client is not None and todo:
+        from lesionbench.scaleout.sweep import score_runs_dask
+
+        yield from score_runs_dask(client, plan, provider, rdir, todo, _score_one_slot)
+        return
     if jobs <= 1 or len(todo) <= 1:
         yield from (_score_one_slot(plan, provider, rdir, *job) for job in todo)
         return

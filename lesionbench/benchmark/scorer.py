@@ -138,6 +138,8 @@ def evaluate(
     shots_total: Sequence[int] | None = None,
     adapt: str | None = None,
     adapt_options: dict[str, Any] | None = None,
+    client: Any = None,
+    build: Any = None,
 ) -> TaskResult:
     """Score ``encoder`` on ``task`` over every (fraction, seed); write and return the :class:`TaskResult`.
 
@@ -158,6 +160,9 @@ def evaluate(
     fractions, tuned on as many shots from the validation split (``val="full"``: the whole split).
     ``adapt="finetune"``: fine-tune the encoder's own network on each training subset
     (:func:`lesionbench.baselines.finetune.finetune`, ``adapt_options`` its training options).
+    ``client``: a Dask client (:func:`lesionbench.scaleout.cluster.connect`): features are extracted on its
+    workers image by image (``build``: a picklable callable that builds the encoder there, else the encoder
+    is sent) and every run is a task of its own; the numbers are the same as without it.
     """
     meta: TaskMeta = task.meta
     shot_counts, shots_per = _shots(shots, shots_total)
@@ -173,11 +178,16 @@ def evaluate(
     trainable = callable(getattr(encoder, "fit", None))
     if not trainable:
         if features is None:
-            from lesionbench.benchmark.features import extract_features
+            if client is not None:
+                from lesionbench.scaleout.extract import extract_features_dask
 
-            features = extract_features(manifest, encoder, cache_dir=cache_dir, batch_size=batch_size, workers=workers, progress=progress)
+                features = extract_features_dask(manifest, encoder, client, cache_dir=cache_dir, build=build, batch_size=batch_size, progress=progress)
+            else:
+                from lesionbench.benchmark.features import extract_features
+
+                features = extract_features(manifest, encoder, cache_dir=cache_dir, batch_size=batch_size, workers=workers, progress=progress)
         return _execute(plan, emeta, FrozenFeatures(_checked_features(features, manifest)), out_dir=out_dir, data_digest=array_digest(np.asarray(features)),
-                        progress=progress, resume=resume, jobs=jobs)  # fmt: skip
+                        progress=progress, resume=resume, jobs=jobs, client=client)  # fmt: skip
 
     if jobs > 1 and str(getattr(encoder, "device", "cpu")).startswith("cuda"):
         # parallel trainings would share (and could exhaust) one GPU's memory; one at a time is what a GPU is fast at
@@ -192,7 +202,7 @@ def evaluate(
     # a head sized from the task, not from whichever classes the (small) subset happens to hold
     head_classes = plan.n_classes if meta.kind == TaskKind.MULTICLASS else 2
     provider = TrainedFeatures(encoder, np.asarray(patches), fit_labels(manifest, meta.kind), head_classes)
-    return _execute(plan, emeta, provider, out_dir=out_dir, data_digest=array_digest(patches), progress=progress, resume=resume, jobs=jobs)
+    return _execute(plan, emeta, provider, out_dir=out_dir, data_digest=array_digest(patches), progress=progress, resume=resume, jobs=jobs, client=client)
 
 
 def evaluate_features(
@@ -233,11 +243,13 @@ def _checked_features(X: Any, manifest: pd.DataFrame) -> np.ndarray:
     return X
 
 
-def _execute(plan: SweepPlan, emeta: EncoderMeta, provider: FeatureProvider, *, out_dir: Path, data_digest: str, progress: bool, resume: bool, jobs: int) -> TaskResult:
+def _execute(
+    plan: SweepPlan, emeta: EncoderMeta, provider: FeatureProvider, *, out_dir: Path, data_digest: str, progress: bool, resume: bool, jobs: int, client: Any = None
+) -> TaskResult:
     """Run the plan into its result folder and write ``result.json``."""
     rdir = result_dir(out_dir, plan.meta.name, plan.meta.version, emeta.name, protocol_dir(plan.protocol, plan.probe))
     _check_same_checkpoint(rdir, emeta)
-    result = run_sweep(plan, emeta, provider, rdir=rdir, data_digest=data_digest, progress=progress, resume=resume, jobs=jobs)
+    result = run_sweep(plan, emeta, provider, rdir=rdir, data_digest=data_digest, progress=progress, resume=resume, jobs=jobs, client=client)
     write_result(result, rdir)
     logger.info("wrote %s (%d runs)", rdir / RESULT_FILE, len(result.runs))
     return result

@@ -279,8 +279,9 @@ def run_sweep(
     progress: bool = True,
     resume: bool = False,
     jobs: int = 1,
+    client: Any = None,
 ) -> TaskResult:
-    """Execute ``plan``. Each finished run is saved under ``runs/`` with a key made of ``data_digest`` (of the
+    """Execute ``plan`` (``client``: a Dask client whose workers fit the runs, each its own task). Each finished run is saved under ``runs/`` with a key made of ``data_digest`` (of the
     features or patches) and everything else it depends on; ``resume`` reuses saved runs of the same key.
     Returns the :class:`TaskResult` (the caller writes ``result.json``)."""
     timer = Timer()
@@ -309,7 +310,7 @@ def run_sweep(
     bar = tqdm(total=len(slots), initial=resumed, desc=f"{meta.name} / {emeta.name}", disable=not progress, unit="run")
     names = {slot: run.subset.name for slot, run in todo}
     main = plan.metric_names[0]
-    for slot, result, n_feat_run, seconds in score_runs(plan, provider, rdir, todo, jobs):
+    for slot, result, n_feat_run, seconds in score_runs(plan, provider, rdir, todo, jobs, client=client):
         slots[slot] = result
         n_feat = n_feat_run
         save_finished(rdir, names[slot], key, result, n_feat)

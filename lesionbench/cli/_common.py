@@ -9,8 +9,10 @@ pandas at module level: ``import lesionbench.cli`` stays cheap (``python -X impo
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +84,13 @@ def add_encoder_options(
     *,
     default: str | None = None,
     help: str = "encoder name",
+    several: bool = False,
     weights_help: str = "encoder weights file (encoders that take one)",
     variants: bool = True,
 ) -> None:
-    """``--encoder`` (required unless given a ``default``) and ``--weights``; with ``variants`` also the zoo's
+    """``--encoder`` (required unless given a ``default``; ``several``: one or more) and ``--weights``; with ``variants`` also the zoo's
     ``--recipe`` and ``--random-init``, which :func:`get_encoder` reads."""
-    p.add_argument("--encoder", required=default is None, default=default, help=help)
+    p.add_argument("--encoder", required=default is None, default=default, help=help, nargs="+" if several else None)
     p.add_argument("--weights", type=Path, help=weights_help)
     if variants:
         p.add_argument("--recipe", choices=("official", "tib"),
@@ -137,6 +140,72 @@ def add_parallel_options(
         p.add_argument("--workers", type=whole_number(1), default=1, help=workers)
     if jobs is not None:
         p.add_argument("--jobs", type=whole_number(1), default=jobs_default, help=jobs)
+    add_dask_options(p)
+
+
+def add_dask_options(p: argparse.ArgumentParser) -> None:
+    """``--dask ADDRESS|local:N`` or ``--dask-cluster FILE``: the work goes to Dask workers (docs/scale-out.md)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--dask", metavar="ADDRESS|local:N", type=dask_address,
+                   help="run on Dask: a running scheduler (tcp://host:8786) or local:N, a local cluster of N worker processes "
+                   '(needs pip install "lesionbench[dask]"; the feature cache must be on a filesystem every worker sees)')  # fmt: skip
+    g.add_argument("--dask-cluster", type=dask_cluster_file, metavar="FILE",
+                   help="run on Dask workers started as batch jobs: a dask-jobqueue spec (YAML/JSON: kind slurm|pbs|lsf|sge, cores, "
+                   "memory, walltime, gpus, account, queue, jobs)")  # fmt: skip
+
+
+def dask_address(text: str) -> str:
+    """argparse type of ``--dask``: Dask is installed and ``local:N`` has N >= 1 (checked before any work)."""
+    import re
+
+    from lesionbench.scaleout.cluster import DaskMissingError, require_dask
+
+    try:
+        require_dask()
+    except DaskMissingError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    m = re.fullmatch(r"local(:(\d+))?", text.strip())
+    if m and (m.group(2) is None or int(m.group(2)) < 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: a local cluster needs N >= 1 worker processes, e.g. local:2")
+    return text.strip()
+
+
+def dask_cluster_file(text: str) -> Path:
+    """argparse type of ``--dask-cluster``: Dask and dask-jobqueue are installed and the spec file is valid."""
+    from lesionbench.benchmark.errors import LesionbenchError
+    from lesionbench.scaleout.cluster import read_spec, require_dask
+
+    try:
+        require_dask()
+        read_spec(Path(text))
+    except LesionbenchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return Path(text)
+
+
+@contextlib.contextmanager
+def dask_client(args: argparse.Namespace) -> Iterator[Any]:
+    """The Dask client of ``--dask``/``--dask-cluster`` (closed, with a cluster made for it, on exit), else None."""
+    address, spec = getattr(args, "dask", None), getattr(args, "dask_cluster", None)
+    if address is None and spec is None:
+        yield None
+        return
+    from lesionbench.scaleout.cluster import connect
+
+    client = connect(address, cluster_file=spec)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def encoder_builder(args: argparse.Namespace, **options: Any) -> Any:
+    """A picklable callable that builds ``get_encoder(args, **options)``'s encoder on a Dask worker."""
+    from lesionbench.baselines._zoo_catalog import encoder_choice
+    from lesionbench.benchmark.plugins import get_encoder as registered
+
+    name, variant = encoder_choice(args.encoder, recipe=args.recipe, random_init=args.random_init, weights=args.weights)
+    return functools.partial(registered, name, weights=args.weights, **variant, **options)
 
 
 def add_tracking_options(

@@ -13,6 +13,7 @@ from lesionbench.cli._common import (
     add_sweep_options,
     add_tracking_options,
     add_val_option,
+    dask_client,
     summary_table,
     whole_number,
 )
@@ -53,21 +54,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from lesionbench.baselines._zoo_catalog import demo_random_init
 
         encoders = demo_random_init(args.encoders)
-    report = run_demo(
-        out_dir=args.out,
-        data_dir=args.data_dir,
-        tracking_uri=args.tracking_uri,
-        encoders=encoders,
-        fractions=args.fractions,
-        seeds=args.seeds,
-        weights=str(args.weights) if args.weights else None,
-        full=args.full,
-        patients=args.patients,
-        use_mlflow=not args.no_mlflow,
-        progress=not args.quiet,
-        jobs=args.jobs if args.jobs is not None else min(4, usable_cores()),
-        val=args.val,
-    )
+    with dask_client(args) as client:
+        report = run_demo(
+            client=client,
+            out_dir=args.out,
+            data_dir=args.data_dir,
+            tracking_uri=args.tracking_uri,
+            encoders=encoders,
+            fractions=args.fractions,
+            seeds=args.seeds,
+            weights=str(args.weights) if args.weights else None,
+            full=args.full,
+            patients=args.patients,
+            use_mlflow=not args.no_mlflow,
+            progress=not args.quiet,
+            jobs=args.jobs if args.jobs is not None else min(4, usable_cores()),
+            val=args.val,
+        )
     for result in report.results:
         sys.stdout.write(summary_table(result) + "\n")
     for what, why in report.skipped.items():

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from lesionbench.cli._common import add_cache_dir, add_data_dir, add_encoder_options, add_parallel_options, get_encoder, whole_number
+from lesionbench.cli._common import add_cache_dir, add_data_dir, add_encoder_options, add_parallel_options, dask_client, encoder_builder, get_encoder, whole_number
 
 logger = logging.getLogger("lesionbench")
 
@@ -61,23 +61,34 @@ def cmd_extract(args: argparse.Namespace) -> int:
     # Read the first images while the encoder is built (torch import, weights): both take seconds and
     # SimpleITK reads without holding the GIL. Up to PREFETCH_BYTES of pixels wait at start-up, one image
     # afterwards; images whose lesions turn out to be cached are dropped from the plan by extract_features.
-    images = ImagePrefetcher(lesions["image_path"].astype(str)) if args.workers <= 1 else None
+    on_dask = args.dask is not None or args.dask_cluster is not None
+    if on_dask and args.no_cache:
+        raise ConfigurationError("--dask/--dask-cluster workers hand their features over through the feature cache; leave out --no-cache.")
+    images = ImagePrefetcher(lesions["image_path"].astype(str)) if args.workers <= 1 and not on_dask else None
     failed: dict[int, str] | None = {} if args.skip_failed else None
     try:
         encoder = get_encoder(args, device=args.device, bf16=args.bf16)
         if args.batch_size and hasattr(encoder, "batch_size"):
             encoder.batch_size = args.batch_size  # patches per forward pass
-        feats = extract_features(
-            lesions,
-            encoder,
-            cache_dir=args.cache_dir,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            cache=not args.no_cache,
-            progress=not args.quiet,
-            images=images,
-            failed=failed,
-        )
+        if on_dask:
+            from lesionbench.scaleout.extract import extract_features_dask
+
+            with dask_client(args) as client:
+                build = encoder_builder(args, device=args.device, bf16=args.bf16)
+                feats = extract_features_dask(lesions, encoder, client, cache_dir=args.cache_dir, build=build, batch_size=args.batch_size,
+                                              failed=failed, progress=not args.quiet)  # fmt: skip
+        else:
+            feats = extract_features(
+                lesions,
+                encoder,
+                cache_dir=args.cache_dir,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                cache=not args.no_cache,
+                progress=not args.quiet,
+                images=images,
+                failed=failed,
+            )
     finally:
         if images is not None:
             images.close()

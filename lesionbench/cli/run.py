@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from lesionbench.cli._common import (
     TASK_HELP,
@@ -17,6 +18,8 @@ from lesionbench.cli._common import (
     add_sweep_options,
     add_tracking_options,
     add_val_option,
+    dask_client,
+    encoder_builder,
     finite_number,
     get_encoder,
     summary_table,
@@ -32,8 +35,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         "test split with 95%% bootstrap CIs, write result.json + predictions + subsets under --out, and log the runs "
         "to MLflow (default: sqlite file mlflow.db in the working directory).",
     )
-    p.add_argument("--task", required=True, help=TASK_HELP)
-    add_encoder_options(p)
+    p.add_argument("--task", required=True, nargs="+", help=TASK_HELP + "; several: every (task, encoder) pair in one call")
+    add_encoder_options(p, help="encoder name; several: each on every --task (with --dask every pair shares the workers)", several=True)
     add_data_dir(p)
     add_sweep_options(p)
     p.add_argument("--probe", default="linear", help="probe: linear (default) or knn (cosine, distance-weighted k-NN, k chosen on validation)")
@@ -66,19 +69,20 @@ def add_run(sub: argparse._SubParsersAction) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
     from lesionbench.benchmark.plugins import get_task
-    from lesionbench.benchmark.scorer import evaluate, result_folder
     from lesionbench.benchmark.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS
+    from lesionbench.scaleout.sweep import evaluate_many
 
     if args.fractions and (args.shots or args.shots_total):
         raise ConfigurationError("--fractions and --shots/--shots-total choose the training sets two ways; give one.")
     ft = {k: v for k, v in (("epochs", args.ft_epochs), ("lr", args.ft_lr), ("batch_size", args.ft_batch_size)) if v is not None}
     if ft and not args.adapt:
         raise ConfigurationError("--ft-epochs/--ft-lr/--ft-batch-size set how --adapt finetune trains; add --adapt finetune or leave them out.")
-    task = get_task(args.task, data_dir=args.data_dir)
-    encoder = get_encoder(args)
-    result = evaluate(
-        task,
-        encoder,
+    if args.data_dir is not None and len(args.task) > 1:
+        raise ConfigurationError("--data-dir names one task's folder; with several --task leave it out (each task's default folder is used).")
+    tasks = [get_task(name, data_dir=args.data_dir) for name in dict.fromkeys(args.task)]
+    one = [argparse.Namespace(**{**vars(args), "encoder": name}) for name in dict.fromkeys(args.encoder)]
+    encoders = [get_encoder(a) for a in one]
+    options: dict[str, Any] = dict(
         fractions=tuple(args.fractions or DEFAULT_FRACTIONS),
         seeds=tuple(args.seeds if args.seeds is not None else DEFAULT_SEEDS),
         probe=args.probe,
@@ -97,8 +101,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         adapt=args.adapt,
         adapt_options=ft,
     )
+    with dask_client(args) as client:
+        if client is None:  # one (task, encoder) after the other, in this process
+            results = evaluate_many(tasks, encoders, **options)
+        else:  # every pair's extraction and runs on the workers at once
+            results = evaluate_many(tasks, encoders, client=client, builds=[encoder_builder(a) for a in one], **options)
+    for result in results:
+        _report(args, result)
+    return 0
+
+
+def _report(args: argparse.Namespace, result: Any) -> None:
+    """MLflow logging, the summary table and the results folder of one (task, encoder)."""
+    from lesionbench.benchmark.scorer import result_folder
+
     rdir = result_folder(args.out, result)
-    run_id = None
     if not args.no_mlflow:
         from lesionbench.benchmark.tracking import log_result, redact_uri, resolve_tracking_uri
 
@@ -107,4 +124,3 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stdout.write(f"MLflow: {redact_uri(resolve_tracking_uri(args.tracking_uri))} experiment {args.experiment!r}, parent run {run_id}\n")
     sys.stdout.write(summary_table(result))
     sys.stdout.write(f"results: {rdir}\n")
-    return 0

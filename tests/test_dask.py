@@ -1,0 +1,283 @@
+"""Scale-out on Dask: a real ``distributed.LocalCluster`` of 2 worker processes gives the local path's
+features and result.json; a worker killed mid-extraction and two clients sharing one cache change
+nothing; the Slurm job script carries the cluster spec."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+pytest.importorskip("dask_jobqueue")
+
+import cloudpickle  # noqa: E402
+import test_cli_run  # noqa: E402
+from test_cli_run import _ToyEncoder, _ToyTask, _write_cohort  # noqa: E402
+
+from lesionbench.benchmark.errors import ConfigurationError  # noqa: E402
+from lesionbench.benchmark.features import extract_features  # noqa: E402
+from lesionbench.benchmark.scorer import evaluate  # noqa: E402
+from lesionbench.scaleout.cluster import ClusterSpec, DaskMissingError, connect, jobqueue_cluster, read_spec, require_dask  # noqa: E402
+from lesionbench.scaleout.extract import extract_features_dask  # noqa: E402
+
+# the toy plug-ins live in a test module the workers cannot import: send them by value
+cloudpickle.register_pickle_by_value(test_cli_run)
+
+
+class _SlowToy(_ToyEncoder):
+    """The toy encoder, slow enough that a worker can be killed while it works."""
+
+    def encode(self, patches: np.ndarray) -> np.ndarray:
+        time.sleep(0.4)
+        return super().encode(patches)
+
+
+cloudpickle.register_pickle_by_value(__import__(__name__))
+
+
+@pytest.fixture(scope="module")
+def client():
+    c = connect("local:2")
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    _write_cohort(data)  # 60 patients: train, val and test splits
+    return data
+
+
+def _manifest(cohort):
+    return _ToyTask(data_dir=cohort).manifest()
+
+
+def _shards(cache):
+    return sorted(p.name for p in cache.rglob("shard-*.npz"))
+
+
+def _n_tasks(manifest) -> int:
+    """Tasks of whole images, one batch (8, the toy's default) of lesions each: 2 lesions per image here."""
+    return -(-manifest["image_path"].nunique() // 4)
+
+
+def test_extraction_and_result_json_match_the_local_path(client, cohort, tmp_path, monkeypatch) -> None:
+    manifest = _manifest(cohort)
+    local = extract_features(manifest, _ToyEncoder(), cache_dir=tmp_path / "local", progress=False)
+    remote = extract_features_dask(manifest, _ToyEncoder(), client, cache_dir=tmp_path / "dask", progress=False)
+    np.testing.assert_array_equal(remote, local)
+    assert len(_shards(tmp_path / "dask")) == _n_tasks(manifest)  # one shard per task
+    # a second call finds everything in the cache: nothing is submitted, nothing written
+    again = extract_features_dask(manifest, _ToyEncoder(), client, cache_dir=tmp_path / "dask", progress=False)
+    np.testing.assert_array_equal(again, local)
+
+    opts = {"fractions": (1.0, 0.5), "seeds": (0, 1), "n_boot": 50, "progress": False}
+    task = _ToyTask(data_dir=cohort)
+    a = evaluate(task, _ToyEncoder(), out_dir=tmp_path / "res_local", cache_dir=tmp_path / "local", **opts)
+    b = evaluate(task, _ToyEncoder(), out_dir=tmp_path / "res_dask", cache_dir=tmp_path / "dask2", client=client, **opts)
+    assert [r.to_dict()["metrics"] for r in a.runs] == [r.to_dict()["metrics"] for r in b.runs]
+    rel = "toy_blobs/1/toy_stats/linear"
+    ja, jb = (json.loads((tmp_path / d / rel / "result.json").read_text()) for d in ("res_local", "res_dask"))
+    for j in (ja, jb):  # wall-clock times and the creation stamp differ between any two runs
+        j.pop("created"), j["extra"].pop("timing_s")
+        for r in j["runs"]:
+            r["params"].pop("probe_seconds")
+    assert ja == jb
+    for r in a.runs:
+        assert (tmp_path / "res_local" / rel / r.predictions_path).read_bytes() == (tmp_path / "res_dask" / rel / r.predictions_path).read_bytes()
+
+    # a client killed after 3 of its 4 runs: the re-run resumes the 3 saved runs and submits only the 4th
+    import lesionbench.scaleout.sweep as dask_sweep
+
+    submitted: list[int] = []
+    real = dask_sweep.score_runs_dask
+    monkeypatch.setattr(dask_sweep, "score_runs_dask", lambda client, plan, provider, rdir, todo, fn: submitted.append(len(todo)) or real(client, plan, provider, rdir, todo, fn))
+    (tmp_path / "res_dask" / rel / "result.json").unlink()
+    next((tmp_path / "res_dask" / rel / "runs").glob("*.json")).unlink()
+    c = evaluate(task, _ToyEncoder(), out_dir=tmp_path / "res_dask", cache_dir=tmp_path / "dask2", client=client, **opts)
+    assert submitted == [1]
+    assert [r.to_dict()["metrics"] for r in c.runs] == [r.to_dict()["metrics"] for r in a.runs]
+
+
+def test_a_worker_killed_mid_extraction_is_survived(client, cohort, tmp_path) -> None:
+    manifest = _manifest(cohort)
+    local = extract_features(manifest, _ToyEncoder(), cache_dir=tmp_path / "local", progress=False)
+    cache = tmp_path / "dask"
+    pids = client.run(os.getpid)
+    killed: list[int] = []
+
+    def kill_one_worker_once_work_started() -> None:
+        deadline = time.time() + 30
+        while time.time() < deadline and not _shards(cache):
+            time.sleep(0.02)
+        pid = next(iter(pids.values()))
+        os.kill(pid, signal.SIGKILL)  # the nanny starts a new worker; Dask reruns what the dead one held
+        killed.append(len(_shards(cache)))
+
+    killer = threading.Thread(target=kill_one_worker_once_work_started)
+    killer.start()
+    remote = extract_features_dask(manifest, _SlowToy(), client, cache_dir=cache, progress=False)
+    killer.join()
+    assert killed and killed[0] < _n_tasks(manifest)  # killed mid-extraction
+    np.testing.assert_array_equal(remote, local)
+    assert len(_shards(cache)) == _n_tasks(manifest)  # nothing lost, nothing written twice
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_two_clients_writing_one_cache_at_once(client, cohort, tmp_path) -> None:
+    manifest = _manifest(cohort)
+    local = extract_features(manifest, _ToyEncoder(), cache_dir=tmp_path / "local", progress=False)
+    second = distributed.Client(client.scheduler.address)
+    try:
+        out: dict[int, np.ndarray] = {}
+        threads = [threading.Thread(target=lambda i=i, c=c: out.__setitem__(i, extract_features_dask(manifest, _SlowToy(), c, cache_dir=tmp_path / "shared", progress=False)))
+                   for i, c in enumerate((client, second))]  # fmt: skip
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        second.close()
+    np.testing.assert_array_equal(out[0], local)
+    np.testing.assert_array_equal(out[1], local)
+    assert len(_shards(tmp_path / "shared")) == _n_tasks(manifest)
+
+
+def test_the_slurm_job_script_carries_the_spec(tmp_path) -> None:
+    spec_file = tmp_path / "cluster.yaml"
+    spec_file.write_text("kind: slurm\ncores: 8\nmemory: 64GB\nwalltime: '04:00:00'\ngpus: 1\naccount: radiology\nqueue: gpu\njobs: 3\n")
+    spec = read_spec(spec_file)
+    assert spec.jobs == 3
+    cluster = jobqueue_cluster(spec, scheduler_options={"dashboard_address": ":0"})
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    for line in ("#SBATCH --cpus-per-task=8", "#SBATCH --mem=60G", "#SBATCH -t 04:00:00", "#SBATCH --gres=gpu:1", "#SBATCH -A radiology", "#SBATCH -p gpu"):
+        assert line in script, script
+    assert "--resources GPU=1" in script and "--nthreads 8" in script
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"kind": "condor", "cores": 1, "memory": "1GB", "walltime": "01:00:00"}, "key 'kind'"),
+        ({"kind": "slurm", "memory": "1GB", "walltime": "01:00:00"}, "key 'cores' is required"),
+        ({"kind": "slurm", "cores": 0, "memory": "1GB", "walltime": "01:00:00"}, "key 'cores' must be a whole number"),
+        ({"kind": "slurm", "cores": 1, "memory": "lots", "walltime": "01:00:00"}, "key 'memory'"),
+        ({"kind": "slurm", "cores": 1, "memory": "1GB", "walltime": "an hour"}, "key 'walltime'"),
+        ({"kind": "slurm", "cores": 1, "memory": "1GB", "walltime": "01:00:00", "gpu": 1}, "unknown key(s) ['gpu']"),
+    ],
+)
+def test_a_bad_cluster_spec_names_its_key(spec, message) -> None:
+    with pytest.raises(ConfigurationError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+        ClusterSpec.from_dict(spec)
+
+
+def test_without_dask_one_clear_error(monkeypatch, capsys) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)
+    with pytest.raises(DaskMissingError, match=r'pip install "lesionbench\[dask\]"'):
+        require_dask()
+    from lesionbench.cli import main
+
+    # one clear error at parse time, before the task or encoder is loaded
+    assert main(["run", "--task", "nope", "--encoder", "nope", "--dask", "local:2"]) == 2
+    assert 'pip install "lesionbench[dask]"' in capsys.readouterr().err
+    with pytest.raises(ConfigurationError, match="local:N"):
+        connect(None)
+
+
+def _noisy(weights=None):
+    return _ToyEncoder(noise=3.0, name="toy_noisy")
+
+
+def test_cli_run_several_encoders_on_dask_equals_the_loop(client, cohort, tmp_path, monkeypatch, capsys) -> None:
+    from lesionbench.benchmark.plugins import ENCODERS, TASKS
+    from lesionbench.cli import main
+
+    TASKS.names()
+    ENCODERS.names()
+    monkeypatch.setitem(TASKS._factories, "toy_blobs", _ToyTask)
+    monkeypatch.setitem(ENCODERS._factories, "toy_stats", _ToyEncoder)
+    monkeypatch.setitem(ENCODERS._factories, "toy_noisy", _noisy)
+    # the toys are registered in this process only: the workers get the client's encoders instead of building their own
+    monkeypatch.setattr("lesionbench.cli.run.encoder_builder", lambda args: None)
+    monkeypatch.setenv("LESIONBENCH_CACHE", str(tmp_path / "cache"))
+    common = ["-q", "run", "--task", "toy_blobs", "--data-dir", str(cohort), "--encoder", "toy_stats", "toy_noisy",
+              "--fractions", "1.0", "0.5", "--seeds", "0", "--n-boot", "20", "--no-mlflow"]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "loop")]) == 0
+    assert main([*common, "--out", str(tmp_path / "dask"), "--dask", client.scheduler.address]) == 0
+    for enc in ("toy_stats", "toy_noisy"):
+        ja, jb = (json.loads((tmp_path / d / f"toy_blobs/1/{enc}/linear/result.json").read_text()) for d in ("loop", "dask"))
+        assert [r["metrics"] for r in ja["runs"]] == [r["metrics"] for r in jb["runs"]]
+    assert capsys.readouterr().out.count("toy_blobs / toy_noisy / linear") == 2
+    # refused at parse time, before any work
+    assert main(["extract", "--task", "toy_blobs", "--encoder", "toy_stats", "--dask", "local:0", "-o", str(tmp_path / "f.csv")]) == 2
+    assert "needs N >= 1 worker processes" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("kind: slurm\ncores: 4\nmemory: 8GB\nwalltime: 1h\n")
+    assert main(["run", "--task", "toy_blobs", "--encoder", "toy_stats", "--dask-cluster", str(tmp_path / "bad.yaml")]) == 2
+    assert "key 'walltime' is '1h'" in capsys.readouterr().err
+
+
+class _SlowFeatures:
+    """Frozen features that take a while per run, so a worker can be killed while runs are in flight."""
+
+    def __init__(self, X: np.ndarray):
+        self.X = X
+
+    def __call__(self, subset, train_mask, val_mask):
+        time.sleep(0.5)
+        return self.X, None
+
+
+def test_a_worker_killed_mid_sweep_is_survived(client, cohort, tmp_path) -> None:
+    from lesionbench.benchmark.linear_probe import C_GRID
+    from lesionbench.benchmark.sweep import plan_sweep, run_sweep
+
+    manifest = _manifest(cohort)
+    X = extract_features(manifest, _ToyEncoder(), cache_dir=tmp_path / "cache", progress=False)
+    plan = plan_sweep(manifest, _ToyTask.meta, fractions=(1.0, 0.5), seeds=(0, 1, 2), n_boot=20, c_grid=C_GRID)
+    emeta = _ToyEncoder().meta
+    local = run_sweep(plan, emeta, _SlowFeatures(X), rdir=tmp_path / "local", data_digest="x", progress=False)
+    client.wait_for_workers(2, timeout=60)
+    pids = client.run(os.getpid)
+    killed: list[int] = []
+
+    def kill_when_the_first_run_is_written() -> None:
+        deadline = time.time() + 30
+        while time.time() < deadline and not list((tmp_path / "dask" / "predictions").glob("*.csv")):
+            time.sleep(0.02)
+        killed.append(len(list((tmp_path / "dask" / "predictions").glob("*.csv"))))
+        os.kill(next(iter(pids.values())), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_the_first_run_is_written)
+    killer.start()
+    remote = run_sweep(plan, emeta, _SlowFeatures(X), rdir=tmp_path / "dask", data_digest="x", progress=False, client=client)
+    killer.join()
+    assert killed and killed[0] < len(plan.runs)  # killed while runs were still to do
+    assert [r.to_dict()["metrics"] for r in remote.runs] == [r.to_dict()["metrics"] for r in local.runs]
+    assert len(list((tmp_path / "dask" / "runs").glob("*.json"))) == len(plan.runs)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_trainable_runs_ask_for_a_gpu_only_where_workers_have_one() -> None:
+    from lesionbench.scaleout.sweep import workers_have_gpus
+
+    class _Info:
+        def __init__(self, resources):
+            self.resources = resources
+
+        def scheduler_info(self):
+            return {"workers": {"tcp://a": {"resources": self.resources}, "tcp://b": {"resources": {}}}}
+
+    assert workers_have_gpus(_Info({"GPU": 1}))
+    assert not workers_have_gpus(_Info({}))
