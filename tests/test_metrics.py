@@ -82,6 +82,17 @@ def test_survival_metrics_match_lifelines_and_censoring_rule() -> None:
     assert compute_metrics("survival", np.column_stack([t, e]), {"risk": risk, "score": score2})["auc_2y"] == ours["auc_2y"]
 
 
+def test_auc_2y_without_any_known_two_year_status_is_undefined_not_an_error() -> None:
+    """A small test split whose lesions are all censored before 730 days (the 12-patient synthetic cohort's) leaves
+    no case for the 2-year AUC: NaN like any undefined metric, never an IndexError from the empty score groups."""
+    y = np.column_stack([[100.0, 400.0, 700.0], [0, 0, 0]])
+    scores = {"risk": np.array([0.3, 0.1, 0.2]), "score": np.array([0.6, 0.2, 0.4])}
+    assert np.isnan(compute_metrics("survival", y, scores, ["auc_2y"])["auc_2y"])
+    ci = bootstrap_ci("survival", y, scores, n_boot=20, groups=["a", "a", "b"])
+    assert np.isnan(ci["auc_2y"].value) and np.isnan(ci["c_index"].value)  # no event: no comparable pair either
+    assert np.isnan(paired_comparison(y, scores, {"risk": scores["risk"][::-1], "score": scores["score"][::-1]}, "auc_2y", n_boot=20, n_perm=20).p_value)
+
+
 def test_two_year_label_rule() -> None:
     y = two_year_label(np.array([100, 730, 730, 731, 731, 2000, 500]), np.array([1, 1, 0, 1, 0, 0, 0]))
     np.testing.assert_array_equal(y, [1, 1, 0, 0, 0, 0, np.nan])  # censored on day 730: followed two years alive

@@ -84,6 +84,8 @@ def _scores(kind: TaskKind, scores: Any, n: int) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------ weighted metric kernels
 def _grouped(pos: np.ndarray, s: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Positive and negative weight per distinct score value, highest score first: (B, G) each."""
+    if len(s) == 0:  # no case at all (e.g. a test split without a known 2-year status): no groups, not an error
+        return np.zeros((len(W), 0)), np.zeros((len(W), 0))
     order = np.argsort(-s, kind="mergesort")
     ss = s[order]
     starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
