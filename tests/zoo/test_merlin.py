@@ -127,6 +127,7 @@ def _resnet152_2d():
     return net
 
 
+@pytest.mark.slow  # ~40-90 s on 2 cores, and needs merlin-vlm's source outside the project
 def test_trunk_equals_merlin_vlm_i3resnet():
     reference = _reference_i3resnet("pool").eval()
     g = torch.Generator().manual_seed(0)
