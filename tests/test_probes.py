@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -10,6 +12,7 @@ from sklearn.preprocessing import StandardScaler
 
 from lesionbench.benchmark._fabricate import fabricate
 from lesionbench.benchmark.errors import UnknownNameError
+from lesionbench.benchmark.linear_probe import DEFAULT_C
 from lesionbench.benchmark.probes import C_GRID, LinearProbe, ProbeError, SurvivalProbe, make_probe
 
 
@@ -276,3 +279,21 @@ def test_censored_at_exactly_two_years_is_a_two_year_survivor() -> None:
     t = np.array([729.0, 730.0, 730.0, 731.0, 100.0, 900.0])
     e = np.array([0.0, 0.0, 1.0, 0.0, 1.0, 1.0])
     np.testing.assert_array_equal(two_year_label(t, e), [np.nan, 0.0, 1.0, 0.0, 1.0, 0.0])
+
+
+def test_c_is_the_default_when_no_data_can_score_it(caplog: pytest.LogCaptureFixture) -> None:
+    """A 10% subset of an 8-class task whose validation subset misses classes: C is chosen by grouped CV on
+    the training subset, and with a class held by one patient no fold can be made, so the selection metric
+    is undefined for every C. The probe fits at the default C and says so (before: a ProbeError ended the
+    whole sweep, and the demo lost synthetic_site)."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(8), 2)
+    X = rng.normal(size=(16, 5)) + y[:, None]
+    groups = np.repeat(np.arange(8), 2)  # both lesions of a class from one patient
+    probe = LinearProbe(metric="balanced_accuracy", n_classes=8)
+    with caplog.at_level(logging.WARNING):
+        probe.fit(X, y, groups=groups)
+    assert probe.C_ == DEFAULT_C and probe.report()["c_selection"] == "default"
+    assert probe.search_ and all(not np.isfinite(score) for _, score in probe.search_)
+    assert any("undefined for every C" in r.getMessage() for r in caplog.records)
+    assert probe.predict_proba(X).shape == (16, 8)

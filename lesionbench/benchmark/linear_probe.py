@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 C_GRID: tuple[float, ...] = tuple(float(10.0**k) for k in range(-6, 4))
 #: Refinement around the best decade, in decades (quarter-decade resolution).
 C_REFINE: tuple[float, ...] = (-0.75, -0.5, -0.25, 0.25, 0.5, 0.75)
+#: C when the selection metric is undefined for every C (scikit-learn's default).
+DEFAULT_C = 1.0
 #: Fewer validation lesions than this in either class: the binary threshold comes from out-of-fold training predictions.
 MIN_THRESHOLD_PER_CLASS = 10
 #: Scores within this of the best count as tied.
@@ -198,7 +200,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     ``n_classes`` columns. ``threshold``: ``"balanced"`` (binary: choose the operating threshold, see
     the module docstring) or ``"none"`` (keep the probabilities as fitted).
     Fitted: ``filter_``, ``scaler_``, ``model_``, ``C_``, ``search_`` ([(C, score), ...]), ``selection_``
-    ("val" or "cv"), ``threshold_`` and ``threshold_selection_`` ("val", "train_oof" or "none"),
+    ("val", "cv", or "default" when the selection metric is undefined for every C), ``threshold_`` and ``threshold_selection_`` ("val", "train_oof" or "none"),
     ``n_not_converged_``.
     """
 
@@ -261,6 +263,12 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         for c in grid:
             scores[c] = evaluate(c, prev)
             prev = c
+        if not any(np.isfinite(v) for v in scores.values()):
+            # nothing to choose on (e.g. a 10% subset of an 8-class task: no fold or validation subset holds
+            # every class): the library's default C, said in the run's params, never a guess from test labels
+            self.search_ = sorted(scores.items())
+            self.default_c_ = True
+            return DEFAULT_C
         best = plateau_middle(scores)
         if self.refine and len(grid) > 1:
             lo, hi = grid[0], grid[-1]
@@ -298,6 +306,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.classes_ = np.arange(self.n_classes_)
         self.metric_ = canonical_metric(self.metric)
         self.n_not_converged_ = 0
+        self.default_c_ = False
         if len(np.unique(y)) < 2:
             raise ProbeError(f"The training labels hold a single class ({np.unique(y).tolist()}); a probe needs at least two.")
         groups = np.asarray(groups) if groups is not None else np.arange(len(y))
@@ -321,7 +330,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                 return self._score(y_val, self._full_proba(fitted[c], Xv))
 
             self.C_ = self._search(evaluate)
-            self.model_ = fitted[self.C_]
+            self.model_ = fitted[self.C_] if self.C_ in fitted else self._fit_one(Xs, y, self.C_, None)
         else:
             self.selection_ = "cv"
             fold_data = self._cv_data(X, y, groups)
@@ -340,6 +349,13 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
             self.C_ = self._search(evaluate)
             self.model_ = self._fit_one(Xs, y, self.C_, None)
+        if self.default_c_:
+            logger.warning(
+                "%s is undefined for every C on the %s data (%d training lesions, %d classes): C = %g (the default) is used; "
+                "with more labels, or --val full, C is chosen.", self.metric_, "validation" if use_val else "cross-validation",
+                len(y), len(np.unique(y)), DEFAULT_C,
+            )  # fmt: skip
+            self.selection_ = "default"
         self._set_threshold(X, y, groups, Xv if use_val else None, y_val if use_val else None)
         if self.n_not_converged_:
             logger.warning("%d logistic-regression fit(s) did not converge in max_iter=%d.", self.n_not_converged_, self.max_iter)
