@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from lesionbench.benchmark.errors import ImageError
 from lesionbench.benchmark.features import cut_patches, extract_features, load_patches
 from lesionbench.benchmark.reading import ImagePrefetcher, image_nbytes, in_order_on_a_thread, read_image
-from lesionbench.benchmark.types import EncoderMeta, PatchSpec
+from lesionbench.benchmark.types import EncoderMeta, Intensity, PatchSpec
 
 MB = 2**20
 
@@ -190,3 +190,75 @@ def test_pipelined_patches_and_features_equal_one_image_at_a_time(tmp_path, spec
     with ImagePrefetcher(df["image_path"], readers=3, max_bytes=0) as pre:
         np.testing.assert_array_equal(extract_features(df, enc, cache=False, progress=False, images=pre), enc.encode(expected))
     assert read_image(df["image_path"][0]).GetSize() == (44, 40, 20)
+
+
+def _oblique_volume(dtype=np.int16) -> sitk.Image:
+    """Anisotropic, oblique and axis-permuted (the direction's columns are a rotated permutation)."""
+    arr = np.random.default_rng(3).normal(-300, 400, (26, 37, 41)).astype(dtype)
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((0.7, 1.3, 2.5))
+    img.SetOrigin((-12.5, 30.25, 101.0))
+    c, s_ = np.cos(0.3), np.sin(0.3)
+    rot = np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]]) @ np.array([[0, 1, 0], [0, 0, -1], [-1, 0, 0]])
+    img.SetDirection(tuple(rot.ravel()))
+    return img
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".mha", ".mhd"])
+@pytest.mark.parametrize("spec", [PatchSpec(), PatchSpec(method="seed-crop", size=(8, 10, 12), spacing_mm=(1.5, 1.0, 1.0), orientation="RAS", intensity=Intensity()), PatchSpec(method="seed-crop", size=(8, 10, 12), orientation="SPL", interpolation="nearest", intensity=Intensity())], ids=["fmcib", "seed-crop", "seed-crop-nearest"])
+def test_uncompressed_images_are_mapped_and_give_the_whole_volume_patches(tmp_path, suffix, spec):
+    from lesionbench.benchmark.features import check_spec
+    from lesionbench.benchmark.rawmap import MappedVolume, map_image
+
+    check_spec(spec)
+    img = _oblique_volume()
+    raw = tmp_path / f"raw{suffix}"
+    sitk.WriteImage(img, str(raw), useCompression=False)
+    mapped = map_image(raw)
+    assert isinstance(mapped, MappedVolume)
+    ref = read_image(raw)  # the whole-volume path: SimpleITK decodes the file
+    np.testing.assert_array_equal(np.asarray(mapped.array), sitk.GetArrayViewFromImage(ref))
+    assert (mapped.GetSize(), mapped.GetSpacing(), mapped.GetOrigin()) == (ref.GetSize(), ref.GetSpacing(), ref.GetOrigin())
+    np.testing.assert_allclose(mapped.GetDirection(), ref.GetDirection(), rtol=0, atol=1e-12)
+    seeds = [ref.TransformContinuousIndexToPhysicalPoint(ix) for ix in [(20.2, 18.5, 13.1), (3.0, 2.0, 1.0), (39.6, 35.2, 24.7)]]
+    lesions = [{"coordX": x, "coordY": y, "coordZ": z} for x, y, z in seeds]
+    expected = cut_patches(str(raw), lesions, spec, images=_Whole(ref))
+    for got in (cut_patches(str(raw), lesions, spec), _cut_through_prefetcher(raw, lesions, spec)):
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected, strict=True):
+            assert not isinstance(g, str), g
+            np.testing.assert_array_equal(g, e)
+
+
+class _Whole:
+    """A stand-in for the prefetcher with get() alone: cut_patches then uses the whole SimpleITK image."""
+
+    def __init__(self, image):
+        self.image = image
+
+    def get(self, path):
+        return self.image
+
+
+def _cut_through_prefetcher(path, lesions, spec):
+    with ImagePrefetcher([path]) as pre:
+        return cut_patches(str(path), lesions, spec, images=pre)
+
+
+def test_what_cannot_be_mapped_with_certainty_is_read_whole(tmp_path):
+    from lesionbench.benchmark.rawmap import map_image
+
+    img = _oblique_volume()
+    sitk.WriteImage(img, str(tmp_path / "a.nii.gz"))
+    sitk.WriteImage(img, str(tmp_path / "z.mha"), useCompression=True)
+    assert map_image(tmp_path / "a.nii.gz") is None and map_image(tmp_path / "z.mha") is None
+    sitk.WriteImage(img, str(tmp_path / "t.nii"))
+    data = bytearray((tmp_path / "t.nii").read_bytes())
+    data[112:116] = np.float32(2.0).tobytes()  # scl_slope 2: ITK rescales to float, the stored values are not its
+    (tmp_path / "s.nii").write_bytes(bytes(data))
+    assert map_image(tmp_path / "s.nii") is None
+    (tmp_path / "cut.nii").write_bytes(bytes(data[: len(data) // 2]))  # truncated: left to read_image
+    assert map_image(tmp_path / "cut.nii") is None
+    # with the prefetcher, get() still hands a SimpleITK image to image encoders
+    with ImagePrefetcher([tmp_path / "t.nii"]) as pre:
+        assert isinstance(pre.get(tmp_path / "t.nii"), sitk.Image)

@@ -43,6 +43,7 @@ import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError, ImageError, LesionbenchError
 from lesionbench.benchmark.host import atomic_write
+from lesionbench.benchmark.rawmap import MappedVolume, map_image
 from lesionbench.benchmark.reading import PREFETCH_BYTES, ImagePrefetcher, _image_bytes, file_identity, in_order_on_a_thread, read_image  # noqa: F401 (public API)
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec
 
@@ -98,7 +99,13 @@ def cut_patches(path: str, lesions: Sequence[dict[str, Any]], spec: PatchSpec, *
     )
 
     try:
-        image = images.get(path) if images is not None else read_image(path)
+        # an uncompressed file is mapped: only the blocks around the seeds are read
+        if images is None:
+            image = map_image(path) or read_image(path)
+        elif isinstance(images, ImagePrefetcher):
+            image = images.get_pixels(path)
+        else:  # a stand-in with get() alone (the robustness runs' one perturbed crop)
+            image = images.get(path)
         geometry = ImageGeometry.of(image)
         if spec.method == "seed-crop":
             from lesionbench.benchmark.seedcrop import seed_crop_grid, seed_crop_patch
@@ -108,7 +115,7 @@ def cut_patches(path: str, lesions: Sequence[dict[str, Any]], spec: PatchSpec, *
             grid = reference_grid(geometry, tuple(float(s) for s in spec.spacing_mm)[::-1])
     except ImageError as exc:
         return [str(exc)] * len(lesions)
-    volume = sitk.GetArrayViewFromImage(image)
+    volume = image.array if isinstance(image, MappedVolume) else sitk.GetArrayViewFromImage(image)
     if spec.method == "seed-crop":  # one channel, no mask (check_spec refuses with_mask)
         out_sc: list[np.ndarray | str] = []
         for les in lesions:

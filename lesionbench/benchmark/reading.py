@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lesionbench.benchmark.errors import ConfigurationError, ImageError
+from lesionbench.benchmark.rawmap import MappedVolume, map_image
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,6 +119,9 @@ class ImagePrefetcher:
     order, so a later image never takes the room an earlier one waits for. So at most ``max_bytes`` (or one
     image, if larger) plus the image the caller works on are in memory, whatever the number of images.
 
+    Uncompressed ``.nii``/``.mha``/``.mhd`` files are mapped instead of read (:mod:`~lesionbench.benchmark.rawmap`):
+    :meth:`get_pixels` hands out the map, :meth:`get` a ``SimpleITK.Image`` (read then, for such files).
+
     :meth:`get` must be called in plan order (from one thread); paths it skips over are dropped, and a path
     that is not (or no longer) planned is read on the spot. :meth:`retain` narrows the plan (e.g. to the
     images with lesions missing from the feature cache). Use as a context manager, or call :meth:`close`.
@@ -197,8 +201,8 @@ class ImagePrefetcher:
     def _run(self) -> None:
         try:
             while (path := self._claim_next()) is not None:
-                try:
-                    item: Any = self._read(path)
+                try:  # an uncompressed file is mapped (nothing read yet), anything else read whole
+                    item: Any = map_image(path) or self._read(path)
                 except ImageError as exc:
                     item = exc
                 with self._cond:
@@ -222,9 +226,8 @@ class ImagePrefetcher:
                 del self._ready[p]
             self._cond.notify_all()
 
-    def get(self, path: str | Path):
-        """The image at ``path`` (read ahead if planned, else now); raises :class:`ImageError`."""
-        path = str(path)
+    def _take(self, path: str) -> Any:
+        """The item read ahead for ``path`` (None when it is not planned: the caller reads it)."""
         entry = None
         with self._cond:
             self._consuming = True
@@ -240,11 +243,20 @@ class ImagePrefetcher:
                 self._cond.notify_all()
                 if entry is None and self._crash is not None:
                     raise self._crash
-        if entry is None:
-            return self._read(path)
-        if isinstance(entry[0], ImageError):
+        if entry is not None and isinstance(entry[0], ImageError):
             raise entry[0]
-        return entry[0]
+        return None if entry is None else entry[0]
+
+    def get(self, path: str | Path):
+        """The ``SimpleITK.Image`` at ``path`` (read ahead if planned, else now); raises :class:`ImageError`."""
+        item = self._take(str(path))
+        return self._read(str(path)) if item is None or isinstance(item, MappedVolume) else item
+
+    def get_pixels(self, path: str | Path):
+        """The image at ``path`` for cutting patches: a :class:`~lesionbench.benchmark.rawmap.MappedVolume`
+        for an uncompressed file (only the blocks used are read), else the ``SimpleITK.Image``."""
+        item = self._take(str(path))
+        return item if item is not None else (map_image(path) or self._read(str(path)))
 
     def close(self) -> None:
         with self._cond:
