@@ -204,7 +204,7 @@ def _oblique_volume(dtype=np.int16) -> sitk.Image:
     return img
 
 
-@pytest.mark.parametrize("suffix", [".nii", ".mha", ".mhd", ".nii.gz"])
+@pytest.mark.parametrize("suffix", [".nii", ".mha", ".mhd"])
 @pytest.mark.parametrize("spec", [PatchSpec(), PatchSpec(method="seed-crop", size=(8, 10, 12), spacing_mm=(1.5, 1.0, 1.0), orientation="RAS", intensity=Intensity()), PatchSpec(method="seed-crop", size=(8, 10, 12), orientation="SPL", interpolation="nearest", intensity=Intensity())], ids=["fmcib", "seed-crop", "seed-crop-nearest"])
 def test_uncompressed_images_are_mapped_and_give_the_whole_volume_patches(tmp_path, suffix, spec):
     from lesionbench.benchmark.features import check_spec
@@ -219,12 +219,7 @@ def test_uncompressed_images_are_mapped_and_give_the_whole_volume_patches(tmp_pa
     ref = read_image(raw)  # the whole-volume path: SimpleITK decodes the file
     np.testing.assert_array_equal(np.asarray(mapped.array), sitk.GetArrayViewFromImage(ref))
     assert (mapped.GetSize(), mapped.GetSpacing(), mapped.GetOrigin()) == (ref.GetSize(), ref.GetSpacing(), ref.GetOrigin())
-    assert mapped.GetDirection() == ref.GetDirection()
-    if suffix == ".nii.gz":  # decoded in memory, counted by the read-ahead budget; image encoders get the same image
-        assert mapped.resident_bytes() == ref.GetNumberOfPixels() * 2
-        back = mapped.to_sitk()
-        assert sitk.GetArrayViewFromImage(back).tolist() == sitk.GetArrayViewFromImage(ref).tolist()
-        assert (back.GetSpacing(), back.GetOrigin(), back.GetDirection(), back.GetPixelID()) == (ref.GetSpacing(), ref.GetOrigin(), ref.GetDirection(), ref.GetPixelID())
+    np.testing.assert_allclose(mapped.GetDirection(), ref.GetDirection(), rtol=0, atol=1e-12)
     seeds = [ref.TransformContinuousIndexToPhysicalPoint(ix) for ix in [(20.2, 18.5, 13.1), (3.0, 2.0, 1.0), (39.6, 35.2, 24.7)]]
     lesions = [{"coordX": x, "coordY": y, "coordZ": z} for x, y, z in seeds]
     expected = cut_patches(str(raw), lesions, spec, images=_Whole(ref))
@@ -254,9 +249,9 @@ def test_what_cannot_be_mapped_with_certainty_is_read_whole(tmp_path):
     from lesionbench.benchmark.rawmap import map_image
 
     img = _oblique_volume()
+    sitk.WriteImage(img, str(tmp_path / "a.nii.gz"))
     sitk.WriteImage(img, str(tmp_path / "z.mha"), useCompression=True)
-    sitk.WriteImage(img, str(tmp_path / "a.nrrd"))
-    assert map_image(tmp_path / "z.mha") is None and map_image(tmp_path / "a.nrrd") is None
+    assert map_image(tmp_path / "a.nii.gz") is None and map_image(tmp_path / "z.mha") is None
     sitk.WriteImage(img, str(tmp_path / "t.nii"))
     data = bytearray((tmp_path / "t.nii").read_bytes())
     data[112:116] = np.float32(2.0).tobytes()  # scl_slope 2: ITK rescales to float, the stored values are not its
@@ -264,15 +259,6 @@ def test_what_cannot_be_mapped_with_certainty_is_read_whole(tmp_path):
     assert map_image(tmp_path / "s.nii") is None
     (tmp_path / "cut.nii").write_bytes(bytes(data[: len(data) // 2]))  # truncated: left to read_image
     assert map_image(tmp_path / "cut.nii") is None
-    import gzip
-
-    (tmp_path / "s.nii.gz").write_bytes(gzip.compress(bytes(data)))
-    assert map_image(tmp_path / "s.nii.gz") is None
-    whole = gzip.compress((tmp_path / "t.nii").read_bytes())
-    (tmp_path / "cut.nii.gz").write_bytes(whole[:-9])  # truncated .gz: SimpleITK reads it and read_image refuses it
-    assert map_image(tmp_path / "cut.nii.gz") is None
-    with pytest.raises(ImageError):
-        read_image(tmp_path / "cut.nii.gz")
     # with the prefetcher, get() still hands a SimpleITK image to image encoders
     with ImagePrefetcher([tmp_path / "t.nii"]) as pre:
         assert isinstance(pre.get(tmp_path / "t.nii"), sitk.Image)

@@ -1,5 +1,4 @@
-"""Uncompressed images mapped, not read: only the blocks the patches touch come from disk; ``.nii.gz``
-decompressed by zlib straight into the array the patches are cut from.
+"""Uncompressed images mapped, not read: only the blocks the patches touch come from disk.
 
 For an uncompressed NIfTI (``.nii``) or MetaImage (``.mha`` with its data inline, ``.mhd`` with a raw data
 file), the geometry comes from SimpleITK's own header parser (``ImageFileReader.ReadImageInformation``) and
@@ -10,10 +9,6 @@ costs no memory beyond the page cache. The voxel values are the same bytes Simpl
 patches equal the whole-volume path's; any case this module does not recognise with certainty (scaled
 NIfTI, compressed or multi-file MetaImage, NIfTI-2, a size mismatch, a bad header) returns None and the
 image is read whole by :func:`~lesionbench.benchmark.reading.read_image`, which also reports errors.
-
-A ``.nii.gz`` is inflated by Python's zlib (which releases the GIL, so the reader threads overlap with the
-model), and its voxels are used in place: SimpleITK would inflate it too and then copy the voxels into an
-image. python-isal's igzip and zlib-ng were measured no faster than zlib here (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -47,20 +42,6 @@ class MappedVolume:
     origin: tuple[float, float, float]
     direction: tuple[float, ...]
 
-    def resident_bytes(self) -> int:
-        """Pixel bytes held in memory: 0 for a file mapped, the array's for a decoded ``.nii.gz``."""
-        return 0 if isinstance(self.array, np.memmap) else int(self.array.nbytes)
-
-    def to_sitk(self):
-        """The same image as a ``SimpleITK.Image`` (a copy of the voxels; for image encoders)."""
-        import SimpleITK as sitk
-
-        image = sitk.GetImageFromArray(np.ascontiguousarray(self.array, dtype=self.array.dtype.newbyteorder("=")))
-        image.SetSpacing(self.spacing)
-        image.SetOrigin(self.origin)
-        image.SetDirection(self.direction)
-        return image
-
     def GetDimension(self) -> int:  # noqa: N802 (SimpleITK's names)
         return 3
 
@@ -77,10 +58,9 @@ class MappedVolume:
         return self.direction
 
 
-def _nifti_layout(path: Path, head: bytes | None = None) -> tuple[Path, int, str] | None:
-    if head is None:
-        with path.open("rb") as f:
-            head = f.read(348)
+def _nifti_layout(path: Path) -> tuple[Path, int, str] | None:
+    with path.open("rb") as f:
+        head = f.read(348)
     if len(head) < 348:
         return None
     for order in "<>":
@@ -129,31 +109,23 @@ def _meta_layout(path: Path) -> tuple[Path, int, str] | None:
 
 
 def map_image(path: str | Path) -> MappedVolume | None:
-    """A :class:`MappedVolume` of an uncompressed ``.nii``, ``.mha`` or ``.mhd`` image (a memory map), or of a
-    ``.nii.gz`` (decompressed whole in memory by zlib, without SimpleITK's copy into an image); None for
-    every other file, and for any that cannot be mapped with certainty (it is then read whole by
-    SimpleITK, and checked, as usual)."""
+    """A :class:`MappedVolume` of an uncompressed ``.nii``, ``.mha`` or ``.mhd`` image; None for every other
+    file, and for any that cannot be mapped with certainty (it is then read whole, and checked, as usual)."""
     import SimpleITK as sitk
 
     from lesionbench.benchmark._image_checks import header_problem
 
     p = Path(path)
-    name = p.name.lower()
-    gz = name.endswith(".nii.gz")
-    if not (gz or name.endswith((".nii", ".mha", ".mhd"))) or not p.is_file():
+    suffix = p.suffix.lower()
+    if suffix not in (".nii", ".mha", ".mhd") or not p.is_file():
         return None
     try:
+        layout = _nifti_layout(p) if suffix == ".nii" else _meta_layout(p)
+        if layout is None:
+            return None
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(p))
         reader.ReadImageInformation()
-        raw = None
-        if gz:
-            raw = _gunzip(p)
-            layout = None if raw is None else _nifti_layout(p, raw[:348])
-        else:
-            layout = _nifti_layout(p) if name.endswith(".nii") else _meta_layout(p)
-        if layout is None:
-            return None
     except (OSError, RuntimeError, struct.error, UnicodeError):  # read whole instead, where errors are reported
         return None
     data, offset, dtype = layout
@@ -166,17 +138,11 @@ def map_image(path: str | Path) -> MappedVolume | None:
     sitk_type = sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID())).dtype
     if sitk_type != np.dtype(dtype).newbyteorder("="):
         return None
-    count = int(np.prod(size))
-    nbytes = count * np.dtype(dtype).itemsize
+    nbytes = int(np.prod(size)) * np.dtype(dtype).itemsize
     try:
-        if raw is not None:
-            if len(raw) < offset + nbytes:
-                return None
-            array: Any = np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(size[::-1])
-        else:
-            if not data.is_file() or data.stat().st_size < offset + nbytes:
-                return None  # truncated: read_image says so
-            array = np.memmap(data, dtype=dtype, mode="r", offset=offset, shape=size[::-1])
+        if not data.is_file() or data.stat().st_size < offset + nbytes:
+            return None  # truncated: read_image says so
+        array: Any = np.memmap(data, dtype=dtype, mode="r", offset=offset, shape=size[::-1])
     except (OSError, ValueError):
         return None
     return MappedVolume(
@@ -187,15 +153,3 @@ def map_image(path: str | Path) -> MappedVolume | None:
         origin=tuple(float(s) for s in reader.GetOrigin()),  # type: ignore[arg-type]
         direction=tuple(float(s) for s in reader.GetDirection()),
     )
-
-
-def _gunzip(path: Path) -> bytes | None:
-    """The whole decompressed content of a gzip file; None when it is damaged or truncated (the CRC and
-    length in each member's trailer are checked; SimpleITK then reads it and reports why)."""
-    import gzip
-    import zlib
-
-    try:
-        return gzip.decompress(path.read_bytes())  # zlib releases the GIL while it inflates
-    except (OSError, EOFError, zlib.error):
-        return None

@@ -76,9 +76,7 @@ def file_identity(path: str | Path) -> str:
 
 
 def _image_bytes(item: Any) -> int:
-    """Pixel bytes of a decoded SimpleITK image or :class:`MappedVolume` in memory (0 for a failed read)."""
-    if isinstance(item, MappedVolume):
-        return item.resident_bytes()
+    """Pixel bytes of a decoded SimpleITK image (0 for a failed read)."""
     try:
         return int(item.GetNumberOfPixels()) * int(item.GetSizeOfPixelComponent()) * int(item.GetNumberOfComponentsPerPixel())
     except AttributeError:
@@ -203,7 +201,7 @@ class ImagePrefetcher:
     def _run(self) -> None:
         try:
             while (path := self._claim_next()) is not None:
-                try:  # an uncompressed file is mapped (nothing read yet), a .nii.gz inflated, anything else read whole
+                try:  # an uncompressed file is mapped (nothing read yet), anything else read whole
                     item: Any = map_image(path) or self._read(path)
                 except ImageError as exc:
                     item = exc
@@ -252,9 +250,7 @@ class ImagePrefetcher:
     def get(self, path: str | Path):
         """The ``SimpleITK.Image`` at ``path`` (read ahead if planned, else now); raises :class:`ImageError`."""
         item = self._take(str(path))
-        if isinstance(item, MappedVolume):  # decoded already: copied into an image; a mapped file is read
-            return item.to_sitk() if item.resident_bytes() else self._read(str(path))
-        return self._read(str(path)) if item is None else item
+        return self._read(str(path)) if item is None or isinstance(item, MappedVolume) else item
 
     def get_pixels(self, path: str | Path):
         """The image at ``path`` for cutting patches: a :class:`~lesionbench.benchmark.rawmap.MappedVolume`
