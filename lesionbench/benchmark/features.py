@@ -455,7 +455,8 @@ def extract_features(
     bypasses the cache. ``batch_size`` patches are encoded per call (default: the encoder's
     ``batch_size`` attribute, else 8); each encoded batch is cached at once. ``workers > 1`` cuts patches
     (style a) or runs ``encode_lesions`` (style b) for several images in parallel processes; otherwise the
-    next image is read in a background thread while the encoder runs (``images``: a prefetcher started
+    next images are read on background threads and (style a) their patches cut on another while the
+    encoder runs, so reading, resampling and the forward pass overlap (``images``: a prefetcher started
     earlier by the caller, e.g. before building the encoder; it is narrowed to the images still needed).
     Failed lesions are reported at the end in one :class:`ImageError`, after all others are cached (a
     :class:`FeatureError` when the encoder returned NaN or infinite features for some; those are never cached);
