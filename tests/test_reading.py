@@ -104,6 +104,17 @@ def test_reader_pool_reserves_in_plan_order_after_start_up():
         ImagePrefetcher([], readers=0)
 
 
+def test_images_that_weigh_nothing_are_still_bounded_in_number():
+    from lesionbench.benchmark.reading import MAX_WAITING
+
+    paths = [f"img{i}" for i in range(3 * MAX_WAITING)]
+    with ImagePrefetcher(paths, read=lambda p: FakeImage(p, 0), nbytes=lambda p: 0) as pre:  # e.g. mapped files
+        time.sleep(0.3)
+        with pre._cond:
+            assert len(pre._ready) + len(pre._reading) <= MAX_WAITING
+        assert [pre.get(p).path for p in paths] == paths
+
+
 def test_image_nbytes_from_the_header(tmp_path):
     img = sitk.Image([7, 5, 3], sitk.sitkInt16)
     sitk.WriteImage(img, str(tmp_path / "a.nii.gz"))

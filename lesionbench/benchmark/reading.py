@@ -25,6 +25,8 @@ from lesionbench.benchmark.rawmap import MappedVolume, map_image
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: Images :class:`ImagePrefetcher` may hold read ahead at start-up, whatever their bytes (mapped files).
+MAX_WAITING = 64
 #: Pixel data that :class:`ImagePrefetcher` may hold read ahead (512 MiB: about five 512x512x200 int16 CTs,
 #: read at start-up while torch is imported and the weights load). An image larger than this is still read,
 #: alone.
@@ -111,7 +113,7 @@ class ImagePrefetcher:
     reading only while the images held (read and waiting, or being read) stay within the budget:
 
     - until the first :meth:`get` (the start-up, while the caller imports torch and loads weights), while
-      their pixel bytes are below ``max_bytes``;
+      their pixel bytes are below ``max_bytes`` and they are fewer than :data:`MAX_WAITING`;
     - afterwards, while fewer than ``ahead + readers - 1`` are held and their bytes plus the next one's fit
       in ``max_bytes``.
 
@@ -174,8 +176,8 @@ class ImagePrefetcher:
         held = len(self._ready) + len(self._reading)
         if held == 0:
             return True
-        if not self._consuming:
-            return self.held_bytes() < self._max_bytes
+        if not self._consuming:  # a count cap too: a mapped file weighs 0 bytes but holds a file descriptor
+            return held < MAX_WAITING and self.held_bytes() < self._max_bytes
         return held < self._ahead + self._readers - 1 and self.held_bytes() + size <= self._max_bytes
 
     def _claim_next(self) -> str | None:
