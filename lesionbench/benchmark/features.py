@@ -183,7 +183,7 @@ def _iter_images(
 ) -> Iterator[tuple[str, list[int], Any]]:
     """Run ``work(path, records, *extra, images=...)`` per image, in order. With ``workers <= 1`` images
     are read ahead on background threads (``images``, or a prefetcher made here) and, with ``overlap``,
-    ``work`` itself runs on a thread of its own up to two images ahead (cutting patches while the caller
+    ``work`` itself runs on a thread of its own one image ahead (cutting patches while the caller
     runs the encoder); with ``workers > 1`` in a process pool, with at most ``2 * workers`` images in
     flight so memory stays bounded."""
     if workers <= 1:

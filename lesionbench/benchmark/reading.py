@@ -275,7 +275,7 @@ class ImagePrefetcher:
         self.close()
 
 
-def in_order_on_a_thread(jobs: Iterable[tuple[Any, Callable[[], T]]], *, depth: int = 2) -> Iterator[tuple[Any, T]]:
+def in_order_on_a_thread(jobs: Iterable[tuple[Any, Callable[[], T]]], *, depth: int = 1) -> Iterator[tuple[Any, T]]:
     """``(tag, job())`` for each ``(tag, job)``, in order, each job run on one background thread, at most
     ``depth`` jobs ahead of the caller (finished or under way): the caller works on one result (the forward
     pass) while the next ones are computed (reading and cutting patches). A job's exception is raised here,
