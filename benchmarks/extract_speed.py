@@ -36,11 +36,17 @@ REPO = Path(__file__).resolve().parents[1]
 TOOLS = Path(os.environ.get("LESIONBENCH_SHARED") or REPO.parent / "shared") / "tools" / "fmcib-reference"
 
 
-def make_volumes(workdir: Path, n_volumes: int, n_lesions: int, slices: int, seed: int = 0) -> Path:
+#: Voxel noise (HU, standard deviation) per workload: "smooth" compresses about 3:1 in .nii.gz (the first
+#: workload measured), "noise" barely (a noise-like texture, ~70 MB per volume, as in issue 16).
+TEXTURES = {"smooth": 20.0, "noise": 300.0}
+
+
+def make_volumes(workdir: Path, n_volumes: int, n_lesions: int, slices: int, seed: int = 0, texture: str = "smooth") -> Path:
     """Full-size synthetic chest-like CTs (512 x 512 x slices, 0.7 x 0.7 x 1.25 mm, .nii.gz) and a seeds CSV."""
     import SimpleITK as sitk
 
-    csv = workdir / f"seeds_{n_volumes}x{n_lesions}_{slices}.csv"
+    tag = "" if texture == "smooth" else f"_{texture}"
+    csv = workdir / f"seeds_{n_volumes}x{n_lesions}_{slices}{tag}.csv"
     if csv.exists():
         return csv
     rng = np.random.default_rng(seed)
@@ -58,7 +64,7 @@ def make_volumes(workdir: Path, n_volumes: int, n_lesions: int, slices: int, see
     for v in range(n_volumes):
         arr = np.full((slices, 512, 512), -1000, dtype=np.int16)
         arr[np.broadcast_to(body, arr.shape)] = 40
-        arr += rng.normal(0, 20, arr.shape).astype(np.int16)
+        arr += rng.normal(0, TEXTURES[texture], arr.shape).astype(np.int16)
         img = sitk.GetImageFromArray(arr)
         img.SetSpacing((0.7, 0.7, 1.25))
         img.SetOrigin((-179.0 + v, -170.0, -300.0 - 10 * v))
@@ -124,27 +130,33 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16, help="lesionbench's patches per forward pass (its default; the reference keeps its own 4)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--texture", choices=sorted(TEXTURES), default="smooth",
+                    help="smooth: the first workload (.nii.gz ~3:1); noise: the incompressible one (issue 16)")
+    ap.add_argument("--reference-seconds", type=float,
+                    help="with --skip-reference: a recorded reference wall time on this workload, for the ratio")
+    ap.add_argument("--src", type=Path, default=REPO, help="the lesionbench checkout to measure (e.g. one before a change)")
     a = ap.parse_args()
 
     work = a.workdir
     work.mkdir(parents=True, exist_ok=True)
     print(f"volumes: {a.volumes} x 512x512x{a.slices}, {a.lesions} lesions in {work}", flush=True)
-    csv = make_volumes(work, a.volumes, a.lesions, a.slices)
+    csv = make_volumes(work, a.volumes, a.lesions, a.slices, texture=a.texture)
     half = work / (csv.stem + "_half.csv")
     pd.read_csv(csv).iloc[: a.lesions // 2].to_csv(half, index=False)
     one = work / (csv.stem + "_one.csv")
     pd.read_csv(csv).iloc[:1].to_csv(one, index=False)
     per_volume = a.lesions / a.volumes
     scaling = sorted(int(v) for v in a.scaling.split(",") if v.strip())
-    scaled = {k: make_volumes(work, max(math.ceil(k / per_volume), math.ceil(k / 6)), k, a.slices, seed=k) for k in scaling}
+    scaled = {k: make_volumes(work, max(math.ceil(k / per_volume), math.ceil(k / 6)), k, a.slices, seed=k, texture=a.texture) for k in scaling}
     ckpt = a.checkpoint or work / "bnrand.torch"
     if not ckpt.exists():
         subprocess.run([a.ref_python, str(a.ref_tools / "make_checkpoint.py"), str(ckpt), "bnrand"], check=True, stdout=subprocess.DEVNULL)
     n = len(pd.read_csv(csv))
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    print(f"measuring {a.src.resolve()}; .nii.gz size {sum(p.stat().st_size for p in work.glob(csv.stem + '_vol*.nii.gz')) / 2**20:.0f} MiB in all", flush=True)
+    env = dict(os.environ, PYTHONPATH=str(a.src.resolve()) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
     def ours(table: Path, tag: str) -> tuple[float, float, np.ndarray]:
-        out = work / f"ours_{tag}.parquet"
+        out = work / f"ours_{csv.stem}_{tag}.parquet"
         cmd = [sys.executable, "-m", "lesionbench", "-q", "extract", str(table), "--encoder", "fmcib", "--weights", str(ckpt),
                "--batch-size", str(a.batch_size), "--workers", str(a.workers), "--no-cache", "-o", str(out)]
         wall, rss, _ = run_measured(cmd, env=env)
@@ -177,6 +189,9 @@ def main() -> None:
         ref_inner = float(inner.split(" in ")[1].split()[0]) if " in " in inner else wr
         print(f"per lesion: lesionbench {marginal:.2f} s (marginal, {n_half}->{n} lesions) vs reference {ref_inner / n:.2f} s "
               f"(get_features time / lesions) = {ref_inner / n / marginal:.1f}x")
+    elif a.reference_seconds:
+        print(f"throughput ratio lesionbench / recorded reference ({a.reference_seconds:.1f} s, not rerun here), end to end: {a.reference_seconds / w:.1f}x")
+    np.save(work / f"ours_{csv.stem}_{a.src.resolve().name}.npy", f_ours)  # to compare features across checkouts (--src)
     sizes = {1: r_one, n_half: r_half, n: r}
     for k, table in scaled.items():
         wk, rk, _ = ours(table, f"scaling{k}")

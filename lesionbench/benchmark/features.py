@@ -25,12 +25,12 @@ and fail their lesions the same way (a :class:`FeatureError`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import math
 import re
-import threading
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +43,8 @@ import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError, ImageError, LesionbenchError
 from lesionbench.benchmark.host import atomic_write
+from lesionbench.benchmark.rawmap import MappedVolume, map_image
+from lesionbench.benchmark.reading import PREFETCH_BYTES, ImagePrefetcher, _image_bytes, file_identity, in_order_on_a_thread, read_image  # noqa: F401 (public API)
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec
 
 logger = logging.getLogger(__name__)
@@ -58,185 +60,6 @@ NON_FINITE = "NaN or infinite features"
 
 class FeatureError(LesionbenchError, ValueError):
     """Features an encoder returned that cannot be used (NaN or infinite values); they are never cached."""
-
-
-# ------------------------------------------------------------------------------- image reading
-def read_image(path: str | Path):
-    """Read a 3D image with SimpleITK (a file, or a folder holding one DICOM series)."""
-    import SimpleITK as sitk
-
-    from lesionbench.benchmark._image_checks import HEADER_FIX, gzip_truncation_problem, header_problem, metaimage_data_file_problem, read_fix, sitk_reason
-
-    p = Path(path)
-    if not p.exists():
-        raise ImageError(f"image file not found: {p}")
-    if (problem := metaimage_data_file_problem(p)) is not None:
-        raise ImageError(problem)
-    try:
-        if p.is_dir():
-            reader = sitk.ImageSeriesReader()
-            series = reader.GetGDCMSeriesIDs(str(p))
-            if not series:
-                raise ImageError(f"{p} is a folder without a DICOM series.")
-            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), series[0]))
-            image = reader.Execute()
-        else:
-            image = sitk.ReadImage(str(p))
-    except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
-        reason = sitk_reason(exc)
-        raise ImageError(f"could not read image {p}: {reason}. {read_fix(reason)}") from exc
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise ImageError(f"{p} is not a 3D scalar image (dimension {image.GetDimension()}, {image.GetNumberOfComponentsPerPixel()} components).")
-    if (problem := header_problem(image.GetSpacing(), image.GetOrigin(), image.GetDirection())) is not None:
-        raise ImageError(f"{p}: {problem}. {HEADER_FIX}")
-    # ITK zero-fills a truncated .gz silently; the gzip trailer tells (4 bytes read in the usual case)
-    if (problem := gzip_truncation_problem(p, image.GetNumberOfPixels() * image.GetSizeOfPixelComponent())) is not None:
-        raise ImageError(problem)
-    return image
-
-
-def file_identity(path: str | Path) -> str:
-    """The identity of an image or mask file for cache keys: resolved path, size and mtime (ns)."""
-    p = Path(path).resolve()
-    st = p.stat()
-    if p.is_dir():  # a DICOM series: the newest file and the file count stand for the content
-        files = [f.stat() for f in p.iterdir() if f.is_file()]
-        return f"{p}|dir|{len(files)}|{sum(f.st_size for f in files)}|{max((f.st_mtime_ns for f in files), default=0)}"
-    return f"{p}|{st.st_size}|{st.st_mtime_ns}"
-
-
-#: Pixel data that :class:`ImagePrefetcher` may read ahead at start-up, beyond its first image (512 MiB:
-#: about five 512x512x200 int16 CTs, read while torch is imported and the weights load).
-PREFETCH_BYTES = 512 * 2**20
-
-
-def _image_bytes(item: Any) -> int:
-    """Pixel bytes of a decoded SimpleITK image (0 for a failed read)."""
-    try:
-        return int(item.GetNumberOfPixels()) * int(item.GetSizeOfPixelComponent()) * int(item.GetNumberOfComponentsPerPixel())
-    except AttributeError:
-        return 0
-
-
-class ImagePrefetcher:
-    """Reads images ahead of their use in a background thread, in a planned order. It keeps reading while
-    fewer than ``ahead`` decoded images wait; until the first :meth:`get` (the start-up, while the caller
-    still imports torch and loads weights) also while those waiting take less than ``max_bytes`` of pixel
-    data. So at most ``max_bytes`` plus one image wait at start-up and ``ahead`` images afterwards: memory
-    does not grow with the number of images.
-
-    SimpleITK releases the GIL while it reads and decompresses, so the next image is read while the
-    caller cuts patches, runs the encoder, or imports torch and loads weights (the ``lesionbench extract``
-    command starts one before it builds the encoder). :meth:`get` must be called in plan order; paths it
-    skips over are dropped, and a path that is not (or no longer) planned is read on the spot.
-    :meth:`retain` narrows the plan (e.g. to the images with lesions missing from the feature cache).
-    Use as a context manager, or call :meth:`close`.
-    """
-
-    def __init__(self, paths: Sequence[str | Path], *, ahead: int = 1, max_bytes: int = PREFETCH_BYTES):
-        if ahead < 1:
-            raise ConfigurationError(f"ahead must be >= 1, got {ahead}.")
-        if max_bytes < 0:
-            raise ConfigurationError(f"max_bytes must be >= 0, got {max_bytes}.")
-        self._max_bytes = int(max_bytes)
-        self._consuming = False  # set by the first get(): the start-up budget no longer applies
-        self._order = list(dict.fromkeys(str(p) for p in paths))
-        self._planned = set(self._order)
-        self._ready: dict[str, Any] = {}  # path -> SimpleITK image or the ImageError of its read
-        self._reading: str | None = None
-        self._ahead = int(ahead)
-        self._closed = False
-        self._crash: BaseException | None = None
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="lesionbench-image-prefetch", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        warm = True
-        try:
-            for path in self._order:
-                with self._cond:
-                    self._cond.wait_for(lambda: self._closed or self._wants_more())
-                    if self._closed:
-                        return
-                    if path not in self._planned:
-                        continue
-                    self._reading = path
-                try:
-                    item: Any = read_image(path)
-                except ImageError as exc:
-                    item = exc
-                with self._cond:
-                    self._reading = None
-                    if path in self._planned and not self._closed:
-                        self._ready[path] = item
-                    self._cond.notify_all()
-                if warm:
-                    # the patch cutter's own imports (~0.5 s), done here rather than on the caller's thread
-                    warm = False
-                    import scipy.ndimage  # noqa: F401
-
-                    import lesionbench.benchmark.geometry  # noqa: F401
-        except BaseException as exc:  # e.g. MemoryError: handed to the consumer, never lost in the thread
-            with self._cond:
-                self._crash = exc
-                self._reading = None
-                self._cond.notify_all()
-
-    def _wants_more(self) -> bool:
-        if len(self._ready) < self._ahead:
-            return True
-        if self._consuming:
-            return False
-        waiting = sum(_image_bytes(im) for im in self._ready.values())
-        return waiting < self._max_bytes
-
-    def retain(self, paths: Sequence[str | Path]) -> None:
-        """Keep only ``paths`` in the plan; images already read for other paths are released."""
-        keep = {str(p) for p in paths}
-        with self._cond:
-            self._planned &= keep
-            for p in [p for p in self._ready if p not in keep]:
-                del self._ready[p]
-            self._cond.notify_all()
-
-    def get(self, path: str | Path):
-        """The image at ``path`` (read ahead if planned, else now); raises :class:`ImageError`."""
-        path = str(path)
-        with self._cond:
-            self._consuming = True
-            if path in self._planned and not self._closed:
-                # everything planned before this path is skipped by the caller: release it
-                for p in self._order[: self._order.index(path)]:
-                    self._planned.discard(p)
-                    self._ready.pop(p, None)
-                self._cond.notify_all()
-                self._cond.wait_for(lambda: path in self._ready or self._crash is not None or not self._thread.is_alive())
-                self._planned.discard(path)
-                item = self._ready.pop(path, None)
-                self._cond.notify_all()
-                if item is None and self._crash is not None:
-                    raise self._crash
-            else:
-                item = None
-        if item is None:
-            return read_image(path)
-        if isinstance(item, ImageError):
-            raise item
-        return item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._ready.clear()
-            self._cond.notify_all()
-        self._thread.join()
-
-    def __enter__(self) -> ImagePrefetcher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # ---------------------------------------------------------------------------------- patches
@@ -276,7 +99,13 @@ def cut_patches(path: str, lesions: Sequence[dict[str, Any]], spec: PatchSpec, *
     )
 
     try:
-        image = images.get(path) if images is not None else read_image(path)
+        # an uncompressed file is mapped: only the blocks around the seeds are read
+        if images is None:
+            image = map_image(path) or read_image(path)
+        elif isinstance(images, ImagePrefetcher):
+            image = images.get_pixels(path)
+        else:  # a stand-in with get() alone (the robustness runs' one perturbed crop)
+            image = images.get(path)
         geometry = ImageGeometry.of(image)
         if spec.method == "seed-crop":
             from lesionbench.benchmark.seedcrop import seed_crop_grid, seed_crop_patch
@@ -286,7 +115,7 @@ def cut_patches(path: str, lesions: Sequence[dict[str, Any]], spec: PatchSpec, *
             grid = reference_grid(geometry, tuple(float(s) for s in spec.spacing_mm)[::-1])
     except ImageError as exc:
         return [str(exc)] * len(lesions)
-    volume = sitk.GetArrayViewFromImage(image)
+    volume = image.array if isinstance(image, MappedVolume) else sitk.GetArrayViewFromImage(image)
     if spec.method == "seed-crop":  # one channel, no mask (check_spec refuses with_mask)
         out_sc: list[np.ndarray | str] = []
         for les in lesions:
@@ -349,10 +178,13 @@ def _iter_images(
     extra: tuple,
     workers: int,
     images: ImagePrefetcher | None = None,
+    *,
+    overlap: bool = False,
 ) -> Iterator[tuple[str, list[int], Any]]:
-    """Run ``work(path, records, *extra, images=...)`` per image, in order. With ``workers <= 1`` the
-    next image is read in a background thread (``images``, or a prefetcher made here) while the current
-    one is worked on; with ``workers > 1`` in a process pool, with at most ``2 * workers`` images in
+    """Run ``work(path, records, *extra, images=...)`` per image, in order. With ``workers <= 1`` images
+    are read ahead on background threads (``images``, or a prefetcher made here) and, with ``overlap``,
+    ``work`` itself runs on a thread of its own one image ahead (cutting patches while the caller
+    runs the encoder); with ``workers > 1`` in a process pool, with at most ``2 * workers`` images in
     flight so memory stays bounded."""
     if workers <= 1:
         paths = [p for p, _ in groups]
@@ -361,8 +193,14 @@ def _iter_images(
         try:
             if not own:
                 images.retain(paths)
-            for path, rows in groups:
-                yield path, rows, work(path, _records(df, rows), *extra, images=images)
+            if overlap:
+                jobs = (((path, rows), functools.partial(work, path, _records(df, rows), *extra, images=images)) for path, rows in groups)
+                with contextlib.closing(in_order_on_a_thread(jobs)) as done:
+                    for (path, rows), res in done:
+                        yield path, rows, res
+            else:
+                for path, rows in groups:
+                    yield path, rows, work(path, _records(df, rows), *extra, images=images)
         finally:
             if own:
                 images.close()
@@ -452,7 +290,7 @@ def load_patches(
     rows = [r for r in range(n) if r not in failures]
     done = 0
     with tqdm(total=n, desc="patches", unit="lesion", disable=not progress) as bar:
-        with contextlib.closing(_iter_images(df, _group_rows(df, rows), cut_patches, (spec,), workers, images)) as per_image:
+        with contextlib.closing(_iter_images(df, _group_rows(df, rows), cut_patches, (spec,), workers, images, overlap=True)) as per_image:
             for _, grows, results in per_image:
                 for r, res in zip(grows, results, strict=True):
                     if isinstance(res, str):
@@ -617,7 +455,8 @@ def extract_features(
     bypasses the cache. ``batch_size`` patches are encoded per call (default: the encoder's
     ``batch_size`` attribute, else 8); each encoded batch is cached at once. ``workers > 1`` cuts patches
     (style a) or runs ``encode_lesions`` (style b) for several images in parallel processes; otherwise the
-    next image is read in a background thread while the encoder runs (``images``: a prefetcher started
+    next images are read on background threads and (style a) their patches cut on another while the
+    encoder runs, so reading, resampling and the forward pass overlap (``images``: a prefetcher started
     earlier by the caller, e.g. before building the encoder; it is narrowed to the images still needed).
     Failed lesions are reported at the end in one :class:`ImageError`, after all others are cached (a
     :class:`FeatureError` when the encoder returned NaN or infinite features for some; those are never cached);
@@ -685,7 +524,7 @@ def extract_features(
         else:
             buf_rows: list[int] = []
             buf: list[np.ndarray] = []
-            with contextlib.closing(_iter_images(df, groups, cut_patches, (meta.patch,), workers, images)) as per_image:
+            with contextlib.closing(_iter_images(df, groups, cut_patches, (meta.patch,), workers, images, overlap=True)) as per_image:
                 for _, rows, results in per_image:
                     for r, res in zip(rows, results, strict=True):
                         if isinstance(res, str):

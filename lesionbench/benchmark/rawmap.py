@@ -1,0 +1,158 @@
+"""Uncompressed images mapped, not read: only the blocks the patches touch come from disk.
+
+For an uncompressed NIfTI (``.nii``) or MetaImage (``.mha`` with its data inline, ``.mhd`` with a raw data
+file), the geometry comes from SimpleITK's own header parser (``ImageFileReader.ReadImageInformation``) and
+the voxels are a read-only ``numpy.memmap`` of the data at the offset the format's header gives, in the
+on-disk type and byte order. Patch cutting slices the bounding block of each patch
+(:func:`~lesionbench.benchmark.geometry.sample_linear`), so a lesion reads a few MB of a volume, and an image
+costs no memory beyond the page cache. The voxel values are the same bytes SimpleITK would decode, so the
+patches equal the whole-volume path's; any case this module does not recognise with certainty (scaled
+NIfTI, compressed or multi-file MetaImage, NIfTI-2, a size mismatch, a bad header) returns None and the
+image is read whole by :func:`~lesionbench.benchmark.reading.read_image`, which also reports errors.
+
+``.nii.gz`` stays with SimpleITK: its bundled zlib-ng inflated a 512x512x200 volume faster than Python's
+zlib into a buffer used in place, and as fast as python-isal's igzip (benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: NIfTI-1 datatype codes -> numpy types (the scalar ones).
+_NIFTI_TYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8", 1280: "u8"}
+#: MetaImage ElementType -> numpy types.
+_META_TYPES = {
+    "MET_CHAR": "i1", "MET_UCHAR": "u1", "MET_SHORT": "i2", "MET_USHORT": "u2", "MET_INT": "i4", "MET_UINT": "u4",
+    "MET_LONG_LONG": "i8", "MET_ULONG_LONG": "u8", "MET_FLOAT": "f4", "MET_DOUBLE": "f8",
+}  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class MappedVolume:
+    """An image's geometry (the getters :class:`~lesionbench.benchmark.geometry.ImageGeometry` reads) and its
+    voxels as a (z, y, x) memory map. Holds no pixel memory of its own (0 bytes for the read-ahead budget)."""
+
+    path: str
+    array: np.ndarray
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    def GetDimension(self) -> int:  # noqa: N802 (SimpleITK's names)
+        return 3
+
+    def GetSize(self) -> tuple[int, int, int]:  # noqa: N802
+        return self.size
+
+    def GetSpacing(self) -> tuple[float, float, float]:  # noqa: N802
+        return self.spacing
+
+    def GetOrigin(self) -> tuple[float, float, float]:  # noqa: N802
+        return self.origin
+
+    def GetDirection(self) -> tuple[float, ...]:  # noqa: N802
+        return self.direction
+
+
+def _nifti_layout(path: Path) -> tuple[Path, int, str] | None:
+    with path.open("rb") as f:
+        head = f.read(348)
+    if len(head) < 348:
+        return None
+    for order in "<>":
+        if struct.unpack(order + "i", head[:4])[0] == 348:  # NIfTI-1 (NIfTI-2 is left to SimpleITK)
+            break
+    else:
+        return None
+    dim = struct.unpack(order + "8h", head[40:56])
+    datatype = struct.unpack(order + "h", head[70:72])[0]
+    vox_offset, slope, inter = struct.unpack(order + "3f", head[108:120])
+    if head[344:348] not in (b"n+1\0", b"ni1\0") or dim[0] != 3 or datatype not in _NIFTI_TYPES:
+        return None
+    if slope not in (0.0, 1.0) or inter != 0.0:  # ITK rescales these: its values are not the stored ones
+        return None
+    if head[344:348] == b"ni1\0":  # a .hdr/.img pair
+        return None
+    return path, int(vox_offset), order + _NIFTI_TYPES[datatype]
+
+
+def _meta_layout(path: Path) -> tuple[Path, int, str] | None:
+    with path.open("rb") as f:
+        head = f.read(1 << 16)  # the text header; the data follow the ElementDataFile line
+    match = re.search(rb"^\s*ElementDataFile\s*=\s*([^\r\n]*?)\s*\r?\n", head, flags=re.MULTILINE)
+    if match is None:
+        return None
+    fields = {}
+    for line in head[: match.start()].decode("latin-1").splitlines():
+        key, eq, value = line.partition("=")
+        if eq:
+            fields[key.strip().lower()] = value.strip()
+    if fields.get("compresseddata", "False").lower() == "true" or fields.get("ndims") != "3":
+        return None
+    if fields.get("elementnumberofchannels", "1") != "1" or fields.get("elementtype") not in _META_TYPES:
+        return None
+    if fields.get("headersize", "0") != "0":  # a skipped or computed (-1) header before the data
+        return None
+    msb = fields.get("elementbyteordermsb", fields.get("binarydatabyteordermsb", "False")).lower() == "true"
+    order = ">" if msb else "<"
+    name = match.group(1).decode("latin-1")
+    if name.upper() == "LOCAL":
+        return path, match.end(), order + _META_TYPES[fields["elementtype"]]
+    if name.upper() == "LIST" or "%" in name or " " in name or path.suffix.lower() != ".mhd":
+        return None
+    data = Path(name) if Path(name).is_absolute() else path.parent / name
+    return data, 0, order + _META_TYPES[fields["elementtype"]]
+
+
+def map_image(path: str | Path) -> MappedVolume | None:
+    """A :class:`MappedVolume` of an uncompressed ``.nii``, ``.mha`` or ``.mhd`` image; None for every other
+    file, and for any that cannot be mapped with certainty (it is then read whole, and checked, as usual)."""
+    import SimpleITK as sitk
+
+    from lesionbench.benchmark._image_checks import header_problem
+
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in (".nii", ".mha", ".mhd") or not p.is_file():
+        return None
+    try:
+        layout = _nifti_layout(p) if suffix == ".nii" else _meta_layout(p)
+        if layout is None:
+            return None
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(p))
+        reader.ReadImageInformation()
+    except (OSError, RuntimeError, struct.error, UnicodeError):  # read whole instead, where errors are reported
+        return None
+    data, offset, dtype = layout
+    size = tuple(int(s) for s in reader.GetSize())
+    if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1 or offset < 0:
+        return None
+    if header_problem(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()) is not None:
+        return None
+    # the type SimpleITK decodes to must be the stored one (no rescaling, no conversion)
+    sitk_type = sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID())).dtype
+    if sitk_type != np.dtype(dtype).newbyteorder("="):
+        return None
+    nbytes = int(np.prod(size)) * np.dtype(dtype).itemsize
+    try:
+        if not data.is_file() or data.stat().st_size < offset + nbytes:
+            return None  # truncated: read_image says so
+        array: Any = np.memmap(data, dtype=dtype, mode="r", offset=offset, shape=size[::-1])
+    except (OSError, ValueError):
+        return None
+    return MappedVolume(
+        path=str(p),
+        array=array,
+        size=size,  # type: ignore[arg-type]
+        spacing=tuple(float(s) for s in reader.GetSpacing()),  # type: ignore[arg-type]
+        origin=tuple(float(s) for s in reader.GetOrigin()),  # type: ignore[arg-type]
+        direction=tuple(float(s) for s in reader.GetDirection()),
+    )
