@@ -103,21 +103,10 @@ def check_finite(state_dict: Mapping[str, Any], *, source: str) -> None:
 
 def audit(network: Any, state_dict: Mapping[str, Any], *, source: str, model: str) -> None:
     """Raise :class:`WeightsError` naming every missing, unexpected or mis-shaped key."""
-    import torch
+    from lesionbench.benchmark.weights import key_problems
 
     expected = network.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    bad_shape = sorted(
-        f"{k} {tuple(state_dict[k].shape) if isinstance(state_dict[k], torch.Tensor) else type(state_dict[k]).__name__} (expected {tuple(expected[k].shape)})"
-        for k in set(expected) & set(state_dict)
-        if not isinstance(state_dict[k], torch.Tensor) or tuple(state_dict[k].shape) != tuple(expected[k].shape)
-    )
-    problems = []
-    for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", bad_shape)):
-        if keys:
-            shown = ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
-            problems.append(f"{len(keys)} {what} key(s): {shown}")
+    problems = key_problems(expected, state_dict)
     if problems:
         raise WeightsError(f"{source} does not fit the {model} network ({len(expected)} tensors): " + "; ".join(problems) + ".")
 

@@ -271,20 +271,10 @@ def load_trunk_weights(trunk, state_dict: Mapping[str, Any], *, source: str = "c
     """
     import torch
 
+    from lesionbench.benchmark.weights import key_problems
+
     expected = trunk.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    bad_shape = sorted(
-        f"{k} {tuple(state_dict[k].shape) if isinstance(state_dict[k], torch.Tensor) else type(state_dict[k]).__name__} "
-        f"(expected {tuple(expected[k].shape)})"
-        for k in set(expected) & set(state_dict)
-        if not isinstance(state_dict[k], torch.Tensor) or tuple(state_dict[k].shape) != tuple(expected[k].shape)
-    )
-    problems = []
-    for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", bad_shape)):
-        if keys:
-            shown = ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
-            problems.append(f"{len(keys)} {what} key(s): {shown}")
+    problems = key_problems(expected, state_dict)
     if problems:
         raise WeightsError(
             f"{source} does not fit the FMCIB trunk (resnet50, widen_factor=2, {len(expected)} keys): " + "; ".join(problems)

@@ -72,6 +72,27 @@ def check_finite_state_dict(state_dict: Mapping[str, Any], source: str) -> None:
         raise NonFiniteWeightsError(source, bad)
 
 
+def key_problems(expected: Mapping[str, Any], state_dict: Mapping[str, Any]) -> list[str]:
+    """Every way ``state_dict`` fails to fit a network whose own state dict is ``expected``: the missing,
+    unexpected and mis-shaped keys, each group as one phrase naming (up to ten of) the keys. Empty: it fits."""
+    import torch
+
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    bad_shape = sorted(
+        f"{k} {tuple(state_dict[k].shape) if isinstance(state_dict[k], torch.Tensor) else type(state_dict[k]).__name__} "
+        f"(expected {tuple(expected[k].shape)})"
+        for k in set(expected) & set(state_dict)
+        if not isinstance(state_dict[k], torch.Tensor) or tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    )
+    problems = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", bad_shape)):
+        if keys:
+            shown = ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
+            problems.append(f"{len(keys)} {what} key(s): {shown}")
+    return problems
+
+
 def _torch_load(f: str | BinaryIO, source: str, hint: str) -> Any:
     import pickle
     import warnings
