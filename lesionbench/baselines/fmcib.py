@@ -269,8 +269,6 @@ def load_trunk_weights(trunk, state_dict: Mapping[str, Any], *, source: str = "c
     ``assign=True`` adopts the checkpoint's tensors (for a trunk built on the meta device: no random
     initialisation, no second copy); they are cast to the trunk's dtypes.
     """
-    import torch
-
     from lesionbench.benchmark.weights import key_problems
 
     expected = trunk.state_dict()
