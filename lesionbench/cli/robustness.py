@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from lesionbench.cli._common import add_cache_dir, add_data_dir, add_encoder_options, add_results_dir, add_tracking_options
+from lesionbench.cli._common import add_cache_dir, add_data_dir, add_encoder_options, add_results_dir, add_tracking_options, finite_number, whole_number
 
 
 def add_robustness(sub: argparse._SubParsersAction) -> None:
@@ -26,13 +26,13 @@ def add_robustness(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--perturb", default="shift,rotate,spacing,noise",
                    help="comma-separated perturbations: shift, rotate, spacing, noise, retest (default: the first four)")  # fmt: skip
     p.add_argument("--retest-manifest", type=Path, help="second scans in the RIDER layout (lesion_id, patient_id, scan=test/retest, image_path, coordX/Y/Z)")
-    p.add_argument("--repeats", type=int, default=3, help="seeded draws of each perturbation per lesion (default: 3)")
-    p.add_argument("--shift-mm", type=float, nargs=2, default=(1.0, 5.0), metavar=("LOW", "HIGH"), help="seed shift range in mm (default: 1 5)")
-    p.add_argument("--rotate-deg", type=float, nargs=2, default=(5.0, 10.0), metavar=("LOW", "HIGH"), help="rotation range in degrees (default: 5 10)")
-    p.add_argument("--spacing-mm", type=float, nargs=2, default=(1.0, 1.5), metavar=("LOW", "HIGH"), help="in-plane spacing range in mm (default: 1 1.5)")
-    p.add_argument("--noise-hu", type=float, default=20.0, help="sd of the additive Gaussian noise in HU (default: 20)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the perturbation draws and the bootstrap (default: 0)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: 1000)")
+    p.add_argument("--repeats", type=whole_number(1), default=3, help="seeded draws of each perturbation per lesion (default: 3)")
+    p.add_argument("--shift-mm", type=finite_number, nargs=2, default=(1.0, 5.0), metavar=("LOW", "HIGH"), help="seed shift range in mm (default: 1 5)")
+    p.add_argument("--rotate-deg", type=finite_number, nargs=2, default=(5.0, 10.0), metavar=("LOW", "HIGH"), help="rotation range in degrees (default: 5 10)")
+    p.add_argument("--spacing-mm", type=finite_number, nargs=2, default=(1.0, 1.5), metavar=("LOW", "HIGH"), help="in-plane spacing range in mm (default: 1 1.5)")
+    p.add_argument("--noise-hu", type=finite_number, default=20.0, help="sd of the additive Gaussian noise in HU (default: 20)")
+    p.add_argument("--seed", type=whole_number(0), default=0, help="seed of the perturbation draws and the bootstrap (default: 0)")
+    p.add_argument("--n-boot", type=whole_number(0), default=1000, help="bootstrap resamples (default: 1000)")
     p.add_argument("--bootstrap-unit", choices=["patient", "lesion"], default="patient", help="resample patients (default) or lesions")
     add_results_dir(p)
     add_cache_dir(p)
