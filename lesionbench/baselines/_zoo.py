@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from lesionbench.benchmark.errors import ConfigurationError
+from lesionbench.benchmark.errors import ConfigurationError, WeightsError
 from lesionbench.benchmark.types import EncoderMeta, Intensity, PatchSpec
 
 logger = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class ZooModel:
 
 
 # the audited loading lives in _zoo_load; re-exported here, the one module encoder files import
-from lesionbench.baselines._zoo_load import audit, check_finite, load_audited, read_checkpoint, unwrap  # noqa: E402, F401
+from lesionbench.baselines._zoo_load import audit, check_finite, load_audited, read_checkpoint, read_checkpoint_and_digest, unwrap  # noqa: E402, F401
 
 
 # ------------------------------------------------------------------------------------------ encoder
@@ -270,7 +270,7 @@ def build_encoder(
     """Build ``entry``'s encoder: the card's released (or given) weights, audited, or seeded random ones."""
     import torch
 
-    from lesionbench.baselines._zoo_weights import resolve
+    from lesionbench.baselines._zoo_weights import locate, verify
 
     model = entry.model
     if recipe not in RECIPES:
@@ -285,8 +285,15 @@ def build_encoder(
         digest, n_loaded = f"random-init-seed-{int(seed)}", None
         settings: tuple[tuple[str, str], ...] = (("recipe", recipe), ("seed", str(int(seed))))
     else:
-        path, digest = resolve(model, weights, progress=progress)
-        checkpoint = read_checkpoint(path, model.weights)
+        path, managed = locate(model, weights, progress=progress)
+        try:
+            checkpoint, digest = read_checkpoint_and_digest(path, model.weights)  # one read: the digest of the bytes loaded
+        except WeightsError:
+            if managed:  # a damaged download: its recorded digest says so, and how to fetch it again
+                verify(model, path)
+            raise
+        if managed:
+            verify(model, path, digest)
         network = _meta_build(entry, recipe)
         if network is not None:
             n_loaded = load_audited(network, checkpoint, model, source=str(path), assign=True)

@@ -25,20 +25,29 @@ logger = logging.getLogger(__name__)
 def read_checkpoint(path: str | Path, weights: WeightsFile | None = None) -> Any:
     """A checkpoint file: safetensors (``.safetensors``) or ``torch.load(weights_only=True)`` with only the
     card's ``safe_globals`` allowed; clear errors for files that are neither."""
+    return read_checkpoint_and_digest(path, weights)[0]
+
+
+def read_checkpoint_and_digest(path: str | Path, weights: WeightsFile | None = None) -> tuple[Any, str]:
+    """:func:`read_checkpoint` and the sha256 of the bytes it loaded, from one read of the file (a file
+    swapped in under the same path between hashing and loading cannot slip through)."""
     path = Path(path)
     if path.suffix == ".safetensors":
+        import hashlib
+
         from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         try:
-            return load_file(str(path), device="cpu")
+            data = path.read_bytes()
+            return load(data), hashlib.sha256(data).hexdigest()
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"{path} could not be read as safetensors ({type(exc).__name__}: {exc}); the file is damaged or not weights.") from exc
     import importlib
 
     import torch
 
-    from lesionbench.benchmark.weights import load_checkpoint
+    from lesionbench.benchmark.weights import read_checkpoint as read_torch_checkpoint
 
     allowed = []
     for dotted in (weights.safe_globals if weights else ()):
@@ -46,7 +55,7 @@ def read_checkpoint(path: str | Path, weights: WeightsFile | None = None) -> Any
         allowed.append(getattr(importlib.import_module(mod), attr))
     try:
         with torch.serialization.safe_globals(allowed):
-            return load_checkpoint(path)
+            return read_torch_checkpoint(path)
     except WeightsError as exc:
         try:  # lists the classes the file would rebuild, without executing anything
             unsafe = sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path))) - {f"{c.__module__}.{c.__qualname__}" for c in allowed})

@@ -118,10 +118,11 @@ def download(model: ZooModel, *, progress: bool = True) -> Path:
     return dest
 
 
-def verify(model: ZooModel, path: Path) -> str:
-    """sha256 of a cached weights file, checked against the size and digest recorded at download."""
+def verify(model: ZooModel, path: Path, digest: str | None = None) -> str:
+    """sha256 of a cached weights file (``digest`` when the caller already has it from reading the file),
+    checked against the size and digest recorded at download."""
     side = _sidecar(path)
-    digest = sha256_file(path)
+    digest = digest or sha256_file(path)
     if not side.is_file():  # placed by hand: recorded now, verified from now on
         record = {"file": path.name, "size": path.stat().st_size, "sha256": digest, "source": "found in cache"}
         atomic_write(side, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
@@ -140,8 +141,9 @@ def verify(model: ZooModel, path: Path) -> str:
     return digest
 
 
-def resolve(model: ZooModel, weights: str | Path | None, *, progress: bool = True) -> tuple[Path, str]:
-    """The weights file to load for ``model`` and its sha256 (see the module docstring)."""
+def locate(model: ZooModel, weights: str | Path | None, *, progress: bool = True) -> tuple[Path, bool]:
+    """The weights file to load for ``model`` (``weights``, else the cache, else a download) and whether it is
+    the managed cache copy, whose digest must match the one recorded at download."""
     if weights is not None:
         path = Path(weights).expanduser()
         if path.is_dir():
@@ -150,8 +152,15 @@ def resolve(model: ZooModel, weights: str | Path | None, *, progress: bool = Tru
             path = path / model.weights.filename
         if not path.is_file():
             raise WeightsMissingError(f"{model.name} weights file not found: {path}. {how_to_get(model)}")
-        return path, sha256_file(path)  # from the content, every time: a swapped file never reuses a digest
+        return path, False
     path = present(model)
     if path is None:
         path = download(model, progress=progress)
-    return path, verify(model, path)
+    return path, True
+
+
+def resolve(model: ZooModel, weights: str | Path | None, *, progress: bool = True) -> tuple[Path, str]:
+    """The weights file to load for ``model`` and its sha256 (see the module docstring)."""
+    path, managed = locate(model, weights, progress=progress)
+    # from the content, every time: a swapped file never reuses a digest
+    return path, (verify(model, path) if managed else sha256_file(path))

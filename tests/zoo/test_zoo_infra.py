@@ -174,6 +174,30 @@ def test_download_records_size_and_sha256_and_later_loads_verify_them(monkeypatc
         _zoo_weights.resolve(CTFM, None)
 
 
+def test_building_from_the_cache_loads_once_and_checks_the_bytes_it_loaded(monkeypatch, tmp_path):
+    """The encoder is built from one read of the cached file: its digest is of the bytes loaded, and a file
+    swapped in after the download (valid weights, other content) is refused, never loaded under the old digest."""
+    from safetensors.torch import save_file
+
+    from lesionbench.benchmark.plugins import get_encoder
+
+    monkeypatch.setenv("LESIONBENCH_WEIGHTS", str(tmp_path / "weights"))
+    dest = _zoo_weights.model_dir(CTFM) / CTFM.weights.filename
+    dest.parent.mkdir(parents=True)
+    control = get_encoder("ct-fm-random-init", device="cpu")
+    save_file({k: v.contiguous() for k, v in control.network.state_dict().items()}, str(dest))
+    first = get_encoder("ct-fm", device="cpu")  # placed by hand: recorded now, verified from now on
+    assert first.meta.weights_sha256 == _zoo_weights.sha256_file(dest)
+    reads = []
+    real = _zoo_weights.sha256_file
+    monkeypatch.setattr(_zoo_weights, "sha256_file", lambda path: reads.append(path) or real(path))
+    assert get_encoder("ct-fm", device="cpu").meta.weights_sha256 == first.meta.weights_sha256 and reads == []
+    other = get_encoder("ct-fm-random-init", device="cpu", seed=1)
+    save_file({k: v.contiguous() for k, v in other.network.state_dict().items()}, str(dest))
+    with pytest.raises(WeightsError, match="were recorded when they were downloaded"):
+        get_encoder("ct-fm", device="cpu")
+
+
 def test_a_download_that_differs_from_the_card_is_not_kept(monkeypatch, tmp_path):
     import dataclasses
 
