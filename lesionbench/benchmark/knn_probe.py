@@ -26,13 +26,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator
 from sklearn.neighbors import KNeighborsClassifier
 
 from lesionbench.benchmark.endpoints import two_year_label
-from lesionbench.benchmark.linear_probe import MIN_THRESHOLD_PER_CLASS, ProbeError, balanced_threshold, grouped_folds, plateau_middle, standardise
-from lesionbench.benchmark.metrics import canonical_metric, compute_metrics
-from lesionbench.benchmark.types import TaskKind
+from lesionbench.benchmark.linear_probe import ProbeError, SelectedProbe, balanced_threshold, plateau_middle
 
 #: Scores are kept this far from 0 and 1 when the threshold is folded in (logit of 0 is -inf).
 _EPS = 1e-6
@@ -53,7 +51,7 @@ def fold_threshold(p: np.ndarray, t: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-class KNNProbe(ClassifierMixin, BaseEstimator):
+class KNNProbe(SelectedProbe):
     """Standardisation + cosine, distance-weighted k-NN with k chosen on validation data (or grouped CV).
 
     ``fit(X, y, *, X_val=None, y_val=None, groups=None)`` like :class:`LinearProbe`; ``predict_proba``
@@ -69,64 +67,33 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.threshold = threshold
 
-    def _kind(self) -> TaskKind:
-        return TaskKind.MULTICLASS if self.n_classes_ > 2 else TaskKind.BINARY
-
     @staticmethod
     def _knn(Xs: np.ndarray, y: np.ndarray, k: int) -> KNeighborsClassifier:
         return KNeighborsClassifier(n_neighbors=min(k, len(y)), metric="cosine", weights="distance", algorithm="brute").fit(Xs, y)
-
-    def _proba(self, model: KNeighborsClassifier, Xs: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(Xs), self.n_classes_))
-        out[:, model.classes_.astype(int)] = model.predict_proba(Xs)
-        return out
-
-    def _score(self, y: np.ndarray, proba: np.ndarray) -> float:
-        return compute_metrics(self._kind(), y, proba, [self.metric_])[self.metric_]
 
     def _search(self, evaluate: Callable[[int], float]) -> int:
         scores = {float(k): evaluate(k) for k in self.grid_}
         self.search_ = [(int(k), float(s)) for k, s in sorted(scores.items())]
         return int(plateau_middle(scores, "k"))
 
-    def _folds(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """Per grouped fold: (scaled train X, train y, scaled held-out X, held-out rows); filter and scaler fitted per fold."""
-        out = []
-        if len(np.unique(groups)) < 2:
-            return out
-        for tr, te in grouped_folds(X, y, groups, self.cv_folds, self.random_state):
-            filt, scaler, xtr = standardise(X[tr])
-            out.append((xtr, y[tr], scaler.transform(filt.transform(X[te])), te))
-        return out
-
     def fit(self, X: np.ndarray, y: np.ndarray, *, X_val: np.ndarray | None = None, y_val: np.ndarray | None = None, groups: np.ndarray | None = None) -> KNNProbe:
-        if self.threshold not in ("balanced", "none"):
-            raise ProbeError(f"threshold must be 'balanced' or 'none', got {self.threshold!r}.")
-        X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y).astype(int)
-        self.n_classes_ = int(self.n_classes or (y.max() + 1))
-        self.classes_ = np.arange(self.n_classes_)
-        self.metric_ = canonical_metric(self.metric)
-        if len(np.unique(y)) < 2:
-            raise ProbeError(f"The training labels hold a single class ({np.unique(y).tolist()}); a probe needs at least two.")
-        groups = np.asarray(groups) if groups is not None else np.arange(len(y))
-        self.filter_, self.scaler_, Xs = standardise(X)
+        X, y, groups, Xs = self._start(X, y, groups)
         self.grid_ = k_grid(len(y), self.max_k)
         Xv = None
         if X_val is not None and y_val is not None and len(y_val) > 0:
             y_val = np.asarray(y_val).astype(int)
             Xv = self.scaler_.transform(self.filter_.transform(X_val))
-            if not np.isfinite(self._score(y_val, np.full((len(y_val), self.n_classes_), 1.0 / self.n_classes_))):
+            if not self._can_score(y_val):
                 Xv = None  # a class is missing there: the selection metric is undefined
         if Xv is not None:
             self.selection_ = "val"
-            self.k_ = self._search(lambda k: self._score(y_val, self._proba(self._knn(Xs, y, k), Xv)))
+            self.k_ = self._search(lambda k: self._score(y_val, self._full_proba(self._knn(Xs, y, k), Xv)))
         else:
             self.selection_ = "cv"
-            folds = [f for f in self._folds(X, y, groups) if len(np.unique(f[1])) >= 2]
+            folds = self._cv_data(X, y, groups)
 
             def cv_score(k: int) -> float:
-                vals = np.array([self._score(y[te], self._proba(self._knn(xtr, ytr, k), xte)) for xtr, ytr, xte, te in folds], dtype=float)
+                vals = np.array([self._score(y[te], self._full_proba(self._knn(xtr, ytr, k), xte)) for _, xtr, ytr, xte, te in folds], dtype=float)
                 return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
 
             try:
@@ -146,20 +113,14 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
         self.threshold_, self.threshold_selection_ = 0.5, "none"
         if self.threshold == "none" or self.n_classes_ != 2:
             return
-        if Xv is not None and min(int((y_val == 0).sum()), int((y_val == 1).sum())) >= MIN_THRESHOLD_PER_CLASS:
-            p, truth, self.threshold_selection_ = self._proba(self.model_, Xv)[:, 1], y_val, "val"
-        else:
-            p, scored = np.zeros(len(y)), np.zeros(len(y), dtype=bool)
-            for xtr, ytr, xte, te in self._folds(X, y, groups):
-                if len(np.unique(ytr)) >= 2:
-                    p[te], scored[te] = self._proba(self._knn(xtr, ytr, self.k_), xte)[:, 1], True
-            if len(np.unique(y[scored])) < 2:
-                return  # no usable folds (a handful of shots): the vote share's own 0.5
-            p, truth, self.threshold_selection_ = p[scored], y[scored], "train_oof"
+        data = self._threshold_data(X, y, groups, Xv, y_val, lambda xtr, ytr: self._knn(xtr, ytr, self.k_))
+        if data is None:
+            return  # no usable folds (a handful of shots): the vote share's own 0.5
+        p, truth, self.threshold_selection_ = data
         self.threshold_ = float(np.clip(balanced_threshold(truth, p), _EPS, 1 - _EPS))
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        p = self._proba(self.model_, self.scaler_.transform(self.filter_.transform(X)))
+        p = self._full_proba(self.model_, self.scaler_.transform(self.filter_.transform(X)))
         if self.n_classes_ == 2 and self.threshold_selection_ != "none":
             s = fold_threshold(p[:, 1], self.threshold_)
             p = np.column_stack([1 - s, s])

@@ -192,7 +192,74 @@ def balanced_threshold(y: np.ndarray, p: np.ndarray) -> float:
     return float(cuts[best[len(best) // 2]])
 
 
-class LinearProbe(ClassifierMixin, BaseEstimator):
+class SelectedProbe(ClassifierMixin, BaseEstimator):
+    """What the linear and k-NN probes share: the training set-up (labels, cleaned and standardised
+    features), scores with ``n_classes`` columns, the selection score, the grouped folds (filter and
+    scaler refitted per fold) and the data the binary operating threshold is chosen on. A subclass sets
+    ``metric``, ``n_classes``, ``cv_folds``, ``random_state`` and ``threshold`` in its ``__init__``."""
+
+    def _start(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Check and set up a fit: ``(X, y, groups, standardised X)``; sets ``n_classes_``, ``classes_``,
+        ``metric_``, ``filter_`` and ``scaler_``."""
+        if self.threshold not in ("balanced", "none"):
+            raise ProbeError(f"threshold must be 'balanced' or 'none', got {self.threshold!r}.")
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y).astype(int)
+        self.n_classes_ = int(self.n_classes or (y.max() + 1))
+        self.classes_ = np.arange(self.n_classes_)
+        self.metric_ = canonical_metric(self.metric)
+        if len(np.unique(y)) < 2:
+            raise ProbeError(f"The training labels hold a single class ({np.unique(y).tolist()}); a probe needs at least two.")
+        groups = np.asarray(groups) if groups is not None else np.arange(len(y))
+        self.filter_, self.scaler_, Xs = standardise(X)
+        return X, y, groups, Xs
+
+    def _kind(self) -> TaskKind:
+        return TaskKind.MULTICLASS if self.n_classes_ > 2 else TaskKind.BINARY
+
+    def _full_proba(self, model: Any, Xs: np.ndarray) -> np.ndarray:
+        """``model``'s probabilities with a column for every class (classes absent from its training data: 0)."""
+        p = model.predict_proba(Xs)
+        out = np.zeros((len(Xs), self.n_classes_))
+        out[:, model.classes_.astype(int)] = p
+        return out
+
+    def _score(self, y: np.ndarray, proba: np.ndarray) -> float:
+        return compute_metrics(self._kind(), y, proba, [self.metric_])[self.metric_]
+
+    def _can_score(self, y_val: np.ndarray) -> bool:
+        """Whether the selection metric is defined on these labels (a class missing there makes it NaN)."""
+        return bool(np.isfinite(self._score(y_val, np.full((len(y_val), self.n_classes_), 1.0 / self.n_classes_))))
+
+    def _cv_data(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per fold: (train rows, scaled train X, train y, scaled held-out X, held-out rows); filter and scaler fitted per fold."""
+        out = []
+        for tr, te in grouped_folds(X, y, groups, self.cv_folds, self.random_state):
+            if len(np.unique(y[tr])) < 2:  # a tiny subset: this fold's training part holds one class, nothing to fit
+                continue
+            filt, scaler, xtr = standardise(X[tr])
+            out.append((tr, xtr, y[tr], scaler.transform(filt.transform(X[te])), te))
+        return out
+
+    def _threshold_data(
+        self, X: np.ndarray, y: np.ndarray, groups: np.ndarray, Xv: np.ndarray | None, y_val: np.ndarray | None, fit_fold: Callable[[np.ndarray, np.ndarray], Any]
+    ) -> tuple[np.ndarray, np.ndarray, str] | None:
+        """Scores and labels to choose the binary operating threshold on, and where they come from: the
+        validation rows ("val") when they hold :data:`MIN_THRESHOLD_PER_CLASS` lesions of each class, else
+        out-of-fold training scores ("train_oof", every training lesion scored by a model ``fit_fold``
+        fitted without it); None when no fold is usable."""
+        if Xv is not None and min(int((y_val == 0).sum()), int((y_val == 1).sum())) >= MIN_THRESHOLD_PER_CLASS:
+            return self._full_proba(self.model_, Xv)[:, 1], y_val, "val"
+        p, scored = np.zeros(len(y)), np.zeros(len(y), dtype=bool)
+        for _, xtr, ytr, xte, te in self._cv_data(X, y, groups):
+            p[te] = self._full_proba(fit_fold(xtr, ytr), xte)[:, 1]
+            scored[te] = True
+        if len(np.unique(y[scored])) < 2:
+            return None
+        return p[scored], y[scored], "train_oof"
+
+
+class LinearProbe(SelectedProbe):
     """Standardisation + logistic regression with C chosen by ``metric`` on validation data (or grouped CV).
 
     ``fit(X, y, *, X_val=None, y_val=None, groups=None)``; ``groups`` (patient ids) are used only for
@@ -230,15 +297,6 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.threshold = threshold
 
     # -- helpers
-    def _kind(self) -> TaskKind:
-        return TaskKind.MULTICLASS if self.n_classes_ > 2 else TaskKind.BINARY
-
-    def _full_proba(self, model: LogisticRegression, Xs: np.ndarray) -> np.ndarray:
-        p = model.predict_proba(Xs)
-        out = np.zeros((len(Xs), self.n_classes_))
-        out[:, model.classes_.astype(int)] = p
-        return out
-
     def _fit_one(self, Xs: np.ndarray, y: np.ndarray, C: float, init: LogisticRegression | None) -> LogisticRegression:
         model = LogisticRegression(C=C, max_iter=self.max_iter, tol=self.tol, warm_start=init is not None)
         if init is not None and len(init.classes_) == len(np.unique(y)):
@@ -251,9 +309,6 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             self.n_not_converged_ += 1
             logger.debug("logistic regression did not converge in %d iterations at C=%g", self.max_iter, C)
         return model
-
-    def _score(self, y: np.ndarray, proba: np.ndarray) -> float:
-        return compute_metrics(self._kind(), y, proba, [self.metric_])[self.metric_]
 
     def _search(self, evaluate: Callable[[float, float | None], float]) -> float:
         """Coarse-to-fine search; ``evaluate(C, init_C)`` returns the selection score of C."""
@@ -280,16 +335,6 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.search_ = sorted(scores.items())
         return best
 
-    def _cv_data(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """Per fold: (train rows, scaled train X, train y, scaled held-out X, held-out rows); filter and scaler fitted per fold."""
-        out = []
-        for tr, te in grouped_folds(X, y, groups, self.cv_folds, self.random_state):
-            if len(np.unique(y[tr])) < 2:  # a tiny subset: this fold's training part holds one class, nothing to fit
-                continue
-            filt, scaler, xtr = standardise(X[tr])
-            out.append((tr, xtr, y[tr], scaler.transform(filt.transform(X[te])), te))
-        return out
-
     # -- sklearn API
     def fit(self, X: np.ndarray, y: np.ndarray, *, X_val: np.ndarray | None = None, y_val: np.ndarray | None = None, groups: np.ndarray | None = None) -> LinearProbe:
         # lbfgs makes many small BLAS calls; thread start-up and contention outweigh the gain
@@ -298,26 +343,16 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             return self._fit(X, y, X_val=X_val, y_val=y_val, groups=groups)
 
     def _fit(self, X: np.ndarray, y: np.ndarray, *, X_val: np.ndarray | None, y_val: np.ndarray | None, groups: np.ndarray | None) -> LinearProbe:
-        if self.threshold not in ("balanced", "none"):
-            raise ProbeError(f"threshold must be 'balanced' or 'none', got {self.threshold!r}.")
-        X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y).astype(int)
-        self.n_classes_ = int(self.n_classes or (y.max() + 1))
-        self.classes_ = np.arange(self.n_classes_)
-        self.metric_ = canonical_metric(self.metric)
         self.n_not_converged_ = 0
         self.default_c_ = False
-        if len(np.unique(y)) < 2:
-            raise ProbeError(f"The training labels hold a single class ({np.unique(y).tolist()}); a probe needs at least two.")
-        groups = np.asarray(groups) if groups is not None else np.arange(len(y))
-        self.filter_, self.scaler_, Xs = standardise(X)
+        X, y, groups, Xs = self._start(X, y, groups)
         use_val = X_val is not None and y_val is not None and len(y_val) > 0
         self.n_imputed_ = 0
         if use_val:
             y_val = np.asarray(y_val).astype(int)
             Xv_kept, self.n_imputed_ = self.filter_.transform_count(X_val)
             Xv = self.scaler_.transform(Xv_kept)
-            if not np.isfinite(self._score(y_val, np.full((len(y_val), self.n_classes_), 1.0 / self.n_classes_))):
+            if not self._can_score(y_val):
                 logger.warning("The validation split cannot score %s (a class is missing there); choosing C by cross-validation instead.", self.metric_)
                 use_val = False
                 self.n_imputed_ = 0
@@ -366,18 +401,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.threshold_, self.threshold_selection_ = 0.5, "none"
         if self.threshold == "none" or self.n_classes_ != 2:
             return
-        if Xv is not None and min(int((y_val == 0).sum()), int((y_val == 1).sum())) >= MIN_THRESHOLD_PER_CLASS:
-            p, truth, self.threshold_selection_ = self._full_proba(self.model_, Xv)[:, 1], y_val, "val"
-        else:
-            # out-of-fold predictions at the chosen C: every training lesion scored by a model that never saw it
-            p, scored = np.zeros(len(y)), np.zeros(len(y), dtype=bool)
-            for _, xtr, ytr, xte, te in self._cv_data(X, y, groups):
-                p[te] = self._full_proba(self._fit_one(xtr, ytr, self.C_, None), xte)[:, 1]
-                scored[te] = True
-            if len(np.unique(y[scored])) < 2:
-                logger.warning("No usable folds to choose the operating threshold on (%d training lesions); it stays at 0.5.", len(y))
-                return
-            p, truth, self.threshold_selection_ = p[scored], y[scored], "train_oof"
+        data = self._threshold_data(X, y, groups, Xv, y_val, lambda xtr, ytr: self._fit_one(xtr, ytr, self.C_, None))
+        if data is None:
+            logger.warning("No usable folds to choose the operating threshold on (%d training lesions); it stays at 0.5.", len(y))
+            return
+        p, truth, self.threshold_selection_ = data
         t = float(np.clip(balanced_threshold(truth, p), 1e-12, 1 - 1e-12))
         self.threshold_ = t
         self.model_.intercept_ = self.model_.intercept_ - math.log(t / (1.0 - t))
@@ -403,4 +431,4 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         }
 
 
-__all__ = ["C_GRID", "C_REFINE", "FeatureFilter", "LinearProbe", "ProbeError", "balanced_threshold", "plateau_middle"]
+__all__ = ["C_GRID", "C_REFINE", "FeatureFilter", "LinearProbe", "ProbeError", "SelectedProbe", "balanced_threshold", "plateau_middle"]
