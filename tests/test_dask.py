@@ -269,6 +269,28 @@ def test_a_worker_killed_mid_sweep_is_survived(client, cohort, tmp_path) -> None
     client.wait_for_workers(2, timeout=60)
 
 
+def test_a_rerun_on_a_worker_leaves_the_saved_record_alone(cohort, tmp_path) -> None:
+    """Dask reruns a run whose finished result was lost with its worker; the client may have saved it already."""
+    from lesionbench.benchmark.linear_probe import C_GRID
+    from lesionbench.benchmark.run_one import score_run
+    from lesionbench.benchmark.sweep import plan_sweep, run_sweep
+
+    manifest = _manifest(cohort)
+    X = extract_features(manifest, _ToyEncoder(), cache_dir=tmp_path / "cache", progress=False)
+    plan = plan_sweep(manifest, _ToyTask.meta, fractions=(1.0,), seeds=(0, 1), n_boot=10, c_grid=C_GRID)
+    provider = _SlowFeatures(X)
+    run_sweep(plan, _ToyEncoder().meta, provider, rdir=tmp_path, data_digest="x", progress=False)
+    saved = sorted((tmp_path / "runs").glob("*.json"))
+    assert len(saved) == 2
+    keys = {json.loads(p.read_text())["key"] for p in saved}
+    score_run(plan, provider, tmp_path, plan.runs[0])  # the late rerun
+    assert sorted((tmp_path / "runs").glob("*.json")) == saved
+    # a saved run of other data is still dropped before its files are replaced, by the client
+    again = run_sweep(plan, _ToyEncoder().meta, provider, rdir=tmp_path, data_digest="y", progress=False, resume=True)
+    assert len(again.runs) == 2 and sorted((tmp_path / "runs").glob("*.json")) == saved
+    assert not keys & {json.loads(p.read_text())["key"] for p in saved}
+
+
 def test_trainable_runs_ask_for_a_gpu_only_where_workers_have_one() -> None:
     from lesionbench.scaleout.sweep import workers_have_gpus
 

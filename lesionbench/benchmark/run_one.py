@@ -22,7 +22,6 @@ from sklearn.base import clone
 
 from lesionbench.benchmark.endpoints import two_year_label
 from lesionbench.benchmark.metrics import bootstrap_ci
-from lesionbench.benchmark.saved_runs import RUNS_DIR
 from lesionbench.benchmark.splits import Subset
 from lesionbench.benchmark.types import SubsetResult, TaskKind
 
@@ -150,8 +149,6 @@ def score_run(plan: SweepPlan, provider: FeatureProvider, rdir: Path, run: Plann
     t0 = timer.add("metrics", t0)
     pred_rel = f"predictions/{subset.name}.csv"
     sub_rel = f"subsets/{subset.name}.csv"
-    # a saved run of other data goes first: its prediction files are replaced now (saved anew once done)
-    (rdir / RUNS_DIR / f"{subset.name}.json").unlink(missing_ok=True)
     predictions_frame(manifest, kind, scores).to_csv(rdir / pred_rel, index=False)
     subset.write(rdir / sub_rel)
     if run.val_subset is not None:

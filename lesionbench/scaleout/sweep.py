@@ -43,7 +43,9 @@ def score_runs_dask(client: Any, plan: Any, provider: Any, rdir: Path, todo: lis
     ]
     try:
         for fut in as_completed(futures):
-            yield fut.result()
+            result = fut.result()
+            client.cancel([fut])  # released: a worker lost later does not make the scheduler run it again
+            yield result
     finally:  # a failure or Ctrl-C on the client stops the runs still queued
         client.cancel(futures)
 
