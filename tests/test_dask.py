@@ -283,7 +283,8 @@ def test_a_rerun_on_a_worker_leaves_the_saved_record_alone(cohort, tmp_path) -> 
     saved = sorted((tmp_path / "runs").glob("*.json"))
     assert len(saved) == 2
     keys = {json.loads(p.read_text())["key"] for p in saved}
-    score_run(plan, provider, tmp_path, plan.runs[0])  # the late rerun
+    (key,) = keys
+    score_run(plan, provider, tmp_path, plan.runs[0], key=key)  # the late rerun, of the same sweep
     assert sorted((tmp_path / "runs").glob("*.json")) == saved
     # a saved run of other data is still dropped before its files are replaced, by the client
     again = run_sweep(plan, _ToyEncoder().meta, provider, rdir=tmp_path, data_digest="y", progress=False, resume=True)

@@ -13,6 +13,7 @@ import copy
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from sklearn.base import clone
 
 from lesionbench.benchmark.endpoints import two_year_label
 from lesionbench.benchmark.metrics import bootstrap_ci
+from lesionbench.benchmark.saved_runs import drop_stale_record
 from lesionbench.benchmark.splits import Subset
 from lesionbench.benchmark.types import SubsetResult, TaskKind
 
@@ -87,30 +89,34 @@ def fit_labels(manifest: pd.DataFrame, kind: TaskKind) -> np.ndarray:
 
 
 def score_runs(
-    plan: SweepPlan, provider: FeatureProvider, rdir: Path, todo: list[tuple[int, PlannedRun]], jobs: int, *, client: Any = None
+    plan: SweepPlan, provider: FeatureProvider, rdir: Path, todo: list[tuple[int, PlannedRun]], jobs: int, *, client: Any = None, key: str | None = None
 ) -> Iterator[tuple[int, SubsetResult, int, dict[str, float]]]:
     """(slot, run, feature_dim, seconds per stage) of each run in ``todo``: in order in this process, or
     as they finish in ``jobs`` worker processes (joblib/loky; large arrays are shared by memory map), or
-    on a Dask ``client``'s workers (:func:`lesionbench.scaleout.sweep.score_runs_dask`)."""
+    on a Dask ``client``'s workers (:func:`lesionbench.scaleout.sweep.score_runs_dask`). ``key``: the
+    sweep's key for saved runs (:func:`~lesionbench.benchmark.saved_runs.drop_stale_record`)."""
+    one = partial(_score_one_slot, key=key)
     if client is not None and todo:
         from lesionbench.scaleout.sweep import score_runs_dask
 
-        yield from score_runs_dask(client, plan, provider, rdir, todo, _score_one_slot)
+        yield from score_runs_dask(client, plan, provider, rdir, todo, one)
         return
     if jobs <= 1 or len(todo) <= 1:
-        yield from (_score_one_slot(plan, provider, rdir, *job) for job in todo)
+        yield from (one(plan, provider, rdir, *job) for job in todo)
         return
     from joblib import Parallel, delayed
 
     parallel = Parallel(n_jobs=min(int(jobs), len(todo)), return_as="generator_unordered")
-    yield from parallel(delayed(_score_one_slot)(plan, provider, rdir, *job) for job in todo)
+    yield from parallel(delayed(one)(plan, provider, rdir, *job) for job in todo)
 
 
-def _score_one_slot(plan: SweepPlan, provider: FeatureProvider, rdir: Path, slot: int, run: PlannedRun) -> tuple[int, SubsetResult, int, dict[str, float]]:
-    return (slot, *score_run(plan, provider, rdir, run))
+def _score_one_slot(
+    plan: SweepPlan, provider: FeatureProvider, rdir: Path, slot: int, run: PlannedRun, *, key: str | None = None
+) -> tuple[int, SubsetResult, int, dict[str, float]]:
+    return (slot, *score_run(plan, provider, rdir, run, key=key))
 
 
-def score_run(plan: SweepPlan, provider: FeatureProvider, rdir: Path, run: PlannedRun) -> tuple[SubsetResult, int, dict[str, float]]:
+def score_run(plan: SweepPlan, provider: FeatureProvider, rdir: Path, run: PlannedRun, *, key: str | None = None) -> tuple[SubsetResult, int, dict[str, float]]:
     """One (fraction, seed) run: features, probe fit, bootstrap CIs, prediction and subset files."""
     timer = Timer()
     kind, manifest, subset = plan.kind, plan.manifest, run.subset
@@ -149,6 +155,7 @@ def score_run(plan: SweepPlan, provider: FeatureProvider, rdir: Path, run: Plann
     t0 = timer.add("metrics", t0)
     pred_rel = f"predictions/{subset.name}.csv"
     sub_rel = f"subsets/{subset.name}.csv"
+    drop_stale_record(rdir, subset.name, key)
     predictions_frame(manifest, kind, scores).to_csv(rdir / pred_rel, index=False)
     subset.write(rdir / sub_rel)
     if run.val_subset is not None:

@@ -71,6 +71,21 @@ def save_finished(rdir: Path, name: str, key: str, run: SubsetResult, feature_di
     atomic_write(rdir / RUNS_DIR / f"{name}.json", lambda tmp: tmp.write_text(record))
 
 
+def drop_stale_record(rdir: Path, name: str, key: str | None) -> None:
+    """Remove the saved record of run ``name`` before its prediction files are replaced (saved anew once
+    done), unless it is a record of this very sweep (``key``): Dask reruns a run whose finished result was
+    lost with its worker, and that rerun must not remove the record the client saved meanwhile (the files it
+    rewrites are the same). ``key=None`` removes any record."""
+    path = rdir / RUNS_DIR / f"{name}.json"
+    if key is not None:
+        try:
+            if json.loads(path.read_text()).get("key") == key:
+                return
+        except (OSError, ValueError, AttributeError):  # none, or not a record of ours: removed below
+            pass
+    path.unlink(missing_ok=True)
+
+
 def json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()

@@ -307,14 +307,10 @@ def run_sweep(
         todo.append((len(slots), run))
         slots.append(None)
     resumed = len(slots) - len(todo)
-    # a saved run of other data goes before its prediction files are replaced, here on the client: a worker that
-    # reruns a run whose result was lost with it must not remove the record the client saved meanwhile
-    for _, run in todo:
-        (rdir / RUNS_DIR / f"{run.subset.name}.json").unlink(missing_ok=True)
     bar = tqdm(total=len(slots), initial=resumed, desc=f"{meta.name} / {emeta.name}", disable=not progress, unit="run")
     names = {slot: run.subset.name for slot, run in todo}
     main = plan.metric_names[0]
-    for slot, result, n_feat_run, seconds in score_runs(plan, provider, rdir, todo, jobs, client=client):
+    for slot, result, n_feat_run, seconds in score_runs(plan, provider, rdir, todo, jobs, client=client, key=key):
         slots[slot] = result
         n_feat = n_feat_run
         save_finished(rdir, names[slot], key, result, n_feat)
