@@ -202,7 +202,7 @@ def test_threshold_from_out_of_fold_training_predictions_when_validation_is_smal
 
 
 def test_balanced_threshold_is_the_middle_of_the_best_cuts() -> None:
-    from lesionbench.benchmark.linear_probe import balanced_threshold
+    from lesionbench.benchmark.probe_base import balanced_threshold
 
     assert balanced_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4])) == pytest.approx(0.25)
     # BA 1 for any cut in (0.2, 0.3) and at no other: the cut is in there whatever the score scale
@@ -211,7 +211,7 @@ def test_balanced_threshold_is_the_middle_of_the_best_cuts() -> None:
 
 def test_c_ties_go_to_the_middle_of_the_plateau(imbalanced) -> None:
     """At tiny C the ranking (AUC) no longer changes: every C of the plateau ties; the smallest was chosen before."""
-    from lesionbench.benchmark.linear_probe import plateau_middle
+    from lesionbench.benchmark.probe_base import plateau_middle
 
     (Xtr, ytr), (Xv, yv), _ = imbalanced
     probe = LinearProbe(metric="auc", n_classes=2, c_grid=(1e-9, 1e-8, 1e-7), refine=False).fit(Xtr, ytr, X_val=Xv, y_val=yv)
@@ -224,17 +224,17 @@ def test_c_ties_go_to_the_middle_of_the_plateau(imbalanced) -> None:
 
 def test_cv_fallback_fits_the_feature_filter_per_fold(imbalanced, monkeypatch) -> None:
     """Without a validation split the filter is refitted on each fold's training rows, not on the whole subset."""
-    from lesionbench.benchmark import linear_probe
+    from lesionbench.benchmark import probe_base
 
     (Xtr, ytr), _, _ = imbalanced
     seen: list[int] = []
-    real_fit = linear_probe.FeatureFilter.fit
+    real_fit = probe_base.FeatureFilter.fit
 
     def spy(self, X, y=None):
         seen.append(len(X))
         return real_fit(self, X, y)
 
-    monkeypatch.setattr(linear_probe.FeatureFilter, "fit", spy)
+    monkeypatch.setattr(probe_base.FeatureFilter, "fit", spy)
     probe = LinearProbe(metric="auc", n_classes=2, c_grid=(1e-2,), refine=False, cv_folds=4).fit(Xtr, ytr, groups=np.arange(len(ytr)))
     assert probe.selection_ == "cv"
     assert seen[0] == len(Xtr) and len(seen) >= 5 and all(n < len(Xtr) for n in seen[1:5])

@@ -21,7 +21,8 @@ from sklearn.base import BaseEstimator
 
 from lesionbench.benchmark.errors import UnknownNameError, did_you_mean
 from lesionbench.benchmark.knn_probe import KNNProbe, KNNSurvivalProbe
-from lesionbench.benchmark.linear_probe import C_GRID, C_REFINE, FeatureFilter, LinearProbe, ProbeError
+from lesionbench.benchmark.linear_probe import C_GRID, C_REFINE, LinearProbe
+from lesionbench.benchmark.probe_base import FeatureFilter, ProbeError
 from lesionbench.benchmark.survival_probe import SurvivalProbe
 from lesionbench.benchmark.types import TaskKind
 

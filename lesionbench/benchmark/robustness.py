@@ -36,7 +36,8 @@ from sklearn.base import clone
 
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.host import atomic_write
-from lesionbench.benchmark.linear_probe import C_GRID, ProbeError
+from lesionbench.benchmark.linear_probe import C_GRID
+from lesionbench.benchmark.probe_base import ProbeError
 from lesionbench.benchmark.metrics import bootstrap_weights, compute_metrics, resampled_values
 from lesionbench.benchmark.perturb import PERTURBATIONS, PerturbationSettings, check_perturbations, perturbed_features
 from lesionbench.benchmark.run_one import fit_labels, fit_predict, select, truth
