@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lesionbench.benchmark.dicomslices import read_series
 from lesionbench.benchmark.errors import ConfigurationError, ImageError
 from lesionbench.benchmark.rawmap import MappedVolume, map_image
 
@@ -45,15 +46,8 @@ def read_image(path: str | Path):
     if (problem := metaimage_data_file_problem(p)) is not None:
         raise ImageError(problem)
     try:
-        if p.is_dir():
-            reader = sitk.ImageSeriesReader()
-            series = reader.GetGDCMSeriesIDs(str(p))
-            if not series:
-                raise ImageError(f"{p} is a folder without a DICOM series.")
-            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), series[0]))
-            image = reader.Execute()
-        else:
-            image = sitk.ReadImage(str(p))
+        # a folder: the series is read as dicomslices reads it when a slice does not decode alone
+        image = read_series(p) if p.is_dir() else sitk.ReadImage(str(p))
     except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
         reason = sitk_reason(exc)
         raise ImageError(f"could not read image {p}: {reason}. {read_fix(reason)}") from exc
