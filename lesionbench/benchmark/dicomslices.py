@@ -30,6 +30,7 @@ one a whole read gives.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,9 +103,12 @@ class SeriesSlices:
 
     ndim = 3
 
-    def __init__(self, folder: Path, files: tuple[str, ...], geometry: SeriesGeometry, pixel_id: int, dtype: np.dtype, known: dict[int, np.ndarray]):
+    def __init__(
+        self, folder: Path, files: tuple[str, ...], stats: tuple[tuple[int, ...], ...], geometry: SeriesGeometry, pixel_id: int, dtype: np.dtype, known: dict[int, np.ndarray]
+    ):
         self.folder = folder
         self.files = files
+        self._stats = stats  # each file's _stat_key when its header was read
         self.geometry = geometry
         self.shape = geometry.size[::-1]
         self.dtype = dtype
@@ -124,6 +128,15 @@ class SeriesSlices:
     def _read_plane(self, z: int) -> np.ndarray:
         import SimpleITK as sitk
 
+        try:
+            same = _stat_key(self.files[z]) == self._stats[z]
+        except OSError:
+            same = False
+        if not same:  # never a volume of slices from two versions of the series
+            raise ImageError(
+                f"the DICOM series in {self.folder} changed while it was read ({self.files[z]} is not the file it was). "
+                "Run again once the folder is complete."
+            )
         reader = sitk.ImageFileReader()
         reader.SetFileName(self.files[z])
         reader.SetOutputPixelType(self._pixel_id)
@@ -174,6 +187,11 @@ class SeriesSlices:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         whole = self[:, :, :]
         return whole if dtype is None else whole.astype(dtype, copy=False)
+
+
+def _stat_key(path: str) -> tuple[int, ...]:
+    st = os.stat(path)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _headers(files: list[str]) -> list[Any] | None:
@@ -227,13 +245,14 @@ def map_series(folder: str | Path) -> SeriesSlices | None:
         series, files = _series_files(p)
         if len(series) != 1 or len(files) < MIN_SLICES:
             return None
+        stats = tuple(_stat_key(f) for f in files)
         heads = _headers(files)
         if heads is None or not _regular(heads):
             return None
         ends = sitk.ImageSeriesReader()  # ITK's own geometry arithmetic, on two slices
         ends.SetFileNames([files[0], files[-1]])
         two = ends.Execute()
-    except RuntimeError:  # read whole instead, where errors are reported
+    except (RuntimeError, OSError):  # read whole instead, where errors are reported
         return None
     if two.GetDimension() != 3 or two.GetNumberOfComponentsPerPixel() != 1 or two.GetPixelID() != heads[0].GetPixelID():
         return None
@@ -247,4 +266,4 @@ def map_series(folder: str | Path) -> SeriesSlices | None:
         origin=tuple(float(s) for s in two.GetOrigin()),  # type: ignore[arg-type]
         direction=tuple(float(s) for s in two.GetDirection()),
     )
-    return SeriesSlices(p, tuple(files), geometry, two.GetPixelID(), ends_zyx.dtype, {0: ends_zyx[0], len(files) - 1: ends_zyx[1]})
+    return SeriesSlices(p, tuple(files), stats, geometry, two.GetPixelID(), ends_zyx.dtype, {0: ends_zyx[0], len(files) - 1: ends_zyx[1]})
