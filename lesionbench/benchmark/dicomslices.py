@@ -104,15 +104,25 @@ class SeriesSlices:
     ndim = 3
 
     def __init__(
-        self, folder: Path, files: tuple[str, ...], stats: tuple[tuple[int, ...], ...], geometry: SeriesGeometry, pixel_id: int, dtype: np.dtype, known: dict[int, np.ndarray]
+        self,
+        folder: Path,
+        files: tuple[str, ...],
+        *,
+        geometry: SeriesGeometry,
+        pixel_id: int,
+        dtype: np.dtype,
+        io: str,
+        stats: tuple[tuple[int, ...], ...],
+        known: dict[int, np.ndarray],
     ):
         self.folder = folder
         self.files = files
-        self._stats = stats  # each file's _stat_key when its header was read
         self.geometry = geometry
         self.shape = geometry.size[::-1]
         self.dtype = dtype
         self._pixel_id = pixel_id
+        self._io = io
+        self._stats = stats  # each file's _stat_key before its header was read
         self._planes = dict(known)
         self._lock = threading.Lock()
 
@@ -139,6 +149,7 @@ class SeriesSlices:
             )
         reader = sitk.ImageFileReader()
         reader.SetFileName(self.files[z])
+        reader.SetImageIO(self._io)
         reader.SetOutputPixelType(self._pixel_id)
         try:
             arr = sitk.GetArrayFromImage(reader.Execute())
@@ -194,40 +205,58 @@ def _stat_key(path: str) -> tuple[int, ...]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _headers(files: list[str]) -> list[Any] | None:
-    """Each file's header (``ImageFileReader`` after ``ReadImageInformation``); None if one fails."""
+@dataclass(frozen=True)
+class _Header:
+    """What :func:`_regular` compares of one slice file's header."""
+
+    dimension: int
+    size: tuple[int, ...]
+    pixel_id: int
+    components: int
+    spacing: tuple[float, ...]
+    direction: tuple[float, ...]
+    origin: tuple[float, ...]
+
+
+def _headers(files: list[str], io: str) -> list[_Header] | None:
+    """Each file's header (``ImageFileReader.ReadImageInformation``); None if one fails."""
     import SimpleITK as sitk
 
     heads = []
     for f in files:
-        reader = sitk.ImageFileReader()
+        reader = sitk.ImageFileReader()  # not kept: GDCM's reader holds the whole parsed file
         reader.SetFileName(f)
+        reader.SetImageIO(io)  # the one the first file gets (not every reader probing each file)
         try:
             reader.ReadImageInformation()
         except RuntimeError:
             return None
-        heads.append(reader)
+        heads.append(
+            _Header(
+                reader.GetDimension(), tuple(reader.GetSize()), reader.GetPixelID(), reader.GetNumberOfComponents(),
+                tuple(reader.GetSpacing()), tuple(reader.GetDirection()), tuple(reader.GetOrigin()),
+            )  # fmt: skip
+        )
     return heads
 
 
-def _regular(heads: list[Any]) -> bool:
+def _regular(heads: list[_Header]) -> bool:
     """Whether the slices are single frames of one size, type, spacing and orientation, evenly spaced along
     their normal (then the lazy volume is certain to equal the whole read)."""
     first = heads[0]
-    size = tuple(first.GetSize())
-    if first.GetDimension() != 3 or len(size) != 3 or size[2] != 1 or first.GetNumberOfComponents() != 1:
+    if first.dimension != 3 or len(first.size) != 3 or first.size[2] != 1 or first.components != 1:
         return False
-    keys = [(tuple(h.GetSize()), h.GetPixelID(), h.GetNumberOfComponents(), tuple(h.GetSpacing())[:2], tuple(h.GetDirection())) for h in heads]
+    keys = [(h.size, h.pixel_id, h.components, h.spacing[:2], h.direction) for h in heads]
     if any(k != keys[0] for k in keys):
         return False
-    pos = np.array([h.GetOrigin() for h in heads], dtype=float)
+    pos = np.array([h.origin for h in heads], dtype=float)
     n = len(pos)
     step = (pos[-1] - pos[0]) / (n - 1)
     spacing = float(np.linalg.norm(step))
     if not np.isfinite(spacing) or spacing <= 1e-6:
         return False
-    normal = np.asarray(first.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
-    if np.linalg.norm(np.cross(step / spacing, normal / np.linalg.norm(normal))) > TILT_TOLERANCE:
+    normal = np.asarray(first.direction, dtype=float).reshape(3, 3)[:, 2]
+    if not np.linalg.norm(normal) > 1e-6 or np.linalg.norm(np.cross(step / spacing, normal / np.linalg.norm(normal))) > TILT_TOLERANCE:
         return False
     expected = pos[0] + np.arange(n)[:, None] * step
     return bool(np.max(np.linalg.norm(pos - expected, axis=1)) <= SPACING_TOLERANCE * spacing)
@@ -246,7 +275,10 @@ def map_series(folder: str | Path) -> SeriesSlices | None:
         if len(series) != 1 or len(files) < MIN_SLICES:
             return None
         stats = tuple(_stat_key(f) for f in files)
-        heads = _headers(files)
+        io = sitk.ImageFileReader().GetImageIOFromFileName(files[0])
+        if io != "GDCMImageIO":
+            return None
+        heads = _headers(files, io)
         if heads is None or not _regular(heads):
             return None
         ends = sitk.ImageSeriesReader()  # ITK's own geometry arithmetic, on two slices
@@ -254,7 +286,7 @@ def map_series(folder: str | Path) -> SeriesSlices | None:
         two = ends.Execute()
     except (RuntimeError, OSError):  # read whole instead, where errors are reported
         return None
-    if two.GetDimension() != 3 or two.GetNumberOfComponentsPerPixel() != 1 or two.GetPixelID() != heads[0].GetPixelID():
+    if two.GetDimension() != 3 or two.GetNumberOfComponentsPerPixel() != 1 or two.GetPixelID() != heads[0].pixel_id:
         return None
     spacing = (*(float(s) for s in two.GetSpacing()[:2]), float(two.GetSpacing()[2]) / (len(files) - 1))
     if header_problem(spacing, two.GetOrigin(), two.GetDirection()) is not None:
@@ -266,4 +298,5 @@ def map_series(folder: str | Path) -> SeriesSlices | None:
         origin=tuple(float(s) for s in two.GetOrigin()),  # type: ignore[arg-type]
         direction=tuple(float(s) for s in two.GetDirection()),
     )
-    return SeriesSlices(p, tuple(files), stats, geometry, two.GetPixelID(), ends_zyx.dtype, {0: ends_zyx[0], len(files) - 1: ends_zyx[1]})
+    known = {0: ends_zyx[0], len(files) - 1: ends_zyx[1]}  # decoded for the geometry: kept
+    return SeriesSlices(p, tuple(files), geometry=geometry, pixel_id=two.GetPixelID(), dtype=ends_zyx.dtype, io=io, stats=stats, known=known)
