@@ -67,6 +67,25 @@ def write_series(folder: Path, arr: np.ndarray, *, spacing=(0.7, 0.8, 2.0), orig
     return folder
 
 
+def write_series_sitk(folder: Path, arr: np.ndarray, *, compressor: str, spacing=(0.7, 0.8, 2.0)) -> Path:
+    """A series written by SimpleITK (GDCM), compressed with ``compressor`` (e.g. lossless JPEG 2000)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetUseCompression(True)
+    writer.SetCompressor(compressor)
+    for k in range(arr.shape[0]):
+        plane = sitk.GetImageFromArray(arr[k : k + 1])
+        plane.SetSpacing(spacing)
+        tags = {"0008|0060": "CT", "0020|000d": SERIES_UID + ".1", "0020|000e": SERIES_UID, "0008|0018": f"{SERIES_UID}.2.{k}",
+                "0020|0013": str(k + 1), "0020|0032": f"-20\\15.5\\{_ds(-300 + k * spacing[2])}", "0020|0037": "1\\0\\0\\0\\1\\0"}  # fmt: skip
+        for key, value in tags.items():
+            plane.SetMetaData(key, value)
+        writer.SetFileName(str(folder / f"s{k:04d}.dcm"))
+        writer.Execute(plane)
+    return folder
+
+
 def _volume(n: int = 60, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 2500, size=(n, 22, 26)).astype(np.int16)
 
@@ -106,9 +125,12 @@ SERIES = {
 }
 
 
-@pytest.mark.parametrize("case", list(SERIES))
+@pytest.mark.parametrize("case", [*SERIES, "jpeg2000"])
 def test_a_series_is_read_slice_by_slice_with_the_whole_reads_geometry_voxels_and_patches(tmp_path, case):
-    folder = write_series(tmp_path / case, _volume(), **SERIES[case])
+    if case == "jpeg2000":
+        folder = write_series_sitk(tmp_path / case, _volume(30), compressor="JPEG2000")
+    else:
+        folder = write_series(tmp_path / case, _volume(), **SERIES[case])
     whole = read_image(folder)
     mapped = map_image(folder)
     assert isinstance(mapped, MappedVolume)
@@ -118,7 +140,9 @@ def test_a_series_is_read_slice_by_slice_with_the_whole_reads_geometry_voxels_an
     assert mapped.array.dtype == arr.dtype and mapped.array.shape == arr.shape
     np.testing.assert_array_equal(np.asarray(mapped.array), arr)
     lesions = _lesions(whole)
-    for spec in (PatchSpec(), PatchSpec(with_mask=True), PatchSpec(method="seed-crop", size=(8, 10, 12), spacing_mm=(1.5, 1.0, 1.0), orientation="RAS", intensity=Intensity())):
+    seed_crop = PatchSpec(method="seed-crop", size=(8, 10, 12), spacing_mm=(1.5, 1.0, 1.0), orientation="RAS", intensity=Intensity())
+    nearest = PatchSpec(method="seed-crop", size=(8, 10, 12), orientation="SPL", interpolation="nearest", intensity=Intensity())
+    for spec in (PatchSpec(), PatchSpec(with_mask=True), seed_crop, nearest):
         expected = cut_patches(str(folder), lesions, spec, images=_Whole(whole))
         _assert_same_patches(cut_patches(str(folder), lesions, spec), expected)
         with ImagePrefetcher([folder]) as pre:
@@ -181,12 +205,16 @@ def _fallback_series(tmp_path: Path, case: str) -> Path:
         write_slice(folder / "s0005.dcm", arr[5], position=(-20.0, 15.5, -290.0), index=5, slope=0.5, intercept=-1024.25)
     elif case == "two-slices":
         write_series(folder, arr[:2])
+    elif case == "truncated-slice":  # GDCM leaves it out of the series: a gap, read whole as before
+        write_series(folder, arr)
+        data = (folder / "s0005.dcm").read_bytes()
+        (folder / "s0005.dcm").write_bytes(data[: len(data) - 100])
     elif case == "multi-frame":
         write_slice(folder.mkdir() or folder / "mf.dcm", arr[:3], position=(0.0, 0.0, 0.0), frames=3)
     return folder
 
 
-@pytest.mark.parametrize("case", ["two-series", "gantry-tilt", "uneven-spacing", "a-slice-rescaled-otherwise", "two-slices", "multi-frame"])
+@pytest.mark.parametrize("case", ["two-series", "gantry-tilt", "uneven-spacing", "a-slice-rescaled-otherwise", "two-slices", "truncated-slice", "multi-frame"])
 def test_what_is_not_certain_is_read_whole(tmp_path, case):
     folder = _fallback_series(tmp_path, case)
     assert map_image(folder) is None
