@@ -2,9 +2,9 @@
 
 :func:`read_series` is the whole read :func:`~lesionbench.benchmark.reading.read_image` does for a folder
 (SimpleITK's ``ImageSeriesReader`` on the files ``GetGDCMSeriesFileNames`` lists for the folder's series).
-:func:`map_series` gives the same image as a :class:`SeriesSlices`, which
-:func:`~lesionbench.benchmark.rawmap.map_image` wraps in a ``MappedVolume``: a (z, y, x) array-like that reads a slice file the first time a block
-needs it and keeps it for the next lesions of the volume.
+:func:`map_series` gives the same image as a :class:`SeriesSlices` (which
+:func:`~lesionbench.benchmark.rawmap.map_image` wraps in a ``MappedVolume``): a (z, y, x) array-like that
+decodes a slice file the first time a block needs it and keeps it for the next lesions of the volume.
 
 Bit-identity with the whole read rests on three things:
 
@@ -17,8 +17,8 @@ Bit-identity with the whole read rests on three things:
   the series reader picks it), the same per-file read and rescale (RescaleSlope/Intercept) the series
   reader does into its buffer.
 
-Every file's header is read first (GDCM parses the whole file, so this costs about a third of a whole
-read, without decoding or holding the pixels). Anything not certain returns None and the folder is read
+Every file's header is read first (GDCM parses the whole file without decoding it: 0.09-0.12 s for 200
+uncompressed 512x512 slices against 0.17-0.33 s for their whole read, on top of the GDCM scan both paths do). Anything not certain returns None and the folder is read
 whole, which also reports errors: several series in the folder, fewer than three slices, a multi-frame
 or multi-component file, slices that differ in size, pixel type, in-plane spacing or orientation,
 positions off the straight line from the first to the last slice or unevenly spaced along it (relative
@@ -43,7 +43,7 @@ from lesionbench.benchmark.errors import ImageError
 logger = logging.getLogger(__name__)
 
 #: Largest tolerated deviation of a slice's position from its place on the evenly spaced line from the
-#: first to the last slice, relative to the slice spacing (ITK's own non-uniform sampling threshold).
+#: first to the last slice, relative to the slice spacing (the relative threshold at which ITK warns of non-uniform sampling).
 SPACING_TOLERANCE = 1e-4
 #: Largest tolerated sine of the angle between the slice step and the slice normal (gantry tilt).
 TILT_TOLERANCE = 1e-6
@@ -128,12 +128,6 @@ class SeriesSlices:
 
     def __len__(self) -> int:
         return self.shape[0]
-
-    @property
-    def nbytes_read(self) -> int:
-        """Bytes of the slices decoded and kept so far."""
-        with self._lock:
-            return sum(p.nbytes for p in self._planes.values())
 
     def _read_plane(self, z: int) -> np.ndarray:
         import SimpleITK as sitk
