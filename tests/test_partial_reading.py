@@ -341,3 +341,26 @@ def test_features_from_a_series_equal_the_whole_reads(tmp_path, monkeypatch):
     decoded = _count_decodes(monkeypatch)
     np.testing.assert_array_equal(extract_features(df, Sampled(), cache=False, progress=False), lazy)
     assert len(decoded) == 50  # the comparison really was the whole read
+
+
+@pytest.mark.parametrize("orientation", ["oblique", "flipped", "real-ct"])
+def test_nsclc_style_and_real_ct_series_read_slice_by_slice_equal_the_whole_read(tmp_path, orientation, request):
+    """The task tests' DICOM writer (reversed instance numbers, shuffled file names, a tilted or feet-first
+    normal) and pyradiomics' real lung1 CT written as a series."""
+    from nsclc_fixtures import write_ct, write_ct_volume
+
+    if orientation == "real-ct":
+        shared = request.getfixturevalue("shared_dir")
+        image = sitk.ReadImage(str(shared / "data" / "real-ct" / "lung1_image.nrrd"))
+        arr = sitk.GetArrayFromImage(image)
+        write_ct_volume(tmp_path / "ct", "REAL-1", arr.astype(float), R=np.array(image.GetDirection()).reshape(3, 3),
+                        origin=np.array(image.GetOrigin()), spacing=image.GetSpacing(), truth=arr > 0)  # fmt: skip
+    else:
+        write_ct(tmp_path / "ct", "P-1", orientation=orientation, shape=(24, 36, 30))
+    folder = tmp_path / "ct"
+    whole = read_image(folder)
+    mapped = map_image(folder)
+    assert isinstance(mapped, MappedVolume)
+    assert (mapped.GetSize(), mapped.GetSpacing(), mapped.GetOrigin(), mapped.GetDirection()) == (whole.GetSize(), whole.GetSpacing(), whole.GetOrigin(), whole.GetDirection())
+    lesions = _lesions(whole)
+    _assert_same_patches(cut_patches(str(folder), lesions, PatchSpec()), cut_patches(str(folder), lesions, PatchSpec(), images=_Whole(whole)))
