@@ -56,7 +56,8 @@ _NRRD_TYPES = {
 @dataclass(frozen=True, eq=False)
 class MappedVolume:
     """An image's geometry (the getters :class:`~lesionbench.benchmark.geometry.ImageGeometry` reads) and its
-    voxels as a (z, y, x) memory map. Holds no pixel memory of its own (0 bytes for the read-ahead budget)."""
+    voxels as a (z, y, x) memory map, or for a DICOM series a :class:`~lesionbench.benchmark.dicomslices.SeriesSlices`
+    (which keeps the slices it decodes: two at first). Counts 0 bytes for the read-ahead budget."""
 
     path: str
     array: np.ndarray
