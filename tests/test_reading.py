@@ -215,7 +215,7 @@ def _oblique_volume(dtype=np.int16) -> sitk.Image:
     return img
 
 
-@pytest.mark.parametrize("suffix", [".nii", ".mha", ".mhd"])
+@pytest.mark.parametrize("suffix", [".nii", ".mha", ".mhd", ".nrrd", ".nhdr"])
 @pytest.mark.parametrize("spec", [PatchSpec(), PatchSpec(method="seed-crop", size=(8, 10, 12), spacing_mm=(1.5, 1.0, 1.0), orientation="RAS", intensity=Intensity()), PatchSpec(method="seed-crop", size=(8, 10, 12), orientation="SPL", interpolation="nearest", intensity=Intensity())], ids=["fmcib", "seed-crop", "seed-crop-nearest"])
 def test_uncompressed_images_are_mapped_and_give_the_whole_volume_patches(tmp_path, suffix, spec):
     from lesionbench.benchmark.features import check_spec

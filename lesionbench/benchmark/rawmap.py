@@ -1,14 +1,17 @@
 """Uncompressed images mapped, not read: only the blocks the patches touch come from disk.
 
-For an uncompressed NIfTI (``.nii``) or MetaImage (``.mha`` with its data inline, ``.mhd`` with a raw data
-file), the geometry comes from SimpleITK's own header parser (``ImageFileReader.ReadImageInformation``) and
-the voxels are a read-only ``numpy.memmap`` of the data at the offset the format's header gives, in the
+For an uncompressed NIfTI (``.nii``), MetaImage (``.mha`` with its data inline, ``.mhd`` with a raw data
+file) or NRRD (``.nrrd`` with ``encoding: raw``, or a detached ``.nhdr`` header and its raw data file), the
+geometry comes from SimpleITK's own header parser (``ImageFileReader.ReadImageInformation``) and the
+voxels are a read-only ``numpy.memmap`` of the data at the offset the format's header gives, in the
 on-disk type and byte order. Patch cutting slices the bounding block of each patch
 (:func:`~lesionbench.benchmark.geometry.sample_linear`), so a lesion reads a few MB of a volume, and an image
 costs no memory beyond the page cache. The voxel values are the same bytes SimpleITK would decode, so the
 patches equal the whole-volume path's; any case this module does not recognise with certainty (scaled
-NIfTI, compressed or multi-file MetaImage, NIfTI-2, a size mismatch, a bad header) returns None and the
-image is read whole by :func:`~lesionbench.benchmark.reading.read_image`, which also reports errors.
+NIfTI, compressed or multi-file MetaImage, gzip/bzip2/text NRRD, NIfTI-2, a size mismatch, a bad header)
+returns None and the image is read whole by :func:`~lesionbench.benchmark.reading.read_image`, which also
+reports errors. A folder holding one DICOM series is read slice file by slice file instead
+(:mod:`~lesionbench.benchmark.dicomslices`).
 
 ``.nii.gz`` stays with SimpleITK: its bundled zlib-ng inflated a 512x512x200 volume faster than Python's
 zlib into a buffer used in place, and as fast as python-isal's igzip (benchmarks/README.md).
@@ -24,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from lesionbench.benchmark.dicomslices import map_series
+
 #: NIfTI-1 datatype codes -> numpy types (the scalar ones).
 _NIFTI_TYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8", 1280: "u8"}
 #: MetaImage ElementType -> numpy types.
@@ -33,10 +38,26 @@ _META_TYPES = {
 }  # fmt: skip
 
 
+#: NRRD ``type`` field values (every spelling the NRRD format allows) -> numpy types.
+_NRRD_TYPES = {
+    **dict.fromkeys(("signed char", "int8", "int8_t"), "i1"),
+    **dict.fromkeys(("uchar", "unsigned char", "uint8", "uint8_t"), "u1"),
+    **dict.fromkeys(("short", "short int", "signed short", "signed short int", "int16", "int16_t"), "i2"),
+    **dict.fromkeys(("ushort", "unsigned short", "unsigned short int", "uint16", "uint16_t"), "u2"),
+    **dict.fromkeys(("int", "signed int", "int32", "int32_t"), "i4"),
+    **dict.fromkeys(("uint", "unsigned int", "uint32", "uint32_t"), "u4"),
+    **dict.fromkeys(("longlong", "long long", "long long int", "signed long long", "signed long long int", "int64", "int64_t"), "i8"),
+    **dict.fromkeys(("ulonglong", "unsigned long long", "unsigned long long int", "uint64", "uint64_t"), "u8"),
+    "float": "f4",
+    "double": "f8",
+}
+
+
 @dataclass(frozen=True, eq=False)
 class MappedVolume:
     """An image's geometry (the getters :class:`~lesionbench.benchmark.geometry.ImageGeometry` reads) and its
-    voxels as a (z, y, x) memory map. Holds no pixel memory of its own (0 bytes for the read-ahead budget)."""
+    voxels as a (z, y, x) memory map, or for a DICOM series a :class:`~lesionbench.benchmark.dicomslices.SeriesSlices`
+    (which keeps the slices it decodes: two at first). Counts 0 bytes for the read-ahead budget."""
 
     path: str
     array: np.ndarray
@@ -111,19 +132,65 @@ def _meta_layout(path: Path) -> tuple[Path, int, str] | None:
     return data, 0, order + _META_TYPES[fields["elementtype"]]
 
 
+def _nrrd_layout(path: Path) -> tuple[Path, int, str] | None:
+    with path.open("rb") as f:
+        head = f.read(1 << 16)  # the text header; attached data follow its first empty line
+    end = head.find(b"\n\n")
+    text = head if end < 0 else head[:end]
+    if not head.startswith(b"NRRD000") or b"\r" in text:
+        return None
+    fields: dict[str, str] = {}
+    for line in text.decode("latin-1").split("\n")[1:]:
+        if not line or line.startswith("#") or ":=" in line:  # (a detached header's last newline) comments, key/value pairs
+            continue
+        key, colon, value = line.partition(": ")
+        if not colon or key.lower() in fields:
+            return None
+        fields[key.lower()] = value.strip()
+    dtype = _NRRD_TYPES.get(fields.get("type", "").lower())
+    if fields.get("dimension") != "3" or fields.get("encoding", "").lower() != "raw" or dtype is None:
+        return None
+    if fields.get("line skip", fields.get("lineskip", "0")) != "0":
+        return None
+    skip = fields.get("byte skip", fields.get("byteskip", "0"))
+    if not skip.isdigit():  # -1: the data are the file's last bytes
+        return None
+    endian = fields.get("endian", "").lower()
+    if endian not in ("little", "big") and np.dtype(dtype).itemsize > 1:
+        return None
+    order = ">" if endian == "big" else "<"
+    name = fields.get("data file", fields.get("datafile"))
+    if name is None:
+        if end < 0 or int(skip) != 0 or path.suffix.lower() != ".nrrd":
+            return None
+        return path, end + 2, order + dtype
+    if path.suffix.lower() != ".nhdr" or not name or name.upper().startswith("LIST") or "%" in name or " " in name:
+        return None
+    data = Path(name) if Path(name).is_absolute() else path.parent / name
+    return data, int(skip), order + dtype
+
+
 def map_image(path: str | Path) -> MappedVolume | None:
-    """A :class:`MappedVolume` of an uncompressed ``.nii``, ``.mha`` or ``.mhd`` image; None for every other
-    file, and for any that cannot be mapped with certainty (it is then read whole, and checked, as usual)."""
+    """A :class:`MappedVolume` of an uncompressed ``.nii``, ``.mha``, ``.mhd``, ``.nrrd`` or ``.nhdr`` image,
+    or of a folder holding one DICOM series (:func:`~lesionbench.benchmark.dicomslices.map_series`); None
+    for every other file, and for any that cannot be mapped with certainty (it is then read whole, and
+    checked, as usual)."""
     import SimpleITK as sitk
 
     from lesionbench.benchmark._image_checks import header_problem
 
     p = Path(path)
+    if p.is_dir():
+        slices = map_series(p)
+        if slices is None:
+            return None
+        g = slices.geometry
+        return MappedVolume(path=str(p), array=slices, size=g.size, spacing=g.spacing, origin=g.origin, direction=g.direction)  # type: ignore[arg-type]
     suffix = p.suffix.lower()
-    if suffix not in (".nii", ".mha", ".mhd") or not p.is_file():
+    if suffix not in _LAYOUTS or not p.is_file():
         return None
     try:
-        layout = _nifti_layout(p) if suffix == ".nii" else _meta_layout(p)
+        layout = _LAYOUTS[suffix](p)
         if layout is None:
             return None
         reader = sitk.ImageFileReader()
@@ -156,3 +223,6 @@ def map_image(path: str | Path) -> MappedVolume | None:
         origin=tuple(float(s) for s in reader.GetOrigin()),  # type: ignore[arg-type]
         direction=tuple(float(s) for s in reader.GetDirection()),
     )
+
+
+_LAYOUTS = {".nii": _nifti_layout, ".mha": _meta_layout, ".mhd": _meta_layout, ".nrrd": _nrrd_layout, ".nhdr": _nrrd_layout}

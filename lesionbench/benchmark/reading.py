@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lesionbench.benchmark.dicomslices import read_series
 from lesionbench.benchmark.errors import ConfigurationError, ImageError
 from lesionbench.benchmark.rawmap import MappedVolume, map_image
 
@@ -34,7 +35,7 @@ PREFETCH_BYTES = 512 * 2**20
 
 
 def read_image(path: str | Path):
-    """Read a 3D image with SimpleITK (a file, or a folder holding one DICOM series)."""
+    """Read a 3D image whole with SimpleITK (a file, or a folder holding a DICOM series: its first one)."""
     import SimpleITK as sitk
 
     from lesionbench.benchmark._image_checks import HEADER_FIX, gzip_truncation_problem, header_problem, metaimage_data_file_problem, read_fix, sitk_reason
@@ -45,15 +46,8 @@ def read_image(path: str | Path):
     if (problem := metaimage_data_file_problem(p)) is not None:
         raise ImageError(problem)
     try:
-        if p.is_dir():
-            reader = sitk.ImageSeriesReader()
-            series = reader.GetGDCMSeriesIDs(str(p))
-            if not series:
-                raise ImageError(f"{p} is a folder without a DICOM series.")
-            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), series[0]))
-            image = reader.Execute()
-        else:
-            image = sitk.ReadImage(str(p))
+        # a folder: the series is read as dicomslices reads it when a slice does not decode alone
+        image = read_series(p) if p.is_dir() else sitk.ReadImage(str(p))
     except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
         reason = sitk_reason(exc)
         raise ImageError(f"could not read image {p}: {reason}. {read_fix(reason)}") from exc
@@ -121,8 +115,9 @@ class ImagePrefetcher:
     order, so a later image never takes the room an earlier one waits for. So at most ``max_bytes`` (or one
     image, if larger) plus the image the caller works on are in memory, whatever the number of images.
 
-    Uncompressed ``.nii``/``.mha``/``.mhd`` files are mapped instead of read (:mod:`~lesionbench.benchmark.rawmap`):
-    :meth:`get_pixels` hands out the map, :meth:`get` a ``SimpleITK.Image`` (read then, for such files).
+    Uncompressed ``.nii``/``.mha``/``.mhd``/``.nrrd``/``.nhdr`` files are mapped instead of read, and a regular
+    DICOM series folder is opened for reading slice by slice (:mod:`~lesionbench.benchmark.rawmap`):
+    :meth:`get_pixels` hands out the map, :meth:`get` a ``SimpleITK.Image`` (read then, for such images).
 
     :meth:`get` must be called in plan order (from one thread); paths it skips over are dropped, and a path
     that is not (or no longer) planned is read on the spot. :meth:`retain` narrows the plan (e.g. to the
@@ -203,7 +198,7 @@ class ImagePrefetcher:
     def _run(self) -> None:
         try:
             while (path := self._claim_next()) is not None:
-                try:  # an uncompressed file is mapped (nothing read yet), anything else read whole
+                try:  # an uncompressed file or a DICOM series is mapped (nothing decoded yet), anything else read whole
                     item: Any = map_image(path) or self._read(path)
                 except ImageError as exc:
                     item = exc
@@ -256,7 +251,8 @@ class ImagePrefetcher:
 
     def get_pixels(self, path: str | Path):
         """The image at ``path`` for cutting patches: a :class:`~lesionbench.benchmark.rawmap.MappedVolume`
-        for an uncompressed file (only the blocks used are read), else the ``SimpleITK.Image``."""
+        for an uncompressed file or a regular DICOM series (only the blocks used are read), else the
+        ``SimpleITK.Image``."""
         item = self._take(str(path))
         return item if item is not None else (map_image(path) or self._read(str(path)))
 
