@@ -191,6 +191,21 @@ def test_only_the_slices_a_patch_touches_are_decoded_and_each_once(tmp_path, mon
     assert min(middle) >= 40 - 14 and max(middle) <= 40 + 14
 
 
+def test_nearest_seed_crop_decodes_only_its_slices(tmp_path, monkeypatch):
+    """Nearest-neighbour seed-crop patches (MedicalNet's recipe) read the bounding block, not the whole series."""
+    folder = write_series(tmp_path / "s", _volume(80))
+    whole = read_image(folder)
+    files = [str(folder / f"s{k:04d}.dcm") for k in range(80)]
+    seed = whole.TransformContinuousIndexToPhysicalPoint((13.0, 11.0, 40.3))
+    lesions = [dict(zip(("coordX", "coordY", "coordZ"), seed, strict=True))]
+    spec = PatchSpec(method="seed-crop", size=(8, 10, 12), orientation="SPL", interpolation="nearest", intensity=Intensity())
+    expected = cut_patches(str(folder), lesions, spec, images=_Whole(whole))
+    decoded = _count_decodes(monkeypatch)
+    _assert_same_patches(cut_patches(str(folder), lesions, spec), expected)
+    middle = {files.index(f) for f in decoded} - {0, 79}
+    assert middle and len(middle) <= 16
+
+
 def _fallback_series(tmp_path: Path, case: str) -> Path:
     arr, folder = _volume(12), tmp_path / case
     if case == "two-series":

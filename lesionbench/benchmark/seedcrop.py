@@ -134,7 +134,12 @@ def sample_nearest(volume_zyx: np.ndarray, coords_xyz: np.ndarray) -> np.ndarray
     size = np.asarray(volume_zyx.shape[::-1]).reshape(3, *([1] * (idx.ndim - 1)))
     inside = np.all((idx >= 0) & (idx < size), axis=0)
     out = np.zeros(idx.shape[1:], dtype=np.float64)
-    out[inside] = np.asarray(volume_zyx)[idx[2][inside], idx[1][inside], idx[0][inside]]
+    if not inside.any():
+        return out
+    x, y, z = (idx[k][inside] for k in range(3))
+    # only the bounding block is read: a memory-mapped image or a DICOM series decodes just the slices it holds
+    block = np.asarray(volume_zyx[z.min() : z.max() + 1, y.min() : y.max() + 1, x.min() : x.max() + 1])
+    out[inside] = block[z - z.min(), y - y.min(), x - x.min()]
     return out
 
 
