@@ -84,8 +84,16 @@ def make_volumes(workdir: Path, n_volumes: int, n_lesions: int, slices: int, see
     return csv
 
 
+#: CPU seconds (user + system) of the last command :func:`run_measured` ran, its whole process tree.
+LAST_CPU = [0.0]
+
+
 def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, float, str]:
-    """Run ``cmd``; return (wall seconds, peak RSS of the process tree in GiB, combined output)."""
+    """Run ``cmd``; return (wall seconds, peak RSS of the process tree in GiB, combined output); its CPU
+    seconds go to :data:`LAST_CPU`."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         import psutil
     except ImportError:  # fall back to the largest single descendant
@@ -110,10 +118,10 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | 
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{out[-3000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU[0] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if psutil is None:
-        import resource
-
-        peak[0] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        peak[0] = after.ru_maxrss * 1024
     return wall, peak[0] / 2**30, out
 
 
@@ -171,13 +179,18 @@ def main() -> None:
     n_half = len(pd.read_csv(half))
     print(f"lesionbench ({n_half} lesions): {w_half:.1f} s, peak RSS {r_half:.2f} GiB", flush=True)
     w, r, f_ours = ours(csv, "full")
+    cpu, cores = LAST_CPU[0], os.cpu_count() or 1
     print(f"lesionbench ({n} lesions): {w:.1f} s, {n / w:.3f} lesions/s, peak RSS {r:.2f} GiB  [load {os.getloadavg()[0]:.1f}]", flush=True)
+    # the work itself bounds the wall time from below: its CPU seconds spread over every core
+    print(f"  CPU time {cpu:.1f} s (user + system, whole process tree) = at least {cpu / cores:.1f} s of wall on {cores} cores", flush=True)
     if not a.skip_reference:
         prefix = work / "reference"
         cmd = [a.ref_python, str(a.ref_tools / "run_reference.py"), str(csv), str(ckpt), str(prefix)]
         wr, rr, out = run_measured(cmd)
         inner = next((ln for ln in out.splitlines() if ln.startswith("get_features:")), "")
         print(f"reference   ({n} lesions): {wr:.1f} s, {n / wr:.3f} lesions/s, peak RSS {rr:.2f} GiB  [{inner}]  [load {os.getloadavg()[0]:.1f}]", flush=True)
+        print(f"  CPU time {LAST_CPU[0]:.1f} s; ratio of CPU times reference / lesionbench {LAST_CPU[0] / cpu:.1f}x; "
+              f"best end-to-end ratio this CPU work allows on {cores} cores: {wr / (cpu / cores):.1f}x", flush=True)
         w2, r2, f_ours2 = ours(csv, "full_after")
         print(f"lesionbench ({n} lesions, again after the reference): {w2:.1f} s, {n / w2:.3f} lesions/s, peak RSS {r2:.2f} GiB  [load {os.getloadavg()[0]:.1f}]", flush=True)
         f_ref = np.load(str(prefix) + ".npy")

@@ -157,6 +157,20 @@ def test_task_versions_are_never_mixed_and_newest_run_wins(tmp_path: Path) -> No
     assert newest.result.created.endswith("01+00:00")
 
 
+def test_the_nav_names_the_version_where_a_task_has_several(tmp_path: Path) -> None:
+    import re
+
+    man = make_manifest(BINARY)
+    write_result(BINARY, man, "fmcib", 1.0, tmp_path / "a", seed=0)
+    write_result(BINARY.__class__(**{**BINARY.__dict__, "version": "test-2"}), man, "fmcib", 1.0, tmp_path / "a" / "v2", seed=0)
+    write_result(MULTI, make_manifest(MULTI), "fmcib", 1.0, tmp_path / "a" / "m", seed=0)
+    build_leaderboard(tmp_path / "lb", results_dir=tmp_path / "a", n_boot=20, n_perm=20, include_published=False)
+    nav = re.search(r'<nav class="tasks">(.*?)</nav>', (tmp_path / "lb" / "index.html").read_text(), re.S).group(1)
+    labels = re.findall(r">([^<]*)</a>", nav)
+    assert sum(f"{BINARY.name} (test-1) ·" in x for x in labels) == 1 and sum(f"{BINARY.name} (test-2) ·" in x for x in labels) == 1
+    assert any(x.startswith(f"{MULTI.name} ·") for x in labels)  # one version: no version in its label
+
+
 def test_broken_result_file_is_skipped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write_result(BINARY, make_manifest(BINARY), "fmcib", 1.0, tmp_path)
     bad = tmp_path / "x" / "y" / "z"
