@@ -365,3 +365,20 @@ def test_seed_summary_is_over_defined_seeds_and_has_no_sd_where_every_seed_drew_
     assert stats[0.5]["auc"]["mean"] == pytest.approx(0.65) and stats[0.5]["auc"]["n_defined"] == 2 and stats[0.5]["auc"]["n_seeds"] == 3
     assert stats[0.5]["auc"]["sd"] == pytest.approx(np.std([0.6, 0.7], ddof=1))
     assert res.summary()[0.5]["auc"] == (stats[0.5]["auc"]["mean"], stats[0.5]["auc"]["sd"])
+
+
+def test_a_default_c_is_said_once_per_sweep(tmp_path, caplog) -> None:
+    """Each class's training lesions come from two patients: a 50% subset holds one per class, no grouped fold
+    can be made, and the 50% validation subsets miss classes, so C is undefined everywhere at 50%. The runs
+    record it (c_selection = 'default'); the log says it once for the sweep, naming the runs (not once per run)."""
+    task, X = fabricate("multiclass", n_lesions=240, n_classes=4, feature_dim=6, seed=1)
+    df = task.manifest()
+    for split, per in (("train", 2), ("val", 1)):
+        for c in df["label"].unique():
+            rows = df.index[(df["split"] == split) & (df["label"] == c)]
+            df.loc[rows, "patient_id"] = [f"{split}-{c}-{i % per}" for i in range(len(rows))]
+    with caplog.at_level("WARNING"):
+        res = evaluate_features(df, X, task.meta, encoder=fabricated_encoder_meta(6), out_dir=tmp_path, **{**FAST, "seeds": (0, 1, 2)})
+    assert [r.params["c_selection"] for r in res.runs if r.fraction == 0.5] == ["default"] * 3
+    said = [r.getMessage() for r in caplog.records if "undefined for every C" in r.getMessage()]
+    assert len(said) == 1 and "in 3 of 6 runs: f=0.5 (seeds 0, 1, 2)" in said[0] and "c_selection = 'default'" in said[0]

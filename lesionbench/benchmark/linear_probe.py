@@ -143,7 +143,8 @@ class LinearProbe(SelectedProbe):
             Xv_kept, self.n_imputed_ = self.filter_.transform_count(X_val)
             Xv = self.scaler_.transform(Xv_kept)
             if not self._can_score(y_val):
-                logger.warning("The validation split cannot score %s (a class is missing there); choosing C by cross-validation instead.", self.metric_)
+                # info: a sweep says it once for all its runs (c_selection in the run's params)
+                logger.info("The validation split cannot score %s (a class is missing there); choosing C by cross-validation instead.", self.metric_)
                 use_val = False
                 self.n_imputed_ = 0
         if use_val:
@@ -174,8 +175,8 @@ class LinearProbe(SelectedProbe):
 
             self.C_ = self._search(evaluate)
             self.model_ = self._fit_one(Xs, y, self.C_, None)
-        if self.default_c_:
-            logger.warning(
+        if self.default_c_:  # info: a sweep says it once for all its runs
+            logger.info(
                 "%s is undefined for every C on the %s data (%d training lesions, %d classes): C = %g (the default) is used; "
                 "with more labels, or --val full, C is chosen.", self.metric_, "validation" if use_val else "cross-validation",
                 len(y), len(np.unique(y)), DEFAULT_C,

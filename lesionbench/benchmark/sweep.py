@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from lesionbench import __version__
 from lesionbench.benchmark.endpoints import two_year_label
+from lesionbench.benchmark.linear_probe import DEFAULT_C
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.metrics import canonical_metric, metrics_for
 from lesionbench.benchmark.probes import check_probe, make_probe
@@ -44,7 +45,7 @@ from lesionbench.benchmark.run_one import FeatureProvider, Timer, score_runs, tr
 from lesionbench.benchmark.saved_runs import RUNS_DIR, finished_runs, save_finished, sweep_key
 from lesionbench.benchmark.shots import check_shots, draw_shots, draw_val_shots
 from lesionbench.benchmark.splits import Subset, audit_leakage, check_sweep, draw_subsets, draw_val_subsets, missing_classes, split_hash
-from lesionbench.benchmark.types import EncoderMeta, TaskKind, TaskMeta, TaskResult
+from lesionbench.benchmark.types import EncoderMeta, SubsetResult, TaskKind, TaskMeta, TaskResult
 
 logger = logging.getLogger(__name__)
 
@@ -323,6 +324,7 @@ def run_sweep(
     if resumed:
         logger.info("%s / %s: %d of %d runs resumed from %s (finished earlier with the same task data, features and settings; "
                     "resume=False / --no-resume recomputes them)", meta.name, emeta.name, resumed, len(runs), rdir / RUNS_DIR)  # fmt: skip
+    _say_fallbacks(meta.name, emeta.name, plan, runs)
     undefined = {m for r in runs for m, v in r.metrics.items() if not np.isfinite(v.value)}
     if undefined:
         logger.warning("%s: %s undefined (NaN) on the test split in some runs: %s", meta.name, ", ".join(sorted(undefined)), _why_undefined(manifest[plan.test_mask], plan.kind))
@@ -369,6 +371,28 @@ def _extra(plan: SweepPlan, n_feat: int, timer: Timer) -> dict[str, Any]:
         y2 = two_year_label(plan.manifest["time"].to_numpy(float), plan.manifest["event"].to_numpy(float))
         extra["n_censored_2y"] = {s: int(((split == s) & np.isnan(y2)).sum()) for s in ("train", "val", "test")}
     return extra
+
+
+def _runs_named(runs: Sequence[SubsetResult]) -> str:
+    """``f=0.1 (seeds 0, 2); f=0.25 (seed 1)``, or ``k=5 (...)`` for k-shot runs."""
+    by: dict[str, list[int]] = {}
+    for r in runs:
+        by.setdefault(f"k={r.shots}" if r.shots else f"f={r.fraction:g}", []).append(r.seed)
+    return "; ".join(f"{k} (seed{'s' if len(v) > 1 else ''} {', '.join(map(str, sorted(v)))})" for k, v in by.items())
+
+
+def _say_fallbacks(task: str, encoder: str, plan: SweepPlan, runs: Sequence[SubsetResult]) -> None:
+    """One line per sweep for the linear probe's C fallbacks (each run records its own ``c_selection``)."""
+    default = [r for r in runs if r.params.get("c_selection") == "default"]
+    by_cv = [r for r in runs if r.params.get("c_selection") == "cv" and r.params.get("validation") not in ("cv", None)]
+    if by_cv:
+        logger.warning("%s / %s: the validation rows could not score %s (a class is missing there) in %d of %d runs: %s; C was chosen by "
+                       "cross-validation on the training subset there (params c_selection = 'cv').", task, encoder, plan.selection_metric,
+                       len(by_cv), len(runs), _runs_named(by_cv))  # fmt: skip
+    if default:
+        logger.warning("%s / %s: %s was undefined for every C in %d of %d runs: %s; C = %g (scikit-learn's default) was used there "
+                       "(params c_selection = 'default'). With more labels, or --val full, C is chosen.", task, encoder, plan.selection_metric,
+                       len(default), len(runs), _runs_named(default), DEFAULT_C)  # fmt: skip
 
 
 def _why_undefined(test: pd.DataFrame, kind: TaskKind) -> str:
