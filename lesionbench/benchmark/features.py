@@ -14,7 +14,8 @@ written to the cache at once (one small ``.npz`` shard, written atomically), so 
 midway resumes with only the missing lesions. The cache folder is keyed by the encoder's name and
 :meth:`EncoderMeta.fingerprint` (name, version, weights digest, patch recipe, settings); each lesion by
 its image file's identity (resolved path, size, modification time), its seed point, and, where the
-features depend on them, its mask file's identity, mask label and diameter. Changing any of these misses.
+features depend on them, its mask file's identity, mask label and diameter. Changing any of these misses
+(:mod:`~lesionbench.benchmark.feature_cache`).
 
 Lesions that fail (missing or unreadable image, seed outside the image) are collected; every other
 lesion is computed and cached first, then one :class:`ImageError` lists every failure with its row,
@@ -26,13 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import json
 import logging
-import math
-import re
-import uuid
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -42,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError, ImageError, LesionbenchError
+from lesionbench.benchmark.feature_cache import COORDS, FeatureCache, _feature_depends_on_mask, _is_missing, lesion_keys  # noqa: F401 (public API)
 from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.rawmap import MappedVolume, map_image
 from lesionbench.benchmark.reading import PREFETCH_BYTES, ImagePrefetcher, _image_bytes, file_identity, in_order_on_a_thread, read_image  # noqa: F401 (public API)
@@ -49,11 +45,8 @@ from lesionbench.benchmark.types import EncoderMeta, PatchSpec
 
 logger = logging.getLogger(__name__)
 
-COORDS = ("coordX", "coordY", "coordZ")
 #: Failed lesions listed in full in the final error; the rest are counted.
 MAX_ERRORS_LISTED = 50
-#: Shard files in one cache folder before they are merged into one on the next read.
-COMPACT_AFTER = 64
 #: The reason given for a lesion whose features came back NaN or infinite.
 NON_FINITE = "NaN or infinite features"
 
@@ -63,10 +56,6 @@ class FeatureError(LesionbenchError, ValueError):
 
 
 # ---------------------------------------------------------------------------------- patches
-def _is_missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
-
-
 def check_spec(spec: PatchSpec) -> None:
     from lesionbench.benchmark.types import PATCH_METHODS
 
@@ -301,106 +290,6 @@ def load_patches(
                 bar.update(len(grows))
     _raise_failures(df, failures, done, "patches")
     return out
-
-
-# ------------------------------------------------------------------------------------- cache
-class FeatureCache:
-    """Append-only store of lesion features for one encoder fingerprint.
-
-    ``<root>/<encoder name>/<fingerprint>/``: ``meta.json`` (the encoder's metadata, for humans) and
-    ``shard-*.npz`` files, each holding ``keys`` (lesion keys) and ``features`` (k, d) float32.
-    Shards are written to a temporary name and renamed, so a killed run never leaves a half-written one.
-    """
-
-    def __init__(self, root: Path, meta: EncoderMeta):
-        self.meta = meta
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", meta.name) or "encoder"
-        self.dir = Path(root) / safe / meta.fingerprint()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        meta_file = self.dir / "meta.json"
-        if not meta_file.exists():
-            atomic_write(meta_file, lambda tmp: tmp.write_text(json.dumps(meta.to_dict(), indent=1, default=str)))
-
-    def _shards(self) -> list[Path]:
-        return sorted(self.dir.glob("shard-*.npz"))
-
-    def load(self) -> dict[str, np.ndarray]:
-        """Every cached lesion: key -> feature vector."""
-        found: dict[str, np.ndarray] = {}
-        shards = self._shards()
-        for s in shards:
-            try:
-                with np.load(s, allow_pickle=False) as z:
-                    keys, feats = z["keys"], z["features"]
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a damaged file: recompute
-                logger.warning("Ignoring unreadable feature cache shard %s (%s); its lesions are recomputed.", s, exc)
-                continue
-            if feats.ndim != 2 or feats.shape[1] != self.meta.feature_dim or len(keys) != len(feats):
-                logger.warning("Ignoring feature cache shard %s of shape %s (expected (k, %d)).", s, feats.shape, self.meta.feature_dim)
-                continue
-            finite = np.isfinite(feats).all(axis=1)
-            if not finite.all():  # written before non-finite features were refused: recompute those lesions
-                logger.warning("Ignoring %d lesions with NaN or infinite features in cache shard %s; they are recomputed.", int((~finite).sum()), s)
-            for k, f, ok in zip(keys.tolist(), feats, finite, strict=True):
-                if ok:
-                    found[k] = f
-        if len(shards) > COMPACT_AFTER and found:
-            self._compact(found, shards)
-        return found
-
-    def _compact(self, found: dict[str, np.ndarray], shards: list[Path]) -> None:
-        keys = list(found)
-        self.put(keys, np.stack([found[k] for k in keys]))
-        for s in shards:
-            s.unlink(missing_ok=True)
-
-    def put(self, keys: Sequence[str], features: np.ndarray) -> Path:
-        """Write one shard (atomically)."""
-        feats = np.ascontiguousarray(features, dtype=np.float32)
-        final = self.dir / f"shard-{uuid.uuid4().hex}.npz"
-        return atomic_write(final, lambda tmp: np.savez(tmp, keys=np.asarray(list(keys), dtype=str), features=feats))
-
-
-def _feature_depends_on_mask(encoder: Any) -> bool:
-    return hasattr(encoder, "encode_lesions") or bool(encoder.meta.patch.with_mask)
-
-
-def lesion_keys(df: pd.DataFrame, *, with_mask: bool) -> tuple[list[str | None], dict[int, str]]:
-    """Cache keys per row (None where the image cannot be identified) and the reasons for those rows."""
-    ids: dict[str, str] = {}
-    unreadable: dict[str, str] = {}
-    failures: dict[int, str] = {}
-    keys: list[str | None] = []
-    for r, rec in enumerate(df.to_dict("records")):
-        path = str(rec["image_path"])
-        if path not in ids and path not in unreadable:
-            try:
-                ids[path] = file_identity(path)
-            except OSError as exc:
-                unreadable[path] = f"image file not found or not accessible ({type(exc).__name__}: {exc.strerror or exc})"
-        if path in unreadable:
-            failures[r] = unreadable[path]
-            keys.append(None)
-            continue
-        coords = [float(rec[c]) for c in COORDS]
-        if not all(math.isfinite(v) for v in coords):
-            failures[r] = "seed coordinates are not finite numbers"
-            keys.append(None)
-            continue
-        parts: list[Any] = [ids[path], [v.hex() for v in coords]]
-        if with_mask:
-            mpath = rec.get("mask_path")
-            mid = ""
-            if not _is_missing(mpath):
-                try:
-                    mid = file_identity(mpath)
-                except OSError:
-                    mid = f"missing:{mpath}"
-            d = rec.get("diameter_mm")
-            lab = rec.get("mask_label")
-            parts += [mid, None if _is_missing(d) else float(d).hex(), None if _is_missing(lab) else str(lab)]
-        keys.append(hashlib.sha256(json.dumps(parts).encode()).hexdigest())
-    return keys, failures
 
 
 def _encode_image_lesions(path: str, records: list[dict[str, Any]], encoder: Any, *, images: ImagePrefetcher | None = None) -> np.ndarray | str | list[np.ndarray | str]:

@@ -1,0 +1,138 @@
+"""The feature cache: lesion features stored per encoder fingerprint, keyed by what they depend on.
+
+:func:`lesion_keys` gives each manifest row a key made of the image's identity (path, size, mtime), the seed
+coordinates (exact floats) and, for encoders whose features depend on the mask, the mask's identity, the
+diameter and the mask label; :class:`FeatureCache` stores features under those keys in append-only shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import uuid
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lesionbench.benchmark.host import atomic_write
+from lesionbench.benchmark.reading import file_identity
+from lesionbench.benchmark.types import EncoderMeta
+
+logger = logging.getLogger(__name__)
+
+COORDS = ("coordX", "coordY", "coordZ")
+#: Shard files in one cache folder before they are merged into one on the next read.
+COMPACT_AFTER = 64
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
+
+
+class FeatureCache:
+    """Append-only store of lesion features for one encoder fingerprint.
+
+    ``<root>/<encoder name>/<fingerprint>/``: ``meta.json`` (the encoder's metadata, for humans) and
+    ``shard-*.npz`` files, each holding ``keys`` (lesion keys) and ``features`` (k, d) float32.
+    Shards are written to a temporary name and renamed, so a killed run never leaves a half-written one.
+    """
+
+    def __init__(self, root: Path, meta: EncoderMeta):
+        self.meta = meta
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", meta.name) or "encoder"
+        self.dir = Path(root) / safe / meta.fingerprint()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta_file = self.dir / "meta.json"
+        if not meta_file.exists():
+            atomic_write(meta_file, lambda tmp: tmp.write_text(json.dumps(meta.to_dict(), indent=1, default=str)))
+
+    def _shards(self) -> list[Path]:
+        return sorted(self.dir.glob("shard-*.npz"))
+
+    def load(self) -> dict[str, np.ndarray]:
+        """Every cached lesion: key -> feature vector."""
+        found: dict[str, np.ndarray] = {}
+        shards = self._shards()
+        for s in shards:
+            try:
+                with np.load(s, allow_pickle=False) as z:
+                    keys, feats = z["keys"], z["features"]
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a damaged file: recompute
+                logger.warning("Ignoring unreadable feature cache shard %s (%s); its lesions are recomputed.", s, exc)
+                continue
+            if feats.ndim != 2 or feats.shape[1] != self.meta.feature_dim or len(keys) != len(feats):
+                logger.warning("Ignoring feature cache shard %s of shape %s (expected (k, %d)).", s, feats.shape, self.meta.feature_dim)
+                continue
+            finite = np.isfinite(feats).all(axis=1)
+            if not finite.all():  # written before non-finite features were refused: recompute those lesions
+                logger.warning("Ignoring %d lesions with NaN or infinite features in cache shard %s; they are recomputed.", int((~finite).sum()), s)
+            for k, f, ok in zip(keys.tolist(), feats, finite, strict=True):
+                if ok:
+                    found[k] = f
+        if len(shards) > COMPACT_AFTER and found:
+            self._compact(found, shards)
+        return found
+
+    def _compact(self, found: dict[str, np.ndarray], shards: list[Path]) -> None:
+        keys = list(found)
+        self.put(keys, np.stack([found[k] for k in keys]))
+        for s in shards:
+            s.unlink(missing_ok=True)
+
+    def put(self, keys: Sequence[str], features: np.ndarray) -> Path:
+        """Write one shard (atomically)."""
+        feats = np.ascontiguousarray(features, dtype=np.float32)
+        final = self.dir / f"shard-{uuid.uuid4().hex}.npz"
+        return atomic_write(final, lambda tmp: np.savez(tmp, keys=np.asarray(list(keys), dtype=str), features=feats))
+
+
+def _feature_depends_on_mask(encoder: Any) -> bool:
+    return hasattr(encoder, "encode_lesions") or bool(encoder.meta.patch.with_mask)
+
+
+def lesion_keys(df: pd.DataFrame, *, with_mask: bool) -> tuple[list[str | None], dict[int, str]]:
+    """Cache keys per row (None where the image cannot be identified) and the reasons for those rows."""
+    ids: dict[str, str] = {}
+    unreadable: dict[str, str] = {}
+    failures: dict[int, str] = {}
+    keys: list[str | None] = []
+    for r, rec in enumerate(df.to_dict("records")):
+        path = str(rec["image_path"])
+        if path not in ids and path not in unreadable:
+            try:
+                ids[path] = file_identity(path)
+            except OSError as exc:
+                unreadable[path] = f"image file not found or not accessible ({type(exc).__name__}: {exc.strerror or exc})"
+        if path in unreadable:
+            failures[r] = unreadable[path]
+            keys.append(None)
+            continue
+        coords = [float(rec[c]) for c in COORDS]
+        if not all(math.isfinite(v) for v in coords):
+            failures[r] = "seed coordinates are not finite numbers"
+            keys.append(None)
+            continue
+        parts: list[Any] = [ids[path], [v.hex() for v in coords]]
+        if with_mask:
+            mpath = rec.get("mask_path")
+            mid = ""
+            if not _is_missing(mpath):
+                try:
+                    mid = file_identity(mpath)
+                except OSError:
+                    mid = f"missing:{mpath}"
+            d = rec.get("diameter_mm")
+            lab = rec.get("mask_label")
+            parts += [mid, None if _is_missing(d) else float(d).hex(), None if _is_missing(lab) else str(lab)]
+        keys.append(hashlib.sha256(json.dumps(parts).encode()).hexdigest())
+    return keys, failures
+
+
+__all__ = ["COORDS", "FeatureCache", "lesion_keys"]
