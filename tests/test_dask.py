@@ -152,7 +152,7 @@ def test_two_clients_writing_one_cache_at_once(client, cohort, tmp_path) -> None
 
 def test_the_slurm_job_script_carries_the_spec(tmp_path) -> None:
     spec_file = tmp_path / "cluster.yaml"
-    spec_file.write_text("kind: slurm\ncores: 8\nmemory: 64GB\nwalltime: '04:00:00'\ngpus: 1\naccount: radiology\nqueue: gpu\njobs: 3\n")
+    spec_file.write_text(f"kind: slurm\ncores: 8\nmemory: 64GB\nwalltime: '04:00:00'\ngpus: 1\naccount: radiology\nqueue: gpu\njobs: 3\nlog_directory: {tmp_path}/logs\n")
     spec = read_spec(spec_file)
     assert spec.jobs == 3
     cluster = jobqueue_cluster(spec, scheduler_options={"dashboard_address": ":0"})
@@ -160,7 +160,8 @@ def test_the_slurm_job_script_carries_the_spec(tmp_path) -> None:
         script = cluster.job_script()
     finally:
         cluster.close()
-    for line in ("#SBATCH --cpus-per-task=8", "#SBATCH --mem=60G", "#SBATCH -t 04:00:00", "#SBATCH --gres=gpu:1", "#SBATCH -A radiology", "#SBATCH -p gpu"):
+    for line in ("#SBATCH --cpus-per-task=8", "#SBATCH --mem=60G", "#SBATCH -t 04:00:00", "#SBATCH --gres=gpu:1", "#SBATCH -A radiology", "#SBATCH -p gpu",
+                 f"#SBATCH -o {tmp_path}/logs/dask-worker-%J.out"):  # fmt: skip
         assert line in script, script
     assert "--resources GPU=1" in script and "--nthreads 8" in script
 

@@ -42,14 +42,15 @@ pytestmark = pytest.mark.skipif(
 
 def test_extraction_and_sweep_on_slurm_jobs_match_the_local_path(cohort, tmp_path, monkeypatch) -> None:  # noqa: F811
     assert _slurm_answers(), "LESIONBENCH_SLURM_REQUIRED=1 but sinfo shows no usable node: see .ci/slurm-up's log"
-    monkeypatch.chdir(tmp_path)  # the jobs' slurm-*.out logs land in the submitting folder
+    monkeypatch.chdir(tmp_path)  # nothing lands in the folder the tests run from
     spec = tmp_path / "slurm.yaml"
-    spec.write_text("kind: slurm\ncores: 1\nmemory: 2GB\nwalltime: '00:10:00'\njobs: 2\n")
+    spec.write_text(f"kind: slurm\ncores: 1\nmemory: 2GB\nwalltime: '00:10:00'\njobs: 2\nlog_directory: {tmp_path}/logs\n")
     client = connect(cluster_file=spec)
     try:
         client.wait_for_workers(2, timeout=180)
         jobs = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, timeout=20).stdout.split()
         assert jobs.count("dask-worker") >= 2  # the workers are Slurm jobs
+        assert len(list((tmp_path / "logs").glob("dask-worker-*.err"))) >= 2  # their logs where the spec says
         manifest = _manifest(cohort)
         local = extract_features(manifest, _ToyEncoder(), cache_dir=tmp_path / "local", progress=False)
         remote = extract_features_dask(manifest, _ToyEncoder(), client, cache_dir=tmp_path / "slurm", progress=False)

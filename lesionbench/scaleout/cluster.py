@@ -12,6 +12,7 @@ A spec file (YAML or JSON) names a batch system and what one job asks for::
     jobs: 4              # how many jobs (workers) to start
     processes: 1         # optional: worker processes per job
     local_directory: /scratch/$USER   # optional: the workers' spill folder
+    log_directory: /project/$USER/dask-logs   # optional: the jobs' stdout/stderr (default: the submitting folder)
     job_extra_directives: ["--constraint=a100"]   # optional: more scheduler directives
 
 The job script is built by ``dask_jobqueue`` (``cluster.job_script()`` shows it; nothing is submitted
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 #: Batch systems and their dask-jobqueue cluster classes.
 KINDS: dict[str, str] = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster", "sge": "SGECluster"}
-_KEYS = ("kind", "cores", "memory", "walltime", "gpus", "account", "queue", "jobs", "processes", "local_directory", "job_extra_directives")
+_KEYS = ("kind", "cores", "memory", "walltime", "gpus", "account", "queue", "jobs", "processes", "local_directory", "log_directory", "job_extra_directives")
 _WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}(:\d{2})?$")
 _MEMORY = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 INSTALL_HINT = 'Dask is an optional dependency: pip install "lesionbench[dask]" (dask, distributed, dask-jobqueue).'
@@ -65,6 +66,7 @@ class ClusterSpec:
     queue: str | None = None
     processes: int = 1
     local_directory: str | None = None
+    log_directory: str | None = None
     job_extra_directives: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
@@ -89,7 +91,7 @@ class ClusterSpec:
         extra = d.get("job_extra_directives") or ()
         if isinstance(extra, str) or not all(isinstance(x, str) for x in extra):
             raise ConfigurationError(f"{source}: key 'job_extra_directives' must be a list of strings, e.g. ['--constraint=a100'].")
-        text = {k: (None if d.get(k) in (None, "") else str(d[k])) for k in ("account", "queue", "local_directory")}
+        text = {k: (None if d.get(k) in (None, "") else str(d[k])) for k in ("account", "queue", "local_directory", "log_directory")}
         return cls(kind=kind, memory=memory, walltime=walltime, job_extra_directives=tuple(extra), **ints, **text)  # type: ignore[arg-type]
 
     def cluster_kwargs(self) -> dict[str, Any]:
@@ -115,6 +117,8 @@ class ClusterSpec:
             kw["queue"] = self.queue
         if self.local_directory:
             kw["local_directory"] = self.local_directory
+        if self.log_directory:
+            kw["log_directory"] = self.log_directory
         return kw
 
 
