@@ -164,6 +164,8 @@ def test_the_slurm_job_script_carries_the_spec(tmp_path) -> None:
                  f"#SBATCH -o {tmp_path}/logs/dask-worker-%J.out"):  # fmt: skip
         assert line in script, script
     assert "--resources GPU=1" in script and "--nthreads 8" in script
+    assert ClusterSpec.from_dict({"kind": "slurm", "cores": 1, "memory": "1GB", "walltime": "01:00:00", "log_directory": "$HOME/logs"}).cluster_kwargs()[
+        "log_directory"] == os.path.expanduser("~/logs")  # fmt: skip
 
 
 @pytest.mark.parametrize(

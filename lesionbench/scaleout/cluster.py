@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,8 +118,8 @@ class ClusterSpec:
             kw["queue"] = self.queue
         if self.local_directory:
             kw["local_directory"] = self.local_directory
-        if self.log_directory:
-            kw["log_directory"] = self.log_directory
+        if self.log_directory:  # made on the submitting host and written in #SBATCH lines, where no shell expands $USER
+            kw["log_directory"] = os.path.expanduser(os.path.expandvars(self.log_directory))
         return kw
 
 
