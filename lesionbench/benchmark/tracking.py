@@ -46,6 +46,7 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "lesionbench"
 LEVEL_TAG = "lesionbench.level"
 
+
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """``uri``, else ``$MLFLOW_TRACKING_URI``, else the sqlite file ``mlflow.db`` in the working directory.
 
@@ -54,6 +55,7 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     """
     return absolute_sqlite_uri(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
 
+
 def absolute_sqlite_uri(uri: str) -> str:
     """``sqlite:///relative.db`` -> ``sqlite:////abs/path/relative.db``; other URIs unchanged."""
     m = re.match(r"sqlite:///(.+)$", uri)
@@ -61,13 +63,16 @@ def absolute_sqlite_uri(uri: str) -> str:
         return uri  # absolute, or SQLite's own URI form (sqlite:///file:PATH?mode=ro&uri=true)
     return f"sqlite:///{Path(m.group(1)).expanduser().resolve()}"
 
+
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 _SECRET_QUERY = re.compile(r"(?P<key>[?&;][^=&#\s]*(?:token|key|secret|pass|pwd|auth|sig|credential|session)[^=&#\s]*=)[^&#\s]*", re.I)
+
 
 def redact_uri(text: str) -> str:
     """``text`` (a URI, or a message quoting one) with credentials replaced by ``***``: the user and
     password of ``scheme://user:pass@host`` and secret-looking query values (``?token=``, ``&password=``)."""
     return _SECRET_QUERY.sub(r"\g<key>***", _USERINFO.sub(r"\g<scheme>***@", str(text)))
+
 
 def artifact_location(uri: str, experiment: str) -> str | None:
     """For a sqlite store, keep artifacts beside the database file (MLflow would use ./mlruns of the cwd)."""
@@ -76,6 +81,7 @@ def artifact_location(uri: str, experiment: str) -> str | None:
         return None
     db = Path(m.group(1)).expanduser().resolve()
     return (db.parent / "mlartifacts" / re.sub(r"[^A-Za-z0-9._-]", "_", experiment)).as_uri()
+
 
 def log_result(
     result: TaskResult,
@@ -101,9 +107,11 @@ def log_result(
         )
         return None
 
+
 #: MLflow loggers that print a whole traceback before MLflow raises (a read-only sqlite store: ~90 lines of
 #: SQLAlchemy traceback ahead of the one warning that says what happened).
 _NOISY_LOGGERS = ("mlflow.store.db.utils", "mlflow.utils.rest_utils", "mlflow.utils.request_utils")
+
 
 class _Hold(logging.Filter):
     """Holds back every record of a logger while installed (see :func:`_held_mlflow_logs`)."""
@@ -115,6 +123,7 @@ class _Hold(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         self.records.append(record)
         return False
+
 
 @contextlib.contextmanager
 def _held_mlflow_logs():
@@ -138,6 +147,7 @@ def _held_mlflow_logs():
                 else:
                     logger.debug("MLflow (%s) before the failure: %s", name, record.getMessage().splitlines()[0] if record.getMessage() else "")
 
+
 def _root_cause(exc: BaseException) -> str:
     """``Type: first line`` of the innermost cause of ``exc`` (e.g. ``OperationalError: attempt to write a
     readonly database`` under MLflow's and SQLAlchemy's wrappers, whose texts run to SQL and parameters)."""
@@ -147,6 +157,7 @@ def _root_cause(exc: BaseException) -> str:
         exc = nxt
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+
 
 def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool) -> str:
     from mlflow.entities import Metric, Param
@@ -216,12 +227,15 @@ def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool)
     logger.info("logged %s/%s/%s to MLflow %s (parent run %s)", task.name, enc.name, result.probe, redact_uri(uri), pid)
     return pid
 
+
 def _f(v: Any) -> float:
     v = float(v)
     return v if math.isfinite(v) else float("nan")
 
+
 def _p(v: Any) -> str:
     return str(v)[:6000]
+
 
 def _log_child(client, exp_id, pid, result: TaskResult, run: SubsetResult, rdir: Path, common_params, common_tags, tmp: Path, figures: RunPlots | None, Metric, Param) -> str:
     name = f"shots{run.shots}-seed{run.seed}" if run.shots else f"frac{run.fraction:g}-seed{run.seed}"
