@@ -377,3 +377,32 @@ def test_task_version_names_the_cohort(cohort: Path, tmp_path: Path) -> None:
     from lesionbench.benchmark.plugins import TASKS
 
     assert TASKS.get("synthetic_site").meta.version == f"synth-{S.GENERATOR_VERSION}"
+
+
+# ------------------------------------------------------------------- fast paths, same voxels
+def test_torso_fast_paths_give_the_voxels_of_the_whole_volume_formulas() -> None:
+    """The torso's costliest steps are computed on part of the volume only (the bone voxels, the rib band, the
+    slices an organ spans); each must give bit for bit what the whole-volume formula gives, so that the cohort
+    (and every result on it) stays the same data."""
+    from lesionbench.tasks.synthetic.anatomy import _on_rib, _slab_le1, _smooth_field
+
+    rng = np.random.default_rng(7)
+    geo = S._draw_geometry(rng, 3)
+    whole = _smooth_field(np.random.default_rng(1), geo, 5.0)
+    at = np.nonzero(np.random.default_rng(2).random(geo.size) < 0.05)
+    np.testing.assert_array_equal(_smooth_field(np.random.default_rng(1), geo, 5.0, at=at), whole[at])
+
+    x, y, z = geo.coords()
+    in_plane = (((x - x.mean()) / 40.0) ** 2).reshape(-1, 1, 1) + (((y - y.mean()) / 30.0) ** 2).reshape(1, -1, 1)
+    t = ((z - z[0]) / (z[-1] - z[0])).reshape(1, 1, -1)
+    for centre, half in ((0.5, 0.17), (0.02, 0.09), (1.3, 0.1)):  # inside, at the edge, outside the volume
+        along_z = ((t - centre) / half) ** 2
+        np.testing.assert_array_equal(_slab_le1(in_plane, along_z), (in_plane + along_z) <= 1.0)
+
+    ang = np.arctan2((x - x.mean()).reshape(-1, 1, 1), -(y - y.mean()).reshape(1, -1, 1))
+    zmm = (z - z[0]).reshape(1, 1, -1)
+    shell = (np.abs(in_plane - 1.0) < 0.1) & (t > 0.3)
+    expected = (np.mod(zmm + 10.0 * np.abs(ang) + 3.7, 18.0) < 18.0 * 0.35) & shell
+    ribs = _on_rib(shell, zmm, ang, 3.7, 18.0)
+    assert ribs.any() and not ribs.all()
+    np.testing.assert_array_equal(ribs, expected)

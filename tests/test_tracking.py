@@ -174,3 +174,29 @@ def test_read_only_store_is_one_warning_line_not_a_sqlalchemy_traceback(store, t
     assert (rdir / "result.json").is_file() and len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == runs_before
     # the MLflow loggers are left as they were: nothing held back after the call
     assert not logging.getLogger("mlflow.store.db.utils").filters
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "survival"])
+def test_a_figure_redrawn_for_the_next_run_is_the_one_drawn_fresh_for_it(store, kind, tmp_path) -> None:
+    """The ROC/PR (and KM) figures are drawn once per result and redrawn per run: nothing of the run drawn before
+    (curves, groups, title) may show in the next one, and each run gets its own picture."""
+    import numpy as np
+    from PIL import Image
+
+    from lesionbench.benchmark.tracking_plots import RunPlots
+
+    _, logged, root = store
+    result, _ = logged[kind]
+    rdir = result_dir(root / "out", result.task.name, result.task.version, "fabricated", "linear")
+    first, second = result.runs[0], result.runs[-1]
+    reused = RunPlots(result)
+    for run, out in ((first, tmp_path / "first"), (second, tmp_path / "second")):
+        out.mkdir()
+        reused.save(run, rdir, out)
+    (tmp_path / "fresh").mkdir()
+    names = [p.name for p in RunPlots(result).save(second, rdir, tmp_path / "fresh")]
+    assert names == (["roc.png", "pr.png", "km.png"] if kind == "survival" else ["roc.png", "pr.png"])
+    for name in names:
+        pixels = {d: np.asarray(Image.open(tmp_path / d / name)) for d in ("first", "second", "fresh")}
+        np.testing.assert_array_equal(pixels["second"], pixels["fresh"], err_msg=name)
+        assert not np.array_equal(pixels["first"], pixels["second"]), name  # each run its own curves and title

@@ -33,10 +33,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lesionbench.benchmark.protocols import protocol_dir, protocol_of
-from lesionbench.benchmark.types import SubsetResult, TaskKind, TaskResult
+from lesionbench.benchmark.tracking_plots import RunPlots, plot_low_data_curve, plot_run  # noqa: F401 - public here since 1.0
+from lesionbench.benchmark.types import SubsetResult, TaskResult
 
 # MLflow contacts a telemetry host on first use unless told not to.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -216,8 +215,9 @@ def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool)
         with tempfile.TemporaryDirectory() as tmp:
             if plots:
                 client.log_artifact(pid, str(plot_low_data_curve(result, Path(tmp) / "low_data_curve.png")))
+            figures = RunPlots(result) if plots else None  # drawn once, redrawn per run
             for run in result.runs:
-                _log_child(client, exp_id, pid, result, run, rdir, common_params, common_tags, Path(tmp), plots, Metric, Param)
+                _log_child(client, exp_id, pid, result, run, rdir, common_params, common_tags, Path(tmp), figures, Metric, Param)
         # last: the leaderboard reads parents with this file, so a logging killed half-way never counts
         client.log_artifact(pid, str(rdir / "result.json"))
         client.set_terminated(pid, "FINISHED")
@@ -237,7 +237,7 @@ def _p(v: Any) -> str:
     return str(v)[:6000]
 
 
-def _log_child(client, exp_id, pid, result: TaskResult, run: SubsetResult, rdir: Path, common_params, common_tags, tmp: Path, plots: bool, Metric, Param) -> str:
+def _log_child(client, exp_id, pid, result: TaskResult, run: SubsetResult, rdir: Path, common_params, common_tags, tmp: Path, figures: RunPlots | None, Metric, Param) -> str:
     name = f"shots{run.shots}-seed{run.seed}" if run.shots else f"frac{run.fraction:g}-seed{run.seed}"
     child = client.create_run(exp_id, run_name=name, tags={**common_tags, LEVEL_TAG: "child", "mlflow.parentRunId": pid})
     cid = child.info.run_id
@@ -261,107 +261,10 @@ def _log_child(client, exp_id, pid, result: TaskResult, run: SubsetResult, rdir:
     client.log_artifact(cid, str(rdir / run.subset_path), "subsets")
     if run.params.get("head_predictions_path"):
         client.log_artifact(cid, str(rdir / run.params["head_predictions_path"]), "predictions")
-    if plots:
-        cdir = tmp / name
+    if figures is not None:
+        cdir = tmp / name / "plots"
         cdir.mkdir(parents=True, exist_ok=True)
-        for path in plot_run(result, run, rdir, cdir):
-            client.log_artifact(cid, str(path), "plots")
+        figures.save(run, rdir, cdir)
+        client.log_artifacts(cid, str(cdir), "plots")
     client.set_terminated(cid, "FINISHED")
     return cid
-
-
-# ------------------------------------------------------------------------------------ plots
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_run(result: TaskResult, run: SubsetResult, rdir: Path, out: Path) -> list[Path]:
-    """ROC and PR curves (and a Kaplan-Meier plot for survival) of one run's test predictions."""
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
-    from lesionbench.benchmark.scorer import read_predictions
-
-    plt = _figure()
-    kind = result.task.kind
-    test, y, scores = read_predictions(rdir / run.predictions_path, kind)
-    curves: list[tuple[str, np.ndarray, np.ndarray]] = []
-    if kind == TaskKind.SURVIVAL:
-        known = test["label_2y"].notna().to_numpy()
-        curves.append(("death within 2 years", test["label_2y"].to_numpy()[known] == 1, scores["score"][known]))
-    elif kind == TaskKind.BINARY:
-        curves.append(("class 1", y == 1, scores))
-    else:
-        names = result.task.class_names or tuple(str(k) for k in range(scores.shape[1]))
-        curves += [(names[k] if k < len(names) else str(k), y == k, scores[:, k]) for k in range(scores.shape[1])]
-    title = f"{result.task.name} / {result.encoder.name}  (fraction {run.fraction:g}, seed {run.seed})"
-    paths = []
-    for which in ("roc", "pr"):
-        fig, ax = plt.subplots(figsize=(5.5, 5))
-        for label, pos, s in curves:
-            if pos.all() or not pos.any():
-                continue
-            if which == "roc":
-                fpr, tpr, _ = roc_curve(pos, s)
-                ax.plot(fpr, tpr, lw=1.2, label=label)
-            else:
-                prec, rec, _ = precision_recall_curve(pos, s)
-                ax.plot(rec, prec, lw=1.2, label=label)
-        if which == "roc":
-            ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-            ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC  {title}")
-        else:
-            ax.set(xlabel="recall", ylabel="precision", title=f"PR  {title}")
-        ax.title.set_fontsize(8)
-        ax.legend(fontsize=7, loc="lower right" if which == "roc" else "lower left")
-        path = out / f"{which}.png"
-        fig.savefig(path, dpi=90, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
-    if kind == TaskKind.SURVIVAL and "km_risk_threshold" in run.params:
-        from lifelines import KaplanMeierFitter
-
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        high = scores["risk"] > float(run.params["km_risk_threshold"])
-        for label, mask in (("low risk", ~high), ("high risk", high)):
-            if mask.any():
-                KaplanMeierFitter(label=f"{label} (n={int(mask.sum())})").fit(test["time"][mask], test["event"][mask]).plot_survival_function(ax=ax)
-        ax.set(xlabel="days", ylabel="survival", title=f"KM at training median risk, log-rank p={float(run.params.get('logrank_p', float('nan'))):.3g}")
-        ax.title.set_fontsize(8)
-        path = out / "km.png"
-        fig.savefig(path, dpi=90, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
-    return paths
-
-
-def plot_low_data_curve(result: TaskResult, path: Path) -> Path:
-    """Each metric against the training fraction: every seed as a dot, mean +- sd as a line and band."""
-    plt = _figure()
-    metrics = list(result.runs[0].metrics) if result.runs else []
-    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(4.2 * max(1, len(metrics)), 3.6), squeeze=False)
-    shots = all(r.shots for r in result.runs)  # k-shot: against k, else against the % of training labels
-    for ax, m in zip(axes[0], metrics, strict=False):
-        fr = np.array([r.shots if shots else r.fraction * 100 for r in result.runs], dtype=float)
-        vals = np.array([r.metrics[m].value for r in result.runs])
-        ax.scatter(fr, vals, s=12, alpha=0.6, color="tab:blue")
-        xs = sorted(set(fr))
-        means = np.array([np.nanmean(vals[fr == f]) for f in xs])
-        sds = np.array([np.nanstd(vals[fr == f], ddof=1) if (fr == f).sum() > 1 else 0.0 for f in xs])
-        x = np.array(xs)
-        ax.plot(x, means, "-o", color="tab:blue", ms=3)
-        ax.fill_between(x, means - sds, means + sds, alpha=0.2, color="tab:blue")
-        ax.set_xscale("log")
-        ax.set_xticks(x, [f"{v:g}" for v in x])
-        ax.minorticks_off()
-        per = "per class" if result.extra.get("shots_per") == "class" else "in total"
-        ax.set(xlabel=f"shots {per} (log scale)" if shots else "training labels (% of the train split, log scale)", ylabel=m, title=m)
-    fig.suptitle(f"{result.task.name} / {result.encoder.name} / {protocol_dir(protocol_of(result), result.probe)}", fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return path
