@@ -59,8 +59,6 @@ def make_cohort(root: Path, n_images: int) -> pd.DataFrame:
 
 
 def measure(args: argparse.Namespace) -> None:
-    import torch
-
     from lesionbench.benchmark.features import extract_features
     from lesionbench.benchmark.plugins import get_encoder
     from lesionbench.scaleout.cluster import connect
@@ -71,18 +69,18 @@ def measure(args: argparse.Namespace) -> None:
     (work / "data").mkdir(parents=True)
     manifest = make_cohort(work / "data", args.images)
     n = len(manifest)
-    torch.set_num_threads(1)
-    encoder = get_encoder(args.encoder)
+    # one torch thread per process everywhere (the encoder's own setting, which Dask tasks apply in their thread)
+    encoder = get_encoder(args.encoder, threads=1)
     rows = []
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     ref = extract_features(manifest, encoder, cache_dir=work / "cache-local", progress=False)
-    rows.append(("local, 1 process, 1 thread", time.perf_counter() - t0))
+    rows.append(("local, 1 process, 1 torch thread (+ reader threads)", time.perf_counter() - t0))
     for k in (1, 2):
         t0 = time.perf_counter()
         client = connect(f"local:{k}")
         try:
-            build = functools.partial(get_encoder, args.encoder)
+            build = functools.partial(get_encoder, args.encoder, threads=1)
             client.run(worker_encoder, encoder.meta.fingerprint(), build)  # each worker imports torch and builds its encoder once
             startup = time.perf_counter() - t0
             t0 = time.perf_counter()

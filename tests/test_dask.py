@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -164,6 +165,7 @@ def test_the_slurm_job_script_carries_the_spec(tmp_path) -> None:
                  f"#SBATCH -o {tmp_path}/logs/dask-worker-%J.out"):  # fmt: skip
         assert line in script, script
     assert "--resources GPU=1" in script and "--nthreads 8" in script
+    assert "export MALLOC_MMAP_THRESHOLD_=33554432" in script
     assert ClusterSpec.from_dict({"kind": "slurm", "cores": 1, "memory": "1GB", "walltime": "01:00:00", "log_directory": "$HOME/logs"}).cluster_kwargs()[
         "log_directory"] == os.path.expanduser("~/logs")  # fmt: skip
 
@@ -293,6 +295,44 @@ def test_a_rerun_on_a_worker_leaves_the_saved_record_alone(cohort, tmp_path) -> 
     again = run_sweep(plan, _ToyEncoder().meta, provider, rdir=tmp_path, data_digest="y", progress=False, resume=True)
     assert len(again.runs) == 2 and sorted((tmp_path / "runs").glob("*.json")) == saved
     assert not keys & {json.loads(p.read_text())["key"] for p in saved}
+
+
+def test_local_workers_keep_large_arrays_off_mmap(client) -> None:
+    """Dask's MALLOC_TRIM_THRESHOLD_ for workers pins glibc's mmap threshold at 128 KiB (1.8x slower extraction):
+    local workers get MALLOC_MMAP_THRESHOLD_ too, and keep Dask's trimming."""
+    from lesionbench.scaleout.cluster import WORKER_ENVIRON
+
+    envs = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")})
+    assert envs and all(e["MALLOC_MMAP_THRESHOLD_"] == WORKER_ENVIRON["MALLOC_MMAP_THRESHOLD_"] and e["MALLOC_TRIM_THRESHOLD_"] for e in envs.values())
+
+
+def test_a_task_sets_torch_threads_in_its_own_thread(monkeypatch) -> None:
+    """torch's CPU thread count is per OS thread: the encoder's, set where it was built, must be set again in
+    the Dask thread that runs each extraction task, shared among the worker's task threads."""
+    import types
+
+    import distributed
+    import torch
+
+    from lesionbench.benchmark.host import usable_cores
+    from lesionbench.scaleout import extract as E
+
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append((threading.get_ident(), n)))
+    monkeypatch.setattr(distributed, "get_worker", lambda: types.SimpleNamespace(state=types.SimpleNamespace(nthreads=2)))
+    E.pin_torch_threads(8)
+    assert calls == [(threading.get_ident(), max(1, min(8, usable_cores() // 2)))]
+    calls.clear()
+    monkeypatch.setattr(distributed, "get_worker", lambda: (_ for _ in ()).throw(ValueError("no worker")))
+    E.pin_torch_threads(None)  # off a worker: every usable core
+    assert calls == [(threading.get_ident(), usable_cores())]
+    pinned: list[Any] = []
+    monkeypatch.setattr(E, "pin_torch_threads", lambda want=None: pinned.append(want))
+    monkeypatch.setattr(E, "_ENCODERS", {})
+    enc = _ToyEncoder()
+    enc.threads = 3
+    E.extract_images([], fingerprint=enc.meta.fingerprint(), source=enc, cache_root="/nonexistent", batch_size=4)
+    assert pinned == [3]
 
 
 def test_trainable_runs_ask_for_a_gpu_only_where_workers_have_one() -> None:

@@ -202,8 +202,10 @@ class ZooEncoder:
             raise ConfigurationError(f"Unknown torch device {device!r} ({exc}); use cpu, cuda or cuda:N.") from exc
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigurationError(f"Device {device!r} asked for, but CUDA is not available here; use --device cpu.")
+        #: torch CPU threads (all usable cores unless given); Dask tasks set it again in their own thread
+        self.threads = int(threads or usable_cores())
         if self.device.type == "cpu":
-            torch.set_num_threads(int(threads or usable_cores()))
+            torch.set_num_threads(self.threads)
         if int(batch_size) < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}.")
         self.batch_size = int(batch_size)

@@ -38,6 +38,11 @@ KINDS: dict[str, str] = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "L
 _KEYS = ("kind", "cores", "memory", "walltime", "gpus", "account", "queue", "jobs", "processes", "local_directory", "log_directory", "job_extra_directives")
 _WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}(:\d{2})?$")
 _MEMORY = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
+#: Set in every worker's environment. Dask starts workers with glibc's ``MALLOC_TRIM_THRESHOLD_=65536``, which
+#: also fixes the mmap threshold at 128 KiB: every array above it (patches, blocks, activations) is mapped,
+#: page-faulted and unmapped again. Measured: one extraction task of 200 lesions (medicalnet-r10) took 9.6 s
+#: on a ``local:1`` worker and 5.3-5.4 s with this (as in a plain process); Dask's trimming is kept.
+WORKER_ENVIRON = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}
 INSTALL_HINT = 'Dask is an optional dependency: pip install "lesionbench[dask]" (dask, distributed, dask-jobqueue).'
 
 
@@ -112,6 +117,7 @@ class ClusterSpec:
             kw["worker_extra_args"] = ["--resources", f"GPU={self.gpus // max(self.processes, 1) or 1}"]
         if extra:
             kw["job_extra_directives"] = extra
+        kw["job_script_prologue"] = [f"export {k}={v}" for k, v in WORKER_ENVIRON.items()]  # inherited by the workers
         if self.account:
             kw["account"] = self.account
         if self.queue:
@@ -183,7 +189,11 @@ def connect(address: str | None = None, *, cluster_file: Path | None = None) -> 
         if n < 1:
             raise ConfigurationError(f"--dask {address}: a local cluster needs at least 1 worker (local:2).")
         # one thread per worker: encoders and probe fits use their own threads; processes, not threads, share work
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")
+        import dask.config
+
+        environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENVIRON}
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")
         logger.info("Dask: local cluster of %d worker processes; dashboard %s", n, cluster.dashboard_link)
         return _owning(Client(cluster), cluster)
     if address.startswith("local"):

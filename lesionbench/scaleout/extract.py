@@ -49,6 +49,28 @@ def worker_encoder(fingerprint: str, source: Any) -> Any:
         return enc
 
 
+def pin_torch_threads(want: int | None = None) -> None:
+    """Give torch, in the Dask thread running this task, ``want`` threads (default: all usable cores) shared
+    by the worker's task threads. torch's CPU thread count is OpenMP's, which is per OS thread: the count an
+    encoder set when it was built (in another thread) does not reach the thread a task runs in, where Dask's
+    ``OMP_NUM_THREADS=1`` leaves one (measured: a ``local:1`` worker ran convolutions at one thread's speed
+    while ``torch.get_num_threads()`` said 2). No-op where torch is not imported."""
+    import sys
+
+    from lesionbench.benchmark.host import usable_cores
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    try:
+        from distributed import get_worker
+
+        slots = int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):  # not on a Dask worker
+        slots = 1
+    torch.set_num_threads(max(1, min(int(want or usable_cores()), usable_cores() // max(1, slots))))
+
+
 def shard_name(keys: Sequence[str]) -> str:
     """The shard of these lesion keys: the same keys, the same file (a retried task rewrites it, never adds one)."""
     return f"shard-{hashlib.sha256(chr(10).join(sorted(keys)).encode()).hexdigest()[:32]}.npz"
@@ -68,6 +90,7 @@ def extract_images(items: list[tuple[str, list[dict[str, Any]], list[str]]], *, 
     batches of ``batch_size`` across them, and write one shard. Returns each image's failures (position
     in its ``records`` -> reason); the features travel through the cache, not back to the client."""
     encoder = worker_encoder(fingerprint, source)
+    pin_torch_threads(getattr(encoder, "threads", None))
     meta: EncoderMeta = encoder.meta
     d = int(meta.feature_dim)
     per: list[list[Any]] = []
@@ -191,4 +214,4 @@ def extract_features_dask(
     return out
 
 
-__all__ = ["extract_features_dask", "extract_images", "partition", "put_once", "shard_name", "worker_encoder"]
+__all__ = ["extract_features_dask", "extract_images", "partition", "pin_torch_threads", "put_once", "shard_name", "worker_encoder"]
