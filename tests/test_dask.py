@@ -333,6 +333,9 @@ def test_a_task_sets_torch_threads_in_its_own_thread(monkeypatch) -> None:
     enc.threads = 3
     E.extract_images([], fingerprint=enc.meta.fingerprint(), source=enc, cache_root="/nonexistent", batch_size=4)
     assert pinned == [3]
+    from lesionbench.scaleout.sweep import _pinned
+
+    assert _pinned(lambda a, b: a + b, 2, 3) == 5 and pinned == [3, None]  # sweep tasks too (a trainable encoder trains there)
 
 
 def test_trainable_runs_ask_for_a_gpu_only_where_workers_have_one() -> None:

@@ -38,7 +38,7 @@ def score_runs_dask(client: Any, plan: Any, provider: Any, rdir: Path, todo: lis
     plan_f, provider_f = client.scatter([plan, provider], broadcast=True, hash=False)
     resources = {"GPU": 1} if isinstance(provider, TrainedFeatures) and workers_have_gpus(client) else None
     futures = [
-        client.submit(score_one, plan_f, provider_f, rdir, slot, run, key=f"run-{plan.meta.name}-{run.subset.name}-{plan_f.key}", pure=False, resources=resources)
+        client.submit(_pinned, score_one, plan_f, provider_f, rdir, slot, run, key=f"run-{plan.meta.name}-{run.subset.name}-{plan_f.key}", pure=False, resources=resources)
         for slot, run in todo
     ]
     try:
@@ -48,6 +48,14 @@ def score_runs_dask(client: Any, plan: Any, provider: Any, rdir: Path, todo: lis
             yield result
     finally:  # a failure or Ctrl-C on the client stops the runs still queued
         client.cancel(futures)
+
+
+def _pinned(score_one: Callable[..., Any], *args: Any) -> Any:
+    """``score_one(*args)`` with torch's threads set in this task's thread (a trainable encoder trains here)."""
+    from lesionbench.scaleout.extract import pin_torch_threads
+
+    pin_torch_threads()
+    return score_one(*args)
 
 
 def evaluate_many(tasks: Sequence[Any], encoders: Sequence[Any], *, client: Any = None, builds: Sequence[Any] | None = None, **options: Any) -> list[TaskResult]:
