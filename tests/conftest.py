@@ -4,6 +4,7 @@ roots in a temporary folder and MLflow offline, so the CLI's defaults (./lesionb
 
 from __future__ import annotations
 
+import locale
 import os
 from pathlib import Path
 
@@ -25,6 +26,16 @@ def _isolated_roots(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (root / "cwd").mkdir()
     monkeypatch.chdir(root / "cwd")
+
+
+@pytest.fixture(autouse=True)
+def _locale_restored():
+    """GDCM's DICOM writer (SimpleITK, in the partial-reading tests' fixtures) sets the process locale to "C",
+    after which every locale-encoded text read or subprocess in that xdist worker decodes as ASCII."""
+    before = locale.setlocale(locale.LC_ALL)
+    yield
+    if locale.setlocale(locale.LC_ALL) != before:
+        locale.setlocale(locale.LC_ALL, before)
 
 
 @pytest.fixture

@@ -180,7 +180,7 @@ def _chromium(*args: str, timeout: int = 60) -> subprocess.CompletedProcess[str]
             f"--user-data-dir={profile}", *args,
         ]
         env = {**os.environ, "HOME": profile}
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        return subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout, env=env)
 
 
 #: Chromium's own background services (updates, time, accounts), not requests of the page.

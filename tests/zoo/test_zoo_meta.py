@@ -36,5 +36,5 @@ def test_card_in_result_json_mlflow_params_and_page(tmp_path):
 
     from lesionbench.leaderboard import build_leaderboard
 
-    page = build_leaderboard(out=tmp_path / "lb", results_dir=out, n_boot=20, n_perm=20).read_text()
+    page = build_leaderboard(out=tmp_path / "lb", results_dir=out, n_boot=20, n_perm=20).read_text(encoding="utf-8")
     assert "parameters: 174,951,120" in page and "(NON-COMMERCIAL)" in page and "11,454 CT volumes" in page
