@@ -22,6 +22,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from lesionbench.benchmark.endpoints import two_year_label
+from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.metrics import bootstrap_ci
 from lesionbench.benchmark.saved_runs import drop_stale_record
 from lesionbench.benchmark.splits import Subset
@@ -156,14 +157,15 @@ def score_run(plan: SweepPlan, provider: FeatureProvider, rdir: Path, run: Plann
     pred_rel = f"predictions/{subset.name}.csv"
     sub_rel = f"subsets/{subset.name}.csv"
     drop_stale_record(rdir, subset.name, key)
-    predictions_frame(manifest, kind, scores).to_csv(rdir / pred_rel, index=False)
+    # atomic: a record this sweep kept (same key) never points at a half-written file of a killed rerun
+    atomic_write(rdir / pred_rel, lambda tmp: predictions_frame(manifest, kind, scores).to_csv(tmp, index=False))
     subset.write(rdir / sub_rel)
     if run.val_subset is not None:
         params["val_subset_path"] = f"subsets/{run.val_subset.name}.csv"
         run.val_subset.write(rdir / params["val_subset_path"])
     if head_frame is not None:
         params["head_predictions_path"] = f"predictions/{subset.name}_head.csv"
-        head_frame.to_csv(rdir / params["head_predictions_path"], index=False)
+        atomic_write(rdir / params["head_predictions_path"], lambda tmp: head_frame.to_csv(tmp, index=False))
     timer.add("write", t0)
     result = SubsetResult(run.fraction, run.seed, int(train_mask.sum()), values, params, pred_rel, sub_rel, shots=run.shots or None)
     return result, int(X.shape[1]), timer.seconds

@@ -47,6 +47,7 @@ import pandas as pd
 
 from lesionbench.benchmark.endpoints import two_year_label
 from lesionbench.benchmark.errors import ConfigurationError, SplitError
+from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.types import Split, TaskKind, TaskMeta
 
 logger = logging.getLogger(__name__)
@@ -110,9 +111,8 @@ class Subset:
 
     def write(self, path: Path) -> Path:
         """Write the subset as CSV (lesion_id, patient_id, fraction, seed, split, subset_hash)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.to_frame().to_csv(path, index=False)
-        return path
+        frame = self.to_frame()
+        return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def read_subset(path: Path, *, n_train_total: int = 0) -> Subset:
