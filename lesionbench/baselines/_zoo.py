@@ -192,20 +192,9 @@ class ZooEncoder:
     """
 
     def __init__(self, network: Any, meta: EncoderMeta, *, device: str | None = None, batch_size: int = 4, bf16: bool = False, threads: int | None = None):
-        import torch
+        from lesionbench.benchmark.host import inference_device
 
-        from lesionbench.benchmark.host import usable_cores
-
-        try:
-            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        except RuntimeError as exc:
-            raise ConfigurationError(f"Unknown torch device {device!r} ({exc}); use cpu, cuda or cuda:N.") from exc
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigurationError(f"Device {device!r} asked for, but CUDA is not available here; use --device cpu.")
-        #: torch CPU threads (all usable cores unless given); Dask tasks set it again in their own thread
-        self.threads = int(threads or usable_cores())
-        if self.device.type == "cpu":
-            torch.set_num_threads(self.threads)
+        self.device, self.threads = inference_device(device, threads)
         if int(batch_size) < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}.")
         self.batch_size = int(batch_size)

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from lesionbench.benchmark.errors import ConfigurationError, WeightsError
-from lesionbench.benchmark.host import atomic_write, sha256_file, usable_cores
+from lesionbench.benchmark.host import atomic_write, inference_device, sha256_file
 from lesionbench.benchmark.paths import cache_root
 from lesionbench.benchmark.plugins import ENCODERS
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec
@@ -291,12 +291,6 @@ def load_checkpoint(path: str | Path) -> Any:
 
 
 # ------------------------------------------------------------------------------------ encoder
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class FMCIBEncoder:
     """The FMCIB trunk as a lesionbench patch encoder: (n, 1, 50, 50, 50) -> (n, 4096) float32.
 
@@ -310,19 +304,8 @@ class FMCIBEncoder:
     batch_size: int
 
     def __init__(self, trunk, meta: EncoderMeta, *, device: str | None = None, bf16: bool = False, batch_size: int = 16, threads: int | None = None):
-        import torch
-
-        try:
-            self.device = torch.device(device or _default_device())
-        except RuntimeError as exc:
-            raise ConfigurationError(f"Unknown torch device {device!r} ({exc}); use cpu, cuda or cuda:N.") from exc
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigurationError(f"Device {device!r} asked for, but CUDA is not available here; use --device cpu.")
-        #: torch CPU threads: all cores this process may use unless given (the reference leaves torch's default);
-        #: Dask tasks set it again in their own thread (scaleout.extract.pin_torch_threads)
-        self.threads = int(threads or usable_cores())
-        if self.device.type == "cpu":
-            torch.set_num_threads(self.threads)
+        # all cores this process may use unless given (the reference leaves torch's default)
+        self.device, self.threads = inference_device(device, threads)
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}.")
         self.batch_size = int(batch_size)

@@ -8,6 +8,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def usable_cores() -> int:
@@ -15,6 +16,27 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def inference_device(device: str | None, threads: int | None) -> tuple[Any, int]:
+    """An encoder's torch device (``device``, else CUDA when available, else CPU) and its CPU thread count
+    (``threads``, else every usable core), set now for CPU inference. Dask tasks set the count again in their
+    own thread (:func:`lesionbench.scaleout.extract.pin_torch_threads`). One clear error for an unknown device
+    or CUDA asked for where there is none."""
+    import torch
+
+    from lesionbench.benchmark.errors import ConfigurationError
+
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as exc:
+        raise ConfigurationError(f"Unknown torch device {device!r} ({exc}); use cpu, cuda or cuda:N.") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigurationError(f"Device {device!r} asked for, but CUDA is not available here; use --device cpu.")
+    n = int(threads or usable_cores())
+    if dev.type == "cpu":
+        torch.set_num_threads(n)
+    return dev, n
 
 
 def current_umask() -> int:
