@@ -84,13 +84,9 @@ def make_volumes(workdir: Path, n_volumes: int, n_lesions: int, slices: int, see
     return csv
 
 
-#: CPU seconds (user + system) of the last command :func:`run_measured` ran, its whole process tree.
-LAST_CPU = [0.0]
-
-
-def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, float, str]:
-    """Run ``cmd``; return (wall seconds, peak RSS of the process tree in GiB, combined output); its CPU
-    seconds go to :data:`LAST_CPU`."""
+def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, float, str, float]:
+    """Run ``cmd``; return (wall seconds, peak RSS of the process tree in GiB, combined output, CPU seconds
+    (user + system) of the whole process tree)."""
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -119,10 +115,10 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | 
     if proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{out[-3000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    LAST_CPU[0] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if psutil is None:
         peak[0] = after.ru_maxrss * 1024
-    return wall, peak[0] / 2**30, out
+    return wall, peak[0] / 2**30, out, cpu
 
 
 def main() -> None:
@@ -163,35 +159,35 @@ def main() -> None:
     print(f"measuring {a.src.resolve()}; .nii.gz size {sum(p.stat().st_size for p in work.glob(csv.stem + '_vol*.nii.gz')) / 2**20:.0f} MiB in all", flush=True)
     env = dict(os.environ, PYTHONPATH=str(a.src.resolve()) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
-    def ours(table: Path, tag: str) -> tuple[float, float, np.ndarray]:
+    def ours(table: Path, tag: str) -> tuple[float, float, np.ndarray, float]:
         out = work / f"ours_{csv.stem}_{tag}.parquet"
         cmd = [sys.executable, "-m", "lesionbench", "-q", "extract", str(table), "--encoder", "fmcib", "--weights", str(ckpt),
                "--batch-size", str(a.batch_size), "--workers", str(a.workers), "--no-cache", "-o", str(out)]
-        wall, rss, _ = run_measured(cmd, env=env)
+        wall, rss, _, cpu = run_measured(cmd, env=env)
         feats = pd.read_parquet(out)[[f"pred_{i}" for i in range(4096)]].to_numpy(np.float32)
-        return wall, rss, feats
+        return wall, rss, feats, cpu
 
     load0 = os.getloadavg()
     # one lesion first: warms the page cache (checkpoint, volumes) for everyone and gives the fixed cost
-    w_one, r_one, _ = ours(one, "one")
+    w_one, r_one, _, _ = ours(one, "one")
     print(f"lesionbench (1 lesion, fixed cost: start-up, imports, weights, one image): {w_one:.1f} s, peak RSS {r_one:.2f} GiB", flush=True)
-    w_half, r_half, _ = ours(half, "half")
+    w_half, r_half, _, _ = ours(half, "half")
     n_half = len(pd.read_csv(half))
     print(f"lesionbench ({n_half} lesions): {w_half:.1f} s, peak RSS {r_half:.2f} GiB", flush=True)
-    w, r, f_ours = ours(csv, "full")
-    cpu, cores = LAST_CPU[0], os.cpu_count() or 1
+    w, r, f_ours, cpu = ours(csv, "full")
+    cores = os.cpu_count() or 1
     print(f"lesionbench ({n} lesions): {w:.1f} s, {n / w:.3f} lesions/s, peak RSS {r:.2f} GiB  [load {os.getloadavg()[0]:.1f}]", flush=True)
     # the work itself bounds the wall time from below: its CPU seconds spread over every core
     print(f"  CPU time {cpu:.1f} s (user + system, whole process tree) = at least {cpu / cores:.1f} s of wall on {cores} cores", flush=True)
     if not a.skip_reference:
         prefix = work / "reference"
         cmd = [a.ref_python, str(a.ref_tools / "run_reference.py"), str(csv), str(ckpt), str(prefix)]
-        wr, rr, out = run_measured(cmd)
+        wr, rr, out, cpu_ref = run_measured(cmd)
         inner = next((ln for ln in out.splitlines() if ln.startswith("get_features:")), "")
         print(f"reference   ({n} lesions): {wr:.1f} s, {n / wr:.3f} lesions/s, peak RSS {rr:.2f} GiB  [{inner}]  [load {os.getloadavg()[0]:.1f}]", flush=True)
-        print(f"  CPU time {LAST_CPU[0]:.1f} s; ratio of CPU times reference / lesionbench {LAST_CPU[0] / cpu:.1f}x; "
+        print(f"  CPU time {cpu_ref:.1f} s; ratio of CPU times reference / lesionbench {cpu_ref / cpu:.1f}x; "
               f"best end-to-end ratio this CPU work allows on {cores} cores: {wr / (cpu / cores):.1f}x", flush=True)
-        w2, r2, f_ours2 = ours(csv, "full_after")
+        w2, r2, f_ours2, _ = ours(csv, "full_after")
         print(f"lesionbench ({n} lesions, again after the reference): {w2:.1f} s, {n / w2:.3f} lesions/s, peak RSS {r2:.2f} GiB  [load {os.getloadavg()[0]:.1f}]", flush=True)
         f_ref = np.load(str(prefix) + ".npy")
         print(f"max |features lesionbench - reference| = {np.abs(f_ours - f_ref).max():.2e} (max |feature| {np.abs(f_ref).max():.1f}); "
@@ -207,7 +203,7 @@ def main() -> None:
     np.save(work / f"ours_{csv.stem}_{a.src.resolve().name}.npy", f_ours)  # to compare features across checkouts (--src)
     sizes = {1: r_one, n_half: r_half, n: r}
     for k, table in scaled.items():
-        wk, rk, _ = ours(table, f"scaling{k}")
+        wk, rk, _, _ = ours(table, f"scaling{k}")
         nv = pd.read_csv(table)["image_path"].nunique()
         print(f"lesionbench ({k} lesions in {nv} volumes): {wk:.1f} s, {k / wk:.3f} lesions/s, peak RSS {rk:.2f} GiB", flush=True)
         sizes[k] = rk
