@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import locale
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,21 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 SHARED = Path(os.environ.get("LESIONBENCH_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 
 
+#: Each test's outcome by phase, so that a passing test's folders can go (as tmp_path_retention_policy does for tmp_path).
+_PASSED = pytest.StashKey[dict]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    report = yield
+    item.stash.setdefault(_PASSED, {})[report.when] = report.passed
+    return report
+
+
 @pytest.fixture(autouse=True)
-def _isolated_roots(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_roots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """The folder is removed after a passing test (kept after a failing one, to look at): the suite must fit on a
+    CI machine's disk (it left 14 GB behind when every test's folders were kept)."""
     root = tmp_path_factory.mktemp("lesionbench-home")
     monkeypatch.setenv("LESIONBENCH_DATA", str(root / "data"))
     monkeypatch.setenv("LESIONBENCH_CACHE", str(root / "cache"))
@@ -26,6 +40,10 @@ def _isolated_roots(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (root / "cwd").mkdir()
     monkeypatch.chdir(root / "cwd")
+    yield
+    if request.node.stash.get(_PASSED, {}).get("call", False):
+        os.chdir(tmp_path_factory.getbasetemp())
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

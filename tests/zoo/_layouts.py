@@ -53,10 +53,16 @@ def audit_roundtrip(
     control = get_encoder(f"{name}-random-init", seed=7, device="cpu", **options)
     sd = {k: v.clone() for k, v in control.network.state_dict().items()}
 
+    written: list[Path] = []
+
     def saved(tag: str, state: dict[str, Any]) -> Path:
+        """One checkpoint on disk at a time: full-size releases are hundreds of MB each."""
+        for old in written:
+            old.unlink(missing_ok=True)
         (folder / tag).mkdir(parents=True, exist_ok=True)
         path = folder / tag / filename
         write(state, path)
+        written.append(path)
         return path
 
     loaded = get_encoder(name, weights=saved("ok", sd), device="cpu", **options)
@@ -91,3 +97,4 @@ def audit_roundtrip(
     bad[key].view(-1)[0] = float("nan")
     with pytest.raises(WeightsError, match=r"NaN or infinite values: " + re.escape(key)):
         get_encoder(name, weights=saved("nan", bad), device="cpu", **options)
+    written[-1].unlink()
