@@ -220,16 +220,12 @@ def _fallback_series(tmp_path: Path, case: str) -> Path:
         write_slice(folder / "s0005.dcm", arr[5], position=(-20.0, 15.5, -290.0), index=5, slope=0.5, intercept=-1024.25)
     elif case == "two-slices":
         write_series(folder, arr[:2])
-    elif case == "truncated-slice":  # GDCM leaves it out of the series: a gap, read whole as before
-        write_series(folder, arr)
-        data = (folder / "s0005.dcm").read_bytes()
-        (folder / "s0005.dcm").write_bytes(data[: len(data) - 100])
     elif case == "multi-frame":
         write_slice(folder.mkdir() or folder / "mf.dcm", arr[:3], position=(0.0, 0.0, 0.0), frames=3)
     return folder
 
 
-@pytest.mark.parametrize("case", ["two-series", "gantry-tilt", "uneven-spacing", "a-slice-rescaled-otherwise", "two-slices", "truncated-slice", "multi-frame"])
+@pytest.mark.parametrize("case", ["two-series", "gantry-tilt", "uneven-spacing", "a-slice-rescaled-otherwise", "two-slices", "multi-frame"])
 def test_what_is_not_certain_is_read_whole(tmp_path, case):
     folder = _fallback_series(tmp_path, case)
     assert map_image(folder) is None
@@ -242,6 +238,57 @@ def test_what_is_not_certain_is_read_whole(tmp_path, case):
     expected = cut_patches(str(folder), lesions, PatchSpec(), images=_Whole(whole))
     with ImagePrefetcher([folder]) as pre:
         _assert_same_patches(cut_patches(str(folder), lesions, PatchSpec(), images=pre), expected)
+
+
+def _broken_series(folder: Path, case: str) -> Path:
+    write_series(folder, _volume(12))
+    middle = folder / "s0005.dcm"
+    if case == "truncated":  # an interrupted download: GDCM leaves the file out of the series
+        middle.write_bytes(middle.read_bytes()[:-100])
+    elif case == "empty":
+        middle.write_bytes(b"")
+    elif case == "two-deleted":
+        middle.unlink()
+        (folder / "s0006.dcm").unlink()
+    elif case == "copied-twice":  # the same slice file under two names
+        shutil.copy(middle, folder / "s0005 (1).dcm")
+    elif case == "extra-slice-nearby":
+        write_slice(folder / "extra.dcm", _volume(12)[5], position=(-20.0, 15.5, -289.9), index=5)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("truncated", r"gap of 4 mm between slices s0004\.dcm and s0006\.dcm, where its slices are 2 mm apart.*not in the series: s0005\.dcm"),
+        ("empty", r"gap of 4 mm between slices s0004\.dcm and s0006\.dcm.*not in the series: s0005\.dcm"),
+        ("two-deleted", r"gap of 6 mm between slices s0004\.dcm and s0007\.dcm.*about 2 slice file\(s\) missing"),
+        ("copied-twice", r"slices s0005( \(1\))?\.dcm and s0005( \(1\))?\.dcm only 0 mm apart.*duplicate or extra slice file"),
+        ("extra-slice-nearby", r"only 0\.1 mm apart.*Remove the extra file"),
+    ],
+    ids=["truncated", "empty", "two-deleted", "copied-twice", "extra-slice-nearby"],
+)
+def test_a_missing_or_duplicate_slice_is_an_error_not_a_stretched_volume(tmp_path, case, expected):
+    """ITK stacks the slices it is given at one spacing and only prints a warning: a lesion below a missing
+    slice would be cut from the wrong voxels. Both reading paths refuse, naming the files."""
+    folder = _broken_series(tmp_path / case, case)
+    with pytest.raises(ImageError, match=expected) as error:
+        read_image(folder)
+    assert str(folder) in str(error.value)
+    assert map_image(folder) is None  # read whole, which refuses: the same message for each lesion
+    seeds = [{"coordX": -15.0, "coordY": 20.0, "coordZ": -296.0}]
+    assert cut_patches(str(folder), seeds, PatchSpec()) == [str(error.value)]
+
+
+def test_a_truncated_end_slice_leaves_a_shorter_series_with_the_right_geometry(tmp_path):
+    """No gap to see: GDCM leaves the file out and both paths give the other 11 slices where they are."""
+    folder = write_series(tmp_path / "s", _volume(12))
+    last = folder / "s0011.dcm"
+    last.write_bytes(last.read_bytes()[:-100])
+    whole = read_image(folder)
+    assert whole.GetSize()[2] == 11 and whole.GetSpacing()[2] == pytest.approx(2.0, abs=1e-9)
+    lesions = _lesions(whole)
+    _assert_same_patches(cut_patches(str(folder), lesions, PatchSpec()), cut_patches(str(folder), lesions, PatchSpec(), images=_Whole(whole)))
 
 
 def test_a_slice_that_does_not_decode_gives_the_whole_reads_error(tmp_path):

@@ -25,6 +25,11 @@ positions off the straight line from the first to the last slice or unevenly spa
 :data:`SPACING_TOLERANCE`), a slice step that is not along the slice normal (gantry tilt), or an unusable
 header. A slice file that fails to decode later is read whole (:func:`read_series`), so its error is the
 one a whole read gives.
+
+The whole read refuses a series with a missing or duplicate slice (a step between neighbours
+:data:`GAP_RATIO` times the typical one, or that many times smaller), naming the files on both sides: ITK
+would stack the slices at one spacing with only a printed warning, and GDCM leaves a truncated or empty
+slice file out of the series without a word, so the volume would be stretched or squeezed.
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ SPACING_TOLERANCE = 1e-4
 TILT_TOLERANCE = 1e-6
 #: Fewer slices than this are read whole (nothing to save).
 MIN_SLICES = 3
+#: A step between two neighbouring slices this many times the series' typical step (or this many times
+#: smaller) is a missing or duplicate slice: the whole read refuses the series (:func:`read_series`).
+GAP_RATIO = 1.5
 
 
 def _series_files(folder: Path) -> tuple[list[str], list[str]]:
@@ -76,10 +84,73 @@ def read_series(folder: str | Path):
             raise ImageError(f"{p} is a folder without a DICOM series.")
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
-        return reader.Execute()
+        reader.MetaDataDictionaryArrayUpdateOn()  # each slice's position, for the gap check
+        image = reader.Execute()
     except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
         reason = sitk_reason(exc)
         raise ImageError(f"could not read image {p}: {reason}. {read_fix(reason)}") from exc
+    if (problem := _slice_gap_problem(p, files, reader, image)) is not None:
+        raise ImageError(problem)
+    return image
+
+
+def _slice_gap_problem(folder: Path, files: list[str], reader: Any, image: Any) -> str | None:
+    """Why the slices' positions cannot make one volume, or None. ITK stacks the slices it is given at
+    one spacing (first to last over n - 1) and only prints a warning: a missing slice (GDCM leaves a
+    truncated or empty file out of the series) stretches the volume over the gap, and a duplicate squeezes
+    it, so every lesion below that point lands on the wrong voxels. Steps that differ by less than
+    :data:`GAP_RATIO` either way are left to ITK (it reads them as before)."""
+    if len(files) < 3:
+        return None
+    normal = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
+    try:
+        pos = np.array([[float(v) for v in reader.GetMetaData(k, "0020|0032").split("\\")] for k in range(len(files))])
+    except (RuntimeError, ValueError):  # no usable ImagePositionPatient: nothing to check against
+        return None
+    if pos.shape != (len(files), 3) or not np.isfinite(pos).all():
+        return None
+    steps = np.abs(np.diff(pos @ normal))
+    typical = float(np.median(steps))
+    if typical <= 1e-6:
+        return None
+    k = int(np.argmax(np.abs(np.log(np.maximum(steps, 1e-12) / typical))))
+    ratio = steps[k] / typical
+    if 1 / GAP_RATIO <= ratio <= GAP_RATIO:
+        return None
+    a, b = Path(files[k]).name, Path(files[k + 1]).name
+    if ratio > GAP_RATIO:
+        left = _files_left_out(folder, files)
+        hint = f" DICOM files in the folder that are not in the series: {', '.join(left)}." if left else ""
+        return (
+            f"the DICOM series in {folder} has a gap of {steps[k]:.4g} mm between slices {a} and {b}, where its slices are "
+            f"{typical:.4g} mm apart: about {round(ratio) - 1} slice file(s) missing or unreadable (truncated or empty).{hint} "
+            "Restore the missing slices (re-download or re-export the series); read as it is, the volume would be stretched over the gap."
+        )
+    return (
+        f"the DICOM series in {folder} has slices {a} and {b} only {steps[k]:.4g} mm apart, where its slices are {typical:.4g} mm "
+        "apart: a duplicate or extra slice file. Remove the extra file (or keep each series in a folder of its own); read as it is, "
+        "the volume would be squeezed."
+    )
+
+
+def _files_left_out(folder: Path, files: list[str], limit: int = 5) -> list[str]:
+    """Names of files in ``folder`` that carry the DICOM preamble but are not among ``files`` (at most ``limit``;
+    non-image objects such as RT structure sets are among them too: GDCM lists images only)."""
+    listed = {Path(f).name for f in files}
+    out = []
+    for f in sorted(folder.iterdir()):
+        if f.name in listed or f.name.upper() == "DICOMDIR" or not f.is_file():
+            continue
+        try:
+            with open(f, "rb") as fh:
+                head = fh.read(132)
+        except OSError:
+            continue
+        if head[128:132] == b"DICM" or (len(head) < 132 and f.suffix.lower() in (".dcm", ".dicom", "")):
+            out.append(f.name)
+            if len(out) == limit:
+                break
+    return out
 
 
 @dataclass(frozen=True)
