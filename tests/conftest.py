@@ -31,7 +31,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
 
 @pytest.fixture(autouse=True)
 def _isolated_roots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """The folder is removed after a passing test (kept after a failing one, to look at): the suite must fit on a
+    """The folder is emptied after a passing test (kept after a failing one, to look at): the suite must fit on a
     CI machine's disk (it left 14 GB behind when every test's folders were kept)."""
     root = tmp_path_factory.mktemp("lesionbench-home")
     monkeypatch.setenv("LESIONBENCH_DATA", str(root / "data"))
@@ -42,8 +42,13 @@ def _isolated_roots(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     monkeypatch.chdir(root / "cwd")
     yield
     if request.node.stash.get(_PASSED, {}).get("call", False):
-        os.chdir(tmp_path_factory.getbasetemp())
-        shutil.rmtree(root, ignore_errors=True)
+        # the contents go, the working directory stays: a process started during the test (a Dask worker a
+        # nanny restarted) keeps it as its own, and one whose working directory vanished dies (exit 2)
+        for child in [root / "data", root / "cache", *(root / "cwd").iterdir()]:
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
 
 
 @pytest.fixture(autouse=True)

@@ -64,6 +64,18 @@ def _shards(cache):
     return sorted(p.name for p in cache.rglob("shard-*.npz"))
 
 
+def _wait_until_replaced(client, pid: int, timeout: float = 60.0) -> None:
+    """Until the scheduler lists two workers and the killed one is not among them (``wait_for_workers(2)``
+    also counts a dead worker that the scheduler has not removed yet)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pids = [w.get("pid") for w in client.scheduler_info()["workers"].values()]
+        if len(pids) == 2 and pid not in pids:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"the killed worker (pid {pid}) was not replaced within {timeout:.0f} s")
+
+
 def _n_tasks(manifest) -> int:
     """Tasks of whole images, one batch (8, the toy's default) of lesions each: 2 lesions per image here."""
     return -(-manifest["image_path"].nunique() // 4)
@@ -121,6 +133,7 @@ def test_a_worker_killed_mid_extraction_is_survived(client, cohort, tmp_path) ->
         pid = next(iter(pids.values()))
         os.kill(pid, signal.SIGKILL)  # the nanny starts a new worker; Dask reruns what the dead one held
         killed.append(len(_shards(cache)))
+        killed.append(pid)
 
     killer = threading.Thread(target=kill_one_worker_once_work_started)
     killer.start()
@@ -129,7 +142,7 @@ def test_a_worker_killed_mid_extraction_is_survived(client, cohort, tmp_path) ->
     assert killed and killed[0] < _n_tasks(manifest)  # killed mid-extraction
     np.testing.assert_array_equal(remote, local)
     assert len(_shards(cache)) == _n_tasks(manifest)  # nothing lost, nothing written twice
-    client.wait_for_workers(2, timeout=60)
+    _wait_until_replaced(client, killed[1])
 
 
 def test_two_clients_writing_one_cache_at_once(client, cohort, tmp_path) -> None:
@@ -137,15 +150,24 @@ def test_two_clients_writing_one_cache_at_once(client, cohort, tmp_path) -> None
     local = extract_features(manifest, _ToyEncoder(), cache_dir=tmp_path / "local", progress=False)
     second = distributed.Client(client.scheduler.address)
     try:
-        out: dict[int, np.ndarray] = {}
-        threads = [threading.Thread(target=lambda i=i, c=c: out.__setitem__(i, extract_features_dask(manifest, _SlowToy(), c, cache_dir=tmp_path / "shared", progress=False)))
-                   for i, c in enumerate((client, second))]  # fmt: skip
+        out: dict[int, Any] = {}
+
+        def run(i: int, c: distributed.Client) -> None:
+            try:
+                out[i] = extract_features_dask(manifest, _SlowToy(), c, cache_dir=tmp_path / "shared", progress=False)
+            except BaseException as exc:  # raised below, in the test's thread
+                out[i] = exc
+
+        threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate((client, second))]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
     finally:
         second.close()
+    for got in out.values():
+        if isinstance(got, BaseException):
+            raise got
     np.testing.assert_array_equal(out[0], local)
     np.testing.assert_array_equal(out[1], local)
     assert len(_shards(tmp_path / "shared")) == _n_tasks(manifest)
@@ -262,7 +284,8 @@ def test_a_worker_killed_mid_sweep_is_survived(client, cohort, tmp_path) -> None
         while time.time() < deadline and not list((tmp_path / "dask" / "predictions").glob("*.csv")):
             time.sleep(0.02)
         killed.append(len(list((tmp_path / "dask" / "predictions").glob("*.csv"))))
-        os.kill(next(iter(pids.values())), signal.SIGKILL)
+        killed.append(next(iter(pids.values())))
+        os.kill(killed[1], signal.SIGKILL)
 
     killer = threading.Thread(target=kill_when_the_first_run_is_written)
     killer.start()
@@ -271,7 +294,7 @@ def test_a_worker_killed_mid_sweep_is_survived(client, cohort, tmp_path) -> None
     assert killed and killed[0] < len(plan.runs)  # killed while runs were still to do
     assert [r.to_dict()["metrics"] for r in remote.runs] == [r.to_dict()["metrics"] for r in local.runs]
     assert len(list((tmp_path / "dask" / "runs").glob("*.json"))) == len(plan.runs)
-    client.wait_for_workers(2, timeout=60)
+    _wait_until_replaced(client, killed[1])
 
 
 def test_a_rerun_on_a_worker_leaves_the_saved_record_alone(cohort, tmp_path) -> None:
