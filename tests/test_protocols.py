@@ -225,7 +225,7 @@ def test_finetune_fmcib_random_init_on_cpu(tmp_path) -> None:
 
 def test_training_batches_never_end_in_a_batch_of_one() -> None:
     """Batch norm in training mode cannot normalise one sample whose deepest maps are one voxel (FMCIB on small patches)."""
-    from lesionbench.baselines.supervised_cnn import _batches
+    from lesionbench.baselines._training import batches as _batches
 
     for n in (1, 2, 16, 17, 33, 40):
         sizes = [len(b) for b in _batches(np.arange(n), 16)]

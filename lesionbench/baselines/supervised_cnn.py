@@ -51,20 +51,20 @@ Encoding before ``fit`` uses the seeded random initialisation and logs a warning
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from lesionbench.baselines._supervised_nets import LightCNN, ResNet50Trunk
+from lesionbench.baselines._training import augmentations, balanced_weights, batches, check_labels, precise_batch_norm, resolve_device, seeded, torch_threads
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.plugins import ENCODERS
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec
@@ -106,61 +106,6 @@ class TrainingConfig:
             problems.append(f"seed must be an integer, got {self.seed!r}")
         if problems:
             raise ConfigurationError("Invalid training options: " + "; ".join(problems) + ".")
-
-
-class LightCNN(nn.Module):
-    """A small residual 3D CNN (MONAI blocks): stem, two residual stages, global average pool.
-
-    ``forward`` returns the pooled ``(n, channels[-1])`` features; the classifier head lives in
-    :class:`SupervisedEncoder`, so the same module serves for features and predictions.
-    """
-
-    def __init__(
-        self,
-        in_channels: int = 2,
-        channels: tuple[int, ...] = (16, 32, 64),
-        *,
-        subunits: int = 2,
-        norm: str | None = "batch",
-    ):
-        from monai.networks.blocks import Convolution, ResidualUnit
-
-        super().__init__()
-        layers: list[nn.Module] = [
-            Convolution(3, in_channels, channels[0], strides=2, kernel_size=3, norm=norm, act="prelu")
-        ]
-        for c_in, c_out in zip(channels[:-1], channels[1:]):
-            layers.append(
-                ResidualUnit(3, c_in, c_out, strides=2, kernel_size=3, subunits=subunits, norm=norm, act="prelu")
-            )
-        layers += [nn.AdaptiveAvgPool3d(1), nn.Flatten()]
-        self.body = nn.Sequential(*layers)
-        self.out_features = channels[-1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
-class _ResNet50Trunk(nn.Module):
-    """FMCIB's trunk (MONAI 3D ResNet-50, widen 2, stride-2 stem), 4096-d pooled features."""
-
-    def __init__(self) -> None:
-        from monai.networks.nets import resnet50
-
-        super().__init__()
-        self.net = resnet50(
-            pretrained=False,
-            spatial_dims=3,
-            n_input_channels=1,
-            widen_factor=2,
-            conv1_t_stride=2,
-            feed_forward=False,
-            bias_downsample=True,
-        )
-        self.out_features = 4096
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
 
 class SupervisedEncoder:
@@ -205,7 +150,7 @@ class SupervisedEncoder:
         if n_classes is not None and (not isinstance(n_classes, int) or n_classes < 2):
             raise ConfigurationError(f"n_classes must be an integer >= 2 (or None to infer it), got {n_classes!r}.")
         self.config = config
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.n_classes = n_classes
         self._trunk_factory = trunk_factory
         self._input_transform = input_transform
@@ -257,28 +202,28 @@ class SupervisedEncoder:
         """
         cfg = self.config
         x = self._prepare(patches, "patches")
-        y = _check_labels(labels, len(x), "labels")
+        y = check_labels(labels, len(x), "labels")
         val_xy = None
         if val is not None:
             if not (isinstance(val, tuple) and len(val) == 2):
                 raise ConfigurationError("val must be a (patches, labels) tuple, or None.")
             vx = self._prepare(val[0], "val patches")
-            vy = _check_labels(val[1], len(vx), "val labels")
+            vy = check_labels(val[1], len(vx), "val labels")
             val_xy = (vx, vy) if len(vx) else None
         n_classes = max(int(y.max()) + 1, 2, self.n_classes or 0, int(val_xy[1].max()) + 1 if val_xy else 0)
         self.classes_ = np.arange(n_classes)
-        weights = _balanced_weights(y, n_classes)
+        weights = balanced_weights(y, n_classes)
 
         t_start = time.perf_counter()
         self.history_ = []
-        with _threads(cfg.threads), _seeded(cfg.seed, self.device):
+        with torch_threads(cfg.threads), seeded(cfg.seed, self.device):
             trunk = self._trunk_factory().to(self.device)
             head = nn.Linear(trunk.out_features, n_classes).to(self.device)
             model = nn.ModuleDict({"trunk": trunk, "head": head})
             dropout = nn.Dropout(p=0.2)
             opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
             loss_fn = nn.CrossEntropyLoss(weight=torch.as_tensor(weights, device=self.device))
-            augment = _augmentations(cfg.seed) if cfg.augment else None
+            augment = augmentations(cfg.seed) if cfg.augment else None
             order_rng = np.random.default_rng(cfg.seed)
             best_loss, best_state, bad_epochs = math.inf, None, 0
             self.best_epoch_ = None
@@ -286,7 +231,7 @@ class SupervisedEncoder:
                 t0 = time.perf_counter()
                 model.train()
                 total, count = 0.0, 0
-                for idx in _batches(order_rng.permutation(len(x)), cfg.batch_size):
+                for idx in batches(order_rng.permutation(len(x)), cfg.batch_size):
                     xb = x[idx]
                     if augment is not None:
                         xb = torch.stack([torch.as_tensor(augment(xi)).as_subclass(torch.Tensor) for xi in xb])
@@ -300,7 +245,7 @@ class SupervisedEncoder:
                     count += len(idx)
                 record = {"epoch": epoch, "train_loss": total / count, "val_loss": float("nan")}
                 if val_xy is not None or epoch == cfg.epochs - 1:
-                    _precise_batch_norm(trunk, x, cfg.batch_size, self.device)
+                    precise_batch_norm(trunk, x, cfg.batch_size, self.device)
                 if val_xy is not None:
                     val_loss = self._val_loss(trunk, head, *val_xy)
                     record["val_loss"] = val_loss
@@ -329,7 +274,7 @@ class SupervisedEncoder:
     def encode(self, patches: np.ndarray) -> np.ndarray:
         """Penultimate-layer features ``(n, feature_dim)`` float32, in input order."""
         trunk = self._trunk if self._trunk is not None else self._initial_trunk()
-        with _threads(self.config.threads):
+        with torch_threads(self.config.threads):
             return self._run(trunk, self._prepare(patches, "patches"), head=None).astype(np.float32)
 
     def predict_proba(self, patches: np.ndarray) -> np.ndarray:
@@ -338,7 +283,7 @@ class SupervisedEncoder:
             raise ConfigurationError(
                 f"{self.meta.name}: predict_proba needs a trained network; call fit(patches, labels) first."
             )
-        with _threads(self.config.threads):
+        with torch_threads(self.config.threads):
             logits = self._run(self._trunk, self._prepare(patches, "patches"), head=self._head)
         return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
 
@@ -351,7 +296,7 @@ class SupervisedEncoder:
             )
             self._warned_unfitted = True
         if self._init_trunk is None:
-            with _seeded(self.config.seed, self.device):
+            with seeded(self.config.seed, self.device):
                 self._init_trunk = self._trunk_factory().to(self.device).eval()
         return self._init_trunk
 
@@ -393,7 +338,7 @@ class SupervisedEncoder:
     def _val_loss(self, trunk: nn.Module, head: nn.Module, vx: torch.Tensor, vy: np.ndarray) -> float:
         # Class-balanced over the validation split's own classes, like the tasks' balanced metrics.
         logits = torch.from_numpy(self._run(trunk, vx, head=head))
-        w = torch.as_tensor(_balanced_weights(vy, logits.shape[1]))
+        w = torch.as_tensor(balanced_weights(vy, logits.shape[1]))
         return float(nn.functional.cross_entropy(logits, torch.as_tensor(vy), weight=w))
 
     def __repr__(self) -> str:
@@ -463,7 +408,7 @@ def supervised_resnet50(
             "Supervised from scratch: FMCIB's 3D ResNet-50 (widen 2, stride-2 stem, 4096-d) from random "
             "initialisation plus a linear head, trained on each training subset."
         ),
-        trunk_factory=_ResNet50Trunk,
+        trunk_factory=ResNet50Trunk,
         feature_dim=4096,
         input_transform="fmcib",
         config=TrainingConfig(
@@ -475,136 +420,3 @@ def supervised_resnet50(
         n_classes=n_classes,
         citation="Pai et al., Nature Machine Intelligence 2024, doi 10.1038/s42256-024-00807-9",
     )
-
-
-# ---------------------------------------------------------------------- helpers
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigurationError(f"Unknown device {device!r} ({exc}); use 'auto', 'cpu', 'cuda' or 'cuda:N'.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigurationError(f"device={device!r} was requested but CUDA is not available; use 'cpu' or 'auto'.")
-    return dev
-
-
-def _check_labels(labels: np.ndarray, n: int, what: str) -> np.ndarray:
-    y = np.asarray(labels)
-    if y.ndim != 1 or len(y) != n:
-        raise ConfigurationError(f"{what} must be a 1-D array with one label per patch ({n}), got shape {y.shape}.")
-    if n == 0:
-        raise ConfigurationError(f"{what} is empty: there is nothing to train on.")
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all():
-            raise ConfigurationError(
-                f"{what} contain NaN: drop undecided rows first (survival: censored before 2 years)."
-            )
-        if not np.all(y == np.round(y)):
-            raise ConfigurationError(f"{what} must be integer class indices 0..k-1, got non-integer values.")
-    elif y.dtype.kind not in "iub":
-        raise ConfigurationError(f"{what} must be integer class indices 0..k-1, got dtype {y.dtype}.")
-    y = y.astype(np.int64)
-    if y.min() < 0:
-        raise ConfigurationError(f"{what} must be class indices >= 0, got {int(y.min())}.")
-    return y
-
-
-def _balanced_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """scikit-learn's "balanced" class weights; classes absent from ``y`` get weight 0 (no samples anyway)."""
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    present = counts > 0
-    w = np.zeros(n_classes, dtype=np.float32)
-    w[present] = len(y) / (present.sum() * counts[present])
-    return w
-
-
-@torch.no_grad()
-def _precise_batch_norm(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> None:
-    """Recompute batch-norm running statistics as exact averages over the (unaugmented) training patches.
-
-    With ~10-100 patches a network sees only tens of optimiser steps, and the default exponential
-    running averages lag far behind the weights: evaluation-mode outputs (validation loss, features)
-    then swing wildly from epoch to epoch. Exact statistics of the current weights fix that.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    was_training = model.training
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: the exact mean over the batches below
-    model.train()
-    for idx in _batches(np.arange(len(x)), batch_size):
-        model(x[idx].to(device))
-    for m, mom in zip(norms, momenta):
-        m.momentum = mom
-    model.train(was_training)
-
-
-def _batches(order: np.ndarray, size: int) -> Iterator[np.ndarray]:
-    """Consecutive batches of ``order``; a last batch of one joins the one before it: batch norm in training
-    mode cannot normalise a single sample whose deepest feature maps are one voxel (FMCIB's trunk on small patches)."""
-    starts = list(range(0, len(order), size))
-    if len(starts) > 1 and len(order) - starts[-1] == 1:
-        starts.pop()
-    for i, start in enumerate(starts):
-        yield order[start : starts[i + 1] if i + 1 < len(starts) else len(order)]
-
-
-def _augmentations(seed: int) -> Any:
-    """The reference augmentations, each applied with p = 0.5, seeded locally (no global RNG)."""
-    from monai.transforms import Compose, RandAffine, RandFlip, RandGaussianSmooth, RandRotate90
-
-    aug = Compose(
-        [
-            RandFlip(prob=0.5, spatial_axis=0),
-            RandFlip(prob=0.5, spatial_axis=1),
-            RandFlip(prob=0.5, spatial_axis=2),
-            RandRotate90(prob=0.5, spatial_axes=(1, 2)),  # axial plane: (D, H, W) = (z, y, x)
-            RandAffine(
-                prob=0.5,
-                rotate_range=(math.radians(15),) * 3,
-                scale_range=(0.1,) * 3,
-                translate_range=(2,) * 3,
-                padding_mode="border",
-            ),
-            RandGaussianSmooth(prob=0.5, sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0), sigma_z=(0.25, 1.0)),
-        ]
-    )
-    aug.set_random_state(seed=seed)
-    return aug
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """Use ``n`` torch intra-op threads for the block only (None: leave the setting alone)."""
-    if n is None or n == torch.get_num_threads():
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch and force deterministic kernels for the block only; restore the caller's state after."""
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    prev_cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
-            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev_cudnn
