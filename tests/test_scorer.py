@@ -347,6 +347,7 @@ def test_a_validation_subset_missing_a_class_falls_back_to_cross_validation(tmp_
     assert all(r.params["validation"] == "cv" and r.params["c_selection"] == "cv" and r.params["n_val"] == 0 for r in small)
     assert "validation subset" in small[0].params["validation_note"] and "--val full" in small[0].params["validation_note"]
     assert "cross-validation on the training subset" in caplog.text
+    assert caplog.text.count("choose C by cross-validation") == 1 and "20% (seeds 0, 1)" in caplog.text, caplog.text
     assert all(r.params["validation"] == "fraction" and r.params["c_selection"] == "val" for r in res.runs if r.fraction == 1.0)
 
 

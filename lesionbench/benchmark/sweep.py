@@ -206,7 +206,9 @@ def plan_sweep(
                 runs.append(_plan_run(manifest, meta, seed, fraction, subsets[fraction], val_subsets.get(fraction), val, has_val))
     fallbacks = [r for r in runs if r.note]
     if fallbacks:
-        logger.warning("%s: %d run(s) choose C by cross-validation on the training subset: %s", meta.name, len(fallbacks), "; ".join(r.note for r in fallbacks[:5]))
+        logger.warning("%s: %d run(s) choose C by cross-validation on the training subset, because their validation subsets cannot tune it "
+                       "(a class is missing, or there are too few shots): %s. Use --val full to tune on the whole validation split; each run records why "
+                       "(params.validation_note).", meta.name, len(fallbacks), _runs_in_words(fallbacks))  # fmt: skip
     kind = meta.kind
     n_classes = n_classes_of(meta, manifest)
     lesion_ids = manifest["lesion_id"].astype(str).to_numpy()
@@ -223,6 +225,14 @@ def plan_sweep(
         test_groups=groups[test_mask] if bootstrap_unit == "patient" else None,
         y_test=truth(manifest[test_mask], kind),
     )  # fmt: skip
+
+
+def _runs_in_words(runs: list[PlannedRun]) -> str:
+    """``10% (seeds 0, 3); 20% (seed 1)``: the runs by fraction (or shots), one clause each."""
+    seeds: dict[str, list[int]] = {}
+    for r in runs:
+        seeds.setdefault(f"{r.shots} shot(s)" if r.shots else f"{r.fraction:.0%}", []).append(r.seed)
+    return "; ".join(f"{what} (seed{'s' if len(v) > 1 else ''} {', '.join(map(str, sorted(v)))})" for what, v in seeds.items())
 
 
 def _plan_run(manifest: pd.DataFrame, meta: TaskMeta, seed: int, fraction: float, subset: Subset, val_subset: Subset | None, val: str, has_val: bool) -> PlannedRun:
