@@ -16,7 +16,8 @@ Monte-Carlo standard error sqrt(r (1 - r) / reps):
   AUCs (null and non-null difference), against the true values from one large simulated cohort.
 
 Reference rows (not what lesionbench does) show why: the same tests resampling single lesions, and
-the one-sided "top is better" test after picking the top from the data.
+the one-sided "top is better" test after picking the top from the data; and what a BCa interval on the
+same patient resamples would cover instead of the percentile interval.
 
     PYTHONPATH=. python benchmarks/stats_calibration.py --quick     # < 60 s
     PYTHONPATH=. python benchmarks/stats_calibration.py             # the table in benchmarks/README.md
@@ -28,6 +29,7 @@ import argparse
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +82,35 @@ def squash(s: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-4 * s))
 
 
-def run(reps: int, d: Design, *, n_boot: int, n_perm: int, seed: int = 0, lesion_reference: bool = True) -> list[tuple[str, str, float, float, int, str]]:
+def bca_interval(theta: float, boot: np.ndarray, jack: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Efron's bias-corrected and accelerated interval from the bootstrap values and the leave-one-patient-out
+    jackknife values (a reference row: lesionbench reports the percentile interval)."""
+    from scipy.stats import norm
+
+    boot, jack = boot[np.isfinite(boot)], jack[np.isfinite(jack)]  # undefined where a class was not drawn (or left out)
+    z0 = norm.ppf((np.sum(boot < theta) + 0.5 * np.sum(boot == theta)) / boot.size)
+    dev = jack.mean() - jack
+    a = np.sum(dev**3) / (6 * np.sum(dev**2) ** 1.5)
+    z = norm.ppf([(1 - level) / 2, 1 - (1 - level) / 2])
+    lo, hi = np.percentile(boot, 100 * norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z))))
+    return float(lo), float(hi)
+
+
+def auc_resamples(y: np.ndarray, scores: list[np.ndarray], g: np.ndarray, n_boot: int, seed: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each model's AUC: (models,) on the data, (models, n_boot) on the patient resamples that ``metrics`` draws
+    with ``seed``, (models, patients) with one patient left out."""
+    from lesionbench.benchmark._kernels import _evaluate, _scores, _target
+    from lesionbench.benchmark.metrics import bootstrap_weights
+
+    t = _target("binary", y)
+    codes = np.unique(g, return_inverse=True)[1]
+    jack = 1.0 - (codes[None, :] == np.arange(codes.max() + 1)[:, None])
+    W = bootstrap_weights(t.n, n_boot, seed, g)
+    point, boot, jk = (np.array([_evaluate("auc", t, _scores("binary", s, t.n), w) for s in scores]) for w in (np.ones((1, t.n)), W, jack))
+    return point[:, 0], boot, jk
+
+
+def run(reps: int, d: Design, *, n_boot: int, n_perm: int, seed: int = 0, lesion_reference: bool = True, bca: bool = True) -> list[tuple[str, str, float, float, int, str]]:
     """Every measurement of the module docstring: (key, what, rate, Monte-Carlo SE, reps, target)."""
     from lesionbench.benchmark.metrics import bootstrap_ci, paired_comparison
     from lesionbench.benchmark.types import TaskKind
@@ -96,8 +126,9 @@ def run(reps: int, d: Design, *, n_boot: int, n_perm: int, seed: int = 0, lesion
     def add(key: str, ok: bool) -> None:
         hits.setdefault(key, []).append(bool(ok))
 
-    def test(y, a, b, g, **kw):  # noqa: ANN001, ANN202
-        return paired_comparison(y, a, b, "auc", kind="binary", n_boot=n_boot, n_perm=n_perm, seed=int(rng.integers(1 << 31)), groups=g, **kw)
+    def test(y, a, b, g, seed=None, **kw):  # noqa: ANN001, ANN202
+        seed = int(rng.integers(1 << 31)) if seed is None else seed
+        return paired_comparison(y, a, b, "auc", kind="binary", n_boot=n_boot, n_perm=n_perm, seed=seed, groups=g, **kw)
 
     for _ in range(reps):
         # null (a): exchangeable models, B on another scale
@@ -105,8 +136,13 @@ def run(reps: int, d: Design, *, n_boot: int, n_perm: int, seed: int = 0, lesion
         r = test(y, a, squash(b), g)
         add("compare_exch", r.p_value < ALPHA)
         add("cover_diff_null", r.ci_low <= 0 <= r.ci_high)
-        ci = bootstrap_ci("binary", y, a, ["auc"], n_boot=n_boot, seed=int(rng.integers(1 << 31)), groups=g)["auc"]
+        s_boot = int(rng.integers(1 << 31))
+        ci = bootstrap_ci("binary", y, a, ["auc"], n_boot=n_boot, seed=s_boot, groups=g)["auc"]
         add("cover_auc", ci.ci_low <= t_exch <= ci.ci_high)
+        if bca:  # the same resamples, BCa instead of percentiles
+            point, boot, jack = auc_resamples(y, [a], g, n_boot, s_boot)
+            lo, hi = bca_interval(point[0], boot[0], jack[0])
+            add("ref_bca_auc", lo <= t_exch <= hi)
         # page: three equally good entries, the top picked by observed AUC, Holm over the other two
         models = [a, squash(b), c]
         auc = [_stats.metric("auc", TaskKind.BINARY, y, m) for m in models]
@@ -127,8 +163,13 @@ def run(reps: int, d: Design, *, n_boot: int, n_perm: int, seed: int = 0, lesion
         add("cover_diff_struct", r.ci_low <= 0 <= r.ci_high)
         # non-null: A better than B, coverage of the true difference and power
         y, (a, b), g = simulate(rng, d, [better, exch])
-        r = test(y, a, b, g)
+        s_boot = int(rng.integers(1 << 31))
+        r = test(y, a, b, g, seed=s_boot)
         add("cover_diff_alt", r.ci_low <= t_better[0] - t_better[1] <= r.ci_high)
+        if bca:  # paired_comparison draws them from [seed, 0]
+            point, boot, jack = auc_resamples(y, [a, b], g, n_boot, [s_boot, 0])
+            lo, hi = bca_interval(point[0] - point[1], boot[0] - boot[1], jack[0] - jack[1])
+            add("ref_bca_diff_alt", lo <= t_better[0] - t_better[1] <= hi)
         add("power_alt", r.p_value < ALPHA)
 
     rows = [
@@ -143,6 +184,8 @@ def run(reps: int, d: Design, *, n_boot: int, n_perm: int, seed: int = 0, lesion
         ("ref_onesided_top", "reference: one-sided 'top is better' after picking the top (old page test)", "not used"),
         ("ref_holm_top_only", "reference: page test, 3 equal entries, Holm over the 2 tests with the top only", "not used"),
         ("ref_lesion_exch", "reference: lesions as the unit (patients ignored), exchangeable", "not used"),
+        ("ref_bca_auc", "reference: coverage, BCa interval of AUC on the same resamples", "not used"),
+        ("ref_bca_diff_alt", "reference: coverage, BCa interval of the AUC difference, A better", "not used"),
     ]
     return [(key, label, *_rate(hits[key]), target) for key, label, target in rows if key in hits]
 

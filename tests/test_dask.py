@@ -64,16 +64,16 @@ def _shards(cache):
     return sorted(p.name for p in cache.rglob("shard-*.npz"))
 
 
-def _wait_until_replaced(client, pid: int, timeout: float = 60.0) -> None:
-    """Until the scheduler lists two workers and the killed one is not among them (``wait_for_workers(2)``
-    also counts a dead worker that the scheduler has not removed yet)."""
+def _wait_until_replaced(client, address: str, timeout: float = 60.0) -> None:
+    """Until the scheduler lists two workers and the killed one (``address``: a restarted worker gets a new
+    port) is not among them; ``wait_for_workers(2)`` also counts a dead worker not removed yet."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        pids = [w.get("pid") for w in client.scheduler_info()["workers"].values()]
-        if len(pids) == 2 and pid not in pids:
+        workers = client.scheduler_info()["workers"]
+        if len(workers) == 2 and address not in workers:
             return
         time.sleep(0.1)
-    raise TimeoutError(f"the killed worker (pid {pid}) was not replaced within {timeout:.0f} s")
+    raise TimeoutError(f"the killed worker {address} was not replaced within {timeout:.0f} s")
 
 
 def _n_tasks(manifest) -> int:
@@ -130,10 +130,10 @@ def test_a_worker_killed_mid_extraction_is_survived(client, cohort, tmp_path) ->
         deadline = time.time() + 30
         while time.time() < deadline and not _shards(cache):
             time.sleep(0.02)
-        pid = next(iter(pids.values()))
+        address, pid = next(iter(pids.items()))
         os.kill(pid, signal.SIGKILL)  # the nanny starts a new worker; Dask reruns what the dead one held
         killed.append(len(_shards(cache)))
-        killed.append(pid)
+        killed.append(address)
 
     killer = threading.Thread(target=kill_one_worker_once_work_started)
     killer.start()
@@ -284,8 +284,9 @@ def test_a_worker_killed_mid_sweep_is_survived(client, cohort, tmp_path) -> None
         while time.time() < deadline and not list((tmp_path / "dask" / "predictions").glob("*.csv")):
             time.sleep(0.02)
         killed.append(len(list((tmp_path / "dask" / "predictions").glob("*.csv"))))
-        killed.append(next(iter(pids.values())))
-        os.kill(killed[1], signal.SIGKILL)
+        address, pid = next(iter(pids.items()))
+        killed.append(address)
+        os.kill(pid, signal.SIGKILL)
 
     killer = threading.Thread(target=kill_when_the_first_run_is_written)
     killer.start()

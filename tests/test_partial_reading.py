@@ -241,7 +241,9 @@ def test_what_is_not_certain_is_read_whole(tmp_path, case):
 
 
 def _broken_series(folder: Path, case: str) -> Path:
-    write_series(folder, _volume(12))
+    arr = _volume(12)
+    write_series(folder, arr[:3] if case == "three-uneven" else arr,
+                 positions=[(-20.0, 15.5, z) for z in (-300.0, -298.0, -294.0)] if case == "three-uneven" else None)  # fmt: skip
     middle = folder / "s0005.dcm"
     if case == "truncated":  # an interrupted download: GDCM leaves the file out of the series
         middle.write_bytes(middle.read_bytes()[:-100])
@@ -252,32 +254,53 @@ def _broken_series(folder: Path, case: str) -> Path:
         (folder / "s0006.dcm").unlink()
     elif case == "copied-twice":  # the same slice file under two names
         shutil.copy(middle, folder / "s0005 (1).dcm")
+    elif case == "series-twice":  # every file downloaded again beside the first copy
+        for f in sorted(folder.glob("s*.dcm")):
+            shutil.copy(f, f.with_name(f.stem + " (1).dcm"))
     elif case == "extra-slice-nearby":
-        write_slice(folder / "extra.dcm", _volume(12)[5], position=(-20.0, 15.5, -289.9), index=5)
+        write_slice(folder / "extra.dcm", arr[5], position=(-20.0, 15.5, -289.9), index=5)
+    elif case == "no-position":
+        ds = pydicom.dcmread(middle)
+        del ds.ImagePositionPatient
+        ds.save_as(middle)
+    elif case == "localizer":  # a coronal scout image with the series' UID
+        write_slice(folder / "scout.dcm", arr[0], position=(-20.0, 0.0, -300.0), iop=(1, 0, 0, 0, 0, -1), index=20)
     return folder
 
 
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
-        ("truncated", r"gap of 4 mm between slices s0004\.dcm and s0006\.dcm, where its slices are 2 mm apart.*not in the series: s0005\.dcm"),
-        ("empty", r"gap of 4 mm between slices s0004\.dcm and s0006\.dcm.*not in the series: s0005\.dcm"),
-        ("two-deleted", r"gap of 6 mm between slices s0004\.dcm and s0007\.dcm.*about 2 slice file\(s\) missing"),
-        ("copied-twice", r"slices s0005( \(1\))?\.dcm and s0005( \(1\))?\.dcm only 0 mm apart.*duplicate or extra slice file"),
-        ("extra-slice-nearby", r"only 0\.1 mm apart.*Remove the extra file"),
+        pytest.param("truncated", r"gap of 4 mm between slices s0004\.dcm and s0006\.dcm, where most are 2 mm apart.*not in the series: s0005\.dcm", id="truncated"),
+        pytest.param("empty", r"gap of 4 mm between slices s0004\.dcm and s0006\.dcm.*not in the series: s0005\.dcm", id="empty"),
+        pytest.param("two-deleted", r"gap of 6 mm between slices s0004\.dcm and s0007\.dcm.*about 2 slice file\(s\) missing", id="two-deleted"),
+        pytest.param("three-uneven", r"gap of 4 mm between slices s0001\.dcm and s0002\.dcm", id="three-uneven"),
+        pytest.param("copied-twice", r"slices s0005( \(1\))?\.dcm and s0005( \(1\))?\.dcm at the same position \(1 such pair.*duplicate slice file", id="copied-twice"),
+        pytest.param("series-twice", r"at the same position \(12 such pair\(s\)\): a duplicate slice file, or the series twice", id="series-twice"),
+        pytest.param("extra-slice-nearby", r"only 0\.1 mm apart.*Remove the extra file", id="extra-slice-nearby"),
+        pytest.param("no-position", r"slices without a position \(ImagePositionPatient\): s0005\.dcm", id="no-position"),
+        pytest.param("localizer", r"mixes slice orientations: scout\.dcm differ.*localizer", id="localizer"),
     ],
-    ids=["truncated", "empty", "two-deleted", "copied-twice", "extra-slice-nearby"],
 )
 def test_a_missing_or_duplicate_slice_is_an_error_not_a_stretched_volume(tmp_path, case, expected):
-    """ITK stacks the slices it is given at one spacing and only prints a warning: a lesion below a missing
+    """ITK stacks the slices it is given at one spacing and only prints a warning: a lesion beyond a missing
     slice would be cut from the wrong voxels. Both reading paths refuse, naming the files."""
     folder = _broken_series(tmp_path / case, case)
     with pytest.raises(ImageError, match=expected) as error:
         read_image(folder)
     assert str(folder) in str(error.value)
     assert map_image(folder) is None  # read whole, which refuses: the same message for each lesion
-    seeds = [{"coordX": -15.0, "coordY": 20.0, "coordZ": -296.0}]
+    seeds = [{"coordX": -15.0, "coordY": 20.0, "coordZ": -299.0}]
     assert cut_patches(str(folder), seeds, PatchSpec()) == [str(error.value)]
+
+
+def test_three_multi_frame_files_are_refused_as_not_3d(tmp_path):
+    folder = tmp_path / "mf"
+    folder.mkdir()
+    for k in range(3):
+        write_slice(folder / f"mf{k}.dcm", _volume(3, seed=k), position=(0.0, 0.0, 10.0 * k), index=k, frames=3)
+    with pytest.raises(ImageError, match="is not a 3D scalar image"):
+        read_image(folder)
 
 
 def test_a_truncated_end_slice_leaves_a_shorter_series_with_the_right_geometry(tmp_path):

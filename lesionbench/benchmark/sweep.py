@@ -231,7 +231,7 @@ def _runs_in_words(runs: list[PlannedRun]) -> str:
     """``10% (seeds 0, 3); 20% (seed 1)``: the runs by fraction (or shots), one clause each."""
     seeds: dict[str, list[int]] = {}
     for r in runs:
-        seeds.setdefault(f"{r.shots} shot(s)" if r.shots else f"{r.fraction:.0%}", []).append(r.seed)
+        seeds.setdefault(f"{r.shots} shot(s)" if r.shots else f"{100 * r.fraction:g}%", []).append(r.seed)
     return "; ".join(f"{what} (seed{'s' if len(v) > 1 else ''} {', '.join(map(str, sorted(v)))})" for what, v in seeds.items())
 
 
