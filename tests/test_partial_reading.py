@@ -294,6 +294,12 @@ def test_a_missing_or_duplicate_slice_is_an_error_not_a_stretched_volume(tmp_pat
     assert cut_patches(str(folder), seeds, PatchSpec()) == [str(error.value)]
 
 
+def test_orientations_written_with_other_rounding_are_one_orientation(tmp_path):
+    folder = write_series(tmp_path / "s", _volume(12))
+    write_slice(folder / "s0005.dcm", _volume(12)[5], position=(-20.0, 15.5, -290.0), iop=(1.0000001, 0, 0, 0, 0.99999999, 0), index=5)
+    assert read_image(folder).GetSize() == (26, 22, 12)
+
+
 def test_three_multi_frame_files_are_refused_as_not_3d(tmp_path):
     folder = tmp_path / "mf"
     folder.mkdir()

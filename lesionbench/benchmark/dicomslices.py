@@ -116,8 +116,8 @@ def _slice_gap_problem(folder: Path, files: list[str], reader: Any, image: Any) 
         pos = np.empty((0, 3))
     if pos.shape != (len(files), 3) or not np.isfinite(pos).all():
         return f"the DICOM series in {folder} has a slice position (ImagePositionPatient) that is not three numbers. Re-export the series."
-    orientations = [reader.GetMetaData(k, "0020|0037").strip() if reader.HasMetaDataKey(k, "0020|0037") else "" for k in range(len(files))]
-    odd = [n for n, o in zip(names, orientations, strict=True) if o != orientations[0]]
+    orientations = [_numbers(reader.GetMetaData(k, "0020|0037")) if reader.HasMetaDataKey(k, "0020|0037") else None for k in range(len(files))]
+    odd = [n for n, o in zip(names, orientations, strict=True) if not _same_orientation(o, orientations[0])]
     if odd:
         return (f"the DICOM series in {folder} mixes slice orientations: {_listed(odd)} differ from {names[0]} "
                 "(a localizer or scout image in the series?). Remove them from the folder.")  # fmt: skip
@@ -154,6 +154,20 @@ def _slice_gap_problem(folder: Path, files: list[str], reader: Any, image: Any) 
         f"spacing.{hint} Restore the missing slices (re-download or re-export the series); read as it is, the volume would be "
         "stretched over the gap."
     )
+
+
+def _numbers(text: str) -> tuple[float, ...] | None:
+    try:
+        return tuple(float(v) for v in text.split("\\"))
+    except ValueError:
+        return None
+
+
+def _same_orientation(a: tuple[float, ...] | None, b: tuple[float, ...] | None) -> bool:
+    """Equal direction cosines (to 1e-4: writers round them differently), or both unreadable alike."""
+    if a is None or b is None or len(a) != len(b):
+        return a == b
+    return bool(np.allclose(a, b, atol=1e-4, rtol=0))
 
 
 def _listed(names: list[str], limit: int = 5) -> str:
