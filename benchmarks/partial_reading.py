@@ -96,10 +96,11 @@ def child(path: str, mode: str, lesions_json: str, out: str) -> None:
     import torch  # noqa: F401 (the patch grid uses it)
 
     import lesionbench.benchmark.features as features
+    import lesionbench.benchmark.patches as patches_module
     from lesionbench.benchmark.types import PatchSpec
 
     if mode == "whole":
-        features.map_image = lambda p: None  # the whole read, as before partial reading
+        patches_module.map_image = lambda p: None  # the whole read, as before partial reading
     lesions = json.loads(lesions_json)
     rss0 = _peak_rss()
     t = time.perf_counter()

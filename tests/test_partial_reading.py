@@ -412,6 +412,7 @@ def test_features_from_a_series_equal_the_whole_reads(tmp_path, monkeypatch):
     import pandas as pd
 
     import lesionbench.benchmark.features as features
+    import lesionbench.benchmark.patches as patches
     import lesionbench.benchmark.reading as reading
 
     folder = write_series(tmp_path / "s", _volume(50), iop=(0.8660254038, 0.5, 0.0, -0.5, 0.8660254038, 0.0))
@@ -427,7 +428,7 @@ def test_features_from_a_series_equal_the_whole_reads(tmp_path, monkeypatch):
             return patches.reshape(len(patches), -1)[:, ::97].astype(np.float32)
 
     lazy = extract_features(df, Sampled(), cache=False, progress=False)
-    monkeypatch.setattr(features, "map_image", lambda p: None)
+    monkeypatch.setattr(patches, "map_image", lambda p: None)
     monkeypatch.setattr(reading, "map_image", lambda p: None)
     decoded = _count_decodes(monkeypatch)
     np.testing.assert_array_equal(extract_features(df, Sampled(), cache=False, progress=False), lazy)
