@@ -1,6 +1,7 @@
 """Run spectre-fm's own backbone on given weights and inputs, in a separate process (test harness only).
 
     python _spectre_reference.py REF_DIR WEIGHTS.pt INPUTS.npy OUT.npy DEPTH [REPEATS]
+    python _spectre_reference.py window REF_DIR SCAN.nii.gz OUT.npz
 
 REF_DIR holds ``pip install --no-deps --target REF_DIR spectre-fm==0.2.1 timm``. Importing ``spectre.models``
 imports timm, whose ``timm.data`` imports torchvision, and ``spectre.utils`` imports loralib; neither is
@@ -13,6 +14,9 @@ the same arithmetic, ``VisionTransformer`` with its keyword arguments and anothe
 through upstream's ``load_pretrained_into`` (strict), and the embedding is upstream's
 ``SpectreImageFeatureExtractor._pool_crop_tokens`` of the backbone's tokens. OUT.npy receives the
 embeddings; with REPEATS, the seconds of each forward pass of the first input are printed as JSON.
+
+``window``: upstream's ``spectre.io.load_and_window(SCAN)`` (nibabel, in REF_DIR too), the crops the
+backbone sees and their grid, into OUT.npz.
 """
 
 from __future__ import annotations
@@ -56,9 +60,22 @@ class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass
 
 
-def main(ref_dir: str, weights: str, inputs: str, out: str, depth: str, repeats: str = "0") -> None:
+def _stub_and_path(ref_dir: str) -> None:
     sys.meta_path.insert(0, _StubFinder())
     sys.path.insert(0, ref_dir)
+
+
+def window(ref_dir: str, scan: str, out: str) -> None:
+    _stub_and_path(ref_dir)
+    import numpy as np
+    from spectre.io import load_and_window
+
+    crops, grid, _ = load_and_window(scan)
+    np.savez(out, crops=crops.numpy(), grid=np.asarray(grid))
+
+
+def main(ref_dir: str, weights: str, inputs: str, out: str, depth: str, repeats: str = "0") -> None:
+    _stub_and_path(ref_dir)
     import numpy as np
     import torch
     from spectre.model import SpectreImageFeatureExtractor
@@ -86,4 +103,7 @@ def main(ref_dir: str, weights: str, inputs: str, out: str, depth: str, repeats:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    if sys.argv[1] == "window":
+        window(*sys.argv[2:])
+    else:
+        main(*sys.argv[1:])

@@ -128,3 +128,46 @@ def test_vit_equals_spectre_fm_in_two_blocks(tmp_path):
 @pytest.mark.slow  # minutes on 2 cores: two 338 M-parameter ViT-Ls on two 128x128x64 crops
 def test_vit_large_equals_spectre_fm(tmp_path):
     _parity(tmp_path, 24)
+
+
+# (name, ITK direction, spacing, size (i, j, k), seed (continuous ITK index)) of scans already on SPECTRE's
+# (0.5, 0.5, 1.0) mm RAS grid once reoriented, so the recipe's resampling is the identity and spectre-fm's
+# native-spacing path applies (its --spacing path calls MONAI's Spacing with an `affine=` keyword that MONAI
+# >= 1.0 does not take: TypeError with the MONAI installed here). Index i runs anterior (A), j superior (S),
+# k left (R flipped).
+_PERMUTED = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+_SCANS = (
+    # RAS (160, 150, 80): upstream's one crop is RAS [16:144, 11:139, 8:72]; our crop starts at int(seed) - size // 2
+    ("permuted", _PERMUTED, (0.5, 1.0, 0.5), (150, 80, 160), (75.3, 40.2, 159 - 80.3)),
+    # RAS (130, 140, 50): S shorter than 64, padded with 7 + 7 windowed zeros upstream, centred here
+    ("short", _PERMUTED, (0.5, 1.0, 0.5), (140, 50, 130), (70.6, 25.5, 129 - 65.4)),
+)
+
+
+@pytest.mark.slow  # ~15 s: timm's import in the subprocess
+@pytest.mark.parametrize("name,direction,spacing,size,seed", _SCANS, ids=[s[0] for s in _SCANS])
+def test_official_patch_equals_spectre_fm_load_and_window(tmp_path, name, direction, spacing, size, seed):
+    import pandas as pd
+    import SimpleITK as sitk
+
+    from lesionbench.baselines.spectre import MODEL
+    from lesionbench.benchmark.features import load_patches
+
+    _require_reference()
+    if not (SPECTRE_REF / "nibabel").is_dir():
+        pytest.skip(f"nibabel missing next to spectre-fm: pip install --no-deps --target {SPECTRE_REF} nibabel")
+    vol = np.random.default_rng(3).integers(-1200, 1400, size[::-1]).astype(np.int16)  # beyond the window: clipping counts
+    image = sitk.GetImageFromArray(vol)
+    image.SetDirection(direction.flatten().tolist())
+    image.SetSpacing(spacing)
+    image.SetOrigin((12.5, -40.0, 300.25))
+    path = tmp_path / f"{name}.nii.gz"
+    sitk.WriteImage(image, str(path))
+    run = subprocess.run([sys.executable, str(HERE / "_spectre_reference.py"), "window", str(SPECTRE_REF), str(path), str(tmp_path / "w.npz")], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ref = np.load(tmp_path / "w.npz")
+    assert tuple(ref["grid"]) == (1, 1, 1) and ref["crops"].shape == (1, 1, 128, 128, 64)
+    x, y, z = image.TransformContinuousIndexToPhysicalPoint(seed)
+    seeds = pd.DataFrame([{"image_path": str(path), "coordX": x, "coordY": y, "coordZ": z}])
+    got = load_patches(seeds, MODEL.recipe("official").patch_spec(), progress=False)[0, 0]
+    np.testing.assert_allclose(got, ref["crops"][0, 0], rtol=0, atol=1e-6)
