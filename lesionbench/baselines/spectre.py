@@ -34,9 +34,12 @@ pre-training default. A lesion benchmark needs one physical scale across scans,
 so the recipe fixes (0.5, 0.5, 1.0) mm, the CLI's own example and the self-distillation stage's: a 64 x 64 x
 64 mm crop. One deviation: upstream windows before it resamples, the seed-crop chain after; the two differ
 only where a linear interpolation mixes a voxel outside [-1000, 1000] HU with one inside (edges of bone or
-metal), and not at all when no resampling happens. No ``tib`` recipe: TumorImagingBench does not wrap SPECTRE.
+metal), and not at all when no resampling happens. (``io.resample`` itself, spectre-fm's ``--spacing`` path,
+passes ``affine=`` to MONAI's ``Spacing``, which MONAI 1.6 refuses with a TypeError; the patch is checked against
+its native-spacing path on scans already at (0.5, 0.5, 1.0) mm.) No ``tib`` recipe: TumorImagingBench does not
+wrap SPECTRE.
 
-Registered as ``spectre`` and ``spectre-random-init``. A ViT-L with 1025 tokens: costly on a CPU.
+Registered as ``spectre`` and ``spectre-random-init``. A ViT-L over 1025 tokens: about 2 s per crop on 2 CPU cores.
 """
 
 from __future__ import annotations
