@@ -133,7 +133,7 @@ def test_vit_large_equals_spectre_fm(tmp_path):
 # (name, ITK direction, spacing, size (i, j, k), seed (continuous ITK index)) of scans already on SPECTRE's
 # (0.5, 0.5, 1.0) mm RAS grid once reoriented, so the recipe's resampling is the identity and spectre-fm's
 # native-spacing path applies (its --spacing path calls MONAI's Spacing with an `affine=` keyword that MONAI
-# >= 1.0 does not take: TypeError with the MONAI installed here). Index i runs anterior (A), j superior (S),
+# 1.6.1, installed here, does not take: TypeError). Index i runs anterior (A), j superior (S),
 # k left (R flipped).
 _PERMUTED = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 _SCANS = (
