@@ -52,6 +52,7 @@ class Recipe:
     interpolation: str = "linear-align-corners"
     pad_before_intensity: bool = False
     diagonal: bool = True
+    intensity_before_resample: bool = False
     embedding_dim: int | None = None
     embedding_layer: str = ""
     source: str = ""
@@ -67,6 +68,7 @@ class Recipe:
             interpolation=self.interpolation,
             pad_before_intensity=self.pad_before_intensity,
             diagonal=self.diagonal,
+            intensity_before_resample=self.intensity_before_resample,
         )
 
     def label(self) -> str:

@@ -32,9 +32,9 @@ mm (``ssl/transforms/dino_transform.py``, "comply with newest scanners") and, fo
 (0.75, 0.75, 1.5) mm (``siglip_transform.py``), although the package README calls native spacing the
 pre-training default. A lesion benchmark needs one physical scale across scans,
 so the recipe fixes (0.5, 0.5, 1.0) mm, the CLI's own example and the self-distillation stage's: a 64 x 64 x
-64 mm crop. One deviation: upstream windows before it resamples, the seed-crop chain after; the two differ
-only where a linear interpolation mixes a voxel outside [-1000, 1000] HU with one inside (edges of bone or
-metal), and not at all when no resampling happens. (``io.resample`` itself, spectre-fm's ``--spacing`` path,
+64 mm crop. Upstream windows the scan before it resamples it, and so does this recipe
+(``intensity_before_resample``: each voxel is mapped, then interpolated; checked against MONAI windowing a
+whole scan and then resampling it in ``tests/zoo/test_zoo_infra.py``). (``io.resample`` itself, spectre-fm's ``--spacing`` path,
 passes ``affine=`` to MONAI's ``Spacing``, which MONAI 1.6 refuses with a TypeError; the patch is checked against
 its native-spacing path on scans already at (0.5, 0.5, 1.0) mm.) No ``tib`` recipe: TumorImagingBench does not
 wrap SPECTRE.
@@ -81,9 +81,10 @@ MODEL = ZooModel(
             pad_value=0.0,
             interpolation="linear",
             diagonal=False,
-            source="spectre-fm 0.2.1 io.py load_and_window + windowing.py: RAS, [-1000, 1000] -> [0, 1] clipped, MONAI Spacing "
+            intensity_before_resample=True,
+            source="spectre-fm 0.2.1 io.py load_and_window + windowing.py: RAS, [-1000, 1000] -> [0, 1] clipped, then MONAI Spacing "
             "(0.5, 0.5, 1.0) mm bilinear (ssl/transforms/dino_transform.py; the CLI's --spacing example), one 128x128x64 crop "
-            "centred on the seed, padded with 0 (windowed after resampling here, before it upstream)",
+            "centred on the seed, padded with 0",
         ),
     ),
     notes="Only the crop backbone: SPECTRE's feature combiner (whole scans) is not used. No tib recipe: TIB does not wrap SPECTRE.",

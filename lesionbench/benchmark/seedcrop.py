@@ -164,6 +164,10 @@ def apply_intensity(x: np.ndarray, intensity: Intensity) -> np.ndarray:
     raise ConfigurationError(f"Unknown intensity mapping {intensity.kind!r}; use one of {', '.join(INTENSITY_KINDS)}.")
 
 
+#: Intensity mappings of one voxel at a time (they commute with choosing voxels, not with interpolating them).
+POINTWISE_INTENSITIES = ("window", "piecewise")
+
+
 def check_seed_crop_spec(spec: PatchSpec) -> None:
     """Refuse a ``seed-crop`` spec that cannot be cut (with the reason)."""
     mode = spec.interpolation or "linear-align-corners"
@@ -180,6 +184,11 @@ def check_seed_crop_spec(spec: PatchSpec) -> None:
         raise ConfigurationError("A seed-crop PatchSpec needs an intensity mapping (PatchSpec.intensity).")
     if spec.intensity.kind not in INTENSITY_KINDS:
         raise ConfigurationError(f"Unknown intensity mapping {spec.intensity.kind!r}; use one of {', '.join(INTENSITY_KINDS)}.")
+    if spec.intensity_before_resample and (spec.intensity.kind not in POINTWISE_INTENSITIES or spec.pad_before_intensity):
+        raise ConfigurationError(
+            f"intensity_before_resample maps each voxel before interpolation: it needs a pointwise intensity "
+            f"({' or '.join(POINTWISE_INTENSITIES)}), not {spec.intensity.kind!r}, and no pad_before_intensity."
+        )
     if spec.with_mask:
         raise ConfigurationError("The seed-crop patch method has no mask channel; use method 'fmcib' for with_mask.")
     if mode != "none" and any(not float(s) > 0 for s in spec.spacing_mm):
@@ -195,11 +204,15 @@ def seed_crop_patch(volume_zyx: np.ndarray, grid: ReferenceGrid, point_lps: Sequ
     place = place_patch(grid, point_lps, roi[::-1])
     coords = _crop_source_coords(grid, place)
     mode = spec.interpolation or "linear-align-corners"
-    raw = sample_nearest(volume_zyx, coords) if mode == "nearest" else sample_linear(volume_zyx, coords)
+    intensity = spec.intensity or Intensity()
+    first = spec.intensity_before_resample  # pointwise (checked): the voxels are mapped, then interpolated
+    if mode == "nearest":
+        raw = sample_nearest(volume_zyx, coords)
+    else:
+        raw = sample_linear(volume_zyx, coords, transform=(lambda block: apply_intensity(block, intensity)) if first else None)
     crop = np.transpose(raw.astype(np.float32), order)  # Orientation(spec.orientation) of the crop
     crop = np.ascontiguousarray(np.flip(crop, axis=tuple(k for k, f in enumerate(flips) if f)))
-    intensity = spec.intensity or Intensity()
-    if not spec.pad_before_intensity:
+    if not spec.pad_before_intensity and not (first and mode != "nearest"):
         crop = apply_intensity(crop, intensity)
     out = np.full(tuple(int(s) for s in spec.size), np.float32(spec.pad_value), dtype=np.float32)
     before = [max(int(s) - k, 0) // 2 for s, k in zip(spec.size, crop.shape, strict=True)]

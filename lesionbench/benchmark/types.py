@@ -191,12 +191,15 @@ class PatchSpec:
     #: ``seed-crop`` only: False = MONAI ``Spacing``'s default ``diagonal=False``: reorient to ``orientation``
     #: first and resample keeping the scanner's (oblique) grid rotation, as models' own MONAI pipelines do.
     diagonal: bool = True
+    #: ``seed-crop`` only: map intensities before resampling (a pointwise ``intensity``: window or piecewise),
+    #: as pipelines that window the whole scan and then resample it do (SPECTRE).
+    intensity_before_resample: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         # fields added for seed-crop are left out at their defaults, so the fingerprints (and feature
         # caches) of encoders that predate them are unchanged
-        for k, default in (("orientation", ""), ("intensity", None), ("pad_value", 0.0), ("interpolation", ""), ("pad_before_intensity", False), ("diagonal", True)):
+        for k, default in (("orientation", ""), ("intensity", None), ("pad_value", 0.0), ("interpolation", ""), ("pad_before_intensity", False), ("diagonal", True), ("intensity_before_resample", False)):
             if getattr(self, k) == default:
                 d.pop(k)
         if self.intensity is not None:
@@ -217,6 +220,7 @@ class PatchSpec:
             interpolation=str(p.get("interpolation", "")),
             pad_before_intensity=bool(p.get("pad_before_intensity", False)),
             diagonal=bool(p.get("diagonal", True)),
+            intensity_before_resample=bool(p.get("intensity_before_resample", False)),
         )
 
 

@@ -102,11 +102,31 @@ def test_intensity_maps():
         (PatchSpec(method="seed-crop", orientation="index", intensity=WINDOW), "needs interpolation 'none'"),
         (PatchSpec(method="seed-crop", orientation="RAS", intensity=WINDOW, with_mask=True), "no mask channel"),
         (PatchSpec(method="seed-crop", orientation="index", intensity=WINDOW, interpolation="none", diagonal=False), "diagonal=False resamples"),
+        (PatchSpec(method="seed-crop", orientation="RAS", intensity=Intensity("zscore-positive"), intensity_before_resample=True), "needs a pointwise intensity"),
     ],
 )
 def test_bad_specs_are_refused_with_the_reason(spec, match):
     with pytest.raises(ConfigurationError, match=match):
         check_spec(spec)
+
+
+def test_intensity_before_resample_is_the_chain_on_the_mapped_scan(tmp_path):
+    """Windowing the whole scan and then resampling it (SPECTRE's order) equals resampling the windowed scan with
+    an identity map; it differs from windowing after resampling where a voxel outside the window meets one inside."""
+    vol, path = _identity_ct(tmp_path)
+    image = sitk.ReadImage(str(path))
+    mapped = sitk.GetImageFromArray(_window(vol))
+    mapped.CopyInformation(image)
+    mapped_path = tmp_path / "mapped.nii.gz"
+    sitk.WriteImage(mapped, str(mapped_path))
+    common = {"size": (10, 12, 14), "spacing_mm": (0.7, 0.6, 1.3), "method": "seed-crop", "orientation": "RAS", "interpolation": "linear", "diagonal": False}
+    first = load_patches(_seeds(path, (30.2, 25.7, 20.4)), PatchSpec(**common, intensity=WINDOW, intensity_before_resample=True), progress=False)
+    identity = Intensity("window", 0.0, 1.0, 0.0, 1.0, False)
+    want = load_patches(_seeds(mapped_path, (30.2, 25.7, 20.4)), PatchSpec(**common, intensity=identity), progress=False)
+    np.testing.assert_allclose(first, want, rtol=0, atol=1e-6)
+    after = load_patches(_seeds(path, (30.2, 25.7, 20.4)), PatchSpec(**common, intensity=WINDOW), progress=False)
+    assert np.abs(after - first).max() > 0.01  # voxels beyond [-1024, 2048] HU meet ones inside
+    assert PatchSpec(**common, intensity=WINDOW, intensity_before_resample=True).to_dict()["intensity_before_resample"] is True
 
 
 def test_new_patch_fields_keep_old_fingerprints_and_round_trip():
@@ -326,3 +346,40 @@ def test_non_diagonal_spacing_equals_monai_default_chain_on_oblique_scans(tmp_pa
     spec = PatchSpec(size=(32, 32, 32), spacing_mm=(1.5, 1.5, 1.5), method="seed-crop", orientation=orientation,
                      intensity=Intensity("window", -175.0, 250.0), interpolation="linear", diagonal=False)  # fmt: skip
     np.testing.assert_array_equal(load_patches(seeds, spec, progress=False), np.load(tmp_path / "ref.npy"))
+
+
+_MONAI_WINDOW_FIRST = """
+import sys, numpy as np, pandas as pd
+from monai import transforms as T
+seeds = pd.read_csv(sys.argv[1])
+chain = T.Compose([T.LoadImage(reader="ITKReader", ensure_channel_first=True), T.Orientation(axcodes="RAS"),
+                   T.ScaleIntensityRange(-175, 250, 0, 1, clip=True),
+                   T.Spacing(pixdim=(1.5, 1.5, 1.5), mode="bilinear", padding_mode="zeros")])
+out = []
+for _, r in seeds.iterrows():
+    img = chain(r.image_path)
+    c = [int(v) for v in (np.linalg.inv(np.array(img.affine)) @ np.array((-r.coordX, -r.coordY, r.coordZ, 1)))[:3]]
+    crop = img[:, max(c[0] - 16, 0):min(c[0] + 16, img.shape[1]), max(c[1] - 16, 0):min(c[1] + 16, img.shape[2]), max(c[2] - 16, 0):min(c[2] + 16, img.shape[3])]
+    out.append(np.asarray(T.SpatialPad((32, 32, 32))(crop)))
+np.save(sys.argv[2], np.stack(out))
+"""
+
+
+@pytest.mark.slow
+def test_intensity_before_resample_equals_monai_windowing_the_scan_first(tmp_path):
+    """SPECTRE's order (window the whole scan, then MONAI's default Spacing) as a MONAI 1.4 chain in TIB's
+    environment, on TIB's oblique, permuted and anisotropic test volumes."""
+    import subprocess
+
+    from _tib import TIB_PYTHON, require_tib, write_volumes
+
+    require_tib()
+    seeds = write_volumes(tmp_path)
+    seeds.to_csv(tmp_path / "seeds.csv", index=False)
+    subprocess.run([str(TIB_PYTHON), "-c", _MONAI_WINDOW_FIRST, str(tmp_path / "seeds.csv"), str(tmp_path / "ref.npy")], check=True, capture_output=True, timeout=900)
+    spec = PatchSpec(size=(32, 32, 32), spacing_mm=(1.5, 1.5, 1.5), method="seed-crop", orientation="RAS", intensity=Intensity("window", -175.0, 250.0),
+                     interpolation="linear", diagonal=False, intensity_before_resample=True)  # fmt: skip
+    ours, ref = load_patches(seeds, spec, progress=False), np.load(tmp_path / "ref.npy")
+    assert np.abs(ours - ref).max() <= 1e-6, np.abs(ours - ref).max()
+    after = load_patches(seeds, PatchSpec(**{**spec.__dict__, "intensity_before_resample": False}), progress=False)
+    assert np.abs(after - ref).max() > 1e-3  # the order matters on these volumes
