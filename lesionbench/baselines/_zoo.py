@@ -74,7 +74,8 @@ class Recipe:
     def label(self) -> str:
         """One line: ``tib: 48x48x48 SPL at 1x1x1 mm, [-1024, 2048] -> [0, 1], clip``."""
         grid = "native grid" if self.interpolation == "none" else f"{'x'.join(f'{s:g}' for s in self.spacing_mm)} mm {self.interpolation}"
-        return f"{self.name}: {'x'.join(map(str, self.size))} {self.orientation} at {grid}, {self.intensity.label()}"
+        order = " before resampling" if self.intensity_before_resample and self.interpolation != "none" else ""
+        return f"{self.name}: {'x'.join(map(str, self.size))} {self.orientation} at {grid}, {self.intensity.label()}{order}"
 
 
 def tib_recipe(orientation: str, *, size: int = 48, window: tuple[float, float] = (-1024.0, 2048.0), embedding_dim: int | None = None) -> Recipe:
