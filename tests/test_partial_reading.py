@@ -7,9 +7,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import SimpleITK as sitk
 
+from lesionbench.benchmark.dicomslices import series_header_problem
 from lesionbench.benchmark.errors import ImageError
 from lesionbench.benchmark.features import cut_patches, extract_features
 from lesionbench.benchmark.rawmap import MappedVolume, map_image
@@ -278,7 +280,7 @@ def _broken_series(folder: Path, case: str) -> Path:
         pytest.param("copied-twice", r"slices s0005( \(1\))?\.dcm and s0005( \(1\))?\.dcm at the same position \(1 such pair.*duplicate slice file", id="copied-twice"),
         pytest.param("series-twice", r"at the same position \(12 such pair\(s\)\): a duplicate slice file, or the series twice", id="series-twice"),
         pytest.param("extra-slice-nearby", r"only 0\.1 mm apart.*Remove the extra file", id="extra-slice-nearby"),
-        pytest.param("no-position", r"slices without a position \(ImagePositionPatient\): s0005\.dcm", id="no-position"),
+        pytest.param("no-position", r"slices without a usable position \(ImagePositionPatient\): s0005\.dcm", id="no-position"),
         pytest.param("localizer", r"mixes slice orientations: scout\.dcm differ.*localizer", id="localizer"),
     ],
 )
@@ -298,6 +300,34 @@ def test_orientations_written_with_other_rounding_are_one_orientation(tmp_path):
     folder = write_series(tmp_path / "s", _volume(12))
     write_slice(folder / "s0005.dcm", _volume(12)[5], position=(-20.0, 15.5, -290.0), iop=(1.0000001, 0, 0, 0, 0.99999999, 0), index=5)
     assert read_image(folder).GetSize() == (26, 22, 12)
+
+
+def test_validate_reads_dicom_series_folders_from_their_headers(tmp_path):
+    """A manifest's image_path may be a DICOM series folder: validate finds a missing slice and a seed outside
+    the series from the slice headers, with the rows, and passes the good folder (it said "file not found")."""
+    from lesionbench.benchmark.errors import ManifestError
+    from lesionbench.benchmark.manifest import validate_manifest
+    from lesionbench.benchmark.types import TaskKind
+
+    good = write_series(tmp_path / "good", _volume(12))
+    bad = _broken_series(tmp_path / "bad", "empty")
+    rows = [(good, -296.0, "train"), (bad, -296.0, "val"), (good, 100.0, "test"), (good, -292.0, "test")]
+    df = pd.DataFrame([{"lesion_id": f"L{i}", "patient_id": f"P{i}", "image_path": str(f), "coordX": -15.0, "coordY": 20.0, "coordZ": z,
+                        "split": split, "label": i % 2} for i, (f, z, split) in enumerate(rows)])  # fmt: skip
+    with pytest.raises(ManifestError) as error:
+        validate_manifest(df, kind=TaskKind.BINARY, check_images=True, source="m.csv")
+    msg = str(error.value)
+    assert msg.startswith("m.csv: 2 problems") and "file not found" not in msg
+    assert "row 2: the DICOM series in" in msg and "gap of 4 mm between slices s0004.dcm and s0006.dcm" in msg
+    assert "row 3: seed point outside its image good" in msg and "Z -300.0..-278.0 mm" in msg
+    validate_manifest(df.iloc[[0, 3]], kind=TaskKind.BINARY, check_images=True, source="m.csv")  # the good rows pass
+    geometry = series_header_problem(good)[1]
+    whole = read_image(good)
+    assert geometry.size == whole.GetSize() and geometry.spacing == whole.GetSpacing() and geometry.origin == whole.GetOrigin()
+    assert series_header_problem(tmp_path / "bad")[0].startswith(f"the DICOM series in {bad} has a gap")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "folder without a DICOM series" in series_header_problem(empty)[0]
 
 
 def test_three_multi_frame_files_are_refused_as_not_3d(tmp_path):

@@ -19,34 +19,43 @@ GAP_RATIO = 1.5
 
 
 def slice_gap_problem(folder: Path, files: list[str], reader: Any, image: Any) -> str | None:
-    """Why the slices cannot make one evenly spaced volume, or None. ITK stacks the slices it is given at one
-    spacing (first to last over n - 1) and only prints a warning: a missing slice (GDCM leaves a truncated or
-    empty file out of the series) stretches the volume over the gap, and a duplicate squeezes it, so every
-    lesion beyond that point lands on the wrong voxels. Steps within a factor :data:`GAP_RATIO` of each other
-    are left to ITK, as before."""
+    """:func:`slice_position_problem` for a whole read: the positions and orientations from ``reader``'s
+    per-slice metadata (``ImageSeriesReader`` with ``MetaDataDictionaryArrayUpdateOn``), the normal from ``image``."""
     if len(files) < 3 or image.GetDimension() != 3:  # not a 3D volume: read_image says so
         return None
-    names = [Path(f).name for f in files]
-    has = [bool(reader.HasMetaDataKey(k, "0020|0032")) for k in range(len(files))]
-    if not any(has):  # nothing to check against (GDCM then orders the files by name)
+    n = len(files)
+    positions = [_numbers(reader.GetMetaData(k, "0020|0032")) if reader.HasMetaDataKey(k, "0020|0032") else None for k in range(n)]
+    orientations = [_numbers(reader.GetMetaData(k, "0020|0037")) if reader.HasMetaDataKey(k, "0020|0037") else None for k in range(n)]
+    normal = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
+    return slice_position_problem(folder, files, positions, orientations, normal)
+
+
+def slice_position_problem(
+    folder: Path, files: list[str], positions: list[tuple[float, ...] | None], orientations: list[tuple[float, ...] | None], normal: np.ndarray
+) -> str | None:
+    """Why slices at ``positions`` (ImagePositionPatient, LPS mm; None where a file has none) with
+    ``orientations`` (direction cosines, compared to 1e-4) cannot make one evenly spaced volume along
+    ``normal``, or None. ITK stacks the slices it is given at one spacing (first to last over n - 1) and only
+    prints a warning: a missing slice (GDCM leaves a truncated or empty file out of the series) stretches the
+    volume over the gap, and a duplicate squeezes it, so every lesion beyond that point lands on the wrong
+    voxels. Steps within a factor :data:`GAP_RATIO` of each other are left to ITK, as before."""
+    if len(files) < 3:
         return None
-    if not all(has):
-        lacking = [n for n, h in zip(names, has, strict=True) if not h]
-        return (f"the DICOM series in {folder} has slices without a position (ImagePositionPatient): {_listed(lacking)}. "
+    names = [Path(f).name for f in files]
+    if all(p is None for p in positions):  # nothing to check against (GDCM then orders the files by name)
+        return None
+    lacking = [n for n, p in zip(names, positions, strict=True) if p is None]
+    if lacking:
+        return (f"the DICOM series in {folder} has slices without a usable position (ImagePositionPatient): {_listed(lacking)}. "
                 "Re-export the series, or remove those files (a derived or secondary image?) from the folder.")  # fmt: skip
-    try:
-        pos = np.array([[float(v) for v in reader.GetMetaData(k, "0020|0032").split("\\")] for k in range(len(files))])
-    except ValueError:
-        pos = np.empty((0, 3))
+    pos = np.array(positions, dtype=float) if all(len(p) == 3 for p in positions) else np.empty((0, 3))  # type: ignore[arg-type]
     if pos.shape != (len(files), 3) or not np.isfinite(pos).all():
         return f"the DICOM series in {folder} has a slice position (ImagePositionPatient) that is not three numbers. Re-export the series."
-    orientations = [_numbers(reader.GetMetaData(k, "0020|0037")) if reader.HasMetaDataKey(k, "0020|0037") else None for k in range(len(files))]
     odd = [n for n, o in zip(names, orientations, strict=True) if not _same_orientation(o, orientations[0])]
     if odd:
         return (f"the DICOM series in {folder} mixes slice orientations: {_listed(odd)} differ from {names[0]} "
                 "(a localizer or scout image in the series?). Remove them from the folder.")  # fmt: skip
-    normal = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
-    steps = np.diff(pos @ normal)
+    steps = np.diff(pos @ np.asarray(normal, dtype=float))
     size = np.abs(steps)
     scale = float(size.max())
     if scale <= 1e-6:

@@ -265,6 +265,47 @@ def _regular(heads: list[_Header]) -> bool:
     return bool(np.max(np.linalg.norm(pos - expected, axis=1)) <= SPACING_TOLERANCE * spacing)
 
 
+def series_header_problem(folder: str | Path) -> tuple[str | None, Any]:
+    """(why the DICOM series in ``folder`` cannot be used, or None; its :class:`ImageGeometry` as the whole read
+    would give it, or None) from the slice headers alone, for ``lesionbench validate``: no pixel data is
+    decoded but the first and last slices' (for ITK's own geometry arithmetic, as :func:`map_series`)."""
+    import SimpleITK as sitk
+
+    from lesionbench.benchmark._image_checks import read_fix, sitk_reason
+    from lesionbench.benchmark._series_checks import slice_position_problem
+    from lesionbench.benchmark.geometry import ImageGeometry
+
+    p = Path(folder)
+    try:
+        series, files = _series_files(p)
+        if not series:
+            return f"{p} is a folder without a DICOM series. Give a NIfTI/NRRD/MetaImage file, or a folder of one series' slice files.", None
+        io = sitk.ImageFileReader().GetImageIOFromFileName(files[0])
+        heads = _headers(files, io)
+        if heads is None:
+            return f"a slice header of the DICOM series in {p} could not be read. {read_fix('')}", None
+        if heads[0].dimension == 3 and len(files) >= 3:
+            normal = np.asarray(heads[0].direction, dtype=float).reshape(3, 3)[:, 2]
+            why = slice_position_problem(p, files, [h.origin for h in heads], [h.direction for h in heads], normal)
+            if why is not None:
+                return why, None
+        ends = sitk.ImageSeriesReader()
+        ends.SetFileNames([files[0], files[-1]] if len(files) > 1 else files)
+        two = ends.Execute()
+        if two.GetDimension() != 3:
+            return f"{p} is not a 3D series (dimension {two.GetDimension()}).", None
+        geometry = ImageGeometry.of(two)
+    except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
+        reason = sitk_reason(exc)
+        return f"could not read the DICOM series in {p}: {reason}. {read_fix(reason)}", None
+    except ImageError as exc:
+        return f"{p}: {exc}", None
+    if len(files) > 1:
+        spacing = (*geometry.spacing[:2], geometry.spacing[2] / (len(files) - 1))
+        geometry = ImageGeometry((geometry.size[0], geometry.size[1], len(files)), spacing, geometry.origin, geometry.direction)  # type: ignore[arg-type]
+    return None, geometry
+
+
 def map_series(folder: str | Path) -> SeriesSlices | None:
     """The DICOM series in ``folder`` as a :class:`SeriesSlices` (nothing decoded but the first and last
     slices); None when the folder must be read whole (see the module docstring)."""

@@ -190,9 +190,9 @@ def validate_manifest(
             present = paths.notna() & (paths.astype(str).str.strip() != "")
             if col == "image_path":
                 problems.add_rows(rownum[~present.to_numpy()], "empty image_path", "Every lesion needs its CT image.")
-            missing_files = [
-                i for i, (p, ok) in enumerate(zip(paths, present, strict=True)) if ok and not Path(str(p)).is_file()
-            ]
+            # an image may be a folder holding one DICOM series (read_image reads it); a mask is a file
+            found = (lambda q: q.is_file() or q.is_dir()) if col == "image_path" else (lambda q: q.is_file())
+            missing_files = [i for i, (p, ok) in enumerate(zip(paths, present, strict=True)) if ok and not found(Path(str(p)))]
             if missing_files:
                 first = str(paths.iloc[missing_files[0]])
                 problems.add_rows(
@@ -253,9 +253,14 @@ def _check_image_headers(df: pd.DataFrame, rownum: np.ndarray, problems: _Proble
     images: dict[str, object] = {}  # path -> geometry of every usable image
     for path, idx in df.groupby("image_path", sort=False).indices.items():
         p = Path(str(path))
-        if not p.is_file():
-            continue  # reported above (or a DICOM folder, read only at extraction)
-        why, geometry = _header_problem(p)
+        if p.is_dir():  # a DICOM series: its slice headers (positions, orientations) and ITK's geometry
+            from lesionbench.benchmark.dicomslices import series_header_problem
+
+            why, geometry = series_header_problem(p)
+        elif p.is_file():
+            why, geometry = _header_problem(p)
+        else:
+            continue  # reported above
         if why is not None:
             problems.add_rows(rownum[idx], why.rstrip("."), "")
             continue
