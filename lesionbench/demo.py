@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,8 +61,9 @@ def run_demo(
     """Run the demo end to end and return a :class:`DemoReport` (``jobs``: (fraction, seed) runs fitted
     in parallel processes; the numbers do not depend on it; ``val``: see :func:`lesionbench.benchmark.scorer.evaluate`;
     ``client``: a Dask client whose workers extract and fit, see :mod:`lesionbench.scaleout`)."""
+    from lesionbench.benchmark import scorer, tracking
     from lesionbench.benchmark.paths import data_root
-    from lesionbench.benchmark.plugins import ENCODERS
+    from lesionbench.benchmark.plugins import ENCODERS, get_encoder, get_task
     from lesionbench.tasks.synthetic import ensure_cohort
 
     from lesionbench.benchmark.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS, check_sweep
@@ -93,51 +93,6 @@ def run_demo(
     ensure_cohort(root, progress=progress, patients=_cohort_size(root, patients))
     report.timings["cohort"] = time.perf_counter() - t0
 
-    # MLflow is a sink: each result is logged on a thread of its own while the next encoder runs (the
-    # logging is single-core sqlite and figure work); the leaderboard, which reads the store, waits for it
-    sink = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-sink") if use_mlflow else None
-    logged: list[Future] = []
-    try:
-        _run_encoders(report, names, root, out_dir, sink, logged, full=full, weights=weights, progress=progress, client=client, tracking_uri=tracking_uri, sweep=sweep)
-    finally:  # also on Ctrl-C: what was computed is logged before the demo stops
-        if sink is not None:
-            t3 = time.perf_counter()
-            sink.shutdown(wait=True)
-            report.timings["mlflow logging (in the background)"] = sum(f.result() for f in logged if not f.cancelled())
-            report.timings["waiting for mlflow"] = time.perf_counter() - t3
-
-    if not report.results:
-        # nothing to show: one error with every reason, not an empty leaderboard page
-        from lesionbench.benchmark.errors import ConfigurationError
-
-        reasons = "\n".join(f"  - {what}: {why}" for what, why in report.skipped.items())
-        raise ConfigurationError(f"The demo scored nothing; every run failed:\n{reasons}")
-
-    t2 = time.perf_counter()
-    from lesionbench.leaderboard import build_leaderboard
-
-    report.leaderboard = build_leaderboard(
-        out=out_dir / "leaderboard", results_dir=out_dir, tracking_uri=tracking_uri if use_mlflow else None
-    )
-    report.timings["leaderboard"] = time.perf_counter() - t2
-    report.timings["total"] = time.perf_counter() - t0
-    return report
-
-
-def _timed_log(result: Any, rdir: Path, tracking_uri: str | None) -> float:
-    from lesionbench.benchmark import tracking
-
-    t = time.perf_counter()
-    tracking.log_result(result, rdir, tracking_uri=tracking_uri)  # warns and keeps the local result on failure
-    return time.perf_counter() - t
-
-
-def _run_encoders(report: DemoReport, names: Sequence[str], root: Path, out_dir: Path, sink: ThreadPoolExecutor | None, logged: list[Future], *,
-                  full: bool, weights: str | None, progress: bool, client: Any, tracking_uri: str | None, sweep: dict[str, Any]) -> None:  # fmt: skip
-    """Every encoder on every synthetic task, into ``report``; each result handed to ``sink`` for MLflow."""
-    from lesionbench.benchmark import scorer
-    from lesionbench.benchmark.plugins import get_encoder, get_task
-
     for enc_name in names:
         try:
             options = dict((FULL_OPTIONS if full else DEMO_OPTIONS).get(enc_name, {}))
@@ -163,9 +118,28 @@ def _run_encoders(report: DemoReport, names: Sequence[str], root: Path, out_dir:
                 continue
             report.timings[f"{enc_name}/{task_name}"] = time.perf_counter() - t1
             report.results.append(result)
-            if sink is not None:
+            if use_mlflow:
+                t3 = time.perf_counter()
                 rdir = scorer.result_dir(out_dir, result.task.name, result.task.version, result.encoder.name, result.probe)
-                logged.append(sink.submit(_timed_log, result, rdir, tracking_uri))
+                tracking.log_result(result, rdir, tracking_uri=tracking_uri)
+                report.timings["mlflow logging"] = report.timings.get("mlflow logging", 0.0) + time.perf_counter() - t3
+
+    if not report.results:
+        # nothing to show: one error with every reason, not an empty leaderboard page
+        from lesionbench.benchmark.errors import ConfigurationError
+
+        reasons = "\n".join(f"  - {what}: {why}" for what, why in report.skipped.items())
+        raise ConfigurationError(f"The demo scored nothing; every run failed:\n{reasons}")
+
+    t2 = time.perf_counter()
+    from lesionbench.leaderboard import build_leaderboard
+
+    report.leaderboard = build_leaderboard(
+        out=out_dir / "leaderboard", results_dir=out_dir, tracking_uri=tracking_uri if use_mlflow else None
+    )
+    report.timings["leaderboard"] = time.perf_counter() - t2
+    report.timings["total"] = time.perf_counter() - t0
+    return report
 
 
 def _cohort_size(root: Path, patients: int | None) -> int:

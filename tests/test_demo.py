@@ -1,4 +1,4 @@
-"""The demo's up-front checks (bad options fail at once, an existing cohort is never overwritten) and its MLflow sink."""
+"""The demo's up-front checks: bad options fail at once, and an existing cohort is never overwritten."""
 
 from __future__ import annotations
 
@@ -49,46 +49,3 @@ def test_demo_that_scores_nothing_is_one_error_with_every_reason(tmp_path, monke
     for task in ("synthetic_site", "synthetic_malignancy", "synthetic_survival"):
         assert f"radiomics/{task}: no test lesions in {task}" in msg
     assert not (tmp_path / "out" / "leaderboard").exists()  # no empty page
-
-
-def test_results_are_logged_in_the_background_and_the_page_waits_for_them(tmp_path, monkeypatch):
-    """MLflow is a sink: each result is logged on a thread of its own while the next runs; the leaderboard,
-    which reads the store, is built only once every result is logged; a Ctrl-C still logs what was computed."""
-    import threading
-    import time
-    import types
-
-    import lesionbench.leaderboard as leaderboard
-    import lesionbench.tasks.synthetic as synthetic
-    from lesionbench.benchmark import scorer, tracking
-
-    monkeypatch.setattr(synthetic, "ensure_cohort", lambda root, **kw: root)
-    calls: list[tuple] = []
-
-    def evaluate(task, encoder, **kw):
-        if task.meta.name == interrupt_at:
-            raise KeyboardInterrupt
-        calls.append(("scored", task.meta.name))
-        return types.SimpleNamespace(task=types.SimpleNamespace(name=task.meta.name, version="1"), encoder=encoder.meta, probe="linear")
-
-    def log_result(result, rdir, tracking_uri=None):
-        time.sleep(0.2)  # slower than scoring: the runs go on meanwhile
-        calls.append(("logged", result.task.name, threading.current_thread().name))
-
-    monkeypatch.setattr(scorer, "evaluate", evaluate)
-    monkeypatch.setattr(tracking, "log_result", log_result)
-    monkeypatch.setattr(leaderboard, "build_leaderboard", lambda out, **kw: calls.append(("page",)) or out)
-
-    interrupt_at = None
-    report = run_demo(data_dir=tmp_path, out_dir=tmp_path / "out", encoders=["radiomics"], progress=False)
-    logged = [c for c in calls if c[0] == "logged"]
-    assert [c[1] for c in logged] == ["synthetic_site", "synthetic_malignancy", "synthetic_survival"]
-    assert all(c[2].startswith("mlflow-sink") for c in logged)
-    assert calls.index(("scored", "synthetic_survival")) < calls.index(logged[1])  # scoring did not wait for MLflow
-    assert calls[-1] == ("page",) and report.timings["mlflow logging (in the background)"] >= 0.6
-
-    calls.clear()
-    interrupt_at = "synthetic_malignancy"
-    with pytest.raises(KeyboardInterrupt):
-        run_demo(data_dir=tmp_path, out_dir=tmp_path / "out2", encoders=["radiomics"], progress=False)
-    assert calls == [("scored", "synthetic_site"), ("logged", "synthetic_site", calls[1][2])]
