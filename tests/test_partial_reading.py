@@ -267,6 +267,10 @@ def _broken_series(folder: Path, case: str) -> Path:
         ds.save_as(middle)
     elif case == "localizer":  # a coronal scout image with the series' UID
         write_slice(folder / "scout.dcm", arr[0], position=(-20.0, 0.0, -300.0), iop=(1, 0, 0, 0, 0, -1), index=20)
+    elif case == "no-orientation":
+        ds = pydicom.dcmread(middle)
+        del ds.ImageOrientationPatient
+        ds.save_as(middle)
     return folder
 
 
@@ -282,6 +286,7 @@ def _broken_series(folder: Path, case: str) -> Path:
         pytest.param("extra-slice-nearby", r"only 0\.1 mm apart.*Remove the extra file", id="extra-slice-nearby"),
         pytest.param("no-position", r"slices without a usable position \(ImagePositionPatient\): s0005\.dcm", id="no-position"),
         pytest.param("localizer", r"mixes slice orientations: scout\.dcm differ.*localizer", id="localizer"),
+        pytest.param("no-orientation", r"mixes slice orientations: s0005\.dcm differ", id="no-orientation"),
     ],
 )
 def test_a_missing_or_duplicate_slice_is_an_error_not_a_stretched_volume(tmp_path, case, expected):
@@ -294,6 +299,7 @@ def test_a_missing_or_duplicate_slice_is_an_error_not_a_stretched_volume(tmp_pat
     assert map_image(folder) is None  # read whole, which refuses: the same message for each lesion
     seeds = [{"coordX": -15.0, "coordY": 20.0, "coordZ": -299.0}]
     assert cut_patches(str(folder), seeds, PatchSpec()) == [str(error.value)]
+    assert series_header_problem(folder) == (str(error.value), None)  # validate: the same reason from the headers alone
 
 
 def test_orientations_written_with_other_rounding_are_one_orientation(tmp_path):
@@ -328,6 +334,9 @@ def test_validate_reads_dicom_series_folders_from_their_headers(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "folder without a DICOM series" in series_header_problem(empty)[0]
+    df["mask_path"] = str(empty)  # a mask is one file, not a folder
+    with pytest.raises(ManifestError, match=r"rows 1, 2: mask_path is a folder .*Give each mask as one file"):
+        validate_manifest(df.iloc[[0, 3]], kind=TaskKind.BINARY, source="m.csv")
 
 
 def test_three_multi_frame_files_are_refused_as_not_3d(tmp_path):

@@ -112,7 +112,11 @@ def _files_left_out(folder: Path, files: list[str]) -> list[str]:
     (non-image objects such as RT structure sets are among them too: GDCM lists images only)."""
     listed = {Path(f).name for f in files}
     out = []
-    for f in sorted(folder.iterdir()):
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return out
+    for f in entries:
         if f.name in listed or f.name.upper() == "DICOMDIR" or not f.is_file():
             continue
         try:

@@ -219,11 +219,20 @@ class _Header:
     spacing: tuple[float, ...]
     direction: tuple[float, ...]
     origin: tuple[float, ...]
+    #: ImagePositionPatient / ImageOrientationPatient as written (None where absent or not numbers; ITK then
+    #: gives a default origin / direction): what the whole read's slice check compares.
+    position: tuple[float, ...] | None = None
+    orientation: tuple[float, ...] | None = None
 
 
 def _headers(files: list[str], io: str) -> list[_Header] | None:
     """Each file's header (``ImageFileReader.ReadImageInformation``); None if one fails."""
     import SimpleITK as sitk
+
+    from lesionbench.benchmark._series_checks import _numbers
+
+    def tag(reader: Any, key: str) -> tuple[float, ...] | None:
+        return _numbers(reader.GetMetaData(key)) if reader.HasMetaDataKey(key) else None
 
     heads = []
     for f in files:
@@ -238,6 +247,7 @@ def _headers(files: list[str], io: str) -> list[_Header] | None:
             _Header(
                 reader.GetDimension(), tuple(reader.GetSize()), reader.GetPixelID(), reader.GetNumberOfComponents(),
                 tuple(reader.GetSpacing()), tuple(reader.GetDirection()), tuple(reader.GetOrigin()),
+                tag(reader, "0020|0032"), tag(reader, "0020|0037"),
             )  # fmt: skip
         )
     return heads
@@ -265,14 +275,25 @@ def _regular(heads: list[_Header]) -> bool:
     return bool(np.max(np.linalg.norm(pos - expected, axis=1)) <= SPACING_TOLERANCE * spacing)
 
 
+def _tag_problem(folder: Path, files: list[str], heads: list[_Header]) -> str | None:
+    """:func:`~lesionbench.benchmark._series_checks.slice_position_problem` on the headers' position and
+    orientation tags (ITK's defaults for a missing tag would hide it)."""
+    from lesionbench.benchmark._series_checks import slice_position_problem
+
+    if heads[0].dimension != 3 or len(files) < 3:
+        return None
+    normal = np.asarray(heads[0].direction, dtype=float).reshape(3, 3)[:, 2]
+    return slice_position_problem(folder, files, [h.position for h in heads], [h.orientation for h in heads], normal)
+
+
 def series_header_problem(folder: str | Path) -> tuple[str | None, Any]:
     """(why the DICOM series in ``folder`` cannot be used, or None; its :class:`ImageGeometry` as the whole read
-    would give it, or None) from the slice headers alone, for ``lesionbench validate``: no pixel data is
-    decoded but the first and last slices' (for ITK's own geometry arithmetic, as :func:`map_series`)."""
+    would give it, or None) from the slice headers alone, for ``lesionbench validate``: the same position and
+    orientation checks as :func:`read_series`, on the same tags; no pixel data is decoded but the first and
+    last slices' (ITK's own geometry arithmetic, as :func:`map_series`)."""
     import SimpleITK as sitk
 
     from lesionbench.benchmark._image_checks import read_fix, sitk_reason
-    from lesionbench.benchmark._series_checks import slice_position_problem
     from lesionbench.benchmark.geometry import ImageGeometry
 
     p = Path(folder)
@@ -284,25 +305,30 @@ def series_header_problem(folder: str | Path) -> tuple[str | None, Any]:
         heads = _headers(files, io)
         if heads is None:
             return f"a slice header of the DICOM series in {p} could not be read. {read_fix('')}", None
-        if heads[0].dimension == 3 and len(files) >= 3:
-            normal = np.asarray(heads[0].direction, dtype=float).reshape(3, 3)[:, 2]
-            why = slice_position_problem(p, files, [h.origin for h in heads], [h.direction for h in heads], normal)
-            if why is not None:
-                return why, None
+        if any(h.components != 1 for h in heads):
+            return f"{p} is not a scalar (grey-level) series: {heads[0].components} components per voxel. CT series are grey-level.", None
+        if odd := [Path(f).name for f, h in zip(files, heads, strict=True) if h.size != heads[0].size or h.dimension != heads[0].dimension]:
+            return f"the DICOM series in {p} has slices of another size than {Path(files[0]).name}: {', '.join(odd[:5])}. Keep one series per folder.", None
+        if (why := _tag_problem(p, files, heads)) is not None:
+            return why, None
         ends = sitk.ImageSeriesReader()
         ends.SetFileNames([files[0], files[-1]] if len(files) > 1 else files)
         two = ends.Execute()
-        if two.GetDimension() != 3:
-            return f"{p} is not a 3D series (dimension {two.GetDimension()}).", None
+        if two.GetDimension() != 3 or two.GetNumberOfComponentsPerPixel() != 1:
+            return f"{p} is not a 3D scalar series (dimension {two.GetDimension()}, {two.GetNumberOfComponentsPerPixel()} components).", None
         geometry = ImageGeometry.of(two)
     except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
         reason = sitk_reason(exc)
         return f"could not read the DICOM series in {p}: {reason}. {read_fix(reason)}", None
+    except OSError as exc:
+        return f"could not read the DICOM series in {p}: {exc.strerror or exc}.", None
     except ImageError as exc:
         return f"{p}: {exc}", None
-    if len(files) > 1:
+    if len(files) > 1 and heads[0].origin != heads[-1].origin:  # ITK's first-to-last step over n - 1, as the whole read
         spacing = (*geometry.spacing[:2], geometry.spacing[2] / (len(files) - 1))
         geometry = ImageGeometry((geometry.size[0], geometry.size[1], len(files)), spacing, geometry.origin, geometry.direction)  # type: ignore[arg-type]
+    elif len(files) > 1:
+        geometry = ImageGeometry((geometry.size[0], geometry.size[1], len(files)), geometry.spacing, geometry.origin, geometry.direction)
     return None, geometry
 
 
@@ -323,8 +349,8 @@ def map_series(folder: str | Path) -> SeriesSlices | None:
         if io != "GDCMImageIO":
             return None
         heads = _headers(files, io)
-        if heads is None or not _regular(heads):
-            return None
+        if heads is None or not _regular(heads) or _tag_problem(p, files, heads) is not None:
+            return None  # the whole read refuses a series whose tags do not make one volume, naming the files
         ends = sitk.ImageSeriesReader()  # ITK's own geometry arithmetic, on two slices
         ends.SetFileNames([files[0], files[-1]])
         two = ends.Execute()

@@ -193,6 +193,9 @@ def validate_manifest(
             # an image may be a folder holding one DICOM series (read_image reads it); a mask is a file
             found = (lambda q: q.is_file() or q.is_dir()) if col == "image_path" else (lambda q: q.is_file())
             missing_files = [i for i, (p, ok) in enumerate(zip(paths, present, strict=True)) if ok and not found(Path(str(p)))]
+            if col == "mask_path" and (folders := [i for i in missing_files if Path(str(paths.iloc[i])).is_dir()]):
+                problems.add_rows(rownum[folders], f"mask_path is a folder (first: {paths.iloc[folders[0]]})", "Give each mask as one file (NIfTI, NRRD or MetaImage) on its image's grid.")
+                missing_files = [i for i in missing_files if i not in set(folders)]
             if missing_files:
                 first = str(paths.iloc[missing_files[0]])
                 problems.add_rows(

@@ -184,11 +184,13 @@ def check_seed_crop_spec(spec: PatchSpec) -> None:
         raise ConfigurationError("A seed-crop PatchSpec needs an intensity mapping (PatchSpec.intensity).")
     if spec.intensity.kind not in INTENSITY_KINDS:
         raise ConfigurationError(f"Unknown intensity mapping {spec.intensity.kind!r}; use one of {', '.join(INTENSITY_KINDS)}.")
-    if spec.intensity_before_resample and (spec.intensity.kind not in POINTWISE_INTENSITIES or spec.pad_before_intensity):
+    if spec.intensity_before_resample and spec.intensity.kind not in POINTWISE_INTENSITIES:
         raise ConfigurationError(
             f"intensity_before_resample maps each voxel before interpolation: it needs a pointwise intensity "
-            f"({' or '.join(POINTWISE_INTENSITIES)}), not {spec.intensity.kind!r}, and no pad_before_intensity."
+            f"({' or '.join(POINTWISE_INTENSITIES)}), not {spec.intensity.kind!r}."
         )
+    if spec.intensity_before_resample and spec.pad_before_intensity:
+        raise ConfigurationError("intensity_before_resample and pad_before_intensity exclude each other: pad in the mapped values (pad_value) instead.")
     if spec.with_mask:
         raise ConfigurationError("The seed-crop patch method has no mask channel; use method 'fmcib' for with_mask.")
     if mode != "none" and any(not float(s) > 0 for s in spec.spacing_mm):
