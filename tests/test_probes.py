@@ -297,3 +297,32 @@ def test_c_is_the_default_when_no_data_can_score_it(caplog: pytest.LogCaptureFix
     assert probe.search_ and all(not np.isfinite(score) for _, score in probe.search_)
     assert any("undefined for every C" in r.getMessage() for r in caplog.records)
     assert probe.predict_proba(X).shape == (16, 8)
+
+
+def test_fits_that_stop_at_max_iter_are_counted_from_the_fit_also_beside_another_thread() -> None:
+    """n_not_converged (saved in every run's params) counts fits that stopped at max_iter. It used to be read
+    from recorded warnings, and warnings.catch_warnings is process-wide before Python 3.14: another thread
+    entering and leaving it (a probe on another Dask worker thread, a logging thread) lost some of the count."""
+    import threading
+    import warnings
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(80, 30)), rng.integers(0, 2, 80)
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+
+    other = threading.Thread(target=busy)
+    other.start()
+    try:
+        probe = LinearProbe(n_classes=2, max_iter=1)
+        probe.n_not_converged_ = 0  # as fit() starts it
+        fits = [probe._fit_one(X, y, 1.0, None) for _ in range(200)]
+    finally:
+        stop.set()
+        other.join()
+    assert all(int(np.max(m.n_iter_)) >= 1 for m in fits)
+    assert probe.n_not_converged_ == 200

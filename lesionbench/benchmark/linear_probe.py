@@ -92,10 +92,12 @@ class LinearProbe(SelectedProbe):
         if init is not None and len(init.classes_) == len(np.unique(y)):
             model.coef_ = init.coef_.copy()
             model.intercept_ = init.intercept_.copy()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
+        with warnings.catch_warnings():  # said once per probe (fit), not once per C
+            warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(Xs, y)
-        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        # counted from the fit itself, not from recorded warnings: warnings.catch_warnings is process-wide before
+        # Python 3.14, so probes fitted on threads (a multi-threaded Dask worker) would count each other's warnings
+        if int(np.max(model.n_iter_)) >= self.max_iter:
             self.n_not_converged_ += 1
             logger.debug("logistic regression did not converge in %d iterations at C=%g", self.max_iter, C)
         return model
