@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from lesionbench.benchmark.errors import ImageError
+from lesionbench.benchmark.geometry import ImageGeometry
 
 logger = logging.getLogger(__name__)
 
@@ -91,17 +92,6 @@ def read_series(folder: str | Path):
     return image
 
 
-@dataclass(frozen=True)
-class SeriesGeometry:
-    """The header the whole read of a series gives: ``size``/``spacing``/``origin`` in (x, y, z) order,
-    ``direction`` 3x3 row-major, as SimpleITK's getters return them."""
-
-    size: tuple[int, int, int]
-    spacing: tuple[float, float, float]
-    origin: tuple[float, float, float]
-    direction: tuple[float, ...]
-
-
 class SeriesSlices:
     """The (z, y, x) voxels of a DICOM series, each slice file decoded on first use and kept.
 
@@ -117,7 +107,7 @@ class SeriesSlices:
         folder: Path,
         files: tuple[str, ...],
         *,
-        geometry: SeriesGeometry,
+        geometry: ImageGeometry,
         pixel_id: int,
         dtype: np.dtype,
         io: str,
@@ -286,6 +276,30 @@ def _tag_problem(folder: Path, files: list[str], heads: list[_Header]) -> str | 
     return slice_position_problem(folder, files, [h.position for h in heads], [h.orientation for h in heads], normal)
 
 
+def _ends_geometry(files: list[str], heads: list[_Header]) -> tuple[Any, ImageGeometry | None]:
+    """The first and last slices as ITK's series reader reads them, and the header the whole read gives: ITK
+    takes origin, in-plane spacing and direction from those two and divides their distance (the two-slice
+    read's slice spacing) by n - 1, unless every slice sits at one origin (ITK's default spacing then).
+    No geometry for an image that is not 3-D."""
+    import SimpleITK as sitk
+
+    ends = sitk.ImageSeriesReader()
+    ends.SetFileNames([files[0], files[-1]] if len(files) > 1 else files)
+    two = ends.Execute()
+    if two.GetDimension() != 3:  # the callers refuse it
+        return two, None
+    sx, sy, sz = (float(s) for s in two.GetSpacing())
+    if len(files) > 1 and heads[0].origin != heads[-1].origin:
+        sz /= len(files) - 1
+    geometry = ImageGeometry(
+        size=(int(two.GetSize()[0]), int(two.GetSize()[1]), len(files)),
+        spacing=(sx, sy, sz),
+        origin=tuple(float(s) for s in two.GetOrigin()),  # type: ignore[arg-type]
+        direction=tuple(float(s) for s in two.GetDirection()),
+    )
+    return two, geometry
+
+
 def series_header_problem(folder: str | Path) -> tuple[str | None, Any]:
     """(why the DICOM series in ``folder`` cannot be used, or None; its :class:`ImageGeometry` as the whole read
     would give it, or None) from the slice headers alone, for ``lesionbench validate``: the same position and
@@ -293,8 +307,7 @@ def series_header_problem(folder: str | Path) -> tuple[str | None, Any]:
     last slices' (ITK's own geometry arithmetic, as :func:`map_series`)."""
     import SimpleITK as sitk
 
-    from lesionbench.benchmark._image_checks import read_fix, sitk_reason
-    from lesionbench.benchmark.geometry import ImageGeometry
+    from lesionbench.benchmark._image_checks import HEADER_FIX, header_problem, read_fix, sitk_reason
 
     p = Path(folder)
     try:
@@ -311,24 +324,16 @@ def series_header_problem(folder: str | Path) -> tuple[str | None, Any]:
             return f"the DICOM series in {p} has slices of another size than {Path(files[0]).name}: {', '.join(odd[:5])}. Keep one series per folder.", None
         if (why := _tag_problem(p, files, heads)) is not None:
             return why, None
-        ends = sitk.ImageSeriesReader()
-        ends.SetFileNames([files[0], files[-1]] if len(files) > 1 else files)
-        two = ends.Execute()
+        two, geometry = _ends_geometry(files, heads)
         if two.GetDimension() != 3 or two.GetNumberOfComponentsPerPixel() != 1:
             return f"{p} is not a 3D scalar series (dimension {two.GetDimension()}, {two.GetNumberOfComponentsPerPixel()} components).", None
-        geometry = ImageGeometry.of(two)
     except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
         reason = sitk_reason(exc)
         return f"could not read the DICOM series in {p}: {reason}. {read_fix(reason)}", None
     except OSError as exc:
         return f"could not read the DICOM series in {p}: {exc.strerror or exc}.", None
-    except ImageError as exc:
-        return f"{p}: {exc}", None
-    if len(files) > 1 and heads[0].origin != heads[-1].origin:  # ITK's first-to-last step over n - 1, as the whole read
-        spacing = (*geometry.spacing[:2], geometry.spacing[2] / (len(files) - 1))
-        geometry = ImageGeometry((geometry.size[0], geometry.size[1], len(files)), spacing, geometry.origin, geometry.direction)  # type: ignore[arg-type]
-    elif len(files) > 1:
-        geometry = ImageGeometry((geometry.size[0], geometry.size[1], len(files)), geometry.spacing, geometry.origin, geometry.direction)
+    if (problem := header_problem(geometry.spacing, geometry.origin, geometry.direction)) is not None:
+        return f"{p}: {problem}. {HEADER_FIX}", None
     return None, geometry
 
 
@@ -351,22 +356,13 @@ def map_series(folder: str | Path) -> SeriesSlices | None:
         heads = _headers(files, io)
         if heads is None or not _regular(heads) or _tag_problem(p, files, heads) is not None:
             return None  # the whole read refuses a series whose tags do not make one volume, naming the files
-        ends = sitk.ImageSeriesReader()  # ITK's own geometry arithmetic, on two slices
-        ends.SetFileNames([files[0], files[-1]])
-        two = ends.Execute()
+        two, geometry = _ends_geometry(files, heads)  # ITK's own geometry arithmetic, on two slices
     except (RuntimeError, OSError):  # read whole instead, where errors are reported
         return None
     if two.GetDimension() != 3 or two.GetNumberOfComponentsPerPixel() != 1 or two.GetPixelID() != heads[0].pixel_id:
         return None
-    spacing = (*(float(s) for s in two.GetSpacing()[:2]), float(two.GetSpacing()[2]) / (len(files) - 1))
-    if header_problem(spacing, two.GetOrigin(), two.GetDirection()) is not None:
+    if header_problem(geometry.spacing, geometry.origin, geometry.direction) is not None:
         return None
     ends_zyx = sitk.GetArrayFromImage(two)
-    geometry = SeriesGeometry(
-        size=(int(two.GetSize()[0]), int(two.GetSize()[1]), len(files)),
-        spacing=spacing,  # type: ignore[arg-type]
-        origin=tuple(float(s) for s in two.GetOrigin()),  # type: ignore[arg-type]
-        direction=tuple(float(s) for s in two.GetDirection()),
-    )
     known = {0: ends_zyx[0], len(files) - 1: ends_zyx[1]}  # decoded for the geometry: kept
     return SeriesSlices(p, tuple(files), geometry=geometry, pixel_id=two.GetPixelID(), dtype=ends_zyx.dtype, io=io, stats=stats, known=known)
