@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -208,7 +208,7 @@ def plan_sweep(
     if fallbacks:
         logger.warning("%s: %d run(s) choose C by cross-validation on the training subset, because their validation subsets cannot tune it "
                        "(a class is missing, or there are too few shots): %s. Use --val full to tune on the whole validation split; each run records why "
-                       "(params.validation_note).", meta.name, len(fallbacks), _runs_in_words(fallbacks))  # fmt: skip
+                       "(params.validation_note).", meta.name, len(fallbacks), _runs_named(fallbacks, _in_words))  # fmt: skip
     kind = meta.kind
     n_classes = n_classes_of(meta, manifest)
     lesion_ids = manifest["lesion_id"].astype(str).to_numpy()
@@ -225,14 +225,6 @@ def plan_sweep(
         test_groups=groups[test_mask] if bootstrap_unit == "patient" else None,
         y_test=truth(manifest[test_mask], kind),
     )  # fmt: skip
-
-
-def _runs_in_words(runs: list[PlannedRun]) -> str:
-    """``10% (seeds 0, 3); 20% (seed 1)``: the runs by fraction (or shots), one clause each."""
-    seeds: dict[str, list[int]] = {}
-    for r in runs:
-        seeds.setdefault(f"{r.shots} shot(s)" if r.shots else f"{100 * r.fraction:g}%", []).append(r.seed)
-    return "; ".join(f"{what} (seed{'s' if len(v) > 1 else ''} {', '.join(map(str, sorted(v)))})" for what, v in seeds.items())
 
 
 def _plan_run(manifest: pd.DataFrame, meta: TaskMeta, seed: int, fraction: float, subset: Subset, val_subset: Subset | None, val: str, has_val: bool) -> PlannedRun:
@@ -383,12 +375,19 @@ def _extra(plan: SweepPlan, n_feat: int, timer: Timer) -> dict[str, Any]:
     return extra
 
 
-def _runs_named(runs: Sequence[SubsetResult]) -> str:
-    """``f=0.1 (seeds 0, 2); f=0.25 (seed 1)``, or ``k=5 (...)`` for k-shot runs."""
+def _runs_named(runs: Sequence[PlannedRun | SubsetResult], label: Callable[[PlannedRun | SubsetResult], str] | None = None) -> str:
+    """The runs grouped by ``label`` (default ``f=0.1``, or ``k=5`` for k-shot runs), one clause each with
+    their seeds: ``f=0.1 (seeds 0, 2); f=0.25 (seed 1)``."""
+    label = label or (lambda r: f"k={r.shots}" if r.shots else f"f={r.fraction:g}")
     by: dict[str, list[int]] = {}
     for r in runs:
-        by.setdefault(f"k={r.shots}" if r.shots else f"f={r.fraction:g}", []).append(r.seed)
+        by.setdefault(label(r), []).append(r.seed)
     return "; ".join(f"{k} (seed{'s' if len(v) > 1 else ''} {', '.join(map(str, sorted(v)))})" for k, v in by.items())
+
+
+def _in_words(run: PlannedRun | SubsetResult) -> str:
+    """``20%`` or ``5 shot(s)``: a run's label in the plan's warning."""
+    return f"{run.shots} shot(s)" if run.shots else f"{100 * run.fraction:g}%"
 
 
 def _say_fallbacks(task: str, encoder: str, plan: SweepPlan, runs: Sequence[SubsetResult]) -> None:
