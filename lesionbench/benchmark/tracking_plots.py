@@ -116,7 +116,7 @@ class RunPlots:
     """The ROC, PR (and, for survival, Kaplan-Meier) figures of the runs of one result.
 
     ``save(run, rdir, out)`` writes ``roc.png``, ``pr.png`` (and ``km.png``) of ``run`` into ``out`` and returns
-    their paths. Figures are kept between runs and redrawn (see the module docstring); :meth:`close` frees them.
+    their paths. Figures are kept between runs and redrawn (see the module docstring), and go with the object.
     """
 
     def __init__(self, result: TaskResult) -> None:
@@ -179,10 +179,6 @@ class RunPlots:
         for artist in drawn:
             artist.remove()
         return path
-
-    def close(self) -> None:
-        self._figures.clear()
-        self._km = None
 
 
 def plot_run(result: TaskResult, run: SubsetResult, rdir: Path, out: Path) -> list[Path]:
