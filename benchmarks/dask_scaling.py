@@ -59,8 +59,8 @@ def make_cohort(root: Path, n_images: int) -> pd.DataFrame:
 
 
 def measure(args: argparse.Namespace) -> None:
-    from lesionbench.benchmark.features import extract_features
-    from lesionbench.benchmark.plugins import get_encoder
+    from lesionbench.benchmark.encoders.features import extract_features
+    from lesionbench.benchmark.encoders.plugins import get_encoder
     from lesionbench.scaleout.cluster import connect
     from lesionbench.scaleout.extract import extract_features_dask, worker_encoder
 

@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from lesionbench.benchmark.plugins import get_encoder
+from lesionbench.benchmark.encoders.plugins import get_encoder
 
 
 def measure(encoder_name: str, batch: int) -> dict:

@@ -69,7 +69,7 @@ def make_volume(workdir: Path, slices: int) -> dict[str, Path]:
 
 
 def lesions_of(path: Path, n: int) -> list[dict[str, float]]:
-    from lesionbench.benchmark.reading import read_image
+    from lesionbench.benchmark.data.reading import read_image
 
     img = read_image(path)
     nz = img.GetSize()[2]
@@ -95,8 +95,8 @@ def child(path: str, mode: str, lesions_json: str, out: str) -> None:
     import SimpleITK  # noqa: F401
     import torch  # noqa: F401 (the patch grid uses it)
 
-    import lesionbench.benchmark.features as features
-    import lesionbench.benchmark.patches as patches_module
+    import lesionbench.benchmark.encoders.features as features
+    import lesionbench.benchmark.patches.cutting as patches_module
     from lesionbench.benchmark.types import PatchSpec
 
     if mode == "whole":

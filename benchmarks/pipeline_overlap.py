@@ -42,7 +42,7 @@ class SimulatedDevice:
 
 def main() -> None:
     import lesionbench
-    from lesionbench.benchmark.features import extract_features
+    from lesionbench.benchmark.encoders.features import extract_features
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("csv", type=Path)

@@ -25,7 +25,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from lesionbench.baselines.radiomics import RadiomicsEncoder
-from lesionbench.benchmark.features import extract_features
+from lesionbench.benchmark.encoders.features import extract_features
 
 
 def make_cohort(out: Path, *, images: int, lesions_per_image: int, size: tuple[int, int, int], seed: int = 0) -> pd.DataFrame:
@@ -77,7 +77,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.cohort:
-            from lesionbench.benchmark.plugins import get_task
+            from lesionbench.benchmark.encoders.plugins import get_task
             from lesionbench.tasks.synthetic import generate_cohort
 
             if not (args.cohort / "cohort.json").exists():

@@ -18,8 +18,8 @@ import os
 import time
 from pathlib import Path
 
-from lesionbench.benchmark.perturb import PerturbationSettings
-from lesionbench.benchmark.plugins import get_encoder, get_task
+from lesionbench.benchmark.robustness.perturb import PerturbationSettings
+from lesionbench.benchmark.encoders.plugins import get_encoder, get_task
 from lesionbench.benchmark.robustness import evaluate_robustness
 
 

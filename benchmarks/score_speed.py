@@ -43,8 +43,8 @@ def main() -> None:
                     help="run the sweep once per value of jobs (parallel runs), e.g. --jobs 1 2: the first is the baseline of the printed ratios")  # fmt: skip
     args = ap.parse_args()
 
-    from lesionbench.benchmark._fabricate import fabricate, fabricated_encoder_meta
-    from lesionbench.benchmark.scorer import evaluate_features, result_dir
+    from lesionbench.benchmark.scoring._fabricate import fabricate, fabricated_encoder_meta
+    from lesionbench.benchmark.scoring.scorer import evaluate_features, result_dir
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -91,7 +91,7 @@ def main() -> None:
         main_metric = result.extra["metrics"][0]
         print("main metric " + main_metric + ": " + ", ".join(f"{f:g}: {m[main_metric][0]:.3f}±{m[main_metric][1]:.3f}" for f, m in summ.items()))
         if args.mlflow:
-            from lesionbench.benchmark.tracking import log_result
+            from lesionbench.benchmark.tracking.mlflow_sink import log_result
 
             t = time.perf_counter()
             run_id = log_result(result, result_dir(tmp / "out", task.meta.name, task.meta.version, "fabricated", "linear"), tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from lesionbench.benchmark.plugins import get_encoder
+from lesionbench.benchmark.encoders.plugins import get_encoder
 
 
 def make_patches(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +49,7 @@ def cohort_runs(path: Path, args: argparse.Namespace) -> list[dict]:
     """Fits on the synthetic cohort's tasks: per task, fraction and seed, like the scorer."""
     from sklearn.metrics import balanced_accuracy_score
 
-    from lesionbench.benchmark.endpoints import two_year_label
+    from lesionbench.benchmark.scoring.endpoints import two_year_label
 
     d = np.load(path, allow_pickle=False)
     x, split = d["patches"], d["split"]

@@ -1,7 +1,7 @@
 """What hashing and checking a weights file costs on every load (issue 13.7/13.8).
 
 The weights digest that keys the feature cache is the sha256 of the file's content, computed on every load
-(:func:`lesionbench.benchmark.weights.read_checkpoint`: hashed, then loaded from the same open file), and
+(:func:`lesionbench.benchmark.encoders.weights.read_checkpoint`: hashed, then loaded from the same open file), and
 every parameter is checked to be finite. Baseline: a plain ``torch.load(path, weights_only=True)``.
 
     python benchmarks/weights_digest.py              # a 300 MB checkpoint (default)
@@ -21,7 +21,7 @@ def main() -> None:
     import torch
 
     from lesionbench.benchmark.host import sha256_file
-    from lesionbench.benchmark.weights import check_finite_state_dict, read_checkpoint
+    from lesionbench.benchmark.encoders.weights import check_finite_state_dict, read_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=300, help="checkpoint size in MB (float32 tensors)")

@@ -60,8 +60,8 @@ def run_one(name: str, recipe: str, seeds_csv: Path, threads: int) -> dict:
     """In this process: build ``name``'s random-init encoder with ``recipe`` and time it on the seeds."""
     import torch
 
-    from lesionbench.benchmark.features import extract_features
-    from lesionbench.benchmark.plugins import get_encoder
+    from lesionbench.benchmark.encoders.features import extract_features
+    from lesionbench.benchmark.encoders.plugins import get_encoder
 
     torch.set_num_threads(threads)
     seeds = pd.read_csv(seeds_csv)
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(run_one(args.one[0], args.one[1], Path(args.one[2]), args.threads)))
         return 0
-    from lesionbench.baselines._zoo_catalog import _zoo
+    from lesionbench.baselines.zoo.catalog import _zoo
 
     zoo = _zoo()
     args.workdir.mkdir(parents=True, exist_ok=True)

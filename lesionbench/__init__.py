@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from lesionbench._version import __version__
 
-try:
-    __version__ = version("lesionbench")
-except PackageNotFoundError:  # running from a source tree without an install
-    __version__ = "0.0.0+source"
+from lesionbench import _moved
+
+_moved.install()  # the old paths of modules moved in 0.2 keep working for one release, with a warning
 
 __all__ = ["__version__"]

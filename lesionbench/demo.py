@@ -41,6 +41,16 @@ class DemoReport:
     leaderboard: Path | None = None
 
 
+def demo_random_init(names: list[str] | None) -> list[str]:
+    """The encoders of ``demo --random-init``: the controls of ``names``, or with none given the demo's
+    defaults plus every zoo model's control (the zoo part of ``--full``)."""
+    from lesionbench.baselines.zoo.catalog import _zoo, encoder_choice
+
+    if names:
+        return list(dict.fromkeys(encoder_choice(n.partition(":")[0], recipe=None, random_init=True)[0] for n in names))
+    return [*DEFAULT_ENCODERS, *(e.model.display_name("official", random_init=True) for e in _zoo().values())]
+
+
 def run_demo(
     *,
     out_dir: Path = Path("lesionbench-results"),
@@ -59,23 +69,29 @@ def run_demo(
     client: Any = None,
 ) -> DemoReport:
     """Run the demo end to end and return a :class:`DemoReport` (``jobs``: (fraction, seed) runs fitted
-    in parallel processes; the numbers do not depend on it; ``val``: see :func:`lesionbench.benchmark.scorer.evaluate`;
+    in parallel processes; the numbers do not depend on it; ``val``: see :func:`lesionbench.benchmark.scoring.scorer.evaluate`;
     ``client``: a Dask client whose workers extract and fit, see :mod:`lesionbench.scaleout`)."""
-    from lesionbench.benchmark import scorer, tracking
+    from lesionbench.benchmark.scoring import scorer
+    from lesionbench.benchmark.tracking import mlflow_sink as tracking
     from lesionbench.benchmark.paths import data_root
-    from lesionbench.benchmark.plugins import ENCODERS, get_encoder, get_task
+    from lesionbench.benchmark.encoders.plugins import ENCODERS, get_encoder, get_task
     from lesionbench.tasks.synthetic import ensure_cohort
 
-    from lesionbench.benchmark.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS, check_sweep
+    from lesionbench.benchmark.scoring.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS, check_sweep
 
     report = DemoReport()
+    executor = None
+    if client is not None:
+        from lesionbench.scaleout.sweep import DaskExecutor
+
+        executor = DaskExecutor(client)
     t0 = time.perf_counter()
     names = list(encoders) if encoders else [*DEFAULT_ENCODERS, *(FULL_ENCODERS if full else ())]
     if not encoders:  # third-party encoders installed through entry points join the demo too
         names += [n for n in ENCODERS.names() if n not in names and n not in FULL_ENCODERS and "entry point" in ENCODERS.origin(n)]
         # zoo encoders whose weights are on disk (no download); the others are skipped with one line each, and
         # their random-init controls run only with full=True (each costs minutes on 2 cores)
-        from lesionbench.baselines._zoo_catalog import demo_plan
+        from lesionbench.baselines.zoo.catalog import demo_plan
 
         zoo_names, report.skipped = demo_plan(full)
         names += [n for n in zoo_names if n not in names]
@@ -110,7 +126,7 @@ def run_demo(
             task = get_task(task_name, data_dir=root / task_name)
             t1 = time.perf_counter()
             try:
-                result = scorer.evaluate(task, encoder, out_dir=out_dir, progress=progress, client=client, **sweep)
+                result = scorer.evaluate(task, encoder, out_dir=out_dir, progress=progress, executor=executor, **sweep)
             except LesionbenchError as exc:
                 report.skipped[f"{enc_name}/{task_name}"] = str(exc)
                 # the reason is reported once, at the end (report.skipped), not also here

@@ -76,7 +76,7 @@ def test_reading_the_umask_never_changes_it_under_other_threads(umask):
 
 # ------------------------------------------------------------------------------------ durability
 def test_result_json_is_written_atomically(tmp_path, monkeypatch):
-    from lesionbench.benchmark import scorer
+    from lesionbench.benchmark.scoring import scorer
 
     class Result:
         def to_dict(self):
@@ -144,8 +144,8 @@ def test_whole_numbers_and_finite_numbers_that_are_fine():
 )
 def test_encoder_and_task_names_are_bounded_and_visible(name, why, monkeypatch, capsys):
     from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError
-    from lesionbench.benchmark.plugins import ENCODERS, TASKS, get_encoder
-    from lesionbench.benchmark.registry import Registry
+    from lesionbench.benchmark.encoders.plugins import ENCODERS, TASKS, get_encoder
+    from lesionbench.benchmark.encoders.registry import Registry
 
     reg: Registry = Registry("encoder", "lesionbench.no-such-group")
     with pytest.raises(ConfigurationError, match="Invalid encoder name: the name ") as err:
@@ -173,7 +173,7 @@ def test_encoder_and_task_names_are_bounded_and_visible(name, why, monkeypatch, 
 def test_a_plugin_with_a_hostile_entry_point_name_is_skipped_unloaded(monkeypatch, caplog):
     from importlib import metadata
 
-    from lesionbench.benchmark.registry import Registry
+    from lesionbench.benchmark.encoders.registry import Registry
 
     ep = metadata.EntryPoint(name="ok\u202eevil", value="no_such_module_would_be_imported:Factory", group="lesionbench.test")
     monkeypatch.setattr(metadata, "entry_points", lambda group: [ep])
@@ -246,7 +246,7 @@ def test_validate_names_an_unusable_header_with_the_file_and_the_fix(case, tmp_p
 @pytest.mark.parametrize("case", sorted(BAD_HEADERS))
 def test_extraction_names_an_unusable_header_with_the_file_and_the_fix(case, tmp_path):
     from lesionbench.benchmark.errors import ImageError
-    from lesionbench.benchmark.features import extract_features
+    from lesionbench.benchmark.encoders.features import extract_features
     from lesionbench.benchmark.types import EncoderMeta, PatchSpec
 
     class Ones:
@@ -284,8 +284,8 @@ def _image_and_masks(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
 
 def test_a_mask_off_its_images_grid_is_named_by_validate_and_extraction(tmp_path, capsys):
     from lesionbench.benchmark.errors import ImageError
-    from lesionbench.benchmark.features import extract_features
-    from lesionbench.benchmark.plugins import get_encoder
+    from lesionbench.benchmark.encoders.features import extract_features
+    from lesionbench.benchmark.encoders.plugins import get_encoder
 
     image, masks = _image_and_masks(tmp_path)
     rows = [
@@ -341,7 +341,7 @@ def test_fuzzed_weights_files_are_each_one_clear_weights_error(tmp_path):
     """Random and truncated bytes as weights: a WeightsError naming the file and what a checkpoint is, never
     torch's own IndexError / KeyError / struct.error (17 of 315 fuzzed files before)."""
     from lesionbench.baselines import fmcib as fm
-    from lesionbench.benchmark.weights import VALID_CHECKPOINT, load_checkpoint, read_checkpoint
+    from lesionbench.benchmark.encoders.weights import VALID_CHECKPOINT, load_checkpoint, read_checkpoint
 
     for path in _fuzzed_weights(tmp_path):
         with pytest.raises(WeightsError) as err:
@@ -415,7 +415,7 @@ def _fuzzed_manifests(tmp_path: Path, n: int = 100, seed: int = 5) -> list[Path]
 
 
 def test_fuzzed_manifests_are_each_one_clear_error_with_exit_2(tmp_path, capsys):
-    from lesionbench.benchmark.manifest import load_manifest
+    from lesionbench.benchmark.data.manifest import load_manifest
 
     files = _fuzzed_manifests(tmp_path)
     assert main(["validate", str(tmp_path / "good.csv")]) == 0 and main(["validate", str(tmp_path / "good.parquet")]) == 0

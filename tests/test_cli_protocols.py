@@ -9,7 +9,7 @@ import pytest
 from test_cli_run import _ToyEncoder, _ToyTask, _write_cohort
 from test_protocols import _TorchToy
 
-from lesionbench.benchmark.plugins import ENCODERS, TASKS
+from lesionbench.benchmark.encoders.plugins import ENCODERS, TASKS
 from lesionbench.cli import main
 
 

@@ -22,10 +22,11 @@ import test_cli_run  # noqa: E402
 from test_cli_run import _ToyEncoder, _ToyTask, _write_cohort  # noqa: E402
 
 from lesionbench.benchmark.errors import ConfigurationError  # noqa: E402
-from lesionbench.benchmark.features import extract_features  # noqa: E402
-from lesionbench.benchmark.scorer import evaluate  # noqa: E402
+from lesionbench.benchmark.encoders.features import extract_features  # noqa: E402
+from lesionbench.benchmark.scoring.scorer import evaluate  # noqa: E402
 from lesionbench.scaleout.cluster import ClusterSpec, DaskMissingError, connect, jobqueue_cluster, read_spec, require_dask  # noqa: E402
 from lesionbench.scaleout.extract import extract_features_dask  # noqa: E402
+from lesionbench.scaleout.sweep import DaskExecutor  # noqa: E402
 
 # the toy plug-ins live in a test module the workers cannot import: send them by value
 cloudpickle.register_pickle_by_value(test_cli_run)
@@ -94,7 +95,7 @@ def test_extraction_and_result_json_match_the_local_path(client, cohort, tmp_pat
     opts = {"fractions": (1.0, 0.5), "seeds": (0, 1), "n_boot": 50, "progress": False}
     task = _ToyTask(data_dir=cohort)
     a = evaluate(task, _ToyEncoder(), out_dir=tmp_path / "res_local", cache_dir=tmp_path / "local", **opts)
-    b = evaluate(task, _ToyEncoder(), out_dir=tmp_path / "res_dask", cache_dir=tmp_path / "dask2", client=client, **opts)
+    b = evaluate(task, _ToyEncoder(), out_dir=tmp_path / "res_dask", cache_dir=tmp_path / "dask2", executor=DaskExecutor(client), **opts)
     assert [r.to_dict()["metrics"] for r in a.runs] == [r.to_dict()["metrics"] for r in b.runs]
     rel = "toy_blobs/1/toy_stats/linear"
     ja, jb = (json.loads((tmp_path / d / rel / "result.json").read_text()) for d in ("res_local", "res_dask"))
@@ -114,7 +115,7 @@ def test_extraction_and_result_json_match_the_local_path(client, cohort, tmp_pat
     monkeypatch.setattr(dask_sweep, "score_runs_dask", lambda client, plan, provider, rdir, todo, fn: submitted.append(len(todo)) or real(client, plan, provider, rdir, todo, fn))
     (tmp_path / "res_dask" / rel / "result.json").unlink()
     next((tmp_path / "res_dask" / rel / "runs").glob("*.json")).unlink()
-    c = evaluate(task, _ToyEncoder(), out_dir=tmp_path / "res_dask", cache_dir=tmp_path / "dask2", client=client, **opts)
+    c = evaluate(task, _ToyEncoder(), out_dir=tmp_path / "res_dask", cache_dir=tmp_path / "dask2", executor=DaskExecutor(client), **opts)
     assert submitted == [1]
     assert [r.to_dict()["metrics"] for r in c.runs] == [r.to_dict()["metrics"] for r in a.runs]
 
@@ -228,7 +229,7 @@ def _noisy(weights=None):
 
 
 def test_cli_run_several_encoders_on_dask_equals_the_loop(client, cohort, tmp_path, monkeypatch, capsys) -> None:
-    from lesionbench.benchmark.plugins import ENCODERS, TASKS
+    from lesionbench.benchmark.encoders.plugins import ENCODERS, TASKS
     from lesionbench.cli import main
 
     TASKS.names()
@@ -267,8 +268,8 @@ class _SlowFeatures:
 
 
 def test_a_worker_killed_mid_sweep_is_survived(client, cohort, tmp_path) -> None:
-    from lesionbench.benchmark.linear_probe import C_GRID
-    from lesionbench.benchmark.sweep import plan_sweep, run_sweep
+    from lesionbench.benchmark.scoring.probes.linear import C_GRID
+    from lesionbench.benchmark.scoring.sweep import plan_sweep, run_sweep
 
     manifest = _manifest(cohort)
     X = extract_features(manifest, _ToyEncoder(), cache_dir=tmp_path / "cache", progress=False)
@@ -290,7 +291,7 @@ def test_a_worker_killed_mid_sweep_is_survived(client, cohort, tmp_path) -> None
 
     killer = threading.Thread(target=kill_when_the_first_run_is_written)
     killer.start()
-    remote = run_sweep(plan, emeta, _SlowFeatures(X), rdir=tmp_path / "dask", data_digest="x", progress=False, client=client)
+    remote = run_sweep(plan, emeta, _SlowFeatures(X), rdir=tmp_path / "dask", data_digest="x", progress=False, executor=DaskExecutor(client))
     killer.join()
     assert killed and killed[0] < len(plan.runs)  # killed while runs were still to do
     assert [r.to_dict()["metrics"] for r in remote.runs] == [r.to_dict()["metrics"] for r in local.runs]
@@ -300,9 +301,9 @@ def test_a_worker_killed_mid_sweep_is_survived(client, cohort, tmp_path) -> None
 
 def test_a_rerun_on_a_worker_leaves_the_saved_record_alone(cohort, tmp_path) -> None:
     """Dask reruns a run whose finished result was lost with its worker; the client may have saved it already."""
-    from lesionbench.benchmark.linear_probe import C_GRID
-    from lesionbench.benchmark.run_one import score_run
-    from lesionbench.benchmark.sweep import plan_sweep, run_sweep
+    from lesionbench.benchmark.scoring.probes.linear import C_GRID
+    from lesionbench.benchmark.scoring.run_one import score_run
+    from lesionbench.benchmark.scoring.sweep import plan_sweep, run_sweep
 
     manifest = _manifest(cohort)
     X = extract_features(manifest, _ToyEncoder(), cache_dir=tmp_path / "cache", progress=False)

@@ -33,7 +33,7 @@ def test_existing_cohort_of_another_size_is_not_overwritten(tmp_path):
 
 def test_demo_that_scores_nothing_is_one_error_with_every_reason(tmp_path, monkeypatch):
     import lesionbench.tasks.synthetic as synthetic
-    from lesionbench.benchmark import scorer
+    from lesionbench.benchmark.scoring import scorer
     from lesionbench.benchmark.errors import SplitError
 
     monkeypatch.setattr(synthetic, "ensure_cohort", lambda root, **kw: root)

@@ -6,8 +6,8 @@ from importlib import metadata
 
 import pytest
 
-from lesionbench.benchmark.plugins import ENCODERS, get_encoder
-from lesionbench.benchmark.testing import check_encoder
+from lesionbench.benchmark.encoders.plugins import ENCODERS, get_encoder
+from lesionbench.benchmark.encoders.testing import check_encoder
 
 NAME = "example-intensity-histogram"
 

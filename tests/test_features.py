@@ -10,9 +10,9 @@ import pytest
 import SimpleITK as sitk
 
 from lesionbench.benchmark.errors import ImageError
-from lesionbench.benchmark.features import extract_features
-from lesionbench.benchmark.plugins import ENCODERS
-from lesionbench.benchmark.testing import check_encoder
+from lesionbench.benchmark.encoders.features import extract_features
+from lesionbench.benchmark.encoders.plugins import ENCODERS
+from lesionbench.benchmark.encoders.testing import check_encoder
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec
 
 
@@ -219,8 +219,8 @@ def test_cli_extract_skip_failed_writes_the_rest_and_says_why(tmp_path, monkeypa
 
 
 def test_cli_extract_task(tmp_path, monkeypatch):
-    from lesionbench.benchmark.manifest import ManifestTask
-    from lesionbench.benchmark.plugins import TASKS
+    from lesionbench.benchmark.data.manifest import ManifestTask
+    from lesionbench.benchmark.encoders.plugins import TASKS
     from lesionbench.benchmark.types import TaskKind, TaskMeta
     from lesionbench.cli import main
 
@@ -240,7 +240,7 @@ def test_cli_extract_task(tmp_path, monkeypatch):
 
 def test_truncated_gz_image_is_an_error_not_zero_filled(tmp_path):
     # SimpleITK reads a truncated .nii.gz without error and fills the rest with zeros
-    from lesionbench.benchmark.features import read_image
+    from lesionbench.benchmark.encoders.features import read_image
 
     arr = np.random.default_rng(1).normal(-500, 200, (30, 40, 44)).astype(np.int16)
     whole = tmp_path / "whole.nii.gz"
@@ -254,7 +254,7 @@ def test_truncated_gz_image_is_an_error_not_zero_filled(tmp_path):
 
 
 def test_unreadable_images_say_why(tmp_path):
-    from lesionbench.benchmark.features import read_image
+    from lesionbench.benchmark.encoders.features import read_image
 
     text = tmp_path / "text.nii.gz"
     text.write_text("hello\n")
@@ -312,7 +312,7 @@ def test_failure_message_does_not_claim_a_cache_that_was_off(tmp_path):
 def test_image_prefetcher_reads_ahead_in_order_bounded(tmp_path):
     import time
 
-    from lesionbench.benchmark.features import ImagePrefetcher, read_image
+    from lesionbench.benchmark.encoders.features import ImagePrefetcher, read_image
 
     df = _cohort(tmp_path, n_images=4, per_image=1)
     paths = list(df["image_path"])
@@ -335,7 +335,7 @@ def test_image_prefetcher_reads_ahead_in_order_bounded(tmp_path):
 def test_image_prefetcher_reads_several_images_at_start_up_then_one_ahead(tmp_path):
     import time
 
-    from lesionbench.benchmark.features import ImagePrefetcher, _image_bytes, read_image
+    from lesionbench.benchmark.encoders.features import ImagePrefetcher, _image_bytes, read_image
 
     df = _cohort(tmp_path, n_images=5, per_image=1)
     paths = list(df["image_path"])
@@ -362,7 +362,7 @@ def test_image_prefetcher_reads_several_images_at_start_up_then_one_ahead(tmp_pa
 
 
 def test_extract_with_a_prefetcher_started_before_the_encoder(tmp_path):
-    from lesionbench.benchmark.features import ImagePrefetcher
+    from lesionbench.benchmark.encoders.features import ImagePrefetcher
 
     df = _cohort(tmp_path)
     ref = extract_features(df, PatchStats(), cache=False, progress=False)
@@ -398,7 +398,7 @@ class NaNOnSome(PatchStats):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_features_fail_their_lesions_by_name_and_are_never_cached(tmp_path, value):
-    from lesionbench.benchmark.features import FeatureCache, FeatureError
+    from lesionbench.benchmark.encoders.features import FeatureCache, FeatureError
 
     df = _cohort(tmp_path)
     n_bad = int(_chosen(extract_features(df, PatchStats(), cache=False, progress=False)).sum())
@@ -417,7 +417,7 @@ def test_non_finite_features_fail_their_lesions_by_name_and_are_never_cached(tmp
 
 
 def test_non_finite_features_in_an_old_cache_are_recomputed(tmp_path, caplog):
-    from lesionbench.benchmark.features import FeatureCache, lesion_keys
+    from lesionbench.benchmark.encoders.features import FeatureCache, lesion_keys
 
     df = _cohort(tmp_path, n_images=1, per_image=3)
     enc = PatchStats()
@@ -432,7 +432,7 @@ def test_feature_table_is_written_atomically(tmp_path, monkeypatch):
     """A write that dies midway (disk full) leaves the earlier output, and no temporary file."""
     import pyarrow.parquet as pq
 
-    from lesionbench.benchmark import features as fx
+    from lesionbench.benchmark.encoders import features as fx
 
     def half_then_die(where) -> None:
         with open(where, "wb") as f:

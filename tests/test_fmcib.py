@@ -11,8 +11,8 @@ import torch
 
 from lesionbench.baselines import fmcib as fm
 from lesionbench.benchmark.errors import WeightsError
-from lesionbench.benchmark.plugins import get_encoder
-from lesionbench.benchmark.testing import check_encoder
+from lesionbench.benchmark.encoders.plugins import get_encoder
+from lesionbench.benchmark.encoders.testing import check_encoder
 
 
 def _meta_trunk():
@@ -257,7 +257,7 @@ def test_a_checkpoint_swapped_in_with_the_same_size_and_mtime_gets_its_own_diges
     import pandas as pd
     import SimpleITK as sitk
 
-    from lesionbench.benchmark.features import extract_features
+    from lesionbench.benchmark.encoders.features import extract_features
 
     path, sd = small
     with torch.inference_mode():
@@ -283,7 +283,7 @@ def test_a_checkpoint_swapped_in_with_the_same_size_and_mtime_gets_its_own_diges
 
 
 def test_non_finite_weights_are_a_load_error_naming_the_tensors(small, tmp_path):
-    from lesionbench.benchmark.weights import NonFiniteWeightsError, check_finite_state_dict
+    from lesionbench.benchmark.encoders.weights import NonFiniteWeightsError, check_finite_state_dict
 
     _, sd = small
     bad = dict(sd)

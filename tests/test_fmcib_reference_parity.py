@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from lesionbench.benchmark.features import extract_features, load_patches
-from lesionbench.benchmark.plugins import get_encoder
+from lesionbench.benchmark.encoders.features import extract_features, load_patches
+from lesionbench.benchmark.encoders.plugins import get_encoder
 from lesionbench.benchmark.types import PatchSpec
 
 from geometry_fixtures import rotation

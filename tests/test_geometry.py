@@ -11,8 +11,8 @@ import SimpleITK as sitk
 import torch
 
 from lesionbench.benchmark.errors import ImageError
-from lesionbench.benchmark.features import load_patches
-from lesionbench.benchmark.geometry import (
+from lesionbench.benchmark.encoders.features import load_patches
+from lesionbench.benchmark.data.geometry import (
     DEFAULT_LESION_DIAMETER_MM,
     ImageGeometry,
     fmcib_patch,
@@ -206,7 +206,7 @@ def test_real_ct_seed_at_mask_centroid_is_inside_tumour(shared_dir, case):
 
 def test_synthetic_cohort_lesions_at_patch_centre(tmp_path):
     synthetic = pytest.importorskip("lesionbench.tasks.synthetic")
-    from lesionbench.benchmark.manifest import read_manifest
+    from lesionbench.benchmark.data.manifest import read_manifest
 
     out = synthetic.generate_cohort(tmp_path / "synth", patients=2, seed=0)
     df = read_manifest(next(Path(out).rglob("manifest.csv")))
@@ -253,7 +253,7 @@ def test_image_geometry_refuses_unusable_headers_with_the_fix():
 
 
 def test_grid_mismatch_compares_the_voxel_to_world_map():
-    from lesionbench.benchmark._image_checks import grid_mismatch
+    from lesionbench.benchmark.data._image_checks import grid_mismatch
 
     eye = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
     image = ImageGeometry(size=(10, 10, 10), spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), direction=eye)

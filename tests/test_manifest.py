@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lesionbench.benchmark.errors import LesionbenchError, ManifestError
-from lesionbench.benchmark.manifest import load_manifest, read_manifest, validate_manifest
+from lesionbench.benchmark.data.manifest import load_manifest, read_manifest, validate_manifest
 from lesionbench.benchmark.types import TaskKind, TaskMeta
 from lesionbench.cli import main
 
@@ -96,7 +96,7 @@ class _NeverCalled:
 
 def test_extract_names_the_table_file_and_the_rename(tmp_path: Path) -> None:
     from lesionbench.benchmark.errors import ConfigurationError
-    from lesionbench.benchmark.features import extract_features
+    from lesionbench.benchmark.encoders.features import extract_features
 
     path = tmp_path / "seeds.csv"
     _good(tmp_path).rename(columns={"coordY": "coord_y"}).to_csv(path, index=False)

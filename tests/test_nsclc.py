@@ -15,9 +15,9 @@ sitk = pytest.importorskip("SimpleITK")
 
 from nsclc_fixtures import ORIENTATIONS, strip_source_references, write_ct, write_rtstruct, write_seg  # noqa: E402
 
-from lesionbench.benchmark.endpoints import two_year_label  # noqa: E402
+from lesionbench.benchmark.scoring.endpoints import two_year_label  # noqa: E402
 from lesionbench.benchmark.errors import ConfigurationError, DataPreparationError, ManifestError  # noqa: E402
-from lesionbench.benchmark.plugins import TASKS, get_task  # noqa: E402
+from lesionbench.benchmark.encoders.plugins import TASKS, get_task  # noqa: E402
 from lesionbench.benchmark.types import TaskKind  # noqa: E402
 from lesionbench.cli import main  # noqa: E402
 from lesionbench.tasks import _dicom  # noqa: E402

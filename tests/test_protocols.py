@@ -10,11 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from lesionbench.benchmark._fabricate import FabricatedTask, fabricate, fabricated_encoder_meta
+from lesionbench.baselines.finetune import finetune
+from lesionbench.benchmark.scoring._fabricate import FabricatedTask, fabricate, fabricated_encoder_meta
 from lesionbench.benchmark.errors import ConfigurationError, SplitError
-from lesionbench.benchmark.knn_probe import KNNProbe, fold_threshold, k_grid
-from lesionbench.benchmark.scorer import evaluate, evaluate_features, result_dir
-from lesionbench.benchmark.shots import draw_shots, draw_val_shots
+from lesionbench.benchmark.scoring.probes.knn import KNNProbe, fold_threshold, k_grid
+from lesionbench.benchmark.scoring.scorer import evaluate, evaluate_features, result_dir
+from lesionbench.benchmark.scoring.shots import draw_shots, draw_val_shots
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec, TaskResult
 
 FAST = {"seeds": (0, 1), "n_boot": 30, "progress": False}
@@ -166,7 +167,7 @@ def test_finetune_trains_a_copy_leaves_the_original_and_repeats_exactly(tmp_path
     enc = _TorchToy()
     before = {k: v.clone() for k, v in enc.net.state_dict().items()}
     # the reference augmentations are on (FT leaves augment at its default): seeded, so still repeatable
-    kw = {"patches": patches, "fractions": (1.0,), "seeds": (0,), "n_boot": 30, "progress": False, "adapt": "finetune", "adapt_options": FT}
+    kw = {"patches": patches, "fractions": (1.0,), "seeds": (0,), "n_boot": 30, "progress": False, "adapt": "finetune", "trainer": finetune, "adapt_options": FT}
     a = evaluate(task, enc, out_dir=tmp_path / "a", **kw)
     assert all(torch.equal(before[k], v) for k, v in enc.net.state_dict().items())  # the frozen original did not change
     b = evaluate(task, enc, out_dir=tmp_path / "b", **kw)
@@ -200,9 +201,9 @@ def test_finetune_refuses_encoders_without_a_network_and_kshot(tmp_path) -> None
             return np.zeros((len(p), 2), np.float32)
 
     with pytest.raises(ConfigurationError, match="torch_module"):
-        evaluate(task, _NoNet(), patches=patches, adapt="finetune", out_dir=tmp_path, **FAST)
+        evaluate(task, _NoNet(), patches=patches, adapt="finetune", trainer=finetune, out_dir=tmp_path, **FAST)
     with pytest.raises(ConfigurationError, match="k-shot"):
-        evaluate(task, _TorchToy(), patches=patches, adapt="finetune", shots=(1,), out_dir=tmp_path, **FAST)
+        evaluate(task, _TorchToy(), patches=patches, adapt="finetune", trainer=finetune, shots=(1,), out_dir=tmp_path, **FAST)
     with pytest.raises(ConfigurationError, match="Unknown adaptation"):
         evaluate(task, _TorchToy(), patches=patches, adapt="lora", out_dir=tmp_path, **FAST)
 
@@ -217,7 +218,7 @@ def test_finetune_fmcib_random_init_on_cpu(tmp_path) -> None:
     enc = fmcib_random_init(device="cpu", threads=1)  # one thread: on a loaded 2-core machine two were 5x slower
     first = next(iter(enc.torch_module().parameters())).detach().clone()
     res = evaluate(task, enc, patches=patches, fractions=(1.0,), seeds=(0,), n_boot=10, progress=False, out_dir=tmp_path,
-                   adapt="finetune", adapt_options={"epochs": 1, "batch_size": 8, "augment": False, "threads": 1})  # fmt: skip
+                   adapt="finetune", trainer=finetune, adapt_options={"epochs": 1, "batch_size": 8, "augment": False, "threads": 1})  # fmt: skip
     assert res.extra["protocol"] == "finetune" and res.encoder.name == "fmcib-random-init" and res.encoder.feature_dim == 4096
     assert torch.equal(next(iter(enc.torch_module().parameters())), first)
     assert (result_dir(tmp_path, task.meta.name, "1", "fmcib-random-init", "finetune-linear") / "result.json").is_file()

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from lesionbench.baselines.radiomics import PARAMETER_FILES, RadiomicsEncoder, lesion_region
 from lesionbench.benchmark.errors import ConfigurationError, ImageError
-from lesionbench.benchmark.plugins import get_encoder
+from lesionbench.benchmark.encoders.plugins import get_encoder
 
 # Centroid of lung1's tumour mask (LPS mm), from ../shared/data/real-ct/README.md.
 LUNG1_SEED = (-21.86, -120.54, -611.50)
@@ -225,7 +225,7 @@ def test_pickles_for_process_pools(tmp_path, light: RadiomicsEncoder) -> None:
 
 def test_synthetic_cohort_regions_come_from_its_masks(tmp_path, light: RadiomicsEncoder) -> None:
     from lesionbench.baselines.radiomics import region_sources
-    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.encoders.plugins import get_task
     from lesionbench.tasks.synthetic import generate_cohort
 
     generate_cohort(tmp_path / "synth", patients=2, progress=False)
@@ -246,5 +246,5 @@ def test_synthetic_cohort_regions_come_from_its_masks(tmp_path, light: Radiomics
 
 def test_check_encoder_conformance(light: RadiomicsEncoder) -> None:
     # check_encoder lands with the features branch; until then the direct assertions above stand in.
-    testing = pytest.importorskip("lesionbench.benchmark.testing", reason="check_encoder is not on this branch yet")
+    testing = pytest.importorskip("lesionbench.benchmark.encoders.testing", reason="check_encoder is not on this branch yet")
     testing.check_encoder(light)

@@ -12,8 +12,8 @@ import pytest
 import SimpleITK as sitk
 
 from lesionbench.benchmark.errors import ImageError
-from lesionbench.benchmark.features import cut_patches, extract_features, load_patches
-from lesionbench.benchmark.reading import ImagePrefetcher, image_nbytes, in_order_on_a_thread, read_image
+from lesionbench.benchmark.encoders.features import cut_patches, extract_features, load_patches
+from lesionbench.benchmark.data.reading import ImagePrefetcher, image_nbytes, in_order_on_a_thread, read_image
 from lesionbench.benchmark.types import EncoderMeta, Intensity, PatchSpec
 
 MB = 2**20
@@ -105,7 +105,7 @@ def test_reader_pool_reserves_in_plan_order_after_start_up():
 
 
 def test_images_that_weigh_nothing_are_still_bounded_in_number():
-    from lesionbench.benchmark.reading import MAX_WAITING
+    from lesionbench.benchmark.data.reading import MAX_WAITING
 
     paths = [f"img{i}" for i in range(3 * MAX_WAITING)]
     with ImagePrefetcher(paths, read=lambda p: FakeImage(p, 0), nbytes=lambda p: 0) as pre:  # e.g. mapped files
@@ -181,7 +181,7 @@ def test_pipelined_patches_and_features_equal_one_image_at_a_time(tmp_path, spec
         expected += cut_patches(str(path), group.to_dict("records"), spec)
     expected = np.stack(expected)
 
-    import lesionbench.benchmark.features as features
+    import lesionbench.benchmark.encoders.features as features
 
     cut_on: set[str] = set()
     real_cut = features.cut_patches
@@ -218,8 +218,8 @@ def _oblique_volume(dtype=np.int16) -> sitk.Image:
 @pytest.mark.parametrize("suffix", [".nii", ".mha", ".mhd", ".nrrd", ".nhdr"])
 @pytest.mark.parametrize("spec", [PatchSpec(), PatchSpec(method="seed-crop", size=(8, 10, 12), spacing_mm=(1.5, 1.0, 1.0), orientation="RAS", intensity=Intensity()), PatchSpec(method="seed-crop", size=(8, 10, 12), orientation="SPL", interpolation="nearest", intensity=Intensity())], ids=["fmcib", "seed-crop", "seed-crop-nearest"])
 def test_uncompressed_images_are_mapped_and_give_the_whole_volume_patches(tmp_path, suffix, spec):
-    from lesionbench.benchmark.features import check_spec
-    from lesionbench.benchmark.rawmap import MappedVolume, map_image
+    from lesionbench.benchmark.encoders.features import check_spec
+    from lesionbench.benchmark.data.rawmap import MappedVolume, map_image
 
     check_spec(spec)
     img = _oblique_volume()
@@ -257,7 +257,7 @@ def _cut_through_prefetcher(path, lesions, spec):
 
 
 def test_what_cannot_be_mapped_with_certainty_is_read_whole(tmp_path):
-    from lesionbench.benchmark.rawmap import map_image
+    from lesionbench.benchmark.data.rawmap import map_image
 
     img = _oblique_volume()
     sitk.WriteImage(img, str(tmp_path / "a.nii.gz"))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError
-from lesionbench.benchmark.registry import Registry
+from lesionbench.benchmark.encoders.registry import Registry
 
 
 def test_register_get_and_did_you_mean() -> None:

@@ -19,10 +19,11 @@ pytest.importorskip("dask_jobqueue")
 
 from test_dask import _manifest, _ToyEncoder, _ToyTask, cohort  # noqa: E402, F401 (cohort: a fixture)
 
-from lesionbench.benchmark.features import extract_features  # noqa: E402
-from lesionbench.benchmark.scorer import evaluate  # noqa: E402
+from lesionbench.benchmark.encoders.features import extract_features  # noqa: E402
+from lesionbench.benchmark.scoring.scorer import evaluate  # noqa: E402
 from lesionbench.scaleout.cluster import connect  # noqa: E402
 from lesionbench.scaleout.extract import extract_features_dask  # noqa: E402
+from lesionbench.scaleout.sweep import DaskExecutor  # noqa: E402
 
 
 def _slurm_answers() -> bool:
@@ -59,7 +60,7 @@ def test_extraction_and_sweep_on_slurm_jobs_match_the_local_path(cohort, tmp_pat
         opts = {"fractions": (1.0, 0.5), "seeds": (0,), "n_boot": 20, "progress": False}
         task = _ToyTask(data_dir=cohort)
         a = evaluate(task, _ToyEncoder(), out_dir=tmp_path / "res_local", cache_dir=tmp_path / "local", **opts)
-        b = evaluate(task, _ToyEncoder(), out_dir=tmp_path / "res_slurm", cache_dir=tmp_path / "slurm", client=client, **opts)
+        b = evaluate(task, _ToyEncoder(), out_dir=tmp_path / "res_slurm", cache_dir=tmp_path / "slurm", executor=DaskExecutor(client), **opts)
         assert [r.to_dict()["metrics"] for r in a.runs] == [r.to_dict()["metrics"] for r in b.runs]
         rel = "toy_blobs/1/toy_stats/linear/result.json"
         assert json.loads((tmp_path / "res_slurm" / rel).read_text())["runs"]

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lesionbench.benchmark._fabricate import fabricate
-from lesionbench.benchmark.endpoints import two_year_label
+from lesionbench.benchmark.scoring._fabricate import fabricate
+from lesionbench.benchmark.scoring.endpoints import two_year_label
 from lesionbench.benchmark.errors import SplitError
-from lesionbench.benchmark.splits import (
+from lesionbench.benchmark.scoring.splits import (
     audit_leakage,
     draw_subset,
     draw_subsets,
@@ -172,7 +172,7 @@ def test_leakage_audit_published_split_is_reported(multiclass) -> None:
 )
 def test_bad_sweep_is_one_clear_error(fractions, seeds, message) -> None:
     from lesionbench.benchmark.errors import ConfigurationError
-    from lesionbench.benchmark.splits import check_sweep
+    from lesionbench.benchmark.scoring.splits import check_sweep
 
     with pytest.raises(ConfigurationError, match=message):
         check_sweep(fractions, seeds)
@@ -188,7 +188,7 @@ def test_negative_seed_in_draw_subsets_is_a_configuration_error(multiclass) -> N
 
 # ---------------------------------------------------------------- validation subsets (issue 12, item 7)
 def test_validation_subsets_are_nested_grouped_stratified_and_pure(multiclass) -> None:
-    from lesionbench.benchmark.splits import draw_val_subsets, missing_classes
+    from lesionbench.benchmark.scoring.splits import draw_val_subsets, missing_classes
 
     meta, df = multiclass
     val = df[df["split"] == "val"]
@@ -213,7 +213,7 @@ def test_validation_subsets_are_nested_grouped_stratified_and_pure(multiclass) -
 
 
 def test_missing_classes_names_what_a_small_validation_subset_lacks(multiclass, tmp_path) -> None:
-    from lesionbench.benchmark.splits import draw_val_subsets, missing_classes
+    from lesionbench.benchmark.scoring.splits import draw_val_subsets, missing_classes
 
     meta, df = multiclass
     tiny = draw_val_subsets(df, meta, fractions=[0.001], seed=0)[0.001]  # one patient

@@ -12,9 +12,9 @@ import pytest
 import SimpleITK as sitk
 
 from lesionbench.benchmark.errors import ConfigurationError, ManifestError, UnknownNameError
-from lesionbench.benchmark.manifest import read_manifest, validate_manifest
+from lesionbench.benchmark.data.manifest import read_manifest, validate_manifest
 from lesionbench.benchmark.paths import data_root
-from lesionbench.benchmark.plugins import TASKS, get_task
+from lesionbench.benchmark.encoders.plugins import TASKS, get_task
 from lesionbench.benchmark.types import TaskKind
 from lesionbench.cli import main
 from lesionbench.tasks import synthetic as S
@@ -290,7 +290,7 @@ def test_malignancy_is_visible_in_the_image_around_the_seed() -> None:
 def test_survival_is_censored_and_informative_but_not_trivially() -> None:
     from sklearn.metrics import roc_auc_score
 
-    from lesionbench.benchmark.endpoints import two_year_label
+    from lesionbench.benchmark.scoring.endpoints import two_year_label
 
     rng = np.random.default_rng(0)
     n = 4000
@@ -367,14 +367,14 @@ def test_cli_synth_then_validate(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_task_version_names_the_cohort(cohort: Path, tmp_path: Path) -> None:
     """Cohorts of another size or seed hold other lesions, so their results carry another task version."""
-    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.encoders.plugins import get_task
 
     versions = {get_task(t, data_dir=cohort / t).meta.version for t in S.TASK_NAMES}
     assert versions == {f"synth-{S.GENERATOR_VERSION}+p{N_PATIENTS}s0"}
     other = S.generate_cohort(tmp_path / "other", patients=1, seed=3, progress=False)
     assert get_task("synthetic_site", data_dir=other / "synthetic_site").meta.version == f"synth-{S.GENERATOR_VERSION}+p1s3"
     # the registered class keeps the generator's version (what `lesionbench tasks list` shows)
-    from lesionbench.benchmark.plugins import TASKS
+    from lesionbench.benchmark.encoders.plugins import TASKS
 
     assert TASKS.get("synthetic_site").meta.version == f"synth-{S.GENERATOR_VERSION}"
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from lesionbench.benchmark.errors import ConfigurationError, ManifestError
-from lesionbench.benchmark.retest import read_retest_manifest, retest_pairs
+from lesionbench.benchmark.robustness.retest import read_retest_manifest, retest_pairs
 from lesionbench.tasks import synthetic as S
 from lesionbench.tasks.synthetic.retest import RETEST_SHIFT_MM, ensure_retest_twin
 

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from lesionbench.benchmark.errors import ConfigurationError, DataPreparationError
-from lesionbench.benchmark.plugins import get_task
+from lesionbench.benchmark.encoders.plugins import get_task
 from lesionbench.tasks import deeplesion as dl
 
 #: Every column of DeepLesion's DL_info.csv, in the file's order.

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from lesionbench.benchmark.errors import DataPreparationError
-from lesionbench.benchmark.plugins import get_task
+from lesionbench.benchmark.encoders.plugins import get_task
 from lesionbench.cli import main
 from lesionbench.tasks import luna16
 from lesionbench.tasks._pylidc_compat import import_pylidc

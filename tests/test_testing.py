@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from lesionbench.benchmark.manifest import ManifestTask
-from lesionbench.benchmark.testing import check_encoder, check_task
+from lesionbench.benchmark.data.manifest import ManifestTask
+from lesionbench.benchmark.encoders.testing import check_encoder, check_task
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec, TaskKind, TaskMeta
 
 

@@ -17,7 +17,7 @@ without touching global RNG state. The fine-tuned network's features then go thr
 (linear or k-NN) like any encoder's, and its own head's predictions are scored too
 (``params["head_metrics"]``).
 
-Results are the protocol ``"finetune"`` (:mod:`lesionbench.benchmark.protocols`): their own result
+Results are the protocol ``"finetune"`` (:mod:`lesionbench.benchmark.scoring.protocols`): their own result
 folder (``<encoder>/finetune-<probe>``), resume key, MLflow params and leaderboard identity; the
 encoder keeps its name, and its metadata says ``trainable`` and carries the training settings, so a
 fine-tuned row is never mixed with the frozen-feature rows of the same encoder.

@@ -42,7 +42,7 @@ exactly and PyRadiomics on the whole image only up to that sub-millimetre grid s
 once by running the extractor on a small phantom. A lesion whose extraction fails (for example a
 region of a single voxel) gets a row of NaN, with a warning naming the lesion. NaN, infinite and
 constant features are dropped when the probe is fitted, decided on the training subset only
-(the scorer's :class:`lesionbench.benchmark.probes.FeatureFilter`, which also keeps the all-NaN row
+(the scorer's :class:`lesionbench.benchmark.scoring.probes.FeatureFilter`, which also keeps the all-NaN row
 of a failed lesion from dropping every column).
 """
 
@@ -62,7 +62,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from lesionbench.benchmark.errors import ConfigurationError, ImageError
-from lesionbench.benchmark.plugins import ENCODERS
+from lesionbench.benchmark.encoders.plugins import ENCODERS
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec
 
 logger = logging.getLogger(__name__)
@@ -329,7 +329,7 @@ def _seed_index(image: sitk.Image, point: tuple[float, float, float]) -> tuple[i
 
 def _read_mask(image: sitk.Image, path: str) -> np.ndarray | None:
     """The label mask at ``path`` on ``image``'s grid, as an int array (z, y, x); None when empty."""
-    from lesionbench.benchmark.features import read_image
+    from lesionbench.benchmark.encoders.features import read_image
 
     try:
         mask = read_image(path)  # the same checks as images: missing, unreadable, truncated .gz
@@ -337,8 +337,8 @@ def _read_mask(image: sitk.Image, path: str) -> np.ndarray | None:
         raise ImageError(f"Cannot use the lesion mask: {exc} Check the manifest's mask_path.") from None
     if mask.GetNumberOfComponentsPerPixel() != 1 or mask.GetDimension() != 3:
         raise ImageError(f"The lesion mask {path} must be a 3D single-component label image.")
-    from lesionbench.benchmark._image_checks import MASK_GRID_FIX, grid_mismatch
-    from lesionbench.benchmark.geometry import ImageGeometry
+    from lesionbench.benchmark.data._image_checks import MASK_GRID_FIX, grid_mismatch
+    from lesionbench.benchmark.data.geometry import ImageGeometry
 
     # a mask off its image's grid is most often another scan's mask: named, not silently resampled
     if (diff := grid_mismatch(ImageGeometry.of(mask), ImageGeometry.of(image))) is not None:

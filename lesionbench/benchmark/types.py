@@ -39,6 +39,13 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "coordZ",
     "split",
 )
+#: The seed point's columns (physical mm, LPS).
+COORDS: tuple[str, str, str] = ("coordX", "coordY", "coordZ")
+
+
+def is_missing(v: Any) -> bool:
+    """Whether a manifest cell is empty: None, NaN or a blank string."""
+    return v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip())
 #: Label columns by task kind.
 LABEL_COLUMNS: dict[TaskKind, tuple[str, ...]] = {
     TaskKind.MULTICLASS: ("label",),
@@ -165,7 +172,7 @@ class PatchSpec:
       ``Orientation("LPS")`` -> ``Spacing(spacing, linear, zeros, align_corners=True, diagonal=True)`` ->
       seed crop (``int()`` truncation, clamped) -> ``Orientation(orientation)`` -> ``intensity`` ->
       centred ``SpatialPad`` with ``pad_value``), computed crop-first by
-      :mod:`lesionbench.benchmark.seedcrop`. ``size`` and ``spacing_mm`` follow the axes of ``orientation``
+      :mod:`lesionbench.benchmark.patches.seedcrop`. ``size`` and ``spacing_mm`` follow the axes of ``orientation``
       (e.g. ``"SPL"``: (S, P, L)), which is the array the network sees. ``interpolation="none"`` cuts on the
       image's own voxel grid (``spacing_mm`` is then ignored; ``orientation="index"`` keeps ITK's (x, y, z)
       voxel axes).

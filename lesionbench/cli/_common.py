@@ -101,8 +101,8 @@ def add_encoder_options(
 
 def get_encoder(args: argparse.Namespace, **options: Any) -> Any:
     """The encoder of ``--encoder`` with ``--weights``, ``--recipe`` and ``--random-init``."""
-    from lesionbench.baselines._zoo_catalog import encoder_choice
-    from lesionbench.benchmark.plugins import get_encoder as registered
+    from lesionbench.baselines.zoo.catalog import encoder_choice
+    from lesionbench.benchmark.encoders.plugins import get_encoder as registered
 
     name, variant = encoder_choice(args.encoder, recipe=args.recipe, random_init=args.random_init, weights=args.weights)
     return registered(name, weights=args.weights, **variant, **options)
@@ -201,8 +201,8 @@ def dask_client(args: argparse.Namespace) -> Iterator[Any]:
 
 def encoder_builder(args: argparse.Namespace, **options: Any) -> Any:
     """A picklable callable that builds ``get_encoder(args, **options)``'s encoder on a Dask worker."""
-    from lesionbench.baselines._zoo_catalog import encoder_choice
-    from lesionbench.benchmark.plugins import get_encoder as registered
+    from lesionbench.baselines.zoo.catalog import encoder_choice
+    from lesionbench.benchmark.encoders.plugins import get_encoder as registered
 
     name, variant = encoder_choice(args.encoder, recipe=args.recipe, random_init=args.random_init, weights=args.weights)
     return functools.partial(registered, name, weights=args.weights, **variant, **options)
@@ -225,7 +225,7 @@ def add_tracking_options(
 # -------------------------------------------------------------------------------------- output
 def summary_table(result: Any) -> str:
     """Per fraction: each metric's mean +- sd across seeds, and the 95% CI of the first seed's run."""
-    from lesionbench.benchmark.protocols import protocol_dir, protocol_of
+    from lesionbench.benchmark.scoring.protocols import protocol_dir, protocol_of
 
     summary = result.summary()
     metrics = list(result.runs[0].metrics) if result.runs else []

@@ -51,7 +51,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     encoders = args.encoders
     if args.random_init:
-        from lesionbench.baselines._zoo_catalog import demo_random_init
+        from lesionbench.demo import demo_random_init
 
         encoders = demo_random_init(args.encoders)
     with dask_client(args) as client:

@@ -13,7 +13,7 @@ def add_encoders(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_encoders(args: argparse.Namespace) -> int:
-    from lesionbench.baselines._zoo_catalog import format_rows, rows
+    from lesionbench.baselines.zoo.catalog import format_rows, rows
 
     sys.stdout.write(format_rows(rows()) + "\n")
     return 0

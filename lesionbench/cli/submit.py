@@ -37,12 +37,12 @@ def add_submit(sub: argparse._SubParsersAction) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
-    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.encoders.plugins import get_task
     from lesionbench.leaderboard import submit
 
     if (args.predictions is None) == (args.features is None):
         raise ConfigurationError("Give either a predictions CSV or --features FILE (exactly one).")
-    from lesionbench.benchmark.tracking import resolve_tracking_uri
+    from lesionbench.benchmark.tracking.mlflow_sink import resolve_tracking_uri
     from lesionbench.leaderboard.organiser import organiser_tracking_default, resolve_organiser_dir
 
     tracking = None if args.no_mlflow else resolve_tracking_uri(args.tracking_uri)
@@ -91,7 +91,7 @@ def add_select(sub: argparse._SubParsersAction) -> None:
 
 def cmd_select(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
-    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.encoders.plugins import get_task
     from lesionbench.leaderboard.organiser import resolve_organiser_dir, select, team_submissions
     from lesionbench.leaderboard.submission_file import name_slug
 

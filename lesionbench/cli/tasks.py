@@ -13,7 +13,7 @@ def add_tasks(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from lesionbench.benchmark.plugins import TASKS
+    from lesionbench.benchmark.encoders.plugins import TASKS
 
     rows = []
     for name in TASKS.names():

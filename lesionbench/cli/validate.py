@@ -16,8 +16,8 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from lesionbench.benchmark.manifest import load_manifest
-    from lesionbench.benchmark.plugins import TASKS
+    from lesionbench.benchmark.data.manifest import load_manifest
+    from lesionbench.benchmark.encoders.plugins import TASKS
 
     meta = TASKS.get(args.task).meta if args.task else None
     df = load_manifest(args.manifest, meta=meta, check_files=not args.no_files, check_images=not args.no_files)

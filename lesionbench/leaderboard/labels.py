@@ -30,7 +30,7 @@ REFERENCE_COLOUR = "#8a8f98"
 UNIT_WORDS = {"patient": "patients", "lesion": "lesions"}
 
 
-#: The probes of a protocol key (:func:`lesionbench.benchmark.protocols.protocol_key`), in words.
+#: The probes of a protocol key (:func:`lesionbench.benchmark.scoring.protocols.protocol_key`), in words.
 PROBE_WORDS = {"linear": "linear probe", "knn": "k-NN probe"}
 
 

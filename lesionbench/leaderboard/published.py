@@ -39,7 +39,7 @@ class PublishedResult:
     source: str = SOURCE
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-    #: The evaluation protocol key the row was measured with (:func:`lesionbench.benchmark.protocols.protocol_key`):
+    #: The evaluation protocol key the row was measured with (:func:`lesionbench.benchmark.scoring.protocols.protocol_key`):
     #: the leaderboard shows a row only in the sections of that protocol. The paper's rows are linear-probe ones.
     protocol: str = "linear"
     citation: str = CITATION

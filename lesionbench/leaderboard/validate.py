@@ -200,7 +200,7 @@ class _Checker:
 
     def metric(self, name: Any, field: str, *, alias_ok: bool = False) -> None:
         """A known metric: its canonical name (a task's own list may use another spelling, ``alias_ok``)."""
-        from lesionbench.benchmark.metrics import canonical_metric
+        from lesionbench.benchmark.scoring.metrics import canonical_metric
 
         self.text(name, field)
         try:

@@ -3,7 +3,7 @@
 The client reads the cache once, groups the missing lesions by image (a volume's lesions travel
 together) and submits one task per few consecutive images (whole images, about one batch of lesions). A worker builds the encoder once (cached per worker process,
 keyed by :meth:`EncoderMeta.fingerprint`), cuts and encodes those images' lesions with the same functions
-as the local path (:func:`~lesionbench.benchmark.features.cut_patches`, ``encode_lesions``), and writes
+as the local path (:func:`~lesionbench.benchmark.encoders.features.cut_patches`, ``encode_lesions``), and writes
 one shard named by the digest of its lesion keys, atomically. A task that is retried (its worker was
 killed) or run twice writes the same name with the same content, so each shard exists once whatever
 happens. The client then assembles the features from the cache, in manifest row order.
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lesionbench.benchmark import features as F
+from lesionbench.benchmark.encoders import features as F
 from lesionbench.benchmark.errors import ConfigurationError, LesionbenchError
 from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.types import EncoderMeta
@@ -153,7 +153,7 @@ def extract_features_dask(
     progress: bool = True,
 ) -> np.ndarray:
     """Features (n, feature_dim) of ``manifest`` computed on ``client``'s workers, equal to
-    :func:`~lesionbench.benchmark.features.extract_features`'s.
+    :func:`~lesionbench.benchmark.encoders.features.extract_features`'s.
 
     ``encoder`` is the client's encoder (its metadata keys the cache). Workers use ``build()`` (a
     picklable callable, e.g. ``functools.partial(get_encoder, "fmcib", device="cuda")``) to build their

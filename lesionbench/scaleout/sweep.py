@@ -1,7 +1,7 @@
 """Sweep runs as Dask tasks, and several (task, encoder) sweeps submitted to one scheduler together.
 
 Each (task, encoder, probe, fraction, seed) run is one Dask task calling the same function as the local
-path (:func:`lesionbench.benchmark.run_one.score_run`). The plan and the feature provider (features, or a
+path (:func:`lesionbench.benchmark.scoring.run_one.score_run`). The plan and the feature provider (features, or a
 trainable encoder with its patches) are scattered once, to every worker, so a worker that dies does
 not take the only copy with it; Dask reruns the runs it held. A run writes its prediction and subset
 files into the result folder (a shared filesystem on a cluster) under names fixed by its subset, so a
@@ -18,9 +18,14 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from lesionbench.benchmark.types import SubsetResult, TaskResult
+from lesionbench.scaleout import extract
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +38,7 @@ def score_runs_dask(client: Any, plan: Any, provider: Any, rdir: Path, todo: lis
     """``score_one(plan, provider, rdir, slot, run)`` of every run in ``todo`` on the workers, as they finish."""
     from dask.distributed import as_completed
 
-    from lesionbench.benchmark.run_one import TrainedFeatures
+    from lesionbench.benchmark.scoring.run_one import TrainedFeatures
 
     plan_f, provider_f = client.scatter([plan, provider], broadcast=True, hash=False)
     resources = {"GPU": 1} if isinstance(provider, TrainedFeatures) and workers_have_gpus(client) else None
@@ -52,19 +57,17 @@ def score_runs_dask(client: Any, plan: Any, provider: Any, rdir: Path, todo: lis
 
 def _pinned(score_one: Callable[..., Any], *args: Any) -> Any:
     """``score_one(*args)`` with torch's threads set in this task's thread (a trainable encoder trains here)."""
-    from lesionbench.scaleout.extract import pin_torch_threads
-
-    pin_torch_threads()
+    extract.pin_torch_threads()  # looked up at call time (tests replace it)
     return score_one(*args)
 
 
 def evaluate_many(tasks: Sequence[Any], encoders: Sequence[Any], *, client: Any = None, builds: Sequence[Any] | None = None, **options: Any) -> list[TaskResult]:
-    """:func:`~lesionbench.benchmark.scorer.evaluate` of every (task, encoder), in (task, encoder) order.
+    """:func:`~lesionbench.benchmark.scoring.scorer.evaluate` of every (task, encoder), in (task, encoder) order.
 
     With a Dask ``client`` every pair is planned and submitted at once, so the runs of all pairs share the
     workers (extraction of one encoder overlaps the probe fits of another); without one, a loop.
     ``builds``: per encoder, a picklable callable that builds it on a worker (or None)."""
-    from lesionbench.benchmark.scorer import evaluate
+    from lesionbench.benchmark.scoring.scorer import evaluate
 
     builds = list(builds) if builds is not None else [None] * len(encoders)
     pairs = [(t, e, b) for t in tasks for e, b in zip(encoders, builds, strict=True)]
@@ -72,8 +75,24 @@ def evaluate_many(tasks: Sequence[Any], encoders: Sequence[Any], *, client: Any 
         return [evaluate(t, e, **options) for t, e, _ in pairs]
     # threads on the client only wait for futures: the work is on the workers
     with ThreadPoolExecutor(max_workers=len(pairs) or 1) as pool:
-        futures = [pool.submit(evaluate, t, e, client=client, build=b, **options) for t, e, b in pairs]
+        futures = [pool.submit(evaluate, t, e, executor=DaskExecutor(client, build=b), **options) for t, e, b in pairs]
         return [f.result() for f in futures]
 
 
-__all__ = ["evaluate_many", "score_runs_dask", "workers_have_gpus"]
+@dataclass(frozen=True)
+class DaskExecutor:
+    """Runs a sweep's extraction and runs on a Dask ``client``'s workers.
+
+    ``build``: a picklable callable that builds the encoder on a worker (else the encoder object is sent)."""
+
+    client: Any
+    build: Callable[[], Any] | None = None
+
+    def extract_features(self, manifest: pd.DataFrame, encoder: Any, *, cache_dir: Any, batch_size: int | None, progress: bool) -> np.ndarray:
+        return extract.extract_features_dask(manifest, encoder, self.client, cache_dir=cache_dir, build=self.build, batch_size=batch_size, progress=progress)
+
+    def score_runs(self, plan: Any, provider: Any, rdir: Path, todo: list[tuple[int, Any]], score_one: Callable[..., Any]) -> Iterator[Any]:
+        return score_runs_dask(self.client, plan, provider, rdir, todo, score_one)
+
+
+__all__ = ["DaskExecutor", "evaluate_many", "score_runs_dask", "workers_have_gpus"]

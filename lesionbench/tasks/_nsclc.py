@@ -7,7 +7,7 @@ and ``nsclc_cross.py``).
   patient, seed at the mask centroid, one manifest. Resumable (each finished patient is recorded
   in ``cases/<patient>.json`` and skipped on the next run) and idempotent (same inputs, same files).
 * The labels: ``time``/``event`` (days, death observed), ``label_2y`` from
-  :func:`lesionbench.benchmark.endpoints.two_year_label`, and ``label_fmcib``, the published label;
+  :func:`lesionbench.benchmark.scoring.endpoints.two_year_label`, and ``label_fmcib``, the published label;
   :func:`compare_label_variants` counts and explains where the two disagree.
 * The protocol: patient-grouped folds stratified by event (:func:`assign_folds`), one fold test,
   the next validation, the rest training (:func:`split_for_fold`).
@@ -27,10 +27,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from lesionbench.benchmark.endpoints import TWO_YEARS_DAYS, two_year_label
+from lesionbench.benchmark.scoring.endpoints import TWO_YEARS_DAYS, two_year_label
 from lesionbench.benchmark.errors import ConfigurationError, DataPreparationError, ManifestError
 from lesionbench.benchmark.host import atomic_write
-from lesionbench.benchmark.manifest import ManifestTask, read_manifest, resolve_paths, validate_manifest
+from lesionbench.benchmark.data.manifest import ManifestTask, read_manifest, resolve_paths, validate_manifest
 from lesionbench.benchmark.types import TaskKind, TaskMeta
 
 logger = logging.getLogger(__name__)

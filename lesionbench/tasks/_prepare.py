@@ -19,7 +19,7 @@ import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError, DataPreparationError
 from lesionbench.benchmark.host import atomic_write
-from lesionbench.benchmark.manifest import ManifestTask
+from lesionbench.benchmark.data.manifest import ManifestTask
 from lesionbench.benchmark.types import TaskMeta
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def read_task_json(path: Path) -> dict[str, Any]:
 
 
 def write_task_json(out: Path, meta: TaskMeta, split: str, **extra: Any) -> Path:
-    from lesionbench import __version__
+    from lesionbench._version import __version__
 
     info = {
         "task": meta.name,

@@ -29,7 +29,7 @@ HOSTILE = '<img src=x onerror="document.body.setAttribute(\'data-pwned\',1)"><im
 @pytest.fixture(scope="module")
 def robust_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A results folder with the robustness of two encoders on the tiny task, and a ranked result of another task."""
-    from lesionbench.benchmark.perturb import PerturbationSettings
+    from lesionbench.benchmark.robustness.perturb import PerturbationSettings
     from lesionbench.benchmark.robustness import evaluate_robustness
 
     root = tmp_path_factory.mktemp("robust")

@@ -194,7 +194,7 @@ def test_cli_build_on_unreachable_server_and_plain_folder(tmp_path: Path, capsys
 
 # ---------------------------------------------------------------------------- 13.3 credentials
 def test_redact_uri() -> None:
-    from lesionbench.benchmark.tracking import redact_uri
+    from lesionbench.benchmark.tracking.mlflow_sink import redact_uri
 
     assert redact_uri("postgresql://user:pass@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
     assert redact_uri("https://user:tok@host/x?token=abc&x=1") == "https://***@host/x?token=***&x=1"
@@ -222,7 +222,7 @@ def test_no_credentials_in_what_the_build_writes_or_logs(fresh_tracking_uri: str
 
 
 def test_tracking_warning_is_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lesionbench.benchmark.tracking import log_result
+    from lesionbench.benchmark.tracking.mlflow_sink import log_result
     from lesionbench.benchmark.types import TaskResult
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -290,8 +290,8 @@ def test_only_entries_at_the_headline_fraction_are_ranked(tmp_path: Path) -> Non
 def test_scorer_refuses_a_second_checkpoint_in_the_same_results_folder(tmp_path: Path) -> None:
     import dataclasses
 
-    from lesionbench.benchmark._fabricate import fabricate, fabricated_encoder_meta
-    from lesionbench.benchmark.scorer import evaluate_features
+    from lesionbench.benchmark.scoring._fabricate import fabricate, fabricated_encoder_meta
+    from lesionbench.benchmark.scoring.scorer import evaluate_features
 
     task, X = fabricate("binary", n_lesions=80, signal=1.0, seed=3, name="fab_binary")
     enc = fabricated_encoder_meta(X.shape[1], "fmcib")
@@ -368,8 +368,8 @@ def test_seed_mean_ignores_an_undefined_seed_like_the_curve(tmp_path: Path) -> N
 def test_published_result_schema_agrees_with_the_checks(tmp_path: Path) -> None:
     """result.schema.json (written beside the page) accepts what run/submit write and rejects what the checks reject."""
     jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is in the test extra")
-    from lesionbench.benchmark._fabricate import fabricate, fabricated_encoder_meta
-    from lesionbench.benchmark.scorer import evaluate_features, result_dir
+    from lesionbench.benchmark.scoring._fabricate import fabricate, fabricated_encoder_meta
+    from lesionbench.benchmark.scoring.scorer import evaluate_features, result_dir
     from lesionbench.leaderboard.schema import RESULT_SCHEMA
 
     jsonschema.Draft202012Validator.check_schema(RESULT_SCHEMA)

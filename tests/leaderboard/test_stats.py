@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from _lb_fixtures import BINARY, make_manifest, write_result
-from lesionbench.benchmark import metrics
+from lesionbench.benchmark.scoring import metrics
 from lesionbench.leaderboard import _stats
 from lesionbench.leaderboard.build import build_document
 from lesionbench.leaderboard.collect import collect_results

@@ -138,7 +138,7 @@ def test_fuzzed_submissions_are_one_clear_error_and_write_nothing(task: FakeTask
 
 
 def test_cli_fuzzed_submissions_exit_2_and_write_nothing(task: FakeTask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import lesionbench.benchmark.plugins as plugins
+    import lesionbench.benchmark.encoders.plugins as plugins
     from lesionbench.cli import main
 
     monkeypatch.setattr(plugins, "get_task", lambda name, **kw: task)

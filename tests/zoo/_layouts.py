@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from lesionbench.benchmark.errors import WeightsError
-from lesionbench.benchmark.plugins import get_encoder
+from lesionbench.benchmark.encoders.plugins import get_encoder
 
 #: Patch side used to compare features in fast tests (instance norm needs more than one voxel at the deepest level).
 SMALL = 32

@@ -9,9 +9,9 @@ from _layouts import audit_roundtrip, shrink
 from _tib import compare, require_tib, tib_features, write_volumes
 
 from lesionbench.benchmark.errors import WeightsError
-from lesionbench.benchmark.features import extract_features
-from lesionbench.benchmark.plugins import get_encoder
-from lesionbench.benchmark.testing import check_encoder
+from lesionbench.benchmark.encoders.features import extract_features
+from lesionbench.benchmark.encoders.plugins import get_encoder
+from lesionbench.benchmark.encoders.testing import check_encoder
 
 
 def test_hugging_face_safetensors_layout_loads_audited(tmp_path):

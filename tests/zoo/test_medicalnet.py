@@ -10,11 +10,11 @@ import SimpleITK as sitk
 import torch
 from _layouts import audit_roundtrip, shrink
 
-from lesionbench.baselines._medicalnet_net import MedicalNetResNet
+from lesionbench.baselines.zoo._nets.medicalnet import MedicalNetResNet
 from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError
-from lesionbench.benchmark.features import load_patches
-from lesionbench.benchmark.plugins import ENCODERS, get_encoder
-from lesionbench.benchmark.testing import check_encoder
+from lesionbench.benchmark.encoders.features import load_patches
+from lesionbench.benchmark.encoders.plugins import ENCODERS, get_encoder
+from lesionbench.benchmark.encoders.testing import check_encoder
 
 
 def _release(sd, path):

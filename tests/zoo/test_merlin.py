@@ -20,9 +20,9 @@ import torch
 from _layouts import audit_roundtrip, shrink
 from torch import nn
 
-from lesionbench.baselines._merlin_net import LAYERS, MerlinI3ResNet
-from lesionbench.benchmark.plugins import get_encoder
-from lesionbench.benchmark.testing import check_encoder
+from lesionbench.baselines.zoo._nets.merlin import LAYERS, MerlinI3ResNet
+from lesionbench.benchmark.encoders.plugins import get_encoder
+from lesionbench.benchmark.encoders.testing import check_encoder
 
 MERLIN_REF = Path(os.environ.get("LESIONBENCH_MERLIN_REF", "/tmp/merlin-ref"))
 
@@ -53,7 +53,7 @@ def test_released_layout_loads_every_trunk_and_head_tensor(tmp_path):
 
 
 def test_recipes_heads_and_cards():
-    from lesionbench.baselines.merlin import MODEL
+    from lesionbench.baselines.zoo.merlin import MODEL
 
     p, t = MODEL.recipe("official").patch_spec(), MODEL.recipe("tib").patch_spec()
     assert (p.size, p.spacing_mm, p.orientation, p.interpolation) == ((224, 224, 160), (1.5, 1.5, 3.0), "RAS", "linear")

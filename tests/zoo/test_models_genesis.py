@@ -12,10 +12,10 @@ from _layouts import audit_roundtrip, shrink, small_patches
 from _tib import compare, require_tib, tib_features, write_volumes
 from _unet_release import unet3d_state_dict, unet3d_unused
 
-from lesionbench.baselines import _unet3d
-from lesionbench.benchmark.features import extract_features, load_patches
-from lesionbench.benchmark.plugins import get_encoder
-from lesionbench.benchmark.testing import check_encoder
+from lesionbench.baselines.zoo._nets import unet3d as _unet3d
+from lesionbench.benchmark.encoders.features import extract_features, load_patches
+from lesionbench.benchmark.encoders.plugins import get_encoder
+from lesionbench.benchmark.encoders.testing import check_encoder
 
 
 def _released(sd: dict, path, *, num_batches_tracked: bool = True) -> None:

@@ -13,12 +13,12 @@ from _layouts import audit_roundtrip, shrink
 from _tib import compare, require_tib, tib_features, write_volumes
 from _unet_release import pasta_decoder
 
-from lesionbench.baselines._zoo import load_audited
-from lesionbench.baselines.pasta import MODEL, build
+from lesionbench.baselines.zoo._zoo import load_audited
+from lesionbench.baselines.zoo.pasta import MODEL, build
 from lesionbench.benchmark.errors import WeightsError
-from lesionbench.benchmark.features import extract_features, load_patches
-from lesionbench.benchmark.plugins import get_encoder
-from lesionbench.benchmark.testing import check_encoder
+from lesionbench.benchmark.encoders.features import extract_features, load_patches
+from lesionbench.benchmark.encoders.plugins import get_encoder
+from lesionbench.benchmark.encoders.testing import check_encoder
 
 
 def _mirror(sd: dict, path=None) -> dict | None:

@@ -22,11 +22,11 @@ import SimpleITK as sitk
 import torch
 from _layouts import audit_roundtrip
 
-from lesionbench.baselines._sam_med3d_net import ImageEncoderViT3D, ViT3DConfig
+from lesionbench.baselines.zoo._nets.sam_med3d import ImageEncoderViT3D, ViT3DConfig
 from lesionbench.benchmark.errors import ConfigurationError, WeightsError
-from lesionbench.benchmark.features import load_patches
-from lesionbench.benchmark.plugins import ENCODERS, get_encoder
-from lesionbench.benchmark.testing import check_encoder
+from lesionbench.benchmark.encoders.features import load_patches
+from lesionbench.benchmark.encoders.plugins import ENCODERS, get_encoder
+from lesionbench.benchmark.encoders.testing import check_encoder
 
 MEDIM_REF = Path(os.environ.get("LESIONBENCH_MEDIM_REF", "/tmp/medim-ref"))
 #: The released architecture in miniature: two blocks (one windowed with padding, one global).

@@ -20,9 +20,9 @@ import pytest
 import torch
 from _layouts import audit_roundtrip, shrink
 
-from lesionbench.baselines._spectre_net import SpectreViT
-from lesionbench.benchmark.plugins import get_encoder
-from lesionbench.benchmark.testing import check_encoder
+from lesionbench.baselines.zoo._nets.spectre import SpectreViT
+from lesionbench.benchmark.encoders.plugins import get_encoder
+from lesionbench.benchmark.encoders.testing import check_encoder
 
 SPECTRE_REF = Path(os.environ.get("LESIONBENCH_SPECTRE_REF", "/tmp/spectre-ref"))
 HERE = Path(__file__).parent
@@ -39,8 +39,8 @@ def test_released_layout_loads_audited(tmp_path):
 
 
 def test_recipe_card_and_no_tib_variant():
-    from lesionbench.baselines.spectre import MODEL
-    from lesionbench.benchmark.plugins import ENCODERS
+    from lesionbench.baselines.zoo.spectre import MODEL
+    from lesionbench.benchmark.encoders.plugins import ENCODERS
 
     p = MODEL.recipe("official").patch_spec()
     assert (p.size, p.spacing_mm, p.orientation, p.interpolation, p.diagonal) == ((128, 128, 64), (0.5, 0.5, 1.0), "RAS", "linear", False)
@@ -150,8 +150,8 @@ def test_official_patch_equals_spectre_fm_load_and_window(tmp_path, name, direct
     import pandas as pd
     import SimpleITK as sitk
 
-    from lesionbench.baselines.spectre import MODEL
-    from lesionbench.benchmark.features import load_patches
+    from lesionbench.baselines.zoo.spectre import MODEL
+    from lesionbench.benchmark.encoders.features import load_patches
 
     _require_reference()
     if not (SPECTRE_REF / "nibabel").is_dir():

@@ -14,9 +14,9 @@ from _tib import TIB_PYTHON, compare, require_tib, tib_features, write_volumes
 from _unet_release import suprem_checkpoint
 
 from lesionbench.benchmark.errors import WeightsError
-from lesionbench.benchmark.features import extract_features, load_patches
-from lesionbench.benchmark.plugins import get_encoder
-from lesionbench.benchmark.testing import check_encoder
+from lesionbench.benchmark.encoders.features import extract_features, load_patches
+from lesionbench.benchmark.encoders.plugins import get_encoder
+from lesionbench.benchmark.encoders.testing import check_encoder
 
 
 def _released(sd: dict, path) -> None:

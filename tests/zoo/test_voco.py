@@ -13,9 +13,9 @@ from _layouts import audit_roundtrip, shrink
 from _tib import RUN_REFERENCE, _run, compare, require_tib, write_volumes
 
 from lesionbench.benchmark.errors import WeightsError
-from lesionbench.benchmark.features import extract_features
-from lesionbench.benchmark.plugins import get_encoder
-from lesionbench.benchmark.testing import check_encoder
+from lesionbench.benchmark.encoders.features import extract_features
+from lesionbench.benchmark.encoders.plugins import get_encoder
+from lesionbench.benchmark.encoders.testing import check_encoder
 
 #: A few tensors of what VoCo's SSL network (VoCoHead) holds besides swinViT; ignored keys are not
 #: shape-checked, so small stand-ins keep the files small.
@@ -75,7 +75,7 @@ def test_wrong_size_is_named(tmp_path):
 def test_patch_merging_is_the_one_voco_was_trained_with():
     """MONAI <= 1.4's 3D PatchMerging (VoCo: MONAI 1.3.0) concatenates sub-grids (0,1,0) and (0,0,1) twice and
     never (1,1,0) or (0,1,1); MONAI >= 1.5 takes all eight. Every stage must use the former."""
-    from lesionbench.baselines._voco_net import LegacyPatchMerging, VoCoTrunk
+    from lesionbench.baselines.zoo._nets.voco import LegacyPatchMerging, VoCoTrunk
 
     net = VoCoTrunk(12)
     assert all(type(getattr(net.swinViT, f"layers{i}")[0].downsample) is LegacyPatchMerging for i in range(1, 5))

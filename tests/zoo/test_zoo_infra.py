@@ -11,12 +11,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from lesionbench.baselines import _zoo_weights
-from lesionbench.baselines._zoo import WeightsFile, unwrap
-from lesionbench.baselines.ct_fm import MODEL as CTFM
+from lesionbench.baselines.zoo import _weights as _zoo_weights
+from lesionbench.baselines.zoo._zoo import WeightsFile, unwrap
+from lesionbench.baselines.zoo.ct_fm import MODEL as CTFM
 from lesionbench.benchmark.errors import ConfigurationError, WeightsError
-from lesionbench.benchmark.features import check_spec, load_patches
-from lesionbench.benchmark.seedcrop import apply_intensity
+from lesionbench.benchmark.encoders.features import check_spec, load_patches
+from lesionbench.benchmark.patches.seedcrop import apply_intensity
 from lesionbench.benchmark.types import EncoderMeta, Intensity, PatchSpec
 
 WINDOW = Intensity("window", -1024.0, 2048.0, 0.0, 1.0, True)
@@ -199,7 +199,7 @@ def test_building_from_the_cache_loads_once_and_checks_the_bytes_it_loaded(monke
     swapped in after the download (valid weights, other content) is refused, never loaded under the old digest."""
     from safetensors.torch import save_file
 
-    from lesionbench.benchmark.plugins import get_encoder
+    from lesionbench.benchmark.encoders.plugins import get_encoder
 
     monkeypatch.setenv("LESIONBENCH_WEIGHTS", str(tmp_path / "weights"))
     dest = _zoo_weights.model_dir(CTFM) / CTFM.weights.filename
@@ -254,7 +254,7 @@ def test_a_pickled_class_outside_the_cards_safe_globals_is_named(tmp_path):
     import argparse
     import dataclasses
 
-    from lesionbench.baselines._zoo import read_checkpoint
+    from lesionbench.baselines.zoo._zoo import read_checkpoint
 
     path = tmp_path / "turbo.pth"
     torch.save({"model_state_dict": {"w": torch.zeros(2)}, "args": argparse.Namespace(lr=1.0)}, path)
@@ -267,7 +267,7 @@ def test_a_pickled_class_outside_the_cards_safe_globals_is_named(tmp_path):
 def test_a_network_that_cannot_be_built_on_the_meta_device_is_built_normally(tmp_path):
     import dataclasses
 
-    from lesionbench.baselines._zoo import ZooEntry, build_encoder
+    from lesionbench.baselines.zoo._zoo import ZooEntry, build_encoder
 
     def build(recipe):
         torch.zeros(1, device=torch.get_default_device()).item()  # fails on meta, as MONAI's Swin does

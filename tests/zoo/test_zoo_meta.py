@@ -6,10 +6,10 @@ import dataclasses
 import json
 import os
 
-from lesionbench.baselines.vista3d import MODEL
-from lesionbench.benchmark._fabricate import fabricate, fabricated_encoder_meta
-from lesionbench.benchmark.scorer import evaluate_features, result_dir
-from lesionbench.benchmark.tracking import log_result
+from lesionbench.baselines.zoo.vista3d import MODEL
+from lesionbench.benchmark.scoring._fabricate import fabricate, fabricated_encoder_meta
+from lesionbench.benchmark.scoring.scorer import evaluate_features, result_dir
+from lesionbench.benchmark.tracking.mlflow_sink import log_result
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 FAST = {"fractions": (1.0,), "seeds": (0,), "n_boot": 20, "c_grid": (1.0,), "refine": False, "progress": False}

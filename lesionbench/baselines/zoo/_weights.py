@@ -16,13 +16,11 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from lesionbench.baselines.zoo._card import ZooModel
 from lesionbench.benchmark.errors import WeightsError
 from lesionbench.benchmark.host import atomic_write, sha256_file
 
-if TYPE_CHECKING:
-    from lesionbench.baselines._zoo import ZooModel
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ Registered as ``ct-fm`` (official recipe), ``ct-fm:tib`` (TIB's) and ``ct-fm-ran
 
 from __future__ import annotations
 
-from lesionbench.baselines._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
+from lesionbench.baselines.zoo._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
 from lesionbench.benchmark.types import Intensity
 
 CITATION = (

@@ -6,7 +6,7 @@ arXiv:1904.00625 (2019). Code: Tencent/MedicalNet (MIT); weights: Hugging Face
 CT and MR segmentation datasets; MONAI's default) -- the older ``resnet_{N}.pth`` (3DSeg-8) has the same
 layout and loads too. Container ``{"state_dict": ...}``, keys prefixed ``module.`` (DataParallel).
 
-Network: the release's trunk (:mod:`lesionbench.baselines._medicalnet_net`: stride-2 stem, dilated
+Network: the release's trunk (:mod:`lesionbench.baselines.zoo._nets.medicalnet`: stride-2 stem, dilated
 stride-1 ``layer3``/``layer4``, shortcut "B" for ResNet-10/50 and "A" for ResNet-18/34). MONAI's
 ``resnet{N}(pretrained=True)`` loads the same tensors into a network with another stem stride and no
 dilation, i.e. another function of the same weights; that is why the trunk is rebuilt here. The
@@ -29,7 +29,7 @@ Registered as ``medicalnet-r10``, ``medicalnet-r18``, ``medicalnet-r34``, ``medi
 
 from __future__ import annotations
 
-from lesionbench.baselines._zoo import Recipe, WeightsFile, ZooModel, register
+from lesionbench.baselines.zoo._zoo import Recipe, WeightsFile, ZooModel, register
 from lesionbench.benchmark.types import Intensity
 
 CITATION = "Chen S, Ma K, Zheng Y. Med3D: Transfer Learning for 3D Medical Image Analysis. arXiv:1904.00625 (2019)."
@@ -87,7 +87,7 @@ MODELS = {depth: _card(depth) for depth in (10, 18, 34, 50)}
 def _builder(depth: int):
     def build(recipe: str = "official"):
         """The MedicalNet trunk, (b, 1, D, H, W) -> (b, 512 or 2048)."""
-        from lesionbench.baselines._medicalnet_net import MedicalNetResNet
+        from lesionbench.baselines.zoo._nets.medicalnet import MedicalNetResNet
 
         return MedicalNetResNet(depth)
 

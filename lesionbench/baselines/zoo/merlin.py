@@ -9,7 +9,7 @@ supervision).
 
 Why not ``merlin.models.Merlin()``: its constructor downloads torchvision's ImageNet ResNet-152, the
 Clinical-Longformer text model and the checkpoint. The image trunk is rebuilt here from the architecture
-(:mod:`lesionbench.baselines._merlin_net`, checked against ``merlin-vlm``'s ``I3ResNet``); nothing downloads
+(:mod:`lesionbench.baselines.zoo._nets.merlin`, checked against ``merlin-vlm``'s ``I3ResNet``); nothing downloads
 at construction. The release is a flat state dict of the whole CLIP model: the image encoder's tensors are
 under ``encode_image.i3_resnet.``; the text encoder (``encode_text.*``) and ``logit_scale`` are deliberately
 ignored.
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from lesionbench.baselines._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
+from lesionbench.baselines.zoo._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
 from lesionbench.benchmark.types import Intensity
 
 CITATION = (
@@ -83,7 +83,7 @@ MODEL = ZooModel(
 
 def build(recipe: str = "official"):
     """Merlin's image trunk; official: pooled 2048 features, tib: the L2-normalised 512-d contrastive embedding."""
-    from lesionbench.baselines._merlin_net import MerlinI3ResNet
+    from lesionbench.baselines.zoo._nets.merlin import MerlinI3ResNet
 
     return MerlinI3ResNet(head="pool" if recipe == "official" else "contrastive")
 

@@ -7,7 +7,7 @@ Hugging Face ``surajpaib/PASTA-Model`` / ``PASTA final.pth``.
 
 Network: nnU-Net's ``Generic_UNet`` encoder as PASTA configures it (``feature_extraction.py::get_pasta``:
 base 64, 5 pools, InstanceNorm, LeakyReLU, max 1024), rewritten from that description with the released
-parameter names in :mod:`lesionbench.baselines._pasta_net`.
+parameter names in :mod:`lesionbench.baselines.zoo._nets.pasta`.
 
 Which layer gives the embedding differs between the two recipes, and both are reproduced:
 
@@ -32,11 +32,11 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from lesionbench.baselines._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
+from lesionbench.baselines.zoo._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
 from lesionbench.benchmark.types import Intensity
 
 if TYPE_CHECKING:
-    from lesionbench.baselines._pasta_net import PastaEncoder
+    from lesionbench.baselines.zoo._nets.pasta import PastaEncoder
 
 CITATION = (
     "Lei W, et al. A Synthetic Data-Driven Radiology Foundation Model for Pan-tumor Clinical Diagnosis. "
@@ -91,7 +91,7 @@ MODEL = ZooModel(
 
 def build(recipe: str = "official") -> PastaEncoder:
     """PASTA's encoder pooled at the recipe's layer: (b, 1, D, H, W) -> (b, 1024)."""
-    from lesionbench.baselines._pasta_net import PastaEncoder
+    from lesionbench.baselines.zoo._nets.pasta import PastaEncoder
 
     return PastaEncoder("stage4" if recipe == "official" else "bottleneck")
 

@@ -6,7 +6,7 @@ Weights: Hugging Face ``blueyo0/SAM-Med3D`` ``sam_med3d_turbo.pth``: the prompta
 SA-Med3D-140K (about 22,000 3D images, 143,000 masks, CT and MR) and fine-tuned on 44 datasets ("turbo");
 no separate weights licence is stated (the repository is Apache-2.0).
 
-Network: the 3D ViT-B image encoder (:mod:`lesionbench.baselines._sam_med3d_net`, written from the
+Network: the 3D ViT-B image encoder (:mod:`lesionbench.baselines.zoo._nets.sam_med3d`, written from the
 architecture description and checked tensor for tensor against MedIM's module): 128^3 input, 16^3 patches,
 embed 768, depth 12, windowed attention (14) with global blocks 2/5/8/11, neck to 384 channels. Embedding:
 global average pool of the neck output (384 x 8^3 -> 384). The input size is fixed by the absolute position
@@ -28,7 +28,7 @@ Registered as ``sam-med3d`` and ``sam-med3d-random-init``.
 
 from __future__ import annotations
 
-from lesionbench.baselines._zoo import Recipe, WeightsFile, ZooModel, register
+from lesionbench.baselines.zoo._zoo import Recipe, WeightsFile, ZooModel, register
 from lesionbench.benchmark.types import Intensity
 
 CITATION = (
@@ -78,7 +78,7 @@ MODEL = ZooModel(
 
 def build(recipe: str = "official"):
     """The released ViT-B image encoder with the pooled neck output, (b, 1, 128, 128, 128) -> (b, 384)."""
-    from lesionbench.baselines._sam_med3d_net import ImageEncoderViT3D
+    from lesionbench.baselines.zoo._nets.sam_med3d import ImageEncoderViT3D
 
     return ImageEncoderViT3D()
 

@@ -8,7 +8,7 @@ package's LICENSE_MODELS: non-commercial), pre-trained on open abdominal and tho
 self-distillation, then aligned with radiology reports and EHR data (SigLIP-style).
 
 Network: the crop backbone ``vit_large_patch16_128`` with ``presets.BACKBONE_KWARGS`` (RoPE base 1000, layer
-scale 1.0, no head, ``global_pool=''``), rebuilt in plain torch (:mod:`lesionbench.baselines._spectre_net`;
+scale 1.0, no head, ``global_pool=''``), rebuilt in plain torch (:mod:`lesionbench.baselines.zoo._nets.spectre`;
 checked against ``spectre-fm``'s own module in ``tests/zoo/test_spectre.py``). Upstream's whole-scan model
 tiles a scan into 128 x 128 x 64 crops and lets a feature combiner attend over the crop embeddings; a lesion
 here is one crop centred on its seed, so the combiner (and its file) is not used.
@@ -44,7 +44,7 @@ Registered as ``spectre`` and ``spectre-random-init``. A ViT-L over 1025 tokens:
 
 from __future__ import annotations
 
-from lesionbench.baselines._zoo import Recipe, WeightsFile, ZooModel, register
+from lesionbench.baselines.zoo._zoo import Recipe, WeightsFile, ZooModel, register
 from lesionbench.benchmark.types import Intensity
 
 CITATION = (
@@ -93,7 +93,7 @@ MODEL = ZooModel(
 
 def build(recipe: str = "official"):
     """SPECTRE's ViT-L backbone returning [class token, mean patch token] (2160) per crop."""
-    from lesionbench.baselines._spectre_net import SpectreViT
+    from lesionbench.baselines.zoo._nets.spectre import SpectreViT
 
     return SpectreViT()
 

@@ -5,7 +5,7 @@ ICLR 2024. Code: MrGiovanni/SuPreM (CC BY-NC-ND 4.0). Weights: Hugging Face ``Mr
 ``supervised_suprem_unet_2100.pth`` (same licence: non-commercial, no derivatives), the UNet backbone of a
 CLIP-driven Universal Model trained to segment 25 structures on 2,100 AbdomenAtlas CT scans.
 
-Network: the UNet3D contracting path of :mod:`lesionbench.baselines._unet3d` (the Models Genesis
+Network: the UNet3D contracting path of :mod:`lesionbench.baselines.zoo._nets.unet3d` (the Models Genesis
 architecture; SuPreM's pre-training started from Models Genesis). The checkpoint is the whole Universal
 Model under DistributedDataParallel: ``{"net": {"module.backbone.<UNet3D key>": ..., "module.<head>": ...}}``
 (SuPreM's own loaders strip two key levels). The backbone's decoder (``up_tr*``) and the Universal
@@ -23,8 +23,8 @@ Registered as ``suprem``, ``suprem:tib`` and ``suprem-random-init``.
 
 from __future__ import annotations
 
-from lesionbench.baselines.models_genesis import UNUSED_BN_BUFFERS
-from lesionbench.baselines._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
+from lesionbench.baselines.zoo.models_genesis import UNUSED_BN_BUFFERS
+from lesionbench.baselines.zoo._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
 from lesionbench.benchmark.types import Intensity
 
 CITATION = "Li W, Yuille A, Zhou Z. How Well Do Supervised 3D Models Transfer to Medical Imaging Tasks? ICLR 2024."
@@ -73,7 +73,7 @@ MODEL = ZooModel(
 
 def build(recipe: str = "official"):
     """The UNet3D encoder with a global average pool: (b, 1, D, H, W) -> (b, 512)."""
-    from lesionbench.baselines._unet3d import UNet3DEncoder
+    from lesionbench.baselines.zoo._nets.unet3d import UNet3DEncoder
 
     return UNet3DEncoder(pool="global")
 

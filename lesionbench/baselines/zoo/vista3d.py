@@ -18,7 +18,7 @@ Registered as ``vista3d`` (official recipe), ``vista3d:tib`` and ``vista3d-rando
 
 from __future__ import annotations
 
-from lesionbench.baselines._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
+from lesionbench.baselines.zoo._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
 from lesionbench.benchmark.types import Intensity
 
 CITATION = (
@@ -66,7 +66,7 @@ def build(recipe: str = "official"):
     """VISTA3D's image encoder returning the pooled last level, (b, 1, D, H, W) -> (b, 768)."""
     from monai.networks.nets.segresnet_ds import SegResEncoder
 
-    from lesionbench.baselines.ct_fm import _pool_last
+    from lesionbench.baselines.zoo.ct_fm import _pool_last
 
     return SegResEncoder(spatial_dims=3, in_channels=1, init_filters=48, blocks_down=(1, 2, 2, 4, 4), norm="instance", head_module=_pool_last)
 

@@ -12,7 +12,7 @@ built. Embedding: the global average pool of ``swinViT``'s last stage output (``
 layer-normalised), 16 x feature_size: 768 (B), 1536 (L), 3072 (H) -- as TIB's ``VocoExtractor``. (VoCo's
 own SSL head reads the pooled ``encoder1-4``/``encoder10`` outputs instead.) The patch-merging layers are
 MONAI <= 1.4's, which VoCo was trained with (MONAI 1.3.0): MONAI 1.5 changed that layer, and with the
-installed MONAI's the same weights give other features (:mod:`lesionbench.baselines._voco_net`).
+installed MONAI's the same weights give other features (:mod:`lesionbench.baselines.zoo._nets.voco`).
 
 Loading. The authors' downstream loader (Large-Scale-Medical ``Downstream/monai/*/models/models.py::load``)
 takes the first of ``state_dict``/``network_weights``/``net``/``student`` in the file, strips ``module.``
@@ -35,7 +35,7 @@ Registered as ``voco-b``, ``voco-l``, ``voco-h`` (each with ``:tib`` and ``-rand
 
 from __future__ import annotations
 
-from lesionbench.baselines._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
+from lesionbench.baselines.zoo._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
 from lesionbench.benchmark.types import Intensity
 
 CITATION = (
@@ -103,7 +103,7 @@ def _builder(size: str):
         """SwinUNETR-v2's swinViT with the pooled last stage, (b, 1, D, H, W) -> (b, 16 * feature_size)."""
         import torch
 
-        from lesionbench.baselines._voco_net import VoCoTrunk
+        from lesionbench.baselines.zoo._nets.voco import VoCoTrunk
 
         # MONAI's SwinTransformer calls .item() while it is built, which the meta device (where the harness
         # builds networks whose weights all come from a file) cannot do: always build on the CPU

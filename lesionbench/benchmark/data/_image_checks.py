@@ -5,7 +5,7 @@ the missing voxels with zeros, so a half-downloaded scan would give wrong featur
 Its read errors, when it does raise, start with the C++ source location and hide the reason on a
 later line. Header geometry that ITK accepts but no world <-> voxel map survives (NaN origin, zero
 spacing, singular direction) and masks off their image's grid are named with the fix. These helpers are
-used by :func:`lesionbench.benchmark.features.read_image`, :class:`~lesionbench.benchmark.geometry.ImageGeometry`
+used by :func:`lesionbench.benchmark.encoders.features.read_image`, :class:`~lesionbench.benchmark.data.geometry.ImageGeometry`
 and ``lesionbench validate``.
 """
 
@@ -121,7 +121,7 @@ def header_problem(spacing: Sequence[float], origin: Sequence[float], direction:
 
 
 def grid_mismatch(mask, image) -> str | None:
-    """How a mask's voxel grid differs from its image's (both :class:`~lesionbench.benchmark.geometry.ImageGeometry`),
+    """How a mask's voxel grid differs from its image's (both :class:`~lesionbench.benchmark.data.geometry.ImageGeometry`),
     or None when they share it: same size and the same voxel -> LPS map (to 1e-3 mm)."""
     import numpy as np
 

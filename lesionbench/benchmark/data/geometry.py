@@ -74,7 +74,7 @@ class ImageGeometry:
     def of(cls, image) -> ImageGeometry:
         """The geometry of a ``SimpleITK.Image`` (or anything with the same four getters); an unusable header
         (zero, infinite or NaN spacing, NaN origin, singular direction) is an :class:`ImageError` with the fix."""
-        from lesionbench.benchmark._image_checks import HEADER_FIX, header_problem
+        from lesionbench.benchmark.data._image_checks import HEADER_FIX, header_problem
 
         if image.GetDimension() != 3:
             raise ImageError(f"expected a 3D image, got {image.GetDimension()}D (size {image.GetSize()}).")

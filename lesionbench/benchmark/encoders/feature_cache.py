@@ -22,18 +22,14 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.host import atomic_write
-from lesionbench.benchmark.reading import file_identity
-from lesionbench.benchmark.types import EncoderMeta
+from lesionbench.benchmark.data.reading import file_identity
+from lesionbench.benchmark.types import COORDS, EncoderMeta
+from lesionbench.benchmark.types import is_missing as _is_missing
 
 logger = logging.getLogger(__name__)
 
-COORDS = ("coordX", "coordY", "coordZ")
 #: Shard files in one cache folder before they are merged into one on the next read.
 COMPACT_AFTER = 64
-
-
-def _is_missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
 
 
 class FeatureCache:

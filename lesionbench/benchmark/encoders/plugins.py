@@ -1,6 +1,7 @@
 """The two plug-in contracts (tasks and encoders) and their registries.
 
-A new task or encoder is one file: a module in ``lesionbench/tasks/`` or ``lesionbench/baselines/``
+A new task or encoder is one file: a module in ``lesionbench/tasks/`` or ``lesionbench/baselines/`` (or a
+sub-package of either whose name does not start with ``_``)
 (found automatically), or any module of a third-party distribution that declares an entry point in
 the group ``lesionbench.tasks`` / ``lesionbench.encoders``.
 """
@@ -12,7 +13,7 @@ import pkgutil
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from lesionbench.benchmark.errors import ConfigurationError
-from lesionbench.benchmark.registry import Registry, name_problem
+from lesionbench.benchmark.encoders.registry import Registry, name_problem
 from lesionbench.benchmark.types import EncoderMeta, TaskMeta
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class Task(Protocol):
-    """A benchmark task: metadata plus a lesion manifest (see :mod:`lesionbench.benchmark.manifest`)."""
+    """A benchmark task: metadata plus a lesion manifest (see :mod:`lesionbench.benchmark.data.manifest`)."""
 
     meta: TaskMeta
 
@@ -66,11 +67,19 @@ class _PackageRegistry(Registry):
     def _load_entry_points(self) -> None:
         if not self._builtins_loaded:
             self._builtins_loaded = True
-            pkg = importlib.import_module(self._package)
-            for mod in pkgutil.iter_modules(pkg.__path__):
-                if not mod.name.startswith("_"):
-                    importlib.import_module(f"{self._package}.{mod.name}")
+            _import_public_modules(self._package)
         super()._load_entry_points()
+
+
+def _import_public_modules(package: str) -> None:
+    """Import every module of ``package`` and of its sub-packages whose names do not start with ``_``
+    (a built-in task or encoder registers itself when its module is imported; ``_`` marks helpers)."""
+    pkg = importlib.import_module(package)
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{package}.{mod.name}")
+            if mod.ispkg:
+                _import_public_modules(f"{package}.{mod.name}")
 
 
 TASKS: Registry[Task] = _PackageRegistry("task", "lesionbench.tasks", "lesionbench.tasks")

@@ -1,6 +1,6 @@
 """Conformance suites any plug-in can run in its own tests: ``check_encoder`` and ``check_task``.
 
-    from lesionbench.benchmark.testing import check_encoder
+    from lesionbench.benchmark.encoders.testing import check_encoder
     def test_my_encoder():
         check_encoder(MyEncoder())
 
@@ -115,7 +115,7 @@ def synthetic_image_lesions(n: int = 3, *, seed: int = 0):
 def check_task(task: Any, *, check_files: bool = True, check_seeds: bool = True) -> pd.DataFrame:
     """Check the task contract: metadata, a valid manifest (every problem reported at once), three
     splits with labels of the task's kind, and (optionally) every seed inside its image. Returns the manifest."""
-    from lesionbench.benchmark.manifest import validate_manifest
+    from lesionbench.benchmark.data.manifest import validate_manifest
 
     meta = task.meta
     assert isinstance(meta, TaskMeta), f"task.meta must be a TaskMeta, got {type(meta).__name__}"
@@ -142,7 +142,7 @@ def check_task(task: Any, *, check_files: bool = True, check_seeds: bool = True)
 def _check_seeds(df: pd.DataFrame, name: str) -> None:
     import SimpleITK as sitk
 
-    from lesionbench.benchmark.geometry import ImageGeometry
+    from lesionbench.benchmark.data.geometry import ImageGeometry
 
     bad = []
     for path, sub in df.groupby("image_path", sort=False):

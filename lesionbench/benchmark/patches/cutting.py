@@ -1,7 +1,7 @@
 """Patches cut around lesion seeds: every lesion of one image from one read of it
 (:func:`cut_patches`), in the reference FMCIB recipe or a zoo model's seed-crop recipe
-(:mod:`~lesionbench.benchmark.seedcrop`), and the check of a patch recipe (:func:`check_spec`).
-:mod:`~lesionbench.benchmark.features` re-exports both."""
+(:mod:`~lesionbench.benchmark.patches.seedcrop`), and the check of a patch recipe (:func:`check_spec`).
+:mod:`~lesionbench.benchmark.encoders.features` re-exports both."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from lesionbench.benchmark.errors import ConfigurationError, ImageError
-from lesionbench.benchmark.feature_cache import COORDS, _is_missing
-from lesionbench.benchmark.rawmap import MappedVolume, map_image
-from lesionbench.benchmark.reading import ImagePrefetcher, read_image
-from lesionbench.benchmark.types import PatchSpec
+from lesionbench.benchmark.data.rawmap import MappedVolume, map_image
+from lesionbench.benchmark.data.reading import ImagePrefetcher, read_image
+from lesionbench.benchmark.types import COORDS, PatchSpec
+from lesionbench.benchmark.types import is_missing as _is_missing
 
 
 def check_spec(spec: PatchSpec) -> None:
@@ -25,7 +25,7 @@ def check_spec(spec: PatchSpec) -> None:
     if len(spec.size) != 3 or any(int(s) < 1 for s in spec.size):
         raise ConfigurationError(f"Patch size must be three positive sizes (D, H, W), got {spec.size}.")
     if spec.method == "seed-crop":
-        from lesionbench.benchmark.seedcrop import check_seed_crop_spec
+        from lesionbench.benchmark.patches.seedcrop import check_seed_crop_spec
 
         check_seed_crop_spec(spec)
 
@@ -38,8 +38,8 @@ def cut_patches(path: str, lesions: Sequence[dict[str, Any]], spec: PatchSpec, *
     """
     import SimpleITK as sitk
 
-    from lesionbench.benchmark._image_checks import MASK_GRID_FIX, grid_mismatch
-    from lesionbench.benchmark.geometry import (
+    from lesionbench.benchmark.data._image_checks import MASK_GRID_FIX, grid_mismatch
+    from lesionbench.benchmark.data.geometry import (
         DEFAULT_LESION_DIAMETER_MM,
         ImageGeometry,
         fmcib_patch,
@@ -58,7 +58,7 @@ def cut_patches(path: str, lesions: Sequence[dict[str, Any]], spec: PatchSpec, *
             image = images.get(path)
         geometry = ImageGeometry.of(image)
         if spec.method == "seed-crop":
-            from lesionbench.benchmark.seedcrop import seed_crop_grid, seed_crop_patch
+            from lesionbench.benchmark.patches.seedcrop import seed_crop_grid, seed_crop_patch
 
             grid = seed_crop_grid(geometry, spec)
         else:

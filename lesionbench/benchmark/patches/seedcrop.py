@@ -5,7 +5,7 @@ TumorImagingBench (``tumorimagingbench.models.utils.get_transforms``) prepares e
 1. ``LoadImaged(reader="ITKReader", ensure_channel_first=True)``: float32, RAS affine of the ITK header;
 2. ``Orientationd(axcodes="LPS")``: flips and permutes the voxel axes to the nearest LPS order;
 3. ``Spacingd(pixdim, mode="linear", padding_mode="zeros", align_corners=True, diagonal=True)``: the
-   MONAI 1.4 resampling described in :mod:`lesionbench.benchmark.geometry` (diagonal, hence RAS, output;
+   MONAI 1.4 resampling described in :mod:`lesionbench.benchmark.data.geometry` (diagonal, hence RAS, output;
    the half-voxel stretch of its align_corners handling; voxels outside the image are 0 HU);
 4. ``SeedBasedPatchCropd(roi_size, coord_orientation="LPS")``: seed voxel ``int()`` of
    ``inv(affine) @ (-x, -y, z, 1)``, crop ``[c - roi // 2, c + roi // 2)`` clamped to the grid;
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lesionbench.benchmark.errors import ConfigurationError, ImageError
-from lesionbench.benchmark.geometry import ImageGeometry, ReferenceGrid, _crop_source_coords, place_patch, sample_linear, spacing_grid
+from lesionbench.benchmark.data.geometry import ImageGeometry, ReferenceGrid, _crop_source_coords, place_patch, sample_linear, spacing_grid
 from lesionbench.benchmark.types import INTENSITY_KINDS, INTERPOLATIONS, Intensity, PatchSpec
 
 #: Axis-code letters per world axis, (negative, positive) in MONAI/nibabel's RAS convention.

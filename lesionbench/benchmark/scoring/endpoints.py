@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pandas as pd
+
+from lesionbench.benchmark.types import TaskKind
 
 #: The FMCIB survival endpoint: alive at two years.
 TWO_YEARS_DAYS = 730.0
@@ -23,3 +28,10 @@ def two_year_label(time: np.ndarray, event: np.ndarray, *, horizon_days: float =
     out[time >= horizon_days] = 0.0
     out[(event == 1) & (time <= horizon_days)] = 1.0
     return out
+
+
+def truth(rows: pd.DataFrame, kind: TaskKind) -> Any:
+    """The labels a task's rows are scored against: ``(time, event)`` pairs for survival, else the class."""
+    if kind == TaskKind.SURVIVAL:
+        return rows[["time", "event"]].to_numpy(float)
+    return rows["label"].to_numpy().astype(int)

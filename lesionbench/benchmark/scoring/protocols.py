@@ -1,9 +1,9 @@
 """Evaluation protocols: how an encoder's features meet the labels. An entry's identity includes its protocol.
 
 * ``"linear"`` - frozen features, the linear probe, limited-label fractions (the FMCIB protocol; default);
-* ``"knn"`` - frozen features, the k-NN probe (:mod:`lesionbench.benchmark.knn_probe`), fractions;
+* ``"knn"`` - frozen features, the k-NN probe (:mod:`lesionbench.benchmark.scoring.probes.knn`), fractions;
 * ``"k-shot"`` - frozen features, k labelled lesions per class or a total budget
-  (:mod:`lesionbench.benchmark.shots`), either probe;
+  (:mod:`lesionbench.benchmark.scoring.shots`), either probe;
 * ``"finetune"`` - the encoder's own network trained end to end on each training subset
   (:mod:`lesionbench.baselines.finetune`), then either probe on its features, fractions.
 

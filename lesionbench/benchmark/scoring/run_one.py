@@ -15,21 +15,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from lesionbench.benchmark.endpoints import two_year_label
+from lesionbench.benchmark.scoring.endpoints import two_year_label
 from lesionbench.benchmark.host import atomic_write
-from lesionbench.benchmark.metrics import bootstrap_ci
-from lesionbench.benchmark.saved_runs import drop_stale_record
-from lesionbench.benchmark.splits import Subset
+from lesionbench.benchmark.scoring.metrics import bootstrap_ci
+from lesionbench.benchmark.scoring.saved_runs import drop_stale_record
+from lesionbench.benchmark.scoring.executor import Executor
+from lesionbench.benchmark.scoring.plan import PlannedRun, SweepPlan
+from lesionbench.benchmark.scoring.splits import Subset
 from lesionbench.benchmark.types import SubsetResult, TaskKind
 
-if TYPE_CHECKING:  # the plan is only annotated here: sweep.py imports this module
-    from lesionbench.benchmark.sweep import PlannedRun, SweepPlan
 
 #: (subset, training-row mask, validation-row mask) -> features for every manifest row, and the encoder's own scores or None.
 FeatureProvider = Callable[[Subset, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
@@ -90,17 +90,15 @@ def fit_labels(manifest: pd.DataFrame, kind: TaskKind) -> np.ndarray:
 
 
 def score_runs(
-    plan: SweepPlan, provider: FeatureProvider, rdir: Path, todo: list[tuple[int, PlannedRun]], jobs: int, *, client: Any = None, key: str | None = None
+    plan: SweepPlan, provider: FeatureProvider, rdir: Path, todo: list[tuple[int, PlannedRun]], jobs: int, *, executor: Executor | None = None, key: str | None = None
 ) -> Iterator[tuple[int, SubsetResult, int, dict[str, float]]]:
     """(slot, run, feature_dim, seconds per stage) of each run in ``todo``: in order in this process, or
     as they finish in ``jobs`` worker processes (joblib/loky; large arrays are shared by memory map), or
-    on a Dask ``client``'s workers (:func:`lesionbench.scaleout.sweep.score_runs_dask`). ``key``: the
-    sweep's key for saved runs (:func:`~lesionbench.benchmark.saved_runs.drop_stale_record`)."""
+    wherever an ``executor`` runs them (e.g. :class:`lesionbench.scaleout.sweep.DaskExecutor`). ``key``: the
+    sweep's key for saved runs (:func:`~lesionbench.benchmark.scoring.saved_runs.drop_stale_record`)."""
     one = partial(_score_one_slot, key=key)
-    if client is not None and todo:
-        from lesionbench.scaleout.sweep import score_runs_dask
-
-        yield from score_runs_dask(client, plan, provider, rdir, todo, one)
+    if executor is not None and todo:
+        yield from executor.score_runs(plan, provider, rdir, todo, one)
         return
     if jobs <= 1 or len(todo) <= 1:
         yield from (one(plan, provider, rdir, *job) for job in todo)
@@ -169,12 +167,6 @@ def score_run(plan: SweepPlan, provider: FeatureProvider, rdir: Path, run: Plann
     timer.add("write", t0)
     result = SubsetResult(run.fraction, run.seed, int(train_mask.sum()), values, params, pred_rel, sub_rel, shots=run.shots or None)
     return result, int(X.shape[1]), timer.seconds
-
-
-def truth(rows: pd.DataFrame, kind: TaskKind) -> Any:
-    if kind == TaskKind.SURVIVAL:
-        return rows[["time", "event"]].to_numpy(float)
-    return rows["label"].to_numpy().astype(int)
 
 
 def select(scores: Any, mask: np.ndarray) -> Any:

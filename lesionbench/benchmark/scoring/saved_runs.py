@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lesionbench import __version__
+from lesionbench._version import __version__
 from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.types import EncoderMeta, SubsetResult, TaskMeta
 

@@ -1,16 +1,16 @@
 """The scorer: features in, a :class:`TaskResult` with bootstrap CIs out.
 
-``evaluate(task, encoder)`` plans the sweep once (:func:`lesionbench.benchmark.sweep.plan_sweep`:
+``evaluate(task, encoder)`` plans the sweep once (:func:`lesionbench.benchmark.scoring.sweep.plan_sweep`:
 options, leakage, test split, every training and validation subset), extracts features (through the
 cache), then for every (fraction, seed) fits a fresh clone of the probe on the training subset (the
 run's validation rows choose C), scores every lesion, and computes the task's metrics on the test
-split with a seeded percentile bootstrap (:mod:`lesionbench.benchmark.run_one`). Trainable encoders
+split with a seeded percentile bootstrap (:mod:`lesionbench.benchmark.scoring.run_one`). Trainable encoders
 (with ``fit``) are deep-copied and trained on each training subset first, early-stopped on the same
 validation rows.
 
-Protocols (:mod:`lesionbench.benchmark.protocols`): ``probe="knn"`` scores frozen features with the
+Protocols (:mod:`lesionbench.benchmark.scoring.protocols`): ``probe="knn"`` scores frozen features with the
 k-NN probe; ``shots`` / ``shots_total`` replace the fractions by k-shot training sets
-(:mod:`lesionbench.benchmark.shots`); ``adapt="finetune"`` fine-tunes an encoder's own network on each
+(:mod:`lesionbench.benchmark.scoring.shots`); ``adapt="finetune"`` fine-tunes an encoder's own network on each
 training subset (:mod:`lesionbench.baselines.finetune`) before the probe.
 
 Everything lands in ``<out_dir>/<task>/<task version>/<encoder>/<protocol folder>/``: the probe's name
@@ -30,9 +30,9 @@ for frozen features on fractions (``linear``, ``knn``), else ``<protocol>-<probe
 * k-shot runs are named ``shots<k>_seed<s>`` (k per class) or ``budget<n>_seed<s>`` (a total) instead of
   ``frac<f>_seed<s>``;
 * ``runs/frac<f>_seed<s>.json`` - each finished run with the key of everything it depends on
-  (:mod:`lesionbench.benchmark.saved_runs`).
+  (:mod:`lesionbench.benchmark.scoring.saved_runs`).
 
-MLflow logging is a separate step (:mod:`lesionbench.benchmark.tracking`).
+MLflow logging is a separate step (:mod:`lesionbench.benchmark.tracking.mlflow_sink`).
 
 Where lesionbench differs from the FMCIB paper's protocol, and why:
 
@@ -40,7 +40,7 @@ Where lesionbench differs from the FMCIB paper's protocol, and why:
   quarter decades around the best) instead of 100 Optuna trials: deterministic, and 16 warm-started
   fits instead of 100. Ties go to the middle of the plateau.
 * The paper does not say how its limited-label subsets were drawn; ours are patient-grouped,
-  label-stratified, nested and seeded (:mod:`lesionbench.benchmark.splits`), with 5 seeds per fraction
+  label-stratified, nested and seeded (:mod:`lesionbench.benchmark.scoring.splits`), with 5 seeds per fraction
   and the seed spread reported. A limited-label run is tuned on a validation subset of its own
   fraction by default (``val="full"``: the whole validation split, as the paper).
 * Binary balanced accuracy uses an operating threshold chosen on validation (or out-of-fold training)
@@ -55,7 +55,7 @@ Where lesionbench differs from the FMCIB paper's protocol, and why:
   and the swaps take whole *patients* (all lesions of a drawn patient come along): lesions of one
   patient are correlated and lesion-level resampling makes the CIs too narrow and the test too eager.
   With one lesion per patient the two are identical. The test is two-sided by default and swaps
-  ranks, so neither model's score scale matters (:func:`lesionbench.benchmark.metrics.paired_comparison`).
+  ranks, so neither model's score scale matters (:func:`lesionbench.benchmark.scoring.metrics.paired_comparison`).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +72,14 @@ import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.host import atomic_write
-from lesionbench.benchmark.probes import C_GRID
-from lesionbench.benchmark.protocols import protocol_dir, protocol_of
-from lesionbench.benchmark.run_one import FeatureProvider, FrozenFeatures, TrainedFeatures, fit_labels
-from lesionbench.benchmark.saved_runs import RUNS_DIR, array_digest
-from lesionbench.benchmark.saved_runs import json_default as _json_default
-from lesionbench.benchmark.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS
-from lesionbench.benchmark.sweep import VAL_POLICIES, SweepPlan, check_options, n_classes_of, plan_sweep, run_sweep, selection_metric, task_metrics
+from lesionbench.benchmark.scoring.executor import Executor
+from lesionbench.benchmark.scoring.probes import C_GRID
+from lesionbench.benchmark.scoring.protocols import protocol_dir, protocol_of
+from lesionbench.benchmark.scoring.run_one import FeatureProvider, FrozenFeatures, TrainedFeatures, fit_labels
+from lesionbench.benchmark.scoring.saved_runs import RUNS_DIR, array_digest
+from lesionbench.benchmark.scoring.saved_runs import json_default as _json_default
+from lesionbench.benchmark.scoring.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS
+from lesionbench.benchmark.scoring.sweep import VAL_POLICIES, SweepPlan, check_options, n_classes_of, plan_sweep, run_sweep, selection_metric, task_metrics
 from lesionbench.benchmark.types import EncoderMeta, TaskKind, TaskMeta, TaskResult
 
 logger = logging.getLogger(__name__)
@@ -138,13 +139,13 @@ def evaluate(
     shots_total: Sequence[int] | None = None,
     adapt: str | None = None,
     adapt_options: dict[str, Any] | None = None,
-    client: Any = None,
-    build: Any = None,
+    executor: Executor | None = None,
+    trainer: Callable[..., Any] | None = None,
 ) -> TaskResult:
     """Score ``encoder`` on ``task`` over every (fraction, seed); write and return the :class:`TaskResult`.
 
     Frozen encoders: features come from ``features`` (precomputed, manifest row order) or
-    :func:`lesionbench.benchmark.features.extract_features` (cached). Trainable encoders (a ``fit``
+    :func:`lesionbench.benchmark.encoders.features.extract_features` (cached). Trainable encoders (a ``fit``
     method): per (fraction, seed) a deep copy is fitted on the training subset's patches (``patches``
     or :func:`load_patches`), with the run's validation rows as ``val``, then encodes every lesion;
     if it has ``predict_proba`` its own predictions are scored too (``params["head_metrics"]``).
@@ -158,43 +159,43 @@ def evaluate(
     validation subset drawn with the run's fraction; ``"full"`` on the whole validation split.
     ``shots`` (k per class) or ``shots_total`` (budgets over all classes): k-shot runs instead of the
     fractions, tuned on as many shots from the validation split (``val="full"``: the whole split).
-    ``adapt="finetune"``: fine-tune the encoder's own network on each training subset
-    (:func:`lesionbench.baselines.finetune.finetune`, ``adapt_options`` its training options).
-    ``client``: a Dask client (:func:`lesionbench.scaleout.cluster.connect`): features are extracted on its
-    workers image by image (``build``: a picklable callable that builds the encoder there, else the encoder
-    is sent) and every run is a task of its own; the numbers are the same as without it.
+    ``adapt="finetune"``: fine-tune the encoder's own network on each training subset with ``trainer``
+    (``trainer(encoder, **adapt_options)`` returns the trainable encoder; the CLI and :func:`lesionbench.evaluate`
+    hand in :func:`lesionbench.baselines.finetune.finetune`).
+    ``executor``: where extraction and the runs happen when not in this process, e.g.
+    :class:`lesionbench.scaleout.sweep.DaskExecutor` (features extracted on its workers image by image, every
+    run a task of its own); the numbers are the same as without it.
     """
     meta: TaskMeta = task.meta
     shot_counts, shots_per = _shots(shots, shots_total)
     # everything that can fail cheaply fails here, before hours of extraction
     plan = plan_sweep(task.manifest(), meta, fractions=fractions, seeds=seeds, probe=probe, n_boot=n_boot, c_grid=c_grid,
                       refine=refine, bootstrap_unit=bootstrap_unit, val=val, jobs=jobs, shots=shot_counts, shots_per=shots_per, adapt=adapt)  # fmt: skip
-    if adapt == "finetune":
-        from lesionbench.baselines.finetune import finetune
-
-        encoder = finetune(encoder, **(adapt_options or {}))
+    if adapt is not None:
+        if trainer is None:
+            raise ConfigurationError(f"adapt={adapt!r} needs a trainer: pass trainer=lesionbench.baselines.finetune.finetune "
+                                     "(the CLI's --protocol finetune and lesionbench.evaluate do).")  # fmt: skip
+        encoder = trainer(encoder, **(adapt_options or {}))
     manifest = plan.manifest
     emeta: EncoderMeta = encoder.meta
     trainable = callable(getattr(encoder, "fit", None))
     if not trainable:
         if features is None:
-            if client is not None:
-                from lesionbench.scaleout.extract import extract_features_dask
-
-                features = extract_features_dask(manifest, encoder, client, cache_dir=cache_dir, build=build, batch_size=batch_size, progress=progress)
+            if executor is not None:
+                features = executor.extract_features(manifest, encoder, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
             else:
-                from lesionbench.benchmark.features import extract_features
+                from lesionbench.benchmark.encoders.features import extract_features
 
                 features = extract_features(manifest, encoder, cache_dir=cache_dir, batch_size=batch_size, workers=workers, progress=progress)
         return _execute(plan, emeta, FrozenFeatures(_checked_features(features, manifest)), out_dir=out_dir, data_digest=array_digest(np.asarray(features)),
-                        progress=progress, resume=resume, jobs=jobs, client=client)  # fmt: skip
+                        progress=progress, resume=resume, jobs=jobs, executor=executor)  # fmt: skip
 
     if jobs > 1 and str(getattr(encoder, "device", "cpu")).startswith("cuda"):
         # parallel trainings would share (and could exhaust) one GPU's memory; one at a time is what a GPU is fast at
         logger.info("%s trains on %s: its (fraction, seed) runs go one at a time instead of %d in parallel.", emeta.name, encoder.device, jobs)
         jobs = 1
     if patches is None:
-        from lesionbench.benchmark.features import load_patches
+        from lesionbench.benchmark.encoders.features import load_patches
 
         patches = load_patches(manifest, emeta.patch, progress=progress)
     if len(patches) != len(manifest):
@@ -202,7 +203,7 @@ def evaluate(
     # a head sized from the task, not from whichever classes the (small) subset happens to hold
     head_classes = plan.n_classes if meta.kind == TaskKind.MULTICLASS else 2
     provider = TrainedFeatures(encoder, np.asarray(patches), fit_labels(manifest, meta.kind), head_classes)
-    return _execute(plan, emeta, provider, out_dir=out_dir, data_digest=array_digest(patches), progress=progress, resume=resume, jobs=jobs, client=client)
+    return _execute(plan, emeta, provider, out_dir=out_dir, data_digest=array_digest(patches), progress=progress, resume=resume, jobs=jobs, executor=executor)
 
 
 def evaluate_features(
@@ -244,12 +245,12 @@ def _checked_features(X: Any, manifest: pd.DataFrame) -> np.ndarray:
 
 
 def _execute(
-    plan: SweepPlan, emeta: EncoderMeta, provider: FeatureProvider, *, out_dir: Path, data_digest: str, progress: bool, resume: bool, jobs: int, client: Any = None
+    plan: SweepPlan, emeta: EncoderMeta, provider: FeatureProvider, *, out_dir: Path, data_digest: str, progress: bool, resume: bool, jobs: int, executor: Executor | None = None
 ) -> TaskResult:
     """Run the plan into its result folder and write ``result.json``."""
     rdir = result_dir(out_dir, plan.meta.name, plan.meta.version, emeta.name, protocol_dir(plan.protocol, plan.probe))
     _check_same_checkpoint(rdir, emeta)
-    result = run_sweep(plan, emeta, provider, rdir=rdir, data_digest=data_digest, progress=progress, resume=resume, jobs=jobs, client=client)
+    result = run_sweep(plan, emeta, provider, rdir=rdir, data_digest=data_digest, progress=progress, resume=resume, jobs=jobs, executor=executor)
     write_result(result, rdir)
     logger.info("wrote %s (%d runs)", rdir / RESULT_FILE, len(result.runs))
     return result
@@ -346,7 +347,7 @@ def compare_saved(
     aligned by ``lesion_id``. ``version`` (the task version) may be left out when only one version of the
     task has results of both encoders.
     """
-    from lesionbench.benchmark.metrics import paired_comparison
+    from lesionbench.benchmark.scoring.metrics import paired_comparison
 
     version = version or _common_version(Path(out_dir), task, (encoder_a, encoder_b), probe)
     res, preds = [], []

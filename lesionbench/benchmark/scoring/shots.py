@@ -20,7 +20,7 @@ is a :class:`SplitError` naming the class.
 Validation under k-shot (:func:`draw_val_shots`): the same number of shots, by the same rules, from
 the validation split on its own stream. A run is tuned (C, k, threshold, early stopping) on those shots
 only, never on a validation split many times its size; when the validation split cannot supply them, the
-run falls back to cross-validation on its shots (see :mod:`lesionbench.benchmark.sweep`).
+run falls back to cross-validation on its shots (see :mod:`lesionbench.benchmark.scoring.sweep`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError, SplitError
-from lesionbench.benchmark.splits import Subset, _class_names, _lesion_classes, _rows, _version_key
+from lesionbench.benchmark.scoring.splits import Subset, _class_names, _lesion_classes, _rows, _version_key
 from lesionbench.benchmark.types import Split, TaskMeta
 
 #: Random streams of the k-shot draws (the fractions use () and (1,)).

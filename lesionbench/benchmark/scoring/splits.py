@@ -30,7 +30,7 @@ stratified, nested within a seed), from its own stream ``default_rng([seed, <tas
 so it is a pure function of (task version, fraction, seed) and independent of the training draw. A
 validation subset too small to hold a class that the validation split has is not an error here:
 :func:`missing_classes` names the classes, and the scorer then chooses C by cross-validation on the
-training subset for that run, with a warning (see :mod:`lesionbench.benchmark.sweep`).
+training subset for that run, with a warning (see :mod:`lesionbench.benchmark.scoring.sweep`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lesionbench.benchmark.endpoints import two_year_label
+from lesionbench.benchmark.scoring.endpoints import two_year_label
 from lesionbench.benchmark.errors import ConfigurationError, SplitError
 from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.types import Split, TaskKind, TaskMeta
@@ -67,7 +67,7 @@ class Subset:
     n_train_total: int
     #: The split it is drawn from: ``"train"``, or ``"val"`` for a validation subset.
     split: str = Split.TRAIN.value
-    #: k-shot sets (:mod:`lesionbench.benchmark.shots`): the shot count, and whether it is per class or in total (0, "": a fraction).
+    #: k-shot sets (:mod:`lesionbench.benchmark.scoring.shots`): the shot count, and whether it is per class or in total (0, "": a fraction).
     shots: int = 0
     shots_per: str = ""
 

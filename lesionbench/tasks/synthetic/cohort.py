@@ -43,7 +43,7 @@ def _generate_patient(out: str, seed: int, index: int, retest: bool = False) -> 
     """Make, write and describe one patient; depends only on ``(seed, index)``.
 
     ``retest``: the patient's rescan instead (same anatomy, lesions and labels, moved by
-    :func:`lesionbench.tasks.synthetic.retest.retest_shift` and with a new noise draw of the same level).
+    :func:`lesionbench.tasks.synthetic.rescan.retest_shift` and with a new noise draw of the same level).
     """
     import SimpleITK as sitk
 
@@ -90,7 +90,7 @@ def _generate_patient(out: str, seed: int, index: int, retest: bool = False) -> 
     noise_sd = rng.uniform(8.0, 22.0)
     noise = rng.standard_normal(hu.shape, dtype=np.float32)  # drawn in the rescan too: the draws after it stay the same
     if retest:
-        from lesionbench.tasks.synthetic.retest import rescan
+        from lesionbench.tasks.synthetic.rescan import rescan
 
         hu, labels, lesions, noise = rescan(seed, index, geo, hu, labels, lesions)
     hu += noise * np.float32(noise_sd)

@@ -6,7 +6,7 @@ by linear resampling, to the masks by nearest neighbour, and to the seed points 
 noise is a new draw at the same level. It is generated on demand into ``<cohort>/retest/`` for the
 patients of the requested splits (the test split by default: only test lesions are scored), seeded by the
 cohort's seed and the patient index, and described by ``retest/manifest.csv`` in the RIDER layout of
-:mod:`lesionbench.benchmark.retest` (one row per lesion and scan, ``scan`` = ``test`` / ``retest``).
+:mod:`lesionbench.benchmark.robustness.retest` (one row per lesion and scan, ``scan`` = ``test`` / ``retest``).
 """
 
 from __future__ import annotations
@@ -15,40 +15,15 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError, ManifestError
+from lesionbench.tasks.synthetic.rescan import RETEST_SHIFT_MM, rescan, retest_shift  # noqa: F401 (public here too)
 
 logger = logging.getLogger(__name__)
 
 RETEST_DIRNAME = "retest"
-#: Range of the rigid shift between scan and rescan (mm).
-RETEST_SHIFT_MM = (1.0, 3.0)
-_SHIFT_STREAM, _NOISE_STREAM = 7, 8
-
-
-def retest_shift(seed: int, index: int) -> np.ndarray:
-    """The rescan's rigid shift (mm, canonical x, y, z) of patient ``index``."""
-    rng = np.random.default_rng([seed, _SHIFT_STREAM, index])
-    v = rng.standard_normal(3)
-    return v / np.linalg.norm(v) * rng.uniform(*RETEST_SHIFT_MM)
-
-
-def rescan(seed: int, index: int, geo: Any, hu: np.ndarray, labels: np.ndarray, lesions: list[tuple[Any, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, list[tuple[Any, np.ndarray]], np.ndarray]:
-    """The rescan of a patient's noise-free volume: shifted volume, masks and lesion centres, and its noise."""
-    from scipy import ndimage
-
-    shift = retest_shift(seed, index)
-    vox = shift / np.asarray(geo.spacing)  # canonical arrays are [x, y, z]
-    moved = ndimage.shift(hu, vox, order=1, mode="nearest").astype(np.float32)
-    moved_labels = ndimage.shift(labels, vox, order=0, mode="constant", cval=0)
-    noise = np.random.default_rng([seed, _NOISE_STREAM, index]).standard_normal(hu.shape, dtype=np.float32)
-    return moved, moved_labels, [(plan, centre + shift) for plan, centre in lesions], noise
-
-
 def retest_dir(cohort: str | Path) -> Path:
     return Path(cohort) / RETEST_DIRNAME
 

@@ -6,8 +6,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from lesionbench.benchmark.manifest import ManifestTask
-from lesionbench.benchmark.plugins import TASKS
+from lesionbench.benchmark.data.manifest import ManifestTask
+from lesionbench.benchmark.encoders.plugins import TASKS
 from lesionbench.benchmark.types import TaskKind, TaskMeta
 from lesionbench.tasks.synthetic.anatomy import SITE_NAMES
 from lesionbench.tasks.synthetic.cohort import GENERATOR_VERSION, default_cohort_dir
@@ -38,6 +38,16 @@ class _SyntheticTask(ManifestTask):
                 suffix = ""
             if suffix:
                 self.meta = dataclasses.replace(type(self).meta, version=type(self).meta.version + suffix)
+
+    def retest_manifest(self) -> Path | None:
+        """The cohort's test-retest twin (RIDER layout), generated on first use; None without a cohort.
+        The robustness protocol asks a task for its second scans through this method."""
+        cohort = self.data_dir.parent
+        if not (cohort / "cohort.json").is_file():
+            return None
+        from lesionbench.tasks.synthetic.retest import ensure_retest_twin
+
+        return ensure_retest_twin(cohort)
 
 
 @TASKS.register("synthetic_site")

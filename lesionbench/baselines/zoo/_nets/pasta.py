@@ -1,5 +1,5 @@
 """PASTA's encoder: nnU-Net's ``Generic_UNet`` contracting path as PASTA configures it, written from the
-architecture's description (see :mod:`lesionbench.baselines.pasta` for the model card and recipes).
+architecture's description (see :mod:`lesionbench.baselines.zoo.pasta` for the model card and recipes).
 
 Base 64 features doubling per stage up to 1024, five stages (the first at full resolution, the others
 starting with a stride-2 convolution: nnU-Net's convolutional pooling), two 3x3x3 conv -> InstanceNorm(affine,

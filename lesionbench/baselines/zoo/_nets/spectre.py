@@ -1,4 +1,4 @@
-"""SPECTRE's crop backbone: a 3D ViT with axial rotary position embedding (see :mod:`lesionbench.baselines.spectre`).
+"""SPECTRE's crop backbone: a 3D ViT with axial rotary position embedding (see :mod:`lesionbench.baselines.zoo.spectre`).
 
 Written from ``spectre-fm`` 0.2.1 (``spectre/models/vision_transformer.py::vit_large_patch16_128`` with
 ``spectre/presets.py::BACKBONE_KWARGS``; layers in ``spectre/models/layers/{patch_embed,attention,

@@ -1,5 +1,5 @@
 """VoCo's network: the ``swinViT`` of MONAI ``SwinUNETR(in_channels=1, feature_size=F, use_v2=True)`` with the
-global average pool of its last stage as output (see :mod:`lesionbench.baselines.voco`).
+global average pool of its last stage as output (see :mod:`lesionbench.baselines.zoo.voco`).
 
 VoCo was trained with MONAI 1.3.0 (Large-Scale-Medical requirements.txt), whose default ("merging")
 ``PatchMerging`` concatenates the eight 2x2x2 sub-grids with two of them duplicated and two left out

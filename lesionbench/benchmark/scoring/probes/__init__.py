@@ -1,14 +1,14 @@
 """Probes: what the benchmark fits on frozen features, scikit-learn shaped (``clone()`` per subset).
 
-* :class:`LinearProbe` (:mod:`lesionbench.benchmark.linear_probe`) - the FMCIB protocol: feature
+* :class:`LinearProbe` (:mod:`lesionbench.benchmark.scoring.probes.linear`) - the FMCIB protocol: feature
   cleaning and standardisation on the training subset, logistic regression with C chosen by the
   task's main metric on the validation split (grouped CV on the training subset without one), ties
   to the middle of the plateau; binary: the operating threshold chosen on validation (or on
   out-of-fold training predictions), never on test labels.
-* :class:`SurvivalProbe` (:mod:`lesionbench.benchmark.survival_probe`) - the 2-year label through a
+* :class:`SurvivalProbe` (:mod:`lesionbench.benchmark.scoring.probes.survival`) - the 2-year label through a
   :class:`LinearProbe`, plus an elastic-net Cox model on all features (penalty chosen on validation)
   for the C-index and the Kaplan-Meier risk groups.
-* :class:`KNNProbe` / :class:`KNNSurvivalProbe` (:mod:`lesionbench.benchmark.knn_probe`) - cosine,
+* :class:`KNNProbe` / :class:`KNNSurvivalProbe` (:mod:`lesionbench.benchmark.scoring.probes.knn`) - cosine,
   distance-weighted k-NN on the same cleaned, standardised features, k chosen on validation; survival
   through the 2-year label.
 """
@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from sklearn.base import BaseEstimator
 
 from lesionbench.benchmark.errors import UnknownNameError, did_you_mean
-from lesionbench.benchmark.knn_probe import KNNProbe, KNNSurvivalProbe
-from lesionbench.benchmark.linear_probe import C_GRID, C_REFINE, LinearProbe
-from lesionbench.benchmark.probe_base import FeatureFilter, ProbeError
-from lesionbench.benchmark.survival_probe import SurvivalProbe
+from lesionbench.benchmark.scoring.probes.knn import KNNProbe, KNNSurvivalProbe
+from lesionbench.benchmark.scoring.probes.linear import C_GRID, C_REFINE, LinearProbe
+from lesionbench.benchmark.scoring.probes.base import FeatureFilter, ProbeError
+from lesionbench.benchmark.scoring.probes.survival import SurvivalProbe
 from lesionbench.benchmark.types import TaskKind
 
 #: Probe names accepted by the scorer and the CLI.

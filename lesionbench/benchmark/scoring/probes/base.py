@@ -19,7 +19,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import StandardScaler
 
 from lesionbench.benchmark.errors import LesionbenchError
-from lesionbench.benchmark.metrics import canonical_metric, compute_metrics
+from lesionbench.benchmark.scoring.metrics import canonical_metric, compute_metrics
 from lesionbench.benchmark.types import TaskKind
 
 #: Fewer validation lesions than this in either class: the binary threshold comes from out-of-fold training predictions.

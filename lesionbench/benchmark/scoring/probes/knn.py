@@ -29,8 +29,8 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.neighbors import KNeighborsClassifier
 
-from lesionbench.benchmark.endpoints import two_year_label
-from lesionbench.benchmark.probe_base import ProbeError, SelectedProbe, balanced_threshold, plateau_middle
+from lesionbench.benchmark.scoring.endpoints import two_year_label
+from lesionbench.benchmark.scoring.probes.base import ProbeError, SelectedProbe, balanced_threshold, plateau_middle
 
 #: Scores are kept this far from 0 and 1 when the threshold is folded in (logit of 0 is -inf).
 _EPS = 1e-6

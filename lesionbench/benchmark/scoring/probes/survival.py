@@ -27,9 +27,9 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
-from lesionbench.benchmark.endpoints import two_year_label
-from lesionbench.benchmark.linear_probe import C_GRID, LinearProbe
-from lesionbench.benchmark.probe_base import ProbeError, grouped_folds, plateau_middle, standardise
+from lesionbench.benchmark.scoring.endpoints import two_year_label
+from lesionbench.benchmark.scoring.probes.linear import C_GRID, LinearProbe
+from lesionbench.benchmark.scoring.probes.base import ProbeError, grouped_folds, plateau_middle, standardise
 
 logger = logging.getLogger(__name__)
 
