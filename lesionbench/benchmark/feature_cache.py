@@ -1,6 +1,6 @@
 """The feature cache: lesion features stored per encoder fingerprint, keyed by what they depend on.
 
-:func:`lesion_keys` gives each manifest row a key made of the image's identity (path, size, mtime), the seed
+:func:`lesion_keys` gives each manifest row a key made of the image's identity (path, size, mtime, inode, ctime), the seed
 coordinates (exact floats) and, for encoders whose features depend on the mask, the mask's identity, the
 diameter and the mask label; :class:`FeatureCache` stores features under those keys in append-only shards.
 """
