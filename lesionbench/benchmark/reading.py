@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from lesionbench.benchmark.dicomslices import read_series
 from lesionbench.benchmark.errors import ConfigurationError, ImageError
-from lesionbench.benchmark.rawmap import MappedVolume, map_image
+from lesionbench.benchmark.rawmap import MappedVolume, data_size_problem, map_image
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,7 +46,11 @@ def read_image(path: str | Path):
     p = Path(path)
     if not p.exists():
         raise ImageError(f"image file not found: {p}")
+    if not (p.is_file() or p.is_dir()):  # a FIFO or a device would block the reader or never end
+        raise ImageError(f"{p} is not a regular file or a folder (a FIFO, socket or device?). Give an image file or a DICOM series folder.")
     if (problem := metaimage_data_file_problem(p)) is not None:
+        raise ImageError(problem)
+    if p.is_file() and (problem := data_size_problem(p)) is not None:  # ITK zero-fills a short .nii silently
         raise ImageError(problem)
     try:
         # a folder: the series is read as dicomslices reads it when a slice does not decode alone
