@@ -73,3 +73,59 @@ def test_dicom_folder_key_changes_when_one_slice_is_rewritten(tmp_path):
     (folder / "0.dcm").write_bytes(bytes([1]) * 100)  # same size, same name
     os.utime(folder / "0.dcm", ns=(st.st_atime_ns, st.st_mtime_ns))
     assert lesion_keys(df, with_mask=False)[0][0] != before
+
+
+# ------------------------------------------------------------------------------ item 9: planted shards
+def _cached_once(tmp_path):
+    path = tmp_path / "ct.nii"
+    _write(path, 100)
+    enc = CentreMean()
+    cache = tmp_path / "cache"
+    genuine = extract_features(_table(path), enc, cache_dir=cache, progress=False)
+    store = FeatureCache(cache, enc.meta)
+    key = lesion_keys(_table(path), with_mask=False)[0][0]
+    return path, enc, cache, store, key, genuine
+
+
+def test_a_planted_shard_does_not_override_genuine_features(tmp_path, caplog):
+    path, enc, cache, store, key, genuine = _cached_once(tmp_path)
+    forged = np.full((1, 2), 7.0, dtype=np.float32)
+    planted = store.dir / "shard-ffffffffffffffffffffffffffffffff.npz"  # sorts last: "last file name wins" before
+    np.savez(planted, keys=np.asarray([key]), features=forged)
+    with caplog.at_level(logging.WARNING, logger="lesionbench.benchmark.feature_cache"):
+        again = extract_features(_table(path), enc, cache_dir=cache, progress=False)
+    assert np.array_equal(again, genuine) and enc.encoded == 2  # recomputed, not taken from either shard
+    assert "different features in two shards" in caplog.text
+    # the conflict is resolved: the next run takes the recomputed features from the cache
+    assert np.array_equal(extract_features(_table(path), enc, cache_dir=cache, progress=False), genuine) and enc.encoded == 2
+    assert not planted.exists()
+
+
+def test_identical_duplicates_from_an_interrupted_compaction_are_kept(tmp_path, caplog):
+    path, enc, cache, store, key, genuine = _cached_once(tmp_path)
+    store.put([key], genuine)
+    with caplog.at_level(logging.WARNING, logger="lesionbench.benchmark.feature_cache"):
+        assert np.array_equal(extract_features(_table(path), enc, cache_dir=cache, progress=False), genuine)
+    assert enc.encoded == 1 and "different features" not in caplog.text
+
+
+def test_a_cache_folder_others_can_write_is_not_used(tmp_path, caplog):
+    path, enc, cache, store, key, genuine = _cached_once(tmp_path)
+    os.chmod(store.dir, 0o777)
+    with caplog.at_level(logging.WARNING, logger="lesionbench.benchmark.feature_cache"):
+        again = extract_features(_table(path), enc, cache_dir=cache, progress=False)
+    assert np.array_equal(again, genuine) and enc.encoded == 2
+    assert "writable by others (mode 777)" in caplog.text and str(store.dir) in caplog.text
+    os.chmod(store.dir, 0o700)
+    extract_features(_table(path), enc, cache_dir=cache, progress=False)
+    assert enc.encoded == 2  # trusted again: from the cache
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_shard_owned_by_another_user_is_ignored(tmp_path, caplog):
+    path, enc, cache, store, key, genuine = _cached_once(tmp_path)
+    for shard in store.dir.glob("shard-*.npz"):
+        os.chown(shard, 12345, -1)
+    with caplog.at_level(logging.WARNING, logger="lesionbench.benchmark.feature_cache"):
+        extract_features(_table(path), enc, cache_dir=cache, progress=False)
+    assert enc.encoded == 2 and "owned by user id 12345" in caplog.text
