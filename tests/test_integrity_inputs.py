@@ -100,3 +100,24 @@ def test_fifo_as_manifest_is_refused_without_blocking(tmp_path):
     os.mkfifo(fifo)
     box = _returns_within(lambda: read_table(fifo), 20)
     assert isinstance(box.get("error"), ManifestError) and "not a regular file" in str(box["error"])
+
+
+def test_a_compressed_image_declaring_huge_voxels_is_refused_before_decoding(tmp_path, monkeypatch):
+    """A .nii.gz of a few kB whose header declares 4000^3 int16 voxels (119 GiB): refused from its header."""
+    import gzip
+    import struct
+
+    small = _image(tmp_path / "small.nii")
+    head = bytearray(small.read_bytes()[:352])
+    head[40:56] = struct.pack("<8h", 3, 4000, 4000, 4000, 1, 1, 1, 1)
+    bomb = tmp_path / "bomb.nii.gz"
+    bomb.write_bytes(gzip.compress(bytes(head) + bytes(1 << 20)))
+    assert bomb.stat().st_size < 10_000
+    box = _returns_within(lambda: read_image(bomb), 20)
+    assert isinstance(box.get("error"), ImageError) and "declares 119.2 GiB of voxels" in str(box["error"])
+    from lesionbench.benchmark.manifest import _header_problem
+
+    assert "declares 119.2 GiB of voxels" in _header_problem(bomb)[0]  # validate says so too, from the header
+    monkeypatch.setenv("LESIONBENCH_MAX_IMAGE_BYTES", "1000")
+    with pytest.raises(ImageError, match="LESIONBENCH_MAX_IMAGE_BYTES raises the bound"):
+        read_image(_image(tmp_path / "ok.nii"))

@@ -307,6 +307,7 @@ def _header_problem(p: Path):
     from lesionbench.benchmark.geometry import ImageGeometry
 
     from lesionbench.benchmark.rawmap import data_size_problem
+    from lesionbench.benchmark.reading import MAX_IMAGE_BYTES_ENV, max_image_bytes
 
     why = metaimage_data_file_problem(p) or data_size_problem(p)
     reader = sitk.ImageFileReader()
@@ -320,7 +321,10 @@ def _header_problem(p: Path):
                 why = f"{p}: {bad}. {HEADER_FIX}"
             else:
                 bytes_per_voxel = sitk.Image([1, 1, 1], reader.GetPixelID()).GetSizeOfPixelComponent()
-                why = gzip_truncation_problem(p, int(np.prod(reader.GetSize())) * bytes_per_voxel)
+                declared = int(np.prod(reader.GetSize(), dtype=object)) * bytes_per_voxel * reader.GetNumberOfComponents()
+                why = gzip_truncation_problem(p, declared)
+                if why is None and declared > max_image_bytes():
+                    why = f"{p} declares {declared / 2**30:.1f} GiB of voxels in its header, more than {max_image_bytes() / 2**30:.1f} GiB ({MAX_IMAGE_BYTES_ENV}): a damaged or crafted header"
         except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
             reason = sitk_reason(exc)
             why = f"{p} is not a readable image ({reason}). {read_fix(reason)}"

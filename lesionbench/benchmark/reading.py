@@ -52,6 +52,12 @@ def read_image(path: str | Path):
         raise ImageError(problem)
     if p.is_file() and (problem := data_size_problem(p)) is not None:  # ITK zero-fills a short .nii silently
         raise ImageError(problem)
+    if p.is_file() and (declared := image_nbytes(p)) > max_image_bytes():  # a 1 MB .nii.gz may declare 16 GB of voxels
+        raise ImageError(
+            f"{p} declares {declared / 2**30:.1f} GiB of voxels in its header, more than the {max_image_bytes() / 2**30:.1f} GiB "
+            f"an image may take ({MAX_IMAGE_BYTES_ENV} raises the bound). A CT is a few hundred MiB: the header is damaged or "
+            "crafted; re-convert the image."
+        )
     try:
         # a folder: the series is read as dicomslices reads it when a slice does not decode alone
         image = read_series(p) if p.is_dir() else sitk.ReadImage(str(p))
@@ -66,6 +72,26 @@ def read_image(path: str | Path):
     if (problem := gzip_truncation_problem(p, image.GetNumberOfPixels() * image.GetSizeOfPixelComponent())) is not None:
         raise ImageError(problem)
     return image
+
+
+#: The environment variable that sets the largest image (decoded voxel bytes) :func:`read_image` reads.
+MAX_IMAGE_BYTES_ENV = "LESIONBENCH_MAX_IMAGE_BYTES"
+#: Default of that bound: 8 GiB, twice a 1024 x 1024 x 2000 int16 photon-counting CT.
+MAX_IMAGE_BYTES = 8 * 2**30
+
+
+def max_image_bytes() -> int:
+    """The largest decoded image :func:`read_image` accepts (``$LESIONBENCH_MAX_IMAGE_BYTES``, else 8 GiB)."""
+    raw = os.environ.get(MAX_IMAGE_BYTES_ENV, "").strip()
+    if not raw:
+        return MAX_IMAGE_BYTES
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise ConfigurationError(f"{MAX_IMAGE_BYTES_ENV}={raw!r} is not a number of bytes; e.g. {MAX_IMAGE_BYTES_ENV}={16 * 2**30}.") from None
+    if value <= 0:
+        raise ConfigurationError(f"{MAX_IMAGE_BYTES_ENV}={raw!r} must be a positive number of bytes.")
+    return value
 
 
 def file_identity(path: str | Path) -> str:
