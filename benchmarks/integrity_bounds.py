@@ -81,7 +81,7 @@ def main() -> None:
                 if src is None:
                     continue
                 try:
-                    proc = subprocess.run([sys.executable, "-c", CHILD, str(src), str(path), name], capture_output=True, text=True, timeout=args.timeout)
+                    proc = subprocess.run([sys.executable, "-c", CHILD, str(src), str(path), name], capture_output=True, text=True, timeout=args.timeout, check=False)
                     res = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {"error": proc.stderr.strip()[-200:]}
                 except subprocess.TimeoutExpired:
                     res = {"error": f"over {args.timeout} s"}

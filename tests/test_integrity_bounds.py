@@ -41,7 +41,7 @@ def test_a_few_wrong_width_rows_are_listed_and_counted(tmp_path):
 
 
 def test_a_features_file_is_held_as_numbers_not_strings(tmp_path):
-    n, d = 300, 1500
+    n, d = 200, 1000
     man = _manifest(n)
     rng = np.random.default_rng(0)
     table = pd.DataFrame(rng.random((n, d)), columns=[f"f{j}" for j in range(d)])

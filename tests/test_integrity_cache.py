@@ -103,6 +103,7 @@ def test_a_planted_shard_does_not_override_genuine_features(tmp_path, caplog):
 
 def test_identical_duplicates_from_an_interrupted_compaction_are_kept(tmp_path, caplog):
     path, enc, cache, store, key, genuine = _cached_once(tmp_path)
+    assert store.load()[key].shape == (2,)
     store.put([key], genuine)
     with caplog.at_level(logging.WARNING, logger="lesionbench.benchmark.feature_cache"):
         assert np.array_equal(extract_features(_table(path), enc, cache_dir=cache, progress=False), genuine)
@@ -110,7 +111,7 @@ def test_identical_duplicates_from_an_interrupted_compaction_are_kept(tmp_path, 
 
 
 def test_a_cache_folder_others_can_write_is_not_used(tmp_path, caplog):
-    path, enc, cache, store, key, genuine = _cached_once(tmp_path)
+    path, enc, cache, store, _, genuine = _cached_once(tmp_path)
     os.chmod(store.dir, 0o777)
     with caplog.at_level(logging.WARNING, logger="lesionbench.benchmark.feature_cache"):
         again = extract_features(_table(path), enc, cache_dir=cache, progress=False)
@@ -123,7 +124,7 @@ def test_a_cache_folder_others_can_write_is_not_used(tmp_path, caplog):
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="giving a file to another user needs root")
 def test_a_shard_owned_by_another_user_is_ignored(tmp_path, caplog):
-    path, enc, cache, store, key, genuine = _cached_once(tmp_path)
+    path, enc, cache, store, _, _ = _cached_once(tmp_path)
     for shard in store.dir.glob("shard-*.npz"):
         os.chown(shard, 12345, -1)
     with caplog.at_level(logging.WARNING, logger="lesionbench.benchmark.feature_cache"):

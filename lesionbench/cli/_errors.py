@@ -58,7 +58,7 @@ def redacted_warnings() -> Iterator[None]:
     """While the block runs, warnings are shown with their secrets redacted (the previous hook is restored)."""
     shown = warnings.showwarning
 
-    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' own signature
+    def show(message, category, filename, lineno, file=None, line=None):
         text = redact(warnings.formatwarning(message, category, filename, lineno, line))
         target = file if file is not None else sys.stderr
         if target is None:
