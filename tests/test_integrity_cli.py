@@ -115,3 +115,15 @@ def test_a_closed_stdout_is_one_line(tmp_path):
                           text=True, env=_env(), timeout=120, cwd=tmp_path, check=False)  # fmt: skip
     assert proc.returncode == 2
     assert "standard output is closed" in _one_error_line(proc.stderr)
+
+
+def test_warnings_a_command_prints_are_redacted():
+    """Python prints a warning with warnings.formatwarning: inside a command that is the redacting one."""
+    import warnings
+
+    from lesionbench.cli._errors import redacted_warnings
+
+    with redacted_warnings():
+        text = warnings.formatwarning("Could not log to MLflow at http://bob:pa@ss@h/?api_token=SECRET4", UserWarning, "x.py", 1)
+    assert "UserWarning" in text and "http://***@h/?api_token=***" in text and "SECRET4" not in text and "pa@ss" not in text
+    assert warnings.formatwarning.__name__ == "formatwarning"  # restored

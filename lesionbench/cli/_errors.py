@@ -5,7 +5,7 @@ line instead of a traceback.
 - :class:`RedactingFilter` sits on the console's log handlers: a record from any library (urllib3's retry
   warnings quote the request URL with its ``?token=``) is written with the credentials of every URI in it
   replaced by ``***`` (:func:`lesionbench.benchmark.tracking.redact_uri`).
-- :func:`redacted_warnings` does the same for ``warnings.warn`` lines while a command runs (restored after).
+- :func:`redacted_warnings` does the same for the lines ``warnings.warn`` prints while a command runs (restored after).
 - :func:`os_error_line` words an ``OSError`` as the one line ``main`` prints, naming the path and the fix.
 """
 
@@ -55,22 +55,18 @@ def install_redaction(logger: logging.Logger | None = None) -> None:
 
 @contextlib.contextmanager
 def redacted_warnings() -> Iterator[None]:
-    """While the block runs, warnings are shown with their secrets redacted (the previous hook is restored)."""
-    shown = warnings.showwarning
+    """While the block runs, warnings are shown with their secrets redacted. The *formatter* is wrapped, not
+    ``showwarning``: a caller recording warnings (``catch_warnings(record=True)``) still gets them."""
+    formatter = warnings.formatwarning
 
-    def show(message, category, filename, lineno, file=None, line=None):
-        text = redact(warnings.formatwarning(message, category, filename, lineno, line))
-        target = file if file is not None else sys.stderr
-        if target is None:
-            return
-        with contextlib.suppress(OSError, ValueError):
-            target.write(text)
+    def redacting(message, category, filename, lineno, line=None):
+        return redact(formatter(message, category, filename, lineno, line))
 
-    warnings.showwarning = show
+    warnings.formatwarning = redacting
     try:
         yield
     finally:
-        warnings.showwarning = shown
+        warnings.formatwarning = formatter
 
 
 _FIXES = {
