@@ -1,7 +1,7 @@
 """What the feature cache's content-sensitive image key costs (issue 20, item 14).
 
 The old key of an image was ``resolved path | size | mtime``; an image rewritten with the same size and
-mtime reused stale features. The new key (:func:`lesionbench.benchmark.reading.file_identity`) adds the
+mtime reused stale features. The new key (:func:`lesionbench.benchmark.data.reading.file_identity`) adds the
 inode and the ctime (a header's data file and each file of a DICOM folder too). The alternative, a sha256
 of the content, is timed for comparison. Reported: seconds per key and the ratio to the old key.
 
@@ -53,7 +53,7 @@ def _time(fn, paths: list[Path], repeats: int) -> float:
 
 
 def main() -> None:
-    from lesionbench.benchmark.reading import file_identity
+    from lesionbench.benchmark.data.reading import file_identity
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=200, help="image files")

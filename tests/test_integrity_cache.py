@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from lesionbench.benchmark.feature_cache import FeatureCache, lesion_keys
-from lesionbench.benchmark.features import extract_features
+from lesionbench.benchmark.encoders.feature_cache import FeatureCache, lesion_keys
+from lesionbench.benchmark.encoders.features import extract_features
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec
 
 
@@ -92,7 +92,7 @@ def test_a_planted_shard_does_not_override_genuine_features(tmp_path, caplog):
     forged = np.full((1, 2), 7.0, dtype=np.float32)
     planted = store.dir / "shard-ffffffffffffffffffffffffffffffff.npz"  # sorts last: "last file name wins" before
     np.savez(planted, keys=np.asarray([key]), features=forged)
-    with caplog.at_level(logging.WARNING, logger="lesionbench.benchmark.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="lesionbench.benchmark.encoders.feature_cache"):
         again = extract_features(_table(path), enc, cache_dir=cache, progress=False)
     assert np.array_equal(again, genuine) and enc.encoded == 2  # recomputed, not taken from either shard
     assert "different features in two shards" in caplog.text
@@ -105,7 +105,7 @@ def test_identical_duplicates_from_an_interrupted_compaction_are_kept(tmp_path, 
     path, enc, cache, store, key, genuine = _cached_once(tmp_path)
     assert store.load()[key].shape == (2,)
     store.put([key], genuine)
-    with caplog.at_level(logging.WARNING, logger="lesionbench.benchmark.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="lesionbench.benchmark.encoders.feature_cache"):
         assert np.array_equal(extract_features(_table(path), enc, cache_dir=cache, progress=False), genuine)
     assert enc.encoded == 1 and "different features" not in caplog.text
 
@@ -113,7 +113,7 @@ def test_identical_duplicates_from_an_interrupted_compaction_are_kept(tmp_path, 
 def test_a_cache_folder_others_can_write_is_not_used(tmp_path, caplog):
     path, enc, cache, store, _, genuine = _cached_once(tmp_path)
     os.chmod(store.dir, 0o777)
-    with caplog.at_level(logging.WARNING, logger="lesionbench.benchmark.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="lesionbench.benchmark.encoders.feature_cache"):
         again = extract_features(_table(path), enc, cache_dir=cache, progress=False)
     assert np.array_equal(again, genuine) and enc.encoded == 2
     assert "writable by others (mode 777)" in caplog.text and str(store.dir) in caplog.text
@@ -127,6 +127,6 @@ def test_a_shard_owned_by_another_user_is_ignored(tmp_path, caplog):
     path, enc, cache, store, _, _ = _cached_once(tmp_path)
     for shard in store.dir.glob("shard-*.npz"):
         os.chown(shard, 12345, -1)
-    with caplog.at_level(logging.WARNING, logger="lesionbench.benchmark.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="lesionbench.benchmark.encoders.feature_cache"):
         extract_features(_table(path), enc, cache_dir=cache, progress=False)
     assert enc.encoded == 2 and "owned by user id 12345" in caplog.text

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from lesionbench.benchmark.tracking import redact_uri
+from lesionbench.benchmark.tracking.mlflow_sink import redact_uri
 from lesionbench.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def test_extract_into_a_read_only_folder_is_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize(("code", "says"), [(errno.ENOSPC, "the disk is full"), (errno.EROFS, "read-only"), (errno.EACCES, "you may not write there")])
 def test_a_failed_write_midway_is_one_line_and_leaves_no_file(tmp_path, capsys, monkeypatch, code, says):
-    from lesionbench.benchmark import features
+    from lesionbench.benchmark.encoders import features
 
     out = tmp_path / "f.csv"
 

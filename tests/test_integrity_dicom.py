@@ -13,10 +13,10 @@ pytest.importorskip("pydicom")
 
 from test_partial_reading import _volume, write_series, write_slice  # noqa: E402
 
-from lesionbench.benchmark.dicomslices import series_header_problem  # noqa: E402
+from lesionbench.benchmark.data.dicomslices import series_header_problem  # noqa: E402
 from lesionbench.benchmark.errors import ImageError  # noqa: E402
-from lesionbench.benchmark.rawmap import map_image  # noqa: E402
-from lesionbench.benchmark.reading import read_image  # noqa: E402
+from lesionbench.benchmark.data.rawmap import map_image  # noqa: E402
+from lesionbench.benchmark.data.reading import read_image  # noqa: E402
 
 
 def _refused_everywhere(folder, pattern: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from lesionbench.benchmark.errors import ImageError, ManifestError
-from lesionbench.benchmark.reading import read_image
+from lesionbench.benchmark.data.reading import read_image
 from lesionbench.cli import main
 
 
@@ -94,7 +94,7 @@ def test_fifo_as_image_path_is_refused_without_blocking(tmp_path, capsys):
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
 def test_fifo_as_manifest_is_refused_without_blocking(tmp_path):
-    from lesionbench.benchmark.manifest import read_table
+    from lesionbench.benchmark.data.manifest import read_table
 
     fifo = tmp_path / "manifest.csv"
     os.mkfifo(fifo)
@@ -115,7 +115,7 @@ def test_a_compressed_image_declaring_huge_voxels_is_refused_before_decoding(tmp
     assert bomb.stat().st_size < 10_000
     box = _returns_within(lambda: read_image(bomb), 20)
     assert isinstance(box.get("error"), ImageError) and "declares 119.2 GiB of voxels" in str(box["error"])
-    from lesionbench.benchmark.manifest import _header_problem
+    from lesionbench.benchmark.data.manifest import _header_problem
 
     assert "declares 119.2 GiB of voxels" in _header_problem(bomb)[0]  # validate says so too, from the header
     monkeypatch.setenv("LESIONBENCH_MAX_IMAGE_BYTES", "1000")

@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from lesionbench.benchmark import weights  # noqa: E402
+from lesionbench.benchmark.encoders import weights  # noqa: E402
 from lesionbench.benchmark.errors import WeightsError  # noqa: E402
 
 
@@ -57,7 +57,7 @@ def test_integer_and_bool_tensors_for_float_parameters_are_named():
 
 
 def test_zoo_audit_refuses_int8_weights():
-    from lesionbench.baselines._zoo_load import audit
+    from lesionbench.baselines.zoo._load import audit
 
     net = torch.nn.Linear(4, 3)
     sd = {k: v.to(torch.int8) for k, v in net.state_dict().items()}

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from lesionbench.benchmark.dicomslices import series_header_problem
+from lesionbench.benchmark.data.dicomslices import series_header_problem
 from lesionbench.benchmark.errors import ImageError
-from lesionbench.benchmark.features import cut_patches, extract_features
-from lesionbench.benchmark.rawmap import MappedVolume, map_image
-from lesionbench.benchmark.reading import ImagePrefetcher, read_image
+from lesionbench.benchmark.encoders.features import cut_patches, extract_features
+from lesionbench.benchmark.data.rawmap import MappedVolume, map_image
+from lesionbench.benchmark.data.reading import ImagePrefetcher, read_image
 from lesionbench.benchmark.types import Intensity, PatchSpec
 
 pydicom = pytest.importorskip("pydicom")
@@ -313,7 +313,7 @@ def test_validate_reads_dicom_series_folders_from_their_headers(tmp_path):
     """A manifest's image_path may be a DICOM series folder: validate finds a missing slice and a seed outside
     the series from the slice headers, with the rows, and passes the good folder (it said "file not found")."""
     from lesionbench.benchmark.errors import ManifestError
-    from lesionbench.benchmark.manifest import validate_manifest
+    from lesionbench.benchmark.data.manifest import validate_manifest
     from lesionbench.benchmark.types import TaskKind
 
     good = write_series(tmp_path / "good", _volume(12))
@@ -451,9 +451,9 @@ def test_nrrd_that_is_not_raw_is_read_whole(tmp_path):
 def test_features_from_a_series_equal_the_whole_reads(tmp_path, monkeypatch):
     import pandas as pd
 
-    import lesionbench.benchmark.features as features
-    import lesionbench.benchmark.patches as patches
-    import lesionbench.benchmark.reading as reading
+    import lesionbench.benchmark.encoders.features as features
+    import lesionbench.benchmark.patches.cutting as patches
+    import lesionbench.benchmark.data.reading as reading
 
     folder = write_series(tmp_path / "s", _volume(50), iop=(0.8660254038, 0.5, 0.0, -0.5, 0.8660254038, 0.0))
     whole = read_image(folder)

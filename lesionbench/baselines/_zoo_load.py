@@ -1,6 +1,6 @@
 """Audited loading of zoo weights: the release's container and key layout, and nothing silently skipped.
 
-:func:`load_audited` accepts the checkpoint of a card's :class:`~lesionbench.baselines._zoo.WeightsFile`
+:func:`load_audited` accepts the checkpoint of a card's :class:`~lesionbench.baselines.zoo._zoo.WeightsFile`
 (safetensors, or ``torch.load(weights_only=True)`` with only the card's ``safe_globals``), unwraps its
 container, drops only the card's ignored key patterns, strips the prefix, and refuses anything missing,
 unexpected, mis-shaped or non-finite, naming every key.
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from lesionbench.benchmark.errors import WeightsError
 
 if TYPE_CHECKING:
-    from lesionbench.baselines._zoo import WeightsFile, ZooModel
+    from lesionbench.baselines.zoo._zoo import WeightsFile, ZooModel
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def read_checkpoint_and_digest(path: str | Path, weights: WeightsFile | None = N
         from safetensors import SafetensorError
         from safetensors.torch import load
 
-        from lesionbench.benchmark.weights import read_bytes_once
+        from lesionbench.benchmark.encoders.weights import read_bytes_once
 
         data = read_bytes_once(path)  # one bounded read of a regular file: these bytes are hashed and loaded
         try:
@@ -49,7 +49,7 @@ def read_checkpoint_and_digest(path: str | Path, weights: WeightsFile | None = N
 
     import torch
 
-    from lesionbench.benchmark.weights import read_checkpoint as read_torch_checkpoint
+    from lesionbench.benchmark.encoders.weights import read_checkpoint as read_torch_checkpoint
 
     allowed = []
     for dotted in (weights.safe_globals if weights else ()):
@@ -105,16 +105,16 @@ def unwrap(checkpoint: Any, weights: WeightsFile, *, source: str) -> tuple[dict[
 
 
 def check_finite(state_dict: Mapping[str, Any], *, source: str) -> None:
-    """Raise :class:`~lesionbench.benchmark.weights.NonFiniteWeightsError` naming every tensor with NaN or
+    """Raise :class:`~lesionbench.benchmark.encoders.weights.NonFiniteWeightsError` naming every tensor with NaN or
     infinite values (the harness's one check, shared with FMCIB's loader)."""
-    from lesionbench.benchmark.weights import check_finite_state_dict
+    from lesionbench.benchmark.encoders.weights import check_finite_state_dict
 
     check_finite_state_dict(state_dict, source)
 
 
 def audit(network: Any, state_dict: Mapping[str, Any], *, source: str, model: str) -> None:
     """Raise :class:`WeightsError` naming every missing, unexpected or mis-shaped key."""
-    from lesionbench.benchmark.weights import key_problems
+    from lesionbench.benchmark.encoders.weights import key_problems
 
     expected = network.state_dict()
     problems = key_problems(expected, state_dict)

@@ -3,7 +3,7 @@
 ITK's series reader stacks the slices it is given at one spacing (first to last over n - 1) and only prints a
 warning when they are not evenly spaced; GDCM leaves a truncated or empty slice file out of the series without
 a word. :func:`slice_gap_problem` turns what would be a stretched, squeezed or mixed volume into a reason
-naming the files (used by :func:`lesionbench.benchmark.dicomslices.read_series`).
+naming the files (used by :func:`lesionbench.benchmark.data.dicomslices.read_series`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """A DICOM series read slice file by slice file: only the slices a patch touches are decoded.
 
-:func:`read_series` is the whole read :func:`~lesionbench.benchmark.reading.read_image` does for a folder
+:func:`read_series` is the whole read :func:`~lesionbench.benchmark.data.reading.read_image` does for a folder
 (SimpleITK's ``ImageSeriesReader`` on the files ``GetGDCMSeriesFileNames`` lists for the folder's series).
 :func:`map_series` gives the same image as a :class:`SeriesSlices` (which
-:func:`~lesionbench.benchmark.rawmap.map_image` wraps in a ``MappedVolume``): a (z, y, x) array-like that
+:func:`~lesionbench.benchmark.data.rawmap.map_image` wraps in a ``MappedVolume``): a (z, y, x) array-like that
 decodes a slice file the first time a block needs it and keeps it for the next lesions of the volume.
 
 Bit-identity with the whole read rests on three things:
@@ -28,7 +28,7 @@ one a whole read gives.
 
 The whole read refuses a series with a missing, duplicate or out-of-place slice, a gantry tilt, an uneven
 step, slices of another PixelSpacing, and a slice file that does not decode wherever it is, naming the files
-(:mod:`~lesionbench.benchmark._series_checks`): ITK would stack the slices at one spacing with only a
+(:mod:`~lesionbench.benchmark.data._series_checks`): ITK would stack the slices at one spacing with only a
 printed warning, and GDCM leaves a truncated or empty slice file out of the series without a word.
 """
 
@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from lesionbench.benchmark.errors import ImageError
-from lesionbench.benchmark.geometry import ImageGeometry
+from lesionbench.benchmark.data.geometry import ImageGeometry
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +73,8 @@ def read_series(folder: str | Path):
     there is none or it cannot be read (the reason and the fix)."""
     import SimpleITK as sitk
 
-    from lesionbench.benchmark._image_checks import read_fix, sitk_reason
-    from lesionbench.benchmark._series_checks import slice_gap_problem, undecoded_slices_problem
+    from lesionbench.benchmark.data._image_checks import read_fix, sitk_reason
+    from lesionbench.benchmark.data._series_checks import slice_gap_problem, undecoded_slices_problem
 
     p = Path(folder)
     try:
@@ -221,7 +221,7 @@ def _headers(files: list[str], io: str) -> list[_Header] | None:
     """Each file's header (``ImageFileReader.ReadImageInformation``); None if one fails."""
     import SimpleITK as sitk
 
-    from lesionbench.benchmark._series_checks import _numbers
+    from lesionbench.benchmark.data._series_checks import _numbers
 
     def tag(reader: Any, key: str) -> tuple[float, ...] | None:
         return _numbers(reader.GetMetaData(key)) if reader.HasMetaDataKey(key) else None
@@ -268,9 +268,9 @@ def _regular(heads: list[_Header]) -> bool:
 
 
 def _tag_problem(folder: Path, files: list[str], heads: list[_Header]) -> str | None:
-    """:func:`~lesionbench.benchmark._series_checks.slice_position_problem` on the headers' position and
+    """:func:`~lesionbench.benchmark.data._series_checks.slice_position_problem` on the headers' position and
     orientation tags (ITK's defaults for a missing tag would hide it)."""
-    from lesionbench.benchmark._series_checks import slice_position_problem
+    from lesionbench.benchmark.data._series_checks import slice_position_problem
 
     if heads[0].dimension != 3 or len(files) < 3:
         return None
@@ -279,9 +279,9 @@ def _tag_problem(folder: Path, files: list[str], heads: list[_Header]) -> str | 
 
 
 def _grid_problem(folder: Path, files: list[str], heads: list[_Header], geometry: ImageGeometry) -> str | None:
-    """The whole read's PixelSpacing and placement checks (:mod:`~lesionbench.benchmark._series_checks`) from the
+    """The whole read's PixelSpacing and placement checks (:mod:`~lesionbench.benchmark.data._series_checks`) from the
     headers: each slice's PixelSpacing tag, and where ITK's geometry puts each slice against its position tag."""
-    from lesionbench.benchmark._series_checks import pixel_spacing_problem, placement_problem
+    from lesionbench.benchmark.data._series_checks import pixel_spacing_problem, placement_problem
 
     if len(files) < 3:
         return None
@@ -322,8 +322,8 @@ def series_header_problem(folder: str | Path) -> tuple[str | None, Any]:
     last slices' (ITK's own geometry arithmetic, as :func:`map_series`)."""
     import SimpleITK as sitk
 
-    from lesionbench.benchmark._image_checks import HEADER_FIX, header_problem, read_fix, sitk_reason
-    from lesionbench.benchmark._series_checks import undecoded_slices_problem
+    from lesionbench.benchmark.data._image_checks import HEADER_FIX, header_problem, read_fix, sitk_reason
+    from lesionbench.benchmark.data._series_checks import undecoded_slices_problem
 
     p = Path(folder)
     try:
@@ -360,8 +360,8 @@ def map_series(folder: str | Path) -> SeriesSlices | None:
     slices); None when the folder must be read whole (see the module docstring)."""
     import SimpleITK as sitk
 
-    from lesionbench.benchmark._image_checks import header_problem
-    from lesionbench.benchmark._series_checks import undecoded_slices_problem
+    from lesionbench.benchmark.data._image_checks import header_problem
+    from lesionbench.benchmark.data._series_checks import undecoded_slices_problem
 
     p = Path(folder)
     try:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.host import atomic_write
-from lesionbench.benchmark.reading import file_identity
+from lesionbench.benchmark.data.reading import file_identity
 from lesionbench.benchmark.types import EncoderMeta
 
 logger = logging.getLogger(__name__)

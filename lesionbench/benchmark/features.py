@@ -15,7 +15,7 @@ midway resumes with only the missing lesions. The cache folder is keyed by the e
 :meth:`EncoderMeta.fingerprint` (name, version, weights digest, patch recipe, settings); each lesion by
 its image file's identity (resolved path, size, modification time, inode, change time), its seed point, and, where the
 features depend on them, its mask file's identity, mask label and diameter. Changing any of these misses
-(:mod:`~lesionbench.benchmark.feature_cache`).
+(:mod:`~lesionbench.benchmark.encoders.feature_cache`).
 
 Lesions that fail (missing or unreadable image, seed outside the image) are collected; every other
 lesion is computed and cached first, then one :class:`ImageError` lists every failure with its row,
@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError, ImageError, LesionbenchError
-from lesionbench.benchmark.feature_cache import COORDS, FeatureCache, _feature_depends_on_mask, _is_missing, lesion_keys  # noqa: F401 (public API)
+from lesionbench.benchmark.encoders.feature_cache import COORDS, FeatureCache, _feature_depends_on_mask, _is_missing, lesion_keys  # noqa: F401 (public API)
 from lesionbench.benchmark.host import atomic_write
-from lesionbench.benchmark.patches import check_spec, cut_patches  # noqa: F401 (public API)
-from lesionbench.benchmark.reading import PREFETCH_BYTES, ImagePrefetcher, _image_bytes, file_identity, in_order_on_a_thread, read_image  # noqa: F401 (public API)
+from lesionbench.benchmark.patches.cutting import check_spec, cut_patches  # noqa: F401 (public API)
+from lesionbench.benchmark.data.reading import PREFETCH_BYTES, ImagePrefetcher, _image_bytes, file_identity, in_order_on_a_thread, read_image  # noqa: F401 (public API)
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def _iter_images(
 
 
 def _prepare(manifest: pd.DataFrame) -> pd.DataFrame:
-    from lesionbench.benchmark.manifest import column_hints
+    from lesionbench.benchmark.data.manifest import column_hints
 
     missing = [c for c in ("image_path", *COORDS) if c not in manifest.columns]
     if missing:
@@ -174,7 +174,7 @@ def load_patches(
     Channel 0 is the FMCIB-preprocessed CT (``spec.method == "fmcib"``); with ``spec.with_mask`` channel
     1 is the lesion mask: from ``mask_path`` (nearest neighbour; ``mask_label`` picks one label, else the
     label under the seed), else a ball of ``diameter_mm`` around the seed, else a ball of
-    :data:`~lesionbench.benchmark.geometry.DEFAULT_LESION_DIAMETER_MM`.
+    :data:`~lesionbench.benchmark.data.geometry.DEFAULT_LESION_DIAMETER_MM`.
     Raises one :class:`ImageError` listing every lesion that failed.
     """
     from tqdm.auto import tqdm

@@ -5,13 +5,13 @@ file) or NRRD (``.nrrd`` with ``encoding: raw``, or a detached ``.nhdr`` header 
 geometry comes from SimpleITK's own header parser (``ImageFileReader.ReadImageInformation``) and the
 voxels are a read-only ``numpy.memmap`` of the data at the offset the format's header gives, in the
 on-disk type and byte order. Patch cutting slices the bounding block of each patch
-(:func:`~lesionbench.benchmark.geometry.sample_linear`), so a lesion reads a few MB of a volume, and an image
+(:func:`~lesionbench.benchmark.data.geometry.sample_linear`), so a lesion reads a few MB of a volume, and an image
 costs no memory beyond the page cache. The voxel values are the same bytes SimpleITK would decode, so the
 patches equal the whole-volume path's; any case this module does not recognise with certainty (scaled
 NIfTI, compressed or multi-file MetaImage, gzip/bzip2/text NRRD, NIfTI-2, a size mismatch, a bad header)
-returns None and the image is read whole by :func:`~lesionbench.benchmark.reading.read_image`, which also
+returns None and the image is read whole by :func:`~lesionbench.benchmark.data.reading.read_image`, which also
 reports errors. A folder holding one DICOM series is read slice file by slice file instead
-(:mod:`~lesionbench.benchmark.dicomslices`).
+(:mod:`~lesionbench.benchmark.data.dicomslices`).
 
 ``.nii.gz`` stays with SimpleITK: its bundled zlib-ng inflated a 512x512x200 volume faster than Python's
 zlib into a buffer used in place, and as fast as python-isal's igzip (benchmarks/README.md).
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from lesionbench.benchmark.dicomslices import map_series
+from lesionbench.benchmark.data.dicomslices import map_series
 
 #: NIfTI-1 datatype codes -> numpy types (the scalar ones).
 _NIFTI_TYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8", 1280: "u8"}
@@ -55,8 +55,8 @@ _NRRD_TYPES = {
 
 @dataclass(frozen=True, eq=False)
 class MappedVolume:
-    """An image's geometry (the getters :class:`~lesionbench.benchmark.geometry.ImageGeometry` reads) and its
-    voxels as a (z, y, x) memory map, or for a DICOM series a :class:`~lesionbench.benchmark.dicomslices.SeriesSlices`
+    """An image's geometry (the getters :class:`~lesionbench.benchmark.data.geometry.ImageGeometry` reads) and its
+    voxels as a (z, y, x) memory map, or for a DICOM series a :class:`~lesionbench.benchmark.data.dicomslices.SeriesSlices`
     (which keeps the slices it decodes: two at first). Counts 0 bytes for the read-ahead budget."""
 
     path: str
@@ -172,12 +172,12 @@ def _nrrd_layout(path: Path) -> tuple[Path, int, str] | None:
 
 def map_image(path: str | Path) -> MappedVolume | None:
     """A :class:`MappedVolume` of an uncompressed ``.nii``, ``.mha``, ``.mhd``, ``.nrrd`` or ``.nhdr`` image,
-    or of a folder holding one DICOM series (:func:`~lesionbench.benchmark.dicomslices.map_series`); None
+    or of a folder holding one DICOM series (:func:`~lesionbench.benchmark.data.dicomslices.map_series`); None
     for every other file, and for any that cannot be mapped with certainty (it is then read whole, and
     checked, as usual)."""
     import SimpleITK as sitk
 
-    from lesionbench.benchmark._image_checks import header_problem
+    from lesionbench.benchmark.data._image_checks import header_problem
 
     p = Path(path)
     if p.is_dir():

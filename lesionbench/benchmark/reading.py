@@ -22,9 +22,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lesionbench.benchmark.dicomslices import read_series
+from lesionbench.benchmark.data.dicomslices import read_series
 from lesionbench.benchmark.errors import ConfigurationError, ImageError
-from lesionbench.benchmark.rawmap import MappedVolume, data_size_problem, map_image
+from lesionbench.benchmark.data.rawmap import MappedVolume, data_size_problem, map_image
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,7 +41,7 @@ def read_image(path: str | Path):
     """Read a 3D image whole with SimpleITK (a file, or a folder holding a DICOM series: its first one)."""
     import SimpleITK as sitk
 
-    from lesionbench.benchmark._image_checks import HEADER_FIX, gzip_truncation_problem, header_problem, metaimage_data_file_problem, read_fix, sitk_reason
+    from lesionbench.benchmark.data._image_checks import HEADER_FIX, gzip_truncation_problem, header_problem, metaimage_data_file_problem, read_fix, sitk_reason
 
     p = Path(path)
     if not p.exists():
@@ -189,7 +189,7 @@ class ImagePrefetcher:
     image, if larger) plus the image the caller works on are in memory, whatever the number of images.
 
     Uncompressed ``.nii``/``.mha``/``.mhd``/``.nrrd``/``.nhdr`` files are mapped instead of read, and a regular
-    DICOM series folder is opened for reading slice by slice (:mod:`~lesionbench.benchmark.rawmap`):
+    DICOM series folder is opened for reading slice by slice (:mod:`~lesionbench.benchmark.data.rawmap`):
     :meth:`get_pixels` hands out the map, :meth:`get` a ``SimpleITK.Image`` (read then, for such images).
 
     :meth:`get` must be called in plan order (from one thread); paths it skips over are dropped, and a path
@@ -323,7 +323,7 @@ class ImagePrefetcher:
         return self._read(str(path)) if item is None or isinstance(item, MappedVolume) else item
 
     def get_pixels(self, path: str | Path):
-        """The image at ``path`` for cutting patches: a :class:`~lesionbench.benchmark.rawmap.MappedVolume`
+        """The image at ``path`` for cutting patches: a :class:`~lesionbench.benchmark.data.rawmap.MappedVolume`
         for an uncompressed file or a regular DICOM series (only the blocks used are read), else the
         ``SimpleITK.Image``."""
         item = self._take(str(path))

@@ -4,7 +4,7 @@ line instead of a traceback.
 
 - :class:`RedactingFilter` sits on the console's log handlers: a record from any library (urllib3's retry
   warnings quote the request URL with its ``?token=``) is written with the credentials of every URI in it
-  replaced by ``***`` (:func:`lesionbench.benchmark.tracking.redact_uri`).
+  replaced by ``***`` (:func:`lesionbench.benchmark.tracking.mlflow_sink.redact_uri`).
 - :func:`redacted_warnings` does the same for the lines ``warnings.warn`` prints while a command runs (restored after).
 - :func:`os_error_line` words an ``OSError`` as the one line ``main`` prints, naming the path and the fix.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 def redact(text: str) -> str:
     """``text`` with the user, password and secret-looking query values of every URI in it replaced by ``***``."""
-    from lesionbench.benchmark.tracking import redact_uri
+    from lesionbench.benchmark.tracking.mlflow_sink import redact_uri
 
     return redact_uri(text)
 

@@ -41,10 +41,10 @@ def add_extract(sub: argparse._SubParsersAction) -> None:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
-    from lesionbench.benchmark.features import ImagePrefetcher, _prepare, check_output_columns, extract_features, write_feature_table
+    from lesionbench.benchmark.encoders.features import ImagePrefetcher, _prepare, check_output_columns, extract_features, write_feature_table
     from lesionbench.cli._errors import writable_output
-    from lesionbench.benchmark.manifest import read_table, resolve_paths
-    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.data.manifest import read_table, resolve_paths
+    from lesionbench.benchmark.encoders.plugins import get_task
 
     out_suffix = args.output.suffix.lower()
     if out_suffix not in (".csv", ".parquet", ".pq"):

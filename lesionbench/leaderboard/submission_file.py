@@ -234,7 +234,7 @@ def _read_columns(table: _Csv, keep: list[str], problems: list[str], *, max_rows
 
 
 def _registered_tasks_of(kind: TaskKind, n_classes: int | None = None) -> list[str]:
-    from lesionbench.benchmark.plugins import TASKS
+    from lesionbench.benchmark.encoders.plugins import TASKS
 
     out = []
     for name in TASKS.names():
