@@ -178,7 +178,6 @@ def test_finetune_trains_a_copy_leaves_the_original_and_repeats_exactly(tmp_path
         pd.testing.assert_frame_equal(_scores(rdir, ra), _scores(result_dir(tmp_path / "b", task.meta.name, "1", "toy_torch", "finetune-linear"), rb))
 
     # the fine-tuned network's weights moved away from the pre-trained ones
-    from lesionbench.baselines.finetune import finetune
 
     tuned = finetune(enc, **{**FT, "augment": False})
     y = task.manifest()["label"].to_numpy()

@@ -12,6 +12,8 @@ keeps its traceback. Command modules import their heavy dependencies inside ``cm
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import logging
 import os
 import sys
@@ -20,6 +22,7 @@ from collections.abc import Callable, Sequence
 from lesionbench._version import __version__
 from lesionbench.benchmark.errors import LesionbenchError
 from lesionbench.cli._common import finite_number, summary_table, whole_number
+from lesionbench.cli._errors import install_redaction, os_error_line, redact, redacted_warnings, stdout_problem
 from lesionbench.cli.compare import add_compare
 from lesionbench.cli.demo import add_demo
 from lesionbench.cli.encoders import add_encoders
@@ -87,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # usage errors (2, message printed), --help and --version (0): an exit code like the rest
         return exc.code if isinstance(exc.code, int) else 2
+    if (closed := stdout_problem()) is not None:  # before any work: its results could not be reported
+        sys.stderr.write(f"error: {closed}\n")
+        return 2
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.verbose < 2:
@@ -94,14 +100,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         # progress bar that buries the one error message, so the console handler drops those below WARNING
         for handler in logging.getLogger().handlers:
             handler.addFilter(_quiet_third_party)
+    install_redaction()  # no output line may carry a URI's password or token (urllib3 quotes request URLs)
     try:
-        return int(args.func(args) or 0)
+        with redacted_warnings():
+            return int(args.func(args) or 0)
     except LesionbenchError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {redact(str(exc))}\n")
+        return 2
+    except OSError as exc:  # the environment (read-only, full or non-folder output path, closed pipe), not a bug
+        if exc.errno == errno.EPIPE:
+            _stdout_to_devnull()
+        sys.stderr.write(f"error: {os_error_line(exc)}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: finished work is kept (caches and logged runs); re-run to resume.\n")
         return 130
+
+
+def _stdout_to_devnull() -> None:
+    """After a broken pipe: later writes and the flush at exit go nowhere instead of raising again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def console() -> None:
@@ -112,8 +133,12 @@ def console() -> None:
     import gc
 
     rc = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (BrokenPipeError, ValueError):  # the reader of a pipe stopped: nothing left to say to it
+            _stdout_to_devnull()
     gc.freeze()
     raise SystemExit(rc)
 

@@ -41,7 +41,8 @@ def add_extract(sub: argparse._SubParsersAction) -> None:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
-    from lesionbench.benchmark.encoders.features import ImagePrefetcher, check_output_columns, extract_features, write_feature_table
+    from lesionbench.benchmark.encoders.features import ImagePrefetcher, _prepare, check_output_columns, extract_features, write_feature_table
+    from lesionbench.cli._errors import writable_output
     from lesionbench.benchmark.data.manifest import read_table, resolve_paths
     from lesionbench.benchmark.encoders.plugins import get_task
 
@@ -57,7 +58,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
         table = read_table(path)
         # relative paths resolve against the table's folder; the output keeps the input columns as given
         lesions = resolve_paths(table, path.parent.resolve())
-    check_output_columns(table)  # before any work
+    _prepare(lesions)  # image_path and the seed columns: one error naming the table, before any work
+    check_output_columns(table)
+    writable_output(args.output)  # a read-only folder, a file on the way: said now, not after the extraction
     # Read the first images while the encoder is built (torch import, weights): both take seconds and
     # SimpleITK reads without holding the GIL. Up to PREFETCH_BYTES of pixels wait at start-up, one image
     # afterwards; images whose lesions turn out to be cached are dropped from the plan by extract_features.
@@ -92,7 +95,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
     finally:
         if images is not None:
             images.close()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     write_feature_table(table.reset_index(drop=True), feats, args.output)
     sys.stdout.write(f"{args.output}: {len(feats)} lesions x {feats.shape[1]} features ({encoder.meta.name})\n")
     errors = args.output.with_name(args.output.name + ".errors.csv")

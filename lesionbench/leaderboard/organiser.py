@@ -199,7 +199,8 @@ def quota_problem(records: Sequence[SubmissionRecord], limits: Limits, *, team: 
     if len(records) >= limits.total:
         return f"team {team!r} has used all {limits.total} submissions allowed on task {task!r}; no more are accepted."
     now = as_utc(now)
-    today = [r for r in records if _day(r) == now.date()]
+    # a record dated after today (the clock was set back) counts against today: never a fresh quota
+    today = [r for r in records if _day(r) >= now.date()]
     if len(today) >= limits.per_day:
         tomorrow = datetime.combine(now.date() + timedelta(days=1), datetime.min.time())
         return (

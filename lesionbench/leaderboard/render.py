@@ -75,15 +75,21 @@ _NUMBER_FILTERS["pct1"] = lambda x: "–" if x is None else f"{100 * x:.1f}%"  #
 
 # ----------------------------------------------------------------------------- escaping
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+_WWW = re.compile(r"(?i)www\.")
 _MD_SPACE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 
 
 def md_cell(value: Any) -> str:
     """Any value as inert Markdown text, safe in a table cell: control characters and line breaks become
-    a space, ``&``, ``<`` and ``>`` become entities (no raw HTML), and Markdown's punctuation (pipes,
-    backticks, emphasis, link brackets) is backslash-escaped."""
+    a space, ``&``, ``<`` and ``>`` become entities (no raw HTML), so do ``:``, ``@`` and the dot of ``www.``
+    (no bare URL or e-mail address becomes a link), and Markdown's punctuation (pipes, backticks, emphasis,
+    link brackets) is backslash-escaped."""
     text = _MD_SPACE.sub(" ", str(value))
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    # GitHub's Markdown turns a bare "http://...", "www...." or "a@b.c" into a link: their trigger characters
+    # become entities, which render as the same text and are never autolinked
+    text = text.replace(":", "&#58;").replace("@", "&#64;")
+    text = _WWW.sub(lambda m: m.group(0)[:3] + "&#46;", text)
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 

@@ -77,7 +77,7 @@ def _provenance(item: LoadedResult) -> dict[str, Any]:
         "lesionbench_version": r.lesionbench_version,
         "created": r.created,
         "source": item.source,
-        "location": item.location,
+        "location": item.location if item.source != "local" else _public_path(item.location),
         "leaked_patients": len(r.leaked_patients),
         "n_runs": len(r.runs),
         "bootstrap_unit": str(r.extra.get("bootstrap_unit", "patient")),
@@ -85,6 +85,15 @@ def _provenance(item: LoadedResult) -> dict[str, Any]:
         # "fraction": validation split subsampled like the training labels; "full": all of it (absent in older results)
         "validation": r.extra.get("validation") if r.extra.get("validation") in ("fraction", "full") else None,
     }
+
+
+def _public_path(location: str) -> str:
+    """A local result file's place without the machine's folders (a published page names no home folder or
+    user): its last five parts (task/version/encoder/probe/result.json), as a relative path."""
+    from pathlib import PurePath
+
+    parts = PurePath(location).parts
+    return "/".join(p for p in parts[-5:] if p not in ("/", "\\"))
 
 
 def _finite(x: Any) -> float | None:

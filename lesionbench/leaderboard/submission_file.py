@@ -42,6 +42,7 @@ import pandas as pd
 from lesionbench.benchmark.errors import SubmissionError
 from lesionbench.benchmark.types import TaskKind, TaskMeta
 from lesionbench.leaderboard import _stats
+from lesionbench.leaderboard._numeric_rows import numeric_rows
 
 #: Largest accepted submission file; checked with ``stat`` before reading a byte.
 MAX_SUBMISSION_BYTES = 50 * 1024 * 1024
@@ -205,23 +206,27 @@ def _read_columns(table: _Csv, keep: list[str], problems: list[str], *, max_rows
     width = len(table.header)
     lines: list[int] = []
     values: list[list[str]] = []
-    ragged: list[int] = []
+    ragged: list[int] = []  # the first MAX_LISTED + 1 only; every row, ragged or not, counts against max_rows
+    n_ragged = 0
     try:
         for line, row in table.rows:
-            if len(row) != width:
-                ragged.append(line)
-                continue
-            if len(values) == max_rows:
+            if len(values) + n_ragged == max_rows:
                 problems.append(f"file has more than {max_rows} rows; {what}. Submit one row per lesion.")
                 return None
+            if len(row) != width:
+                n_ragged += 1
+                if len(ragged) <= MAX_LISTED:
+                    ragged.append(line)
+                continue
             lines.append(line)
             values.append([row[i] for i in idx])
     except _Unreadable as exc:
         problems.append(str(exc))
         return None
     if ragged:
+        shown = _lines(ragged[:MAX_LISTED]) + (f" and {n_ragged - MAX_LISTED} more" if n_ragged > MAX_LISTED else "")
         problems.append(
-            f"file could not be parsed as CSV: {_lines(ragged)} {'has' if len(ragged) == 1 else 'have'} a different number of fields "
+            f"file could not be parsed as CSV: {shown} {'has' if n_ragged == 1 else 'have'} a different number of fields "
             f"than the header ({width}). Check the delimiter (',') and quoting."
         )
     columns = list(zip(*values)) if values else [()] * len(keep)
@@ -412,8 +417,8 @@ def _validate_features(path: Path, manifest: pd.DataFrame, *, max_bytes: int, pr
     feats = [c for c in dict.fromkeys(table.header) if c != "lesion_id" and c not in ("patient_id", "split")]
     if "lesion_id" not in table.header:
         problems.append(f"missing column 'lesion_id'; the file has {table.header[:20]}.")
-    keep = [c for c in ("lesion_id", *feats) if c in table.header]
-    df = _read_columns(table, keep, problems, max_rows=2 * len(manifest) + 1000, what=f"the task has {len(manifest)} lesions")
+    # values are kept as float32 while they are read (never a string per cell: 5.4 GB for a 416 MiB file)
+    df, values = _read_feature_rows(table, feats, problems, max_rows=2 * len(manifest) + 1000, what=f"the task has {len(manifest)} lesions")
     if df is None:
         raise SubmissionError(str(path), problems)
     if "lesion_id" in df.columns:
@@ -422,7 +427,6 @@ def _validate_features(path: Path, manifest: pd.DataFrame, *, max_bytes: int, pr
         _check_ids(df, manifest, splits, problems, task_name="this task")
     if not feats:
         problems.append("no feature columns: give lesion_id plus one numeric column per feature.")
-    values = _parse_numbers(df, feats, problems, lo=None, hi=None) if feats else np.empty((len(df), 0))
     if feats and np.isfinite(values).all() and len(df) > 1 and np.all(values.std(axis=0) == 0):
         problems.append("every feature is constant across lesions; this cannot be probed.")
     if problems:
@@ -430,3 +434,30 @@ def _validate_features(path: Path, manifest: pd.DataFrame, *, max_bytes: int, pr
     out = pd.DataFrame(values.astype(np.float32), columns=feats)
     out.insert(0, "lesion_id", df["lesion_id"].astype(str).str.strip().to_numpy())
     return out.set_index("lesion_id").loc[manifest["lesion_id"].astype(str).to_numpy()].reset_index(), table.sha256
+
+
+def _read_feature_rows(table: _Csv, feats: list[str], problems: list[str], *, max_rows: int, what: str) -> tuple[pd.DataFrame | None, np.ndarray]:
+    """``lesion_id`` by file line (a frame, None when the file cannot be read on) and the feature values (rows x
+    features, float32); the rows that are not clean numbers are checked cell by cell (:func:`_parse_numbers`)."""
+    pos = {c: i for i, c in reversed(list(enumerate(table.header)))}  # first occurrence of each name
+    try:
+        got = numeric_rows(table.rows, width=len(table.header), id_index=pos.get("lesion_id"), value_index=[pos[c] for c in feats],
+                           max_rows=max_rows, listed=MAX_LISTED)  # fmt: skip
+    except _Unreadable as exc:
+        problems.append(str(exc))
+        return None, np.empty((0, 0))
+    if got.too_many:
+        problems.append(f"file has more than {max_rows} rows; {what}. Submit one row per lesion.")
+        return None, np.empty((0, 0))
+    if got.ragged:
+        shown = _lines(got.ragged[:MAX_LISTED]) + (f" and {got.n_ragged - MAX_LISTED} more" if got.n_ragged > MAX_LISTED else "")
+        problems.append(f"file could not be parsed as CSV: {shown} {'has' if got.n_ragged == 1 else 'have'} a different number of fields "
+                        f"than the header ({len(table.header)}). Check the delimiter (',') and quoting.")  # fmt: skip
+    index = pd.Index(got.lines, dtype=np.int64)
+    df = pd.DataFrame({"lesion_id": got.ids} if "lesion_id" in pos else {}, index=index, dtype=object)
+    values = got.values
+    if got.text and feats:  # only these rows' cells are looked at one by one, for the problem lines
+        at = sorted(got.text)
+        slow = pd.DataFrame([got.text[r] for r in at], columns=feats, index=index[at], dtype=object)
+        values[at] = _parse_numbers(slow, feats, problems, lo=None, hi=None).astype(np.float32)
+    return df, values

@@ -37,8 +37,10 @@ def read_checkpoint_and_digest(path: str | Path, weights: WeightsFile | None = N
         from safetensors import SafetensorError
         from safetensors.torch import load
 
+        from lesionbench.benchmark.encoders.weights import read_bytes_once
+
+        data = read_bytes_once(path)  # one bounded read of a regular file: these bytes are hashed and loaded
         try:
-            data = path.read_bytes()
             return load(data), hashlib.sha256(data).hexdigest()
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"{path} could not be read as safetensors ({type(exc).__name__}: {exc}); the file is damaged or not weights.") from exc

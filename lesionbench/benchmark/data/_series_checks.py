@@ -16,6 +16,16 @@ import numpy as np
 #: A step between two neighbouring slices this many times the series' typical step (or this many times
 #: smaller) is a missing or duplicate slice: the whole read refuses the series (:func:`read_series`).
 GAP_RATIO = 1.5
+#: Largest tolerated distance between where ITK puts a slice (first slice + k x one even step along the
+#: normal) and where its header says it is, as a fraction of the smallest voxel size: beyond it the series
+#: is tilted (gantry tilt) or unevenly stepped, and is refused (:func:`placement_problem`).
+PLACEMENT_TOLERANCE = 0.1
+#: Relative difference of two slices' PixelSpacing beyond which they are not one grid.
+PIXEL_SPACING_TOLERANCE = 1e-4
+#: DICOM image storage SOP classes (CT, enhanced CT, MR, enhanced MR, PET) named in a file that does not
+#: decode: a slice, not another kind of object (an RT structure set has no pixels and is left alone).
+_IMAGE_SOP_CLASSES = (b"1.2.840.10008.5.1.4.1.1.2\0", b"1.2.840.10008.5.1.4.1.1.2.1", b"1.2.840.10008.5.1.4.1.1.4\0",
+                      b"1.2.840.10008.5.1.4.1.1.4.1", b"1.2.840.10008.5.1.4.1.1.128")  # fmt: skip
 
 
 def slice_gap_problem(folder: Path, files: list[str], reader: Any, image: Any) -> str | None:
@@ -27,7 +37,95 @@ def slice_gap_problem(folder: Path, files: list[str], reader: Any, image: Any) -
     positions = [_numbers(reader.GetMetaData(k, "0020|0032")) if reader.HasMetaDataKey(k, "0020|0032") else None for k in range(n)]
     orientations = [_numbers(reader.GetMetaData(k, "0020|0037")) if reader.HasMetaDataKey(k, "0020|0037") else None for k in range(n)]
     normal = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
-    return slice_position_problem(folder, files, positions, orientations, normal)
+    if (why := slice_position_problem(folder, files, positions, orientations, normal)) is not None:
+        return why
+    spacings = [_numbers(reader.GetMetaData(k, "0028|0030")) if reader.HasMetaDataKey(k, "0028|0030") else None for k in range(n)]
+    if (why := pixel_spacing_problem(folder, files, spacings)) is not None:
+        return why
+    placed = [image.TransformIndexToPhysicalPoint((0, 0, k)) for k in range(n)]
+    return placement_problem(folder, files, positions, placed, image.GetSpacing())
+
+
+def pixel_spacing_problem(folder: Path, files: list[str], spacings: list[tuple[float, ...] | None]) -> str | None:
+    """Why slices with these PixelSpacing values (row, column mm; None where absent) are not one grid, or
+    None: ITK takes the first slice's and would stretch the others' pixels to it."""
+    first = spacings[0]
+    if first is None:
+        return None
+    names = [Path(f).name for f in files]
+    odd = [k for k, sp in enumerate(spacings) if sp is None or len(sp) != len(first)
+           or not np.allclose(sp, first, rtol=PIXEL_SPACING_TOLERANCE, atol=0)]  # fmt: skip
+    if not odd:
+        return None
+    k = odd[0]
+    theirs = "none" if spacings[k] is None else " x ".join(f"{v:g}" for v in spacings[k]) + " mm"
+    return (f"the DICOM series in {folder} mixes pixel sizes: {_listed([names[i] for i in odd])} ({len(odd)} slice(s)) have PixelSpacing "
+            f"{theirs} where {names[0]} has {' x '.join(f'{v:g}' for v in first)} mm. Read as one volume their pixels would be "
+            "stretched to the first slice's; keep each reconstruction in a folder of its own, or resample the odd slices.")  # fmt: skip
+
+
+def placement_problem(
+    folder: Path, files: list[str], positions: list[tuple[float, ...] | None], placed: list[tuple[float, ...]], spacing: tuple[float, ...]
+) -> str | None:
+    """Why the volume ITK builds puts slices away from their header positions, or None. ITK places slice k at
+    the first slice's position plus k even steps along the slice normal: a gantry-tilted series (slices that
+    step sideways) or an uneven step (within :data:`GAP_RATIO`, so no missing slice) puts lesions on the wrong
+    voxels. Beyond :data:`PLACEMENT_TOLERANCE` of the smallest voxel size the series is refused."""
+    if len(files) < 3 or any(p is None or len(p) != 3 for p in positions):
+        return None
+    pos = np.asarray(positions, dtype=float)
+    at = np.asarray(placed, dtype=float)
+    off = np.linalg.norm(pos - at, axis=1)
+    voxel = float(np.min(np.abs(np.asarray(spacing, dtype=float))))
+    k = int(np.argmax(off))
+    if not np.isfinite(off[k]) or off[k] <= PLACEMENT_TOLERANCE * voxel:
+        return None
+    names = [Path(f).name for f in files]
+    step = pos[-1] - pos[0]
+    along = step / (np.linalg.norm(step) or 1.0)
+    normal = (at[-1] - at[0]) / (np.linalg.norm(at[-1] - at[0]) or 1.0)
+    tilt = float(np.degrees(np.arccos(np.clip(abs(along @ normal), -1.0, 1.0))))
+    steps = np.linalg.norm(np.diff(pos, axis=0), axis=1)
+    if tilt > 0.01:
+        cause = (f"the slices step {tilt:.2f} degrees off their normal (gantry tilt): ITK stacks them straight, so {names[k]} lies "
+                 f"{off[k]:.3g} mm from its header position")  # fmt: skip
+        fix = "Resample the series onto a grid along its normal first (e.g. dcm2niix corrects gantry tilt), or export it untilted."
+    else:
+        cause = (f"the slice steps are uneven ({steps.min():.4g} to {steps.max():.4g} mm): ITK stacks the slices at one step, so "
+                 f"{names[k]} lies {off[k]:.3g} mm from its header position")  # fmt: skip
+        fix = "Resample the series onto an even grid first (or re-export it); check for slices of another reconstruction."
+    return f"the DICOM series in {folder} cannot be read as one evenly spaced volume: {cause} (more than {PLACEMENT_TOLERANCE:g} voxel). {fix}"
+
+
+def undecoded_slices_problem(folder: Path, files: list[str]) -> str | None:
+    """Why the folder holds slice files GDCM left out of the series because they do not decode (empty, or a
+    CT/MR/PET image whose header cannot be read: a truncated download), or None. Left out silently, a last
+    or first slice would leave a shorter volume with no gap to see."""
+    import SimpleITK as sitk
+
+    bad = []
+    for name in _files_left_out(folder, files):
+        f = folder / name
+        try:
+            with open(f, "rb") as fh:
+                head = fh.read(4096)
+        except OSError:
+            continue
+        if not head:
+            bad.append(f"{name} (empty)")
+            continue
+        if not any(uid in head for uid in _IMAGE_SOP_CLASSES) and b"\xe0\x7f\x10\x00" not in head:
+            continue  # not an image slice (e.g. an RT structure set): not part of the series
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(f))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            bad.append(f"{name} ({f.stat().st_size} bytes, does not decode)")
+    if not bad:
+        return None
+    return (f"the DICOM series in {folder} has slice file(s) that do not decode: {_listed(bad)}. A truncated or empty slice would be "
+            "left out of the volume without a word; re-download or re-export those files (or remove them if they are not part of the series).")  # fmt: skip
 
 
 def slice_position_problem(

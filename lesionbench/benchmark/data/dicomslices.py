@@ -26,7 +26,8 @@ positions off the straight line from the first to the last slice or unevenly spa
 header. A slice file that fails to decode later is read whole (:func:`read_series`), so its error is the
 one a whole read gives.
 
-The whole read refuses a series with a missing, duplicate or out-of-place slice, naming the files
+The whole read refuses a series with a missing, duplicate or out-of-place slice, a gantry tilt, an uneven
+step, slices of another PixelSpacing, and a slice file that does not decode wherever it is, naming the files
 (:mod:`~lesionbench.benchmark.data._series_checks`): ITK would stack the slices at one spacing with only a
 printed warning, and GDCM leaves a truncated or empty slice file out of the series without a word.
 """
@@ -73,7 +74,7 @@ def read_series(folder: str | Path):
     import SimpleITK as sitk
 
     from lesionbench.benchmark.data._image_checks import read_fix, sitk_reason
-    from lesionbench.benchmark.data._series_checks import slice_gap_problem
+    from lesionbench.benchmark.data._series_checks import slice_gap_problem, undecoded_slices_problem
 
     p = Path(folder)
     try:
@@ -87,7 +88,7 @@ def read_series(folder: str | Path):
     except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
         reason = sitk_reason(exc)
         raise ImageError(f"could not read image {p}: {reason}. {read_fix(reason)}") from exc
-    if (problem := slice_gap_problem(p, files, reader, image)) is not None:
+    if (problem := slice_gap_problem(p, files, reader, image) or undecoded_slices_problem(p, files)) is not None:
         raise ImageError(problem)
     return image
 
@@ -213,6 +214,7 @@ class _Header:
     #: gives a default origin / direction): what the whole read's slice check compares.
     position: tuple[float, ...] | None = None
     orientation: tuple[float, ...] | None = None
+    pixel_spacing: tuple[float, ...] | None = None
 
 
 def _headers(files: list[str], io: str) -> list[_Header] | None:
@@ -237,7 +239,7 @@ def _headers(files: list[str], io: str) -> list[_Header] | None:
             _Header(
                 reader.GetDimension(), tuple(reader.GetSize()), reader.GetPixelID(), reader.GetNumberOfComponents(),
                 tuple(reader.GetSpacing()), tuple(reader.GetDirection()), tuple(reader.GetOrigin()),
-                tag(reader, "0020|0032"), tag(reader, "0020|0037"),
+                tag(reader, "0020|0032"), tag(reader, "0020|0037"), tag(reader, "0028|0030"),
             )  # fmt: skip
         )
     return heads
@@ -276,6 +278,19 @@ def _tag_problem(folder: Path, files: list[str], heads: list[_Header]) -> str | 
     return slice_position_problem(folder, files, [h.position for h in heads], [h.orientation for h in heads], normal)
 
 
+def _grid_problem(folder: Path, files: list[str], heads: list[_Header], geometry: ImageGeometry) -> str | None:
+    """The whole read's PixelSpacing and placement checks (:mod:`~lesionbench.benchmark.data._series_checks`) from the
+    headers: each slice's PixelSpacing tag, and where ITK's geometry puts each slice against its position tag."""
+    from lesionbench.benchmark.data._series_checks import pixel_spacing_problem, placement_problem
+
+    if len(files) < 3:
+        return None
+    if (why := pixel_spacing_problem(folder, files, [h.pixel_spacing for h in heads])) is not None:
+        return why
+    placed = [tuple(v) for v in geometry.index_to_world(np.array([[0.0, 0.0, float(k)] for k in range(len(files))]))]
+    return placement_problem(folder, files, [h.position for h in heads], placed, geometry.spacing)
+
+
 def _ends_geometry(files: list[str], heads: list[_Header]) -> tuple[Any, ImageGeometry | None]:
     """The first and last slices as ITK's series reader reads them, and the header the whole read gives: ITK
     takes origin, in-plane spacing and direction from those two and divides their distance (the two-slice
@@ -308,6 +323,7 @@ def series_header_problem(folder: str | Path) -> tuple[str | None, Any]:
     import SimpleITK as sitk
 
     from lesionbench.benchmark.data._image_checks import HEADER_FIX, header_problem, read_fix, sitk_reason
+    from lesionbench.benchmark.data._series_checks import undecoded_slices_problem
 
     p = Path(folder)
     try:
@@ -327,6 +343,8 @@ def series_header_problem(folder: str | Path) -> tuple[str | None, Any]:
         two, geometry = _ends_geometry(files, heads)
         if two.GetDimension() != 3 or two.GetNumberOfComponentsPerPixel() != 1:
             return f"{p} is not a 3D scalar series (dimension {two.GetDimension()}, {two.GetNumberOfComponentsPerPixel()} components).", None
+        if (why := _grid_problem(p, files, heads, geometry) or undecoded_slices_problem(p, files)) is not None:
+            return why, None
     except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
         reason = sitk_reason(exc)
         return f"could not read the DICOM series in {p}: {reason}. {read_fix(reason)}", None
@@ -343,6 +361,7 @@ def map_series(folder: str | Path) -> SeriesSlices | None:
     import SimpleITK as sitk
 
     from lesionbench.benchmark.data._image_checks import header_problem
+    from lesionbench.benchmark.data._series_checks import undecoded_slices_problem
 
     p = Path(folder)
     try:
@@ -356,6 +375,8 @@ def map_series(folder: str | Path) -> SeriesSlices | None:
         heads = _headers(files, io)
         if heads is None or not _regular(heads) or _tag_problem(p, files, heads) is not None:
             return None  # the whole read refuses a series whose tags do not make one volume, naming the files
+        if any(h.pixel_spacing != heads[0].pixel_spacing for h in heads) or undecoded_slices_problem(p, files) is not None:
+            return None  # the whole read refuses it, naming the files
         two, geometry = _ends_geometry(files, heads)  # ITK's own geometry arithmetic, on two slices
     except (RuntimeError, OSError):  # read whole instead, where errors are reported
         return None

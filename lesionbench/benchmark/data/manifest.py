@@ -48,6 +48,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise ManifestError(str(path), ["file not found. Check the path, or create it with `lesionbench prepare` / `lesionbench synth`."])
     if path.is_dir():
         raise ManifestError(str(path), ["is a folder. Give the manifest file itself (e.g. manifest.csv in it)."])
+    if not path.is_file():  # a FIFO or device: reading would block or never end
+        raise ManifestError(str(path), ["is not a regular file (a FIFO, socket or device). Give the manifest file itself."])
     if path.stat().st_size == 0:
         raise ManifestError(str(path), ["is empty (0 bytes). A manifest is a header line (lesion_id, patient_id, image_path, coordX, coordY, coordZ, split, labels) and one row per lesion."])
     parquet = path.suffix.lower() in (".parquet", ".pq")
@@ -196,6 +198,10 @@ def validate_manifest(
             if col == "mask_path" and (folders := [i for i in missing_files if Path(str(paths.iloc[i])).is_dir()]):
                 problems.add_rows(rownum[folders], f"mask_path is a folder (first: {paths.iloc[folders[0]]})", "Give each mask as one file (NIfTI, NRRD or MetaImage) on its image's grid.")
                 missing_files = [i for i in missing_files if i not in set(folders)]
+            if odd := [i for i in missing_files if Path(str(paths.iloc[i])).exists()]:  # a FIFO, socket or device: never read
+                problems.add_rows(rownum[odd], f"{col} is not a regular file (a FIFO, socket or device; first: {paths.iloc[odd[0]]})",
+                                  "Give an image file (or a DICOM series folder); a FIFO would block the reader forever.")  # fmt: skip
+                missing_files = [i for i in missing_files if i not in set(odd)]
             if missing_files:
                 first = str(paths.iloc[missing_files[0]])
                 problems.add_rows(
@@ -300,7 +306,10 @@ def _header_problem(p: Path):
     from lesionbench.benchmark.data._image_checks import HEADER_FIX, gzip_truncation_problem, header_problem, metaimage_data_file_problem, read_fix, sitk_reason
     from lesionbench.benchmark.data.geometry import ImageGeometry
 
-    why = metaimage_data_file_problem(p)
+    from lesionbench.benchmark.data.rawmap import data_size_problem
+    from lesionbench.benchmark.data.reading import MAX_IMAGE_BYTES_ENV, max_image_bytes
+
+    why = metaimage_data_file_problem(p) or data_size_problem(p)
     reader = sitk.ImageFileReader()
     if why is None:
         reader.SetFileName(str(p))
@@ -312,7 +321,10 @@ def _header_problem(p: Path):
                 why = f"{p}: {bad}. {HEADER_FIX}"
             else:
                 bytes_per_voxel = sitk.Image([1, 1, 1], reader.GetPixelID()).GetSizeOfPixelComponent()
-                why = gzip_truncation_problem(p, int(np.prod(reader.GetSize())) * bytes_per_voxel)
+                declared = int(np.prod(reader.GetSize(), dtype=object)) * bytes_per_voxel * reader.GetNumberOfComponents()
+                why = gzip_truncation_problem(p, declared)
+                if why is None and declared > max_image_bytes():
+                    why = f"{p} declares {declared / 2**30:.1f} GiB of voxels in its header, more than {max_image_bytes() / 2**30:.1f} GiB ({MAX_IMAGE_BYTES_ENV}): a damaged or crafted header"
         except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
             reason = sitk_reason(exc)
             why = f"{p} is not a readable image ({reason}). {read_fix(reason)}"

@@ -225,4 +225,108 @@ def map_image(path: str | Path) -> MappedVolume | None:
     )
 
 
+def data_size_problem(path: str | Path) -> str | None:
+    """Why an uncompressed ``.nii``/``.hdr``, ``.mha``/``.mhd`` or raw ``.nrrd``/``.nhdr`` image is shorter than its
+    header says (its data file holds fewer bytes than offset + voxels x bytes per voxel), or None (whole, or
+    not such a file: compressed data are checked by their own readers). ITK's NIfTI reader fills a truncated
+    file's missing voxels with zeros without a word, so this is checked before any read."""
+    p = Path(path)
+    try:
+        need = _data_extent(p)
+        if need is None:
+            return None
+        data, offset, nbytes = need
+        have = data.stat().st_size
+    except (OSError, struct.error, UnicodeError, ValueError, OverflowError):
+        return None  # the reader reports what is wrong with the header or the data file
+    if have >= offset + nbytes:
+        return None
+    where = f"its data file {data}" if data != p else str(p)
+    return (
+        f"{where} is truncated: {have} bytes, where the header of {p.name} needs {offset + nbytes} ({offset} before the voxels + "
+        f"{nbytes} of voxel data); {offset + nbytes - have} bytes are missing. Re-download or re-convert it (it must be a "
+        "complete NIfTI, MetaImage, NRRD or DICOM file)."
+    )
+
+
+def _data_extent(p: Path) -> tuple[Path, int, int] | None:
+    """(data file, offset of the voxels, bytes of voxel data) from an uncompressed image's header, or None."""
+    suffix = p.suffix.lower()
+    if suffix in (".nii", ".hdr"):
+        with p.open("rb") as f:
+            head = f.read(348)
+        if len(head) < 348:
+            return None
+        order = next((o for o in "<>" if struct.unpack(o + "i", head[:4])[0] == 348), None)
+        if order is None or head[344:348] not in (b"n+1\0", b"ni1\0"):
+            return None
+        dim = struct.unpack(order + "8h", head[40:56])
+        bitpix = struct.unpack(order + "h", head[72:74])[0]
+        vox_offset = struct.unpack(order + "f", head[108:112])[0]
+        if not 1 <= dim[0] <= 7 or any(d < 0 for d in dim[1 : dim[0] + 1]) or bitpix <= 0 or bitpix % 8:
+            return None
+        data = p if head[344:348] == b"n+1\0" else p.with_suffix(".img")
+        return data, int(vox_offset), int(np.prod([int(d) for d in dim[1 : dim[0] + 1]], dtype=object)) * (bitpix // 8)
+    if suffix in (".mha", ".mhd"):
+        return _meta_extent(p)
+    if suffix in (".nrrd", ".nhdr"):
+        return _nrrd_extent(p)
+    return None
+
+
+def _meta_extent(p: Path) -> tuple[Path, int, int] | None:
+    with p.open("rb") as f:
+        head = f.read(1 << 16)
+    match = re.search(rb"^\s*ElementDataFile\s*=\s*([^\r\n]*?)\s*\r?\n", head, flags=re.MULTILINE)
+    if match is None:
+        return None
+    fields = {}
+    for line in head[: match.start()].decode("latin-1").splitlines():
+        key, eq, value = line.partition("=")
+        if eq:
+            fields[key.strip().lower()] = value.strip()
+    if fields.get("compresseddata", "False").lower() == "true" or fields.get("elementtype") not in _META_TYPES:
+        return None
+    dims = [int(v) for v in fields.get("dimsize", "").split()]
+    if not dims or any(d < 0 for d in dims) or not fields.get("headersize", "0").lstrip("-").isdigit():
+        return None
+    nbytes = int(np.prod(dims, dtype=object)) * int(fields.get("elementnumberofchannels", "1")) * np.dtype(_META_TYPES[fields["elementtype"]]).itemsize
+    name = match.group(1).decode("latin-1")
+    header_size = int(fields.get("headersize", "0"))
+    if name.upper() == "LOCAL":
+        return p, match.end() + max(header_size, 0), nbytes
+    if name.upper() == "LIST" or "%" in name or " " in name:
+        return None
+    data = Path(name) if Path(name).is_absolute() else p.parent / name
+    return data, max(header_size, 0), nbytes
+
+
+def _nrrd_extent(p: Path) -> tuple[Path, int, int] | None:
+    with p.open("rb") as f:
+        head = f.read(1 << 16)
+    end = head.find(b"\n\n")
+    if not head.startswith(b"NRRD000"):
+        return None
+    fields: dict[str, str] = {}
+    for line in (head if end < 0 else head[:end]).decode("latin-1").replace("\r", "").split("\n")[1:]:
+        key, colon, value = line.partition(": ")
+        if colon and not line.startswith("#"):
+            fields.setdefault(key.strip().lower(), value.strip())
+    dtype = _NRRD_TYPES.get(fields.get("type", "").lower())
+    if fields.get("encoding", "").lower() != "raw" or dtype is None or fields.get("line skip", fields.get("lineskip", "0")) != "0":
+        return None
+    sizes = [int(v) for v in fields.get("sizes", "").split()]
+    skip = fields.get("byte skip", fields.get("byteskip", "0"))
+    if not sizes or any(v < 0 for v in sizes) or not skip.isdigit():
+        return None
+    nbytes = int(np.prod(sizes, dtype=object)) * np.dtype(dtype).itemsize
+    name = fields.get("data file", fields.get("datafile"))
+    if name is None:
+        return (p, end + 2 + int(skip), nbytes) if end >= 0 else None
+    if not name or name.upper().startswith("LIST") or "%" in name or " " in name:
+        return None
+    data = Path(name) if Path(name).is_absolute() else p.parent / name
+    return data, int(skip), nbytes
+
+
 _LAYOUTS = {".nii": _nifti_layout, ".mha": _meta_layout, ".mhd": _meta_layout, ".nrrd": _nrrd_layout, ".nhdr": _nrrd_layout}

@@ -11,7 +11,10 @@ image after another.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -21,7 +24,7 @@ from typing import Any, TypeVar
 
 from lesionbench.benchmark.data.dicomslices import read_series
 from lesionbench.benchmark.errors import ConfigurationError, ImageError
-from lesionbench.benchmark.data.rawmap import MappedVolume, map_image
+from lesionbench.benchmark.data.rawmap import MappedVolume, data_size_problem, map_image
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,8 +46,18 @@ def read_image(path: str | Path):
     p = Path(path)
     if not p.exists():
         raise ImageError(f"image file not found: {p}")
+    if not (p.is_file() or p.is_dir()):  # a FIFO or a device would block the reader or never end
+        raise ImageError(f"{p} is not a regular file or a folder (a FIFO, socket or device?). Give an image file or a DICOM series folder.")
     if (problem := metaimage_data_file_problem(p)) is not None:
         raise ImageError(problem)
+    if p.is_file() and (problem := data_size_problem(p)) is not None:  # ITK zero-fills a short .nii silently
+        raise ImageError(problem)
+    if p.is_file() and (declared := image_nbytes(p)) > max_image_bytes():  # a 1 MB .nii.gz may declare 16 GB of voxels
+        raise ImageError(
+            f"{p} declares {declared / 2**30:.1f} GiB of voxels in its header, more than the {max_image_bytes() / 2**30:.1f} GiB "
+            f"an image may take ({MAX_IMAGE_BYTES_ENV} raises the bound). A CT is a few hundred MiB: the header is damaged or "
+            "crafted; re-convert the image."
+        )
     try:
         # a folder: the series is read as dicomslices reads it when a slice does not decode alone
         image = read_series(p) if p.is_dir() else sitk.ReadImage(str(p))
@@ -61,14 +74,74 @@ def read_image(path: str | Path):
     return image
 
 
+#: The environment variable that sets the largest image (decoded voxel bytes) :func:`read_image` reads.
+MAX_IMAGE_BYTES_ENV = "LESIONBENCH_MAX_IMAGE_BYTES"
+#: Default of that bound: 8 GiB, twice a 1024 x 1024 x 2000 int16 photon-counting CT.
+MAX_IMAGE_BYTES = 8 * 2**30
+
+
+def max_image_bytes() -> int:
+    """The largest decoded image :func:`read_image` accepts (``$LESIONBENCH_MAX_IMAGE_BYTES``, else 8 GiB)."""
+    raw = os.environ.get(MAX_IMAGE_BYTES_ENV, "").strip()
+    if not raw:
+        return MAX_IMAGE_BYTES
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise ConfigurationError(f"{MAX_IMAGE_BYTES_ENV}={raw!r} is not a number of bytes; e.g. {MAX_IMAGE_BYTES_ENV}={16 * 2**30}.") from None
+    if value <= 0:
+        raise ConfigurationError(f"{MAX_IMAGE_BYTES_ENV}={raw!r} must be a positive number of bytes.")
+    return value
+
+
 def file_identity(path: str | Path) -> str:
-    """The identity of an image or mask file for cache keys: resolved path, size and mtime (ns)."""
+    """The identity of an image or mask file for cache keys: resolved path, size, mtime, inode and ctime (ns).
+
+    mtime alone can be set back (``touch -d``, ``cp -p``, ``rsync -t``): a file rewritten with the same size
+    and mtime would reuse stale features. Any write, rename over or ``utime`` sets the ctime to now, which
+    no user can set back, and a file replaced by another has another inode. A MetaImage or detached NRRD
+    header also stands for its voxel data file; a DICOM series folder for each of its files. A ``stat`` per
+    file: about as cheap as the old key (``benchmarks/cache_key_cost.py``), where a content digest reads
+    every byte."""
     p = Path(path).resolve()
     st = p.stat()
-    if p.is_dir():  # a DICOM series: the newest file and the file count stand for the content
-        files = [f.stat() for f in p.iterdir() if f.is_file()]
-        return f"{p}|dir|{len(files)}|{sum(f.st_size for f in files)}|{max((f.st_mtime_ns for f in files), default=0)}"
-    return f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    if p.is_dir():  # a DICOM series: every file's identity (a digest of the sorted list keeps the key short)
+        h = hashlib.sha256()
+        n = 0
+        for f in sorted(p.iterdir()):
+            fs = f.stat()
+            if stat.S_ISREG(fs.st_mode):
+                n += 1
+                h.update(f"{f.name}|{_stat_identity(fs)}\n".encode("utf-8", "surrogateescape"))
+        return f"{p}|dir|{n}|{h.hexdigest()}"
+    key = f"{p}|{_stat_identity(st)}"
+    data = _detached_data_file(p) if p.suffix.lower() in (".mhd", ".nhdr") else None
+    if data is not None:
+        try:
+            key += f"|data|{data.resolve()}|{_stat_identity(data.stat())}"
+        except OSError:
+            key += f"|data|missing:{data}"
+    return key
+
+
+def _stat_identity(st: os.stat_result) -> str:
+    return f"{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}"
+
+
+def _detached_data_file(header: Path) -> Path | None:
+    """The voxel data file a ``.mhd`` (ElementDataFile) or ``.nhdr`` (data file) header names, if one."""
+    import re
+
+    try:
+        with header.open("rb") as f:
+            text = f.read(1 << 16).decode("latin-1")
+    except OSError:
+        return None
+    m = re.search(r"^\s*(?:ElementDataFile\s*=|data ?file\s*:)\s*(\S[^\r\n]*?)\s*$", text, flags=re.MULTILINE | re.IGNORECASE)
+    if m is None or m.group(1).upper() in ("LOCAL", "LIST") or "%" in m.group(1) or m.group(1).upper().startswith("LIST"):
+        return None
+    name = Path(m.group(1))
+    return name if name.is_absolute() else header.parent / name
 
 
 def _image_bytes(item: Any) -> int:

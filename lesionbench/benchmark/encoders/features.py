@@ -13,7 +13,7 @@ lesion, from the cache first, then by computing what is missing, image by image.
 written to the cache at once (one small ``.npz`` shard, written atomically), so a run that is killed
 midway resumes with only the missing lesions. The cache folder is keyed by the encoder's name and
 :meth:`EncoderMeta.fingerprint` (name, version, weights digest, patch recipe, settings); each lesion by
-its image file's identity (resolved path, size, modification time), its seed point, and, where the
+its image file's identity (resolved path, size, modification time, inode, change time), its seed point, and, where the
 features depend on them, its mask file's identity, mask label and diameter. Changing any of these misses
 (:mod:`~lesionbench.benchmark.encoders.feature_cache`).
 

@@ -7,17 +7,27 @@ Shared by every encoder that loads a PyTorch checkpoint (FMCIB and the model-zoo
   code); every failure of torch on a file that is not a checkpoint (random bytes, a text file, a truncated
   download, a pickle of objects) becomes one :class:`~lesionbench.benchmark.errors.WeightsError` naming the
   file and what a valid checkpoint is.
-- :func:`read_checkpoint`: the same, plus the sha256 of the file's content, hashed from the same open file
-  the checkpoint is then read from, so the digest that keys a feature cache is that of the weights in use
-  (never one remembered by path, size or modification time).
+- :func:`read_checkpoint`: the same, plus the sha256 of the file's content. The file is read once into
+  memory (bounded by the size ``fstat`` gives, so a file that grows meanwhile is refused), and those very
+  bytes are hashed and deserialised: a checkpoint rewritten in place between hashing and loading cannot
+  have its features cached under the other one's digest.
+- Before deserialising, a zip checkpoint's directory is checked: ``torch.save`` stores its records
+  uncompressed, so a compressed record (a zip bomb: 1 MB that inflates to gigabytes) or records larger
+  than the file are refused before anything is allocated.
 - :func:`check_finite_state_dict`: NaN or infinite parameters are a load error naming the tensors (an
   all-NaN encoder would otherwise give all-NaN features and a silent exit 0).
+- :func:`key_problems`: integer or boolean tensors given for floating-point parameters are a problem
+  naming them (a cast would turn a quantised or mangled checkpoint into a silently different network).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import os
+import stat
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -74,7 +84,8 @@ def check_finite_state_dict(state_dict: Mapping[str, Any], source: str) -> None:
 
 def key_problems(expected: Mapping[str, Any], state_dict: Mapping[str, Any]) -> list[str]:
     """Every way ``state_dict`` fails to fit a network whose own state dict is ``expected``: the missing,
-    unexpected and mis-shaped keys, each group as one phrase naming (up to ten of) the keys. Empty: it fits."""
+    unexpected and mis-shaped keys, and integer or bool tensors for floating-point parameters, each group as
+    one phrase naming (up to ten of) the keys. Empty: it fits."""
     import torch
 
     missing = sorted(set(expected) - set(state_dict))
@@ -85,8 +96,15 @@ def key_problems(expected: Mapping[str, Any], state_dict: Mapping[str, Any]) -> 
         for k in set(expected) & set(state_dict)
         if not isinstance(state_dict[k], torch.Tensor) or tuple(state_dict[k].shape) != tuple(expected[k].shape)
     )
+    bad_type = sorted(
+        f"{k} {str(state_dict[k].dtype).removeprefix('torch.')} (expected {str(expected[k].dtype).removeprefix('torch.')})"
+        for k in set(expected) & set(state_dict)
+        if isinstance(state_dict[k], torch.Tensor) and isinstance(expected[k], torch.Tensor)
+        and (expected[k].is_floating_point() or expected[k].is_complex())
+        and not (state_dict[k].is_floating_point() or state_dict[k].is_complex())
+    )
     problems = []
-    for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", bad_shape)):
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", bad_shape), ("wrongly typed (integer or bool for a floating-point parameter)", bad_type)):
         if keys:
             shown = ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
             problems.append(f"{len(keys)} {what} key(s): {shown}")
@@ -122,27 +140,68 @@ def _torch_load(f: str | BinaryIO, source: str, hint: str) -> Any:
 def load_checkpoint(path: str | Path, *, hint: str = "") -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU; any file that is not a checkpoint is one
     :class:`WeightsError` naming it (``hint``: how to get the right file, appended to the message)."""
-    path = Path(path)
-    _check_file(path, hint)
-    with open(path, "rb") as f:
-        return _torch_load(f, str(path), hint)
+    return read_checkpoint(path, hint=hint)[0]
 
 
 def read_checkpoint(path: str | Path, *, hint: str = "") -> tuple[Any, str]:
-    """``(checkpoint, sha256 of the file)``: as :func:`load_checkpoint`, hashing the content first from the
-    same open file (a file swapped in under the same path between hashing and loading cannot slip through)."""
+    """``(checkpoint, sha256 of the file)``: the file is read once into memory and exactly those bytes are
+    hashed and deserialised (a file rewritten under the same path meanwhile cannot slip through); a zip
+    checkpoint with compressed or oversized records is refused before it is inflated."""
     path = Path(path)
+    data = read_bytes_once(path, hint)
+    digest = hashlib.sha256(data).hexdigest()
+    _check_zip_records(data, str(path), hint)
+    return _torch_load(io.BytesIO(data), str(path), hint), digest
+
+
+def read_bytes_once(path: Path, hint: str = "") -> bytes:
+    """The whole content of the regular file ``path``, from one open file, bounded by the size ``fstat``
+    gave (a file that grows or shrinks while it is read is refused; a FIFO or device never blocks)."""
     _check_file(path, hint)
-    with open(path, "rb") as f:
-        h = hashlib.sha256()
-        while chunk := f.read(1 << 24):
-            h.update(chunk)
-        f.seek(0)
-        digest = h.hexdigest()
-        return _torch_load(f, str(path), hint), digest
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise WeightsError(f"weights file {path} cannot be opened ({exc.strerror or exc}). " + (hint or VALID_CHECKPOINT)) from None
+    with open(fd, "rb", closefd=True) as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):  # swapped for a FIFO or device after the check
+            raise WeightsError(f"weights file {path} is not a regular file. " + (hint or VALID_CHECKPOINT))
+        data = f.read(st.st_size + 1)
+    if len(data) != st.st_size:
+        raise WeightsError(
+            f"weights file {path} changed while it was read ({st.st_size} bytes, then {len(data)}{'+' if len(data) > st.st_size else ''}). "
+            "Wait until it is completely written (a download or copy under way?) and run again."
+        )
+    return data
+
+
+def _check_zip_records(data: bytes, source: str, hint: str) -> None:
+    """Refuse a zip checkpoint whose records are compressed or add up to more than the file: torch.save
+    writes them stored, so either is a crafted file that would allocate far more memory than its size."""
+    if not data.startswith(b"PK\x03\x04"):
+        return  # not a zip (the legacy format, or not a checkpoint: torch says which)
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        return  # torch's own reader reports the damage
+    packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    total = sum(i.file_size for i in infos)
+    if packed or total > len(data):
+        why = (f"{len(packed)} compressed record(s) ({', '.join(packed[:3])})" if packed else "") or (
+            f"records of {total} bytes in a file of {len(data)} bytes")
+        raise WeightsError(
+            f"{source} is not a checkpoint torch.save() writes: {why}; torch.save stores records uncompressed, so the file "
+            f"would inflate to {total} bytes in memory. Use the released weights file. " + (hint or VALID_CHECKPOINT)
+        )
 
 
 def _check_file(path: Path, hint: str) -> None:
     if not path.is_file():
-        what = "is a folder, not a weights file" if path.is_dir() else "not found"
+        if path.is_dir():
+            what = "is a folder, not a weights file"
+        elif path.exists():
+            what = "is not a regular file (a FIFO, socket or device)"
+        else:
+            what = "not found"
         raise WeightsError(f"weights file {path} {what}. " + (hint or VALID_CHECKPOINT))

@@ -64,8 +64,10 @@ def absolute_sqlite_uri(uri: str) -> str:
     return f"sqlite:///{Path(m.group(1)).expanduser().resolve()}"
 
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
-_SECRET_QUERY = re.compile(r"(?P<key>[?&;][^=&#\s]*(?:token|key|secret|pass|pwd|auth|sig|credential|session)[^=&#\s]*=)[^&#\s]*", re.I)
+# the userinfo runs to the authority's last "@" (a password may hold "@"); a secret value to the next "&", ";",
+# "#", quote or space ("/" included: a base64 token holds them, and urllib3 glues the API path onto it)
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s?#'\"]*@")
+_SECRET_QUERY = re.compile(r"(?P<key>[?&;][^=&;#\s]*(?:token|key|secret|pass|pwd|auth|sig|credential|session)[^=&;#\s]*=)[^&;#\s'\"]*", re.I)
 
 
 def redact_uri(text: str) -> str:
