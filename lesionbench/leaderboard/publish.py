@@ -68,9 +68,11 @@ def check_outputs(folder: Path | None, tracking_uri: str | None) -> None:
     """Refuse a submission whose public entry could not be written: ``folder`` (the team's public result
     folder) not writable, or the MLflow store at ``tracking_uri`` not reachable or (sqlite) not writable."""
     if folder is not None:
+        existing = next((p for p in (folder, *folder.parents) if p.exists() or p.is_symlink()), Path("."))
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            if not existing.is_dir():
+                raise NotADirectoryError(20, "not a folder", str(existing))
+            with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check-"):  # nothing is left behind
                 pass
         except OSError as exc:
             raise ConfigurationError(

@@ -200,6 +200,7 @@ def test_a_bad_results_path_or_a_down_tracking_server_charges_nothing(task: Fake
     with pytest.raises(ConfigurationError, match="cannot be reached.*nothing was recorded"):
         _submit(task, tmp_path, "Team A", tracking_uri="http://127.0.0.1:18199")
     assert not list((tmp_path / "organiser").rglob("record.json"))  # no submission charged
+    assert tree(tmp_path / "results") == []  # and nothing public written
 
 
 def test_the_public_entry_is_always_the_ledgers_best(task: FakeTask, tmp_path: Path) -> None:
