@@ -354,7 +354,8 @@ def reveal_private(items: Sequence[LoadedResult], organiser_dir: str | Path, *, 
         sub = item.submission
         if sub is not None:
             final = scores.get((item.result.task.name, item.result.task.version, str(sub.get("name"))), {})
-            sub = {**sub, "private": final.get("private"), "n_private": final.get("n_private", 0), "final_submission": final.get("submission_id")}
+            sub = {**sub, "private": final.get("private"), "n_private": final.get("n_private", 0), "final_submission": final.get("submission_id"),
+                   "same_file_as": final.get("same_file_as", [])}  # fmt: skip
             item = replace(item, result=replace(item.result, extra={**item.result.extra, "submission": sub}))
         out.append(item)
     return out

@@ -111,6 +111,13 @@ def test_identical_predictions_of_two_teams_are_flagged_to_the_organiser(task: F
     scores = private_scores(tmp_path / "organiser")
     assert scores[(task.meta.name, task.meta.version, "Team B")]["same_file_as"] == [f"Team A {a.submission_id}"]
     assert scores[(task.meta.name, task.meta.version, "Team C")]["same_file_as"] == []
+    from lesionbench.leaderboard import build_leaderboard
+
+    build_leaderboard(tmp_path / "org", results_dir=tmp_path / "results", reveal=True, organiser_dir=tmp_path / "organiser", n_boot=0, n_perm=0)
+    revealed = {e["name"]: e["same_file_as"] for e in json.loads((tmp_path / "org" / "leaderboard.json").read_text())["tasks"][0]["submissions"]}
+    assert revealed == {"Team A": [], "Team B": [f"Team A {a.submission_id}"], "Team C": []}
+    build_leaderboard(tmp_path / "pub", results_dir=tmp_path / "results", n_boot=0, n_perm=0)
+    assert "Team A sub" not in (tmp_path / "pub" / "leaderboard.json").read_text()  # the public page says nothing
 
 
 # ------------------------------------------------------------- item 3: paths resolve in their store
