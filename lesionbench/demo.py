@@ -135,15 +135,9 @@ def run_demo(
     from lesionbench.leaderboard import build_leaderboard
     from lesionbench.leaderboard.truth import Truth, registry_labels
 
-    def labels(meta):  # the demo's own cohort holds the test labels (the results hold none)
-        task = get_task(meta.name, data_dir=root / meta.name) if meta.name in SYNTHETIC_TASKS else None
-        if task is None or task.meta.version != meta.version:
-            return registry_labels(meta)
-        manifest = task.manifest()
-        return manifest[manifest["split"] == "test"]
-
-    report.leaderboard = build_leaderboard(
-        out=out_dir / "leaderboard", results_dir=out_dir, tracking_uri=tracking_uri if use_mlflow else None, truth=Truth(labels)
+    report.leaderboard = build_leaderboard(  # the test labels are the demo cohort's (the results hold none)
+        out=out_dir / "leaderboard", results_dir=out_dir, tracking_uri=tracking_uri if use_mlflow else None,
+        truth=Truth(lambda meta: registry_labels(meta, root)),
     )
     report.timings["leaderboard"] = time.perf_counter() - t2
     report.timings["total"] = time.perf_counter() - t0

@@ -17,8 +17,11 @@ Kaggle's integrity rules:
 - quotas per team and UTC day and in total (:mod:`lesionbench.leaderboard.challenge`, Kaggle-like
   defaults: 5 a day), counted from the organiser store;
 - the team's public entry is its best public score so far (as on Kaggle's public leaderboard; equal
-  scores keep the earlier submission); the final ranking is on the private part of the submissions
-  the team selected (``lesionbench select``), by default its 2 best public scores.
+  scores keep the earlier submission), always the ledger's best, with the public part's predictions only
+  (:mod:`lesionbench.leaderboard.publish`); the final ranking is on the private part of the submissions
+  the team selected (``lesionbench select``), by default its 2 best public scores;
+- the organiser store is private and apart (:mod:`lesionbench.leaderboard.private_dir`), and a submission
+  with the same file or predictions as another team's is flagged in its record (``same_file_as``).
 """
 
 from __future__ import annotations

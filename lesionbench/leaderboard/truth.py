@@ -16,6 +16,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pandas as pd
 
@@ -43,14 +44,18 @@ def registry_meta(name: str, version: str) -> TaskMeta | None:
     return meta if meta.version == version else None
 
 
-def registry_labels(meta: TaskMeta) -> pd.DataFrame | None:
-    """The test rows of the registered task's manifest (its prepared data), when it is at ``meta``'s version."""
+def registry_labels(meta: TaskMeta, data_root: str | Path | None = None) -> pd.DataFrame | None:
+    """The test rows of the registered task's manifest (its prepared data: ``<data_root>/<task>``, default the
+    task's own default folder), when it is at ``meta``'s version."""
     from lesionbench.benchmark.plugins import get_task
 
     if registry_meta(meta.name, meta.version) is None:
         return None
     try:
-        manifest = get_task(meta.name).manifest()
+        task = get_task(meta.name, data_dir=None if data_root is None else Path(data_root) / meta.name)
+        if task.meta.version != meta.version:  # the data there is of another version
+            return None
+        manifest = task.manifest()
     except (LesionbenchError, OSError, ValueError, KeyError) as exc:
         logger.info("Task %s (version %s): its prepared data cannot be read (%s); its statistics use the labels the "
                     "predictions files carry, if any.", meta.name, meta.version, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)  # fmt: skip
