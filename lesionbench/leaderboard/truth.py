@@ -32,12 +32,17 @@ MetaSource = Callable[[str, str], "TaskMeta | None"]
 LabelSource = Callable[[TaskMeta], "pd.DataFrame | None"]
 
 
-def registry_meta(name: str, version: str) -> TaskMeta | None:
-    """The registered task ``name``'s meta when it is at ``version`` (None otherwise, or when not registered)."""
+def _task(name: str, data_root: str | Path | None) -> object:
     from lesionbench.benchmark.plugins import get_task
 
+    return get_task(name, data_dir=None if data_root is None else Path(data_root) / name)
+
+
+def registry_meta(name: str, version: str, data_root: str | Path | None = None) -> TaskMeta | None:
+    """The registered task ``name``'s meta when it is at ``version`` (None otherwise, or when not registered);
+    ``data_root``: where its prepared data is (``<data_root>/<name>``; a task's version may name its data)."""
     try:
-        meta = get_task(name).meta
+        meta = _task(name, data_root).meta
     except (LesionbenchError, OSError, ValueError, TypeError) as exc:
         logger.debug("Task %r is not registered here (%s); its results must agree on the task's meta.", name, exc)
         return None
@@ -47,17 +52,13 @@ def registry_meta(name: str, version: str) -> TaskMeta | None:
 def registry_labels(meta: TaskMeta, data_root: str | Path | None = None) -> pd.DataFrame | None:
     """The test rows of the registered task's manifest (its prepared data: ``<data_root>/<task>``, default the
     task's own default folder), when it is at ``meta``'s version."""
-    from lesionbench.benchmark.plugins import get_task
-
-    if registry_meta(meta.name, meta.version) is None:
-        return None
     try:
-        task = get_task(meta.name, data_dir=None if data_root is None else Path(data_root) / meta.name)
-        if task.meta.version != meta.version:  # the data there is of another version
+        task = _task(meta.name, data_root)
+        if task.meta.version != meta.version:  # not registered at this version, or the data there is of another one
             return None
         manifest = task.manifest()
-    except (LesionbenchError, OSError, ValueError, KeyError) as exc:
-        logger.info("Task %s (version %s): its prepared data cannot be read (%s); its statistics use the labels the "
+    except (LesionbenchError, OSError, ValueError, KeyError, TypeError) as exc:
+        logger.info("Task %s (version %s) is not registered here or its prepared data cannot be read (%s); its statistics use the labels the "
                     "predictions files carry, if any.", meta.name, meta.version, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)  # fmt: skip
         return None
     cols = [c for c in ("lesion_id", "patient_id", "split", *label_columns(meta.kind)) if c in manifest.columns]
