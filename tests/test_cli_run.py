@@ -1,6 +1,6 @@
 """`lesionbench run` and `lesionbench compare` end to end on tiny CT volumes with a toy patch encoder.
 
-Feature extraction is the fmcib helper's ``lesionbench.benchmark.features``; until that lands these
+Feature extraction is the fmcib helper's ``lesionbench.benchmark.encoders.features``; until that lands these
 tests are skipped (the scorer itself is covered in test_scorer.py / test_tracking.py).
 """
 
@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("lesionbench.benchmark.features")
+pytest.importorskip("lesionbench.benchmark.encoders.features")
 
-from lesionbench.benchmark.manifest import ManifestTask  # noqa: E402
-from lesionbench.benchmark.plugins import ENCODERS, TASKS  # noqa: E402
+from lesionbench.benchmark.data.manifest import ManifestTask  # noqa: E402
+from lesionbench.benchmark.encoders.plugins import ENCODERS, TASKS  # noqa: E402
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec, TaskKind, TaskMeta  # noqa: E402
 from lesionbench.cli import main  # noqa: E402
 
@@ -144,11 +144,11 @@ def test_third_party_info_logs_stay_off_the_console(capsys) -> None:
 
     assert not _quiet_third_party(rec("radiomics.featureextractor", logging.INFO))
     assert _quiet_third_party(rec("radiomics.glcm", logging.WARNING))
-    assert _quiet_third_party(rec("lesionbench.benchmark.features", logging.INFO))
+    assert _quiet_third_party(rec("lesionbench.benchmark.encoders.features", logging.INFO))
 
 
 def test_run_bad_sweep_and_missing_test_split_fail_before_extraction(toy, capsys, monkeypatch) -> None:
-    import lesionbench.benchmark.features as features
+    import lesionbench.benchmark.encoders.features as features
 
     def no_extraction(*args, **kwargs):
         raise AssertionError("features extracted for a run that cannot be scored")

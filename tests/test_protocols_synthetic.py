@@ -32,7 +32,7 @@ pytest.importorskip("lesionbench_example_encoder", reason="the example encoder i
 
 from torch import nn  # noqa: E402
 
-from lesionbench.benchmark.plugins import ENCODERS, get_task  # noqa: E402
+from lesionbench.benchmark.encoders.plugins import ENCODERS, get_task  # noqa: E402
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec  # noqa: E402
 from lesionbench.cli import main  # noqa: E402
 

@@ -8,9 +8,9 @@ import os
 import pandas as pd
 import pytest
 
-from lesionbench.benchmark._fabricate import fabricate, fabricated_encoder_meta
-from lesionbench.benchmark.scorer import evaluate_features, result_dir
-from lesionbench.benchmark.tracking import LEVEL_TAG, log_result, resolve_tracking_uri
+from lesionbench.benchmark.scoring._fabricate import fabricate, fabricated_encoder_meta
+from lesionbench.benchmark.scoring.scorer import evaluate_features, result_dir
+from lesionbench.benchmark.tracking.mlflow_sink import LEVEL_TAG, log_result, resolve_tracking_uri
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 FAST = {"fractions": (1.0, 0.5), "seeds": (0, 1), "n_boot": 50, "c_grid": (1e-2, 1.0), "refine": False, "progress": False}
@@ -82,7 +82,7 @@ def test_logged_metrics_recomputed_from_logged_predictions(store, tmp_path) -> N
         child = client.search_runs([client.get_run(pid).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{pid}'")[0]
         name = f"frac{float(child.data.params['fraction']):g}_seed{child.data.params['seed']}.csv"
         path = client.download_artifacts(child.info.run_id, f"predictions/{name}", str(tmp_path))
-        from lesionbench.benchmark.run_one import attach_labels
+        from lesionbench.benchmark.scoring.run_one import attach_labels
 
         test = attach_labels(pd.read_csv(path, dtype={"lesion_id": str}).query("split == 'test'"), logged[f"{kind}-labels"], kind)
         if kind == "survival":
@@ -123,7 +123,7 @@ def test_default_tracking_uri(monkeypatch, tmp_path) -> None:
 
 
 def test_logging_that_fails_half_way_never_reaches_the_leaderboard(store, tmp_path, monkeypatch, caplog) -> None:
-    from lesionbench.benchmark import tracking
+    from lesionbench.benchmark.tracking import mlflow_sink as tracking
     from lesionbench.leaderboard.collect import collect_results
 
     _, logged, root = store
@@ -187,7 +187,7 @@ def test_a_figure_redrawn_for_the_next_run_is_the_one_drawn_fresh_for_it(store, 
     import numpy as np
     from PIL import Image
 
-    from lesionbench.benchmark.tracking_plots import RunPlots
+    from lesionbench.benchmark.tracking.plots import RunPlots
 
     _, logged, root = store
     result, _ = logged[kind]

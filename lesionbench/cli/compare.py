@@ -38,8 +38,8 @@ _P_HEADER = {"two-sided": "p (A!=B)", "greater": "p (A>B)", "less": "p (A<B)"}
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from lesionbench.benchmark.plugins import get_task
-    from lesionbench.benchmark.scorer import compare_saved
+    from lesionbench.benchmark.encoders.plugins import get_task
+    from lesionbench.benchmark.scoring.scorer import compare_saved
 
     # the saved predictions hold no labels (the results folder is public): the task's manifest has them
     labels = lambda: get_task(args.task, data_dir=args.data_dir).manifest()  # noqa: E731 - read once the results are found

@@ -29,8 +29,8 @@ from typing import Any
 import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError, LesionbenchError
-from lesionbench.benchmark.protocols import protocol_key
-from lesionbench.benchmark.tracking import DEFAULT_EXPERIMENT, absolute_sqlite_uri, redact_uri
+from lesionbench.benchmark.scoring.protocols import protocol_key
+from lesionbench.benchmark.tracking.mlflow_sink import DEFAULT_EXPERIMENT, absolute_sqlite_uri, redact_uri
 from lesionbench.benchmark.types import EncoderMeta, SubsetResult, TaskResult
 from lesionbench.leaderboard import _stats
 from lesionbench.leaderboard.validate import ResultFileError, parse_result

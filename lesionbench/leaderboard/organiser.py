@@ -107,7 +107,7 @@ class OrganiserStore:
             check_private_file(self.root / name)
 
     def team_dir(self, task: str, version: str, slug: str) -> Path:
-        from lesionbench.benchmark.scorer import result_dir
+        from lesionbench.benchmark.scoring.scorer import result_dir
 
         return result_dir(self.root, task, version, "teams", slug)
 
@@ -370,7 +370,7 @@ def log_run(tracking_uri: str, experiment: str, *, run_name: str, tags: dict[str
     import tempfile
     import warnings
 
-    from lesionbench.benchmark.tracking import artifact_location
+    from lesionbench.benchmark.tracking.mlflow_sink import artifact_location
 
     try:
         from mlflow.tracking import MlflowClient
@@ -391,7 +391,7 @@ def log_run(tracking_uri: str, experiment: str, *, run_name: str, tags: dict[str
         client.set_terminated(rid)
         return rid
     except Exception as exc:  # MLflow is a sink: never lose a scored submission to it
-        from lesionbench.benchmark.tracking import redact_uri
+        from lesionbench.benchmark.tracking.mlflow_sink import redact_uri
 
         warnings.warn(f"Could not log to MLflow at {redact_uri(tracking_uri)} ({type(exc).__name__}: {redact_uri(str(exc))}); the local record is kept.", stacklevel=3)
         return None

@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 
 from lesionbench.benchmark.errors import ConfigurationError
-from lesionbench.benchmark.tracking import absolute_sqlite_uri, redact_uri
+from lesionbench.benchmark.tracking.mlflow_sink import absolute_sqlite_uri, redact_uri
 
 #: Mode of organiser files and folders: the owner only.
 FILE_MODE = 0o600

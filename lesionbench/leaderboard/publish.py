@@ -35,7 +35,7 @@ from lesionbench.benchmark.types import EncoderMeta, MetricValue, SubsetResult, 
 
 logger = logging.getLogger(__name__)
 
-#: The MLflow experiment of the public store (the scorer's; see ``lesionbench.benchmark.tracking``).
+#: The MLflow experiment of the public store (the scorer's; see ``lesionbench.benchmark.tracking.mlflow_sink``).
 EXPERIMENT = "lesionbench"
 
 
@@ -50,7 +50,7 @@ class Published:
 
 def public_team_dir(results_dir: Path, meta: TaskMeta, slug: str) -> Path:
     """``<results>/<task>/<version>/submission-<slug>``: the team's public folder."""
-    from lesionbench.benchmark.scorer import result_dir
+    from lesionbench.benchmark.scoring.scorer import result_dir
 
     return result_dir(results_dir, meta.name, meta.version, f"submission-{slug}", "_").parent
 
@@ -81,7 +81,7 @@ def check_outputs(folder: Path | None, tracking_uri: str | None) -> None:
             ) from None
     if tracking_uri is None:
         return
-    from lesionbench.benchmark.tracking import redact_uri
+    from lesionbench.benchmark.tracking.mlflow_sink import redact_uri
 
     m = re.match(r"sqlite:///(.+)$", tracking_uri)
     db = Path(m.group(1)).expanduser() if m and not m.group(1).startswith("file:") else None

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.errors import LesionbenchError
-from lesionbench.benchmark.run_one import attach_labels
+from lesionbench.benchmark.scoring.run_one import attach_labels
 from lesionbench.benchmark.types import TaskMeta
 from lesionbench.leaderboard import _stats
 

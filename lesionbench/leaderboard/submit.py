@@ -38,9 +38,9 @@ import numpy as np
 import pandas as pd
 
 from lesionbench import __version__
-from lesionbench.benchmark.endpoints import two_year_label
+from lesionbench.benchmark.scoring.endpoints import two_year_label
 from lesionbench.benchmark.errors import ConfigurationError, SubmissionError
-from lesionbench.benchmark.tracking import absolute_sqlite_uri
+from lesionbench.benchmark.tracking.mlflow_sink import absolute_sqlite_uri
 from lesionbench.benchmark.types import EncoderMeta, MetricValue, SubsetResult, TaskKind, TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
 from lesionbench.leaderboard.challenge import ChallengeConfig, Limits, as_utc, resolve_challenge, utc_now
@@ -293,17 +293,17 @@ def _public_result(meta: TaskMeta, manifest: pd.DataFrame, score: SubmissionScor
 def _probe_features(task: Any, manifest: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
     """Test-lesion predictions of the standard probe fitted on submitted features (100% labels, seed 0).
 
-    Uses the scorer's :func:`lesionbench.benchmark.scorer.evaluate_features` (C chosen on the
+    Uses the scorer's :func:`lesionbench.benchmark.scoring.scorer.evaluate_features` (C chosen on the
     validation split, exactly as for any encoder) in a scratch folder, so nothing of a failed
     submission is left behind.
     """
     import tempfile
 
     try:
-        from lesionbench.benchmark.scorer import evaluate_features, result_dir
+        from lesionbench.benchmark.scoring.scorer import evaluate_features, result_dir
     except ImportError as exc:
         raise ConfigurationError(
-            "Feature submissions are scored by the standard probe of lesionbench.benchmark.scorer, which this installation "
+            "Feature submissions are scored by the standard probe of lesionbench.benchmark.scoring.scorer, which this installation "
             f"does not have ({exc}). Submit predictions instead, or update lesionbench."
         ) from exc
     meta: TaskMeta = task.meta

@@ -3,7 +3,7 @@
 A result file comes from many hands (see :mod:`lesionbench.leaderboard.validate`), so the page takes a
 section's main metric, task kind and description from the task registry when the task is registered at
 that version, and the ground truth for its statistics and recomputed values from the task's manifest
-(the public results hold no test labels: :func:`lesionbench.benchmark.run_one.predictions_frame`).
+(the public results hold no test labels: :func:`lesionbench.benchmark.scoring.run_one.predictions_frame`).
 
 :class:`Truth` answers both, once per task version and build. ``Truth(None)`` trusts nothing outside the
 results (a build with no registered tasks at hand); then the results of a section must agree on their
@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from lesionbench.benchmark.errors import LesionbenchError
-from lesionbench.benchmark.run_one import label_columns
+from lesionbench.benchmark.scoring.run_one import label_columns
 from lesionbench.benchmark.types import TaskMeta
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ LabelSource = Callable[[TaskMeta], "pd.DataFrame | None"]
 
 
 def _task(name: str, data_root: str | Path | None) -> object:
-    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.encoders.plugins import get_task
 
     return get_task(name, data_dir=None if data_root is None else Path(data_root) / name)
 

@@ -186,7 +186,7 @@ class _Checker:
     def name(self, x: Any, field: str, *, limit: int = MAX_NAME) -> str:
         """A name: printable, and by the registry's rule (no zero-width, bidirectional or other invisible
         characters, no surrounding spaces), so that no two rows that differ can read the same."""
-        from lesionbench.benchmark.registry import name_problem
+        from lesionbench.benchmark.encoders.registry import name_problem
 
         s = self.text(x, field)
         if not s.strip() or len(s) > limit or any(ord(ch) < 32 for ch in s):
@@ -224,7 +224,7 @@ class _Checker:
 
     def metric(self, name: Any, field: str, *, alias_ok: bool = False) -> None:
         """A known metric: its canonical name (a task's own list may use another spelling, ``alias_ok``)."""
-        from lesionbench.benchmark.metrics import canonical_metric
+        from lesionbench.benchmark.scoring.metrics import canonical_metric
 
         self.text(name, field)
         try:

@@ -51,7 +51,7 @@ def test_the_result_sorting_first_does_not_define_its_section(tmp_path: Path, ca
 def test_a_registered_task_section_uses_the_registrys_meta(tmp_path: Path) -> None:
     import dataclasses
 
-    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.encoders.plugins import get_task
 
     real = get_task("synthetic_site").meta  # registered; its meta needs no data
     forged = dataclasses.replace(real, description="<b>forged</b> description", citation="forged")
@@ -129,8 +129,8 @@ def test_a_scratch_run_never_replaces_the_full_entry(tmp_path: Path) -> None:
 
 
 def test_a_scratch_run_into_the_same_folder_is_refused(tmp_path: Path) -> None:
-    from lesionbench.benchmark._fabricate import fabricate, fabricated_encoder_meta
-    from lesionbench.benchmark.scorer import evaluate_features
+    from lesionbench.benchmark.scoring._fabricate import fabricate, fabricated_encoder_meta
+    from lesionbench.benchmark.scoring.scorer import evaluate_features
 
     task, X = fabricate("binary", n_lesions=120, feature_dim=6, seed=2)
     fast = {"fractions": (1.0,), "c_grid": (1.0,), "refine": False, "progress": False}

@@ -268,7 +268,7 @@ def test_public_entry_is_the_best_public_score_and_final_ranking_uses_the_select
 
 
 def test_cli_select(task: FakeTask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import lesionbench.benchmark.plugins as plugins
+    import lesionbench.benchmark.encoders.plugins as plugins
     from lesionbench.cli import main
 
     monkeypatch.setattr(plugins, "get_task", lambda name, **kw: task)
