@@ -149,9 +149,11 @@ def run_demo(
 
     t2 = time.perf_counter()
     from lesionbench.leaderboard import build_leaderboard
+    from lesionbench.leaderboard.truth import Truth, registry_labels, registry_meta
 
-    report.leaderboard = build_leaderboard(
-        out=out_dir / "leaderboard", results_dir=out_dir, tracking_uri=tracking_uri if use_mlflow else None
+    report.leaderboard = build_leaderboard(  # the test labels are the demo cohort's (the results hold none)
+        out=out_dir / "leaderboard", results_dir=out_dir, tracking_uri=tracking_uri if use_mlflow else None,
+        truth=Truth(lambda meta: registry_labels(meta, root), lambda name, version: registry_meta(name, version, root)),
     )
     report.timings["leaderboard"] = time.perf_counter() - t2
     report.timings["total"] = time.perf_counter() - t0

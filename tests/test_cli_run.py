@@ -113,13 +113,13 @@ def test_run_logs_to_mlflow_and_compare(toy, tmp_path, capsys) -> None:
     capsys.readouterr()
     noisy = json.loads((tmp_path / "res/toy_blobs/1/toy_noisy/linear/result.json").read_text())
     assert noisy["extra"]["validation"] == "full" and {r["params"]["n_val"] for r in noisy["runs"]} == {noisy["extra"]["n_lesions"]["val"]}
-    assert main(["compare", "--task", "toy_blobs", "--encoder-a", "toy_stats", "--encoder-b", "toy_noisy", "--out", "res",
+    assert main(["compare", "--task", "toy_blobs", "--encoder-a", "toy_stats", "--encoder-b", "toy_noisy", "--out", "res", "--data-dir", str(toy),
                  "--n-boot", "100", "--n-perm", "100"]) == 0  # fmt: skip
     table = capsys.readouterr().out
     line = next(l for l in table.splitlines() if l.strip().startswith("auc"))
     assert float(line.split()[3]) > 0  # A - B
     assert "p (A!=B)" in table  # two-sided by default
-    assert main(["compare", "--task", "toy_blobs", "--encoder-a", "toy_noisy", "--encoder-b", "toy_stats", "--out", "res",
+    assert main(["compare", "--task", "toy_blobs", "--encoder-a", "toy_noisy", "--encoder-b", "toy_stats", "--out", "res", "--data-dir", str(toy),
                  "--n-boot", "0", "--n-perm", "100", "--alternative", "greater"]) == 0  # fmt: skip
     table = capsys.readouterr().out
     line = next(l for l in table.splitlines() if l.strip().startswith("auc"))

@@ -150,7 +150,7 @@ def _make_everything(root: Path) -> dict:
         for enc in ROBUST_ENCODERS:
             cli(f"robustness {enc}", ["robustness", "--task", TASK, "--data-dir", str(cohort / TASK), "--encoder", enc, "--perturb", "shift,noise",
                                       "--repeats", "2", "--n-boot", "20", "--out", str(results), "--tracking-uri", uri])  # fmt: skip
-        cli("leaderboard", ["leaderboard", "build", "--tracking-uri", uri, "--results", str(results), "--out", str(root / "site"),
+        cli("leaderboard", ["leaderboard", "build", "--tracking-uri", uri, "--results", str(results), "--out", str(root / "site"), "--data-root", str(cohort),
                             "--n-boot", "20", "--n-perm", "20", "--no-published"])  # fmt: skip
     version = get_task(TASK, data_dir=cohort / TASK).meta.version
     return {"version": version, "outputs": outputs, "seconds": seconds}

@@ -15,6 +15,7 @@ from sklearn.metrics import average_precision_score, balanced_accuracy_score, ro
 from lesionbench.benchmark.scoring._fabricate import fabricate, fabricated_encoder_meta
 from lesionbench.benchmark.errors import ConfigurationError, SplitError
 from lesionbench.benchmark.scoring.metrics import bootstrap_ci
+from lesionbench.benchmark.scoring.run_one import attach_labels
 from lesionbench.benchmark.scoring.scorer import compare_saved, evaluate, evaluate_features, load_result, read_predictions, result_dir
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec, TaskResult
 
@@ -66,11 +67,12 @@ def test_every_number_agrees_with_sklearn_on_saved_predictions(results, kind) ->
     for run in result.runs:
         pred = pd.read_csv(rdir / run.predictions_path, dtype={"lesion_id": str, "patient_id": str})
         assert list(pred.columns[:3]) == ["lesion_id", "patient_id", "split"] and len(pred) == len(task.manifest())
+        pred = attach_labels(pred, task.manifest(), task.meta.kind)  # the saved file holds no labels
         for name, mv in run.metrics.items():
             assert mv.value == pytest.approx(_sk_metric(name, pred), abs=1e-9), name
             assert mv.ci_low <= mv.value <= mv.ci_high
         # the CIs too: the resamples are seeded by (seed, fraction) and drawn by patient
-        test, y, scores = read_predictions(rdir / run.predictions_path, task.meta.kind)
+        test, y, scores = read_predictions(rdir / run.predictions_path, task.meta.kind, task.manifest())
         again = bootstrap_ci(task.meta.kind, y, scores, list(run.metrics), n_boot=FAST["n_boot"],
                              seed=[run.seed, int(round(run.fraction * 1_000_000))], groups=test["patient_id"])  # fmt: skip
         assert again == run.metrics
@@ -86,7 +88,7 @@ def test_survival_extras_recomputed(results) -> None:
     df = task.manifest()
     rdir = result_dir(out, task.meta.name, task.meta.version, "fabricated", "linear")
     for run in result.runs:
-        pred = pd.read_csv(rdir / run.predictions_path)
+        pred = attach_labels(pd.read_csv(rdir / run.predictions_path), df, task.meta.kind)
         test = pred[pred["split"] == "test"]
         sub = set(pd.read_csv(rdir / run.subset_path, dtype=str)["lesion_id"])
         train = pred[pred["lesion_id"].astype(str).isin(sub)]
@@ -166,6 +168,7 @@ def test_trainable_encoder_never_sees_test_labels(tmp_path) -> None:
         assert len(val_rows) == (split == "val").sum() if run.fraction == 1.0 else len(val_rows) < (split == "val").sum()
         assert run.params["head_metrics"]["auc"]["value"] > 0.7
         head = pd.read_csv(result_dir(tmp_path, task.meta.name, task.meta.version, "spy", "linear") / run.params["head_predictions_path"])
+        head = attach_labels(head, df, task.meta.kind)
         assert run.params["head_metrics"]["auc"]["value"] == pytest.approx(_sk_metric("auc", head))
 
 
@@ -175,14 +178,14 @@ def test_compare_saved(results, tmp_path) -> None:
     noisy = X + rng.normal(scale=5.0, size=X.shape).astype(np.float32)
     for name, feats in (("good", X), ("noisy", noisy)):
         evaluate_features(task.manifest(), feats, task.meta, encoder=fabricated_encoder_meta(X.shape[1], name), out_dir=tmp_path, **FAST)
-    rows = compare_saved(tmp_path, task.meta.name, "good", "noisy", fraction=1.0, seed=0, n_boot=100, n_perm=100)
+    rows = compare_saved(tmp_path, task.meta.name, "good", "noisy", fraction=1.0, seed=0, n_boot=100, n_perm=100, labels=task.manifest())
     by = {r.metric: r for r in rows}
     good = load_result(result_dir(tmp_path, task.meta.name, task.meta.version, "good", "linear")).runs[0].metrics["auc"].value
     assert by["auc"].value_a == pytest.approx(good) and by["auc"].difference > 0 and by["auc"].p_value < 0.05
     with pytest.raises(ConfigurationError, match="Encoders with results for this task version: good, noisy"):
-        compare_saved(tmp_path, task.meta.name, "good", "nope")
+        compare_saved(tmp_path, task.meta.name, "good", "nope", labels=task.manifest())
     with pytest.raises(ConfigurationError, match="no run with fraction 0.1"):
-        compare_saved(tmp_path, task.meta.name, "good", "noisy", fraction=0.1)
+        compare_saved(tmp_path, task.meta.name, "good", "noisy", fraction=0.1, labels=task.manifest())
 
 
 def _metrics_of(result: TaskResult) -> dict:
@@ -222,6 +225,11 @@ def test_a_killed_sweep_resumes_and_more_seeds_reuse_finished_runs(tmp_path, mon
     fits.clear()
     more = evaluate_features(task.manifest(), X, task.meta, encoder=enc, out_dir=tmp_path / "killed", **{**opts, "seeds": (0, 1, 2, 3)})
     assert len(fits) == 2 and {k: v for k, v in _metrics_of(more).items() if k[1] < 3} == _metrics_of(whole)
+    # fewer seeds than the result already there would replace it: refused (remove the folder's result to replace it)
+    rdir = result_dir(tmp_path / "killed", task.meta.name, task.meta.version, enc.name, "linear")
+    with pytest.raises(ConfigurationError, match="fewer seeds"):
+        evaluate_features(task.manifest(), X + 1.0, task.meta, encoder=enc, out_dir=tmp_path / "killed", **opts)
+    (rdir / "result.json").unlink()
     fits.clear()
     evaluate_features(task.manifest(), X + 1.0, task.meta, encoder=enc, out_dir=tmp_path / "killed", **opts)
     assert len(fits) == 6
@@ -249,7 +257,7 @@ def test_task_versions_keep_separate_results(tmp_path) -> None:
     assert folders == ["1.0-fold0", "1.0-fold1"]
     with pytest.raises(ConfigurationError, match="several versions.*1.0-fold0, 1.0-fold1.*--task-version"):
         compare_saved(tmp_path, task.meta.name, enc.name, enc.name)
-    assert compare_saved(tmp_path, task.meta.name, enc.name, enc.name, version="1.0-fold1", n_boot=20, n_perm=20)[0].difference == 0
+    assert compare_saved(tmp_path, task.meta.name, enc.name, enc.name, version="1.0-fold1", n_boot=20, n_perm=20, labels=task.manifest())[0].difference == 0
 
 
 def test_a_test_split_with_one_class_warns_that_ranking_metrics_are_undefined(tmp_path, caplog) -> None:

@@ -31,7 +31,9 @@ def store(tmp_path_factory):
             df.loc[df.index[df["patient_id"] == pid][0], "split"] = "test"
             meta = dataclasses.replace(meta, published_split=True)
         r = evaluate_features(df, X, meta, encoder=fabricated_encoder_meta(8), out_dir=root / "out", **FAST)
-        logged[kind] = (r, log_result(r, result_dir(root / "out", meta.name, meta.version, "fabricated", "linear"), tracking_uri=uri))
+        # the labels draw the per-run figures (a public store gets none: they show the labels)
+        logged[kind] = (r, log_result(r, result_dir(root / "out", meta.name, meta.version, "fabricated", "linear"), tracking_uri=uri, labels=df))
+        logged[f"{kind}-labels"] = df
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(uri), logged, root
@@ -80,7 +82,9 @@ def test_logged_metrics_recomputed_from_logged_predictions(store, tmp_path) -> N
         child = client.search_runs([client.get_run(pid).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{pid}'")[0]
         name = f"frac{float(child.data.params['fraction']):g}_seed{child.data.params['seed']}.csv"
         path = client.download_artifacts(child.info.run_id, f"predictions/{name}", str(tmp_path))
-        test = pd.read_csv(path).query("split == 'test'")
+        from lesionbench.benchmark.scoring.run_one import attach_labels
+
+        test = attach_labels(pd.read_csv(path, dtype={"lesion_id": str}).query("split == 'test'"), logged[f"{kind}-labels"], kind)
         if kind == "survival":
             value = concordance_index(test["time"], -test["risk"], test["event"])
         else:
@@ -189,12 +193,12 @@ def test_a_figure_redrawn_for_the_next_run_is_the_one_drawn_fresh_for_it(store, 
     result, _ = logged[kind]
     rdir = result_dir(root / "out", result.task.name, result.task.version, "fabricated", "linear")
     first, second = result.runs[0], result.runs[-1]
-    reused = RunPlots(result)
+    reused = RunPlots(result, logged[f"{kind}-labels"])
     for run, out in ((first, tmp_path / "first"), (second, tmp_path / "second")):
         out.mkdir()
         reused.save(run, rdir, out)
     (tmp_path / "fresh").mkdir()
-    names = [p.name for p in RunPlots(result).save(second, rdir, tmp_path / "fresh")]
+    names = [p.name for p in RunPlots(result, logged[f"{kind}-labels"]).save(second, rdir, tmp_path / "fresh")]
     assert names == (["roc.png", "pr.png", "km.png"] if kind == "survival" else ["roc.png", "pr.png"])
     for name in names:
         pixels = {d: np.asarray(Image.open(tmp_path / d / name)) for d in ("first", "second", "fresh")}

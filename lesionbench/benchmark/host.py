@@ -58,22 +58,24 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], object], *, mode: int | None = None) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path`` (same suffixes), then rename it into place.
 
     A crash leaves either the old file or no file, never a half-written one, so a re-run can trust any
     file that exists. The temporary name starts with a dot, so globs such as ``shard-*.npz`` skip it.
     The file gets the permissions a plain ``open(path, "w")`` would give it (those of the file it replaces,
     else ``0o666`` less the umask), not ``mkstemp``'s private ``0o600``: a lab's shared cache or data folder
-    must stay readable to the colleagues the umask admits.
+    must stay readable to the colleagues the umask admits. ``mode`` sets the permissions instead (``0o600``
+    for the organiser's private files).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
-    try:
-        mode = path.stat().st_mode & 0o777
-    except OSError:
-        mode = 0o666 & ~current_umask()
+    if mode is None:
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            mode = 0o666 & ~current_umask()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lesionbench.cli._common import add_n_boot, add_results_dir, finite_number, whole_number
+from lesionbench.cli._common import add_data_dir, add_n_boot, add_results_dir, finite_number, whole_number
 
 
 def add_compare(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +24,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probe", default="linear")
     p.add_argument("--task-version", help="the task version to compare (needed only when results of several versions exist)")
     add_results_dir(p, help="results folder used by `lesionbench run`")
+    add_data_dir(p, help="the task's prepared data folder, whose manifest holds the test labels (default: $LESIONBENCH_DATA/<task>)")
     add_n_boot(p)
     p.add_argument("--n-perm", type=whole_number(0), default=1000)
     p.add_argument(
@@ -37,11 +38,14 @@ _P_HEADER = {"two-sided": "p (A!=B)", "greater": "p (A>B)", "less": "p (A<B)"}
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from lesionbench.benchmark.encoders.plugins import get_task
     from lesionbench.benchmark.scoring.scorer import compare_saved
 
+    # the saved predictions hold no labels (the results folder is public): the task's manifest has them
+    labels = lambda: get_task(args.task, data_dir=args.data_dir).manifest()  # noqa: E731 - read once the results are found
     rows = compare_saved(
         args.out, args.task, args.encoder_a, args.encoder_b, fraction=args.fraction, seed=args.seed, probe=args.probe,
-        n_boot=args.n_boot, n_perm=args.n_perm, version=args.task_version, alternative=args.alternative,
+        n_boot=args.n_boot, n_perm=args.n_perm, version=args.task_version, alternative=args.alternative, labels=labels,
     )  # fmt: skip
     sys.stdout.write(
         f"{args.task}: {args.encoder_a} (A) vs {args.encoder_b} (B), fraction {args.fraction:g}, seed {args.seed}, "

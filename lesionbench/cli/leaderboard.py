@@ -23,7 +23,9 @@ def add_leaderboard(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--tracking-uri", help="MLflow tracking URI to read runs from (default: $MLFLOW_TRACKING_URI; with neither option: ./mlflow.db if present)")
     b.add_argument("--organiser-dir", type=Path, help="organiser store that --reveal reads the final private scores from (default: lesionbench-organiser beside --results or the sqlite MLflow store)")
     b.add_argument("--results", type=Path, help="results folder of `lesionbench run --out` (with neither option: ./lesionbench-results if present)")
-    b.add_argument("--out", type=Path, required=True, help="output folder")
+    b.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole; refused if it holds other files)")
+    b.add_argument("--data-root", type=Path, help="folder holding each task's prepared data as <task>/, whose test labels the statistics use "
+                   "(the results hold none; default: each task's default folder, $LESIONBENCH_DATA/<task>)")  # fmt: skip
     b.add_argument("--reveal", action="store_true", help="show the submissions' private scores (organisers only)")
     add_n_boot(b, help="bootstrap resamples for rank intervals and paired tests (default 1000)")
     b.add_argument("--n-perm", type=whole_number(0), default=1000, help="permutations for the paired tests (default 1000)")
@@ -35,6 +37,7 @@ def add_leaderboard(sub: argparse._SubParsersAction) -> None:
 
 def cmd_leaderboard_build(args: argparse.Namespace) -> int:
     from lesionbench.leaderboard import build_leaderboard
+    from lesionbench.leaderboard.truth import Truth, registry_labels, registry_meta
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     results = args.results
@@ -46,7 +49,7 @@ def cmd_leaderboard_build(args: argparse.Namespace) -> int:
     index = build_leaderboard(
         args.out, tracking_uri=tracking, results_dir=results, reveal=args.reveal,
         n_boot=args.n_boot, n_perm=args.n_perm, include_published=not args.no_published, organiser_dir=args.organiser_dir,
-        experiments=args.experiment,
+        experiments=args.experiment, truth=Truth(lambda meta: registry_labels(meta, args.data_root), lambda name, version: registry_meta(name, version, args.data_root)),
     )
     sys.stdout.write(f"leaderboard written: open {index.resolve().as_uri()}\n")
     return 0

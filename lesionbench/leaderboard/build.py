@@ -29,13 +29,20 @@ from lesionbench.leaderboard.collect import LoadedResult, collect_results
 from lesionbench.leaderboard.labels import ALPHA, METRIC_LABELS, SCHEMA_ID, is_k_shot, metric_label, unique_entry_labels  # noqa: F401 - kept importable from here
 from lesionbench.leaderboard.published import CITATION, DOI_URL, SOURCE
 from lesionbench.leaderboard.sections import ALTERNATIVE, reference_rows, task_section  # noqa: F401 - ALTERNATIVE kept importable from here
+from lesionbench.leaderboard.truth import Truth, agreed_meta, describe_difference
 
 logger = logging.getLogger(__name__)
 
 
-def build_document(items: Sequence[LoadedResult], *, reveal: bool = False, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0, include_published: bool = True, robustness: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+def build_document(
+    items: Sequence[LoadedResult], *, reveal: bool = False, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0, include_published: bool = True,
+    robustness: Sequence[dict[str, Any]] = (), truth: Truth | None = None,
+) -> dict[str, Any]:
     """The leaderboard document (see the module docstring) from collected results; ``robustness``: checked
-    ``robustness.json`` views (:func:`lesionbench.leaderboard.robustness_view.collect_robustness`), shown apart."""
+    ``robustness.json`` views (:func:`lesionbench.leaderboard.robustness_view.collect_robustness`), shown apart.
+    ``truth``: the task metas and test labels trusted over the results' own (default: the task registry's;
+    ``Truth(None, None)`` trusts the results alone, see :mod:`lesionbench.leaderboard.truth`)."""
+    truth = Truth() if truth is None else truth
     from lesionbench.leaderboard.robustness_view import robustness_sections
 
     # one section per task version and protocol: rows of different protocols are never ranked together
@@ -47,7 +54,13 @@ def build_document(items: Sequence[LoadedResult], *, reveal: bool = False, n_boo
         per = ("total" if it.result.extra.get("shots_per") == "total" else "class") if is_k_shot(key) else ""
         k = (it.result.task.name, it.result.task.version, key, per)
         groups.setdefault(k, []).append(it)
-        metas.setdefault(k, it.result.task)
+    for k, group in list(groups.items()):
+        # the registry's meta, else the one the results agree on: never whichever file sorts first
+        metas[k], differing = agreed_meta(k[0], k[1], [it.result.task for it in group], truth)
+        for i in differing:
+            logger.warning("Skipping %s: its task %s version %s differs from the section's (%s).", group[i].location, k[0], k[1],
+                           describe_difference(group[i].result.task, metas[k]))  # fmt: skip
+        groups[k] = [it for i, it in enumerate(group) if i not in set(differing)]
     tasks = []
     try:
         from tqdm.auto import tqdm
@@ -57,7 +70,8 @@ def build_document(items: Sequence[LoadedResult], *, reveal: bool = False, n_boo
     keys = sorted(groups, key=lambda k: (k[0], k[1], next((i for i, p in enumerate(PROTOCOLS) if k[2] == p or k[2].startswith(f"{p}-")), len(PROTOCOLS)), k[2], k[3]))
     iterator = tqdm(keys, desc="leaderboard", unit="task", disable=len(keys) < 2) if tqdm else keys
     for k in iterator:
-        tasks.append(task_section(metas[k], groups[k], reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, protocol=k[2], shots_per=k[3]))
+        if groups[k]:
+            tasks.append(task_section(metas[k], groups[k], reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, protocol=k[2], shots_per=k[3], labels=truth.labels(metas[k])))
     reference_only = []
     if include_published:
         from lesionbench.leaderboard.published import PUBLISHED_TASKS
@@ -83,6 +97,10 @@ def build_document(items: Sequence[LoadedResult], *, reveal: bool = False, n_boo
     }
 
 
+#: The files a build writes (and the only ones its --out may hold: the folder is replaced as a whole).
+_OUT_FILES = frozenset({"index.html", "leaderboard.md", "leaderboard.json", "leaderboard.schema.json", "result.schema.json"})
+
+
 def build_leaderboard(
     out: str | Path,
     *,
@@ -95,33 +113,42 @@ def build_leaderboard(
     include_published: bool = True,
     organiser_dir: str | Path | None = None,
     experiments: Sequence[str] | None = None,
+    truth: Truth | None = None,
 ) -> Path:
     """Build the leaderboard from MLflow and/or local results into ``out``; returns ``out/index.html``.
 
     Reads the MLflow ``experiments`` named (default: the harness's own, ``lesionbench``). Writes
     ``index.html`` (self-contained), ``leaderboard.md``, ``leaderboard.json``, ``leaderboard.schema.json``
-    and ``result.schema.json`` (the result format it accepts), each atomically, and only once every
-    input has been read.
+    and ``result.schema.json`` (the result format it accepts) into a sibling folder once every input has
+    been read, then swaps it with ``out`` (:mod:`lesionbench.leaderboard.outdir`): a reader sees the old set
+    or the new one. ``truth``: see :func:`build_document`.
     ``reveal`` adds the submissions' final private scores, read from the organiser store
     (``organiser_dir``, default beside the results; organisers only).
     """
     import tempfile
 
-    from lesionbench.benchmark.host import atomic_write
+    from lesionbench.leaderboard.outdir import check_out_folder, publish_folder
     from lesionbench.leaderboard.render import render_html, render_markdown
     from lesionbench.leaderboard.schema import LEADERBOARD_SCHEMA, RESULT_SCHEMA
 
     out = Path(out)
+    check_out_folder(out, _OUT_FILES)  # before anything is read: a refused --out costs nothing
+    organiser = None
+    if reveal:  # private scores live only in the organiser store, never in the public results
+        from lesionbench.leaderboard.organiser import check_apart, resolve_organiser_dir
+
+        organiser = resolve_organiser_dir(organiser_dir, results_dir=results_dir, tracking_uri=tracking_uri)
+        check_apart(organiser, results_dir=results_dir, tracking_uri=tracking_uri)
     with tempfile.TemporaryDirectory(prefix="lesionbench-lb-") as downloads:  # MLflow artifacts, read lazily
         items = collect_results(tracking_uri=tracking_uri, results_dir=results_dir, cache_dir=downloads, experiments=experiments)
-        if reveal:  # private scores live only in the organiser store, never in the public results
-            from lesionbench.leaderboard.organiser import resolve_organiser_dir, reveal_private
+        if organiser is not None:
+            from lesionbench.leaderboard.organiser import reveal_private
 
-            items = reveal_private(items, resolve_organiser_dir(organiser_dir, results_dir=results_dir, tracking_uri=tracking_uri))
+            items = reveal_private(items, organiser)
         from lesionbench.leaderboard.robustness_view import collect_robustness
 
         robust = collect_robustness(tracking_uri=tracking_uri, results_dir=results_dir, experiments=experiments, cache_dir=downloads)
-        doc = build_document(items, reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, include_published=include_published, robustness=robust)
+        doc = build_document(items, reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, include_published=include_published, robustness=robust, truth=truth)
     texts = {
         "leaderboard.json": json.dumps(doc, indent=2, allow_nan=False) + "\n",
         "leaderboard.schema.json": json.dumps(LEADERBOARD_SCHEMA, indent=2) + "\n",
@@ -129,8 +156,7 @@ def build_leaderboard(
         "leaderboard.md": render_markdown(doc),
         "index.html": render_html(doc),
     }
-    for name, text in texts.items():
-        atomic_write(out / name, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
+    publish_folder(out, texts)
     index = out / "index.html"
     logger.info("Leaderboard of %d task(s) written to %s.", len(doc["tasks"]), index)
     return index

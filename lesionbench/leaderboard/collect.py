@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,34 @@ class LoadedResult:
         except Exception as exc:  # a missing artifact must not stop the page; it loses its tests
             logger.warning("Predictions of %s (fraction %s, seed %s) from %s could not be read: %s", self.result.encoder.name, run.fraction, run.seed, self.location, exc)
             return None
+
+
+def created_at(result: TaskResult) -> datetime:
+    """A result's ``created`` as a UTC instant (no zone: UTC); unreadable dates sort first (validate.py refuses them)."""
+    try:
+        when = datetime.fromisoformat(result.created)
+    except (TypeError, ValueError):
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
+def extent(result: TaskResult) -> tuple[int, frozenset[float], frozenset[int]]:
+    """What a result measured: bootstrap resamples, training fractions (k-shot: shots) and seeds."""
+    n_boot = result.extra.get("n_boot")
+    levels = frozenset(float(r.shots) if r.shots else r.fraction for r in result.runs)
+    return (n_boot if isinstance(n_boot, int) and not isinstance(n_boot, bool) else 0, levels, frozenset(r.seed for r in result.runs))
+
+
+def replaces(new: LoadedResult, old: LoadedResult) -> bool:
+    """Whether ``new`` replaces ``old`` (the same leaderboard row): it is newer (parsed UTC instants; a tie goes to
+    the local copy, read without a download) and has no fewer resamples, fractions or seeds: a scratch run
+    (``--seeds 0 --n-boot 10``) never replaces a full one, however new."""
+    (nb_new, lv_new, sd_new), (nb_old, lv_old, sd_old) = extent(new.result), extent(old.result)
+    if nb_new < nb_old or not lv_new >= lv_old or not sd_new >= sd_old:
+        return False
+    if (nb_new, lv_new, sd_new) != (nb_old, lv_old, sd_old) and (nb_old < nb_new or lv_old < lv_new or sd_old < sd_new):
+        return True  # measures strictly more: the fuller result wins whatever its date
+    return (created_at(new.result), new.source == "local") > (created_at(old.result), old.source == "local")
 
 
 def _read_predictions(path: Path) -> pd.DataFrame:
@@ -258,12 +287,24 @@ def _search_all(client: Any, experiment_ids: list[str], filter_string: str) -> l
             return runs
 
 
+def _inside(path: str | Path, root: Path) -> Path:
+    """``path`` resolved, when it lies inside ``root`` (a run's download folder); else a ``ValueError``."""
+    p = Path(path).resolve()
+    if not p.is_relative_to(Path(root).resolve()):
+        raise ValueError(f"artifact path {str(path)[:120]!r} leaves the run's own artifacts")
+    return p
+
+
 def _fetch_mlflow_predictions(client: Any, run_id: str, experiment_id: str, sub: SubsetResult, dst: Path) -> pd.DataFrame | None:
     if sub.predictions_path:
+        if ".." in Path(sub.predictions_path).parts or Path(sub.predictions_path).is_absolute():  # validate.py refuses these too
+            raise ValueError(f"predictions path {sub.predictions_path!r} leaves the run's own artifacts")
         try:
-            return _read_predictions(Path(client.download_artifacts(run_id, sub.predictions_path, str(dst))))
+            local = client.download_artifacts(run_id, sub.predictions_path, str(dst))
         except Exception:  # not logged on the parent; look at the child run below
-            pass
+            local = None
+        if local is not None:
+            return _read_predictions(_inside(local, dst))
     children = _search_all(client, [experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
     for child in children:
         params = child.data.params
@@ -277,7 +318,7 @@ def _fetch_mlflow_predictions(client: Any, run_id: str, experiment_id: str, sub:
         if csvs:
             cdst = dst / child.info.run_id
             cdst.mkdir(exist_ok=True)
-            return _read_predictions(Path(client.download_artifacts(child.info.run_id, csvs[0], str(cdst))))
+            return _read_predictions(_inside(client.download_artifacts(child.info.run_id, csvs[0], str(cdst)), cdst))
     return None
 
 
@@ -327,7 +368,7 @@ def collect_results(
     best: dict[tuple[Any, ...], LoadedResult] = {}
     for item in loaded:
         cur = best.get(item.key)
-        if cur is None or (item.result.created, item.source == "local") > (cur.result.created, cur.source == "local"):
+        if cur is None or replaces(item, cur):
             best[item.key] = item
     superseded = len(loaded) - len(best)
     if superseded:

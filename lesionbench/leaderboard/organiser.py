@@ -3,7 +3,7 @@
 The public store (results folder and MLflow experiment ``lesionbench``) holds public scores and
 label-free predictions only; everything that reveals the private part or the test labels lives here::
 
-    <organiser dir>/                          # created with mode 0700: organiser-only
+    <organiser dir>/                          # created with mode 0700, files 0600: organiser-only
       challenge.toml | challenge.json         # optional quotas (lesionbench.leaderboard.challenge)
       <task>/<version>/.lock                  # serialises quota check + write
       <task>/<version>/teams/<slug>/team.json        # the team name that owns the slug
@@ -16,7 +16,8 @@ a submission counts once its record exists, and every scored submission gets one
 public is written, so a crash can never give a team a free submission.
 
 Default location: ``lesionbench-organiser`` beside the results folder (``./lesionbench-organiser``
-for the CLI), else beside a sqlite MLflow store. Never publish it.
+for the CLI), else beside a sqlite MLflow store. Never publish it. An existing folder is used only when
+it is the current user's with no group or other access (:mod:`lesionbench.leaderboard.private_dir`).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +38,7 @@ from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.types import MetricValue
 from lesionbench.leaderboard.challenge import ChallengeConfig, Limits, as_utc, resolve_challenge, utc_now
+from lesionbench.leaderboard.private_dir import DIR_MODE, FILE_MODE, check_apart, check_private_file, check_private_folder, make_private_dirs  # noqa: F401 - check_apart: the API in one place
 
 if TYPE_CHECKING:
     from lesionbench.leaderboard.collect import LoadedResult
@@ -81,6 +84,7 @@ class SubmissionRecord:
     n_public: int
     n_private: int
     folder: Path
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the whole record.json
 
     def score(self, part: str) -> float:
         """The main metric on ``part`` ('public' or 'private'); -inf when undefined, so it ranks last."""
@@ -96,6 +100,11 @@ class OrganiserStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        check_private_folder(self.root)  # before anything of it is read or written
+        from lesionbench.leaderboard.challenge import CONFIG_NAMES
+
+        for name in CONFIG_NAMES:
+            check_private_file(self.root / name)
 
     def team_dir(self, task: str, version: str, slug: str) -> Path:
         from lesionbench.benchmark.scoring.scorer import result_dir
@@ -115,19 +124,30 @@ class OrganiserStore:
             try:
                 out.append(SubmissionRecord(
                     id=d["id"], team=d["team"], task=d["task"], version=d["version"], kind=d["kind"], submitted=d["submitted"], main_metric=d["main_metric"],
-                    public=d["public"], private=d["private"], n_public=int(d["n_public"]), n_private=int(d["n_private"]), folder=path.parent,
+                    public=d["public"], private=d["private"], n_public=int(d["n_public"]), n_private=int(d["n_private"]), folder=path.parent, raw=d,
                 ))  # fmt: skip
             except (KeyError, TypeError, ValueError) as exc:
                 raise ConfigurationError(f"Organiser record {path} is damaged ({type(exc).__name__}: {exc}); restore it from a backup.") from exc
         return sorted(out, key=lambda r: int(_ID_RE.fullmatch(r.id).group(1)) if _ID_RE.fullmatch(r.id) else 0)
 
+    def same_as(self, task: str, version: str, slug: str, digests: Sequence[str]) -> list[str]:
+        """``"<team> <id>"`` of the other teams' submissions of this task version whose file or predictions digest
+        is among ``digests`` (a copied file, or the same predictions rewritten): flagged to the organiser."""
+        teams = self.team_dir(task, version, slug).parent
+        found = []
+        for other in sorted(p for p in teams.iterdir() if p.is_dir() and p.name != slug) if teams.is_dir() else []:
+            for r in self.records(task, version, other.name):
+                if {r.raw.get("file_sha256"), r.raw.get("predictions_sha256")} & set(digests):
+                    found.append(f"{r.team} {r.id}")
+        return found
+
     @contextlib.contextmanager
     def lock(self, task: str, version: str) -> Iterator[None]:
         """An exclusive lock per task version: two submissions of one team cannot both pass the quota."""
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         path = self.team_dir(task, version, "_").parent.parent / ".lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as fh:
+        make_private_dirs(path.parent)
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE), "a") as fh:
             try:
                 import fcntl
             except ImportError:  # not POSIX: no inter-process lock, the quota check is still made
@@ -141,19 +161,21 @@ class OrganiserStore:
 
     def write_submission(self, task: str, version: str, slug: str, record: dict[str, Any], predictions: Any) -> SubmissionRecord:
         """Store a scored submission under the next id (call under :meth:`lock`); ``record`` lacks ``id``."""
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         team = self.team_dir(task, version, slug)
+        make_private_dirs(team)
         if not (team / "team.json").is_file():
-            atomic_write(team / "team.json", lambda p: p.write_text(json.dumps({"name": record["team"], "created": record["submitted"]}) + "\n"))
+            atomic_write(team / "team.json", lambda p: p.write_text(json.dumps({"name": record["team"], "created": record["submitted"]}) + "\n"), mode=FILE_MODE)
         previous = self.records(task, version, slug)
         number = 1 + max((int(m.group(1)) for r in previous if (m := _ID_RE.fullmatch(r.id))), default=0)
         # Folders without a record (a crash half-way) keep their number: ids are never reused.
         number = max(number, 1 + max((int(m.group(1)) for p in team.glob("sub-*") if (m := _ID_RE.fullmatch(p.name))), default=0))
         sid = f"sub-{number:04d}"
         folder = team / sid
-        atomic_write(folder / "predictions.csv", lambda p: predictions.to_csv(p, index=False))
+        make_private_dirs(folder)
+        atomic_write(folder / "predictions.csv", lambda p: predictions.to_csv(p, index=False), mode=FILE_MODE)
         doc = {"id": sid, **record}
-        atomic_write(folder / RECORD, lambda p: p.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n"))
+        atomic_write(folder / RECORD, lambda p: p.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n"), mode=FILE_MODE)
         return next(r for r in self.records(task, version, slug) if r.id == sid)
 
     def selection(self, task: str, version: str, slug: str) -> list[str] | None:
@@ -254,7 +276,7 @@ def select(
     path = store.team_dir(task, version, slug) / "selection.json"
     with store.lock(task, version):
         if ids:
-            atomic_write(path, lambda p: p.write_text(json.dumps({"selected": ids}) + "\n"))
+            atomic_write(path, lambda p: p.write_text(json.dumps({"selected": ids}) + "\n"), mode=FILE_MODE)
         elif path.exists():
             path.unlink()
     return ids
@@ -308,6 +330,8 @@ def private_scores(organiser_dir: str | Path, *, challenge: ChallengeConfig | st
                 out[(first.task, first.version, first.team)] = {
                     "private": best.private, "n_private": best.n_private, "submission_id": best.id, "selection": how,
                     "main_metric": best.main_metric, "score": None if best.score("private") == -math.inf else best.score("private"),
+                    # the same file or predictions as another team's submission (a copy): for the organiser to judge
+                    "same_file_as": sorted({x for r in records for x in r.raw.get("same_file_as", [])}),
                 }  # fmt: skip
     return out
 
@@ -315,7 +339,7 @@ def private_scores(organiser_dir: str | Path, *, challenge: ChallengeConfig | st
 def final_ranking(organiser_dir: str | Path, task: str, version: str, *, challenge: ChallengeConfig | str | Path | None = None) -> list[dict[str, Any]]:
     """The final ranking of one task version on the private part: one row per team, best first (equal scores share a rank)."""
     rows = [{"team": team, **v} for (t, ver, team), v in private_scores(organiser_dir, challenge=challenge).items() if (t, ver) == (task, version)]
-    main = lambda row: -math.inf if row["score"] is None else row["score"]  # noqa: E731
+    main = lambda row: -math.inf if row["score"] is None else row["score"]
     rows.sort(key=lambda r: (-main(r), r["team"]))
     for row in rows:
         row["rank"] = 1 + sum(1 for other in rows if main(other) > main(row))
@@ -331,7 +355,8 @@ def reveal_private(items: Sequence[LoadedResult], organiser_dir: str | Path, *, 
         sub = item.submission
         if sub is not None:
             final = scores.get((item.result.task.name, item.result.task.version, str(sub.get("name"))), {})
-            sub = {**sub, "private": final.get("private"), "n_private": final.get("n_private", 0), "final_submission": final.get("submission_id")}
+            sub = {**sub, "private": final.get("private"), "n_private": final.get("n_private", 0), "final_submission": final.get("submission_id"),
+                   "same_file_as": final.get("same_file_as", [])}  # fmt: skip
             item = replace(item, result=replace(item.result, extra={**item.result.extra, "submission": sub}))
         out.append(item)
     return out

@@ -127,6 +127,8 @@ _SUBMISSION = {
         "file_sha256": _OPT_STR,
         "rank": {"type": "integer", "minimum": 1},
         "private_rank": {"type": ["integer", "null"]},
+        # --reveal only: other teams' submissions with the same file or predictions (a copy), for the organiser to judge
+        "same_file_as": {"type": ["array", "null"], "items": {"type": "string"}},
         "provenance": _PROVENANCE,
     },
 }
@@ -206,6 +208,8 @@ def _metric_names() -> list[str]:
 
 
 _NAME = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\u0000-\\u001f]*$"}
+#: A path a result names (empty, or relative: components that do not start with a dot, so no "..").
+_RELATIVE_PATH = "^([A-Za-z0-9_+=-][A-Za-z0-9._+=-]*(/[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*)*)?$"
 _UNIT = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
 _RESULT_METRIC = {"type": "object", "required": ["value"], "properties": {"value": _UNIT, "ci_low": _UNIT, "ci_high": _UNIT}}
 _METRIC_MAP = {"type": "object", "propertyNames": {"enum": _metric_names()}, "additionalProperties": _RESULT_METRIC}
@@ -219,8 +223,9 @@ _RUN = {
         "shots": {"type": ["integer", "null"], "minimum": 1, "description": "k of a k-shot run (fraction is then its share of the training split)"},
         "metrics": {**_METRIC_MAP, "minProperties": 1},
         "params": {"type": "object"},
-        "predictions_path": _STR,
-        "subset_path": _STR,
+        # relative to the result's own folder or run, never out of it (no leading "/", no "..")
+        "predictions_path": {"type": "string", "pattern": _RELATIVE_PATH},
+        "subset_path": {"type": "string", "pattern": _RELATIVE_PATH},
     },
 }
 

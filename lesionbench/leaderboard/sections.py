@@ -32,11 +32,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lesionbench.benchmark.errors import LesionbenchError
 from lesionbench.benchmark.types import SubsetResult, TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
 from lesionbench.leaderboard.collect import LoadedResult, encoder_identity, level_of, own_level, protocol, run_at
 from lesionbench.leaderboard.labels import ALPHA, is_k_shot, unique_entry_labels
 from lesionbench.leaderboard.published import published_for
+from lesionbench.leaderboard.recompute import recheck_measured, recheck_submission, test_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +210,7 @@ def _submission_entry(item: LoadedResult, main: str, reveal: bool) -> dict[str, 
         "private": part(sub.get("private")) if reveal else None,
         "n_private": int(sub.get("n_private", 0)) if reveal else None,
         "file_sha256": sub.get("file_sha256"),
+        "same_file_as": [str(x) for x in sub.get("same_file_as") or []] if reveal else None,
         "provenance": _provenance(item),
         "rank": None,
         "private_rank": None,
@@ -226,16 +229,16 @@ def _reference_elsewhere(task: str, protocol: str) -> list[str]:
 
 
 def _align_predictions(
-    meta: TaskMeta, frames: dict[int, pd.DataFrame], unit: str = "patient"
+    meta: TaskMeta, frames: dict[int, pd.DataFrame], unit: str = "patient", labels: pd.DataFrame | None = None
 ) -> tuple[np.ndarray, dict[int, np.ndarray], str, np.ndarray | None] | None:
     """Common test lesions of every entry's predictions: (y_true, scores per entry, note, resampling
-    groups: the patient ids for ``unit="patient"``, else None)."""
+    groups: the patient ids for ``unit="patient"``, else None). ``labels``: the task's test labels (the
+    public predictions hold none); without them, the files' own label columns."""
     parsed, patients = {}, {}
     for i, df in frames.items():
-        test = df[df["split"] == "test"] if "split" in df.columns else df
         try:
-            ids, y, s = _stats.prediction_arrays(test, meta)
-        except (KeyError, ValueError) as exc:
+            test, ids, y, s = test_arrays(df, meta, labels)
+        except (KeyError, ValueError, LesionbenchError) as exc:
             logger.warning("Predictions of entry %d cannot be used for paired statistics: %s", i, exc)
             continue
         parsed[i] = (pd.Index(ids), y, s)
@@ -267,10 +270,13 @@ def _align_predictions(
 
 
 def task_section(
-    meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_boot: int, n_perm: int, seed: int, protocol: str = "linear", shots_per: str = ""
+    meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_boot: int, n_perm: int, seed: int, protocol: str = "linear", shots_per: str = "",
+    labels: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """The section of one task version and ``protocol`` (see the module docstring) from its results
-    (measured entries and submissions); ``shots_per``: "class" or "total" in k-shot sections, else ""."""
+    (measured entries and submissions); ``shots_per``: "class" or "total" in k-shot sections, else "".
+    ``labels``: the task's test labels (:mod:`lesionbench.leaderboard.truth`): the statistics use them, and
+    each entry's shown values are recomputed from its predictions (:mod:`lesionbench.leaderboard.recompute`)."""
     measured = [it for it in items if it.submission is None]
     subs = [it for it in items if it.submission is not None]
     main = _stats.main_metric(meta)
@@ -281,8 +287,11 @@ def task_section(
     level = max((own_level(it.result, shots) for it in measured), default=1.0)
     all_entries = [_measured_entry(it, level, shots=shots) for it in measured]
     unique_entry_labels(all_entries)
-    for e, it in zip(all_entries, measured):
-        e["unranked_reason"] = _unranked_reason(e, it, main, level, shots=shots)
+    heads: dict[int, pd.DataFrame | None] = {}  # the headline run's predictions, read once
+    for k, (e, it) in enumerate(zip(all_entries, measured)):
+        heads[id(it)] = it.predictions(run_at(it.result, e["shots"] if shots else e["fraction"], shots))
+        forged = recheck_measured(e, heads[id(it)], meta, labels, it.location)
+        e["unranked_reason"] = forged or _unranked_reason(e, it, main, level, shots=shots)
     fraction = level if not shots else max((e["fraction"] for e in all_entries if e["shots"] == level), default=1.0)
     unranked = sorted((e for e in all_entries if e["unranked_reason"]), key=lambda e: (-e["fraction"], e["label"]))
     ranked = [(e, it) for e, it in zip(all_entries, measured) if not e["unranked_reason"]]
@@ -302,12 +311,12 @@ def task_section(
     if len(entries) >= 2:
         frames = {}
         for i, it in enumerate(measured):
-            df = it.predictions(run_at(it.result, level, shots))
+            df = heads.get(id(it))
             if df is not None:
                 frames[i] = df
         # one resampling unit: patients, as the scorer's default, unless every entry was scored per lesion
         unit = "lesion" if all(it.result.extra.get("bootstrap_unit") == "lesion" for it in measured) else "patient"
-        aligned = _align_predictions(meta, frames, unit)
+        aligned = _align_predictions(meta, frames, unit, labels)
         if aligned is None:
             stats_note = "rank intervals and paired tests need the saved predictions of at least two entries"
         else:
@@ -330,11 +339,14 @@ def task_section(
                     "p_value": _num(c.p_value),
                     "p_holm": _num(p_adj),
                     "significant": bool(np.isfinite(p_adj) and p_adj < ALPHA),  # no test (NaN) is never significant
-                    "n_lesions": int(len(y)),
+                    "n_lesions": len(y),
                 }
-            entries[top]["comparison"] = {"versus": None, "metric": main, "is_reference": True, "n_lesions": int(len(y))}
+            entries[top]["comparison"] = {"versus": None, "metric": main, "is_reference": True, "n_lesions": len(y)}
 
     sub_entries = [_submission_entry(it, main, reveal) for it in subs]
+    for e, it in zip(sub_entries, subs):  # the shown public value is the one its public predictions give
+        if labels is not None:
+            recheck_submission(e, it.predictions(it.result.runs[0]), meta, labels, it.location)
 
     def pub(e: dict[str, Any], part: str) -> float:
         v = ((e.get(part) or {}).get(main) or {}).get("value")

@@ -17,14 +17,16 @@ Kaggle's integrity rules:
 - quotas per team and UTC day and in total (:mod:`lesionbench.leaderboard.challenge`, Kaggle-like
   defaults: 5 a day), counted from the organiser store;
 - the team's public entry is its best public score so far (as on Kaggle's public leaderboard; equal
-  scores keep the earlier submission); the final ranking is on the private part of the submissions
-  the team selected (``lesionbench select``), by default its 2 best public scores.
+  scores keep the earlier submission), always the ledger's best, with the public part's predictions only
+  (:mod:`lesionbench.leaderboard.publish`); the final ranking is on the private part of the submissions
+  the team selected (``lesionbench select``), by default its 2 best public scores;
+- the organiser store is private and apart (:mod:`lesionbench.leaderboard.private_dir`), and a submission
+  with the same file or predictions as another team's is flagged in its record (``same_file_as``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -38,13 +40,13 @@ import pandas as pd
 from lesionbench._version import __version__
 from lesionbench.benchmark.scoring.endpoints import two_year_label
 from lesionbench.benchmark.errors import ConfigurationError, SubmissionError
-from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.tracking.mlflow_sink import absolute_sqlite_uri
 from lesionbench.benchmark.types import EncoderMeta, MetricValue, SubsetResult, TaskKind, TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
 from lesionbench.leaderboard.challenge import ChallengeConfig, Limits, as_utc, resolve_challenge, utc_now
 from lesionbench.leaderboard.organiser import EXPERIMENT as ORGANISER_EXPERIMENT
-from lesionbench.leaderboard.organiser import RECORD, OrganiserStore, collision_problem, log_run, metric_dict, metrics_flat, quota_problem, resolve_organiser_dir
+from lesionbench.leaderboard.organiser import RECORD, OrganiserStore, check_apart, collision_problem, log_run, metric_dict, metrics_flat, quota_problem, resolve_organiser_dir
+from lesionbench.leaderboard.publish import check_outputs, predictions_digest, public_team_dir, publish_best
 from lesionbench.leaderboard.submission_file import (  # noqa: F401  (re-exported: the submission API in one place)
     MAX_FEATURES_BYTES,
     MAX_NAME_LENGTH,
@@ -189,10 +191,12 @@ def submit(
         raise ConfigurationError("A submission must be recorded somewhere: give --results DIR and/or --tracking-uri URI.")
     path = Path(path)
     meta: TaskMeta = task.meta
-    store = OrganiserStore(resolve_organiser_dir(organiser_dir, results_dir=results_dir, tracking_uri=tracking_uri))
+    organiser_root = resolve_organiser_dir(organiser_dir, results_dir=results_dir, tracking_uri=tracking_uri)
+    check_apart(organiser_root, results_dir=results_dir, tracking_uri=tracking_uri, organiser_tracking_uri=organiser_tracking_uri)
+    store = OrganiserStore(organiser_root)
     limits = resolve_challenge(challenge, store.root).for_task(meta.name)
     manifest = task.manifest()
-    public_root = None if results_dir is None else _public_team_dir(Path(results_dir), meta, name_slug(name)).parent
+    public_root = None if results_dir is None else public_team_dir(Path(results_dir), meta, name_slug(name)).parent
     problems = name_problems(name)
     if not problems:  # a cheap, read-only look before the file is read; repeated under the lock below
         problems += _gate(store, public_root, meta, name, limits, now)
@@ -208,6 +212,7 @@ def submit(
     score = score_predictions(meta, manifest, preds, n_boot=n_boot, seed=seed)
     main = _stats.main_metric(meta)
     slug = name_slug(name)
+    uri = None if tracking_uri is None else absolute_sqlite_uri(tracking_uri)
     with store.lock(meta.name, meta.version):
         # Another submission of this team, or a team with a colliding name, may have landed meanwhile.
         # One clock reading both checks the quota and dates the record, so both fall on the same UTC day.
@@ -215,37 +220,38 @@ def submit(
         late = _gate(store, public_root, meta, name, limits, stamp)
         if late:
             raise SubmissionError(str(path), late)
+        # the public outputs must take the entry before the quota is charged (publish.py)
+        check_outputs(None if results_dir is None else public_team_dir(Path(results_dir), meta, slug) / probe, uri)
         when = stamp.isoformat(timespec="seconds")
-        record = store.write_submission(meta.name, meta.version, slug, _organiser_record(meta, score, name=name, kind=kind, probe=probe, digest=digest, when=when, main=main), score.predictions)
+        doc = _organiser_record(meta, score, name=name, kind=kind, probe=probe, digest=digest, when=when, main=main)
+        doc["feature_dim"] = feature_dim
+        doc["predictions_sha256"] = predictions_digest(preds)
+        same = store.same_as(meta.name, meta.version, slug, [digest, doc["predictions_sha256"]])
+        if same:  # for the organiser only: the submitter is not told whose file it matches
+            doc["same_file_as"] = same
+            logger.info("Submission of %r flagged for the organiser: the same predictions as an earlier submission of another team.", name)
+        record = store.write_submission(meta.name, meta.version, slug, doc, score.predictions)
         same_kind = [r for r in store.records(meta.name, meta.version, slug) if r.kind == kind]
         best = max(same_kind, key=lambda r: r.score("public"))  # the first of equal scores: the earlier one stays
-        result = _public_result(meta, manifest, score, name=name, kind=kind, probe=probe, digest=digest, when=when, record_id=record.id, feature_dim=feature_dim)
         on_board = best.id == record.id
-        result_path = run_id = None
-        public_preds = score.predictions[["lesion_id", *(c for c in preds.columns if c != "lesion_id")]]  # no labels, no parts
-        if on_board and results_dir is not None:
-            folder = _public_team_dir(Path(results_dir), meta, slug) / probe
-            atomic_write(folder / "predictions.csv", lambda p: public_preds.to_csv(p, index=False))
-            result_path = atomic_write(folder / "result.json", lambda p: p.write_text(json.dumps(result.to_dict(), indent=2) + "\n"))
-        if on_board and tracking_uri is not None:
-            run_id = _log_public(result, public_preds, score, absolute_sqlite_uri(tracking_uri))
+        # the public entry is always the ledger's best: an earlier best a crash or an outage kept off is published now
+        published = publish_best(best, meta, manifest, results_dir=results_dir, tracking_uri=uri)
+        result, result_path, run_id = published.result, published.result_path, published.run_id
+        if not on_board:
+            result = _public_result(meta, manifest, score, name=name, kind=kind, probe=probe, digest=digest, when=when, record_id=record.id, feature_dim=feature_dim)
+            result_path = run_id = None
     organiser_run_id = None
     if organiser_tracking_uri is not None:
         organiser_run_id = log_run(
             absolute_sqlite_uri(organiser_tracking_uri), ORGANISER_EXPERIMENT, run_name=f"{name} {record.id}",
-            tags={"lesionbench.level": "organiser", "lesionbench.submission": name, "lesionbench.submission_id": record.id, "lesionbench.task": meta.name},
+            tags={"lesionbench.level": "organiser", "lesionbench.submission": name, "lesionbench.submission_id": record.id, "lesionbench.task": meta.name,
+                  **({"lesionbench.same_file_as": "; ".join(same)[:4900]} if same else {})},
             params={"task": meta.name, "task_version": meta.version, "submission_kind": kind, "file_sha256": digest, "submitted": when},
             metrics=metrics_flat({"public": score.public, "private": score.private, "overall": score.overall}),
             files={RECORD: lambda p: shutil.copyfile(record.folder / RECORD, p), "predictions.csv": lambda p: score.predictions.to_csv(p, index=False)},
         )  # fmt: skip
     logger.info("Submission %s of %r scored on task %s: public %s = %.4f%s.", record.id, name, meta.name, main, score.public[main].value, "" if on_board else " (the team's better earlier score stays on the leaderboard)")
     return SubmissionOutcome(result, score, result_path, run_id, record.id, on_board, record.folder, organiser_run_id)
-
-
-def _public_team_dir(results_dir: Path, meta: TaskMeta, slug: str) -> Path:
-    from lesionbench.benchmark.scoring.scorer import result_dir
-
-    return result_dir(results_dir, meta.name, meta.version, f"submission-{slug}", "_").parent
 
 
 def _gate(store: OrganiserStore, public_root: Path | None, meta: TaskMeta, name: str, limits: Limits, now: datetime | None) -> list[str]:
@@ -317,19 +323,3 @@ def _probe_features(task: Any, manifest: pd.DataFrame, features: pd.DataFrame) -
 
 #: The MLflow experiment the scorer logs runs to; submissions' public entries join them there.
 EXPERIMENT = "lesionbench"
-
-
-def _log_public(result: TaskResult, predictions: pd.DataFrame, score: SubmissionScore, tracking_uri: str) -> str | None:
-    """The team's public entry as an MLflow parent run: public metrics and label-free predictions only."""
-    sub = result.extra["submission"]
-    return log_run(
-        tracking_uri, EXPERIMENT, run_name=f"submission {sub['name']}",
-        tags={"lesionbench.level": "parent", "lesionbench.submission": sub["name"], "lesionbench.task": result.task.name, "lesionbench.encoder": result.encoder.name},
-        params={
-            "task": result.task.name, "task_version": result.task.version, "encoder": result.encoder.name, "probe": result.probe,
-            "submission_kind": sub["kind"], "submission_id": sub["submission_id"], "file_sha256": sub["file_sha256"],
-            "n_public": sub["n_public"], "lesionbench_version": result.lesionbench_version,
-        },
-        metrics=metrics_flat({"public": score.public}),
-        files={"result.json": lambda p: p.write_text(json.dumps(result.to_dict(), indent=2) + "\n"), "predictions.csv": lambda p: predictions.to_csv(p, index=False)},
-    )  # fmt: skip

@@ -25,8 +25,11 @@ from lesionbench.benchmark.types import TaskKind, TaskResult
 RESULT_SCHEMA_ID = "lesionbench.task_result/1"
 #: Longest name (task, encoder, probe, team) a result may carry: longer ones are not names.
 MAX_NAME = 200
-#: A result dated later than this after now was not produced by this harness's clock.
-_CLOCK_SKEW = timedelta(days=1)
+#: A result dated later than this after now was not produced by this harness's clock (a forged date in the
+#: future would win every "newest result" comparison forever).
+_CLOCK_SKEW = timedelta(minutes=5)
+#: A path a result names (its predictions, subsets): relative, inside its own result folder or run.
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*(/[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*)*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _BOOTSTRAP_UNITS = ("patient", "lesion")
 _VALIDATION = ("fraction", "full")
@@ -73,7 +76,7 @@ def check_result(doc: Any, source: str) -> None:
     for i, m in enumerate(c.array(task.get("metrics", []), "task.metrics")):
         c.metric(m, f"task.metrics[{i}]", alias_ok=True)
     for i, n in enumerate(c.array(task.get("class_names", []), "task.class_names")):
-        c.text(n, f"task.class_names[{i}]")
+        c.name(n, f"task.class_names[{i}]")
     c.boolean(task.get("published_split", False), "task.published_split")
 
     enc = c.obj(doc.get("encoder"), "encoder")
@@ -119,9 +122,12 @@ def check_result(doc: Any, source: str) -> None:
         for m, mv in metrics.items():
             c.metric(m, f"{where}.metrics key")
             c.metric_value(mv, f"{where}.metrics.{m}")
-        c.obj(run.get("params", {}), f"{where}.params")
+        params = c.obj(run.get("params", {}), f"{where}.params")
         for k in ("predictions_path", "subset_path"):
-            c.text(run.get(k, ""), f"{where}.{k}")
+            c.path(run.get(k, ""), f"{where}.{k}")
+        for k, v in params.items():
+            if str(k).endswith("_path"):
+                c.path(v, f"{where}.params.{k}")
 
     sub = extra.get("submission")
     if sub is None:
@@ -178,9 +184,27 @@ class _Checker:
         return x
 
     def name(self, x: Any, field: str, *, limit: int = MAX_NAME) -> str:
+        """A name: printable, and by the registry's rule (no zero-width, bidirectional or other invisible
+        characters, no surrounding spaces), so that no two rows that differ can read the same."""
+        from lesionbench.benchmark.encoders.registry import name_problem
+
         s = self.text(x, field)
         if not s.strip() or len(s) > limit or any(ord(ch) < 32 for ch in s):
             self.fail(field, f"expected a non-empty name of at most {limit} printable characters, got {_show(x)}")
+        # the registry's rule; a name longer than the registry's 64 characters (a version, a weights label) is
+        # checked piecewise for the characters the rule forbids
+        why = name_problem(s) if len(s) <= 64 else next((w for i in range(0, len(s), 64) if (w := name_problem(s[i : i + 64].strip() or "x")) and "characters long" not in w), None)
+        if why is None and s != s.strip():
+            why = f"the name {s[:40]!r} has leading or trailing whitespace"
+        if why is not None:
+            self.fail(field, why)
+        return s
+
+    def path(self, x: Any, field: str) -> str:
+        """A path a result names: empty, or relative without ``..`` (it is read inside the result's own folder or run)."""
+        s = self.text(x, field)
+        if s and (not _SAFE_PATH.fullmatch(s) or any(part in (".", "..") for part in s.split("/"))):
+            self.fail(field, f"expected a relative path inside the result's folder (letters, digits, ._+=- and /, no '..'), got {_show(x)}")
         return s
 
     def boolean(self, x: Any, field: str) -> bool:

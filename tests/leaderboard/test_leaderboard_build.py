@@ -287,7 +287,10 @@ def test_leaderboard_from_the_scorers_own_runs(fresh_tracking_uri: str, tmp_path
         task, X = fabricate("binary", n_lesions=160, signal=signal, seed=3, name="fab_binary")
         res = evaluate_features(task.manifest(), X, task.meta, encoder=fabricated_encoder_meta(X.shape[1], name), fractions=(1.0, 0.5), seeds=(0, 1), out_dir=out, n_boot=50, progress=False)
         assert log_result(res, result_dir(out, "fab_binary", res.task.version, name, res.probe), tracking_uri=fresh_tracking_uri, plots=False)
-    build_leaderboard(tmp_path / "lb", tracking_uri=fresh_tracking_uri, n_boot=100, n_perm=100)
+    from lesionbench.leaderboard.truth import Truth
+
+    # the saved predictions hold no labels: the task's manifest is the ground truth (a registered task's is found by name)
+    build_leaderboard(tmp_path / "lb", tracking_uri=fresh_tracking_uri, n_boot=100, n_perm=100, truth=Truth(lambda meta: task.manifest(), None))
     doc = json.loads((tmp_path / "lb" / "leaderboard.json").read_text())
     (t,) = doc["tasks"]
     assert [e["encoder"] for e in t["entries"]] == ["strong", "weak"]
@@ -297,7 +300,7 @@ def test_leaderboard_from_the_scorers_own_runs(fresh_tracking_uri: str, tmp_path
     va, vb = (e["metrics"]["auc"]["value"] for e in t["entries"])
     assert cmp["difference"] == pytest.approx(vb - va) and cmp["ci_low"] <= cmp["difference"] <= cmp["ci_high"]
     # The headline value is the scorer's, recomputed from its own saved predictions.
-    _, y, s = read_predictions(result_dir(out, "fab_binary", task.meta.version, "strong", "linear") / "predictions" / "frac1_seed0.csv", "binary")
+    _, y, s = read_predictions(result_dir(out, "fab_binary", task.meta.version, "strong", "linear") / "predictions" / "frac1_seed0.csv", "binary", task.manifest())
     assert t["entries"][0]["metrics"]["auc"]["value"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
 
 

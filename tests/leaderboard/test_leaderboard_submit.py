@@ -341,7 +341,7 @@ def test_cli_submit_to_a_registered_task(tmp_path: Path, capsys: pytest.CaptureF
     task._manifest = man
     preds = _predictions(task)
     shutil.copy(empty_mlflow_db, tmp_path / "mlflow.db")
-    (tmp_path / "lesionbench-organiser").mkdir()
+    (tmp_path / "lesionbench-organiser").mkdir(mode=0o700)
     shutil.copy(empty_mlflow_db, tmp_path / "lesionbench-organiser" / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["-q", "submit", "--task", "synthetic_site", "--data-dir", str(tmp_path / "task"), "--tracking-uri", uri, "--name", "site team"]

@@ -42,7 +42,7 @@ def _texts(root: Path) -> dict[str, str]:
 
 def test_public_store_holds_no_private_score_and_no_test_label(task: FakeTask, tmp_path: Path, fresh_tracking_uri: str, empty_mlflow_db: Path) -> None:
     organiser = tmp_path / "organiser"
-    organiser.mkdir()
+    organiser.mkdir(mode=0o700)  # the organiser's own: no group or other access
     shutil.copy(empty_mlflow_db, organiser / "mlflow.db")
     out = _submit(task, tmp_path, "Team A", tracking_uri=fresh_tracking_uri, organiser_dir=organiser, organiser_tracking_uri=f"sqlite:///{organiser / 'mlflow.db'}")
     assert out.on_leaderboard and out.result_path is not None and out.run_id is not None
@@ -110,7 +110,7 @@ def test_reveal_reads_the_organiser_store_not_the_public_file(task: FakeTask, tm
 
 # --------------------------------------------------------------------------------- 12.11 quotas
 def test_daily_quota_rolls_over_at_utc_midnight_and_total_quota_holds(task: FakeTask, tmp_path: Path) -> None:
-    (tmp_path / "organiser").mkdir()
+    (tmp_path / "organiser").mkdir(mode=0o700)
     (tmp_path / "organiser" / "challenge.toml").write_text("per_day = 2\ntotal = 3\n")
     assert _submit(task, tmp_path, "team", seed=1).submission_id == "sub-0001"
     assert _submit(task, tmp_path, "team", seed=2, now=DAY1.replace(hour=23, minute=59)).submission_id == "sub-0002"
@@ -165,7 +165,7 @@ def test_concurrent_submissions_cannot_both_pass_the_quota(task: FakeTask, tmp_p
 
 
 def test_no_submission_and_no_new_selection_after_the_deadline(task: FakeTask, tmp_path: Path) -> None:
-    (tmp_path / "organiser").mkdir()
+    (tmp_path / "organiser").mkdir(mode=0o700)
     (tmp_path / "organiser" / "challenge.toml").write_text("deadline = 2026-03-01T12:00:00+01:00\n")  # 11:00 UTC
     first = _submit(task, tmp_path, "team", now=DAY1.replace(hour=10, minute=59))
     before = tree(tmp_path / "results") + tree(tmp_path / "organiser")
@@ -319,16 +319,16 @@ def test_every_output_is_written_atomically(task: FakeTask, tmp_path: Path, monk
     import sys
 
     organiser_mod = sys.modules["lesionbench.leaderboard.organiser"]
-    submit_mod = sys.modules["lesionbench.leaderboard.submit"]  # the package exports a function of the same name
+    publish_mod = sys.modules["lesionbench.leaderboard.publish"]  # writes the public entry
     from lesionbench.benchmark.host import atomic_write
 
     written: list[Path] = []
 
-    def recording(path: Path, write):  # noqa: ANN001
+    def recording(path: Path, write, **kw):  # noqa: ANN001
         written.append(Path(path))
-        return atomic_write(path, write)
+        return atomic_write(path, write, **kw)
 
-    monkeypatch.setattr(submit_mod, "atomic_write", recording)
+    monkeypatch.setattr(publish_mod, "atomic_write", recording)
     monkeypatch.setattr(organiser_mod, "atomic_write", recording)
     _submit(task, tmp_path, "team")
     files = [p for p in (tmp_path / "results").rglob("*") if p.is_file()] + [p for p in (tmp_path / "organiser").rglob("*") if p.is_file() and p.name != ".lock"]

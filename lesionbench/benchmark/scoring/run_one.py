@@ -220,18 +220,48 @@ def _survival_extras(manifest: pd.DataFrame, scores: dict[str, np.ndarray], test
 
 
 def predictions_frame(manifest: pd.DataFrame, kind: TaskKind, scores: Any) -> pd.DataFrame:
+    """The per-lesion scores of a run: ``lesion_id, patient_id, split`` and the score columns, without labels.
+
+    The results folder and the MLflow store are public (``submit`` and the leaderboard read them): a test
+    label there would let anyone build a perfect submission. Labels stay with the task's manifest and
+    are joined back by :func:`attach_labels` where a metric is recomputed."""
     df = manifest[["lesion_id", "patient_id", "split"]].copy()
     if kind == TaskKind.SURVIVAL:
-        df["time"] = manifest["time"].to_numpy(float)
-        df["event"] = manifest["event"].to_numpy(int)
-        df["label_2y"] = two_year_label(df["time"].to_numpy(), df["event"].to_numpy())
         df["score"] = scores["score"]
         df["risk"] = scores["risk"]
         return df
-    df["label"] = manifest["label"].to_numpy().astype(int)
     if kind == TaskKind.BINARY:
         df["score"] = scores[:, 1]
     else:
         for k in range(scores.shape[1]):
             df[f"score_{k}"] = scores[:, k]
     return df
+
+
+def label_columns(kind: TaskKind | str) -> list[str]:
+    """The manifest columns that hold a task kind's labels."""
+    return ["time", "event"] if TaskKind(kind) == TaskKind.SURVIVAL else ["label"]
+
+
+def attach_labels(frame: pd.DataFrame, labels: pd.DataFrame, kind: TaskKind | str, *, source: str = "predictions") -> pd.DataFrame:
+    """``frame`` (rows with ``lesion_id``) with its label columns taken from ``labels`` (the task's manifest,
+    or its test rows): whatever labels ``frame`` carried are dropped, so a file never supplies its own
+    ground truth. Survival adds ``label_2y``. A lesion that ``labels`` lacks is a :class:`ConfigurationError`."""
+    from lesionbench.benchmark.errors import ConfigurationError
+
+    cols = label_columns(kind)
+    missing_cols = [c for c in ("lesion_id", *cols) if c not in labels.columns]
+    if missing_cols:
+        raise ConfigurationError(f"The task's labels lack the column(s) {missing_cols}; give the task's manifest.")
+    truth = labels[["lesion_id", *cols]].astype({"lesion_id": str}).drop_duplicates("lesion_id")
+    out = frame.drop(columns=[c for c in (*cols, "label_2y") if c in frame.columns]).astype({"lesion_id": str})
+    out = out.merge(truth, on="lesion_id", how="left", validate="many_to_one")
+    unknown = out.loc[out[cols].isna().all(axis=1), "lesion_id"].tolist()
+    if unknown:
+        raise ConfigurationError(
+            f"{source}: {len(unknown)} lesion(s) without a label in the task's manifest (e.g. {unknown[:3]}); "
+            "the predictions are of another task version. Re-run on the prepared task."
+        )
+    if TaskKind(kind) == TaskKind.SURVIVAL:
+        out["label_2y"] = two_year_label(out["time"].to_numpy(float), out["event"].to_numpy(float))
+    return out

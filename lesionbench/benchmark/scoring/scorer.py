@@ -20,11 +20,12 @@ for frozen features on fractions (``linear``, ``knn``), else ``<protocol>-<probe
 * ``result.json`` - :meth:`TaskResult.to_dict` (the schema the leaderboard and MLflow read);
   ``extra["validation"]`` says what tuned the runs (``"fraction"`` or ``"full"``);
 * ``predictions/frac<f>_seed<s>.csv`` - one row per lesion of every split: ``lesion_id, patient_id,
-  split``, the label columns (survival adds ``label_2y``), then the scores (``score_<k>`` per class
+  split``, then the scores (``score_<k>`` per class
   index for multiclass, ``score`` for binary - the probability with the operating threshold chosen
   on validation folded in, so ``score > 0.5`` is the probe's call - ``score`` = P(death within 2
-  years) and ``risk`` = Cox linear predictor for survival). Metrics are recomputed from the
-  ``split == "test"`` rows;
+  years) and ``risk`` = Cox linear predictor for survival). No labels: the results folder is public
+  (``submit`` and the leaderboard read it), so a test label there would give the answers away. Metrics
+  are recomputed from the ``split == "test"`` rows joined with the task's manifest (:func:`read_predictions`);
 * ``subsets/frac<f>_seed<s>.csv`` - the training lesions of the run (with their hash), and
   ``subsets/frac<f>_seed<s>_val.csv`` its validation lesions (``val="fraction"``);
 * k-shot runs are named ``shots<k>_seed<s>`` (k per class) or ``budget<n>_seed<s>`` (a total) instead of
@@ -75,7 +76,7 @@ from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.scoring.executor import Executor
 from lesionbench.benchmark.scoring.probes import C_GRID
 from lesionbench.benchmark.scoring.protocols import protocol_dir, protocol_of
-from lesionbench.benchmark.scoring.run_one import FeatureProvider, FrozenFeatures, TrainedFeatures, fit_labels
+from lesionbench.benchmark.scoring.run_one import FeatureProvider, FrozenFeatures, TrainedFeatures, attach_labels, fit_labels, label_columns
 from lesionbench.benchmark.scoring.saved_runs import RUNS_DIR, array_digest
 from lesionbench.benchmark.scoring.saved_runs import json_default as _json_default
 from lesionbench.benchmark.scoring.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS
@@ -250,6 +251,7 @@ def _execute(
     """Run the plan into its result folder and write ``result.json``."""
     rdir = result_dir(out_dir, plan.meta.name, plan.meta.version, emeta.name, protocol_dir(plan.protocol, plan.probe))
     _check_same_checkpoint(rdir, emeta)
+    _check_not_fewer(rdir, plan)
     result = run_sweep(plan, emeta, provider, rdir=rdir, data_digest=data_digest, progress=progress, resume=resume, jobs=jobs, executor=executor)
     write_result(result, rdir)
     logger.info("wrote %s (%d runs)", rdir / RESULT_FILE, len(result.runs))
@@ -288,11 +290,45 @@ def _check_same_checkpoint(rdir: Path, emeta: EncoderMeta) -> None:
         )
 
 
-def read_predictions(path: Path, kind: TaskKind | str) -> tuple[pd.DataFrame, Any, Any]:
-    """Read a predictions CSV; returns (test rows, ground truth, scores) in the form :mod:`metrics` takes."""
+def _check_not_fewer(rdir: Path, plan: SweepPlan) -> None:
+    """A run with fewer resamples, fractions (shots) or seeds than the result already in ``rdir`` would replace
+    it (a scratch ``--seeds 0 --n-boot 10`` over the full sweep): refused before anything is computed."""
+    path = rdir / RESULT_FILE
+    try:
+        old = json.loads(path.read_bytes()) if path.is_file() else None
+        if not isinstance(old, dict):
+            return
+        old_boot = int(old.get("extra", {}).get("n_boot", 0))
+        old_levels = {float(r["shots"]) if r.get("shots") else float(r["fraction"]) for r in old["runs"]}
+        old_seeds = {int(r["seed"]) for r in old["runs"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # an unreadable earlier result is simply replaced
+        return
+    levels = {float(r.shots) if r.shots else float(r.fraction) for r in plan.runs}
+    seeds = {int(r.seed) for r in plan.runs}
+    fewer = [what for what, less in (("bootstrap resamples", plan.n_boot < old_boot), ("fractions or shots", not levels >= old_levels), ("seeds", not seeds >= old_seeds)) if less]
+    if fewer:
+        raise ConfigurationError(
+            f"{path} holds a result with {old_boot} bootstrap resamples, fractions/shots {sorted(old_levels)} and seeds {sorted(old_seeds)}; "
+            f"this run has fewer {' and '.join(fewer)} and would replace it. Give it its own --out, or remove {rdir} to replace that result."
+        )
+
+
+def read_predictions(path: Path, kind: TaskKind | str, labels: pd.DataFrame | None = None) -> tuple[pd.DataFrame, Any, Any]:
+    """Read a predictions CSV; returns (test rows, ground truth, scores) in the form :mod:`metrics` takes.
+
+    ``labels``: the task's manifest (or its test rows), where the ground truth comes from; the predictions
+    files of ``lesionbench run`` hold no labels (:func:`~lesionbench.benchmark.scoring.run_one.predictions_frame`).
+    Without it, label columns of the file itself are used (files written before they were left out)."""
     kind = TaskKind(kind)
     df = pd.read_csv(path, dtype={"lesion_id": str, "patient_id": str})
     test = df[df["split"] == "test"].reset_index(drop=True)
+    if labels is not None:
+        test = attach_labels(test, labels, kind, source=str(path))
+    elif not set(label_columns(kind)) <= set(test.columns):
+        raise ConfigurationError(
+            f"{path} holds no test labels (the public results never do); give the task's manifest "
+            "(python: labels=task.manifest()) to score it."
+        )
     if kind == TaskKind.SURVIVAL:
         return test, test[["time", "event"]].to_numpy(float), {"score": test["score"].to_numpy(float), "risk": test["risk"].to_numpy(float)}
     if kind == TaskKind.BINARY:
@@ -337,8 +373,12 @@ def compare_saved(
     n_perm: int = 1000,
     version: str | None = None,
     alternative: str = "two-sided",
+    labels: pd.DataFrame | Callable[[], pd.DataFrame] | None = None,
 ) -> list[Any]:
     """Paired comparison (A - B) of two encoders' saved predictions of one (fraction, seed), per metric.
+
+    ``labels``: the task's manifest, the ground truth (the saved predictions hold none; see :func:`read_predictions`),
+    or a function that loads it (called once both results have been found and read).
 
     ``alternative``: ``"two-sided"`` (default), ``"greater"`` (A is better) or ``"less"``; the bootstrap
     and the permutations resample the results' ``bootstrap_unit`` (patients by default).
@@ -350,7 +390,7 @@ def compare_saved(
     from lesionbench.benchmark.scoring.metrics import paired_comparison
 
     version = version or _common_version(Path(out_dir), task, (encoder_a, encoder_b), probe)
-    res, preds = [], []
+    res, runs = [], []
     for enc in (encoder_a, encoder_b):
         rdir = result_dir(Path(out_dir), task, version, enc, probe)
         if not (rdir / RESULT_FILE).is_file():
@@ -367,7 +407,9 @@ def compare_saved(
             avail = sorted({(x.fraction, x.seed) for x in r.runs})
             raise ConfigurationError(f"{rdir}: no run with fraction {fraction:g} and seed {seed}; available (fraction, seed): {avail}.")
         res.append(r)
-        preds.append(read_predictions(rdir / run.predictions_path, r.task.kind))
+        runs.append(rdir / run.predictions_path)
+    truth = labels() if callable(labels) else labels
+    preds = [read_predictions(path, r.task.kind, truth) for path, r in zip(runs, res)]
     a, b = res
     if (a.task.version, a.split_hash) != (b.task.version, b.split_hash):
         raise ConfigurationError(

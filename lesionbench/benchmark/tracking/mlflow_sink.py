@@ -13,8 +13,13 @@ Layout in the experiment (default ``lesionbench``):
 * child run per (fraction, seed) (k-shot: (k, seed), params ``shots`` and the exact ``fraction``), tag ``lesionbench.level=child`` and ``mlflow.parentRunId``:
   params (task name/version, encoder name/version/weights digest, fraction, seed, n_train, chosen
   C, split and subset hashes, lesionbench version, ...), metrics ``<m>``, ``<m>_ci_low``,
-  ``<m>_ci_high``, artifacts: the predictions CSV, the subset CSV, ``roc.png``, ``pr.png`` and
-  (survival) ``km.png``.
+  ``<m>_ci_high``, artifacts: the predictions CSV (scores, no labels), the subset CSV and, only when
+  :func:`log_result` is given the task's ``labels``, ``roc.png``, ``pr.png`` and (survival) ``km.png``.
+
+The experiment is public (``submit`` and the leaderboard read it): nothing logged holds a test label. A
+ROC curve drawn through the test lesions' own scores gives each lesion's label away (every step up is a
+positive, every step right a negative), so the per-run figures are drawn only for a store the caller keeps
+private and hands the labels to; ``lesionbench run`` never does.
 
 Tracking store: ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the
 working directory (artifacts next to it in ``mlartifacts/``).
@@ -92,15 +97,19 @@ def log_result(
     tracking_uri: str | None = None,
     experiment: str = DEFAULT_EXPERIMENT,
     plots: bool = True,
+    labels: Any = None,
 ) -> str | None:
     """Log ``result`` (whose files live in ``result_dir``) to MLflow; returns the parent run id.
+
+    ``labels``: the task's manifest; only with it are the per-run ROC/PR/KM figures drawn (they show the
+    test labels; see the module docstring). ``plots=False`` leaves out every figure.
 
     On any MLflow failure this warns and returns ``None``: the local ``result.json`` is kept.
     """
     uri = resolve_tracking_uri(tracking_uri)
     try:
         with _held_mlflow_logs():
-            return _log(result, Path(result_dir), uri, experiment, plots)
+            return _log(result, Path(result_dir), uri, experiment, plots, labels)
     except Exception as exc:  # noqa: BLE001 - a sink must never lose the result it was given
         warnings.warn(
             f"MLflow logging to {redact_uri(uri)!r} failed ({redact_uri(_root_cause(exc))}); the local result in {result_dir} is kept. "
@@ -161,7 +170,7 @@ def _root_cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
 
 
-def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool) -> str:
+def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool, labels: Any = None) -> str:
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
@@ -217,7 +226,7 @@ def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool)
         with tempfile.TemporaryDirectory() as tmp:
             if plots:
                 client.log_artifact(pid, str(plot_low_data_curve(result, Path(tmp) / "low_data_curve.png")))
-            figures = RunPlots(result) if plots else None  # drawn once, redrawn per run
+            figures = RunPlots(result, labels) if plots and labels is not None else None  # drawn once, redrawn per run
             for run in result.runs:
                 _log_child(client, exp_id, pid, result, run, rdir, common_params, common_tags, Path(tmp), figures, Metric, Param)
         # last: the leaderboard reads parents with this file, so a logging killed half-way never counts

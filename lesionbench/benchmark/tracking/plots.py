@@ -119,8 +119,9 @@ class RunPlots:
     their paths. Figures are kept between runs and redrawn (see the module docstring), and go with the object.
     """
 
-    def __init__(self, result: TaskResult) -> None:
+    def __init__(self, result: TaskResult, labels: Any = None) -> None:
         self.result = result
+        self.labels = labels  # the task's manifest: the ground truth the saved predictions do not hold
         self._figures: dict[tuple[str, tuple[str, ...]], _CurveFigure] = {}
         self._km: Any = None
 
@@ -130,7 +131,7 @@ class RunPlots:
         from lesionbench.benchmark.scoring.scorer import read_predictions
 
         kind = self.result.task.kind
-        test, y, scores = read_predictions(rdir / run.predictions_path, kind)
+        test, y, scores = read_predictions(rdir / run.predictions_path, kind, self.labels)
         # a class absent from the test split (or present in all of it) has no curve
         drawn = [(label, pos, s) for label, pos, s in _curves(self.result, test, y, scores) if pos.any() and not pos.all()]
         labels = tuple(label for label, _, _ in drawn)
@@ -181,9 +182,9 @@ class RunPlots:
         return path
 
 
-def plot_run(result: TaskResult, run: SubsetResult, rdir: Path, out: Path) -> list[Path]:
-    """ROC and PR curves (and a Kaplan-Meier plot for survival) of one run's test predictions."""
-    return RunPlots(result).save(run, rdir, out)
+def plot_run(result: TaskResult, run: SubsetResult, rdir: Path, out: Path, labels: Any = None) -> list[Path]:
+    """ROC and PR curves (and a Kaplan-Meier plot for survival) of one run's test predictions (``labels``: the task's manifest)."""
+    return RunPlots(result, labels).save(run, rdir, out)
 
 
 def plot_low_data_curve(result: TaskResult, path: Path) -> Path:
