@@ -155,14 +155,19 @@ def _average_precision(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> n
     return _w_ap(t.label == 1, s["proba"][:, 1], W)
 
 
-def _c_index(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> np.ndarray:
-    """Harrell's C with lifelines' rules: pair (i, j) is comparable when i died first, or at the
-    same time as a censored j; concordant when i has the higher risk; tied risks count one half."""
+def _c_index_pairs(t: _Target, s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(comparable, comparable x concordance) pair matrices of Harrell's C (see :func:`_c_index`)."""
     time, event, risk = t.time, t.event.astype(bool), s["risk"]
     comparable = event[:, None] & ((time[:, None] < time[None, :]) | ((time[:, None] == time[None, :]) & ~event[None, :]))
     value = np.where(risk[:, None] > risk[None, :], 1.0, np.where(risk[:, None] == risk[None, :], 0.5, 0.0))
     A = comparable.astype(float)
-    AV = A * value
+    return A, A * value
+
+
+def _c_index(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> np.ndarray:
+    """Harrell's C with lifelines' rules: pair (i, j) is comparable when i died first, or at the
+    same time as a censored j; concordant when i has the higher risk; tied risks count one half."""
+    A, AV = _c_index_pairs(t, s)
     den = np.einsum("bi,ij,bj->b", W, A, W, optimize=True)
     num = np.einsum("bi,ij,bj->b", W, AV, W, optimize=True)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -213,18 +213,34 @@ def _head_scores(head: np.ndarray, kind: TaskKind) -> Any:
 
 
 def _survival_extras(manifest: pd.DataFrame, scores: dict[str, np.ndarray], test: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Kaplan-Meier risk groups on the test split (split at the training median risk) and their log-rank test."""
+    """Kaplan-Meier risk groups on the test split (split at the training median risk) and their log-rank
+    test, one row per patient (:func:`logrank_by_patient`)."""
+    t, e = manifest["time"].to_numpy(float)[test], manifest["event"].to_numpy(float)[test]
+    y2 = two_year_label(t, e)
+    patients = manifest["patient_id"].astype(str).to_numpy()[test]
+    out: dict[str, Any] = {"n_censored_2y_excluded_test": int(np.isnan(y2).sum())}
+    out.update(logrank_by_patient(t, e, scores["risk"][test], patients, threshold=threshold))
+    return out
+
+
+def logrank_by_patient(time: np.ndarray, event: np.ndarray, risk: np.ndarray, patients: Any, *, threshold: float | None = None) -> dict[str, Any]:
+    """Log-rank test of high- against low-risk patients, one row per patient.
+
+    A patient's lesions share one survival time and event, so lesion rows are not independent:
+    testing them as rows made the logged p reject 17-21% of the time under the null with 2.2 lesions
+    per patient (``benchmarks/stats_calibration.py``). Each patient counts once, with the time and
+    event of its first row and the mean risk of its lesions, split at ``threshold`` (default: the
+    median patient risk). Returns ``logrank_p`` (NaN with an empty group) and the patients per group.
+    """
     from lifelines.statistics import logrank_test
 
-    t, e = manifest["time"].to_numpy(float)[test], manifest["event"].to_numpy(float)[test]
-    high = scores["risk"][test] > threshold
-    y2 = two_year_label(t, e)
-    out: dict[str, Any] = {"n_censored_2y_excluded_test": int(np.isnan(y2).sum()), "km_n_high": int(high.sum()), "km_n_low": int((~high).sum())}
-    if high.any() and (~high).any():
-        out["logrank_p"] = float(logrank_test(t[high], t[~high], e[high], e[~high]).p_value)
-    else:
-        out["logrank_p"] = float("nan")
-    return out
+    frame = pd.DataFrame({"patient": np.asarray(patients), "time": time, "event": event, "risk": risk})
+    per = frame.groupby("patient", sort=False).agg(time=("time", "first"), event=("event", "first"), risk=("risk", "mean"))
+    cut = float(np.median(per["risk"])) if threshold is None else threshold
+    high = per["risk"].to_numpy() > cut
+    t, e = per["time"].to_numpy(float), per["event"].to_numpy(float)
+    p = float(logrank_test(t[high], t[~high], e[high], e[~high]).p_value) if high.any() and (~high).any() else float("nan")
+    return {"logrank_p": p, "km_n_high": int(high.sum()), "km_n_low": int((~high).sum()), "km_unit": "patient"}
 
 
 def predictions_frame(manifest: pd.DataFrame, kind: TaskKind, scores: Any) -> pd.DataFrame:

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.types import SubsetResult, TaskMeta, TaskResult
-from lesionbench.leaderboard import _stats
+from lesionbench.leaderboard import _stats, stats_notes
 from lesionbench.leaderboard.collect import LoadedResult, encoder_identity, level_of, own_level, protocol, run_at
 from lesionbench.leaderboard.labels import ALPHA, is_k_shot, unique_entry_labels
 from lesionbench.leaderboard.published import published_for
@@ -289,7 +289,7 @@ def task_section(
         # Equal values share a rank (competition ranking: 1, 1, 3).
         e["rank"] = 1 + sum(1 for f in entries if main_value(f) > main_value(e))
 
-    stats_note, unit = "", "patient"
+    stats_note, unit, n_perm_used = "", "patient", 0
     if len(entries) >= 2:
         frames = {}
         for i, it in enumerate(measured):
@@ -324,6 +324,10 @@ def task_section(
                     "n_lesions": int(len(y)),
                 }
             entries[top]["comparison"] = {"versus": None, "metric": main, "is_reference": True, "n_lesions": int(len(y))}
+            n_groups = len(set(groups)) if groups is not None else len(y)
+            n_perm_used = _stats.permutations_for(len(scores), n_perm)
+            notes = [stats_note, stats_notes.reach_note(len(scores), n_perm, n_groups, ALPHA), stats_notes.interval_note(main, n_groups)]
+            stats_note = "; ".join(n for n in notes if n)
 
     sub_entries = [_submission_entry(it, main, reveal) for it in subs]
 
@@ -361,6 +365,8 @@ def task_section(
         "statistics": {
             "n_boot": n_boot,
             "n_perm": n_perm,
+            # what each paired test drew: n_perm raised to 40 per pair of the Holm family
+            "n_perm_used": n_perm_used,
             "seed": seed,
             "alpha": ALPHA,
             "correction": "holm",

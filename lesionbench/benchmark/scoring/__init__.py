@@ -1,0 +1,1 @@
+"""Scoring statistics beyond the metric kernels: patient-clustered variances and studentized paired tests."""
