@@ -14,8 +14,11 @@ and on explicit resamples):
 ``auc``                ``roc_auc_score`` (binary), or mean one-vs-rest AUC (multiclass)
 ``average_precision``  ``average_precision_score`` (binary)
 ``c_index``            ``lifelines.utils.concordance_index(time, -risk, event)``
-``auc_2y``             ``roc_auc_score`` of the 2-year label (:func:`two_year_label`), censored
-                       before 730 days excluded
+``auc_2y``             ``sksurv.metrics.cumulative_dynamic_auc(y, y, score, [730])``: the 2-year
+                       AUC with inverse-probability-of-censoring weights (censoring distribution
+                       from the test set, or the resample)
+``auc_2y_known``       ``roc_auc_score`` of the 2-year label (:func:`two_year_label`), censored
+                       before 730 days excluded (a reference column; biased by early censoring)
 =====================  ======================================================================
 
 Macro averages run over the classes present in ``y`` (a bootstrap resample, or a small test set,
@@ -66,6 +69,7 @@ ALIASES: dict[str, str] = {
     "auc2y": "auc_2y",
     "auc_2yr": "auc_2y",
     "two_year_auc": "auc_2y",
+    "auc_2y_plain": "auc_2y_known",
 }
 
 
