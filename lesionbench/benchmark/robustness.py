@@ -4,7 +4,7 @@ For one (task, encoder): every test lesion is re-extracted under ``repeats`` see
 perturbation (:mod:`lesionbench.benchmark.perturb`) and compared with its unperturbed extraction through
 the same crop. Reported per perturbation:
 
-* **feature stability**: the distribution over features of ICC(3,1) across the test lesions (the
+* **feature stability**: the distribution over features of ICC(2,1) (absolute agreement; ICC(3,1), consistency, beside it) across the test lesions (the
   unperturbed extraction and each draw are the ``k`` measurements; :mod:`lesionbench.benchmark.stability`),
   and the mean cosine similarity of each perturbed embedding to the unperturbed one;
 * **prediction stability**: the linear probe is fitted once, at 100% of the training labels with seed 0 and
@@ -275,6 +275,7 @@ def summary_table(results: Sequence[dict[str, Any] | RobustnessResult]) -> pd.Da
             rows.append({"task": d["task"]["name"], "encoder": d["encoder"]["name"], "perturbation": k,
                          "icc_median": b["icc"]["median"], "icc_q25": b["icc"]["q25"], "icc_q75": b["icc"]["q75"],
                          "icc_share_good": b["icc"]["share_good"], "icc_undefined": b["icc"]["n_undefined"],
+                         "icc_consistency_median": (b.get("icc_consistency") or {}).get("median"),
                          "cosine": b["cosine"]["value"], "prediction_change": _value(b["prediction_change"]),
                          "metric_drop": _value(b["metric_drop"]), "metric_drop_ci": _bounds(b["metric_drop"])})  # fmt: skip
     return pd.DataFrame(rows)

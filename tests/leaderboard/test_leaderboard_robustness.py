@@ -70,10 +70,11 @@ def test_table_and_plot_for_two_encoders(robust_results: Path, tmp_path: Path) -
     for d in (smooth, noisy):
         b = d["perturbations"]["noise"]
         assert f"{b['icc']['median']:.3f}" in part and f"{b['cosine']['value']:.3f}" in part
+        assert f"{b['icc_consistency']['median']:.3f}" in part  # ICC(3,1) beside the headline ICC(2,1)
         assert f"{100 * b['prediction_change']['value']:.1f}%" in part
     assert f"{smooth['reference']['value']:.3f} on the unperturbed crops" in part
     assert "6 test lesions of 6 patients" in part and "30 resamples of patients" in part
-    figures = re.findall(r'<img alt="per-feature ICC\(3,1\)[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', part)
+    figures = re.findall(r'<img alt="per-feature ICC\(2,1\)[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', part)
     assert len(figures) == 1
     # never mixed with the ranking: the ranked task holds only its own entry, and no robustness row is ranked
     doc = json.loads((tmp_path / "site" / "leaderboard.json").read_text())
@@ -177,4 +178,4 @@ def test_page_with_robustness_runs_no_script_and_loads_nothing(robust_results: P
     dom = _chromium("--dump-dom", index.resolve().as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert 'data-pwned="' not in dom.stdout and "<script" not in dom.stdout and "Robustness of features and predictions" in dom.stdout
-    assert 'alt="per-feature ICC(3,1) per perturbation and encoder"' in dom.stdout
+    assert 'alt="per-feature ICC(2,1) per perturbation and encoder"' in dom.stdout
