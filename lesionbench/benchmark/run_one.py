@@ -10,6 +10,7 @@ encoders on the same task are resampled identically.
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ class FrozenFeatures:
 class TrainedFeatures:
     """Feature provider of a trainable encoder: a fresh copy fitted on each run's training lesions
     (labels NaN where undecided, e.g. censored before 2 years), early-stopped on the run's validation
-    rows, then encoding every lesion."""
+    rows, then encoding every lesion. An encoder whose ``fit`` takes ``seed`` gets the run's seed."""
 
     encoder: Any
     patches: np.ndarray
@@ -76,7 +77,9 @@ class TrainedFeatures:
         model = copy.deepcopy(self.encoder)
         if hasattr(model, "n_classes") and model.n_classes is None:
             model.n_classes = self.head_classes
-        model.fit(self.patches[idx], self.labels[idx].astype(int), val=val)
+        # the run's seed reaches the training (initialisation, batch order, augmentation) where fit takes one
+        seed_arg = {"seed": subset.seed} if "seed" in inspect.signature(model.fit).parameters else {}
+        model.fit(self.patches[idx], self.labels[idx].astype(int), val=val, **seed_arg)
         X = np.asarray(model.encode(self.patches), dtype=np.float32)
         head = np.asarray(model.predict_proba(self.patches), dtype=float) if callable(getattr(model, "predict_proba", None)) else None
         return X, head
