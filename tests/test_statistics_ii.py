@@ -122,3 +122,14 @@ def test_trained_features_pass_the_run_seed() -> None:
     for enc, want in ((Seeded(), 3.0), (Unseeded(), -1.0)):
         X, head = TrainedFeatures(enc, np.zeros((4, 1, 2, 2, 2)), np.array([0.0, 1, 0, 1]), 2)(subset, train, np.zeros(4, bool))
         assert (X == want).all() and head is None
+
+
+def test_seed_mean_interval_adds_the_draw_variance() -> None:
+    """Five k-shot draws: the interval is centred on their mean and wider than the test-set interval alone."""
+    values = [0.70, 0.80, 0.75, 0.65, 0.85]
+    mean, lo, hi = stats_notes.seed_mean_interval(values, [v - 0.1 for v in values], [v + 0.1 for v in values])
+    assert mean == pytest.approx(0.75)
+    se_test, sd = 0.2 / (2 * 1.959964), np.std(values, ddof=1)
+    assert hi - mean == pytest.approx(1.959964 * np.sqrt(se_test**2 + sd**2 / 5)) and mean - lo == pytest.approx(hi - mean)
+    assert hi - lo > 0.2
+    assert np.isnan(stats_notes.seed_mean_interval([0.7], [np.nan], [np.nan])[1])

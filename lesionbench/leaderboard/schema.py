@@ -23,6 +23,9 @@ _MEASURED_METRIC = {
         "mean": _NUM,
         "sd": _NUM,
         "n_seeds": {"type": "integer", "minimum": 0},
+        # k-shot sections: value and CI are the seeds' mean and its interval with the draw variance
+        "value_seed": {**_NUM, "description": "k-shot: the lowest seed's own value"},
+        "interval": {"enum": ["seed mean"]},
     },
     "additionalProperties": False,
 }

@@ -148,6 +148,10 @@ def _measured_entry(item: LoadedResult, level: float, *, shots: bool = False) ->
             "sd": pt["sd"] if pt else None,
             "n_seeds": pt["n_seeds"] if pt else 0,
         }
+        if shots:  # ranked on the seeds' mean, its interval with the draw variance (stats_notes.seed_mean_interval)
+            at = [x.metrics[m] for x in r.runs if level_of(x, shots) == head.shots and m in x.metrics]
+            mean, lo, hi = stats_notes.seed_mean_interval([x.value for x in at], [x.ci_low for x in at], [x.ci_high for x in at])
+            metrics[m].update(value=_num(mean), ci_low=_num(lo), ci_high=_num(hi), value_seed=metrics[m]["value"], interval="seed mean")
     return {
         "encoder": r.encoder.name,
         "label": r.encoder.name,
