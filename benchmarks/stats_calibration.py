@@ -254,6 +254,9 @@ def main() -> None:
     print("| measurement | rate | MC SE | replicates | target | (rate - 0.95) / SE |\n|---|---|---|---|---|---|")
     for _, label, rate, se, n, target in rows:
         print(f"| {label} | {rate:.3f} | {se:.3f} | {n} | {target} | {_cell(rate, se, target)} |")
+    short = [(label, rate, se) for key, label, rate, se, _, target in rows if target == "0.95" and not key.startswith("ref_") and rate < 0.93]
+    for label, rate, se in short:  # issue 21: what is not fixed is said, and labelled on the page (leaderboard/stats_notes.py)
+        print(f"\napproximate: {label}: {rate:.3f} (MC SE {se:.3f}) < 0.93; the page labels such intervals approximate")
 
 
 if __name__ == "__main__":
