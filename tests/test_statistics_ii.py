@@ -133,3 +133,16 @@ def test_seed_mean_interval_adds_the_draw_variance() -> None:
     assert hi - mean == pytest.approx(1.959964 * np.sqrt(se_test**2 + sd**2 / 5)) and mean - lo == pytest.approx(hi - mean)
     assert hi - lo > 0.2
     assert np.isnan(stats_notes.seed_mean_interval([0.7], [np.nan], [np.nan])[1])
+
+
+def test_jackknife_leaves_out_blocks_of_patients_on_large_test_sets() -> None:
+    """60 patients: 20 leave-outs of three patients each, equal to the metric without those patients."""
+    from lesionbench.benchmark.scoring.clustered_variance import MAX_JACKKNIFE_BLOCKS
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 120)
+    t, s = _target("multiclass", y), _scores("multiclass", rng.dirichlet(np.ones(3), 120), 120)
+    codes = np.repeat(np.arange(60), 2)
+    J = jackknife_values("map", t, s, np.ones((1, 120)), codes, 60)
+    assert J.shape == (1, MAX_JACKKNIFE_BLOCKS)
+    assert J[0, 5] == pytest.approx(_evaluate("map", t, s, (codes % 20 != 5)[None, :].astype(float))[0])

@@ -330,7 +330,7 @@ def task_section(
             entries[top]["comparison"] = {"versus": None, "metric": main, "is_reference": True, "n_lesions": int(len(y))}
             n_groups = len(set(groups)) if groups is not None else len(y)
             n_perm_used = _stats.permutations_for(len(scores), n_perm)
-            notes = [stats_note, stats_notes.reach_note(len(scores), n_perm, n_groups, ALPHA), stats_notes.interval_note(main, n_groups)]
+            notes = [stats_note, stats_notes.reach_note(len(scores), n_perm, n_groups, ALPHA), stats_notes.interval_note(main, n_groups), stats_notes.rank_note(len(scores))]
             stats_note = "; ".join(n for n in notes if n)
 
     sub_entries = [_submission_entry(it, main, reveal) for it in subs]
