@@ -146,3 +146,10 @@ def test_jackknife_leaves_out_blocks_of_patients_on_large_test_sets() -> None:
     J = jackknife_values("map", t, s, np.ones((1, 120)), codes, 60)
     assert J.shape == (1, MAX_JACKKNIFE_BLOCKS)
     assert J[0, 5] == pytest.approx(_evaluate("map", t, s, (codes % 20 != 5)[None, :].astype(float))[0])
+
+
+def test_page_labels_small_split_intervals_and_rank_ends_approximate() -> None:
+    note = stats_notes.interval_note("auc", 19)
+    assert note.startswith("approximate auc intervals: with 19 test patients") and "covered 0.868" in note
+    assert stats_notes.interval_note("auc", 200) == "" and stats_notes.interval_note("c_index", 19) == ""
+    assert "covered the true rank of the ends in 0.86" in stats_notes.rank_note(5) and stats_notes.rank_note(2) == ""
