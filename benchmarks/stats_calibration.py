@@ -201,7 +201,7 @@ def run(reps: int, d: Design, *, n_boot: int, n_perm: int, seed: int = 0, lesion
     return [(key, label, *_rate(hits[key]), target) for key, label, target in rows if key in hits]
 
 
-PARTS = ("clustered", "crossing", "multiclass", "binary", "survival", "families", "ranks")
+PARTS = ("clustered", "crossing", "multiclass", "binary", "survival", "ipcw", "families", "ranks")
 
 
 def run_parts(parts: tuple[str, ...], args: argparse.Namespace, reps: int, n_boot: int, n_perm: int) -> list[tuple[str, str, float, float, int, str]]:
@@ -219,6 +219,8 @@ def run_parts(parts: tuple[str, ...], args: argparse.Namespace, reps: int, n_boo
         rows += cd.part_binary_coverage(r(1000), n_boot=n_boot, seed=args.seed + 3)
     if "survival" in parts:
         rows += cd.part_survival(r(2000), seed=args.seed + 4)
+    if "ipcw" in parts:
+        rows += cd.part_ipcw(r(1000), seed=args.seed + 7)
     if "families" in parts:
         rows += cd.part_families({2: r(400), 5: r(200), 11: r(100), 20: r(30)}, n_perm=min(n_perm, 500), seed=args.seed + 5)
     if "ranks" in parts:
