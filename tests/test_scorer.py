@@ -27,8 +27,12 @@ def _sk_metric(name: str, pred: pd.DataFrame) -> float:
     if "risk" in test:
         if name == "c_index":
             return concordance_index(test["time"], -test["risk"], test["event"])
-        known = test["label_2y"].notna()
-        return roc_auc_score(test.loc[known, "label_2y"], test.loc[known, "score"])
+        # auc_2y: scikit-survival's IPCW cumulative/dynamic AUC at 730 days (censoring from the test rows)
+        from sksurv.metrics import cumulative_dynamic_auc
+        from sksurv.util import Surv
+
+        surv = Surv.from_arrays(test["event"].to_numpy().astype(bool), test["time"].to_numpy(float))
+        return float(cumulative_dynamic_auc(surv, surv, test["score"].to_numpy(), [730.0])[0][0])
     y = test["label"].to_numpy()
     if "score" in test:
         p = test["score"].to_numpy()
