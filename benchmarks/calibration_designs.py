@@ -105,7 +105,7 @@ def survival_clustered(rng: np.random.Generator, patients: int, lesions: int, *,
 
 def swap_p_unstudentized(y: Any, a: Any, b: Any, g: np.ndarray, metric: str, kind: str, n_perm: int, seed: int) -> float:
     """Reference: round 2's test, the raw difference on patient swaps of the scale-free scores."""
-    from lesionbench.benchmark._kernels import _evaluate, _scores, _target
+    from lesionbench.benchmark.scoring._kernels import _evaluate, _scores, _target
     from lesionbench.benchmark.scoring.paired import permutation_p, scale_free, stacked
 
     t = _target(kind, y)
@@ -125,7 +125,7 @@ def _seed(rng: np.random.Generator) -> int:
 
 def part_crossing(reps: int, *, n_perm: int, seed: int = 0, reference: bool = True) -> list[Row]:
     """Type-I (equal AUC 0.75, crossing ROCs) and power (B's AUC 0.70) of `compare`'s AUC test."""
-    from lesionbench.benchmark.metrics import paired_comparison
+    from lesionbench.benchmark.scoring.metrics import paired_comparison
 
     rng = np.random.default_rng(seed)
     tally = Tally()
@@ -149,7 +149,7 @@ def part_crossing(reps: int, *, n_perm: int, seed: int = 0, reference: bool = Tr
 def part_multiclass(reps: int, *, n_perm: int, n_boot: int, seed: int = 0, truth_lesions: int = 100_000, reference: bool = True) -> list[Row]:
     """19 patients / 42 lesions / 8 classes, A and B good at different classes: type-I of the BA, mAP and
     AUC tests; power of the test and of 'the CI excludes 0' with A better; coverage of A's CIs."""
-    from lesionbench.benchmark.metrics import bootstrap_ci, compute_metrics, paired_comparison
+    from lesionbench.benchmark.scoring.metrics import bootstrap_ci, compute_metrics, paired_comparison
 
     rng = np.random.default_rng(seed)
     yb, pa, _, _ = multiclass_split(np.random.default_rng(12345), truth_lesions, truth_lesions)
@@ -186,7 +186,7 @@ def part_multiclass(reps: int, *, n_perm: int, n_boot: int, seed: int = 0, truth
 
 def part_binary_coverage(reps: int, *, n_boot: int, seed: int = 0) -> list[Row]:
     """Coverage of the patient-bootstrap CI of a binary AUC on small or imbalanced splits."""
-    from lesionbench.benchmark.metrics import bootstrap_ci
+    from lesionbench.benchmark.scoring.metrics import bootstrap_ci
 
     rng = np.random.default_rng(seed)
     tally = Tally()
@@ -215,7 +215,7 @@ def part_binary_coverage(reps: int, *, n_boot: int, seed: int = 0) -> list[Row]:
 
 def part_survival(reps: int, *, seed: int = 0) -> list[Row]:
     """Type-I of the log-rank p logged for survival runs (risk not prognostic), clustered lesions, heavy censoring."""
-    from lesionbench.benchmark.run_one import logrank_by_patient
+    from lesionbench.benchmark.scoring.run_one import logrank_by_patient
     from lifelines.statistics import logrank_test
 
     rng = np.random.default_rng(seed)
@@ -298,7 +298,7 @@ def part_ipcw(reps: int, *, seed: int = 0, patients: int = 200) -> list[Row]:
     (``auc_2y``) against the one that drops those patients (``auc_2y_known``); truth from 400,000 uncensored."""
     from sklearn.metrics import roc_auc_score
 
-    from lesionbench.benchmark.metrics import compute_metrics
+    from lesionbench.benchmark.scoring.metrics import compute_metrics
 
     rng = np.random.default_rng(seed)
 

@@ -110,8 +110,8 @@ def bca_interval(theta: float, boot: np.ndarray, jack: np.ndarray, level: float 
 def auc_resamples(y: np.ndarray, scores: list[np.ndarray], g: np.ndarray, n_boot: int, seed: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each model's AUC: (models,) on the data, (models, n_boot) on the patient resamples that ``metrics`` draws
     with ``seed``, (models, patients) with one patient left out."""
-    from lesionbench.benchmark._kernels import _evaluate, _scores, _target
-    from lesionbench.benchmark.metrics import bootstrap_weights
+    from lesionbench.benchmark.scoring._kernels import _evaluate, _scores, _target
+    from lesionbench.benchmark.scoring.metrics import bootstrap_weights
 
     t = _target("binary", y)
     codes = np.unique(g, return_inverse=True)[1]
@@ -123,7 +123,7 @@ def auc_resamples(y: np.ndarray, scores: list[np.ndarray], g: np.ndarray, n_boot
 
 def run(reps: int, d: Design, *, n_boot: int, n_perm: int, seed: int = 0, lesion_reference: bool = True, bca: bool = True) -> list[tuple[str, str, float, float, int, str]]:
     """Every measurement of the module docstring: (key, what, rate, Monte-Carlo SE, reps, target)."""
-    from lesionbench.benchmark.metrics import bootstrap_ci, paired_comparison
+    from lesionbench.benchmark.scoring.metrics import bootstrap_ci, paired_comparison
     from lesionbench.benchmark.types import TaskKind
     from lesionbench.leaderboard import _stats
 

@@ -8,9 +8,9 @@ from lifelines.utils import concordance_index
 from scipy.stats import norm
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
 
-from lesionbench.benchmark.endpoints import two_year_label
+from lesionbench.benchmark.scoring.endpoints import two_year_label
 from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError
-from lesionbench.benchmark.metrics import (
+from lesionbench.benchmark.scoring.metrics import (
     bootstrap_ci,
     bootstrap_weights,
     canonical_metric,
@@ -136,7 +136,7 @@ def test_bootstrap_resamples_equal_metrics_of_resampled_data(kind) -> None:
         else:
             assert ours == pytest.approx(_sk_multiclass(ys, ss), abs=1e-12)
     # and the vectorised path gives the same numbers
-    from lesionbench.benchmark import metrics as M
+    from lesionbench.benchmark.scoring import metrics as M
 
     t_ = M._target(M.TaskKind(kind), y)
     s_ = M._scores(M.TaskKind(kind), s, len(y))

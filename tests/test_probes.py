@@ -10,10 +10,10 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from lesionbench.benchmark._fabricate import fabricate
+from lesionbench.benchmark.scoring._fabricate import fabricate
 from lesionbench.benchmark.errors import UnknownNameError
-from lesionbench.benchmark.linear_probe import DEFAULT_C
-from lesionbench.benchmark.probes import C_GRID, LinearProbe, ProbeError, SurvivalProbe, make_probe
+from lesionbench.benchmark.scoring.probes.linear import DEFAULT_C
+from lesionbench.benchmark.scoring.probes import C_GRID, LinearProbe, ProbeError, SurvivalProbe, make_probe
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def _messy_features() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_feature_filter_decides_on_training_rows_only() -> None:
-    from lesionbench.benchmark.probes import FeatureFilter
+    from lesionbench.benchmark.scoring.probes import FeatureFilter
 
     X, _ = _messy_features()
     f = FeatureFilter().fit(X[:30])
@@ -145,7 +145,7 @@ def test_feature_filter_decides_on_training_rows_only() -> None:
 
 def test_a_failed_lesion_does_not_drop_every_column() -> None:
     """Radiomics fills a failed lesion's row with NaN: that row must not decide the columns."""
-    from lesionbench.benchmark.probes import FeatureFilter, LinearProbe
+    from lesionbench.benchmark.scoring.probes import FeatureFilter, LinearProbe
 
     X, y = _messy_features()
     X[7] = np.nan
@@ -205,7 +205,7 @@ def test_threshold_from_out_of_fold_training_predictions_when_validation_is_smal
 
 
 def test_balanced_threshold_is_the_middle_of_the_best_cuts() -> None:
-    from lesionbench.benchmark.probe_base import balanced_threshold
+    from lesionbench.benchmark.scoring.probes.base import balanced_threshold
 
     assert balanced_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4])) == pytest.approx(0.25)
     # BA 1 for any cut in (0.2, 0.3) and at no other: the cut is in there whatever the score scale
@@ -214,7 +214,7 @@ def test_balanced_threshold_is_the_middle_of_the_best_cuts() -> None:
 
 def test_c_ties_go_to_the_middle_of_the_plateau(imbalanced) -> None:
     """At tiny C the ranking (AUC) no longer changes: every C of the plateau ties; the smallest was chosen before."""
-    from lesionbench.benchmark.probe_base import plateau_middle
+    from lesionbench.benchmark.scoring.probes.base import plateau_middle
 
     (Xtr, ytr), (Xv, yv), _ = imbalanced
     probe = LinearProbe(metric="auc", n_classes=2, c_grid=(1e-9, 1e-8, 1e-7), refine=False).fit(Xtr, ytr, X_val=Xv, y_val=yv)
@@ -227,7 +227,7 @@ def test_c_ties_go_to_the_middle_of_the_plateau(imbalanced) -> None:
 
 def test_cv_fallback_fits_the_feature_filter_per_fold(imbalanced, monkeypatch) -> None:
     """Without a validation split the filter is refitted on each fold's training rows, not on the whole subset."""
-    from lesionbench.benchmark import probe_base
+    from lesionbench.benchmark.scoring.probes import base as probe_base
 
     (Xtr, ytr), _, _ = imbalanced
     seen: list[int] = []
@@ -277,7 +277,7 @@ def test_cox_penalty_falls_back_to_grouped_cv_when_validation_has_no_event(caplo
 
 def test_censored_at_exactly_two_years_is_a_two_year_survivor() -> None:
     """Followed 730 days alive: label 0 (was: unknown, excluded)."""
-    from lesionbench.benchmark.endpoints import two_year_label
+    from lesionbench.benchmark.scoring.endpoints import two_year_label
 
     t = np.array([729.0, 730.0, 730.0, 731.0, 100.0, 900.0])
     e = np.array([0.0, 0.0, 1.0, 0.0, 1.0, 1.0])

@@ -12,10 +12,10 @@ from lifelines.statistics import logrank_test
 from lifelines.utils import concordance_index
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
 
-from lesionbench.benchmark._fabricate import fabricate, fabricated_encoder_meta
+from lesionbench.benchmark.scoring._fabricate import fabricate, fabricated_encoder_meta
 from lesionbench.benchmark.errors import ConfigurationError, SplitError
-from lesionbench.benchmark.metrics import bootstrap_ci
-from lesionbench.benchmark.scorer import compare_saved, evaluate, evaluate_features, load_result, read_predictions, result_dir
+from lesionbench.benchmark.scoring.metrics import bootstrap_ci
+from lesionbench.benchmark.scoring.scorer import compare_saved, evaluate, evaluate_features, load_result, read_predictions, result_dir
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec, TaskResult
 
 FAST = {"fractions": (1.0, 0.5), "seeds": (0, 1), "n_boot": 60, "c_grid": (1e-2, 1.0), "refine": False, "progress": False}
@@ -197,7 +197,7 @@ def _metrics_of(result: TaskResult) -> dict:
 
 
 def test_a_killed_sweep_resumes_and_more_seeds_reuse_finished_runs(tmp_path, monkeypatch) -> None:
-    import lesionbench.benchmark.run_one as run_one
+    import lesionbench.benchmark.scoring.run_one as run_one
 
     task, X = fabricate("binary", n_lesions=160, feature_dim=8, seed=5)
     enc = fabricated_encoder_meta(8)
@@ -263,7 +263,7 @@ def test_a_test_split_with_one_class_warns_that_ranking_metrics_are_undefined(tm
     task, X = fabricate("binary", n_lesions=120, feature_dim=6, seed=2)
     man = task.manifest().copy()
     man.loc[man["split"] == "test", "label"] = 1
-    with caplog.at_level("WARNING", logger="lesionbench.benchmark.scorer"):
+    with caplog.at_level("WARNING", logger="lesionbench.benchmark.scoring.scorer"):
         res = evaluate_features(man, X, task.meta, encoder=fabricated_encoder_meta(6), out_dir=tmp_path, **FAST)
     assert np.isnan(res.runs[0].metrics["auc"].value)
     assert "auc" in caplog.text and "undefined (NaN) on the test split" in caplog.text and "labels are {1:" in caplog.text
@@ -298,8 +298,8 @@ def test_limited_label_runs_are_tuned_on_a_validation_subset_of_their_fraction(t
     """Before: every run chose C on the whole validation split, however few training labels it had."""
     import math
 
-    import lesionbench.benchmark.run_one as run_one
-    from lesionbench.benchmark.splits import read_subset
+    import lesionbench.benchmark.scoring.run_one as run_one
+    from lesionbench.benchmark.scoring.splits import read_subset
 
     task, X = fabricate("binary", n_lesions=300, feature_dim=8, seed=3)
     df, enc = task.manifest(), fabricated_encoder_meta(8)

@@ -8,11 +8,11 @@ import pytest
 from lifelines.statistics import logrank_test
 from scipy.stats import norm
 
-from lesionbench.benchmark._kernels import _evaluate, _scores, _target
-from lesionbench.benchmark.metrics import paired_comparison
-from lesionbench.benchmark.run_one import TrainedFeatures, logrank_by_patient
+from lesionbench.benchmark.scoring._kernels import _evaluate, _scores, _target
+from lesionbench.benchmark.scoring.metrics import paired_comparison
+from lesionbench.benchmark.scoring.run_one import TrainedFeatures, logrank_by_patient
 from lesionbench.benchmark.scoring.clustered_variance import auc_influence, influence_variance, jackknife_values
-from lesionbench.benchmark.splits import Subset
+from lesionbench.benchmark.scoring.splits import Subset
 from lesionbench.leaderboard import _stats, stats_notes
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lesionbench.benchmark.metrics import paired_comparison
+from lesionbench.benchmark.scoring.metrics import paired_comparison
 
 _SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "stats_calibration.py"
 

@@ -1,6 +1,6 @@
 """Supervised baselines: they learn a planted signal, are deterministic, and keep the encoder contract.
 
-``lesionbench.benchmark.testing.check_encoder`` is not on main yet; the contract checks it will make
+``lesionbench.benchmark.encoders.testing.check_encoder`` is not on main yet; the contract checks it will make
 (shape, dtype, order, determinism) are asserted directly here.
 """
 
@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from lesionbench.baselines.supervised_cnn import SupervisedEncoder
 from lesionbench.benchmark.errors import ConfigurationError
-from lesionbench.benchmark.plugins import TrainableEncoder, get_encoder
+from lesionbench.benchmark.encoders.plugins import TrainableEncoder, get_encoder
 
 
 def _spheres(n: int, seed: int, *, classes: int = 2, size: int = 24) -> tuple[np.ndarray, np.ndarray]:
@@ -176,6 +176,6 @@ def test_pickles(data) -> None:
 
 def test_check_encoder_conformance(fitted: SupervisedEncoder) -> None:
     # check_encoder lands with the features branch; until then the direct assertions above stand in.
-    testing = pytest.importorskip("lesionbench.benchmark.testing", reason="check_encoder is not on this branch yet")
+    testing = pytest.importorskip("lesionbench.benchmark.encoders.testing", reason="check_encoder is not on this branch yet")
     testing.check_encoder(fitted)
     testing.check_encoder(get_encoder("supervised-cnn", seed=1, device="cpu"))  # unfitted: seeded initial weights

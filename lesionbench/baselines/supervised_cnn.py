@@ -66,7 +66,7 @@ from torch import nn
 from lesionbench.baselines._supervised_nets import LightCNN, ResNet50Trunk
 from lesionbench.baselines._training import augmentations, balanced_weights, batches, check_labels, precise_batch_norm, resolve_device, seeded, torch_threads
 from lesionbench.benchmark.errors import ConfigurationError
-from lesionbench.benchmark.plugins import ENCODERS
+from lesionbench.benchmark.encoders.plugins import ENCODERS
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec
 
 logger = logging.getLogger(__name__)

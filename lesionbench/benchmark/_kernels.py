@@ -1,4 +1,4 @@
-"""The weighted metric kernels behind :mod:`lesionbench.benchmark.metrics`.
+"""The weighted metric kernels behind :mod:`lesionbench.benchmark.scoring.metrics`.
 
 Each metric is written once as ``f(target, scores, W) -> (B,)``: row ``b`` of ``W`` holds per-case
 multiplicities (ones: the test set; bootstrap counts: a resample; 0/1 over two models' stacked cases:
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lesionbench.benchmark.endpoints import TWO_YEARS_DAYS, two_year_label
+from lesionbench.benchmark.scoring.endpoints import TWO_YEARS_DAYS, two_year_label
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.types import TaskKind
 

@@ -1,4 +1,4 @@
-"""The linear probe (the FMCIB protocol); the parts every probe shares are in :mod:`~lesionbench.benchmark.probe_base`.
+"""The linear probe (the FMCIB protocol); the parts every probe shares are in :mod:`~lesionbench.benchmark.scoring.probes.base`.
 
 :class:`LinearProbe`: ``FeatureFilter`` + ``StandardScaler`` fitted on the training subset, then
 ``LogisticRegression`` (lbfgs; multinomial when there are more than two classes), C chosen by the
@@ -39,7 +39,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from lesionbench.benchmark.probe_base import SelectedProbe, balanced_threshold, plateau_middle
+from lesionbench.benchmark.scoring.probes.base import SelectedProbe, balanced_threshold, plateau_middle
 
 logger = logging.getLogger(__name__)
 

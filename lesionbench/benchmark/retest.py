@@ -31,7 +31,7 @@ MAX_LISTED = 20
 
 def read_retest_manifest(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     """The checked test-retest manifest (absolute paths), or one :class:`ManifestError` listing every problem."""
-    from lesionbench.benchmark.manifest import read_table, resolve_paths
+    from lesionbench.benchmark.data.manifest import read_table, resolve_paths
 
     if isinstance(source, pd.DataFrame):
         df, where = source.reset_index(drop=True).copy(), "the test-retest table"
@@ -86,10 +86,10 @@ def evaluate_retest(source: str | Path | pd.DataFrame, encoder: Any, *, name: st
     over resampled patients).
     """
     from lesionbench.benchmark.errors import ConfigurationError
-    from lesionbench.benchmark.features import extract_features
-    from lesionbench.benchmark.metrics import bootstrap_weights
-    from lesionbench.benchmark.robustness import RobustnessResult, robustness_path, write_robustness
-    from lesionbench.benchmark.stability import stability_block
+    from lesionbench.benchmark.encoders.features import extract_features
+    from lesionbench.benchmark.scoring.metrics import bootstrap_weights
+    from lesionbench.benchmark.robustness.evaluate import RobustnessResult, robustness_path, write_robustness
+    from lesionbench.benchmark.robustness.stability import stability_block
 
     if callable(getattr(encoder, "fit", None)):
         raise ConfigurationError(f"Encoder {encoder.meta.name!r} is trainable and a test-retest manifest has no labels to train it on; "

@@ -1,11 +1,11 @@
 """The robustness protocol: how stable an encoder's features and predictions are under controlled perturbations.
 
 For one (task, encoder): every test lesion is re-extracted under ``repeats`` seeded draws of each
-perturbation (:mod:`lesionbench.benchmark.perturb`) and compared with its unperturbed extraction through
+perturbation (:mod:`lesionbench.benchmark.robustness.perturb`) and compared with its unperturbed extraction through
 the same crop. Reported per perturbation:
 
 * **feature stability**: the distribution over features of ICC(2,1) (absolute agreement; ICC(3,1), consistency, beside it) across the test lesions (the
-  unperturbed extraction and each draw are the ``k`` measurements; :mod:`lesionbench.benchmark.stability`),
+  unperturbed extraction and each draw are the ``k`` measurements; :mod:`lesionbench.benchmark.robustness.stability`),
   and the mean cosine similarity of each perturbed embedding to the unperturbed one;
 * **prediction stability**: the linear probe is fitted once, at 100% of the training labels with seed 0 and
   its validation subset, on unperturbed training features (extracted and cached as ``run`` does; a
@@ -36,12 +36,12 @@ from sklearn.base import clone
 
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.host import atomic_write
-from lesionbench.benchmark.linear_probe import C_GRID
-from lesionbench.benchmark.probe_base import ProbeError
-from lesionbench.benchmark.metrics import bootstrap_weights, compute_metrics, resampled_values
-from lesionbench.benchmark.perturb import PERTURBATIONS, PerturbationSettings, check_perturbations, perturbed_features
-from lesionbench.benchmark.run_one import fit_labels, fit_predict, select, truth
-from lesionbench.benchmark.stability import PriorProbe, ci_from, classes_of, cosine_to_reference, mean_ci, predict, stability_block
+from lesionbench.benchmark.scoring.probes.linear import C_GRID
+from lesionbench.benchmark.scoring.probes.base import ProbeError
+from lesionbench.benchmark.scoring.metrics import bootstrap_weights, compute_metrics, resampled_values
+from lesionbench.benchmark.robustness.perturb import PERTURBATIONS, PerturbationSettings, check_perturbations, perturbed_features
+from lesionbench.benchmark.scoring.run_one import fit_labels, fit_predict, select, truth
+from lesionbench.benchmark.robustness.stability import PriorProbe, ci_from, classes_of, cosine_to_reference, mean_ci, predict, stability_block
 from lesionbench.benchmark.types import TaskKind
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class RobustnessResult:
 
 
 def robustness_path(out_dir: Path, task: str, version: str, encoder: str) -> Path:
-    from lesionbench.benchmark.scorer import result_dir
+    from lesionbench.benchmark.scoring.scorer import result_dir
 
     return result_dir(Path(out_dir), task, version, encoder, "linear").parent / FILENAME
 
@@ -98,14 +98,14 @@ def evaluate_robustness(
     """Run the robustness protocol of ``encoder`` on ``task`` (see the module docstring); write and return it.
 
     ``perturbations`` may include ``"retest"``: the test lesions' second scans from ``retest`` (a manifest in
-    the RIDER layout of :mod:`lesionbench.benchmark.retest`), or, for the synthetic tasks, from the cohort's
+    the RIDER layout of :mod:`lesionbench.benchmark.robustness.retest`), or, for the synthetic tasks, from the cohort's
     test-retest twin (generated on first use). Its block compares the two scans (k = 2) with features
     extracted as ``run`` extracts them.
     """
     from tqdm.auto import tqdm
 
-    from lesionbench.benchmark.features import extract_features, load_patches
-    from lesionbench.benchmark.sweep import plan_sweep
+    from lesionbench.benchmark.encoders.features import extract_features, load_patches
+    from lesionbench.benchmark.scoring.sweep import plan_sweep
 
     settings = settings or PerturbationSettings()
     settings.check()
@@ -206,7 +206,7 @@ def evaluate_robustness(
 
 def _retest_manifest(task: Any, retest: str | Path | pd.DataFrame | None) -> pd.DataFrame:
     """The checked test-retest manifest: the one given, else the synthetic cohort's twin, else a clear error."""
-    from lesionbench.benchmark.retest import read_retest_manifest
+    from lesionbench.benchmark.robustness.retest import read_retest_manifest
 
     if retest is not None:
         return read_retest_manifest(retest)
@@ -216,12 +216,12 @@ def _retest_manifest(task: Any, retest: str | Path | pd.DataFrame | None) -> pd.
 
         return read_retest_manifest(ensure_retest_twin(Path(data_dir).parent))
     raise ConfigurationError(f"Task {task.meta.name!r} has no test-retest data of its own. Pass the second scans as a manifest in the RIDER "
-                             "layout (--retest-manifest FILE; see lesionbench.benchmark.retest), or leave 'retest' out of --perturb.")  # fmt: skip
+                             "layout (--retest-manifest FILE; see lesionbench.benchmark.robustness.retest), or leave 'retest' out of --perturb.")  # fmt: skip
 
 
 def _retest_block(pairs: pd.DataFrame, features_of: Any, est: Any, plan: Any, threshold: float | None, *, n_boot: int, seed: list[int]) -> dict[str, Any]:
     """Stability between the two scans of the task's test lesions (all pairs when none is a test lesion: features only)."""
-    from lesionbench.benchmark.retest import retest_pairs
+    from lesionbench.benchmark.robustness.retest import retest_pairs
 
     first, second = retest_pairs(pairs)
     test_ids = plan.lesion_ids[plan.test_mask]
@@ -292,13 +292,13 @@ def _bounds(block: dict[str, float] | None) -> tuple[float, float]:
 def log_robustness(result: RobustnessResult, path: Path, *, tracking_uri: str | None = None, experiment: str = "lesionbench") -> str | None:
     """Log ``result`` (saved at ``path``) to MLflow as one run tagged ``lesionbench.protocol = robustness``.
 
-    A sink, like :func:`lesionbench.benchmark.tracking.log_result`: on any MLflow failure it warns and
+    A sink, like :func:`lesionbench.benchmark.tracking.mlflow_sink.log_result`: on any MLflow failure it warns and
     returns ``None``, and the local ``robustness.json`` is kept. The run carries no ``lesionbench.level``
     tag, so the leaderboard's ranking never mistakes it for a scored run.
     """
     import warnings
 
-    from lesionbench.benchmark.tracking import resolve_tracking_uri
+    from lesionbench.benchmark.tracking.mlflow_sink import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     try:
@@ -334,7 +334,7 @@ def _log_robustness(result: RobustnessResult, path: Path, uri: str, experiment: 
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    from lesionbench.benchmark.tracking import artifact_location
+    from lesionbench.benchmark.tracking.mlflow_sink import artifact_location
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)

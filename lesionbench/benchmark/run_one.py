@@ -22,15 +22,15 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from lesionbench.benchmark.endpoints import two_year_label
+from lesionbench.benchmark.scoring.endpoints import two_year_label
 from lesionbench.benchmark.host import atomic_write
-from lesionbench.benchmark.metrics import bootstrap_ci
-from lesionbench.benchmark.saved_runs import drop_stale_record
-from lesionbench.benchmark.splits import Subset
+from lesionbench.benchmark.scoring.metrics import bootstrap_ci
+from lesionbench.benchmark.scoring.saved_runs import drop_stale_record
+from lesionbench.benchmark.scoring.splits import Subset
 from lesionbench.benchmark.types import SubsetResult, TaskKind
 
 if TYPE_CHECKING:  # the plan is only annotated here: sweep.py imports this module
-    from lesionbench.benchmark.sweep import PlannedRun, SweepPlan
+    from lesionbench.benchmark.scoring.sweep import PlannedRun, SweepPlan
 
 #: (subset, training-row mask, validation-row mask) -> features for every manifest row, and the encoder's own scores or None.
 FeatureProvider = Callable[[Subset, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
@@ -98,7 +98,7 @@ def score_runs(
     """(slot, run, feature_dim, seconds per stage) of each run in ``todo``: in order in this process, or
     as they finish in ``jobs`` worker processes (joblib/loky; large arrays are shared by memory map), or
     on a Dask ``client``'s workers (:func:`lesionbench.scaleout.sweep.score_runs_dask`). ``key``: the
-    sweep's key for saved runs (:func:`~lesionbench.benchmark.saved_runs.drop_stale_record`)."""
+    sweep's key for saved runs (:func:`~lesionbench.benchmark.scoring.saved_runs.drop_stale_record`)."""
     one = partial(_score_one_slot, key=key)
     if client is not None and todo:
         from lesionbench.scaleout.sweep import score_runs_dask

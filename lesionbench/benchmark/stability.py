@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError
-from lesionbench.benchmark.metrics import bootstrap_weights
+from lesionbench.benchmark.scoring.metrics import bootstrap_weights
 from lesionbench.benchmark.types import TaskKind
 
 #: ICC thresholds of Koo & Li (2016): >= 0.75 good, >= 0.9 excellent reliability.

@@ -1,7 +1,7 @@
 """Statistics the leaderboard needs on saved predictions: metrics, paired tests, rank intervals, Holm.
 
 Metric names, point estimates, bootstrap CIs, paired tests and the per-resample values behind the
-rank intervals are the scorer's (:mod:`lesionbench.benchmark.metrics`), so a submission or a
+rank intervals are the scorer's (:mod:`lesionbench.benchmark.scoring.metrics`), so a submission or a
 leaderboard row is scored exactly like a run; this module converts the leaderboard's prediction
 tables to them.
 """
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------- metrics
 def canonical(name: str) -> str:
     """The canonical metric name (``"AP"`` -> ``"average_precision"``): the scorer's."""
-    from lesionbench.benchmark.metrics import canonical_metric
+    from lesionbench.benchmark.scoring.metrics import canonical_metric
 
     return canonical_metric(name)
 
@@ -36,7 +36,7 @@ def main_metric(meta: TaskMeta) -> str:
 
 def task_metrics(meta: TaskMeta) -> tuple[str, ...]:
     """A task's reported metrics, main metric first (survival always has auc_2y and c_index): the scorer's."""
-    from lesionbench.benchmark.scorer import task_metrics as scorer_task_metrics
+    from lesionbench.benchmark.scoring.scorer import task_metrics as scorer_task_metrics
 
     return scorer_task_metrics(meta)
 
@@ -47,7 +47,7 @@ def metric(name: str, kind: TaskKind, y_true: np.ndarray, scores: np.ndarray) ->
 
 
 def _scorer_scores(kind: TaskKind, scores: np.ndarray) -> Any:
-    """Scores in the form :mod:`lesionbench.benchmark.metrics` takes (survival: risk and 2-year score)."""
+    """Scores in the form :mod:`lesionbench.benchmark.scoring.metrics` takes (survival: risk and 2-year score)."""
     scores = np.asarray(scores, dtype=float)
     if kind is TaskKind.SURVIVAL:
         if scores.ndim == 1:
@@ -57,13 +57,13 @@ def _scorer_scores(kind: TaskKind, scores: np.ndarray) -> Any:
 
 
 def compute_metrics(kind: TaskKind | str, y_true: np.ndarray, scores: np.ndarray, names: Sequence[str] | None = None) -> dict[str, float]:
-    """Every metric of a task kind (or ``names``): the scorer's :func:`lesionbench.benchmark.metrics.compute_metrics`.
+    """Every metric of a task kind (or ``names``): the scorer's :func:`lesionbench.benchmark.scoring.metrics.compute_metrics`.
 
     ``y_true``: class indices (n,) for classification, ``(n, 2)`` [time, event] for survival;
     ``scores``: (n, k) class probabilities, (n,) positive-class probability, or for survival
     ``(n, 2)`` [risk, 2-year death probability] (a single (n,) risk is used for both).
     """
-    from lesionbench.benchmark import metrics as scorer_metrics
+    from lesionbench.benchmark.scoring import metrics as scorer_metrics
 
     kind = TaskKind(kind)
     return scorer_metrics.compute_metrics(kind, y_true, _scorer_scores(kind, scores), names)
@@ -73,9 +73,9 @@ def metric_values(
     kind: TaskKind, y_true: np.ndarray, scores: np.ndarray, names: Sequence[str], *, n_boot: int = 1000, seed: int = 0, groups: Sequence[Any] | None = None
 ) -> dict[str, MetricValue]:
     """Point estimate and 95% percentile-bootstrap CI of each metric in ``names``, all on the same
-    resamples (the scorer's :func:`~lesionbench.benchmark.metrics.bootstrap_ci`; ``n_boot=0``: NaN bounds).
+    resamples (the scorer's :func:`~lesionbench.benchmark.scoring.metrics.bootstrap_ci`; ``n_boot=0``: NaN bounds).
     ``groups`` (patient ids, see :func:`bootstrap_groups`) resamples whole patients, as the scorer does."""
-    from lesionbench.benchmark import metrics as scorer_metrics
+    from lesionbench.benchmark.scoring import metrics as scorer_metrics
 
     kind = TaskKind(kind)
     return scorer_metrics.bootstrap_ci(kind, y_true, _scorer_scores(kind, scores), names, n_boot=n_boot, seed=seed, groups=groups)
@@ -164,12 +164,12 @@ def paired_comparison(
     alternative: str = "two-sided",
 ) -> Comparison:
     """Does A differ from B? The scorer's paired bootstrap CI and permutation p-value, both resampling
-    ``groups`` (patients) when given: :func:`lesionbench.benchmark.metrics.paired_comparison`.
+    ``groups`` (patients) when given: :func:`lesionbench.benchmark.scoring.metrics.paired_comparison`.
 
     Two-sided by default: the leaderboard picks the top entry from the same data, so a one-sided
     test "the top is better" would reject about twice as often as its level under the null.
     """
-    from lesionbench.benchmark import metrics as scorer_metrics
+    from lesionbench.benchmark.scoring import metrics as scorer_metrics
 
     kind = TaskKind(kind)
     c = scorer_metrics.paired_comparison(
@@ -283,7 +283,7 @@ def bootstrap_rank_intervals(
     """
     from scipy.stats import rankdata
 
-    from lesionbench.benchmark.metrics import resampled_values
+    from lesionbench.benchmark.scoring.metrics import resampled_values
 
     models = list(scores)
     kind = TaskKind(kind)

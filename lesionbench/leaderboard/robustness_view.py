@@ -1,7 +1,7 @@
 """The leaderboard's robustness section: read ``robustness.json`` files, check them, shape them for the page.
 
 ``lesionbench robustness`` writes ``<results>/<task>/<task version>/<encoder>/robustness.json``
-(:mod:`lesionbench.benchmark.robustness`) and logs it as the artifact of an MLflow run tagged
+(:mod:`lesionbench.benchmark.robustness.evaluate`) and logs it as the artifact of an MLflow run tagged
 ``lesionbench.protocol = robustness``. The page shows them per task version, one row per (encoder,
 perturbation), in their own table and box plot: robustness is another question than the ranking, so its
 rows are never mixed with the ranked entries.
@@ -261,7 +261,7 @@ def collect_robustness(*, tracking_uri: str | None, results_dir: str | Path | No
     if results_dir is not None:
         found += load_local_robustness(results_dir)
     if tracking_uri is not None:
-        from lesionbench.benchmark.tracking import DEFAULT_EXPERIMENT
+        from lesionbench.benchmark.tracking.mlflow_sink import DEFAULT_EXPERIMENT
 
         found += sorted(load_mlflow_robustness(tracking_uri, experiments=tuple(experiments or (DEFAULT_EXPERIMENT,)), cache_dir=cache_dir), key=lambda d: -d["created"])
     best: dict[tuple[str, str, str], dict[str, Any]] = {}

@@ -1,7 +1,7 @@
 """One task section of the leaderboard document: its entries, ranking, statistics and reference rows.
 
 A section (:func:`task_section`) holds one task name, version and evaluation protocol key
-(:func:`~lesionbench.benchmark.protocols.protocol_key`; results of different task versions or protocols
+(:func:`~lesionbench.benchmark.scoring.protocols.protocol_key`; results of different task versions or protocols
 are never mixed; k-shot sections are ranked at their largest k instead of a fraction):
 
 - the measured entries ranked by the main metric of the lowest-seed run at the task's headline

@@ -286,9 +286,9 @@ def test_split_variant_and_leaks_in_provenance(tmp_path: Path) -> None:
 
 def test_leaderboard_from_the_scorers_own_runs(fresh_tracking_uri: str, tmp_path: Path) -> None:
     """Runs scored by scorer.evaluate_features and logged by tracking.log_result (predictions on child runs only)."""
-    from lesionbench.benchmark._fabricate import fabricate, fabricated_encoder_meta
-    from lesionbench.benchmark.scorer import evaluate_features, read_predictions, result_dir
-    from lesionbench.benchmark.tracking import log_result
+    from lesionbench.benchmark.scoring._fabricate import fabricate, fabricated_encoder_meta
+    from lesionbench.benchmark.scoring.scorer import evaluate_features, read_predictions, result_dir
+    from lesionbench.benchmark.tracking.mlflow_sink import log_result
 
     out = tmp_path / "results"
     for name, signal in (("strong", 1.2), ("weak", 0.2)):
@@ -310,7 +310,7 @@ def test_leaderboard_from_the_scorers_own_runs(fresh_tracking_uri: str, tmp_path
 
 
 def test_relative_sqlite_uris_are_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lesionbench.benchmark.tracking import absolute_sqlite_uri
+    from lesionbench.benchmark.tracking.mlflow_sink import absolute_sqlite_uri
 
     monkeypatch.chdir(tmp_path)
     assert absolute_sqlite_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lesionbench.benchmark._kernels import _c_index_pairs, _evaluate, _Target
+from lesionbench.benchmark.scoring._kernels import _c_index_pairs, _evaluate, _Target
 from lesionbench.benchmark.types import TaskKind
 
 #: Metrics whose clustered variance comes from DeLong's placement values (the rest: grouped jackknife).

@@ -1,4 +1,4 @@
-"""The studentized paired permutation test behind :func:`lesionbench.benchmark.metrics.paired_comparison`.
+"""The studentized paired permutation test behind :func:`lesionbench.benchmark.scoring.metrics.paired_comparison`.
 
 Statistic: ``T = (metric(A) - metric(B)) / SE``, with ``SE`` the patient-clustered standard error of the
 difference (:mod:`.clustered_variance`: DeLong/Obuchowski for AUC, the leave-one-patient-out jackknife
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lesionbench.benchmark._kernels import _evaluate, _Target
+from lesionbench.benchmark.scoring._kernels import _evaluate, _Target
 from lesionbench.benchmark.scoring.clustered_variance import DELONG_METRICS, influence_variance, jackknife_values, jackknife_variance, metric_influence
 
 #: Permutation rows processed at once (bounds the memory of the jackknife's rows x patients values).
