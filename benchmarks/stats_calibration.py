@@ -19,14 +19,24 @@ Reference rows (not what lesionbench does) show why: the same tests resampling s
 the one-sided "top is better" test after picking the top from the data; and what a BCa interval on the
 same patient resamples would cover instead of the percentile interval.
 
-    PYTHONPATH=. python benchmarks/stats_calibration.py --quick     # < 60 s
-    PYTHONPATH=. python benchmarks/stats_calibration.py             # the table in benchmarks/README.md
+Issue 21's designs (``calibration_designs.py``, each a ``--part``): crossing ROC curves (binormal, equal
+AUC 0.75, B's positives 3x as spread, r = 0.9; n = 100, n = 300 and 40 patients x 5 lesions with a
+shared patient effect), a ``synthetic_site``-like multiclass split (19 patients / 42 lesions / 8
+classes, models good at different classes), binary AUC coverage on small or imbalanced splits,
+clustered survival under heavy censoring (19 / 42 and 50 / 110, the logged log-rank), families of
+K = 2..20 entries on the page, and rank-interval coverage. Coverage rows are read against 0.95: the
+last column is (rate - 0.95) / MC SE; intervals that stay below 0.93 are named "approximate" at the end.
+
+    PYTHONPATH=. python benchmarks/stats_calibration.py --quick --part clustered   # < 60 s
+    PYTHONPATH=. python benchmarks/stats_calibration.py --part crossing            # one design
+    PYTHONPATH=. python benchmarks/stats_calibration.py --n-boot 500 --n-perm 500  # the tables in benchmarks/README.md
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +44,7 @@ from typing import Any
 import numpy as np
 
 ALPHA = 0.05
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # calibration_designs, beside this file
 
 
 @dataclass(frozen=True)
@@ -176,24 +187,58 @@ def run(reps: int, d: Design, *, n_boot: int, n_perm: int, seed: int = 0, lesion
         ("compare_exch", "type-I, `compare` test, exchangeable models (B rescaled)", "0.03-0.07"),
         ("compare_struct", "type-I, `compare` test, same AUC, different error structure", "0.03-0.07"),
         ("page_fwer", "type-I (any entry significant), page test, 3 equal entries, Holm", "<= 0.07"),
-        ("cover_auc", f"coverage, 95% patient-bootstrap CI of AUC (true {t_exch:.3f})", "0.93-0.97"),
-        ("cover_diff_null", "coverage, 95% CI of AUC difference, exchangeable (true 0)", "0.93-0.97"),
-        ("cover_diff_struct", "coverage, 95% CI of AUC difference, different error structure (true 0)", "0.93-0.97"),
-        ("cover_diff_alt", f"coverage, 95% CI of AUC difference, A better (true {t_better[0] - t_better[1]:+.3f})", "0.93-0.97"),
+        ("cover_auc", f"coverage, 95% patient-bootstrap CI of AUC (true {t_exch:.3f})", "0.95"),
+        ("cover_diff_null", "coverage, 95% CI of AUC difference, exchangeable (true 0)", "0.95"),
+        ("cover_diff_struct", "coverage, 95% CI of AUC difference, different error structure (true 0)", "0.95"),
+        ("cover_diff_alt", f"coverage, 95% CI of AUC difference, A better (true {t_better[0] - t_better[1]:+.3f})", "0.95"),
         ("power_alt", "power, `compare` test, A better", "-"),
         ("ref_onesided_top", "reference: one-sided 'top is better' after picking the top (old page test)", "not used"),
         ("ref_holm_top_only", "reference: page test, 3 equal entries, Holm over the 2 tests with the top only", "not used"),
         ("ref_lesion_exch", "reference: lesions as the unit (patients ignored), exchangeable", "not used"),
-        ("ref_bca_auc", "reference: coverage, BCa interval of AUC on the same resamples", "not used"),
-        ("ref_bca_diff_alt", "reference: coverage, BCa interval of the AUC difference, A better", "not used"),
+        ("ref_bca_auc", "reference: coverage, BCa interval of AUC on the same resamples", "0.95"),
+        ("ref_bca_diff_alt", "reference: coverage, BCa interval of the AUC difference, A better", "0.95"),
     ]
     return [(key, label, *_rate(hits[key]), target) for key, label, target in rows if key in hits]
+
+
+PARTS = ("clustered", "crossing", "multiclass", "binary", "survival", "ipcw", "families", "ranks")
+
+
+def run_parts(parts: tuple[str, ...], args: argparse.Namespace, reps: int, n_boot: int, n_perm: int) -> list[tuple[str, str, float, float, int, str]]:
+    """The issue-21 designs (:mod:`calibration_designs`) named in ``parts``, each with its own replicate budget."""
+    import calibration_designs as cd
+
+    scale = reps / 1000  # the budgets below are for the full run (reps 1000); --quick/--reps scale them
+    r = lambda n: max(20, int(round(n * scale)))  # noqa: E731
+    rows: list[tuple[str, str, float, float, int, str]] = []
+    if "crossing" in parts:
+        rows += cd.part_crossing(r(1000), n_perm=n_perm, seed=args.seed + 1)
+    if "multiclass" in parts:
+        rows += cd.part_multiclass(r(1000), n_perm=min(n_perm, 300), n_boot=min(n_boot, 300), seed=args.seed + 2)
+    if "binary" in parts:
+        rows += cd.part_binary_coverage(r(1000), n_boot=n_boot, seed=args.seed + 3)
+    if "survival" in parts:
+        rows += cd.part_survival(r(2000), seed=args.seed + 4)
+    if "ipcw" in parts:
+        rows += cd.part_ipcw(r(1000), seed=args.seed + 7)
+    if "families" in parts:
+        rows += cd.part_families({2: r(400), 5: r(200), 11: r(100), 20: r(30)}, n_perm=min(n_perm, 500), seed=args.seed + 5)
+    if "ranks" in parts:
+        rows += cd.part_rank_intervals(r(500), n_boot=min(n_boot, 500), seed=args.seed + 6)
+    return rows
+
+
+def _cell(rate: float, se: float, target: str) -> str:
+    """The rate's distance from 0.95 in Monte-Carlo SEs, for coverage rows."""
+    if target != "0.95" or not se:
+        return ""
+    return f"{(rate - 0.95) / se:+.1f}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer replicates and resamples (< 60 s)")
-    ap.add_argument("--reps", type=int, help="replicates per scenario (default 2000; --quick 300)")
+    ap.add_argument("--reps", type=int, help="replicates of the clustered design, and the scale of the others' budgets (default 1000; --quick 300)")
     ap.add_argument("--patients", type=int, default=40)
     ap.add_argument("--lesions", type=int, default=5)
     ap.add_argument("--rho", type=float, default=0.5, help="within-patient correlation of the lesions' latent malignancy")
@@ -202,19 +247,27 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, help="bootstrap resamples (default 1000; --quick 300)")
     ap.add_argument("--n-perm", type=int, help="permutations (default 1000; --quick 300)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--part", action="append", choices=PARTS, help="run only these designs (repeatable; default: all)")
     args = ap.parse_args()
-    reps = args.reps or (300 if args.quick else 2000)
+    parts = tuple(args.part or PARTS)
+    reps = args.reps or (300 if args.quick else 1000)
     n_boot = args.n_boot or (300 if args.quick else 1000)
     n_perm = args.n_perm or (300 if args.quick else 1000)
     d = Design(args.patients, args.lesions, args.rho, label_noise=args.label_noise, tau=args.tau)
-    t0, load = time.perf_counter(), os.getloadavg()[0]
-    rows = run(reps, d, n_boot=n_boot, n_perm=n_perm, seed=args.seed)
+    t0, cpu0, load = time.perf_counter(), time.process_time(), os.getloadavg()[0]
+    rows = run(reps, d, n_boot=n_boot, n_perm=n_perm, seed=args.seed) if "clustered" in parts else []
+    rows += run_parts(parts, args, reps, n_boot, n_perm)
     wall = time.perf_counter() - t0
     print(f"{d.patients} patients x {d.lesions} lesions, rho {d.rho}, tau {d.tau}, label noise {d.label_noise}, {reps} replicates, n_boot {n_boot}, n_perm {n_perm}, alpha {ALPHA}")
-    print(f"{time.strftime('%Y-%m-%d')}, {wall:.0f} s, load {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end\n")
-    print("| measurement | rate | MC SE | target |\n|---|---|---|---|")
-    for _, label, rate, se, _, target in rows:
-        print(f"| {label} | {rate:.3f} | {se:.3f} | {target} |")
+    cpu = time.process_time() - cpu0
+    print(f"parts: {', '.join(parts)}")
+    print(f"{time.strftime('%Y-%m-%d')}, {wall:.0f} s wall, {cpu:.0f} s CPU, load {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end\n")
+    print("| measurement | rate | MC SE | replicates | target | (rate - 0.95) / SE |\n|---|---|---|---|---|---|")
+    for _, label, rate, se, n, target in rows:
+        print(f"| {label} | {rate:.3f} | {se:.3f} | {n} | {target} | {_cell(rate, se, target)} |")
+    short = [(label, rate, se) for key, label, rate, se, _, target in rows if target == "0.95" and not key.startswith("ref_") and rate < 0.93]
+    for label, rate, se in short:  # issue 21: what is not fixed is said, and labelled on the page (leaderboard/stats_notes.py)
+        print(f"\napproximate: {label}: {rate:.3f} (MC SE {se:.3f}) < 0.93; the page labels such intervals approximate")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lesionbench.benchmark.errors import LesionbenchError, ManifestError, WeightsError
+from lesionbench.benchmark.errors import ManifestError, WeightsError
 from lesionbench.benchmark.host import atomic_write, current_umask
 from lesionbench.cli import main
 

@@ -30,8 +30,11 @@ def test_single_c_equals_sklearn_directly(data) -> None:
     probe = LinearProbe(metric="balanced_accuracy", n_classes=3, c_grid=(0.1,), refine=False).fit(Xtr, ytr, X_val=Xv, y_val=yv)
     sc = StandardScaler().fit(Xtr.astype(np.float64))
     ref = LogisticRegression(C=0.1, max_iter=5000).fit(sc.transform(Xtr.astype(np.float64)), ytr)
-    np.testing.assert_allclose(probe.predict_proba(Xte), ref.predict_proba(sc.transform(Xte.astype(np.float64))), atol=1e-6)
-    assert probe.C_ == 0.1 and probe.selection_ == "val"
+    # the multiclass decision rule: each class probability divided by its training share, renormalised
+    shares = np.bincount(ytr, minlength=3) / len(ytr)
+    expected = ref.predict_proba(sc.transform(Xte.astype(np.float64))) / shares
+    np.testing.assert_allclose(probe.predict_proba(Xte), expected / expected.sum(1, keepdims=True), atol=1e-6)
+    assert probe.C_ == 0.1 and probe.selection_ == "val" and probe.threshold_selection_ == "class_shares"
 
 
 def test_c_search_on_validation(data) -> None:

@@ -13,7 +13,7 @@ import pytest
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.robustness.perturb import PerturbationSettings, check_perturbations, crop_around, lesion_rng, perturb_lesion
 from lesionbench.benchmark.robustness import evaluate_robustness, load_robustness, robustness_path, summary_table
-from lesionbench.benchmark.robustness.stability import cosine_to_reference, icc_3_1
+from lesionbench.benchmark.robustness.stability import cosine_to_reference, icc_3_1, icc_a_1, stability_block
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec, TaskKind, TaskMeta
 
 # Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges; their Table 4 gives ICC(3,1) = 0.71
@@ -26,6 +26,20 @@ def test_icc_3_1_matches_shrout_fleiss_table() -> None:
     # vectorised over features: the same table twice, and a shifted copy (consistency ignores judge offsets)
     stacked = np.stack([SHROUT_FLEISS, SHROUT_FLEISS + np.array([0, 10, -3, 1])], axis=2)
     assert icc_3_1(stacked) == pytest.approx([0.7148, 0.7148], abs=5e-4)
+
+
+def test_icc_a_1_matches_shrout_fleiss_table_and_counts_a_common_shift() -> None:
+    """ICC(2,1), absolute agreement, is Shrout & Fleiss's 0.29 on their table; a 2 SD shift of every lesion's
+    feature leaves ICC(3,1) near 1 but halves absolute agreement, and the stability block leads with it."""
+    assert float(icc_a_1(SHROUT_FLEISS)) == pytest.approx(0.2898, abs=5e-4)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 1))
+    shifted = np.concatenate([x, x + 2.0 + 0.1 * rng.normal(size=(200, 1))], axis=1)
+    assert float(icc_3_1(shifted)) > 0.98 and float(icc_a_1(shifted)) < 0.4
+    block = stability_block(x, [x + 2.0 + 0.1 * rng.normal(size=(200, 1))], np.ones((1, 200)), None, n_boot=0, seed=[0])
+    assert block["icc"]["median"] < 0.4 < 0.98 < block["icc_consistency"]["median"]
+    assert block["icc"]["type"] == "ICC(2,1) absolute agreement"
+    assert np.isnan(icc_a_1(np.full((5, 3), 7.0)))
 
 
 def test_icc_edge_cases() -> None:
@@ -255,7 +269,7 @@ def test_retest_block_end_to_end_and_cli(tmp_path: Path, capsys: pytest.CaptureF
 def test_mlflow_run_is_tagged_and_invisible_to_the_ranking(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from lesionbench.benchmark.robustness import log_robustness, robustness_metrics
+    from lesionbench.benchmark.robustness.evaluate import log_robustness, robustness_metrics
 
     task = tiny_cohort(tmp_path / "img", n_patients=20)
     res = evaluate_robustness(task, SmoothEncoder(), perturbations=["noise"], settings=PerturbationSettings(repeats=1),

@@ -28,8 +28,12 @@ def _sk_metric(name: str, pred: pd.DataFrame) -> float:
     if "risk" in test:
         if name == "c_index":
             return concordance_index(test["time"], -test["risk"], test["event"])
-        known = test["label_2y"].notna()
-        return roc_auc_score(test.loc[known, "label_2y"], test.loc[known, "score"])
+        # auc_2y: scikit-survival's IPCW cumulative/dynamic AUC at 730 days (censoring from the test rows)
+        from sksurv.metrics import cumulative_dynamic_auc
+        from sksurv.util import Surv
+
+        surv = Surv.from_arrays(test["event"].to_numpy().astype(bool), test["time"].to_numpy(float))
+        return float(cumulative_dynamic_auc(surv, surv, test["score"].to_numpy(), [730.0])[0][0])
     y = test["label"].to_numpy()
     if "score" in test:
         p = test["score"].to_numpy()
@@ -93,9 +97,12 @@ def test_survival_extras_recomputed(results) -> None:
         sub = set(pd.read_csv(rdir / run.subset_path, dtype=str)["lesion_id"])
         train = pred[pred["lesion_id"].astype(str).isin(sub)]
         assert run.params["km_risk_threshold"] == pytest.approx(np.median(train["risk"]))
-        high = test["risk"] > run.params["km_risk_threshold"]
-        p = logrank_test(test["time"][high], test["time"][~high], test["event"][high], test["event"][~high]).p_value
+        # one row per patient (its lesions share a time and an event), at the patient's mean risk
+        per = test.groupby("patient_id").agg(time=("time", "first"), event=("event", "first"), risk=("risk", "mean"))
+        high = per["risk"] > run.params["km_risk_threshold"]
+        p = logrank_test(per["time"][high], per["time"][~high], per["event"][high], per["event"][~high]).p_value
         assert run.params["logrank_p"] == pytest.approx(p)
+        assert run.params["km_n_high"] + run.params["km_n_low"] == test["patient_id"].nunique()
         early = ((test["time"] < 730) & (test["event"] == 0)).sum()
         assert run.params["n_censored_2y_excluded_test"] == early > 0
         assert run.params["n_censored_2y_excluded_train"] == ((train["time"] < 730) & (train["event"] == 0)).sum()

@@ -53,3 +53,32 @@ def test_small_calibration_run(calibration) -> None:  # noqa: ANN001
     for key in ("cover_auc", "cover_diff_null", "cover_diff_struct", "cover_diff_alt"):
         assert 0.87 <= rates[key] <= 0.995, (key, rates[key])
     assert rates["power_alt"] > 0.15
+
+
+# --------------------------------------------------------------- issue 21: a fast subset that failed on round 2
+def test_crossing_rocs_fast(calibration) -> None:  # noqa: ANN001
+    """Equal AUC, crossing ROC curves, n = 300 (the review's design): the studentized test's p-values are
+    about uniform; round 2's unstudentized swaps (the reference, on the very same draws) pile up below 0.2
+    (0.30 here; its rate at 0.05 was 0.13 over 3,000 draws in the review). 150 draws are too few to tell 0.05
+    from 0.13 reliably, so the test checks P(p < 0.2), which separates the two by about 3 MC SEs."""
+    import calibration_designs as cd
+
+    rng = np.random.default_rng(13)
+    new, old = [], []
+    for r in range(150):
+        y, a, b, g = cd.crossing_roc(rng, 300, 1)
+        new.append(paired_comparison(y, a, b, "auc", kind="binary", n_boot=0, n_perm=100, seed=r, groups=g).p_value)
+        old.append(cd.swap_p_unstudentized(y, a, b, g, "auc", "binary", 100, r))
+    new, old = np.array(new), np.array(old)
+    assert np.mean(new < 0.2) <= 0.22 and np.mean(new < 0.05) <= 0.07, (np.mean(new < 0.2), np.mean(new < 0.05))
+    assert np.mean(old < 0.2) >= 0.25, np.mean(old < 0.2)  # the design does separate the two tests
+
+
+def test_logrank_per_patient_fast(calibration) -> None:  # noqa: ANN001
+    """19 patients / 42 lesions, 60% censored, risk not prognostic: the logged log-rank p rejects at most at about
+    alpha once each patient counts once (lesion rows: 17% in the review)."""
+    import calibration_designs as cd
+
+    rows = {key: rate for key, _, rate, _, _, _ in cd.part_survival(80, seed=4)}
+    assert rows["logrank_19"] <= 0.07 and rows["logrank_50"] <= 0.07, rows
+    assert rows["ref_logrank_19"] >= 0.1 and rows["ref_logrank_50"] >= 0.1, rows

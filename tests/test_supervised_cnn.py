@@ -113,6 +113,11 @@ def test_deterministic_and_leaves_global_rng_alone(data) -> None:
     template = get_encoder("supervised-cnn", epochs=2, seed=5, device="cpu")
     np.testing.assert_array_equal(copy.deepcopy(template).fit(xtr, ytr, val=data["val"]).encode(xte), a)
     assert not template.is_fitted
+    # the run's seed reaches the training: run seed 1 of config seed 5 trains as config seed 6, run seed 0 as before
+    run1 = copy.deepcopy(template).fit(xtr, ytr, val=data["val"], seed=1)
+    assert run1.training_seed_ == 6
+    np.testing.assert_array_equal(run1.encode(xte), c)
+    np.testing.assert_array_equal(copy.deepcopy(template).fit(xtr, ytr, val=data["val"], seed=0).encode(xte), a)
 
 
 def test_multiclass_and_label_checks(data) -> None:

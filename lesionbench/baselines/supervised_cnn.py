@@ -194,13 +194,21 @@ class SupervisedEncoder:
         labels: np.ndarray,
         *,
         val: tuple[np.ndarray, np.ndarray] | None = None,
+        seed: int | None = None,
     ) -> SupervisedEncoder:
         """Train trunk and head from the seeded random initialisation on ``patches``/``labels``.
 
         ``labels`` are integer class indices ``0..k-1`` (binary: 0/1; survival: the 2-year label with
         undecided rows already removed). ``val`` = ``(patches, labels)`` drives early stopping.
+        ``seed``: the run's seed (the scorer passes each (fraction, seed) run's); initialisation, dropout,
+        augmentation and batch order are drawn from ``config.seed + seed`` (``training_seed_``), so the
+        spread over a sweep's seeds includes the initialisation. Run seed 0 trains as before.
         """
         cfg = self.config
+        if seed is not None and not isinstance(seed, (int, np.integer)):
+            raise ConfigurationError(f"seed must be an integer or None, got {seed!r}.")
+        train_seed = int(cfg.seed) + int(seed or 0)
+        self.training_seed_ = train_seed
         x = self._prepare(patches, "patches")
         y = check_labels(labels, len(x), "labels")
         val_xy = None
@@ -216,15 +224,15 @@ class SupervisedEncoder:
 
         t_start = time.perf_counter()
         self.history_ = []
-        with torch_threads(cfg.threads), seeded(cfg.seed, self.device):
+        with torch_threads(cfg.threads), seeded(train_seed, self.device):
             trunk = self._trunk_factory().to(self.device)
             head = nn.Linear(trunk.out_features, n_classes).to(self.device)
             model = nn.ModuleDict({"trunk": trunk, "head": head})
             dropout = nn.Dropout(p=0.2)
             opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
             loss_fn = nn.CrossEntropyLoss(weight=torch.as_tensor(weights, device=self.device))
-            augment = augmentations(cfg.seed) if cfg.augment else None
-            order_rng = np.random.default_rng(cfg.seed)
+            augment = augmentations(train_seed) if cfg.augment else None
+            order_rng = np.random.default_rng(train_seed)
             best_loss, best_state, bad_epochs = math.inf, None, 0
             self.best_epoch_ = None
             for epoch in range(cfg.epochs):

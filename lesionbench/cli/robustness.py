@@ -15,7 +15,7 @@ def add_robustness(sub: argparse._SubParsersAction) -> None:
         "robustness",
         help="Feature and prediction stability of an encoder under seeded perturbations (and test-retest scans).",
         description="Re-extract every test lesion under seeded perturbations (seed shift, rotation about the seed, in-plane "
-        "resampling, additive noise) and/or from its second scan, then report per perturbation the ICC(3,1) distribution "
+        "resampling, additive noise) and/or from its second scan, then report per perturbation the ICC(2,1) (absolute agreement) distribution "
         "over features, the cosine similarity to the unperturbed embedding, the share of test predictions that change "
         "class and the drop of the main metric (linear probe fitted at 100%% labels, seed 0), with patient-bootstrap CIs. "
         "Writes <out>/<task>/<version>/<encoder>/robustness.json and one MLflow run.",
@@ -89,5 +89,5 @@ def _table(result) -> str:
         spread = "{:.3f} [{:.3f},{:.3f}]".format(icc["median"], icc["q25"], icc["q75"])
         lines.append(f"{k:>12}  {spread:>22}  {icc['share_good']:>9.2f}  "
                      f"{_fmt(b['cosine'])}  {_fmt(b['prediction_change'], pct=True)}  {_fmt(b['metric_drop'])}")  # fmt: skip
-    lines.append(f"[95% bootstrap CI, {result.bootstrap_unit}s resampled]; ICC(3,1) over features; undefined ICCs (constant features) left out")
+    lines.append(f"[95% bootstrap CI, {result.bootstrap_unit}s resampled]; ICC(2,1) (absolute agreement) over features; undefined ICCs (constant features) left out")
     return "\n".join(lines) + "\n"

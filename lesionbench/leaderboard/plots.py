@@ -130,7 +130,7 @@ def forest_plot(task: dict[str, Any]) -> str | None:
 
 
 def robustness_plot(section: dict[str, Any]) -> str | None:
-    """Per-feature ICC(3,1) under each perturbation, one box per encoder (undefined ICCs left out; whiskers 1.5 IQR, no outliers)."""
+    """Per-feature ICC(2,1) (absolute agreement) under each perturbation, one box per encoder (undefined ICCs left out; whiskers 1.5 IQR, no outliers)."""
     from matplotlib.figure import Figure
 
     rows = [r for r in section["rows"] if r.get("box")]
@@ -154,7 +154,7 @@ def robustness_plot(section: dict[str, Any]) -> str | None:
     ax.set_xticks(range(len(perts)))
     ax.set_xticklabels([_plain(p) for p in perts])
     ax.set_xlim(-0.6, len(perts) - 0.4)
-    ax.set_ylabel("per-feature ICC(3,1)", color=_TEXT, fontsize=10)
+    ax.set_ylabel("per-feature ICC(2,1), absolute agreement", color=_TEXT, fontsize=10)
     _style(ax)
     ax.grid(False, axis="x")
     from matplotlib.patches import Patch

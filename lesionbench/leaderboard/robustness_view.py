@@ -152,7 +152,7 @@ def _block(c: _RobustChecker, name: str, b: Any, where: str) -> dict[str, Any]:
     n = {k: c.integer(icc.get(k), f"{where}.icc.{k}", low=0) for k in ("n_features", "n_defined", "n_undefined")}
     if n["n_defined"] + n["n_undefined"] != n["n_features"]:
         c.fail(f"{where}.icc", f"n_defined + n_undefined ({n['n_defined']} + {n['n_undefined']}) is not n_features ({n['n_features']})")
-    # ICC(3,1) with k >= 2 measurements lies in [-1/(k-1), 1], so within [-1, 1]
+    # ICC(2,1) and ICC(3,1) lie within [-1, 1]
     q = {k: c.value(icc.get(k), f"{where}.icc.{k}", -1, 1) for k in ("p05", "q25", "median", "q75", "p95")}
     shares = {k: c.value(icc.get(k), f"{where}.icc.{k}", 0, 1) for k in ("share_good", "share_excellent")}
     mci = icc.get("median_ci", [None, None])
@@ -175,6 +175,8 @@ def _block(c: _RobustChecker, name: str, b: Any, where: str) -> dict[str, Any]:
         "n_pairs": c.integer(b["n_pairs"], f"{where}.n_pairs", low=0) if "n_pairs" in b else None,
         "note": c.note(b["note"], f"{where}.note") if b.get("note") is not None else None,
         "box": _box(values),
+        # ICC(3,1) (consistency) beside the headline ICC(2,1) (absolute agreement); null in older files
+        "icc_consistency_median": c.value((b.get("icc_consistency") or {}).get("median"), f"{where}.icc_consistency.median", -1, 1),
     }  # fmt: skip
     return row
 

@@ -23,6 +23,9 @@ _MEASURED_METRIC = {
         "mean": _NUM,
         "sd": _NUM,
         "n_seeds": {"type": "integer", "minimum": 0},
+        # k-shot sections: value and CI are the seeds' mean and its interval with the draw variance
+        "value_seed": {**_NUM, "description": "k-shot: the lowest seed's own value"},
+        "interval": {"enum": ["seed mean"]},
     },
     "additionalProperties": False,
 }
@@ -317,7 +320,8 @@ _ROBUSTNESS_ROW = {
         "icc_median_ci": {"type": "array", "items": _ICC, "minItems": 2, "maxItems": 2},
         "icc_q25": _ICC,
         "icc_q75": _ICC,
-        "icc_share_good": {**_SHARE, "description": "share of the defined features with ICC(3,1) >= 0.75"},
+        "icc_share_good": {**_SHARE, "description": "share of the defined features with ICC(2,1) (absolute agreement) >= 0.75"},
+        "icc_consistency_median": {**_ICC, "description": "median per-feature ICC(3,1) (consistency), beside the headline ICC(2,1)"},
         "icc_undefined": {"type": "integer", "minimum": 0, "description": "features without variance: ICC undefined"},
         "n_features": {"type": "integer", "minimum": 0},
         "cosine": _INTERVAL,

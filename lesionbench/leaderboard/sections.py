@@ -34,7 +34,7 @@ import pandas as pd
 
 from lesionbench.benchmark.errors import LesionbenchError
 from lesionbench.benchmark.types import SubsetResult, TaskMeta, TaskResult
-from lesionbench.leaderboard import _stats
+from lesionbench.leaderboard import _stats, stats_notes
 from lesionbench.leaderboard.collect import LoadedResult, encoder_identity, level_of, own_level, protocol, run_at
 from lesionbench.leaderboard.labels import ALPHA, is_k_shot, unique_entry_labels
 from lesionbench.leaderboard.published import published_for
@@ -159,6 +159,10 @@ def _measured_entry(item: LoadedResult, level: float, *, shots: bool = False) ->
             "sd": pt["sd"] if pt else None,
             "n_seeds": pt["n_seeds"] if pt else 0,
         }
+        if shots:  # ranked on the seeds' mean, its interval with the draw variance (stats_notes.seed_mean_interval)
+            at = [x.metrics[m] for x in r.runs if level_of(x, shots) == head.shots and m in x.metrics]
+            mean, lo, hi = stats_notes.seed_mean_interval([x.value for x in at], [x.ci_low for x in at], [x.ci_high for x in at])
+            metrics[m].update(value=_num(mean), ci_low=_num(lo), ci_high=_num(hi), value_seed=metrics[m]["value"], interval="seed mean")
     return {
         "encoder": r.encoder.name,
         "label": r.encoder.name,
@@ -307,7 +311,7 @@ def task_section(
         # Equal values share a rank (competition ranking: 1, 1, 3).
         e["rank"] = 1 + sum(1 for f in entries if main_value(f) > main_value(e))
 
-    stats_note, unit = "", "patient"
+    stats_note, unit, n_perm_used = "", "patient", 0
     if len(entries) >= 2:
         frames = {}
         for i, it in enumerate(measured):
@@ -341,7 +345,11 @@ def task_section(
                     "significant": bool(np.isfinite(p_adj) and p_adj < ALPHA),  # no test (NaN) is never significant
                     "n_lesions": len(y),
                 }
-            entries[top]["comparison"] = {"versus": None, "metric": main, "is_reference": True, "n_lesions": len(y)}
+            entries[top]["comparison"] = {"versus": None, "metric": main, "is_reference": True, "n_lesions": int(len(y))}
+            n_groups = len(set(groups)) if groups is not None else len(y)
+            n_perm_used = _stats.permutations_for(len(scores), n_perm)
+            notes = [stats_note, stats_notes.reach_note(len(scores), n_perm, n_groups, ALPHA), stats_notes.interval_note(main, n_groups), stats_notes.rank_note(len(scores))]
+            stats_note = "; ".join(n for n in notes if n)
 
     sub_entries = [_submission_entry(it, main, reveal) for it in subs]
     for e, it in zip(sub_entries, subs):  # the shown public value is the one its public predictions give
@@ -382,6 +390,8 @@ def task_section(
         "statistics": {
             "n_boot": n_boot,
             "n_perm": n_perm,
+            # what each paired test drew: n_perm raised to 40 per pair of the Holm family
+            "n_perm_used": n_perm_used,
             "seed": seed,
             "alpha": ALPHA,
             "correction": "holm",

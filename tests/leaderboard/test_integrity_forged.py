@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from _lb_fixtures import BINARY, MULTI, make_manifest, write_result
+from _lb_fixtures import BINARY, make_manifest, write_result
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.leaderboard import build_leaderboard
 from lesionbench.leaderboard.collect import collect_results

@@ -263,7 +263,15 @@ def test_fast_metrics_equal_sklearn_and_lifelines_with_ties(trial: int) -> None:
     assert _stats.metric("c_index", TaskKind.SURVIVAL, ys, risk) == pytest.approx(concordance_index(t, -risk[:, 0], e), abs=1e-12)
     label = np.where((e == 1) & (t <= 730), 1.0, np.where(t >= 730, 0.0, np.nan))
     keep = ~np.isnan(label)
-    assert _stats.metric("auc_2y", TaskKind.SURVIVAL, ys, risk) == pytest.approx(roc_auc_score(label[keep], risk[keep, 1]), abs=1e-12)
+    assert _stats.metric("auc_2y_known", TaskKind.SURVIVAL, ys, risk) == pytest.approx(roc_auc_score(label[keep], risk[keep, 1]), abs=1e-12)
+    from sksurv.metrics import cumulative_dynamic_auc
+    from sksurv.util import Surv
+
+    e_last = e.copy()
+    e_last[t == t.max()] = 0.0  # scikit-survival refuses a death where the censoring survival reaches 0
+    ys, surv = np.c_[t, e_last], Surv.from_arrays(e_last.astype(bool), t)
+    ipcw = cumulative_dynamic_auc(surv, surv, risk[:, 1], [730.0])[0][0]
+    assert _stats.metric("auc_2y", TaskKind.SURVIVAL, ys, risk) == pytest.approx(ipcw, abs=1e-12)
 
 
 def test_split_variant_and_leaks_in_provenance(tmp_path: Path) -> None:

@@ -147,6 +147,11 @@ def test_k_shot_section_ranks_at_the_largest_k_and_shows_shots(doc: dict, monkey
     (u,) = sec["unranked"]
     assert u["encoder"] == "radiomics" and u["shots"] == 5 and u["unranked_reason"] == "trained on at most 5 shots; the ranking is at 10 shots"
     assert [p["shots"] for p in sec["entries"][0]["curves"]["auc"]] == [1, 5, 10]
+    # ranked on the seeds' mean, with an interval that holds the between-draw spread (issue 21)
+    auc, point = sec["entries"][0]["metrics"]["auc"], sec["entries"][0]["curves"]["auc"][-1]
+    assert auc["interval"] == "seed mean" and auc["value"] == pytest.approx(point["mean"])
+    if auc["ci_low"] is not None:
+        assert auc["ci_low"] < auc["value"] < auc["ci_high"]
     html = render_html(doc)
     part = html.split('id="task-luna16-malignancy-test-1-k-shot-linear"', 1)[1].split("</section>", 1)[0]
     assert "<h3>Ranking at k = 10 labelled lesions per class</h3>" in part

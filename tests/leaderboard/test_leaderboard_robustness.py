@@ -70,17 +70,18 @@ def test_table_and_plot_for_two_encoders(robust_results: Path, tmp_path: Path) -
     for d in (smooth, noisy):
         b = d["perturbations"]["noise"]
         assert f"{b['icc']['median']:.3f}" in part and f"{b['cosine']['value']:.3f}" in part
+        assert f"{b['icc_consistency']['median']:.3f}" in part  # ICC(3,1) beside the headline ICC(2,1)
         assert f"{100 * b['prediction_change']['value']:.1f}%" in part
     assert f"{smooth['reference']['value']:.3f} on the unperturbed crops" in part
     assert "6 test lesions of 6 patients" in part and "30 resamples of patients" in part
-    figures = re.findall(r'<img alt="per-feature ICC\(3,1\)[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', part)
+    figures = re.findall(r'<img alt="per-feature ICC\(2,1\)[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', part)
     assert len(figures) == 1
     # never mixed with the ranking: the ranked task holds only its own entry, and no robustness row is ranked
     doc = json.loads((tmp_path / "site" / "leaderboard.json").read_text())
     assert [t["name"] for t in doc["tasks"]] == [BINARY.name] and [e["encoder"] for e in doc["tasks"][0]["entries"]] == ["fmcib"]
     assert [(s["name"], len(s["rows"])) for s in doc["robustness"]] == [("tiny_malignancy", 4)]
     # the same numbers as the protocol's own summary table (NaN there, null here)
-    from lesionbench.benchmark.robustness import summary_table
+    from lesionbench.benchmark.robustness.evaluate import summary_table
 
     table = summary_table([smooth, noisy]).set_index(["encoder", "perturbation"])
     for r in doc["robustness"][0]["rows"]:
@@ -148,7 +149,7 @@ def test_not_json_is_skipped_with_one_warning(robust_results: Path, tmp_path: Pa
 def test_robustness_runs_are_read_from_mlflow(robust_results: Path, tmp_path: Path, fresh_tracking_uri: str) -> None:
     from mlflow.tracking import MlflowClient
 
-    from lesionbench.benchmark.robustness import RobustnessResult, log_robustness
+    from lesionbench.benchmark.robustness.evaluate import RobustnessResult, log_robustness
 
     MlflowClient(tracking_uri=fresh_tracking_uri).create_experiment("lesionbench", artifact_location=(tmp_path / "artifacts").as_uri())
     for enc in ("smooth", "noisy"):
@@ -177,4 +178,4 @@ def test_page_with_robustness_runs_no_script_and_loads_nothing(robust_results: P
     dom = _chromium("--dump-dom", index.resolve().as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert 'data-pwned="' not in dom.stdout and "<script" not in dom.stdout and "Robustness of features and predictions" in dom.stdout
-    assert 'alt="per-feature ICC(3,1) per perturbation and encoder"' in dom.stdout
+    assert 'alt="per-feature ICC(2,1) per perturbation and encoder"' in dom.stdout

@@ -4,7 +4,7 @@ For one (task, encoder): every test lesion is re-extracted under ``repeats`` see
 perturbation (:mod:`lesionbench.benchmark.robustness.perturb`) and compared with its unperturbed extraction through
 the same crop. Reported per perturbation:
 
-* **feature stability**: the distribution over features of ICC(3,1) across the test lesions (the
+* **feature stability**: the distribution over features of ICC(2,1) (absolute agreement; ICC(3,1), consistency, beside it) across the test lesions (the
   unperturbed extraction and each draw are the ``k`` measurements; :mod:`lesionbench.benchmark.robustness.stability`),
   and the mean cosine similarity of each perturbed embedding to the unperturbed one;
 * **prediction stability**: the linear probe is fitted once, at 100% of the training labels with seed 0 and

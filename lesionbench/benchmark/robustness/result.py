@@ -78,6 +78,7 @@ def summary_table(results: Sequence[dict[str, Any] | RobustnessResult]) -> pd.Da
             rows.append({"task": d["task"]["name"], "encoder": d["encoder"]["name"], "perturbation": k,
                          "icc_median": b["icc"]["median"], "icc_q25": b["icc"]["q25"], "icc_q75": b["icc"]["q75"],
                          "icc_share_good": b["icc"]["share_good"], "icc_undefined": b["icc"]["n_undefined"],
+                         "icc_consistency_median": (b.get("icc_consistency") or {}).get("median"),
                          "cosine": b["cosine"]["value"], "prediction_change": _value(b["prediction_change"]),
                          "metric_drop": _value(b["metric_drop"]), "metric_drop_ci": _bounds(b["metric_drop"])})  # fmt: skip
     return pd.DataFrame(rows)

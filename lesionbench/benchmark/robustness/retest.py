@@ -82,7 +82,7 @@ def evaluate_retest(source: str | Path | pd.DataFrame, encoder: Any, *, name: st
     """Feature stability of a frozen ``encoder`` between the two scans of every lesion of a test-retest manifest.
 
     The task kind of its own: no labels, so no prediction stability. Written as ``robustness.json`` under
-    ``<out_dir>/<name>/retest/<encoder>/`` with one block, ``retest`` (ICC(3,1) with k = 2 and cosine, CIs
+    ``<out_dir>/<name>/retest/<encoder>/`` with one block, ``retest`` (ICC(2,1) and ICC(3,1) with k = 2 and cosine, CIs
     over resampled patients).
     """
     from lesionbench.benchmark.errors import ConfigurationError

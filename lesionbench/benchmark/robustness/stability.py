@@ -1,11 +1,13 @@
-"""Feature-stability statistics: ICC(3,1) per feature and cosine similarity to the unperturbed embedding.
+"""Feature-stability statistics: ICC per feature and cosine similarity to the unperturbed embedding.
 
-ICC(3,1) is Shrout & Fleiss's (1979) two-way mixed, consistency, single-measurement intraclass
-correlation, the one the radiomics-reproducibility literature (and the FMCIB paper's test-retest
-analysis) reports: ``(BMS - EMS) / (BMS + (k - 1) EMS)`` from the two-way ANOVA mean squares of an
-``(n targets, k measurements)`` table. No well-kept implementation is installed (pingouin is not a
-dependency), so it is computed here, vectorised over features, and tested against Shrout & Fleiss's
-Table 2 (ICC(3,1) = 0.71). A feature whose value never varies has no between-target variance: its ICC
+The headline is ICC(2,1), absolute agreement (McGraw & Wong's A,1): a perturbation that shifts a
+feature alike for every lesion changes what a probe trained on unperturbed features sees, and
+absolute agreement counts that shift. Beside it, ICC(3,1) (Shrout & Fleiss's 1979 two-way mixed,
+consistency, single-measurement ICC, the one the radiomics-reproducibility literature and the FMCIB
+paper's test-retest analysis report), ``(BMS - EMS) / (BMS + (k - 1) EMS)``, which ignores such a
+shift. Both come from the two-way ANOVA mean squares of an ``(n targets, k measurements)`` table. No
+well-kept implementation is installed (pingouin is not a dependency), so they are computed here,
+vectorised over features, and tested against Shrout & Fleiss's Table 2 (ICC(3,1) = 0.71, ICC(2,1) = 0.29). A feature whose value never varies has no between-target variance: its ICC
 is undefined (NaN), counted apart, never silently 0 or 1.
 """
 
@@ -25,17 +27,14 @@ from lesionbench.benchmark.types import TaskKind
 ICC_GOOD, ICC_EXCELLENT = 0.75, 0.9
 
 
-def icc_3_1(values: np.ndarray) -> np.ndarray:
-    """ICC(3,1) of each feature of ``values`` shaped ``(n targets, k measurements[, features])``.
-
-    Returns a float array (one value per feature, or a scalar array for a 2-D table); NaN where the
-    feature has no variance at all (the ratio is 0/0) or a value is not finite.
-    """
+def _mean_squares(values: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, np.ndarray, np.ndarray]:
+    """Two-way ANOVA mean squares of ``(n targets, k measurements[, features])``: rows (targets), columns
+    (measurements), error; with n, k, the grand mean and a mask of the features with a non-finite value."""
     y = np.asarray(values, dtype=np.float64)
     if y.ndim == 2:
         y = y[:, :, None]
     if y.ndim != 3:
-        raise ConfigurationError(f"icc_3_1 needs an (n, k) or (n, k, features) array, got shape {np.shape(values)}.")
+        raise ConfigurationError(f"{name} needs an (n, k) or (n, k, features) array, got shape {np.shape(values)}.")
     n, k = y.shape[:2]
     if n < 2 or k < 2:
         raise ConfigurationError(f"ICC needs at least 2 targets and 2 measurements each, got {n} x {k}.")
@@ -46,15 +45,42 @@ def icc_3_1(values: np.ndarray) -> np.ndarray:
     ss_rows = k * ((rows - grand) ** 2).sum(axis=0)
     ss_cols = n * ((cols - grand) ** 2).sum(axis=0)
     ss_err = np.maximum(ss_total - ss_rows - ss_cols, 0.0)  # rounding can make it a hair negative
-    bms = ss_rows / (n - 1)
-    ems = ss_err / ((n - 1) * (k - 1))
-    den = bms + (k - 1) * ems
+    bad = ~np.isfinite(y).all(axis=(0, 1))
+    return ss_rows / (n - 1), ss_cols / (k - 1), ss_err / ((n - 1) * (k - 1)), n, k, grand, bad
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, grand: np.ndarray, bad: np.ndarray, values: np.ndarray) -> np.ndarray:
     # a relative floor: float noise on a constant feature must read as "no variance", not as an ICC
     scale = np.maximum(np.abs(grand), 1.0) ** 2
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(den > 1e-20 * scale, (bms - ems) / den, np.nan)
-    out[~np.isfinite(y).all(axis=(0, 1))] = np.nan
+        out = np.where(den > 1e-20 * scale, num / den, np.nan)
+    out[bad] = np.nan
     return out if np.ndim(values) == 3 else out.reshape(())
+
+
+def icc_3_1(values: np.ndarray) -> np.ndarray:
+    """ICC(3,1) (consistency, McGraw & Wong's C,1) of each feature of ``values`` shaped
+    ``(n targets, k measurements[, features])``: ``(BMS - EMS) / (BMS + (k - 1) EMS)``.
+
+    Returns a float array (one value per feature, or a scalar array for a 2-D table); NaN where the
+    feature has no variance at all (the ratio is 0/0) or a value is not finite. Blind to a shift that
+    moves every lesion alike (the measurement effect is removed): reported beside :func:`icc_a_1`.
+    """
+    bms, _, ems, _, k, grand, bad = _mean_squares(values, "icc_3_1")
+    return _ratio(bms - ems, bms + (k - 1) * ems, grand, bad, values)
+
+
+def icc_a_1(values: np.ndarray) -> np.ndarray:
+    """ICC(2,1) absolute agreement (McGraw & Wong's A,1) of each feature, the headline ICC:
+    ``(BMS - EMS) / (BMS + (k - 1) EMS + k (JMS - EMS) / n)`` with JMS the measurements' mean square.
+
+    A perturbation that shifts a feature the same way for every lesion lowers it (a 2 SD shift of
+    every lesion: 0.39), where ICC(3,1) stays near 1 (0.987). NaN as for :func:`icc_3_1`.
+    """
+    bms, jms, ems, n, k, grand, bad = _mean_squares(values, "icc_a_1")
+    out = _ratio(bms - ems, bms + (k - 1) * ems + k * (jms - ems) / n, grand, bad, values)
+    # with very few targets the denominator can approach 0 from a negative measurement term: keep within [-1, 1]
+    return np.clip(out, -1.0, 1.0)
 
 
 def cosine_to_reference(reference: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
@@ -95,7 +121,7 @@ def weighted_mean_ci(values: np.ndarray, weights: np.ndarray, level: float = 0.9
 
 
 def median_icc_ci(table: np.ndarray, groups: Sequence[Any] | None, *, n_boot: int, seed: int | Sequence[int], level: float = 0.95) -> tuple[float, float]:
-    """Percentile CI of the median per-feature ICC(3,1) over resamples of whole patients (``groups``)."""
+    """Percentile CI of the median per-feature ICC(2,1) (absolute agreement) over resamples of whole patients (``groups``)."""
     n = table.shape[0]
     if n_boot <= 0:
         return float("nan"), float("nan")
@@ -105,7 +131,7 @@ def median_icc_ci(table: np.ndarray, groups: Sequence[Any] | None, *, n_boot: in
         idx = np.repeat(np.arange(n), W[b])
         if len(np.unique(idx)) < 2:
             continue
-        icc = icc_3_1(table[idx])
+        icc = icc_a_1(table[idx])
         ok = icc[np.isfinite(icc)]
         if ok.size:
             meds[b] = np.median(ok)
@@ -165,10 +191,14 @@ def mean_ci(values: np.ndarray, W: np.ndarray) -> dict[str, float]:
 
 
 def stability_block(base: np.ndarray, draws: Sequence[np.ndarray], W: np.ndarray, groups: Sequence[Any] | None, *, n_boot: int, seed: Sequence[int]) -> dict[str, Any]:
-    """Feature stability of ``draws`` (each (n, d)) against ``base`` (n, d): ICC(3,1) distribution and cosine."""
+    """Feature stability of ``draws`` (each (n, d)) against ``base`` (n, d): the ICC(2,1) (absolute
+    agreement) distribution as ``icc``, the ICC(3,1) (consistency) one beside it as ``icc_consistency``,
+    and the cosine."""
     table = np.stack([base, *draws], axis=1)
-    icc = icc_3_1(table)
-    summ = icc_summary(icc)
+    icc = icc_a_1(table)
+    summ = {**icc_summary(icc), "type": "ICC(2,1) absolute agreement"}
     summ["median_ci"] = list(median_icc_ci(table, groups, n_boot=n_boot, seed=seed))
+    consistency = {**icc_summary(icc_3_1(table)), "type": "ICC(3,1) consistency"}
     cos = np.mean([cosine_to_reference(base, x) for x in draws], axis=0)
-    return {"icc": summ, "cosine": mean_ci(cos, W), "per_feature_icc": [None if not np.isfinite(v) else round(float(v), 6) for v in icc]}
+    return {"icc": summ, "icc_consistency": consistency, "cosine": mean_ci(cos, W),
+            "per_feature_icc": [None if not np.isfinite(v) else round(float(v), 6) for v in icc]}  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lesionbench.benchmark.scoring.endpoints import two_year_label
+from lesionbench.benchmark.scoring.endpoints import TWO_YEARS_DAYS, two_year_label
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.types import TaskKind
 
@@ -155,24 +155,85 @@ def _average_precision(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> n
     return _w_ap(t.label == 1, s["proba"][:, 1], W)
 
 
-def _c_index(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> np.ndarray:
-    """Harrell's C with lifelines' rules: pair (i, j) is comparable when i died first, or at the
-    same time as a censored j; concordant when i has the higher risk; tied risks count one half."""
+def _c_index_pairs(t: _Target, s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(comparable, comparable x concordance) pair matrices of Harrell's C (see :func:`_c_index`)."""
     time, event, risk = t.time, t.event.astype(bool), s["risk"]
     comparable = event[:, None] & ((time[:, None] < time[None, :]) | ((time[:, None] == time[None, :]) & ~event[None, :]))
     value = np.where(risk[:, None] > risk[None, :], 1.0, np.where(risk[:, None] == risk[None, :], 0.5, 0.0))
     A = comparable.astype(float)
-    AV = A * value
+    return A, A * value
+
+
+def _c_index(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> np.ndarray:
+    """Harrell's C with lifelines' rules: pair (i, j) is comparable when i died first, or at the
+    same time as a censored j; concordant when i has the higher risk; tied risks count one half."""
+    A, AV = _c_index_pairs(t, s)
     den = np.einsum("bi,ij,bj->b", W, A, W, optimize=True)
     num = np.einsum("bi,ij,bj->b", W, AV, W, optimize=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / den, np.nan)
 
 
-def _auc_2y(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> np.ndarray:
+def _auc_2y_known(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> np.ndarray:
+    """The 2-year AUC on the patients whose 2-year status is known (censored before 730 days dropped, no
+    reweighting): biased when early censoring is heavy; a reference column beside :func:`_auc_2y`."""
     y2 = two_year_label(t.time, t.event)
     known = np.isfinite(y2)
     return _w_auc(y2[known] == 1, s["score"][known], W[:, known])
+
+
+def _censoring_survival(time: np.ndarray, event: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Weighted reverse Kaplan-Meier G(time_i) of each case on every row of W (B, n), as scikit-survival's
+    ``CensoringDistributionEstimator``: at a time u, censorings at u count against those at risk at u
+    less the deaths at u; G includes the censorings at u itself."""
+    times, inverse = np.unique(time, return_inverse=True)
+    u = len(times)
+    member = np.zeros((len(time), u))
+    member[np.arange(len(time)), inverse] = 1.0
+    at_u = np.einsum("bi,iu->bu", W, member)
+    deaths = np.einsum("bi,iu->bu", W * (event == 1), member)
+    censored = at_u - deaths
+    at_risk = np.cumsum(at_u[:, ::-1], axis=1)[:, ::-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(censored > 0, censored / (at_risk - deaths), 0.0)
+        G = np.cumprod(1.0 - ratio, axis=1)
+    return G[:, inverse]
+
+
+def _auc_2y(t: _Target, s: dict[str, np.ndarray], W: np.ndarray) -> np.ndarray:
+    """Cumulative/dynamic 2-year AUC with inverse-probability-of-censoring weights (Uno et al. 2007), as
+    ``sksurv.metrics.cumulative_dynamic_auc(y, y, score, 730)``: cases died by 730 days, each weighted by
+    1 / G(its time) with G the censoring distribution of the (resampled) test set; controls alive
+    after 730 days. Patients censored before 730 days then count through the reweighting instead of
+    being dropped (dropping them biased the AUC by +0.015 at 47% early censoring)."""
+    case = (t.time <= TWO_YEARS_DAYS) & (t.event == 1)
+    control = t.time > TWO_YEARS_DAYS
+    if not case.any() or not control.any():
+        return np.full(len(W), np.nan)
+    G = _censoring_survival(t.time, t.event, W)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ipcw = np.where(case, W / G, 0.0)
+    bad = ~np.isfinite(ipcw).all(1)  # a case at a time where the censoring survival reached 0
+    rows = np.where(bad[:, None], 0.0, ipcw)
+    keep = case | control
+    value = _w_auc_weighted(case[keep], s["score"][keep], rows[:, keep], np.where(control, W, 0.0)[:, keep])
+    return np.where(bad, np.nan, value)
+
+
+def _w_auc_weighted(pos: np.ndarray, s: np.ndarray, Wpos: np.ndarray, Wneg: np.ndarray) -> np.ndarray:
+    """Weighted ROC AUC with separate case (``Wpos``) and control (``Wneg``) weights per row (ties one half)."""
+    if len(s) == 0:
+        return np.full(len(Wpos), np.nan)
+    order = np.argsort(-s, kind="mergesort")
+    ss = s[order]
+    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
+    P = np.add.reduceat(Wpos[:, order] * pos[order], starts, axis=1)
+    N = np.add.reduceat(Wneg[:, order] * ~pos[order], starts, axis=1)
+    ptot, ntot = P.sum(1), N.sum(1)
+    below = ntot[:, None] - np.cumsum(N, axis=1)
+    num = (P * (below + 0.5 * N)).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((ptot > 0) & (ntot > 0), num / (ptot * ntot), np.nan)
 
 
 _Kernel = Callable[[_Target, dict[str, np.ndarray], np.ndarray], np.ndarray]
@@ -184,6 +245,7 @@ _METRICS: dict[str, tuple[_Kernel, tuple[TaskKind, ...]]] = {
     "average_precision": (_average_precision, (TaskKind.BINARY,)),
     "c_index": (_c_index, (TaskKind.SURVIVAL,)),
     "auc_2y": (_auc_2y, (TaskKind.SURVIVAL,)),
+    "auc_2y_known": (_auc_2y_known, (TaskKind.SURVIVAL,)),
 }
 
 

@@ -14,8 +14,11 @@ and on explicit resamples):
 ``auc``                ``roc_auc_score`` (binary), or mean one-vs-rest AUC (multiclass)
 ``average_precision``  ``average_precision_score`` (binary)
 ``c_index``            ``lifelines.utils.concordance_index(time, -risk, event)``
-``auc_2y``             ``roc_auc_score`` of the 2-year label (:func:`two_year_label`), censored
-                       before 730 days excluded
+``auc_2y``             ``sksurv.metrics.cumulative_dynamic_auc(y, y, score, [730])``: the 2-year
+                       AUC with inverse-probability-of-censoring weights (censoring distribution
+                       from the test set, or the resample)
+``auc_2y_known``       ``roc_auc_score`` of the 2-year label (:func:`two_year_label`), censored
+                       before 730 days excluded (a reference column; biased by early censoring)
 =====================  ======================================================================
 
 Macro averages run over the classes present in ``y`` (a bootstrap resample, or a small test set,
@@ -38,7 +41,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lesionbench.benchmark.scoring._kernels import _METRICS, _evaluate, _scores, _target, _Target
+from lesionbench.benchmark.scoring._kernels import _METRICS, _evaluate, _scores, _target
+from lesionbench.benchmark.scoring.paired import studentized_permutation_p
 from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError, did_you_mean
 from lesionbench.benchmark.types import MetricValue, TaskKind
 
@@ -65,6 +69,7 @@ ALIASES: dict[str, str] = {
     "auc2y": "auc_2y",
     "auc_2yr": "auc_2y",
     "two_year_auc": "auc_2y",
+    "auc_2y_plain": "auc_2y_known",
 }
 
 
@@ -187,11 +192,12 @@ ALTERNATIVES = ("two-sided", "greater", "less")
 class PairedComparison:
     """Model A minus model B on the same test cases.
 
-    ``p_value``: patient-level permutation test of "A and B are equally good" against ``alternative``
-    (``"two-sided"`` by default; ``"greater"``: A is better; ``"less"``: A is worse). Each of ``n_perm``
-    permutations swaps the two models' predictions of whole patients (``groups``; single cases without
-    them), on a scale-free form of the scores (:func:`paired_comparison`); p = (1 + k) / (1 + n_perm)
-    with k the permutations at least as extreme as the observed difference. NaN when the metric is
+    ``p_value``: patient-level studentized permutation test of "A and B are equally good" against
+    ``alternative`` (``"two-sided"`` by default; ``"greater"``: A is better; ``"less"``: A is worse). Each
+    of ``n_perm`` permutations swaps the two models' predictions of whole patients (``groups``; single
+    cases without them), on a scale-free form of the scores (:func:`paired_comparison`);
+    p = (1 + k) / (1 + n_perm) with k the permutations whose difference / clustered SE is at least as
+    extreme as the observed one. NaN when the metric is
     undefined on the test set or ``n_perm`` is 0. ``n_groups``: the resampling units (patients; the
     cases themselves without ``groups``).
     """
@@ -245,13 +251,13 @@ def paired_comparison(
     (a patient's predictions are swapped between the models together: its lesions are not
     independent, and swapping them one by one understates the null variance).
 
-    The permutation test swaps a *scale-free* form of each model's scores, the form the metric
-    depends on: within-model ranks scaled to (0, 1] for the ranking metrics (AUC, AP, mAP, C-index,
-    2-year AUC) and the predicted class for balanced accuracy. Swapping raw scores would mix two
-    models' scales, so a monotone rescaling of one model (same metric) would change p. Under the
-    null that each patient's two (scale-free) predictions are exchangeable, the test is exact;
-    ``benchmarks/stats_calibration.py`` measures its type-I error with clustered lesions, also for
-    two equally good models that are not exchangeable.
+    The permutation test is studentized (:mod:`lesionbench.benchmark.scoring.paired`): its statistic is
+    the difference divided by its patient-clustered standard error (DeLong/Obuchowski for AUC, the
+    leave-one-patient-out jackknife for the other metrics), recomputed on every swap of a *scale-free*
+    form of the scores (within-model ranks for the ranking metrics, the predicted class for balanced
+    accuracy), so a monotone rescaling of one model does not change p. Exact when each patient's two
+    predictions are exchangeable, asymptotically valid when they are not (equally good models with
+    crossing ROC curves); ``benchmarks/stats_calibration.py`` measures its type-I error in both cases.
     """
     if alternative not in ALTERNATIVES:
         raise ConfigurationError(f"alternative must be one of {', '.join(ALTERNATIVES)}; got {alternative!r}.")
@@ -273,7 +279,7 @@ def paired_comparison(
     p = float("nan")
     if n_perm > 0 and np.isfinite(diff):
         swap = np.random.default_rng([seed, 1]).random((n_perm, n_groups)) < 0.5
-        p = _permutation_p(name, t, sa, sb, swap[:, codes].astype(float), diff, alternative)
+        p, _ = studentized_permutation_p(name, t, sa, sb, swap, codes, n_groups, alternative)
     return PairedComparison(name, va, vb, diff, float(lo), float(hi), p, t.n, n_boot, n_perm, alternative, n_groups)
 
 
@@ -285,47 +291,3 @@ def _group_codes(n: int, groups: Sequence[Any] | None) -> tuple[np.ndarray, int]
     if len(codes) != n:
         raise ConfigurationError(f"{len(codes)} group ids for {n} cases; give one group (patient) id per case.")
     return codes, len(uniques)
-
-
-def _scale_free(name: str, s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The scores in the form ``name`` depends on, on a scale two models share (see :func:`paired_comparison`)."""
-    if name == "balanced_accuracy":
-        p = s["proba"]
-        return {"proba": np.eye(p.shape[1])[p.argmax(1)]}
-    return {k: _quantiles(v) for k, v in s.items()}
-
-
-def _quantiles(v: np.ndarray) -> np.ndarray:
-    """Within-column ranks scaled by n (tied scores share their mid-rank, so they stay tied)."""
-    if v.ndim == 2:
-        return np.column_stack([_quantiles(col) for col in v.T])
-    _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
-    mid = np.cumsum(counts) - (counts - 1) / 2.0
-    return mid[inverse.ravel()] / len(v)
-
-
-def _stacked(t: _Target, sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> tuple[_Target, dict[str, np.ndarray]]:
-    """Both models' cases as one test set of 2n: a weight row [1 - swap, swap] then selects model A
-    with the swapped cases taken from B, so every permutation runs through the weighted kernels."""
-    both = _Target(
-        t.kind,
-        label=None if t.label is None else np.r_[t.label, t.label],
-        time=None if t.time is None else np.r_[t.time, t.time],
-        event=None if t.event is None else np.r_[t.event, t.event],
-    )
-    return both, {k: np.concatenate([sa[k], sb[k]]) for k in sa}
-
-
-def _permutation_p(name: str, t: _Target, sa: dict[str, np.ndarray], sb: dict[str, np.ndarray], swap: np.ndarray, diff: float, alternative: str) -> float:
-    both, s = _stacked(t, _scale_free(name, sa), _scale_free(name, sb))
-    keep = 1.0 - swap
-    d = _evaluate(name, both, s, np.hstack([keep, swap])) - _evaluate(name, both, s, np.hstack([swap, keep]))
-    # a tolerance so that permutations reproducing the observed difference count as "at least as extreme"
-    tol = 1e-12
-    if alternative == "greater":
-        k = np.sum(d >= diff - tol)
-    elif alternative == "less":
-        k = np.sum(d <= diff + tol)
-    else:
-        k = np.sum(np.abs(d) >= abs(diff) - tol)
-    return float((1 + k) / (1 + len(swap)))

@@ -172,7 +172,7 @@ class RunPlots:
                 drawn.append(ax.fill_between(t, ci[:, 0], ci[:, 1], step="post", alpha=0.25, color=colour, lw=0))
                 drawn += ax.plot(t, km.survival_function_.to_numpy()[:, 0], drawstyle="steps-post", color=colour, label=f"{label} (n={int(mask.sum())})")
         drawn.append(ax.legend(loc="upper right"))
-        ax.title.set_text(f"KM at training median risk, log-rank p={float(run.params.get('logrank_p', float('nan'))):.3g}")
+        ax.title.set_text(f"KM at training median risk, log-rank p (per patient)={float(run.params.get('logrank_p', float('nan'))):.3g}")
         for artist in [*drawn, ax.title]:
             ax.draw_artist(artist)
         canvas = fig.canvas

@@ -21,7 +21,9 @@ validation split (the middle of the best cuts), or on out-of-fold training predi
 validation split has fewer than :data:`MIN_THRESHOLD_PER_CLASS` lesions of a class. It is folded
 into the fitted intercept (``logit(p) - logit(t)``), so ``predict_proba(X)[:, 1] > 0.5`` exactly when
 the raw probability exceeds ``t``: rankings (AUC, AP) are unchanged and every consumer of the saved
-scores (metrics, leaderboard, compare) applies the same rule. Multiclass keeps argmax.
+scores (metrics, leaderboard, compare) applies the same rule. Multiclass: each class probability is
+divided by the class's share of the training labels (``- log(share)`` folded into the intercepts),
+so the argmax that balanced accuracy takes does not favour the large classes; again no test labels.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class LinearProbe(SelectedProbe):
     ``n_classes`` columns. ``threshold``: ``"balanced"`` (binary: choose the operating threshold, see
     the module docstring) or ``"none"`` (keep the probabilities as fitted).
     Fitted: ``filter_``, ``scaler_``, ``model_``, ``C_``, ``search_`` ([(C, score), ...]), ``selection_``
-    ("val", "cv", or "default" when the selection metric is undefined for every C), ``threshold_`` and ``threshold_selection_`` ("val", "train_oof" or "none"),
+    ("val", "cv", or "default" when the selection metric is undefined for every C), ``threshold_`` and ``threshold_selection_`` ("val", "train_oof", "class_shares" (multiclass) or "none"),
     ``n_not_converged_``.
     """
 
@@ -192,7 +194,10 @@ class LinearProbe(SelectedProbe):
     def _set_threshold(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray, Xv: np.ndarray | None, y_val: np.ndarray | None) -> None:
         """Choose the binary operating threshold on validation (or out-of-fold training) predictions; fold it into the intercept."""
         self.threshold_, self.threshold_selection_ = 0.5, "none"
-        if self.threshold == "none" or self.n_classes_ != 2:
+        if self.threshold == "none":
+            return
+        if self.n_classes_ > 2:
+            self._divide_by_class_shares(y)
             return
         data = self._threshold_data(X, y, groups, Xv, y_val, lambda xtr, ytr: self._fit_one(xtr, ytr, self.C_, None))
         if data is None:
@@ -202,6 +207,23 @@ class LinearProbe(SelectedProbe):
         t = float(np.clip(balanced_threshold(truth, p), 1e-12, 1 - 1e-12))
         self.threshold_ = t
         self.model_.intercept_ = self.model_.intercept_ - math.log(t / (1.0 - t))
+
+    def _divide_by_class_shares(self, y: np.ndarray) -> None:
+        """Multiclass decision rule for balanced accuracy: divide each class probability by the class's
+        share of the training labels (renormalised), folded into the intercepts as ``- log(share)``.
+
+        The argmax of an unweighted logistic regression favours the large classes, while balanced
+        accuracy weighs every class alike; dividing by the prior is the Bayes rule for equal class
+        weights, and it needs no test (or validation) labels.
+        """
+        classes = self.model_.classes_.astype(int)
+        shares = np.bincount(np.asarray(y).astype(int), minlength=self.n_classes_)[classes] / len(y)
+        log_shares = np.log(shares)
+        if len(classes) == 2:  # a binary model inside a multiclass task (one training class): one logit
+            self.model_.intercept_ = self.model_.intercept_ - (log_shares[1] - log_shares[0])
+        else:
+            self.model_.intercept_ = self.model_.intercept_ - log_shares
+        self.threshold_selection_ = "class_shares"
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return self._full_proba(self.model_, self.scaler_.transform(self.filter_.transform(X)))
