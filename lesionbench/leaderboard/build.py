@@ -8,7 +8,8 @@ k-shot and fine-tuned (the order of :data:`~lesionbench.benchmark.protocols.PROT
 holds (ranked entries with their statistics, unranked entries, submissions, published reference rows) is
 described in :mod:`lesionbench.leaderboard.sections`. Besides the sections: ``reference_only``, the
 published rows whose task and protocol have no section of their own (listed apart, never dropped), and
-``robustness``, the checked robustness views per task version, never ranked.
+``robustness``, the checked robustness views per task version, never ranked; ``aggregate``, one ranking
+across the tasks' linear-probe sections (:mod:`lesionbench.leaderboard.aggregate`).
 
 All metrics lesionbench reports are "higher is better".
 """
@@ -58,6 +59,10 @@ def build_document(items: Sequence[LoadedResult], *, reveal: bool = False, n_boo
     iterator = tqdm(keys, desc="leaderboard", unit="task", disable=len(keys) < 2) if tqdm else keys
     for k in iterator:
         tasks.append(task_section(metas[k], groups[k], reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, protocol=k[2], shots_per=k[3]))
+    from lesionbench.leaderboard.aggregate import aggregate_document
+
+    # one ranking across the tasks' linear-probe sections; the sections themselves stay as they are
+    aggregate = aggregate_document(tasks, [groups[k] for k in keys], n_boot=n_boot, seed=seed)
     reference_only = []
     if include_published:
         from lesionbench.leaderboard.published import PUBLISHED_TASKS
@@ -78,6 +83,7 @@ def build_document(items: Sequence[LoadedResult], *, reveal: bool = False, n_boo
         "reveal": bool(reveal),
         "published_source": {"source": SOURCE, "citation": CITATION, "url": DOI_URL},
         "tasks": tasks,
+        "aggregate": aggregate,  # None: fewer than two tasks with two or more entries
         "reference_only": reference_only,
         "robustness": robustness_sections(robustness),  # per task version, never ranked
     }
