@@ -61,7 +61,7 @@ def add_download(sub: argparse._SubParsersAction) -> None:
         description="Resolve the dataset's series from idc-index's offline index, report patients, series and "
         "size, then download them (resumable) with the clinical table. --dry-run only reports (works offline).",
     )
-    p.add_argument("dataset", choices=["lung1", "radio", "lidc"], help="lung1 (NSCLC-Radiomics), radio (NSCLC-Radiogenomics), lidc (LIDC-IDRI)")
+    p.add_argument("dataset", choices=["lung1", "radio", "lidc", "kits"], help="lung1 (NSCLC-Radiomics), radio (NSCLC-Radiogenomics), lidc (LIDC-IDRI), kits (C4KC-KiTS)")
     p.add_argument("--out", type=Path, help="download folder (then: lesionbench prepare TASK --raw this folder)")
     p.add_argument("--dry-run", action="store_true", help="print the patients, series and total size; download nothing")
     p.add_argument("--patients", nargs="+", metavar="ID", help="only these PatientIDs (e.g. to try a few first)")

