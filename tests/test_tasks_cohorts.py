@@ -136,3 +136,49 @@ def test_kits_download_resolves_offline() -> None:
     plan = _idc.resolve_download("kits")
     assert (plan.n_patients, plan.counts()) == (210, {"CT": 411, "SEG": 210})
     assert set(plan.series["license_short_name"]) == {"CC BY 3.0"}
+
+
+def _describe(path: Path, description: str) -> None:
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    ds.SeriesDescription = description
+    ds.save_as(path)
+
+
+def test_rider_retest_prepare_writes_a_checked_rider_layout_manifest(tmp_path: Path) -> None:
+    from lesionbench.benchmark.retest import read_retest_manifest, retest_pairs
+    from lesionbench.tasks.cohorts.rider import scan_of
+
+    assert (scan_of("RIDER-1129164940_20190220_TEST"), scan_of("RIDER-1129164940_20190402_RETEST"), scan_of("Tumor Segmentation")) == ("test", "retest", None)
+    raw, out = tmp_path / "raw", tmp_path / "rider_retest"
+    studies = {}
+    for i, pid in enumerate(["RIDER-1", "RIDER-2", "RIDER-3"]):
+        for scan, orientation in (("TEST", "oblique"), ("RETEST", "flipped")):
+            if pid == "RIDER-3" and scan == "RETEST":
+                continue  # one scan only: excluded, saying why
+            st = write_ct(raw / pid / scan.lower(), pid, orientation=orientation)
+            _describe(write_seg(st, raw / pid / f"seg_{scan}.dcm", label="Tumor"), f"{pid}_2019022{i}_{scan}")
+            studies[(pid, scan.lower())] = st
+        # a QIN challenge SEG of the same study is not a scan's reference segmentation
+        _describe(write_seg(studies[(pid, "test")], raw / pid / "qin.dcm", label="Tumor"), "QIN CT challenge: alg01 run1segmentation result")
+    assert main(["prepare", "rider_retest", "--raw", str(raw), "--out", str(out)]) == 0
+    manifest = read_retest_manifest(out / "manifest.csv")
+    first, second = retest_pairs(manifest)
+    assert first["lesion_id"].tolist() == ["RIDER-1", "RIDER-2"] and second["scan"].eq("retest").all()
+    for df, scan in ((first, "test"), (second, "retest")):
+        for _, row in df.iterrows():
+            np.testing.assert_allclose(row[["coordX", "coordY", "coordZ"]].to_numpy(float), _centroid(studies[(row["patient_id"], scan)]), atol=1e-3)
+    assert pd.read_csv(out / "excluded.csv").to_dict("records") == [
+        {"patient_id": "RIDER-3", "reason": "0 RETEST SEG(s); exactly one of each scan is needed"}]  # fmt: skip
+    assert main(["prepare", "rider_retest", "--raw", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+
+
+def test_rider_download_takes_the_scans_reference_segs() -> None:
+    pytest.importorskip("idc_index_data")
+    from lesionbench.tasks import _idc
+
+    plan = _idc.resolve_download("rider")
+    segs = plan.series[plan.series["Modality"] == "SEG"]
+    assert (plan.n_patients, plan.counts()) == (31, {"CT": 60, "SEG": 59})
+    assert set(segs["analysis_result_id"]) == {"rider_lungct_seg"} and segs["SeriesDescription"].str.upper().str.endswith(("_TEST", "_RETEST")).all()

@@ -5,4 +5,9 @@ Importing the package registers its tasks (the task registry imports ``lesionben
 
 from __future__ import annotations
 
-from lesionbench.tasks.cohorts import kits, radiogenomics  # noqa: F401
+from types import SimpleNamespace
+
+from lesionbench.tasks.cohorts import kits, radiogenomics, rider  # noqa: F401
+
+#: Test-retest sets: prepared with ``lesionbench prepare NAME`` like a task, never scored; the value has ``prepare``.
+RETEST_SETS: dict[str, SimpleNamespace] = {"rider_retest": SimpleNamespace(prepare=rider.prepare_rider_retest)}
