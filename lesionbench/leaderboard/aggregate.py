@@ -245,6 +245,13 @@ def _task_scores(section: dict[str, Any], items: Sequence[LoadedResult], keys: M
     return TaskScores(section["name"], meta.kind, section["main_metric"], y, {names[i]: _scorer_scores(meta.kind, s) for i, s in scores.items()}, groups)
 
 
+def _defined(ts: TaskScores) -> bool:
+    """Whether every encoder's main metric is defined on the task's aligned test lesions."""
+    from lesionbench.benchmark.metrics import compute_metrics
+
+    return all(np.isfinite(compute_metrics(ts.kind, ts.y, s, [ts.metric])[ts.metric]) for s in ts.scores.values())
+
+
 def task_sources(name: str) -> tuple[str, ...] | None:
     """The datasets a registered task's data come from (its class's ``data_sources``), or None when it declares none."""
     from lesionbench.benchmark.errors import LesionbenchError
@@ -324,6 +331,9 @@ def aggregate_document(sections: Sequence[dict[str, Any]], items: Sequence[Seque
         ts = _task_scores(sections[i], [it for it in items[i] if it.submission is None], keys)
         if ts is None or len(ts.scores) < 2:
             logger.info("Aggregate ranking: task %s left out (fewer than two entries with saved predictions).", sections[i]["name"])
+            continue
+        if not _defined(ts):  # e.g. entries predicted on different lesions, whose shared ones hold one class
+            logger.warning("Aggregate ranking: task %s left out: its main metric is undefined on the test lesions its entries share.", ts.name)
             continue
         scored.append((sections[i], ts))
     if len(scored) < 2:

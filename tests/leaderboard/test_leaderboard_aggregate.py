@@ -124,3 +124,22 @@ def test_no_aggregate_with_a_single_task(tmp_path) -> None:
     doc = build_document(load_local_results(tmp_path), n_boot=20, n_perm=20, include_published=False)
     assert doc["aggregate"] is None
     assert pd.Series([t["name"] for t in doc["tasks"]]).tolist() == ["luna16_malignancy"]
+
+
+def test_a_task_whose_metric_is_undefined_is_left_out_not_fatal(tmp_path) -> None:
+    from lesionbench.leaderboard.build import build_document
+    from lesionbench.leaderboard.collect import load_local_results
+
+    for meta in (BINARY, MULTI, SURV):
+        man = make_manifest(meta)
+        for i, enc in enumerate(("a", "b")):
+            folder = write_result(meta, man, enc, 1.0 + i, tmp_path, seed=i, fractions=(1.0,))
+    # b's saved predictions cover only the positive test lesions: the lesions both entries share hold one class
+    for f in (tmp_path / BINARY.name / BINARY.version / "b" / "linear" / "predictions").glob("*.csv"):
+        p = pd.read_csv(f)
+        p[p["label"] == 1].to_csv(f, index=False)
+    assert folder.exists()
+    doc = build_document(load_local_results(tmp_path), n_boot=50, n_perm=20, include_published=False)
+    binary = next(t for t in doc["tasks"] if t["name"] == BINARY.name)
+    assert len(binary["entries"]) == 2  # both ranked in their own section
+    assert [t["name"] for t in doc["aggregate"]["tasks"]] == ["synthetic_site", "synthetic_survival"]
