@@ -63,14 +63,15 @@ def run_demo(
     client: Any = None,
 ) -> DemoReport:
     """Run the demo end to end and return a :class:`DemoReport` (``jobs``: (fraction, seed) runs fitted
-    in parallel processes; the numbers do not depend on it; ``val``: see :func:`lesionbench.benchmark.scorer.evaluate`;
+    in parallel processes; the numbers do not depend on it; ``val``: see :func:`lesionbench.benchmark.scoring.scorer.evaluate`;
     ``client``: a Dask client whose workers extract and fit, see :mod:`lesionbench.scaleout`)."""
-    from lesionbench.benchmark import scorer, tracking
+    from lesionbench.benchmark.scoring import scorer
+    from lesionbench.benchmark.tracking import mlflow_sink as tracking
     from lesionbench.benchmark.paths import data_root
-    from lesionbench.benchmark.plugins import ENCODERS, get_encoder, get_task
+    from lesionbench.benchmark.encoders.plugins import ENCODERS, get_encoder, get_task
     from lesionbench.tasks.synthetic import ensure_cohort
 
-    from lesionbench.benchmark.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS, check_sweep
+    from lesionbench.benchmark.scoring.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS, check_sweep
 
     report = DemoReport()
     t0 = time.perf_counter()
@@ -79,7 +80,7 @@ def run_demo(
         names += [n for n in ENCODERS.names() if n not in names and n not in FULL_ENCODERS and "entry point" in ENCODERS.origin(n)]
         # zoo encoders whose weights are on disk (no download); the others are skipped with one line each, and
         # their random-init controls run only with full=True (each costs minutes on 2 cores)
-        from lesionbench.baselines._zoo_catalog import demo_plan
+        from lesionbench.baselines.zoo.catalog import demo_plan
 
         zoo_names, report.skipped = demo_plan(full)
         names += [n for n in zoo_names if n not in names]

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from lesionbench.benchmark.errors import DataPreparationError
-from lesionbench.benchmark.plugins import get_task
+from lesionbench.benchmark.encoders.plugins import get_task
 from lesionbench.tasks import synthetic as S
 from lesionbench.tasks.synthetic.extra import EXTRA_TASK_NAMES, extra_manifests, mutation_label, write_extra_manifests
 

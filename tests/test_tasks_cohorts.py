@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nsclc_fixtures import Study, write_ct, write_seg  # noqa: E402
 
 from lesionbench.benchmark.errors import DataPreparationError
-from lesionbench.benchmark.plugins import get_task
+from lesionbench.benchmark.encoders.plugins import get_task
 from lesionbench.cli import main
 from lesionbench.tasks.cohorts.kits import malignancy_labels, subtype_labels
 from lesionbench.tasks.cohorts.radiogenomics import mutation_labels
@@ -147,7 +147,7 @@ def _describe(path: Path, description: str) -> None:
 
 
 def test_rider_retest_prepare_writes_a_checked_rider_layout_manifest(tmp_path: Path) -> None:
-    from lesionbench.benchmark.retest import read_retest_manifest, retest_pairs
+    from lesionbench.benchmark.robustness.retest import read_retest_manifest, retest_pairs
     from lesionbench.tasks.cohorts.rider import scan_of
 
     assert (scan_of("RIDER-1129164940_20190220_TEST"), scan_of("RIDER-1129164940_20190402_RETEST"), scan_of("Tumor Segmentation")) == ("test", "retest", None)

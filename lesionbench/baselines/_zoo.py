@@ -9,7 +9,7 @@ network (patches in, embeddings out). :func:`register` then registers ``<name>``
 
 Weights come from ``weights=PATH`` or from the card's pinned Hugging Face file (repository, revision, file
 name) downloaded with ``huggingface_hub`` into ``$LESIONBENCH_WEIGHTS`` or ``$LESIONBENCH_CACHE/weights``
-(:mod:`lesionbench.baselines._zoo_weights`); loading is audited by :func:`load_audited`: every network
+(:mod:`lesionbench.baselines.zoo._weights`); loading is audited by :func:`load_audited`: every network
 tensor must come from the checkpoint, and anything missing, unexpected, mis-shaped or non-finite is an
 error naming the keys.
 """
@@ -188,7 +188,7 @@ class ZooModel:
 
 
 # the audited loading lives in _zoo_load; re-exported here, the one module encoder files import
-from lesionbench.baselines._zoo_load import audit, check_finite, load_audited, read_checkpoint, read_checkpoint_and_digest, unwrap  # noqa: E402, F401
+from lesionbench.baselines.zoo._load import audit, check_finite, load_audited, read_checkpoint, read_checkpoint_and_digest, unwrap  # noqa: E402, F401
 
 
 # ------------------------------------------------------------------------------------------ encoder
@@ -268,7 +268,7 @@ def build_encoder(
     """Build ``entry``'s encoder: the card's released (or given) weights, audited, or seeded random ones."""
     import torch
 
-    from lesionbench.baselines._zoo_weights import locate, verify
+    from lesionbench.baselines.zoo._weights import locate, verify
 
     model = entry.model
     if recipe not in RECIPES:
@@ -320,7 +320,7 @@ def register(model: ZooModel, build: Callable[[str], Any], *, batch_size: int = 
     """Register ``model`` in ``ENCODERS`` as ``<name>``, ``<name>-random-init`` and ``<name>:tib`` (if it has a tib recipe; each
     factory also takes ``recipe=`` and ``random_init=``). ``build(recipe)`` returns the network, randomly
     initialised (seeded by the caller), mapping (b, 1, D, H, W) float32 to (b, feature_dim)."""
-    from lesionbench.benchmark.plugins import ENCODERS
+    from lesionbench.benchmark.encoders.plugins import ENCODERS
 
     entry = ZooEntry(model, build, batch_size)
     ZOO[model.name] = entry
@@ -329,7 +329,7 @@ def register(model: ZooModel, build: Callable[[str], Any], *, batch_size: int = 
         def make(weights: str | Path | None = None, *, recipe: str = default_recipe, random_init: bool = default_random, **options: Any) -> ZooEncoder:
             return build_encoder(entry, weights, recipe=recipe, random_init=random_init, **options)
 
-        make.__doc__ = f"{model.title} ({'random-init control, ' if default_random else ''}recipe {default_recipe}); see lesionbench.baselines._zoo."
+        make.__doc__ = f"{model.title} ({'random-init control, ' if default_random else ''}recipe {default_recipe}); see lesionbench.baselines.zoo._zoo."
         return make
 
     origin = f"lesionbench.baselines ({model.name})"

@@ -25,8 +25,8 @@ class CatalogRow:
 
 
 def _zoo() -> dict[str, Any]:
-    from lesionbench.baselines._zoo import ZOO
-    from lesionbench.benchmark.plugins import ENCODERS
+    from lesionbench.baselines.zoo._zoo import ZOO
+    from lesionbench.benchmark.encoders.plugins import ENCODERS
 
     ENCODERS.names()  # imports every built-in encoder module, which registers the zoo
     return dict(sorted(ZOO.items()))
@@ -34,8 +34,8 @@ def _zoo() -> dict[str, Any]:
 
 def rows() -> list[CatalogRow]:
     """Every registered encoder: zoo models per recipe and control, then the others."""
-    from lesionbench.baselines import _zoo_weights
-    from lesionbench.benchmark.plugins import ENCODERS
+    from lesionbench.baselines.zoo import _weights as _zoo_weights
+    from lesionbench.benchmark.encoders.plugins import ENCODERS
 
     out: list[CatalogRow] = []
     zoo_names: set[str] = set()
@@ -116,7 +116,7 @@ def format_rows(table: list[CatalogRow]) -> str:
 def demo_plan(full: bool) -> tuple[list[str], dict[str, str]]:
     """Zoo encoders the demo runs (those whose weights are present; with ``full`` also every random-init
     control) and one short line per zoo model it skips."""
-    from lesionbench.baselines import _zoo_weights
+    from lesionbench.baselines.zoo import _weights as _zoo_weights
 
     run: list[str] = []
     skipped: dict[str, str] = {}
@@ -133,7 +133,7 @@ def demo_plan(full: bool) -> tuple[list[str], dict[str, str]]:
 def encoder_choice(name: str, *, recipe: str | None, random_init: bool, weights: Any = None) -> tuple[str, dict[str, Any]]:
     """The registry name and options for the CLI's ``--encoder NAME [--recipe R] [--random-init]``:
     ``--random-init`` picks ``<name>-random-init`` (``ct-fm:tib`` -> ``ct-fm-random-init`` with recipe tib)."""
-    from lesionbench.benchmark.plugins import ENCODERS
+    from lesionbench.benchmark.encoders.plugins import ENCODERS
 
     base, _, suffix = name.partition(":")
     if suffix and recipe and suffix != recipe:

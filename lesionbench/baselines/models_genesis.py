@@ -5,7 +5,7 @@ Citation: Z. Zhou, V. Sodha, J. Pang, M. B. Gotway, J. Liang, "Models Genesis", 
 use only). Weights: Hugging Face ``MrGiovanni/ModelsGenesis`` ``Genesis_Chest_CT.pt`` (same licence),
 pre-trained by image restoration on LUNA16 chest CT.
 
-Network: the UNet3D contracting path of :mod:`lesionbench.baselines._unet3d` (released parameter names;
+Network: the UNet3D contracting path of :mod:`lesionbench.baselines.zoo._nets.unet3d` (released parameter names;
 the decoder ``up_tr*``/``out_tr`` in the checkpoint is deliberately ignored). Its ``ContBatchNorm3d``
 normalises with batch statistics even in eval mode; here each sample is normalised with its own
 statistics (the release's computation for a batch of one), so features never depend on the batch. The
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from lesionbench.baselines._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
+from lesionbench.baselines.zoo._zoo import Recipe, WeightsFile, ZooModel, register, tib_recipe
 from lesionbench.benchmark.types import Intensity
 
 CITATION = (
@@ -86,7 +86,7 @@ MODEL = ZooModel(
 
 def build(recipe: str = "official"):
     """The UNet3D encoder with the recipe's pooling: (b, 1, D, H, W) -> (b, 512) or (b, 4096) at 48^3."""
-    from lesionbench.baselines._unet3d import UNet3DEncoder
+    from lesionbench.baselines.zoo._nets.unet3d import UNet3DEncoder
 
     return UNet3DEncoder(pool="global" if recipe == "official" else "fmcib")
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lesionbench.benchmark._kernels import _METRICS, _evaluate, _scores, _target, _Target
+from lesionbench.benchmark.scoring._kernels import _METRICS, _evaluate, _scores, _target, _Target
 from lesionbench.benchmark.errors import ConfigurationError, UnknownNameError, did_you_mean
 from lesionbench.benchmark.types import MetricValue, TaskKind
 

@@ -32,7 +32,7 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
     from lesionbench.benchmark.paths import data_root
-    from lesionbench.benchmark.plugins import TASKS
+    from lesionbench.benchmark.encoders.plugins import TASKS
 
     from lesionbench.tasks.cohorts import RETEST_SETS
 

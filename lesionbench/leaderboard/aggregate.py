@@ -8,10 +8,10 @@ frozen-feature linear-probe sections (one section per task name: the one with th
   beats (half a point per tie), summed over tasks. The table is ordered by mean rank, then Borda count.
 - **rank intervals**: 95% percentile interval of the encoder's aggregate rank over bootstrap replicates
   that resample *patients of every task jointly*: each replicate draws the union of the tasks' test
-  patients with replacement once (:func:`lesionbench.benchmark.metrics.bootstrap_weights`), so a patient
+  patients with replacement once (:func:`lesionbench.benchmark.scoring.metrics.bootstrap_weights`), so a patient
   in several tasks (the synthetic tasks share one cohort; ``lung1_survival`` and ``lung1_to_radio`` share
   NSCLC-Radiomics) is drawn the same number of times in each, and every task's metric is recomputed on
-  that replicate (:func:`lesionbench.benchmark.metrics.weighted_values`). Replicates where some task's
+  that replicate (:func:`lesionbench.benchmark.scoring.metrics.weighted_values`). Replicates where some task's
   metric is undefined (a class not drawn) are left out and counted.
 - **tiers**: encoders in table order; for each adjacent pair, the bootstrap share of replicates in which
   the lower one's mean rank is not worse gives a two-sided p-value (``2 * share``, with the ``+1``
@@ -21,7 +21,7 @@ frozen-feature linear-probe sections (one section per task name: the one with th
   known ordering is recovered with this benchmark's numbers of tasks and patients.
 - **model metadata** beside it: parameters, embedding size, licence and weights digest from the results'
   model cards, and per task whether the encoder's declared pre-training sets
-  (:func:`lesionbench.baselines._zoo_catalog.pretraining_sets`) overlap the task's data (its class
+  (:func:`lesionbench.baselines.zoo.catalog.pretraining_sets`) overlap the task's data (its class
   attribute ``data_sources``): "yes", "no", or "unknown" when the encoder declares none. A second table
   ranks on the tasks that overlap no listed encoder's declared pre-training data.
 """
@@ -112,7 +112,7 @@ def joint_weights(tasks: Sequence[TaskScores], n_boot: int, seed: int | Sequence
     The union of the tasks' patients is resampled with replacement once per replicate; a case's
     multiplicity is the number of times its patient was drawn, in every task that holds the patient.
     """
-    from lesionbench.benchmark.metrics import bootstrap_weights
+    from lesionbench.benchmark.scoring.metrics import bootstrap_weights
 
     keys = [np.asarray(t.patients, dtype=str) if t.patients is not None else np.array([f"{t.name}#{i}" for i in range(len(t.y))]) for t in tasks]
     codes, union = pd.factorize(pd.Series(np.concatenate(keys) if keys else np.array([], dtype=str)))
@@ -128,7 +128,7 @@ def aggregate_ranks(tasks: Sequence[TaskScores], *, n_boot: int = 1000, seed: in
     """Mean rank, Borda count, joint-bootstrap rank intervals and tiers over ``tasks`` (module docstring)."""
     from scipy.stats import rankdata
 
-    from lesionbench.benchmark.metrics import compute_metrics, weighted_values
+    from lesionbench.benchmark.scoring.metrics import compute_metrics, weighted_values
     from lesionbench.leaderboard._stats import holm
 
     encoders = list(dict.fromkeys(e for t in tasks for e in t.scores))
@@ -247,7 +247,7 @@ def _task_scores(section: dict[str, Any], items: Sequence[LoadedResult], keys: M
 
 def _defined(ts: TaskScores) -> bool:
     """Whether every encoder's main metric is defined on the task's aligned test lesions."""
-    from lesionbench.benchmark.metrics import compute_metrics
+    from lesionbench.benchmark.scoring.metrics import compute_metrics
 
     return all(np.isfinite(compute_metrics(ts.kind, ts.y, s, [ts.metric])[ts.metric]) for s in ts.scores.values())
 
@@ -255,7 +255,7 @@ def _defined(ts: TaskScores) -> bool:
 def task_sources(name: str) -> tuple[str, ...] | None:
     """The datasets a registered task's data come from (its class's ``data_sources``), or None when it declares none."""
     from lesionbench.benchmark.errors import LesionbenchError
-    from lesionbench.benchmark.plugins import TASKS
+    from lesionbench.benchmark.encoders.plugins import TASKS
 
     try:
         factory = TASKS.get(name)
@@ -274,7 +274,7 @@ def overlap(pretraining: frozenset[str] | None, sources: tuple[str, ...] | None)
 
 
 def _metadata(item: LoadedResult, name: str, tasks: Sequence[str]) -> dict[str, Any]:
-    from lesionbench.baselines._zoo_catalog import pretraining_sets
+    from lesionbench.baselines.zoo.catalog import pretraining_sets
 
     enc = item.result.encoder
     card = dict(enc.card)

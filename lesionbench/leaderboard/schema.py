@@ -206,7 +206,7 @@ LEADERBOARD_SCHEMA: dict[str, Any] = {
 
 # ------------------------------------------------------------------------------ result.json
 def _metric_names() -> list[str]:
-    from lesionbench.benchmark.metrics import ALIASES, DEFAULT_METRICS
+    from lesionbench.benchmark.scoring.metrics import ALIASES, DEFAULT_METRICS
 
     return sorted(set(ALIASES.values()) | {m for ms in DEFAULT_METRICS.values() for m in ms})
 

@@ -13,7 +13,7 @@ tumour phenotype by noninvasive imaging using a quantitative radiomics approach,
 Licence: CC BY-NC 3.0 (TCIA; the licence the IDC index lists for the CT and RTSTRUCT series).
 
 Labels: ``time`` = ``Survival.time`` (days), ``event`` = ``deadstatus.event`` (1 = death observed).
-The 2-year endpoint is :func:`lesionbench.benchmark.endpoints.two_year_label` (death at or before
+The 2-year endpoint is :func:`lesionbench.benchmark.scoring.endpoints.two_year_label` (death at or before
 730 d = 1, followed to 730 d or beyond = 0, censored before 730 d = unknown and excluded from the
 2-year AUC); the C-index uses all patients. Lesion: the ROI ``GTV-1`` of the RTSTRUCT rasterised on
 the CT; seed = the mask's physical centroid (LPS mm), ``diameter_mm`` = equivalent-sphere diameter.
@@ -26,9 +26,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lesionbench.benchmark.endpoints import TWO_YEARS_DAYS
+from lesionbench.benchmark.scoring.endpoints import TWO_YEARS_DAYS
 from lesionbench.benchmark.errors import DataPreparationError
-from lesionbench.benchmark.plugins import TASKS
+from lesionbench.benchmark.encoders.plugins import TASKS
 from lesionbench.benchmark.types import TaskKind, TaskMeta
 from lesionbench.tasks._nsclc import ClinicalTable, CohortSpec, NsclcSurvivalTask, _numbers
 

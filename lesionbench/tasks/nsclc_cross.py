@@ -12,7 +12,7 @@ Both read the prepared cohorts ``$LESIONBENCH_DATA/lung1_survival`` and
 Citation, licences and label derivation: those of :mod:`lesionbench.tasks.lung1` (CC BY-NC 3.0)
 and :mod:`lesionbench.tasks.radio` (CC BY 3.0); results inherit the more restrictive terms.
 Labels: ``time``/``event`` and the 2-year endpoint
-:func:`lesionbench.benchmark.endpoints.two_year_label`; option ``label_variant="fmcib"`` uses the
+:func:`lesionbench.benchmark.scoring.endpoints.two_year_label`; option ``label_variant="fmcib"`` uses the
 published binary labels instead (LUNG1: ``Survival.time >= 730``; RADIO: vital status), which
 mean different things in the two cohorts; use it only to compare with published numbers.
 """
@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError, ManifestError
-from lesionbench.benchmark.manifest import read_manifest
+from lesionbench.benchmark.data.manifest import read_manifest
 from lesionbench.benchmark.paths import data_root
-from lesionbench.benchmark.plugins import TASKS
+from lesionbench.benchmark.encoders.plugins import TASKS
 from lesionbench.benchmark.types import TaskKind, TaskMeta
 from lesionbench.tasks._nsclc import _folds, finish_manifest, variant_meta
 from lesionbench.tasks.lung1 import Lung1Survival

@@ -18,7 +18,7 @@ Labels: ``event`` = ``Survival Status`` is Dead; ``time`` = ``Date of Last Known
 TCIA table it is inconsistent with ``Date of Last Known Alive`` for 15 of the 51 deaths, whereas
 ``Time to Death (days)`` + ``Days between CT and surgery`` equals ``Date of Last Known Alive`` -
 ``CT Date`` for 50 of them; this is also the published ``Survival.time``. The 2-year endpoint is
-:func:`lesionbench.benchmark.endpoints.two_year_label`. Lesion: the tumour segment of the SEG mapped
+:func:`lesionbench.benchmark.scoring.endpoints.two_year_label`. Lesion: the tumour segment of the SEG mapped
 onto its CT (the SEG's one segment, whatever its label says); seed = the mask's physical centroid
 (LPS mm), ``diameter_mm`` = equivalent-sphere diameter.
 Label variant ``fmcib``: the published ``survival`` column, which is the vital status at last
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.errors import DataPreparationError
-from lesionbench.benchmark.plugins import TASKS
+from lesionbench.benchmark.encoders.plugins import TASKS
 from lesionbench.benchmark.types import TaskKind, TaskMeta
 from lesionbench.tasks._nsclc import ClinicalTable, CohortSpec, NsclcSurvivalTask
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from _lb_fixtures import BINARY, MULTI, SURV, make_manifest, write_result
 
-from lesionbench.benchmark.metrics import compute_metrics, resampled_values, weighted_values
+from lesionbench.benchmark.scoring.metrics import compute_metrics, resampled_values, weighted_values
 from lesionbench.benchmark.types import TaskKind
 from lesionbench.leaderboard.aggregate import TaskScores, aggregate_ranks, joint_weights, overlap
 
@@ -25,7 +25,7 @@ def test_weighted_values_agree_with_the_plain_metric_and_the_bootstrap() -> None
     t = _binary("t", {"a": 1.0}, 60, 0)
     ones = weighted_values(TaskKind.BINARY, t.y, t.scores["a"], "auc", np.ones((1, 60)))
     assert ones[0] == pytest.approx(compute_metrics(TaskKind.BINARY, t.y, t.scores["a"], ["auc"])["auc"])
-    from lesionbench.benchmark.metrics import bootstrap_weights
+    from lesionbench.benchmark.scoring.metrics import bootstrap_weights
 
     w = bootstrap_weights(60, 50, 3)
     np.testing.assert_allclose(weighted_values(TaskKind.BINARY, t.y, t.scores["a"], "auc", w), resampled_values(TaskKind.BINARY, t.y, t.scores["a"], "auc", n_boot=50, seed=3))

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from lesionbench.benchmark.errors import DataPreparationError, ManifestError
-from lesionbench.benchmark.manifest import ManifestTask, read_manifest, resolve_paths, validate_manifest
+from lesionbench.benchmark.data.manifest import ManifestTask, read_manifest, resolve_paths, validate_manifest
 from lesionbench.benchmark.types import TaskKind, TaskMeta
 from lesionbench.tasks._nsclc import ClinicalTable, CohortSpec, _cases, _convert_case, assign_folds, split_for_fold
 

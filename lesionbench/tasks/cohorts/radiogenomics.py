@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.errors import DataPreparationError
-from lesionbench.benchmark.plugins import TASKS
+from lesionbench.benchmark.encoders.plugins import TASKS
 from lesionbench.benchmark.types import TaskKind, TaskMeta
 from lesionbench.tasks.cohorts._binary import BinaryCohortSpec, BinaryCohortTask
 from lesionbench.tasks.radio import CLINICAL as RADIO_CLINICAL

@@ -5,7 +5,7 @@ protocol), in IDC as ``rider_lung_ct``. The tumour of each scan is segmented in 
 ``rider_lungct_seg`` (one DICOM SEG per scan, series described ``<PatientID>_<date>_TEST`` and
 ``..._RETEST``; the SEG names the CT series it was drawn on). ``lesionbench download rider --out RAW`` takes
 those SEGs and the CT series of their studies; ``lesionbench prepare rider_retest --raw RAW`` writes the
-RIDER-layout manifest (:mod:`lesionbench.benchmark.retest`), and ``lesionbench robustness --retest-manifest
+RIDER-layout manifest (:mod:`lesionbench.benchmark.robustness.retest`), and ``lesionbench robustness --retest-manifest
 $LESIONBENCH_DATA/rider_retest/manifest.csv --encoder NAME`` measures feature stability on real rescans.
 
 Citation: Zhao B, James LP, Moskowitz CS, et al. Evaluating variability in tumor measurements from same-day
@@ -50,7 +50,7 @@ def scan_of(description: str | None) -> str | None:
 def prepare_rider_retest(raw: str | Path | None, out: str | Path, *, workers: int | None = None, progress: bool = True) -> Path:
     """Write ``out/manifest.csv`` (RIDER layout), the NIfTI scans and masks, and ``excluded.csv``; returns the manifest."""
     from lesionbench.benchmark.host import atomic_write
-    from lesionbench.benchmark.retest import read_retest_manifest
+    from lesionbench.benchmark.robustness.retest import read_retest_manifest
     from lesionbench.tasks import _dicom
 
     if raw is None or not Path(raw).is_dir():

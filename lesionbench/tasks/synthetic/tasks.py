@@ -6,8 +6,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from lesionbench.benchmark.manifest import ManifestTask
-from lesionbench.benchmark.plugins import TASKS
+from lesionbench.benchmark.data.manifest import ManifestTask
+from lesionbench.benchmark.encoders.plugins import TASKS
 from lesionbench.benchmark.types import TaskKind, TaskMeta
 from lesionbench.tasks.synthetic.anatomy import SITE_NAMES
 from lesionbench.tasks.synthetic.cohort import GENERATOR_VERSION, default_cohort_dir
