@@ -34,7 +34,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.paths import data_root
     from lesionbench.benchmark.encoders.plugins import TASKS
 
-    factory = TASKS.get(args.task)
+    from lesionbench.tasks.cohorts import RETEST_SETS
+
+    # test-retest sets are prepared like tasks but never scored (lesionbench robustness --retest-manifest)
+    factory = RETEST_SETS[args.task] if args.task in RETEST_SETS else TASKS.get(args.task)
     prepare = getattr(factory, "prepare", None)
     if prepare is None:
         raise ConfigurationError(f"Task {args.task!r} has no prepare step: its data ships with it or is made by `lesionbench synth`.")
@@ -61,7 +64,8 @@ def add_download(sub: argparse._SubParsersAction) -> None:
         description="Resolve the dataset's series from idc-index's offline index, report patients, series and "
         "size, then download them (resumable) with the clinical table. --dry-run only reports (works offline).",
     )
-    p.add_argument("dataset", choices=["lung1", "radio", "lidc"], help="lung1 (NSCLC-Radiomics), radio (NSCLC-Radiogenomics), lidc (LIDC-IDRI)")
+    p.add_argument("dataset", choices=["lung1", "radio", "lidc", "kits", "rider"],
+                   help="lung1 (NSCLC-Radiomics), radio (NSCLC-Radiogenomics), lidc (LIDC-IDRI), kits (C4KC-KiTS), rider (RIDER Lung CT test-retest)")
     p.add_argument("--out", type=Path, help="download folder (then: lesionbench prepare TASK --raw this folder)")
     p.add_argument("--dry-run", action="store_true", help="print the patients, series and total size; download nothing")
     p.add_argument("--patients", nargs="+", metavar="ID", help="only these PatientIDs (e.g. to try a few first)")

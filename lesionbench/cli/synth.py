@@ -28,7 +28,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     import time
 
     from lesionbench.benchmark.host import usable_cores
-    from lesionbench.tasks.synthetic import DEFAULT_PATIENTS, TASK_NAMES, default_cohort_dir, generate_cohort
+    from lesionbench.tasks.synthetic import DEFAULT_PATIENTS, EXTRA_TASK_NAMES, TASK_NAMES, default_cohort_dir, generate_cohort
 
     out = args.out if args.out is not None else default_cohort_dir()
     patients = args.patients if args.patients is not None else DEFAULT_PATIENTS
@@ -41,8 +41,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         f"synthetic cohort: {info['patients']} patients, {info['lesions']} lesions (seed {info['seed']}) "
         f"in {elapsed:.1f} s -> {out}\n"
     )
-    for task in TASK_NAMES:
-        sys.stdout.write(f"  {task:<22} {out / task / 'manifest.csv'}\n")
+    for task in TASK_NAMES + EXTRA_TASK_NAMES:
+        sys.stdout.write(f"  {task:<30} {out / task / 'manifest.csv'}\n")
     if args.out is not None:  # elsewhere than where the tasks look by default
         sys.stdout.write(f"use it with: lesionbench run --task {TASK_NAMES[0]} --data-dir {out / TASK_NAMES[0]} ... (--data-dir {out}/<task>)\n")
     return 0

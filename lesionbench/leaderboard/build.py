@@ -8,7 +8,8 @@ k-shot and fine-tuned (the order of :data:`~lesionbench.benchmark.scoring.protoc
 holds (ranked entries with their statistics, unranked entries, submissions, published reference rows) is
 described in :mod:`lesionbench.leaderboard.sections`. Besides the sections: ``reference_only``, the
 published rows whose task and protocol have no section of their own (listed apart, never dropped), and
-``robustness``, the checked robustness views per task version, never ranked.
+``robustness``, the checked robustness views per task version, never ranked; ``aggregate``, one ranking
+across the tasks' linear-probe sections (:mod:`lesionbench.leaderboard.aggregate`).
 
 All metrics lesionbench reports are "higher is better".
 """
@@ -69,9 +70,17 @@ def build_document(
     # per task and version: frozen-feature probes first, then k-shot, then fine-tuned (PROTOCOLS' order)
     keys = sorted(groups, key=lambda k: (k[0], k[1], next((i for i, p in enumerate(PROTOCOLS) if k[2] == p or k[2].startswith(f"{p}-")), len(PROTOCOLS)), k[2], k[3]))
     iterator = tqdm(keys, desc="leaderboard", unit="task", disable=len(keys) < 2) if tqdm else keys
+    section_items, section_labels = [], []
     for k in iterator:
         if groups[k]:
-            tasks.append(task_section(metas[k], groups[k], reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, protocol=k[2], shots_per=k[3], labels=truth.labels(metas[k])))
+            labels = truth.labels(metas[k])
+            tasks.append(task_section(metas[k], groups[k], reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, protocol=k[2], shots_per=k[3], labels=labels))
+            section_items.append(groups[k])
+            section_labels.append(labels)
+    from lesionbench.leaderboard.aggregate import aggregate_document
+
+    # one ranking across the tasks' linear-probe sections; the sections themselves stay as they are
+    aggregate = aggregate_document(tasks, section_items, labels=section_labels, n_boot=n_boot, seed=seed)
     reference_only = []
     if include_published:
         from lesionbench.leaderboard.published import PUBLISHED_TASKS
@@ -92,6 +101,7 @@ def build_document(
         "reveal": bool(reveal),
         "published_source": {"source": SOURCE, "citation": CITATION, "url": DOI_URL},
         "tasks": tasks,
+        "aggregate": aggregate,  # None: fewer than two tasks with two or more entries
         "reference_only": reference_only,
         "robustness": robustness_sections(robustness),  # per task version, never ranked
     }

@@ -191,6 +191,12 @@ LEADERBOARD_SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "aggregate": {
+            "type": ["object", "null"],
+            "description": "one ranking across the tasks' linear-probe sections (lesionbench.leaderboard.aggregate); null with fewer than two tasks",
+            "properties": {"tables": {"type": "array", "items": {"type": "object", "required": ["name", "tasks", "rows", "tests"]}},
+                           "encoders": {"type": "array"}, "tasks": {"type": "array"}, "statistics": {"type": "object"}},
+        },
         "reference_only": {
             "type": "array",
             "items": {

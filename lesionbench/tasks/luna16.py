@@ -326,6 +326,8 @@ def _load_or_build_table(annotations: Path, out: Path, uids: list[str], workers:
 class Luna16Malignancy(VariantManifestTask):
     """LUNA16 nodule malignancy from LIDC-IDRI ratings (FMCIB task 2). See the module docstring."""
 
+    #: Datasets its data come from (the leaderboard marks encoders pre-trained on them).
+    data_sources = ("LUNA16", "LIDC-IDRI")
     base_version = "1.0"
 
     @classmethod

@@ -69,6 +69,7 @@ def lung1_outcomes(table: pd.DataFrame) -> pd.DataFrame:
 @TASKS.register("lung1_survival")
 class Lung1Survival(NsclcSurvivalTask):
     __doc__ = __doc__
+    data_sources = ("NSCLC-Radiomics",)
     cohort = CohortSpec(
         task="lung1_survival",
         contour_modality="RTSTRUCT",

@@ -40,6 +40,8 @@ VAL_FOLD = 0
 class CrossCohortTask:
     """Train/val on ``source`` cohort, test on ``target`` cohort. Options: ``source_dir``, ``target_dir``, ``label_variant``."""
 
+    #: Both cohorts (the leaderboard marks encoders pre-trained on either).
+    data_sources = ("NSCLC-Radiomics", "NSCLC-Radiogenomics")
     meta: TaskMeta
     source: type
     target: type

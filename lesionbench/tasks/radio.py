@@ -88,6 +88,7 @@ def radio_outcomes(table: pd.DataFrame) -> pd.DataFrame:
 @TASKS.register("radio_survival")
 class RadioSurvival(NsclcSurvivalTask):
     __doc__ = __doc__
+    data_sources = ("NSCLC-Radiogenomics",)
     cohort = CohortSpec(
         task="radio_survival",
         contour_modality="SEG",

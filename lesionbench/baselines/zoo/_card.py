@@ -125,6 +125,9 @@ class ZooModel:
     network: str = ""
     version: str = "1.0"
     notes: str = ""
+    #: Public datasets (names as tasks' ``data_sources`` spell them) the card says the weights were
+    #: pre-trained on; None: not declared (the leaderboard then marks overlaps "unknown", never "no").
+    pretraining_sets: tuple[str, ...] | None = None
 
     def recipe(self, name: str) -> Recipe:
         for r in self.recipes:
@@ -153,6 +156,7 @@ class ZooModel:
             ("embedding", f"{self.feature_dim(recipe)}-d, {self.layer(recipe)}"),
             ("recipe", r.label()),
             ("pretraining_data", self.pretraining_data),
+            ("pretraining_sets", "; ".join(self.pretraining_sets) if self.pretraining_sets is not None else ""),
             ("code_licence", self.code_licence),
             ("weights_licence", self.weights_licence + (" (NON-COMMERCIAL)" if self.non_commercial else "")),
             ("non_commercial", "yes" if self.non_commercial else "no"),

@@ -76,6 +76,34 @@ def _builtin_row(name: str) -> CatalogRow:
     return CatalogRow(name, "-", "-", "-", False, "not needed")
 
 
+#: Declared pre-training sets of the built-in encoders that have no zoo card. FMCIB's weights were
+#: pre-trained on DeepLesion's 11,467 lesions (Pai et al. 2024); the random-init controls, the
+#: supervised CNNs (trained on each task's own training split) and radiomics see no other data.
+BUILTIN_PRETRAINING: dict[str, tuple[str, ...]] = {
+    "fmcib": ("DeepLesion",),
+    "fmcib-random-init": (),
+    "supervised-cnn": (),
+    "supervised-resnet50": (),
+    "radiomics": (),
+}
+
+
+def pretraining_sets(name: str, card: dict[str, str] | None = None) -> frozenset[str] | None:
+    """The public datasets encoder ``name`` was pre-trained on: the result's card (``pretraining_sets``),
+    else the zoo card or :data:`BUILTIN_PRETRAINING`; random-init controls none; None when undeclared."""
+    if card and "pretraining_sets" in card:
+        return frozenset(s.strip() for s in str(card["pretraining_sets"]).split(";") if s.strip())
+    if name in BUILTIN_PRETRAINING:
+        return frozenset(BUILTIN_PRETRAINING[name])
+    base = name.split(":", 1)[0]
+    if base.endswith("-random-init"):
+        return frozenset()
+    entry = _zoo().get(base)
+    if entry is None or entry.model.pretraining_sets is None:
+        return None
+    return frozenset(entry.model.pretraining_sets)
+
+
 def format_rows(table: list[CatalogRow]) -> str:
     """A plain-text table, non-commercial weights flagged (embedding layers: docs/zoo.md and each card)."""
     head = ("encoder", "recipe", "embedding", "licence", "weights")

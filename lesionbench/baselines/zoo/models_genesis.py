@@ -49,6 +49,7 @@ MODEL = ZooModel(
     embedding_dim=512,
     embedding_layer="global average pool of out512 (down_tr512, 512 channels at 1/8 size; the repository's TargetNet)",
     pretraining_data="LUNA16 chest CT (623 scans), self-supervised image restoration (Models Genesis)",
+    pretraining_sets=("LUNA16", "LIDC-IDRI"),  # LUNA16's scans are LIDC-IDRI's
     code_licence="ASU licence, non-commercial use only",
     weights_licence="ASU licence, non-commercial use only",
     non_commercial=True,

@@ -136,9 +136,19 @@ def resampled_values(
     it is undefined (a class not drawn). The same ``n``, ``n_boot``, ``seed`` and ``groups`` give the
     same resamples, so several models' values line up resample by resample."""
     kind = TaskKind(kind)
+    return weighted_values(kind, y_true, scores, metric, bootstrap_weights(_target(kind, y_true).n, n_boot, seed, groups))
+
+
+def weighted_values(kind: TaskKind | str, y_true: Any, scores: Any, metric: str, weights: np.ndarray) -> np.ndarray:
+    """``metric`` under each row of ``weights`` ((B, n) per-case multiplicities, e.g. bootstrap counts drawn
+    jointly for several tasks): NaN where it is undefined. A row of ones is the plain metric."""
+    kind = TaskKind(kind)
     (name,) = metrics_for(kind, [metric])
     t = _target(kind, y_true)
-    return _evaluate(name, t, _scores(kind, scores, t.n), bootstrap_weights(t.n, n_boot, seed, groups))
+    w = np.asarray(weights, dtype=float)
+    if w.ndim != 2 or w.shape[1] != t.n:
+        raise ConfigurationError(f"weights must be (resamples, {t.n}) for {t.n} cases; got {w.shape}.")
+    return _evaluate(name, t, _scores(kind, scores, t.n), w)
 
 
 def bootstrap_ci(

@@ -161,7 +161,8 @@ def generate_cohort(out: str | Path, *, patients: int = DEFAULT_PATIENTS, seed: 
 
     Writes ``images/<patient>.nii.gz`` (int16 HU), ``masks/<lesion>.nii.gz`` (one binary mask per
     lesion, same grid as its image), ``lesions.csv`` (every lesion with its hidden properties, for
-    analysis), the three task manifests ``<task>/manifest.csv`` (paths relative to the manifest) and
+    analysis), the three task manifests ``<task>/manifest.csv`` (paths relative to the manifest), the extra
+    tasks' manifests derived from ``lesions.csv`` (:mod:`lesionbench.tasks.synthetic.extra`) and
     ``cohort.json`` (seed, patients, generator version; written last, so it marks a complete cohort).
     Output depends only on ``(patients, seed)``; ``workers`` > 1 generates patients in processes.
     """
@@ -199,6 +200,11 @@ def generate_cohort(out: str | Path, *, patients: int = DEFAULT_PATIENTS, seed: 
             df[col] = "../" + df[col]
         (out / task).mkdir(exist_ok=True)
         df[common + labels].to_csv(out / task / "manifest.csv", index=False)
+    from lesionbench.tasks.synthetic.extra_labels import EXTRA_TASK_NAMES, write_extra_manifests
+
+    for task in EXTRA_TASK_NAMES:  # derived from lesions.csv: rewritten for this cohort
+        (out / task / "manifest.csv").unlink(missing_ok=True)
+    write_extra_manifests(out, seed=seed)
     info = {
         "generator": "lesionbench.tasks.synthetic",
         "generator_version": GENERATOR_VERSION,
@@ -260,6 +266,9 @@ def ensure_cohort(root: str | Path | None = None, *, patients: int = DEFAULT_PAT
     root = Path(root) if root is not None else default_cohort_dir()
     if _cohort_complete(root, patients=patients, seed=seed):
         logger.info("synthetic cohort found in %s", root)
+        from lesionbench.tasks.synthetic.extra_labels import write_extra_manifests
+
+        write_extra_manifests(root, seed=seed)  # a cohort made before the extra tasks existed gains them, images untouched
         return root
     if workers is None:
         workers = min(4, usable_cores())

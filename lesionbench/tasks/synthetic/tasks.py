@@ -22,6 +22,8 @@ _LICENCE = "synthetic, CC0"
 class _SyntheticTask(ManifestTask):
     """A task on the synthetic cohort; data_dir defaults to ``$LESIONBENCH_DATA/synthetic/<task>``."""
 
+    #: Generated here: no encoder was pre-trained on it.
+    data_sources = ("lesionbench-synthetic",)
     how_to_prepare = _HOW
 
     def __init__(self, data_dir: str | Path | None = None, manifest_path: str | Path | None = None):
