@@ -1,0 +1,175 @@
+"""A phase's board, built by the leaderboard's own statistics and templates.
+
+Each team's entry becomes a :class:`~lesionbench.leaderboard.collect.LoadedResult` whose per-lesion
+predictions are the labelled table the worker stored, restricted to one part of the test set; the
+leaderboard's :func:`~lesionbench.leaderboard.build.build_document` then ranks them with CIs, bootstrap
+rank intervals and paired tests against the top entry ("tied with the top" = not significantly worse,
+Holm-adjusted), and :func:`~lesionbench.leaderboard.render.render_html` draws the page.
+
+Which part: the **public** board shows each team's best public score (equal scores: the earlier
+submission) on the public lesions only. The **private** board shows each team's final submissions
+(the team's selection, else its best ``final_selection_n`` public ones; the best private score among
+them counts) on the private lesions, and exists for organisers before the reveal and for everyone
+after it. Nothing private enters a public document: the items are built from the public part alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import func, select
+
+from lesionbench import __version__
+from lesionbench.benchmark.types import EncoderMeta, MetricValue, SubsetResult, TaskResult
+from lesionbench.server.blobs import BlobStore
+from lesionbench.server.db import Challenge, Database, Phase, Submission, Team
+from lesionbench.server.service import Forbidden, NotFound
+
+PARTS = ("public", "private")
+
+
+def _metrics(text: str | None) -> dict[str, MetricValue]:
+    d = json.loads(text or "{}")
+    return {k: MetricValue(float("nan") if v.get("value") is None else v["value"], float("nan") if v.get("ci_low") is None else v["ci_low"], float("nan") if v.get("ci_high") is None else v["ci_high"]) for k, v in d.items()}
+
+
+def _entries(s: Any, phase: Phase, part: str) -> list[tuple[Submission, str]]:
+    """(submission, team name) per team for ``part``."""
+    rows = s.execute(select(Submission, Team.name).join(Team, Team.id == Submission.team_id).where(Submission.phase_id == phase.id, Submission.status == "scored").order_by(Submission.id)).all()
+    by_team: dict[int, list[tuple[Submission, str]]] = {}
+    for sub, name in rows:
+        by_team.setdefault(sub.team_id, []).append((sub, name))
+
+    def pub(x: tuple[Submission, str]) -> tuple[float, int]:
+        v = x[0].main_public
+        return (-(v if v is not None else float("-inf")), x[0].id)
+
+    out = []
+    for subs in by_team.values():
+        if part == "public":
+            out.append(min(subs, key=pub))
+            continue
+        chosen = [x for x in subs if x[0].selected] or sorted(subs, key=pub)[: phase.final_selection_n]
+        main = next(iter(json.loads(chosen[0][0].private_json or "{}")), None)
+
+        def priv(x: tuple[Submission, str], main: Any = main) -> tuple[float, int]:
+            v = (json.loads(x[0].private_json or "{}").get(main) or {}).get("value")
+            return (-(v if v is not None else float("-inf")), x[0].id)
+
+        out.append(min(chosen, key=priv))
+    return out
+
+
+def _item(meta: Any, sub: Submission, team: str, part: str, blobs: BlobStore) -> Any:
+    from lesionbench.leaderboard.collect import LoadedResult
+
+    metrics = _metrics(sub.public_json if part == "public" else sub.private_json)
+    run = SubsetResult(fraction=1.0, seed=0, n_train=0, metrics=metrics, params={"part": part}, predictions_path="predictions.csv")
+    probe = "submitted" if sub.kind == "predictions" else "linear"
+    result = TaskResult(
+        task=meta, encoder=EncoderMeta(name=team, version=f"submission {sub.id}", feature_dim=0, description=f"{sub.kind} submission {sub.id}: {sub.description}"[:300]),
+        probe=probe, runs=(run,), lesionbench_version=__version__, created=sub.created_at.isoformat(timespec="seconds"), extra={"bootstrap_unit": "patient"},
+    )  # fmt: skip
+    digest = sub.predictions_sha256
+
+    def fetch(_run: SubsetResult) -> pd.DataFrame | None:
+        if digest is None:
+            return None
+        table = pd.read_csv(io.BytesIO(blobs.read_bytes(digest)), dtype={"lesion_id": str, "patient_id": str})
+        return table[table["part"] == part].reset_index(drop=True)
+
+    return LoadedResult(result, "server", f"submission {sub.id}", run_id=str(sub.id), _fetch=fetch)
+
+
+class Boards:
+    """Builds boards and keeps the latest of each (phase, part) until a submission is scored or the phase changes."""
+
+    def __init__(self, db: Database, blobs: BlobStore, task_meta: Callable[[str], Any], *, n_perm: int = 1000):
+        self.db, self.blobs, self.task_meta, self.n_perm = db, blobs, task_meta, n_perm
+        self._cache: dict[tuple[int, str], tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._building: dict[tuple[int, str], threading.Lock] = {}
+
+    def document(self, phase_id: int, part: str, *, organiser: bool) -> dict[str, Any]:
+        """The board document of a phase's ``part`` (the private one: organisers, or anyone after the reveal)."""
+        if part not in PARTS:
+            raise NotFound(f"no board part {part!r}: public or private")
+        with self.db.session() as s:
+            phase = s.get(Phase, phase_id)
+            if phase is None or (phase.state == "draft" and not organiser):
+                raise NotFound(f"no phase {phase_id}")
+            if part == "private" and not (phase.revealed or organiser):
+                raise Forbidden(f"the private board of phase {phase_id} is revealed by the organisers after the phase closes")
+            n_scored, last = s.execute(select(func.count(Submission.id), func.max(Submission.finished_at)).where(Submission.phase_id == phase_id, Submission.status == "scored")).one()
+            n_sel = s.scalar(select(func.count(Submission.id)).where(Submission.phase_id == phase_id, Submission.selected.is_(True)))
+            stamp = (n_scored, last, n_sel, phase.state, phase.revealed)
+            key = (phase_id, part)
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] == stamp:
+                return hit[1]
+            with self._lock:
+                building = self._building.setdefault(key, threading.Lock())
+        with building:  # one build per board at a time; the others wait and take it from the cache
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] == stamp:
+                return hit[1]
+            doc = self._build(phase_id, part)
+            self._cache[key] = (stamp, doc)
+            return doc
+
+    def _build(self, phase_id: int, part: str) -> dict[str, Any]:
+        from lesionbench.leaderboard.build import build_document
+
+        with self.db.session() as s:
+            phase = s.get(Phase, phase_id)
+            challenge = s.get(Challenge, phase.challenge_id)
+            meta = self.task_meta(phase.task)
+            chosen = _entries(s, phase, part)
+            items = [_item(meta, sub, team, part, self.blobs) for sub, team in chosen]
+            doc = build_document(items, reveal=False, n_boot=challenge.n_boot, n_perm=self.n_perm, seed=0, include_published=False)
+            ids = {f"submission {sub.id}": (sub, team) for sub, team in chosen}
+        doc["challenge"] = {"slug": challenge.slug, "title": challenge.title}
+        doc["phase"] = {"id": phase.id, "name": phase.name, "kind": phase.kind, "state": phase.state, "revealed": phase.revealed, "part": part, "task": phase.task}
+        for t in doc["tasks"]:
+            for e in t["entries"] + t["unranked"]:
+                sub, team = ids[e["provenance"]["location"]]
+                e["team"], e["submission_id"] = team, sub.id
+                e["n_lesions"] = sub.n_public if part == "public" else sub.n_private
+        return doc
+
+
+def board_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The board as flat rows (CSV and the client's table): rank, team, score with CI, rank interval, tier."""
+    rows = []
+    for t in doc["tasks"]:
+        main = t["main_metric"]
+        for e in t["entries"] + t["unranked"]:
+            m = e["metrics"].get(main) or {}
+            comp = e.get("comparison") or {}
+            tied = bool(comp.get("is_reference")) or (bool(comp) and not comp.get("significant", False))
+            ri = e.get("rank_interval") or [None, None]
+            rows.append({
+                "rank": e.get("rank"), "team": e.get("team"), "submission_id": e.get("submission_id"), "metric": main,
+                "value": m.get("value"), "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high"),
+                "rank_low": ri[0], "rank_high": ri[1], "tied_with_top": tied if comp else None,
+                "p_holm": comp.get("p_holm"), "n_lesions": e.get("n_lesions"), "unranked_reason": e.get("unranked_reason"),
+            })  # fmt: skip
+    return rows
+
+
+def board_csv(doc: dict[str, Any]) -> str:
+    """:func:`board_rows` as CSV; cells that a spreadsheet would run as a formula are quoted with a leading '."""
+    buf = io.StringIO()
+    rows = board_rows(doc)
+    fields = ["rank", "team", "submission_id", "metric", "value", "ci_low", "ci_high", "rank_low", "rank_high", "tied_with_top", "p_holm", "n_lesions", "unranked_reason"]
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@" else v) for k, v in r.items()})
+    return buf.getvalue()
