@@ -40,6 +40,13 @@ TOKEN_PREFIX = "lb_"
 _hasher = PasswordHasher()
 
 
+def use_password_hasher(hasher: PasswordHasher) -> PasswordHasher:
+    """Replace the password hasher (tests use argon2's cheapest profile); returns the previous one."""
+    global _hasher, _dummy
+    previous, _hasher, _dummy = _hasher, hasher, None
+    return previous
+
+
 def hash_password(password: str) -> str:
     """The argon2id hash of ``password``."""
     return _hasher.hash(password)
@@ -56,16 +63,18 @@ def check_password(user: User, password: str) -> bool:
     return True
 
 
-# A fixed dummy hash, verified when the e-mail is unknown, so a sign-in takes as long either way.
-_DUMMY_HASH = _hasher.hash("lesionbench-no-such-user")
+# A dummy hash, verified when the e-mail is unknown, so a sign-in takes as long either way.
+_dummy: str | None = None
 
 
 def authenticate(session: Session, email: str, password: str) -> User | None:
     """The user with this e-mail and password, or None (same work whether or not the e-mail exists)."""
     user = session.scalar(select(User).where(User.email == email.strip().lower()))
     if user is None:
+        global _dummy
+        _dummy = _dummy or _hasher.hash("lesionbench-no-such-user")
         try:
-            _hasher.verify(_DUMMY_HASH, password)
+            _hasher.verify(_dummy, password)
         except VerificationError:
             pass
         return None

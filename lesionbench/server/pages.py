@@ -33,17 +33,23 @@ def _env() -> jinja2.Environment:
     return env
 
 
-def _render(template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+def _render(template: str, code: int = 200, **ctx: Any) -> HTMLResponse:
     ctx.setdefault("refresh", None)
     ctx.setdefault("user", None)
     ctx.setdefault("csrf", "")
     ctx.setdefault("message", None)
     html = _env().get_template(template).render(**ctx)
-    return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": PAGE_CSP})
+    return HTMLResponse(html, status_code=code, headers={"Content-Security-Policy": PAGE_CSP})
 
 
 def _session(request: Request) -> tuple[User | None, str]:
+    """The signed-in user and the session's CSRF token; an API token in the Authorization header reads pages too (no forms)."""
     cfg: ServerConfig = request.app.state.config
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        with cfg.db.session() as s:
+            found = auth.token_user(s, header[7:].strip())
+        return (found[0], "") if found else (None, "")
     sess = auth.SessionSigner(cfg.secret_key).read(request.cookies.get(auth.SESSION_COOKIE))
     if sess is None:
         return None, ""

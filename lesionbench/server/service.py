@@ -212,6 +212,8 @@ def new_invitation(s: Session, user: User | None, team: Team) -> str:
 def join_team(s: Session, user: User | None, code: str) -> Team:
     """Join the team whose invitation ``code`` this is."""
     user = need_user(user)
+    if user.is_organiser:
+        raise Forbidden("organisers run the challenge and do not join teams; use a participant account")
     team = s.scalar(select(Team).where(Team.invite_digest == _invite_digest(code or "")))
     if team is None:
         raise NotFound("this invitation code is not valid (it may have been replaced); ask the team for a new link")
