@@ -121,7 +121,6 @@ def process(db: Database, blobs: BlobStore, claim: jobs.Claim, tasks: _TaskCache
     except Exception:
         logger.exception("Job %d (submission %d): infrastructure error on attempt %d", claim.job_id, claim.submission_id, claim.attempt)
         stop.set()
-        root.removeHandler(capture)
         jobs.release_for_retry(db, claim)
         return "retry"
     finally:
@@ -158,18 +157,20 @@ def process(db: Database, blobs: BlobStore, claim: jobs.Claim, tasks: _TaskCache
 def run_worker(
     db: Database, blobs: BlobStore, *, task_loader: TaskLoader = default_task_loader, owner: str | None = None,
     lease_s: float = jobs.DEFAULT_LEASE_S, poll_s: float = 1.0, max_jobs: int | None = None, idle_exit_s: float | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
-    """Claim and score jobs until ``max_jobs`` are done or the queue stayed empty ``idle_exit_s`` seconds
-    (None: forever); returns how many jobs were processed."""
+    """Claim and score jobs until ``max_jobs`` are done, the queue stayed empty ``idle_exit_s`` seconds
+    (None: forever) or ``stop`` is set; returns how many jobs were processed."""
     owner = owner or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
     tasks = _TaskCache(task_loader)
     done, idle_since = 0, time.monotonic()
-    while max_jobs is None or done < max_jobs:
+    stop = stop or threading.Event()
+    while (max_jobs is None or done < max_jobs) and not stop.is_set():
         c = jobs.claim(db, owner, lease_s=lease_s)
         if c is None:
             if idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
                 break
-            time.sleep(poll_s)
+            stop.wait(poll_s)
             continue
         outcome = process(db, blobs, c, tasks, lease_s=lease_s)
         logger.info("Job %d (submission %d, attempt %d): %s.", c.job_id, c.submission_id, c.attempt, outcome)

@@ -77,6 +77,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
         return
     base = _pg_url()
     if base is None:
+        if os.environ.get("LESIONBENCH_POSTGRES_REQUIRED"):
+            pytest.fail(f"LESIONBENCH_POSTGRES_REQUIRED is set but {PG_ENV} is not")
         pytest.skip(f"PostgreSQL tests need {PG_ENV} (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres); .ci/run starts one")
     import sqlalchemy as sa
 
@@ -156,3 +158,42 @@ def drain(cfg: Any, **kw: Any) -> int:
     from lesionbench.server.worker import run_worker
 
     return run_worker(cfg.db, cfg.blobs, task_loader=task_loader, idle_exit_s=0, poll_s=0.01, **kw)
+
+
+def free_port() -> int:
+    """A free loopback port (18500-18599 first: this machine's agreed range; else any)."""
+    import socket
+
+    for port in [*range(18500, 18600), 0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError("no free port")
+
+
+class LiveServer:
+    """uvicorn serving ``app`` on 127.0.0.1 in a thread (stopped by ``stop``)."""
+
+    def __init__(self, app: Any):
+        import threading
+        import time
+
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        end = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > end or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
