@@ -73,7 +73,7 @@ def _item(meta: Any, sub: Submission, team: str, part: str, blobs: BlobStore) ->
     run = SubsetResult(fraction=1.0, seed=0, n_train=0, metrics=metrics, params={"part": part}, predictions_path="predictions.csv")
     probe = "submitted" if sub.kind == "predictions" else "linear"
     result = TaskResult(
-        task=meta, encoder=EncoderMeta(name=team, version=f"submission {sub.id}", feature_dim=0, description=f"{sub.kind} submission {sub.id}: {sub.description}"[:300]),
+        task=meta, encoder=EncoderMeta(name=team, version=str(sub.id), feature_dim=0, description=f"{sub.kind} submission {sub.id}: {sub.description}"[:300]),
         probe=probe, runs=(run,), lesionbench_version=__version__, created=sub.created_at.isoformat(timespec="seconds"), extra={"bootstrap_unit": "patient"},
     )  # fmt: skip
     digest = sub.predictions_sha256
