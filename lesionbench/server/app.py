@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, Response, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 
 from lesionbench.benchmark.errors import LesionbenchError, SubmissionError
@@ -122,27 +123,34 @@ def limit(cfg: ServerConfig, name: str, key: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ bodies
+#: Ids in paths: positive and within a 32-bit integer (larger ones cannot exist and would overflow SQLite).
+Id = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
+Slug = Annotated[str, PathParam(max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+#: No NUL characters: PostgreSQL cannot store them in text.
+NO_NUL = r"^[^\x00]*$"
+
+
 class SignUp(BaseModel):
-    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$")
     password: str = Field(min_length=10, max_length=1024)
-    display_name: str = Field(min_length=1, max_length=64)
+    display_name: str = Field(min_length=1, max_length=64, pattern=NO_NUL)
 
 
 class SignIn(BaseModel):
-    email: str = Field(max_length=254)
+    email: str = Field(max_length=254, pattern=NO_NUL)
     password: str = Field(max_length=1024)
 
 
 class TokenRequest(BaseModel):
-    name: str = Field(default="", max_length=64)
+    name: str = Field(default="", max_length=64, pattern=NO_NUL)
     scopes: list[Literal["read", "submit", "admin"]] = Field(min_length=1, max_length=3)
     expires_in_days: int | None = Field(default=90, ge=1, le=3650)
 
 
 class ChallengeRequest(BaseModel):
     slug: str = Field(max_length=63)
-    title: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=5000)
+    title: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    description: str = Field(default="", max_length=5000, pattern=NO_NUL)
     team_signup: Literal["open", "invitation"] = "open"
     n_boot: int = Field(default=1000, ge=0, le=10000)
 
@@ -150,7 +158,7 @@ class ChallengeRequest(BaseModel):
 class PhaseRequest(BaseModel):
     name: str = Field(max_length=64)
     kind: Literal["sanity", "public", "final"]
-    task: str = Field(max_length=64)
+    task: str = Field(max_length=64, pattern=NO_NUL)
     quota_per_window: int = Field(default=5, ge=1, le=10000)
     quota_window_hours: int = Field(default=24, ge=1, le=24 * 366)
     quota_total: int = Field(default=100, ge=0, le=100000)
@@ -168,7 +176,7 @@ class JoinRequest(BaseModel):
 
 
 class Selection(BaseModel):
-    submission_ids: list[int] = Field(max_length=100)
+    submission_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(max_length=100)
 
 
 # ------------------------------------------------------------------------------------ routes
@@ -260,7 +268,7 @@ def list_tokens(c: Annotated[Caller, Depends(scoped("read"))], cfg: Cfg) -> list
 
 
 @api.delete("/tokens/{token_id}")
-def revoke_token(token_id: int, c: Annotated[Caller, Depends(caller)], cfg: Cfg) -> dict[str, Any]:
+def revoke_token(token_id: Id, c: Annotated[Caller, Depends(caller)], cfg: Cfg) -> dict[str, Any]:
     """Revoke one of the caller's tokens."""
     user = service.need_user(c.user)
     with cfg.db.session() as s:
@@ -288,14 +296,14 @@ def create_challenge(body: ChallengeRequest, c: Annotated[Caller, Depends(scoped
 
 
 @api.get("/challenges/{slug}")
-def get_challenge(slug: str, c: Annotated[Caller, Depends(scoped("read"))], cfg: Cfg) -> dict[str, Any]:
+def get_challenge(slug: Slug, c: Annotated[Caller, Depends(scoped("read"))], cfg: Cfg) -> dict[str, Any]:
     """A challenge with its visible phases and the caller's team."""
     with cfg.db.session() as s:
         return challenge_view(s, service.get_challenge(s, slug), c.user)
 
 
 @api.post("/challenges/{slug}/phases", status_code=201)
-def create_phase(slug: str, body: PhaseRequest, c: Annotated[Caller, Depends(scoped("admin"))], cfg: Cfg) -> dict[str, Any]:
+def create_phase(slug: Slug, body: PhaseRequest, c: Annotated[Caller, Depends(scoped("admin"))], cfg: Cfg) -> dict[str, Any]:
     """Add a phase on a registered task (organisers); it starts as a draft."""
     service.need_organiser(c.user)
     try:
@@ -308,7 +316,7 @@ def create_phase(slug: str, body: PhaseRequest, c: Annotated[Caller, Depends(sco
 
 
 @api.post("/phases/{phase_id}/state/{action}")
-def phase_action(phase_id: int, action: Literal["open", "close", "reveal"], c: Annotated[Caller, Depends(scoped("admin"))], cfg: Cfg) -> dict[str, Any]:
+def phase_action(phase_id: Id, action: Literal["open", "close", "reveal"], c: Annotated[Caller, Depends(scoped("admin"))], cfg: Cfg) -> dict[str, Any]:
     """Open, close or reveal a phase (organisers)."""
     service.need_organiser(c.user)
     with cfg.db.session() as s:
@@ -317,14 +325,14 @@ def phase_action(phase_id: int, action: Literal["open", "close", "reveal"], c: A
 
 
 @api.get("/phases/{phase_id}")
-def get_phase(phase_id: int, c: Annotated[Caller, Depends(scoped("read"))], cfg: Cfg) -> dict[str, Any]:
+def get_phase(phase_id: Id, c: Annotated[Caller, Depends(scoped("read"))], cfg: Cfg) -> dict[str, Any]:
     """A phase (with the caller's team quota)."""
     with cfg.db.session() as s:
         return phase_view(s, service.visible_phase(s, phase_id, c.user), c.user)
 
 
 @api.post("/challenges/{slug}/teams", status_code=201)
-def create_team(slug: str, body: TeamRequest, c: Annotated[Caller, Depends(scoped("submit"))], cfg: Cfg) -> dict[str, Any]:
+def create_team(slug: Slug, body: TeamRequest, c: Annotated[Caller, Depends(scoped("submit"))], cfg: Cfg) -> dict[str, Any]:
     """Create a team (and join it); returns the invitation code, shown once."""
     with cfg.db.session() as s:
         team, code = service.create_team(s, c.user, service.get_challenge(s, slug), body.name)
@@ -340,7 +348,7 @@ def join_team(body: JoinRequest, c: Annotated[Caller, Depends(scoped("submit"))]
 
 
 @api.post("/teams/{team_id}/invitations", status_code=201)
-def invite(team_id: int, c: Annotated[Caller, Depends(scoped("submit"))], cfg: Cfg) -> dict[str, Any]:
+def invite(team_id: Id, c: Annotated[Caller, Depends(scoped("submit"))], cfg: Cfg) -> dict[str, Any]:
     """A new invitation code for the team (members and organisers)."""
     with cfg.db.session() as s:
         team = s.get(Team, team_id)
@@ -351,7 +359,7 @@ def invite(team_id: int, c: Annotated[Caller, Depends(scoped("submit"))], cfg: C
 
 
 @api.get("/teams/{team_id}")
-def get_team(team_id: int, c: Annotated[Caller, Depends(scoped("read"))], cfg: Cfg) -> dict[str, Any]:
+def get_team(team_id: Id, c: Annotated[Caller, Depends(scoped("read"))], cfg: Cfg) -> dict[str, Any]:
     """A team and its members (its members and organisers)."""
     user = service.need_user(c.user)
     with cfg.db.session() as s:
@@ -363,7 +371,7 @@ def get_team(team_id: int, c: Annotated[Caller, Depends(scoped("read"))], cfg: C
         return {"id": team.id, "name": team.name, "members": [m.display_name for m in members]}
 
 
-def receive_upload(cfg: ServerConfig, c: Caller, phase_id: int, file: UploadFile, kind: str, description: str) -> Submission:
+def receive_upload(cfg: ServerConfig, c: Caller, phase_id: Id, file: UploadFile, kind: str, description: str) -> Submission:
     """Store the upload in the blob store and queue it (quota-checked); nothing is kept when refused."""
     from lesionbench.leaderboard.submission_file import MAX_FEATURES_BYTES, MAX_SUBMISSION_BYTES
 
@@ -386,8 +394,8 @@ def receive_upload(cfg: ServerConfig, c: Caller, phase_id: int, file: UploadFile
 
 @api.post("/phases/{phase_id}/submissions", status_code=202)
 def submit(
-    phase_id: int, c: Annotated[Caller, Depends(scoped("submit"))], cfg: Cfg, file: Annotated[UploadFile, File()],
-    kind: Annotated[Literal["predictions", "embeddings"], Form()] = "predictions", description: Annotated[str, Form(max_length=500)] = "",
+    phase_id: Id, c: Annotated[Caller, Depends(scoped("submit"))], cfg: Cfg, file: Annotated[UploadFile, File()],
+    kind: Annotated[Literal["predictions", "embeddings"], Form()] = "predictions", description: Annotated[str, Form(max_length=500, pattern=NO_NUL)] = "",
 ) -> dict[str, Any]:
     """Upload a predictions or embeddings CSV for the caller's team; it is queued for scoring."""
     sub = receive_upload(cfg, c, phase_id, file, kind, description)
@@ -397,7 +405,7 @@ def submit(
 
 
 @api.get("/phases/{phase_id}/submissions")
-def my_submissions(phase_id: int, c: Annotated[Caller, Depends(scoped("read"))], cfg: Cfg) -> list[dict[str, Any]]:
+def my_submissions(phase_id: Id, c: Annotated[Caller, Depends(scoped("read"))], cfg: Cfg) -> list[dict[str, Any]]:
     """The caller's team's submissions in a phase (organisers: every team's)."""
     user = service.need_user(c.user)
     with cfg.db.session() as s:
@@ -412,7 +420,7 @@ def my_submissions(phase_id: int, c: Annotated[Caller, Depends(scoped("read"))],
 
 
 @api.get("/submissions/{submission_id}")
-def get_submission(submission_id: int, c: Annotated[Caller, Depends(scoped("read"))], cfg: Cfg) -> dict[str, Any]:
+def get_submission(submission_id: Id, c: Annotated[Caller, Depends(scoped("read"))], cfg: Cfg) -> dict[str, Any]:
     """One submission of the caller's team (organisers: any)."""
     with cfg.db.session() as s:
         sub, phase = service.readable_submission(s, c.user, submission_id)
@@ -420,7 +428,7 @@ def get_submission(submission_id: int, c: Annotated[Caller, Depends(scoped("read
 
 
 @api.post("/phases/{phase_id}/selection")
-def select_final(phase_id: int, body: Selection, c: Annotated[Caller, Depends(scoped("submit"))], cfg: Cfg) -> dict[str, Any]:
+def select_final(phase_id: Id, body: Selection, c: Annotated[Caller, Depends(scoped("submit"))], cfg: Cfg) -> dict[str, Any]:
     """Choose the team's final submissions (default without a choice: its best public ones)."""
     with cfg.db.session() as s:
         ids = service.select_final(s, c.user, service.visible_phase(s, phase_id, c.user), body.submission_ids)
@@ -428,13 +436,13 @@ def select_final(phase_id: int, body: Selection, c: Annotated[Caller, Depends(sc
 
 
 @api.get("/phases/{phase_id}/board")
-def board_json(phase_id: int, request: Request, c: Annotated[Caller, Depends(caller)], part: Literal["public", "private"] = "public") -> dict[str, Any]:
+def board_json(phase_id: Id, request: Request, c: Annotated[Caller, Depends(caller)], part: Literal["public", "private"] = "public") -> dict[str, Any]:
     """The board document (public; the private part: organisers, or anyone after the reveal)."""
     return boards(request).document(phase_id, part, organiser=bool(c.user and c.user.is_organiser))
 
 
 @api.get("/phases/{phase_id}/board.csv", response_class=PlainTextResponse)
-def board_csv_route(phase_id: int, request: Request, c: Annotated[Caller, Depends(caller)], part: Literal["public", "private"] = "public") -> PlainTextResponse:
+def board_csv_route(phase_id: Id, request: Request, c: Annotated[Caller, Depends(caller)], part: Literal["public", "private"] = "public") -> PlainTextResponse:
     """The board as CSV."""
     doc = boards(request).document(phase_id, part, organiser=bool(c.user and c.user.is_organiser))
     return PlainTextResponse(board_csv(doc), media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="phase-{phase_id}-{part}.csv"'})
@@ -468,6 +476,11 @@ def create_app(cfg: ServerConfig) -> FastAPI:
     def _invalid(request: Request, exc: LesionbenchError) -> Response:
         problems = exc.problems if isinstance(exc, SubmissionError) else [str(exc)]
         return JSONResponse({"detail": problems[0] if len(problems) == 1 else f"{len(problems)} problems", "problems": problems}, status_code=422)
+
+    @app.exception_handler(ValidationError)
+    def _bad_form(request: Request, exc: ValidationError) -> Response:
+        message = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        return _refused(request, service.Invalid(message))
 
     @app.middleware("http")
     async def _headers(request: Request, call_next: Any) -> Response:

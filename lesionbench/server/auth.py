@@ -69,7 +69,7 @@ _dummy: str | None = None
 
 def authenticate(session: Session, email: str, password: str) -> User | None:
     """The user with this e-mail and password, or None (same work whether or not the e-mail exists)."""
-    user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    user = None if "\x00" in email else session.scalar(select(User).where(User.email == email.strip().lower()))
     if user is None:
         global _dummy
         _dummy = _dummy or _hasher.hash("lesionbench-no-such-user")

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from lesionbench.server import auth, service
-from lesionbench.server.app import Caller, ServerConfig, TokenRequest, create_token, receive_upload, start_session
+from lesionbench.server.app import Caller, Id, Slug, ServerConfig, TokenRequest, create_token, receive_upload, start_session
 from lesionbench.server.db import ApiToken, Challenge, Phase, Submission, Team, User
 from lesionbench.server.views import challenge_view, submission_view
 
@@ -163,7 +163,7 @@ async def account_token(request: Request) -> Response:
 
 
 @pages.post("/account/tokens/{token_id}/revoke")
-async def account_revoke(token_id: int, request: Request) -> Response:
+async def account_revoke(token_id: Id, request: Request) -> Response:
     from lesionbench.server.app import revoke_token
 
     c, _ = await _form_caller(request)
@@ -171,7 +171,7 @@ async def account_revoke(token_id: int, request: Request) -> Response:
     return RedirectResponse("/account", status_code=303)
 
 
-def _challenge_page(request: Request, slug: str, user: User | None, csrf: str, **extra: Any) -> HTMLResponse:
+def _challenge_page(request: Request, slug: Slug, user: User | None, csrf: str, **extra: Any) -> HTMLResponse:
     cfg: ServerConfig = request.app.state.config
     with cfg.db.session() as s:
         ch = service.get_challenge(s, slug)
@@ -189,13 +189,13 @@ def _challenge_page(request: Request, slug: str, user: User | None, csrf: str, *
 
 
 @pages.get("/c/{slug}", response_class=HTMLResponse)
-def challenge_page(slug: str, request: Request) -> HTMLResponse:
+def challenge_page(slug: Slug, request: Request) -> HTMLResponse:
     user, csrf = _session(request)
     return _challenge_page(request, slug, user, csrf)
 
 
 @pages.post("/c/{slug}/team")
-async def team_post(slug: str, request: Request) -> Response:
+async def team_post(slug: Slug, request: Request) -> Response:
     c, form = await _form_caller(request)
     with request.app.state.config.db.session() as s:
         _, code = service.create_team(s, c.user, service.get_challenge(s, slug), str(form.get("name", "")))
@@ -203,7 +203,7 @@ async def team_post(slug: str, request: Request) -> Response:
 
 
 @pages.post("/teams/{team_id}/invite")
-async def invite_post(team_id: int, request: Request) -> Response:
+async def invite_post(team_id: Id, request: Request) -> Response:
     c, form = await _form_caller(request)
     with request.app.state.config.db.session() as s:
         team = s.get(Team, team_id)
@@ -238,7 +238,7 @@ async def join_post(code: str, request: Request) -> Response:
 
 
 @pages.post("/phases/{phase_id}/upload")
-async def upload_post(phase_id: int, request: Request) -> Response:
+async def upload_post(phase_id: Id, request: Request) -> Response:
     c, form = await _form_caller(request)
     upload = form.get("file")
     if upload is None or not hasattr(upload, "file"):
@@ -246,14 +246,14 @@ async def upload_post(phase_id: int, request: Request) -> Response:
     kind = str(form.get("kind", "predictions"))
     if kind not in ("predictions", "embeddings"):
         raise service.Invalid(f"unknown kind {kind!r}")
-    receive_upload(request.app.state.config, c, phase_id, upload, kind, str(form.get("description", ""))[:500])
+    receive_upload(request.app.state.config, c, phase_id, upload, kind, str(form.get("description", "")).replace("\x00", "")[:500])
     with request.app.state.config.db.session() as s:
         slug = s.get(Challenge, s.get(Phase, phase_id).challenge_id).slug
     return RedirectResponse(f"/c/{slug}", status_code=303)
 
 
 @pages.post("/phases/{phase_id}/state/{action}")
-async def phase_state_post(phase_id: int, action: str, request: Request) -> Response:
+async def phase_state_post(phase_id: Id, action: str, request: Request) -> Response:
     c, _ = await _form_caller(request)
     with request.app.state.config.db.session() as s:
         phase = service.set_phase_state(s, c.user, service.get_phase(s, phase_id), action)
@@ -262,7 +262,7 @@ async def phase_state_post(phase_id: int, action: str, request: Request) -> Resp
 
 
 @pages.get("/phases/{phase_id}/board", response_class=HTMLResponse)
-def board_page(phase_id: int, request: Request, part: str = "public") -> HTMLResponse:
+def board_page(phase_id: Id, request: Request, part: str = "public") -> HTMLResponse:
     from lesionbench.leaderboard.render import CSP, render_html
 
     user, _ = _session(request)
@@ -280,7 +280,7 @@ def _escape(text: str) -> str:
 
 
 @pages.get("/submissions/{submission_id}", response_class=HTMLResponse)
-def submission_page(submission_id: int, request: Request) -> Response:
+def submission_page(submission_id: Id, request: Request) -> Response:
     user, csrf = _session(request)
     if user is None:
         return RedirectResponse("/signin", status_code=303)

@@ -69,11 +69,51 @@ def _pg_url() -> str | None:
     return os.environ.get(PG_ENV) or None
 
 
+@pytest.fixture(scope="session")
+def _templates(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Databases migrated once per session, copied for each test (Alembic per test costs ~1 s)."""
+    from lesionbench.server.migrate import upgrade
+
+    made: dict[str, str] = {}
+
+    def get(kind: str) -> str:
+        if kind not in made:
+            if kind == "sqlite":
+                path = tmp_path_factory.mktemp("db-template") / "template.db"
+                upgrade(f"sqlite:///{path}")
+                made[kind] = str(path)
+            else:
+                import sqlalchemy as sa
+
+                name = f"lbtemplate_{uuid.uuid4().hex[:12]}"
+                admin = sa.create_engine(_pg_url(), isolation_level="AUTOCOMMIT")
+                with admin.connect() as c:
+                    c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+                admin.dispose()
+                upgrade(_pg_url().rsplit("/", 1)[0] + "/" + name)
+                made[kind] = name
+        return made[kind]
+
+    yield get
+    if "postgresql" in made:
+        import sqlalchemy as sa
+
+        admin = sa.create_engine(_pg_url(), isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{made["postgresql"]}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """A fresh, empty database: SQLite in tmp_path, or a new PostgreSQL database (dropped afterwards)."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, _templates: Any) -> Any:
+    """A fresh database at the newest schema: SQLite in tmp_path, or a new PostgreSQL database (dropped afterwards)."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'organiser' / 'lesionbench.db'}"
+        import shutil
+
+        path = tmp_path / "organiser" / "lesionbench.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_templates("sqlite"), path)
+        yield f"sqlite:///{path}"
         return
     base = _pg_url()
     if base is None:
@@ -85,7 +125,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     name = f"lbtest_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        c.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{_templates("postgresql")}"'))
     yield base.rsplit("/", 1)[0] + "/" + name
     with admin.connect() as c:
         c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -94,10 +134,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Any:
-    """A ServerConfig on a migrated database, with fast statistics (n_boot 50, n_perm 99)."""
+    """A ServerConfig on a migrated database, with fast statistics (n_perm 99; the challenges use n_boot 50)."""
     from lesionbench.server import open_server
 
-    cfg = open_server(tmp_path / "organiser", database_url=database_url, task_loader=task_loader, n_perm=99)
+    cfg = open_server(tmp_path / "organiser", database_url=database_url, task_loader=task_loader, n_perm=99, migrate=False)
     yield cfg
     cfg.db.engine.dispose()
 

@@ -1,6 +1,6 @@
 """Fixtures of the challenge-server tests (defined in _server_fixtures, shared with the tests' helpers)."""
 
-from _server_fixtures import database_url, server, world  # noqa: F401
+from _server_fixtures import _templates, database_url, server, world  # noqa: F401
 
 
 import pytest  # noqa: E402

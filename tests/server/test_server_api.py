@@ -74,3 +74,84 @@ def test_sign_in_is_rate_limited(world):
     c = world["client"]
     codes = [c.post("/api/v1/session", json={"email": "bob@example.org", "password": "wrong"}).status_code for _ in range(12)]
     assert codes[:5] == [401] * 5 and codes[-1] == 429
+
+
+def test_hostile_ids_and_strings_are_4xx_not_5xx(world):
+    from fastapi.testclient import TestClient
+
+    c = TestClient(world["client"].app, raise_server_exceptions=False)
+    org, a = world["org"].headers, world["a"].headers
+    big = "9" * 25
+    checks = [
+        ("GET", f"/api/v1/phases/{big}", org, None), ("GET", f"/api/v1/phases/{big}/board", None, None),
+        ("GET", f"/api/v1/submissions/{big}", a, None), ("GET", "/api/v1/submissions/-1", a, None),
+        ("GET", "/api/v1/challenges/to%00y", a, None), ("GET", f"/submissions/{big}", a, None),
+        ("POST", "/api/v1/users", None, {"email": "x@y", "password": "x" * 12, "display_name": "nul\x00"}),
+        ("POST", "/api/v1/session", None, {"email": "alice\x00@example.org", "password": "x"}),
+        ("POST", "/api/v1/challenges", org, {"slug": "ok-slug", "title": "t\x00"}),
+        ("POST", "/api/v1/challenges/toy/teams", a, {"name": "x\x00"}),
+        ("POST", f"/api/v1/phases/{world['phase']}/selection", a, {"submission_ids": [int(big)]}),
+    ]
+    for method, path, headers, body in checks:
+        r = c.request(method, path, headers=headers or {}, json=body)
+        assert 400 <= r.status_code < 500, (method, path, r.status_code, r.text[:200])
+
+
+def test_embeddings_are_probed_by_the_organiser(world, tmp_path):
+    import numpy as np
+    import pandas as pd
+    from _server_fixtures import TASKS
+
+    table = TASKS["toy_binary"].table
+    rng = np.random.default_rng(0)
+    feats = pd.DataFrame({"lesion_id": table["lesion_id"], "f0": table["label"] + rng.normal(0, 0.7, len(table)), "f1": rng.normal(size=len(table))})
+    path = tmp_path / "emb.csv"
+    feats.to_csv(path, index=False)
+    c, a = world["client"], world["a"]
+    sid = upload(c, a, world["phase"], path, kind="embeddings").json()["id"]
+    drain(world["cfg"])
+    got = c.get(f"/api/v1/submissions/{sid}", headers=a.headers).json()
+    assert got["status"] == "scored", got["message"]
+    assert got["kind"] == "embeddings" and 0.5 < got["public"]["auc"]["value"] <= 1.0
+
+
+def test_invitation_only_teams_and_the_final_selection(world, tmp_path):
+    from _server_fixtures import add_user
+
+    c, org, a = world["client"], world["org"], world["a"]
+    assert c.post("/api/v1/challenges", json={"slug": "closed", "title": "Closed", "team_signup": "invitation", "n_boot": 50}, headers=org.headers).status_code == 201
+    assert c.post("/api/v1/challenges/closed/teams", json={"name": "Mine"}, headers=a.headers).status_code == 403
+    made = c.post("/api/v1/challenges/closed/teams", json={"name": "Invited"}, headers=org.headers).json()
+    dave = add_user(world["cfg"], "dave@example.org")
+    assert c.post("/api/v1/teams/join", json={"code": "wrong"}, headers=dave.headers).status_code == 404
+    assert c.post("/api/v1/teams/join", json={"code": made["invite_code"]}, headers=dave.headers).json()["name"] == "Invited"
+    assert c.get("/api/v1/challenges/closed", headers=dave.headers).json()["team"]["name"] == "Invited"
+    # a new invitation replaces the old code
+    new = c.post(f"/api/v1/teams/{made['id']}/invitations", headers=dave.headers).json()["invite_code"]
+    erin = add_user(world["cfg"], "erin@example.org")
+    assert c.post("/api/v1/teams/join", json={"code": made["invite_code"]}, headers=erin.headers).status_code == 404
+    assert c.post("/api/v1/teams/join", json={"code": new}, headers=erin.headers).status_code == 200
+    # final selection: team A picks its worse submission; the private board uses it
+    p = world["phase"]
+    good = upload(c, a, p, predictions_csv(tmp_path / "good.csv", quality=1.0)).json()["id"]
+    bad = upload(c, a, p, predictions_csv(tmp_path / "bad.csv", quality=0.0, seed=9)).json()["id"]
+    drain(world["cfg"])
+    assert c.post(f"/api/v1/phases/{p}/selection", json={"submission_ids": [good, bad, good]}, headers=a.headers).status_code == 422  # more than 2
+    assert c.post(f"/api/v1/phases/{p}/selection", json={"submission_ids": [bad]}, headers=a.headers).json() == {"selected": [bad]}
+    private = c.get(f"/api/v1/phases/{p}/board?part=private", headers=org.headers).json()
+    assert private["tasks"][0]["entries"][0]["submission_id"] == bad
+    public = c.get(f"/api/v1/phases/{p}/board").json()
+    assert public["tasks"][0]["entries"][0]["submission_id"] == good  # the public board: the best public score
+
+
+def test_sanity_phase_shows_the_scoring_log(world, tmp_path):
+    c, org, a = world["client"], world["org"], world["a"]
+    sanity = c.post("/api/v1/challenges/toy/phases", json={"name": "sanity", "kind": "sanity", "task": "toy_binary"}, headers=org.headers).json()["id"]
+    c.post(f"/api/v1/phases/{sanity}/state/open", headers=org.headers)
+    sid = upload(c, a, sanity, predictions_csv(tmp_path / "p.csv")).json()["id"]
+    drain(world["cfg"])
+    got = c.get(f"/api/v1/submissions/{sid}", headers=a.headers).json()
+    assert got["status"] == "scored" and "log" in got
+    # an unknown task is refused when the phase is made, naming the tasks there are
+    r = c.post("/api/v1/challenges/toy/phases", json={"name": "x", "kind": "public", "task": "toy_binry"}, headers=org.headers)
+    assert r.status_code == 422 and "toy_binary" in r.json()["detail"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import json
 
-import pytest
 from _server_fixtures import add_user, drain, predictions_csv, upload
 
 ROLES = ("anon", "b", "org", "a")  # a last: it revokes its own spare token
@@ -123,6 +122,6 @@ def test_expired_token_is_refused(world):
     assert c.get("/api/v1/me", headers=person.headers).status_code == 401
 
 
-@pytest.mark.parametrize("header", ["Bearer", "Basic abc", "Bearer lb_x", "Bearer lb_0123_wrong"])
-def test_bad_authorisation_headers_are_401(world, header):
-    assert world["client"].get("/api/v1/me", headers={"Authorization": header}).status_code == 401
+def test_bad_authorisation_headers_are_401(world):
+    for header in ("Bearer", "Basic abc", "Bearer lb_x", "Bearer lb_0123_wrong", "Bearer " + world["a"].token + "x"):
+        assert world["client"].get("/api/v1/me", headers={"Authorization": header}).status_code == 401, header
