@@ -24,7 +24,7 @@ from sqlalchemy import select
 from lesionbench.benchmark.errors import LesionbenchError, SubmissionError
 from lesionbench.server import auth, service
 from lesionbench.server.blobs import BlobStore
-from lesionbench.server.board import Boards, board_csv
+from lesionbench.server.board import Boards
 from lesionbench.server.db import ApiToken, Challenge, Database, Phase, Submission, Team, TeamMember, User, utcnow
 from lesionbench.server.views import challenge_view, phase_view, submission_view
 
@@ -84,6 +84,8 @@ def caller(request: Request) -> Caller:
             raise service.NotAuthenticated("the Authorization header must be 'Bearer lb_...'")
         with cfg.db.session() as s:
             found = auth.token_user(s, token.strip())
+        if found is not None:
+            auth.touch_token(cfg.db, found[2])
         if found is None:
             raise service.NotAuthenticated("this API token is unknown, revoked or expired; create a new one on your account page")
         return Caller(found[0], "token", frozenset(found[1]))
@@ -187,7 +189,7 @@ Cfg = Annotated[ServerConfig, Depends(get_config)]
 @api.get("/health")
 def health(cfg: Cfg) -> dict[str, Any]:
     """Liveness: the database answers."""
-    with cfg.db.session() as s:
+    with cfg.db.session(lock=True) as s:
         s.execute(select(1))
     return {"ok": True}
 
@@ -196,7 +198,7 @@ def health(cfg: Cfg) -> dict[str, Any]:
 def sign_up(body: SignUp, request: Request, cfg: Cfg) -> dict[str, Any]:
     """Create a participant account."""
     limit(cfg, "signin", f"ip:{request.client.host if request.client else '-'}")
-    with cfg.db.session() as s:
+    with cfg.db.session(lock=True) as s:
         email = body.email.strip().lower()
         if s.scalar(select(User.id).where(User.email == email)) is not None:
             raise service.Conflict("an account with this e-mail exists; sign in instead")
@@ -211,7 +213,7 @@ def start_session(cfg: ServerConfig, request: Request, response: Response, email
     """Check the password (rate-limited per address and per e-mail) and set the session cookie."""
     limit(cfg, "signin", f"ip:{request.client.host if request.client else '-'}")
     limit(cfg, "signin", f"email:{email.strip().lower()}")
-    with cfg.db.session() as s:
+    with cfg.db.session(lock=True) as s:
         user = auth.authenticate(s, email, password)
         service.audit(s, user, "session.create" if user else "session.refused", email.strip().lower()[:254])
     if user is None:
@@ -249,7 +251,7 @@ def create_token(body: TokenRequest, c: Annotated[Caller, Depends(caller)], cfg:
     user = service.need_user(c.user)
     if c.via == "token" and "admin" not in c.scopes:
         raise service.Forbidden("tokens are created from a signed-in session (or with an admin token)")
-    with cfg.db.session() as s:
+    with cfg.db.session(lock=True) as s:
         try:
             row, secret = auth.new_token(s, s.get(User, user.id), scopes=list(body.scopes), name=body.name, expires_in_days=body.expires_in_days)
         except PermissionError as exc:
@@ -271,7 +273,7 @@ def list_tokens(c: Annotated[Caller, Depends(scoped("read"))], cfg: Cfg) -> list
 def revoke_token(token_id: Id, c: Annotated[Caller, Depends(caller)], cfg: Cfg) -> dict[str, Any]:
     """Revoke one of the caller's tokens."""
     user = service.need_user(c.user)
-    with cfg.db.session() as s:
+    with cfg.db.session(lock=True) as s:
         t = s.get(ApiToken, token_id)
         if t is None or t.user_id != user.id:
             raise service.NotFound(f"no token {token_id} of yours")
@@ -310,7 +312,7 @@ def create_phase(slug: Slug, body: PhaseRequest, c: Annotated[Caller, Depends(sc
         meta = cfg.task_meta(body.task)
     except LesionbenchError as exc:
         raise service.Invalid(str(exc).splitlines()[0]) from exc
-    with cfg.db.session() as s:
+    with cfg.db.session(lock=True) as s:
         p = service.create_phase(s, c.user, service.get_challenge(s, slug), task_version=meta.version, **body.model_dump())
         return phase_view(s, p, c.user)
 
@@ -319,7 +321,7 @@ def create_phase(slug: Slug, body: PhaseRequest, c: Annotated[Caller, Depends(sc
 def phase_action(phase_id: Id, action: Literal["open", "close", "reveal"], c: Annotated[Caller, Depends(scoped("admin"))], cfg: Cfg) -> dict[str, Any]:
     """Open, close or reveal a phase (organisers)."""
     service.need_organiser(c.user)
-    with cfg.db.session() as s:
+    with cfg.db.session(lock=True) as s:
         p = service.set_phase_state(s, c.user, service.get_phase(s, phase_id), action)
         return phase_view(s, p, c.user)
 
@@ -334,7 +336,7 @@ def get_phase(phase_id: Id, c: Annotated[Caller, Depends(scoped("read"))], cfg: 
 @api.post("/challenges/{slug}/teams", status_code=201)
 def create_team(slug: Slug, body: TeamRequest, c: Annotated[Caller, Depends(scoped("submit"))], cfg: Cfg) -> dict[str, Any]:
     """Create a team (and join it); returns the invitation code, shown once."""
-    with cfg.db.session() as s:
+    with cfg.db.session(lock=True) as s:
         team, code = service.create_team(s, c.user, service.get_challenge(s, slug), body.name)
         return {"id": team.id, "name": team.name, "invite_code": code, "invite_path": f"/join/{code}"}
 
@@ -342,7 +344,7 @@ def create_team(slug: Slug, body: TeamRequest, c: Annotated[Caller, Depends(scop
 @api.post("/teams/join")
 def join_team(body: JoinRequest, c: Annotated[Caller, Depends(scoped("submit"))], cfg: Cfg) -> dict[str, Any]:
     """Join a team with its invitation code."""
-    with cfg.db.session() as s:
+    with cfg.db.session(lock=True) as s:
         team = service.join_team(s, c.user, body.code)
         return {"id": team.id, "name": team.name}
 
@@ -350,7 +352,7 @@ def join_team(body: JoinRequest, c: Annotated[Caller, Depends(scoped("submit"))]
 @api.post("/teams/{team_id}/invitations", status_code=201)
 def invite(team_id: Id, c: Annotated[Caller, Depends(scoped("submit"))], cfg: Cfg) -> dict[str, Any]:
     """A new invitation code for the team (members and organisers)."""
-    with cfg.db.session() as s:
+    with cfg.db.session(lock=True) as s:
         team = s.get(Team, team_id)
         if team is None:
             raise service.NotFound(f"no team {team_id}")
@@ -422,7 +424,7 @@ def my_submissions(phase_id: Id, c: Annotated[Caller, Depends(scoped("read"))], 
 @api.get("/submissions/{submission_id}")
 def get_submission(submission_id: Id, c: Annotated[Caller, Depends(scoped("read"))], cfg: Cfg) -> dict[str, Any]:
     """One submission of the caller's team (organisers: any)."""
-    with cfg.db.session() as s:
+    with cfg.db.session(lock=True) as s:
         sub, phase = service.readable_submission(s, c.user, submission_id)
         return submission_view(s, sub, phase, c.user)
 
@@ -435,17 +437,18 @@ def select_final(phase_id: Id, body: Selection, c: Annotated[Caller, Depends(sco
         return {"selected": ids}
 
 
-@api.get("/phases/{phase_id}/board")
-def board_json(phase_id: Id, request: Request, c: Annotated[Caller, Depends(caller)], part: Literal["public", "private"] = "public") -> dict[str, Any]:
+@api.get("/phases/{phase_id}/board", response_model=dict[str, Any])
+def board_json(phase_id: Id, request: Request, c: Annotated[Caller, Depends(caller)], part: Literal["public", "private"] = "public") -> Response:
     """The board document (public; the private part: organisers, or anyone after the reveal)."""
-    return boards(request).document(phase_id, part, organiser=bool(c.user and c.user.is_organiser))
+    body = boards(request).rendered(phase_id, part, organiser=bool(c.user and c.user.is_organiser), fmt="json")
+    return Response(body, media_type="application/json")
 
 
 @api.get("/phases/{phase_id}/board.csv", response_class=PlainTextResponse)
-def board_csv_route(phase_id: Id, request: Request, c: Annotated[Caller, Depends(caller)], part: Literal["public", "private"] = "public") -> PlainTextResponse:
+def board_csv_route(phase_id: Id, request: Request, c: Annotated[Caller, Depends(caller)], part: Literal["public", "private"] = "public") -> Response:
     """The board as CSV."""
-    doc = boards(request).document(phase_id, part, organiser=bool(c.user and c.user.is_organiser))
-    return PlainTextResponse(board_csv(doc), media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="phase-{phase_id}-{part}.csv"'})
+    body = boards(request).rendered(phase_id, part, organiser=bool(c.user and c.user.is_organiser), fmt="csv")
+    return Response(body, media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="phase-{phase_id}-{part}.csv"'})
 
 
 def boards(request: Request) -> Boards:

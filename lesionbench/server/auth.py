@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import hmac
 import secrets
 import threading
@@ -31,6 +32,8 @@ from sqlalchemy.orm import Session
 
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.server.db import ApiToken, User, utcnow
+
+logger = logging.getLogger(__name__)
 
 SCOPES = ("read", "submit", "admin")
 SESSION_COOKIE = "lb_session"
@@ -102,8 +105,9 @@ def new_token(session: Session, user: User, *, scopes: list[str], name: str = ""
     return row, secret
 
 
-def token_user(session: Session, token: str) -> tuple[User, set[str]] | None:
-    """The user and scopes of a valid (known, unrevoked, unexpired) token; None otherwise."""
+def token_user(session: Session, token: str) -> tuple[User, set[str], int | None] | None:
+    """The user, scopes and (when its last use is to be recorded) the token id of a valid (known,
+    unrevoked, unexpired) token; None otherwise. Reads only: :func:`touch_token` records the use."""
     parts = token.split("_")
     if len(parts) < 3 or not token.startswith(TOKEN_PREFIX):
         return None
@@ -114,10 +118,23 @@ def token_user(session: Session, token: str) -> tuple[User, set[str]] | None:
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         return None
     # last use at minute resolution: a write per request would serialise every reader on SQLite
-    if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
-        row.last_used_at = now
+    touch = row.id if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1) else None
     user = session.get(User, row.user_id)
-    return (user, set(row.scopes.split())) if user is not None else None
+    return (user, set(row.scopes.split()), touch) if user is not None else None
+
+
+def touch_token(db: Any, token_id: int | None) -> None:
+    """Record a token's use (best effort, in its own short write transaction; a busy database skips it)."""
+    if token_id is None:
+        return
+    from sqlalchemy import update
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        with db.session(lock=True) as s:
+            s.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow()))
+    except OperationalError as exc:  # the use is bookkeeping; never fail a request over it
+        logger.debug("Could not record the use of token %s: %s", token_id, exc)
 
 
 # ------------------------------------------------------------------------------------ sessions

@@ -92,12 +92,32 @@ class Boards:
 
     def __init__(self, db: Database, blobs: BlobStore, task_meta: Callable[[str], Any], *, n_perm: int = 1000):
         self.db, self.blobs, self.task_meta, self.n_perm = db, blobs, task_meta, n_perm
-        self._cache: dict[tuple[int, str], tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        self._cache: dict[tuple[int, str], tuple[tuple[Any, ...], dict[str, Any], dict[str, bytes]]] = {}
         self._lock = threading.Lock()
         self._building: dict[tuple[int, str], threading.Lock] = {}
 
     def document(self, phase_id: int, part: str, *, organiser: bool) -> dict[str, Any]:
         """The board document of a phase's ``part`` (the private one: organisers, or anyone after the reveal)."""
+        return self._entry(phase_id, part, organiser)[1]
+
+    def rendered(self, phase_id: int, part: str, *, organiser: bool, fmt: str) -> bytes:
+        """The board as ``json``, ``csv`` or ``html`` bytes, made once per board state and served from memory."""
+        entry = self._entry(phase_id, part, organiser)
+        out = entry[2].get(fmt)
+        if out is None:
+            doc = entry[1]
+            if fmt == "json":
+                out = json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
+            elif fmt == "csv":
+                out = board_csv(doc).encode()
+            else:
+                from lesionbench.leaderboard.render import render_html
+
+                out = render_html(doc).encode()
+            entry[2][fmt] = out
+        return out
+
+    def _entry(self, phase_id: int, part: str, organiser: bool) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, bytes]]:
         if part not in PARTS:
             raise NotFound(f"no board part {part!r}: public or private")
         with self.db.session() as s:
@@ -106,22 +126,24 @@ class Boards:
                 raise NotFound(f"no phase {phase_id}")
             if part == "private" and not (phase.revealed or organiser):
                 raise Forbidden(f"the private board of phase {phase_id} is revealed by the organisers after the phase closes")
-            n_scored, last = s.execute(select(func.count(Submission.id), func.max(Submission.finished_at)).where(Submission.phase_id == phase_id, Submission.status == "scored")).one()
-            n_sel = s.scalar(select(func.count(Submission.id)).where(Submission.phase_id == phase_id, Submission.selected.is_(True)))
+            n_scored, last, n_sel = s.execute(
+                select(func.count(Submission.id), func.max(Submission.finished_at), func.count(Submission.id).filter(Submission.selected.is_(True)))
+                .where(Submission.phase_id == phase_id, Submission.status == "scored")
+            ).one()  # fmt: skip
             stamp = (n_scored, last, n_sel, phase.state, phase.revealed)
-            key = (phase_id, part)
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] == stamp:
-                return hit[1]
-            with self._lock:
-                building = self._building.setdefault(key, threading.Lock())
+        key = (phase_id, part)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit
+        with self._lock:
+            building = self._building.setdefault(key, threading.Lock())
         with building:  # one build per board at a time; the others wait and take it from the cache
             hit = self._cache.get(key)
             if hit is not None and hit[0] == stamp:
-                return hit[1]
-            doc = self._build(phase_id, part)
-            self._cache[key] = (stamp, doc)
-            return doc
+                return hit
+            entry = (stamp, self._build(phase_id, part), {})
+            self._cache[key] = entry
+            return entry
 
     def _build(self, phase_id: int, part: str) -> dict[str, Any]:
         from lesionbench.leaderboard.build import build_document

@@ -49,6 +49,8 @@ def _session(request: Request) -> tuple[User | None, str]:
     if header.lower().startswith("bearer "):
         with cfg.db.session() as s:
             found = auth.token_user(s, header[7:].strip())
+        if found is not None:
+            auth.touch_token(cfg.db, found[2])
         return (found[0], "") if found else (None, "")
     sess = auth.SessionSigner(cfg.secret_key).read(request.cookies.get(auth.SESSION_COOKIE))
     if sess is None:
@@ -197,7 +199,7 @@ def challenge_page(slug: Slug, request: Request) -> HTMLResponse:
 @pages.post("/c/{slug}/team")
 async def team_post(slug: Slug, request: Request) -> Response:
     c, form = await _form_caller(request)
-    with request.app.state.config.db.session() as s:
+    with request.app.state.config.db.session(lock=True) as s:
         _, code = service.create_team(s, c.user, service.get_challenge(s, slug), str(form.get("name", "")))
     return _challenge_page(request, slug, c.user, str(form.get("csrf_token")), invite_path=f"/join/{code}")
 
@@ -205,7 +207,7 @@ async def team_post(slug: Slug, request: Request) -> Response:
 @pages.post("/teams/{team_id}/invite")
 async def invite_post(team_id: Id, request: Request) -> Response:
     c, form = await _form_caller(request)
-    with request.app.state.config.db.session() as s:
+    with request.app.state.config.db.session(lock=True) as s:
         team = s.get(Team, team_id)
         if team is None:
             raise service.NotFound(f"no team {team_id}")
@@ -231,7 +233,7 @@ def join_page(code: str, request: Request) -> Response:
 @pages.post("/join/{code}")
 async def join_post(code: str, request: Request) -> Response:
     c, _ = await _form_caller(request)
-    with request.app.state.config.db.session() as s:
+    with request.app.state.config.db.session(lock=True) as s:
         team = service.join_team(s, c.user, code)
         slug = s.get(Challenge, team.challenge_id).slug
     return RedirectResponse(f"/c/{slug}", status_code=303)
@@ -255,7 +257,7 @@ async def upload_post(phase_id: Id, request: Request) -> Response:
 @pages.post("/phases/{phase_id}/state/{action}")
 async def phase_state_post(phase_id: Id, action: str, request: Request) -> Response:
     c, _ = await _form_caller(request)
-    with request.app.state.config.db.session() as s:
+    with request.app.state.config.db.session(lock=True) as s:
         phase = service.set_phase_state(s, c.user, service.get_phase(s, phase_id), action)
         slug = s.get(Challenge, phase.challenge_id).slug
     return RedirectResponse(f"/c/{slug}", status_code=303)
@@ -263,11 +265,12 @@ async def phase_state_post(phase_id: Id, action: str, request: Request) -> Respo
 
 @pages.get("/phases/{phase_id}/board", response_class=HTMLResponse)
 def board_page(phase_id: Id, request: Request, part: str = "public") -> HTMLResponse:
-    from lesionbench.leaderboard.render import CSP, render_html
+    from lesionbench.leaderboard.render import CSP
 
     user, _ = _session(request)
-    doc = request.app.state.boards.document(phase_id, part, organiser=bool(user and user.is_organiser))
-    html = render_html(doc)
+    organiser = bool(user and user.is_organiser)
+    doc = request.app.state.boards.document(phase_id, part, organiser=organiser)
+    html = request.app.state.boards.rendered(phase_id, part, organiser=organiser, fmt="html").decode()
     title = f"{doc['challenge']['title']} · {doc['phase']['name']} · {part} board"
     html = html.replace("<body>", f'<body><p><a href="/c/{doc["challenge"]["slug"]}">&larr; {_escape(title)}</a></p>', 1)
     return HTMLResponse(html, headers={"Content-Security-Policy": CSP})
