@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,9 @@ from lesionbench.server.db import Challenge, Database, Phase, Submission, Team
 from lesionbench.server.service import Forbidden, NotFound
 
 PARTS = ("public", "private")
+#: A public board is at most this many seconds behind the database (the private one is checked every time:
+#: it is access-controlled by the phase's state).
+FRESH_S = 1.0
 
 
 def _metrics(text: str | None) -> dict[str, MetricValue]:
@@ -95,6 +99,7 @@ class Boards:
         self._cache: dict[tuple[int, str], tuple[tuple[Any, ...], dict[str, Any], dict[str, bytes]]] = {}
         self._lock = threading.Lock()
         self._building: dict[tuple[int, str], threading.Lock] = {}
+        self._checked: dict[tuple[int, str], float] = {}
 
     def document(self, phase_id: int, part: str, *, organiser: bool) -> dict[str, Any]:
         """The board document of a phase's ``part`` (the private one: organisers, or anyone after the reveal)."""
@@ -120,6 +125,11 @@ class Boards:
     def _entry(self, phase_id: int, part: str, organiser: bool) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, bytes]]:
         if part not in PARTS:
             raise NotFound(f"no board part {part!r}: public or private")
+        key = (phase_id, part)
+        hit = self._cache.get(key)
+        # a public board checked less than FRESH_S ago is served without asking the database
+        if hit is not None and part == "public" and hit[0][3] != "draft" and time.monotonic() - self._checked.get(key, -1e9) < FRESH_S:
+            return hit
         with self.db.session() as s:
             phase = s.get(Phase, phase_id)
             if phase is None or (phase.state == "draft" and not organiser):
@@ -131,8 +141,7 @@ class Boards:
                 .where(Submission.phase_id == phase_id, Submission.status == "scored")
             ).one()  # fmt: skip
             stamp = (n_scored, last, n_sel, phase.state, phase.revealed)
-        key = (phase_id, part)
-        hit = self._cache.get(key)
+        self._checked[key] = time.monotonic()
         if hit is not None and hit[0] == stamp:
             return hit
         with self._lock:
