@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, Response, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from sqlalchemy import select
 
 from lesionbench.benchmark.errors import LesionbenchError, SubmissionError
@@ -167,6 +167,8 @@ class PhaseRequest(BaseModel):
     max_concurrent: int = Field(default=2, ge=1, le=1000)
     final_selection_n: int = Field(default=2, ge=1, le=100)
     allow_embeddings: bool = True
+    opens_at: AwareDatetime | None = Field(default=None, description="UTC (or any zone given explicitly); submissions before it are refused")
+    closes_at: AwareDatetime | None = Field(default=None, description="the deadline, with its time zone, e.g. 2027-03-01T23:59:00Z")
 
 
 class TeamRequest(BaseModel):

@@ -141,6 +141,9 @@ def create_phase(s: Session, user: User | None, challenge: Challenge, *, name: s
     for key in ("quota_per_window", "quota_window_hours", "quota_total", "max_concurrent", "final_selection_n"):
         if key in limits and (not isinstance(limits[key], int) or limits[key] < (1 if key != "quota_total" else 0)):
             raise Invalid(f"{key} must be a positive whole number, got {limits[key]!r}")
+    opens, closes = limits.get("opens_at"), limits.get("closes_at")
+    if opens is not None and closes is not None and closes <= opens:
+        raise Invalid(f"closes_at ({closes.isoformat()}) must be after opens_at ({opens.isoformat()})")
     p = Phase(challenge_id=challenge.id, name=name, kind=kind, task=task, task_version=task_version, **limits)
     s.add(p)
     s.flush()

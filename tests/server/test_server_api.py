@@ -155,3 +155,20 @@ def test_sanity_phase_shows_the_scoring_log(world, tmp_path):
     # an unknown task is refused when the phase is made, naming the tasks there are
     r = c.post("/api/v1/challenges/toy/phases", json={"name": "x", "kind": "public", "task": "toy_binry"}, headers=org.headers)
     assert r.status_code == 422 and "toy_binary" in r.json()["detail"]
+
+
+def test_deadlines_in_utc_and_submission_rate_limit(world, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    c, org, a = world["client"], world["org"], world["a"]
+    past = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
+    naive = c.post("/api/v1/challenges/toy/phases", json={"name": "n", "kind": "public", "task": "toy_binary", "closes_at": "2030-01-01T00:00:00"}, headers=org.headers)
+    assert naive.status_code == 422  # a deadline without a time zone is refused
+    late = c.post("/api/v1/challenges/toy/phases", json={"name": "late", "kind": "public", "task": "toy_binary", "closes_at": past}, headers=org.headers).json()
+    c.post(f"/api/v1/phases/{late['id']}/state/open", headers=org.headers)
+    r = upload(c, a, late["id"], predictions_csv(tmp_path / "p.csv"))
+    assert r.status_code == 409 and "closed at" in r.json()["detail"]
+    world["cfg"].submit_limit = (2, 60.0)
+    world["cfg"].limiters.pop("submit", None)
+    codes = [upload(c, a, late["id"], predictions_csv(tmp_path / "p.csv")).status_code for _ in range(3)]
+    assert codes == [409, 409, 429] and "retry-after" in {k.lower() for k in upload(c, a, late["id"], tmp_path / "p.csv").headers}
