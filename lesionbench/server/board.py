@@ -21,6 +21,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -204,3 +205,26 @@ def board_csv(doc: dict[str, Any]) -> str:
     for r in rows:
         w.writerow({k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@" else v) for k, v in r.items()})
     return buf.getvalue()
+
+
+def export_site(boards: Boards, out: Path) -> Path:
+    """Write the server's public boards as a static site (what anonymous readers see: the public board of
+    every opened phase, and the private board of revealed ones); returns ``out/index.html``."""
+    from markupsafe import escape
+
+    from lesionbench.benchmark.host import atomic_write
+
+    out = Path(out)
+    links = []
+    with boards.db.session() as s:
+        phases = s.execute(select(Phase, Challenge).join(Challenge, Challenge.id == Phase.challenge_id).where(Phase.state != "draft").order_by(Challenge.id, Phase.id)).all()
+        todo = [(p.id, c.slug, c.title, p.name, p.revealed) for p, c in phases]
+    for phase_id, slug, title, name, revealed in todo:
+        for part in ("public", "private") if revealed else ("public",):
+            folder = out / slug / f"{phase_id}-{part}"
+            for fname, fmt in (("index.html", "html"), ("leaderboard.json", "json"), ("board.csv", "csv")):
+                data = boards.rendered(phase_id, part, organiser=False, fmt=fmt)
+                atomic_write(folder / fname, lambda tmp, data=data: tmp.write_bytes(data))
+            links.append(f'<li><a href="{escape(slug)}/{phase_id}-{part}/index.html">{escape(title)} · {escape(name)} · {part}</a></li>')
+    page = "<!doctype html><meta charset='utf-8'><title>lesionbench challenge boards</title><h1>Challenge boards</h1><ul>" + "".join(links) + "</ul>\n"
+    return atomic_write(out / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))

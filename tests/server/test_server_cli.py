@@ -64,3 +64,22 @@ def test_db_upgrade_and_current(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("LESIONBENCH_ORGANISER_PASSWORD", "a long password")
     assert main(["db", "add-organiser", "boss@example.org", "--folder", str(folder)]) == 0
     assert main(["db", "add-organiser", "--folder", str(folder)]) == 2
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_leaderboard_build_exports_the_server_boards(world, tmp_path, monkeypatch):
+    from _server_fixtures import drain, upload
+
+    monkeypatch.setattr("lesionbench.server.worker.default_task_loader", task_loader)  # the toy task is not registered
+    c, org = world["client"], world["org"]
+    upload(c, world["a"], world["phase"], predictions_csv(tmp_path / "a.csv"))
+    drain(world["cfg"])
+    folder = world["cfg"].blobs.root.parent
+    assert main(["leaderboard", "build", "--from-server", str(folder), "--out", str(tmp_path / "site"), "--n-perm", "99"]) == 0
+    board = tmp_path / "site" / "toy" / f"{world['phase']}-public"
+    assert "Team A" in (board / "index.html").read_text() and (board / "board.csv").read_text().count("\n") == 2
+    assert not (tmp_path / "site" / "toy" / f"{world['phase']}-private").exists()  # not revealed
+    c.post(f"/api/v1/phases/{world['phase']}/state/close", headers=org.headers)
+    c.post(f"/api/v1/phases/{world['phase']}/state/reveal", headers=org.headers)
+    assert main(["leaderboard", "build", "--from-server", str(folder), "--out", str(tmp_path / "site"), "--n-perm", "99"]) == 0
+    assert "Team A" in (tmp_path / "site" / "toy" / f"{world['phase']}-private" / "index.html").read_text()
