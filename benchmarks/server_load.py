@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 N_READERS, N_SUBMITTERS, PER_SUBMITTER, N_SEEDED = 50, 20, 10, 5
 
 
-def toy_task():  # noqa: ANN201
+def toy_task():
     """A binary task of 120 lesions (48 test), as in tests/server."""
     from lesionbench.benchmark.types import TaskKind, TaskMeta
 
@@ -166,7 +166,7 @@ async def load(base: str, phase: int, tokens: list[str], max_s: float) -> dict:
         done.set()
         await asyncio.gather(*readers)
         total_s = time.perf_counter() - start
-    ms = lambda xs, q: round(1000 * float(np.percentile(xs, q)), 1) if xs else None  # noqa: E731
+    ms = lambda xs, q: round(1000 * float(np.percentile(xs, q)), 1) if xs else None
     return {
         "board_requests": len(board_lat), "board_p50_ms": ms(board_lat, 50), "board_p95_ms": ms(board_lat, 95), "board_per_s": round(len(board_lat) / total_s, 1),
         "submissions_accepted": accepted, "submissions_s": round(submit_s, 1), "submit_p50_ms": ms(submit_lat, 50), "submit_p95_ms": ms(submit_lat, 95),

@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, Response, UploadFile
-from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from lesionbench.benchmark.errors import LesionbenchError, SubmissionError
 from lesionbench.server import auth, service
 from lesionbench.server.blobs import BlobStore
 from lesionbench.server.board import Boards
-from lesionbench.server.db import ApiToken, Challenge, Database, Phase, Submission, Team, TeamMember, User, utcnow
+from lesionbench.server.db import ApiToken, Challenge, Database, Submission, Team, TeamMember, User, utcnow
+from lesionbench.server.schemas import ChallengeRequest, Id, JoinRequest, PhaseRequest, Selection, SignIn, SignUp, Slug, TeamRequest, TokenRequest
 from lesionbench.server.views import challenge_view, phase_view, submission_view
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def caller(request: Request) -> Caller:
     return Caller(None)
 
 
-def scoped(scope: str):  # noqa: ANN201 - a FastAPI dependency
+def scoped(scope: str):
     """The caller, refused (403) when a token without ``scope`` is used."""
 
     def dep(c: Annotated[Caller, Depends(caller)]) -> Caller:
@@ -122,65 +122,6 @@ def limit(cfg: ServerConfig, name: str, key: str) -> None:
     wait = limiter.hit(key)
     if wait is not None:
         raise service.QuotaExceeded(f"too many {name} attempts; try again in {int(wait) + 1} s", retry_after=wait)
-
-
-# ------------------------------------------------------------------------------------ bodies
-#: Ids in paths: positive and within a 32-bit integer (larger ones cannot exist and would overflow SQLite).
-Id = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
-Slug = Annotated[str, PathParam(max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")]
-#: No NUL characters: PostgreSQL cannot store them in text.
-NO_NUL = r"^[^\x00]*$"
-
-
-class SignUp(BaseModel):
-    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$")
-    password: str = Field(min_length=10, max_length=1024)
-    display_name: str = Field(min_length=1, max_length=64, pattern=NO_NUL)
-
-
-class SignIn(BaseModel):
-    email: str = Field(max_length=254, pattern=NO_NUL)
-    password: str = Field(max_length=1024)
-
-
-class TokenRequest(BaseModel):
-    name: str = Field(default="", max_length=64, pattern=NO_NUL)
-    scopes: list[Literal["read", "submit", "admin"]] = Field(min_length=1, max_length=3)
-    expires_in_days: int | None = Field(default=90, ge=1, le=3650)
-
-
-class ChallengeRequest(BaseModel):
-    slug: str = Field(max_length=63)
-    title: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
-    description: str = Field(default="", max_length=5000, pattern=NO_NUL)
-    team_signup: Literal["open", "invitation"] = "open"
-    n_boot: int = Field(default=1000, ge=0, le=10000)
-
-
-class PhaseRequest(BaseModel):
-    name: str = Field(max_length=64)
-    kind: Literal["sanity", "public", "final"]
-    task: str = Field(max_length=64, pattern=NO_NUL)
-    quota_per_window: int = Field(default=5, ge=1, le=10000)
-    quota_window_hours: int = Field(default=24, ge=1, le=24 * 366)
-    quota_total: int = Field(default=100, ge=0, le=100000)
-    max_concurrent: int = Field(default=2, ge=1, le=1000)
-    final_selection_n: int = Field(default=2, ge=1, le=100)
-    allow_embeddings: bool = True
-    opens_at: AwareDatetime | None = Field(default=None, description="UTC (or any zone given explicitly); submissions before it are refused")
-    closes_at: AwareDatetime | None = Field(default=None, description="the deadline, with its time zone, e.g. 2027-03-01T23:59:00Z")
-
-
-class TeamRequest(BaseModel):
-    name: str = Field(max_length=64)
-
-
-class JoinRequest(BaseModel):
-    code: str = Field(min_length=1, max_length=128)
-
-
-class Selection(BaseModel):
-    submission_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(max_length=100)
 
 
 # ------------------------------------------------------------------------------------ routes
@@ -399,7 +340,7 @@ def receive_upload(cfg: ServerConfig, c: Caller, phase_id: Id, file: UploadFile,
 @api.post("/phases/{phase_id}/submissions", status_code=202)
 def submit(
     phase_id: Id, c: Annotated[Caller, Depends(scoped("submit"))], cfg: Cfg, file: Annotated[UploadFile, File()],
-    kind: Annotated[Literal["predictions", "embeddings"], Form()] = "predictions", description: Annotated[str, Form(max_length=500, pattern=NO_NUL)] = "",
+    kind: Annotated[Literal["predictions", "embeddings"], Form()] = "predictions", description: Annotated[str, Form(max_length=500, pattern=r"^[^\x00]*$")] = "",
 ) -> dict[str, Any]:
     """Upload a predictions or embeddings CSV for the caller's team; it is queued for scoring."""
     sub = receive_upload(cfg, c, phase_id, file, kind, description)

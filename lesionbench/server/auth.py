@@ -14,8 +14,8 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import hmac
+import logging
 import secrets
 import threading
 import time

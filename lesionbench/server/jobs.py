@@ -37,7 +37,7 @@ class Claim:
     attempt: int
 
 
-def _claimable(now):  # noqa: ANN001, ANN202 - SQL expression
+def _claimable(now):
     return or_(Job.state == "queued", (Job.state == "running") & (Job.lease_expires_at < now))
 
 
@@ -93,7 +93,7 @@ def renew(db: Database, c: Claim, *, lease_s: float = DEFAULT_LEASE_S) -> bool:
         return res.rowcount == 1
 
 
-def holds(s, c: Claim) -> Job | None:  # noqa: ANN001 - a Session inside the caller's write transaction
+def holds(s, c: Claim) -> Job | None:
     """The job row, locked, when ``c`` still holds its lease; None otherwise."""
     q = select(Job).where(Job.id == c.job_id, Job.lease_owner == c.owner, Job.attempts == c.attempt, Job.state == "running")
     if s.get_bind().dialect.name != "sqlite":

@@ -18,8 +18,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from lesionbench.server import auth, service
-from lesionbench.server.app import Caller, Id, Slug, ServerConfig, TokenRequest, create_token, receive_upload, start_session
+from lesionbench.server.app import Caller, ServerConfig, create_token, receive_upload, start_session
 from lesionbench.server.db import ApiToken, Challenge, Phase, Submission, Team, User
+from lesionbench.server.schemas import Id, Slug, TokenRequest
 from lesionbench.server.views import challenge_view, submission_view
 
 pages = APIRouter(include_in_schema=False)
@@ -117,7 +118,8 @@ def signup_page() -> HTMLResponse:
 async def signup_post(request: Request) -> Response:
     from pydantic import ValidationError
 
-    from lesionbench.server.app import SignUp, sign_up
+    from lesionbench.server.app import sign_up
+    from lesionbench.server.schemas import SignUp
 
     cfg: ServerConfig = request.app.state.config
     form = await request.form()

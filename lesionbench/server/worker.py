@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import socket
 import tempfile
@@ -149,7 +150,7 @@ def process(db: Database, blobs: BlobStore, claim: jobs.Claim, tasks: _TaskCache
         sub.status, sub.failure_class, sub.message = "scored", None, ""
         sub.public_json, sub.private_json = _metrics_json(score.public), _metrics_json(score.private)
         value = score.public[main].value
-        sub.main_public = float(value) if value == value else None
+        sub.main_public = float(value) if math.isfinite(value) else None
         sub.n_public, sub.n_private, sub.predictions_sha256 = score.n_public, score.n_private, pred_digest
     return "scored"
 

@@ -1,9 +1,7 @@
 """Fixtures of the challenge-server tests (defined in _server_fixtures, shared with the tests' helpers)."""
 
+import pytest
 from _server_fixtures import _templates, database_url, server, world  # noqa: F401
-
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

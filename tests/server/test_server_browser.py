@@ -45,7 +45,7 @@ def test_participant_and_organiser_in_chromium(world, browser, tmp_path):
     worker.start()
     shots = _shots(tmp_path)
     # team B already has a scored entry, so the board has a comparison
-    from _server_fixtures import drain, upload
+    from _server_fixtures import upload
 
     upload(world["client"], world["b"], phase, predictions_csv(tmp_path / "b.csv", quality=0.3, seed=4))
     try:

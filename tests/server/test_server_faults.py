@@ -93,9 +93,8 @@ def _doomed_worker(url, blobs_root):
 
 
 def test_worker_killed_mid_job_is_requeued_scored_once_and_counted_once(world, tmp_path):
-    from lesionbench.server.db import Job, Phase, Submission
+    from lesionbench.server.db import Job, Phase, Submission, utcnow
     from lesionbench.server.service import quota_state
-    from lesionbench.server.db import utcnow
 
     cfg = world["cfg"]
     sid = upload(world["client"], world["a"], world["phase"], predictions_csv(tmp_path / "a.csv")).json()["id"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis", reason="needs schemathesis (test extra)")
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, given, settings
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
