@@ -70,6 +70,28 @@ class _Capture(logging.Handler):
             self.lines.append(self.format(record))
 
 
+def score_bytes(task: Any, manifest: Any, data: bytes, kind: str, n_boot: int) -> Any:
+    """:func:`score_file` on the uploaded bytes, in a scratch folder of its own (runs on a Dask worker too)."""
+    with tempfile.TemporaryDirectory(prefix="lesionbench-job-") as tmp:
+        path = Path(tmp) / ("predictions.csv" if kind == "predictions" else "embeddings.csv")
+        path.write_bytes(data)
+        return score_file(task, manifest, path, kind=kind, n_boot=n_boot)
+
+
+def local_executor(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)`` here (the default); a Dask client's ``lambda fn, *a: client.submit(fn, *a, pure=False).result()`` runs it there."""
+    return fn(*args)
+
+
+def dask_executor(client: Any) -> Callable[..., Any]:
+    """An executor that scores on ``client``'s Dask workers (the Slurm path of docs/scale-out.md)."""
+
+    def run(fn: Callable[..., Any], *args: Any) -> Any:
+        return client.submit(fn, *args, pure=False).result()
+
+    return run
+
+
 def score_file(task: Any, manifest: Any, path: Path, *, kind: str, n_boot: int) -> Any:
     """Validate and score one file with the leaderboard's submission code; returns its ``SubmissionScore``."""
     from lesionbench.leaderboard.submit import MAX_FEATURES_BYTES, MAX_SUBMISSION_BYTES, _probe_features, _validate_features, _validate_predictions, score_predictions
@@ -88,7 +110,7 @@ def _metrics_json(d: dict[str, Any]) -> str:
     return json.dumps(metric_dict(d), allow_nan=True)
 
 
-def process(db: Database, blobs: BlobStore, claim: jobs.Claim, tasks: _TaskCache, *, lease_s: float) -> str:
+def process(db: Database, blobs: BlobStore, claim: jobs.Claim, tasks: _TaskCache, *, lease_s: float, executor: Callable[..., Any] = local_executor) -> str:
     """Score the claimed submission; returns the outcome: scored, rejected, retry or lost."""
     with db.session() as s:
         sub = s.get(Submission, claim.submission_id)
@@ -112,13 +134,10 @@ def process(db: Database, blobs: BlobStore, claim: jobs.Claim, tasks: _TaskCache
     score = None
     try:
         task, manifest = tasks.get(task_name)
-        with tempfile.TemporaryDirectory(prefix="lesionbench-job-") as tmp:
-            path = Path(tmp) / ("predictions.csv" if kind == "predictions" else "embeddings.csv")
-            path.write_bytes(blobs.read_bytes(digest))
-            try:
-                score = score_file(task, manifest, path, kind=kind, n_boot=n_boot)
-            except SubmissionError as exc:
-                failure = ("submission", "\n".join(exc.problems))
+        try:
+            score = executor(score_bytes, task, manifest, blobs.read_bytes(digest), kind, n_boot)
+        except SubmissionError as exc:
+            failure = ("submission", "\n".join(exc.problems))
     except Exception:
         logger.exception("Job %d (submission %d): infrastructure error on attempt %d", claim.job_id, claim.submission_id, claim.attempt)
         stop.set()
@@ -158,7 +177,7 @@ def process(db: Database, blobs: BlobStore, claim: jobs.Claim, tasks: _TaskCache
 def run_worker(
     db: Database, blobs: BlobStore, *, task_loader: TaskLoader = default_task_loader, owner: str | None = None,
     lease_s: float = jobs.DEFAULT_LEASE_S, poll_s: float = 1.0, max_jobs: int | None = None, idle_exit_s: float | None = None,
-    stop: threading.Event | None = None,
+    stop: threading.Event | None = None, executor: Callable[..., Any] = local_executor,
 ) -> int:
     """Claim and score jobs until ``max_jobs`` are done, the queue stayed empty ``idle_exit_s`` seconds
     (None: forever) or ``stop`` is set; returns how many jobs were processed."""
@@ -173,7 +192,7 @@ def run_worker(
                 break
             stop.wait(poll_s)
             continue
-        outcome = process(db, blobs, c, tasks, lease_s=lease_s)
+        outcome = process(db, blobs, c, tasks, lease_s=lease_s, executor=executor)
         logger.info("Job %d (submission %d, attempt %d): %s.", c.job_id, c.submission_id, c.attempt, outcome)
         done += 1
         idle_since = time.monotonic()

@@ -215,7 +215,8 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """uvicorn serving ``app`` on 127.0.0.1 in a thread (stopped by ``stop``)."""
+    """uvicorn serving ``app`` on 127.0.0.1 in a thread (stopped by ``stop``); a port taken between the
+    check and the bind (another xdist worker) is retried with the next free one."""
 
     def __init__(self, app: Any):
         import threading
@@ -223,16 +224,19 @@ class LiveServer:
 
         import uvicorn
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        end = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > end or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
+        for _ in range(5):
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"))
+            self.thread = threading.Thread(target=self.server.run, daemon=True)
+            self.thread.start()
+            end = time.monotonic() + 30
+            while not self.server.started and self.thread.is_alive() and time.monotonic() < end:
+                time.sleep(0.05)
+            if self.server.started:
+                return
+            self.stop()
+        raise RuntimeError("uvicorn did not start on 127.0.0.1")
 
     def stop(self) -> None:
         self.server.should_exit = True

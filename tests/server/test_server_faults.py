@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 
+import pytest
 from _server_fixtures import drain, predictions_csv, task_loader, upload
 from sqlalchemy import select
 
@@ -180,3 +181,22 @@ def test_migrations_match_the_models(server):
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
     assert current(server.db.engine.url.render_as_string(hide_password=False)) == head() != ""
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_scoring_on_dask_workers(world, tmp_path):
+    distributed = pytest.importorskip("distributed", reason="needs dask[distributed] (test extra)")
+    from lesionbench.server.worker import dask_executor, run_worker
+
+    cfg = world["cfg"]
+    good = upload(world["client"], world["a"], world["phase"], predictions_csv(tmp_path / "a.csv")).json()["id"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("lesion_id,score\nL000-0,7\n")
+    wrong = upload(world["client"], world["b"], world["phase"], bad).json()["id"]
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        assert run_worker(cfg.db, cfg.blobs, task_loader=task_loader, idle_exit_s=0, poll_s=0.01, executor=dask_executor(client)) == 2
+    from lesionbench.server.db import Submission
+
+    with cfg.db.session() as s:
+        assert s.get(Submission, good).status == "scored"
+        assert (s.get(Submission, wrong).status, s.get(Submission, wrong).failure_class) == ("failed", "submission")  # the file's fault, raised on the Dask worker
