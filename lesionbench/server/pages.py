@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from lesionbench.server import auth, service
 from lesionbench.server.app import Caller, ServerConfig, create_token, receive_upload, start_session
-from lesionbench.server.db import ApiToken, Challenge, Phase, Submission, Team, User
+from lesionbench.server.db import ApiToken, Challenge, Phase, Submission, Team, TeamMember, User
 from lesionbench.server.schemas import Id, Slug, TokenRequest
 from lesionbench.server.views import challenge_view, submission_view
 
@@ -180,16 +180,38 @@ def _challenge_page(request: Request, slug: Slug, user: User | None, csrf: str, 
     with cfg.db.session() as s:
         ch = service.get_challenge(s, slug)
         view = challenge_view(s, ch, user)
-        rows = []
-        if view["team"] is not None:
-            q = select(Submission, Phase.name).join(Phase, Phase.id == Submission.phase_id).where(Submission.team_id == view["team"]["id"]).order_by(Submission.id.desc())
-            for sub, phase_name in s.execute(q):
-                pub = json.loads(sub.public_json) if sub.public_json else {}
-                main = next(iter(pub.items()), None)
-                score = "-" if main is None or main[1]["value"] is None else f"{main[0]} {main[1]['value']:.3f} ({main[1]['ci_low'] or float('nan'):.3f}–{main[1]['ci_high'] or float('nan'):.3f})"
-                rows.append({"id": sub.id, "phase": phase_name, "filename": sub.filename, "status": sub.status, "failure_class": sub.failure_class, "score": score, "created": sub.created_at.strftime("%Y-%m-%d %H:%M:%S")})
+        rows = [] if view["team"] is None else _team_rows(s, view["team"]["id"])
     busy = any(r["status"] in ("queued", "running") for r in rows)
     return _render("challenge.html.j2", title=view["title"], challenge=view, user=user, csrf=csrf, submissions=rows, refresh=3 if busy else None, invite_path=None, **extra)
+
+
+def _team_rows(s: Any, team_id: int) -> list[dict[str, Any]]:
+    """The team's submissions as table rows (newest first): status, failure class, public score with its CI."""
+    rows = []
+    q = select(Submission, Phase.name).join(Phase, Phase.id == Submission.phase_id).where(Submission.team_id == team_id).order_by(Submission.id.desc())
+    for sub, phase_name in s.execute(q):
+        pub = json.loads(sub.public_json) if sub.public_json else {}
+        main = next(iter(pub.items()), None)
+        score = "-" if main is None or main[1]["value"] is None else f"{main[0]} {main[1]['value']:.3f} ({main[1]['ci_low'] or float('nan'):.3f}–{main[1]['ci_high'] or float('nan'):.3f})"
+        rows.append({"id": sub.id, "phase": phase_name, "filename": sub.filename, "status": sub.status, "failure_class": sub.failure_class, "score": score, "created": sub.created_at.strftime("%Y-%m-%d %H:%M:%S")})
+    return rows
+
+
+@pages.get("/teams/{team_id}", response_class=HTMLResponse)
+def team_page(team_id: Id, request: Request) -> Response:
+    """A team's page: members and every submission (its members and the organisers only)."""
+    user, csrf = _session(request)
+    if user is None:
+        return RedirectResponse("/signin", status_code=303)
+    with request.app.state.config.db.session() as s:
+        team = s.get(Team, team_id)
+        mine = None if team is None else service.team_of(s, user, team.challenge_id)
+        if team is None or not (user.is_organiser or (mine is not None and mine.id == team.id)):
+            raise service.NotFound(f"no team {team_id}")
+        members = [m.display_name for m in s.scalars(select(User).join(TeamMember, TeamMember.user_id == User.id).where(TeamMember.team_id == team.id))]
+        challenge = s.get(Challenge, team.challenge_id)
+        rows = _team_rows(s, team.id)
+    return _render("team.html.j2", title=f"Team {team.name}", team=team, members=members, challenge=challenge, submissions=rows, user=user, csrf=csrf)
 
 
 @pages.get("/c/{slug}", response_class=HTMLResponse)

@@ -52,6 +52,7 @@ def _matrix(w, ids):
         ("GET", f"/api/v1/phases/{p}/board.csv?part=private", {}, {"anon": 403, "a": 403, "b": 403, "org": 200}),
         # pages that show a team's data
         ("GET", f"/submissions/{sub_a}", {}, {"anon": 303, "a": 200, "b": 404, "org": 200}),
+        ("GET", f"/teams/{ta}", {}, {"anon": 303, "a": 200, "b": 404, "org": 200}),
     ]
 
 

@@ -70,6 +70,8 @@ def test_participant_and_organiser_in_chromium(world, browser, tmp_path):
         page.wait_for_selector("#submissions td.status-scored", timeout=90_000)
         assert "auc" in page.inner_text("#submissions")
         page.screenshot(path=str(shots / "2-scored.png"), full_page=True)
+        page.click("#team-name")  # the team's page
+        assert "Team A" in page.inner_text("h1") and "alice" in page.inner_text("main") and "scored" in page.inner_text("#submissions")
         # the board: Team A's row with its CI
         page.goto(f"{srv.url}/phases/{phase}/board")
         body = page.inner_text("body")
