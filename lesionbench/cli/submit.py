@@ -41,7 +41,7 @@ def add_submit(sub: argparse._SubParsersAction) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
-    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.encoders.plugins import get_task
     from lesionbench.leaderboard import submit
 
     if (args.predictions is None) == (args.features is None):
@@ -50,7 +50,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return _submit_to_server(args)
     if args.task is None or args.name is None:
         raise ConfigurationError("A local submission needs --task and --name (or submit to a challenge server with --server URL --phase ID).")
-    from lesionbench.benchmark.tracking import resolve_tracking_uri
+    from lesionbench.benchmark.tracking.mlflow_sink import resolve_tracking_uri
     from lesionbench.leaderboard.organiser import organiser_tracking_default, resolve_organiser_dir
 
     tracking = None if args.no_mlflow else resolve_tracking_uri(args.tracking_uri)
@@ -119,7 +119,7 @@ def add_select(sub: argparse._SubParsersAction) -> None:
 
 def cmd_select(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
-    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.encoders.plugins import get_task
     from lesionbench.leaderboard.organiser import resolve_organiser_dir, select, team_submissions
     from lesionbench.leaderboard.submission_file import name_slug
 

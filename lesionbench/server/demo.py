@@ -88,7 +88,7 @@ def setup_demo(cfg: Any, folder: Path, *, task_loader: Any, phases: tuple[tuple[
 
 def synthetic_task_loader(name: str) -> Any:
     """Synthetic tasks from the default cohort, generated first when absent (a few minutes, once)."""
-    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.encoders.plugins import get_task
     from lesionbench.tasks.synthetic import ensure_cohort
 
     if name.startswith("synthetic_"):

@@ -40,7 +40,7 @@ TaskLoader = Callable[[str], Any]
 
 def default_task_loader(name: str) -> Any:
     """The registered task ``name`` with its default data folder ($LESIONBENCH_DATA/<task>)."""
-    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.encoders.plugins import get_task
 
     return get_task(name)
 
