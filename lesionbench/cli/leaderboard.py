@@ -32,6 +32,7 @@ def add_leaderboard(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--no-published", action="store_true", help="leave out the published reference rows")
     b.add_argument("--experiment", action="append", metavar="NAME",
                    help="MLflow experiment to read (repeatable; default: lesionbench, the one `run` and `submit` log to)")  # fmt: skip
+    b.add_argument("--from-server", type=Path, metavar="FOLDER", help="export the boards of a challenge server (its organiser folder; database: $LESIONBENCH_DATABASE_URL or the folder's SQLite) as a static site: what anonymous readers see")
     b.set_defaults(func=cmd_leaderboard_build)
 
 
@@ -40,6 +41,14 @@ def cmd_leaderboard_build(args: argparse.Namespace) -> int:
     from lesionbench.leaderboard.truth import Truth, registry_labels, registry_meta
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if args.from_server is not None:
+        from lesionbench.server import open_server
+        from lesionbench.server.board import Boards, export_site
+
+        cfg = open_server(args.from_server, migrate=False, n_perm=args.n_perm)
+        index = export_site(Boards(cfg.db, cfg.blobs, cfg.task_meta, n_perm=args.n_perm), args.out)
+        sys.stdout.write(f"challenge boards written: open {index.resolve().as_uri()}\n")
+        return 0
     results = args.results
     tracking = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
     if tracking is None and results is None:

@@ -21,10 +21,14 @@ def add_submit(sub: argparse._SubParsersAction) -> None:
         "of the test set, and record it like any run. With --features, a CSV of lesion_id + feature columns for every "
         "lesion is scored by the standard linear probe. Every problem is reported at once; nothing is written for a rejected file.",
     )
-    p.add_argument("--task", required=True, help=TASK_HELP)
+    p.add_argument("--task", help=TASK_HELP + " (required without --server)")
     p.add_argument("predictions", nargs="?", type=Path, help="predictions CSV")
     p.add_argument("--features", type=Path, help="features CSV instead of predictions")
-    p.add_argument("--name", required=True, help="submission name shown on the leaderboard (letters, digits, space, ._+()-)")
+    p.add_argument("--name", help="submission name shown on the leaderboard (letters, digits, space, ._+()-; required without --server)")
+    p.add_argument("--server", help="submit to a challenge server at this URL instead (token: $LESIONBENCH_TOKEN or --token-file); needs --phase")
+    p.add_argument("--phase", type=int, help="with --server: the phase id to submit to")
+    p.add_argument("--token-file", type=Path, help="with --server: file holding the API token")
+    p.add_argument("--wait", action="store_true", help="with --server: wait until the submission is scored and print its score")
     add_data_dir(p, help=_DATA_DIR_HELP)
     add_tracking_options(p, uri_help="MLflow tracking URI to log to (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
                          experiment=False, local="write the local result only")  # fmt: skip
@@ -42,6 +46,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     if (args.predictions is None) == (args.features is None):
         raise ConfigurationError("Give either a predictions CSV or --features FILE (exactly one).")
+    if args.server is not None:
+        return _submit_to_server(args)
+    if args.task is None or args.name is None:
+        raise ConfigurationError("A local submission needs --task and --name (or submit to a challenge server with --server URL --phase ID).")
     from lesionbench.benchmark.tracking.mlflow_sink import resolve_tracking_uri
     from lesionbench.leaderboard.organiser import organiser_tracking_default, resolve_organiser_dir
 
@@ -66,6 +74,26 @@ def cmd_submit(args: argparse.Namespace) -> int:
         sys.stdout.write(f"result: {outcome.result_path}\n")
     if outcome.run_id is not None:
         sys.stdout.write(f"MLflow run: {outcome.run_id}\n")
+    return 0
+
+
+def _submit_to_server(args: argparse.Namespace) -> int:
+    """``submit --server``: upload to a challenge server (the labels stay there)."""
+    from lesionbench.benchmark.errors import ConfigurationError
+    from lesionbench.server.client import ChallengeClient, format_submission
+
+    if args.phase is None:
+        raise ConfigurationError("--server needs --phase ID (the phase id is on the challenge page).")
+    client = ChallengeClient(args.server, args.token_file.read_text().strip() if args.token_file else None)
+    kind = "embeddings" if args.features is not None else "predictions"
+    sub = client.submit(args.phase, args.features or args.predictions, kind=kind, description=args.name or "")
+    sys.stdout.write(f"submission {sub['id']} queued on {args.server} (phase {args.phase}).\n")
+    if args.wait:
+        sub = client.wait(sub["id"])
+        sys.stdout.write(format_submission(sub) + "\n")
+        if sub.get("message"):
+            sys.stdout.write(sub["message"] + "\n")
+        return 0 if sub["status"] == "scored" else 1
     return 0
 
 
