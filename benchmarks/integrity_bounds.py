@@ -29,7 +29,7 @@ sys.path.insert(0, sys.argv[1])
 import numpy as np, pandas as pd
 from lesionbench.benchmark.errors import SubmissionError
 from lesionbench.benchmark.types import TaskKind, TaskMeta
-from lesionbench.leaderboard.submission_file import validate_features, validate_predictions
+from lesionbench.leaderboard.submissions.submission_file import validate_features, validate_predictions
 meta = TaskMeta(name="bench_binary", version="1", kind=TaskKind.BINARY, description="", main_metric="auc", metrics=("auc",))
 n = 1000
 man = pd.DataFrame({"lesion_id": [f"L{i:05d}" for i in range(n)], "patient_id": [f"P{i // 2}" for i in range(n)],

@@ -18,6 +18,13 @@ from types import ModuleType
 
 #: old dotted path -> new dotted path
 MOVED: dict[str, str] = {
+    "lesionbench.leaderboard._numeric_rows": "lesionbench.leaderboard.submissions._numeric_rows",
+    "lesionbench.leaderboard.challenge": "lesionbench.leaderboard.submissions.challenge",
+    "lesionbench.leaderboard.organiser": "lesionbench.leaderboard.submissions.organiser",
+    "lesionbench.leaderboard.private_dir": "lesionbench.leaderboard.submissions.private_dir",
+    "lesionbench.leaderboard.publish": "lesionbench.leaderboard.submissions.publish",
+    "lesionbench.leaderboard.submission_file": "lesionbench.leaderboard.submissions.submission_file",
+    "lesionbench.leaderboard.submit": "lesionbench.leaderboard.submissions.submit",
     "lesionbench.baselines._medicalnet_net": "lesionbench.baselines.zoo._nets.medicalnet",
     "lesionbench.baselines._merlin_net": "lesionbench.baselines.zoo._nets.merlin",
     "lesionbench.baselines._pasta_net": "lesionbench.baselines.zoo._nets.pasta",

@@ -12,7 +12,7 @@ import pytest
 
 from lesionbench.benchmark.errors import SubmissionError
 from lesionbench.benchmark.types import TaskKind, TaskMeta
-from lesionbench.leaderboard.submission_file import validate_features, validate_predictions
+from lesionbench.leaderboard.submissions.submission_file import validate_features, validate_predictions
 
 META = TaskMeta(name="bounds_binary", version="1", kind=TaskKind.BINARY, description="", main_metric="auc", metrics=("auc",))
 

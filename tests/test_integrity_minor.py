@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lesionbench.leaderboard.challenge import Limits
-from lesionbench.leaderboard.organiser import SubmissionRecord, quota_problem
+from lesionbench.leaderboard.submissions.challenge import Limits
+from lesionbench.leaderboard.submissions.organiser import SubmissionRecord, quota_problem
 from lesionbench.leaderboard.render import md_cell
 from lesionbench.leaderboard.sections import _public_path
 

@@ -24,7 +24,7 @@ from lesionbench.benchmark.errors import LesionbenchError
 from lesionbench.cli._common import finite_number, summary_table, whole_number
 from lesionbench.cli._errors import install_redaction, os_error_line, redact, redacted_warnings, stdout_problem
 from lesionbench.cli.compare import add_compare
-from lesionbench.cli.db import add_db
+from lesionbench.cli.server.db import add_db
 from lesionbench.cli.demo import add_demo
 from lesionbench.cli.encoders import add_encoders
 from lesionbench.cli.extract import add_extract
@@ -32,12 +32,12 @@ from lesionbench.cli.leaderboard import add_leaderboard
 from lesionbench.cli.prepare import add_download, add_prepare
 from lesionbench.cli.robustness import add_robustness
 from lesionbench.cli.run import add_run
-from lesionbench.cli.serve import add_serve, add_submissions
+from lesionbench.cli.server.serve import add_serve, add_submissions
 from lesionbench.cli.submit import add_select, add_submit
 from lesionbench.cli.synth import add_synth
 from lesionbench.cli.tasks import add_tasks
 from lesionbench.cli.validate import add_validate
-from lesionbench.cli.worker import add_worker
+from lesionbench.cli.server.worker import add_worker
 
 __all__ = ["COMMANDS", "build_parser", "console", "finite_number", "main", "summary_table", "whole_number"]
 

@@ -51,7 +51,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.task is None or args.name is None:
         raise ConfigurationError("A local submission needs --task and --name (or submit to a challenge server with --server URL --phase ID).")
     from lesionbench.benchmark.tracking.mlflow_sink import resolve_tracking_uri
-    from lesionbench.leaderboard.organiser import organiser_tracking_default, resolve_organiser_dir
+    from lesionbench.leaderboard.submissions.organiser import organiser_tracking_default, resolve_organiser_dir
 
     tracking = None if args.no_mlflow else resolve_tracking_uri(args.tracking_uri)
     organiser = resolve_organiser_dir(args.organiser_dir, results_dir=args.results)
@@ -120,8 +120,8 @@ def add_select(sub: argparse._SubParsersAction) -> None:
 def cmd_select(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
     from lesionbench.benchmark.encoders.plugins import get_task
-    from lesionbench.leaderboard.organiser import resolve_organiser_dir, select, team_submissions
-    from lesionbench.leaderboard.submission_file import name_slug
+    from lesionbench.leaderboard.submissions.organiser import resolve_organiser_dir, select, team_submissions
+    from lesionbench.leaderboard.submissions.submission_file import name_slug
 
     if sum((bool(args.ids), args.list, args.clear)) != 1:
         raise ConfigurationError("Give submission ids to select, or --list, or --clear (exactly one).")

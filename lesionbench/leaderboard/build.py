@@ -145,14 +145,14 @@ def build_leaderboard(
     check_out_folder(out, _OUT_FILES)  # before anything is read: a refused --out costs nothing
     organiser = None
     if reveal:  # private scores live only in the organiser store, never in the public results
-        from lesionbench.leaderboard.organiser import check_apart, resolve_organiser_dir
+        from lesionbench.leaderboard.submissions.organiser import check_apart, resolve_organiser_dir
 
         organiser = resolve_organiser_dir(organiser_dir, results_dir=results_dir, tracking_uri=tracking_uri)
         check_apart(organiser, results_dir=results_dir, tracking_uri=tracking_uri)
     with tempfile.TemporaryDirectory(prefix="lesionbench-lb-") as downloads:  # MLflow artifacts, read lazily
         items = collect_results(tracking_uri=tracking_uri, results_dir=results_dir, cache_dir=downloads, experiments=experiments)
         if organiser is not None:
-            from lesionbench.leaderboard.organiser import reveal_private
+            from lesionbench.leaderboard.submissions.organiser import reveal_private
 
             items = reveal_private(items, organiser)
         from lesionbench.leaderboard.robustness_view import collect_robustness

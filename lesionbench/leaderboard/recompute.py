@@ -81,7 +81,7 @@ def recheck_submission(entry: dict[str, Any], df: pd.DataFrame | None, meta: Tas
     place); True when a stated value disagreed. Needs the task's labels (the public part is theirs to say)."""
     if df is None or labels is None:
         return False
-    from lesionbench.leaderboard.submit import public_private_split
+    from lesionbench.leaderboard.submissions.submit import public_private_split
 
     try:
         manifest = labels.assign(split="test") if "split" not in labels.columns else labels

@@ -317,7 +317,7 @@ def get_team(team_id: Id, c: Annotated[Caller, Depends(scoped("read"))], cfg: Cf
 
 def receive_upload(cfg: ServerConfig, c: Caller, phase_id: Id, file: UploadFile, kind: str, description: str) -> Submission:
     """Store the upload in the blob store and queue it (quota-checked); nothing is kept when refused."""
-    from lesionbench.leaderboard.submission_file import MAX_FEATURES_BYTES, MAX_SUBMISSION_BYTES
+    from lesionbench.leaderboard.submissions.submission_file import MAX_FEATURES_BYTES, MAX_SUBMISSION_BYTES
 
     user = service.need_user(c.user)
     limit(cfg, "submit", f"user:{user.id}")

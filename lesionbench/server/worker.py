@@ -1,7 +1,7 @@
 """``lesionbench worker``: claim queued submissions and score them with the harness's own scoring code.
 
-Scoring is :mod:`lesionbench.leaderboard.submit`'s, unchanged: the file is validated by
-:mod:`lesionbench.leaderboard.submission_file` (every problem at once), an embeddings file is turned into
+Scoring is :mod:`lesionbench.leaderboard.submissions.submit`'s, unchanged: the file is validated by
+:mod:`lesionbench.leaderboard.submissions.submission_file` (every problem at once), an embeddings file is turned into
 predictions by the standard linear probe (``_probe_features``), and ``score_predictions`` scores the
 public and the private part of the test set with bootstrap CIs. The worker stores the metrics in the
 database and the labelled per-lesion table in the blob store (organiser-only), then completes the job
@@ -94,7 +94,7 @@ def dask_executor(client: Any) -> Callable[..., Any]:
 
 def score_file(task: Any, manifest: Any, path: Path, *, kind: str, n_boot: int) -> Any:
     """Validate and score one file with the leaderboard's submission code; returns its ``SubmissionScore``."""
-    from lesionbench.leaderboard.submit import MAX_FEATURES_BYTES, MAX_SUBMISSION_BYTES, _probe_features, _validate_features, _validate_predictions, score_predictions
+    from lesionbench.leaderboard.submissions.submit import MAX_FEATURES_BYTES, MAX_SUBMISSION_BYTES, _probe_features, _validate_features, _validate_predictions, score_predictions
 
     if kind == "predictions":
         preds, _ = _validate_predictions(path, task.meta, manifest, max_bytes=MAX_SUBMISSION_BYTES, problems=[])
@@ -105,7 +105,7 @@ def score_file(task: Any, manifest: Any, path: Path, *, kind: str, n_boot: int) 
 
 
 def _metrics_json(d: dict[str, Any]) -> str:
-    from lesionbench.leaderboard.organiser import metric_dict
+    from lesionbench.leaderboard.submissions.organiser import metric_dict
 
     return json.dumps(metric_dict(d), allow_nan=True)
 

@@ -16,8 +16,8 @@ from _lb_fixtures import BINARY, make_manifest, write_result
 from _submit_fixtures import FakeTask, predictions, tree, write_csv
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.leaderboard import submit
-from lesionbench.leaderboard.organiser import private_scores
-from lesionbench.leaderboard.submit import public_private_split
+from lesionbench.leaderboard.submissions.organiser import private_scores
+from lesionbench.leaderboard.submissions.submit import public_private_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the `toy` task and encoder of test_cli_run
 from test_cli_run import toy  # noqa: E402,F401 - a fixture

@@ -17,7 +17,7 @@ from _submit_fixtures import FakeTask, predictions, tree, write_csv
 from lesionbench.benchmark.errors import SubmissionError
 from lesionbench.benchmark.types import TaskMeta
 from lesionbench.leaderboard import build_leaderboard, public_private_split, submit, validate_predictions
-from lesionbench.leaderboard.submit import MAX_SUBMISSION_BYTES, name_problems, name_slug
+from lesionbench.leaderboard.submissions.submit import MAX_SUBMISSION_BYTES, name_problems, name_slug
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from lesionbench.benchmark.scoring import metrics
 from lesionbench.leaderboard import _stats
 from lesionbench.leaderboard.build import build_document
 from lesionbench.leaderboard.collect import collect_results
-from lesionbench.leaderboard.submit import score_predictions
+from lesionbench.leaderboard.submissions.submit import score_predictions
 
 
 def test_holm_leaves_nan_out_of_the_family() -> None:

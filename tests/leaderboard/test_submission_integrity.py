@@ -17,8 +17,8 @@ from _lb_fixtures import BINARY
 from _submit_fixtures import FakeTask, predictions, tree, write_csv
 from lesionbench.benchmark.errors import ConfigurationError, SubmissionError
 from lesionbench.leaderboard import build_leaderboard, submit
-from lesionbench.leaderboard.challenge import ChallengeConfig, Limits, load_challenge, parse_challenge
-from lesionbench.leaderboard.organiser import final_ranking, private_scores, select, team_submissions
+from lesionbench.leaderboard.submissions.challenge import ChallengeConfig, Limits, load_challenge, parse_challenge
+from lesionbench.leaderboard.submissions.organiser import final_ranking, private_scores, select, team_submissions
 
 DAY1 = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
 
@@ -318,8 +318,8 @@ def test_a_public_entry_without_organiser_record_still_owns_its_folder(task: Fak
 def test_every_output_is_written_atomically(task: FakeTask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    organiser_mod = sys.modules["lesionbench.leaderboard.organiser"]
-    publish_mod = sys.modules["lesionbench.leaderboard.publish"]  # writes the public entry
+    organiser_mod = sys.modules["lesionbench.leaderboard.submissions.organiser"]
+    publish_mod = sys.modules["lesionbench.leaderboard.submissions.publish"]  # writes the public entry
     from lesionbench.benchmark.host import atomic_write
 
     written: list[Path] = []

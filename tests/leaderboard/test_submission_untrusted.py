@@ -13,7 +13,7 @@ from _lb_fixtures import BINARY, MULTI
 from _submit_fixtures import FakeTask, predictions, tree, write_csv
 from lesionbench.benchmark.errors import SubmissionError
 from lesionbench.leaderboard import submit, validate_features, validate_predictions
-from lesionbench.leaderboard.submission_file import MAX_EXTRA_COLUMNS, MAX_LINE_CHARS, MAX_SUBMISSION_BYTES
+from lesionbench.leaderboard.submissions.submission_file import MAX_EXTRA_COLUMNS, MAX_LINE_CHARS, MAX_SUBMISSION_BYTES
 
 # Generous: the checks take milliseconds; the quadratic duplicate-column check took 52 s on 20,000 columns.
 FAST_S = 5.0

@@ -42,7 +42,7 @@ import pandas as pd
 from lesionbench.benchmark.errors import SubmissionError
 from lesionbench.benchmark.types import TaskKind, TaskMeta
 from lesionbench.leaderboard import _stats
-from lesionbench.leaderboard._numeric_rows import numeric_rows
+from lesionbench.leaderboard.submissions._numeric_rows import numeric_rows
 
 #: Largest accepted submission file; checked with ``stat`` before reading a byte.
 MAX_SUBMISSION_BYTES = 50 * 1024 * 1024

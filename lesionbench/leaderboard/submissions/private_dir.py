@@ -5,7 +5,7 @@ The organiser folder holds private scores, labelled predictions, the quota ledge
 nor others have any access (mode 0700): a folder made with a plain ``mkdir`` (0755) lets every local
 user read the private scores, and a folder that another user made in a world-writable parent (``/tmp``)
 carries that user's quotas. :func:`check_private_folder` refuses both before anything is read or written;
-:func:`lesionbench.leaderboard.organiser.OrganiserStore` calls it, and writes its files with mode 0600.
+:func:`lesionbench.leaderboard.submissions.organiser.OrganiserStore` calls it, and writes its files with mode 0600.
 
 :func:`check_apart` refuses an organiser store that is (or lies inside, or holds) the public results
 folder, and an organiser MLflow store that is the public one: whatever is published would carry the

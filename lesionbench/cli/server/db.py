@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from lesionbench.cli.serve import add_server_location
+from lesionbench.cli.server.serve import add_server_location
 
 
 def add_db(sub: argparse._SubParsersAction) -> None:

@@ -4,7 +4,7 @@ The public store (results folder and MLflow experiment ``lesionbench``) holds pu
 label-free predictions only; everything that reveals the private part or the test labels lives here::
 
     <organiser dir>/                          # created with mode 0700, files 0600: organiser-only
-      challenge.toml | challenge.json         # optional quotas (lesionbench.leaderboard.challenge)
+      challenge.toml | challenge.json         # optional quotas (lesionbench.leaderboard.submissions.challenge)
       <task>/<version>/.lock                  # serialises quota check + write
       <task>/<version>/teams/<slug>/team.json        # the team name that owns the slug
       <task>/<version>/teams/<slug>/selection.json   # the submissions the team selected (optional)
@@ -17,7 +17,7 @@ public is written, so a crash can never give a team a free submission.
 
 Default location: ``lesionbench-organiser`` beside the results folder (``./lesionbench-organiser``
 for the CLI), else beside a sqlite MLflow store. Never publish it. An existing folder is used only when
-it is the current user's with no group or other access (:mod:`lesionbench.leaderboard.private_dir`).
+it is the current user's with no group or other access (:mod:`lesionbench.leaderboard.submissions.private_dir`).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.host import atomic_write
 from lesionbench.benchmark.types import MetricValue
-from lesionbench.leaderboard.challenge import ChallengeConfig, Limits, as_utc, resolve_challenge, utc_now
-from lesionbench.leaderboard.private_dir import DIR_MODE, FILE_MODE, check_apart, check_private_file, check_private_folder, make_private_dirs  # noqa: F401 - check_apart: the API in one place
+from lesionbench.leaderboard.submissions.challenge import ChallengeConfig, Limits, as_utc, resolve_challenge, utc_now
+from lesionbench.leaderboard.submissions.private_dir import DIR_MODE, FILE_MODE, check_apart, check_private_file, check_private_folder, make_private_dirs  # noqa: F401 - check_apart: the API in one place
 
 if TYPE_CHECKING:
     from lesionbench.leaderboard.collect import LoadedResult
@@ -101,7 +101,7 @@ class OrganiserStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         check_private_folder(self.root)  # before anything of it is read or written
-        from lesionbench.leaderboard.challenge import CONFIG_NAMES
+        from lesionbench.leaderboard.submissions.challenge import CONFIG_NAMES
 
         for name in CONFIG_NAMES:
             check_private_file(self.root / name)

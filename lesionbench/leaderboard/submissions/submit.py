@@ -1,6 +1,6 @@
 """Kaggle-style submissions: validate an untrusted file, score it with the harness's labels, record it.
 
-Validation is :mod:`lesionbench.leaderboard.submission_file`. A valid file is scored on a **public** and a
+Validation is :mod:`lesionbench.leaderboard.submissions.submission_file`. A valid file is scored on a **public** and a
 **private** part of the test set: a 50/50 division grouped by patient and stratified by label
 (survival: by the 2-year label, censored-early as its own stratum), drawn by scikit-learn's
 ``StratifiedGroupKFold`` with a seed derived from the task name and version, so it is fixed per task
@@ -9,18 +9,18 @@ version.
 Kaggle's integrity rules:
 
 - private scores stay private: they, the whole-test-set scores and the labelled predictions go to the
-  organiser store only (:mod:`lesionbench.leaderboard.organiser`); the public store (results folder,
+  organiser store only (:mod:`lesionbench.leaderboard.submissions.organiser`); the public store (results folder,
   MLflow experiment ``lesionbench``) gets public scores and label-free predictions, and the leaderboard
   shows private scores only when the organiser builds it with ``--reveal``;
 - the name is the team: names that map to the same folder (``My Team``, ``my-team``) are one team's,
   and a second spelling is refused, naming the team that owns the folder;
-- quotas per team and UTC day and in total (:mod:`lesionbench.leaderboard.challenge`, Kaggle-like
+- quotas per team and UTC day and in total (:mod:`lesionbench.leaderboard.submissions.challenge`, Kaggle-like
   defaults: 5 a day), counted from the organiser store;
 - the team's public entry is its best public score so far (as on Kaggle's public leaderboard; equal
   scores keep the earlier submission), always the ledger's best, with the public part's predictions only
-  (:mod:`lesionbench.leaderboard.publish`); the final ranking is on the private part of the submissions
+  (:mod:`lesionbench.leaderboard.submissions.publish`); the final ranking is on the private part of the submissions
   the team selected (``lesionbench select``), by default its 2 best public scores;
-- the organiser store is private and apart (:mod:`lesionbench.leaderboard.private_dir`), and a submission
+- the organiser store is private and apart (:mod:`lesionbench.leaderboard.submissions.private_dir`), and a submission
   with the same file or predictions as another team's is flagged in its record (``same_file_as``).
 """
 
@@ -43,11 +43,11 @@ from lesionbench.benchmark.errors import ConfigurationError, SubmissionError
 from lesionbench.benchmark.tracking.mlflow_sink import absolute_sqlite_uri
 from lesionbench.benchmark.types import EncoderMeta, MetricValue, SubsetResult, TaskKind, TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
-from lesionbench.leaderboard.challenge import ChallengeConfig, Limits, as_utc, resolve_challenge, utc_now
-from lesionbench.leaderboard.organiser import EXPERIMENT as ORGANISER_EXPERIMENT
-from lesionbench.leaderboard.organiser import RECORD, OrganiserStore, check_apart, collision_problem, log_run, metric_dict, metrics_flat, quota_problem, resolve_organiser_dir
-from lesionbench.leaderboard.publish import check_outputs, predictions_digest, public_team_dir, publish_best
-from lesionbench.leaderboard.submission_file import (  # noqa: F401  (re-exported: the submission API in one place)
+from lesionbench.leaderboard.submissions.challenge import ChallengeConfig, Limits, as_utc, resolve_challenge, utc_now
+from lesionbench.leaderboard.submissions.organiser import EXPERIMENT as ORGANISER_EXPERIMENT
+from lesionbench.leaderboard.submissions.organiser import RECORD, OrganiserStore, check_apart, collision_problem, log_run, metric_dict, metrics_flat, quota_problem, resolve_organiser_dir
+from lesionbench.leaderboard.submissions.publish import check_outputs, predictions_digest, public_team_dir, publish_best
+from lesionbench.leaderboard.submissions.submission_file import (  # noqa: F401  (re-exported: the submission API in one place)
     MAX_FEATURES_BYTES,
     MAX_NAME_LENGTH,
     MAX_SUBMISSION_BYTES,
@@ -176,10 +176,10 @@ def submit(
     ``kind``: ``"predictions"`` (a predictions CSV) or ``"features"`` (a features CSV scored by the
     standard linear probe at 100% labels). Nothing is written unless the file is valid, the name is
     free (or already this team's) and the team's quota (``challenge``, see
-    :mod:`lesionbench.leaderboard.challenge`) has room; ``now`` is the submission time (default: the clock).
+    :mod:`lesionbench.leaderboard.submissions.challenge`) has room; ``now`` is the submission time (default: the clock).
 
     Every scored submission goes to the organiser store (``organiser_dir``, see
-    :mod:`lesionbench.leaderboard.organiser`; with ``organiser_tracking_uri`` also to its own MLflow
+    :mod:`lesionbench.leaderboard.submissions.organiser`; with ``organiser_tracking_uri`` also to its own MLflow
     experiment): private scores and the labelled predictions. The public store gets the team's
     public entry, its best public score so far, when this submission improves it: ``<results_dir>/<task>/<task
     version>/submission-<slug>/<probe>/result.json`` with label-free predictions, and/or a parent run in

@@ -107,7 +107,7 @@ def _metrics(d: dict[str, Any]) -> dict[str, MetricValue]:
 
 
 def public_result(record: Any, meta: TaskMeta, manifest: pd.DataFrame) -> TaskResult:
-    """The result anyone may read of an organiser ``record`` (:class:`~lesionbench.leaderboard.organiser.SubmissionRecord`):
+    """The result anyone may read of an organiser ``record`` (:class:`~lesionbench.leaderboard.submissions.organiser.SubmissionRecord`):
     public metrics only; nothing about the private part or the labels."""
     raw = record.raw
     kind, name = raw["kind"], raw["team"]
@@ -137,7 +137,7 @@ def public_predictions(record: Any, meta: TaskMeta) -> pd.DataFrame:
 
 def publish_best(best: Any, meta: TaskMeta, manifest: pd.DataFrame, *, results_dir: str | Path | None, tracking_uri: str | None) -> Published:
     """Make ``best`` (the ledger's best record of a team and kind) the team's public entry where it is not yet."""
-    from lesionbench.leaderboard.submission_file import name_slug
+    from lesionbench.leaderboard.submissions.submission_file import name_slug
 
     result = public_result(best, meta, manifest)
     preds = public_predictions(best, meta)
@@ -181,7 +181,7 @@ def _mlflow_entry(tracking_uri: str, best: Any) -> str | None:
 
 def _log_public(result: TaskResult, predictions: pd.DataFrame, tracking_uri: str) -> str | None:
     """The team's public entry as an MLflow parent run: public metrics and the public part's predictions only."""
-    from lesionbench.leaderboard.organiser import log_run, metrics_flat
+    from lesionbench.leaderboard.submissions.organiser import log_run, metrics_flat
 
     sub = result.extra["submission"]
     return log_run(

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from lesionbench.cli._common import add_dask_options, dask_client, whole_number
-from lesionbench.cli.serve import add_server_location
+from lesionbench.cli.server.serve import add_server_location
 
 
 def add_worker(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,1 @@
+"""The challenge server's commands: ``serve`` (and ``submissions``), ``worker`` and ``db``."""
