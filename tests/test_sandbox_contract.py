@@ -93,6 +93,7 @@ def test_classification_of_runs():
     assert classify(RunRecord(exit_code=137, wall_s=5.1, timed_out=True), lim, kind="podman").failure is FailureClass.TIMED_OUT
     assert classify(RunRecord(exit_code=137, wall_s=1, oom_killed=True), lim, kind="podman").failure is FailureClass.OUT_OF_MEMORY
     assert classify(RunRecord(exit_code=1, wall_s=1, log_tail="MemoryError"), lim, kind="bubblewrap").failure is FailureClass.OUT_OF_MEMORY
+    assert classify(RunRecord(exit_code=137, wall_s=1), lim, kind="podman").failure is FailureClass.OUT_OF_MEMORY
     assert classify(RunRecord(exit_code=1, wall_s=1, output_full=True), lim, kind="podman").detail.startswith("output-size")
     assert classify(RunRecord(exit_code=125, wall_s=1), lim, kind="podman").failure is FailureClass.INFRASTRUCTURE
     crash = classify(RunRecord(exit_code=3, wall_s=1, log_tail="Traceback"), lim, kind="podman")

@@ -23,6 +23,7 @@ from lesionbench.cli._common import finite_number, summary_table, whole_number
 from lesionbench.cli.compare import add_compare
 from lesionbench.cli.demo import add_demo
 from lesionbench.cli.encoders import add_encoders
+from lesionbench.cli.evaluate_code import add_evaluate_image, add_evaluate_package, add_serve_contract
 from lesionbench.cli.extract import add_extract
 from lesionbench.cli.leaderboard import add_leaderboard
 from lesionbench.cli.prepare import add_download, add_prepare
@@ -59,6 +60,9 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_leaderboard,
     add_submit,
     add_select,
+    add_evaluate_image,
+    add_evaluate_package,
+    add_serve_contract,
 )
 
 

@@ -6,9 +6,10 @@ The recipe (:data:`RECIPE_VERSION`) is:
 1. a wheelhouse: lesionbench built from its source tree (``pip wheel --no-deps``) plus the runtime wheels that
    the contract's entry command needs (:data:`BASE_WHEELS`), pinned to the versions installed on the organiser's
    host so that embeddings inside and outside the sandbox come from the same code;
-2. ``mmdebstrap --variant=apt --include=python3-minimal,python3-venv bookworm ROOTFS`` with a hook that
-   installs the wheelhouse offline into the system Python (``/usr/local/lib/python3.11/dist-packages``), so a
-   package submission's venv (``--system-site-packages``) sees lesionbench without reinstalling it;
+2. ``mmdebstrap --variant=apt --include=python3-minimal,python3-venv bookworm`` (cached as a tarball), unpacked,
+   and the wheelhouse installed offline (``--no-index --no-deps``, Debian's own pip, in a network-less
+   bubblewrap) into its system Python (``/usr/local/lib/python3.11/dist-packages``), so a package
+   submission's venv (``--system-site-packages``) sees lesionbench without reinstalling it;
 3. the directory is the root of bubblewrap sandboxes as it is, and ``podman import`` turns it into the
    image ``localhost/lesionbench-sandbox-base:<digest>`` whose entry point is ``lesionbench serve-contract``.
 
@@ -42,8 +43,11 @@ SUITE = "bookworm"
 #: Debian packages of the root filesystem.
 DEBIAN_PACKAGES = ("python3-minimal", "python3-venv")
 #: Distributions installed next to lesionbench (pinned to the host's versions): what serving an encoder
-#: through the contract needs (reading images, cutting patches, writing the embeddings).
-BASE_WHEELS = ("numpy", "pandas", "python-dateutil", "pytz", "tzdata", "six", "SimpleITK", "tqdm")
+#: through the contract needs (reading images, cutting patches - its resampling grid is MONAI's, computed
+#: in torch - and writing the embeddings). torch comes with its own requirements; the host's torch build
+#: (CPU or CUDA) is the one the image gets.
+BASE_WHEELS = ("numpy", "pandas", "python-dateutil", "pytz", "tzdata", "six", "SimpleITK", "tqdm",
+               "torch", "filelock", "typing_extensions", "sympy", "mpmath", "networkx", "jinja2", "MarkupSafe", "fsspec")
 #: The image's entry point: serve the encoder named by $LESIONBENCH_ENCODER through the contract.
 ENTRYPOINT = '["lesionbench", "serve-contract"]'
 #: The unprivileged user every sandbox runs as.
@@ -131,24 +135,48 @@ def build_wheelhouse(dest: Path, root: Path | None = None) -> Path:
     return dest
 
 
-def build_rootfs(dest: Path, wheelhouse: Path, *, mirror: str | None = None) -> Path:
-    """A Debian root filesystem in ``dest`` with the wheelhouse installed offline into its system Python."""
+def debian_tarball(cache: Path, *, mirror: str | None = None) -> Path:
+    """The Debian part of the root filesystem (``mmdebstrap``), cached as a tarball by suite and packages: it
+    changes far less often than lesionbench's sources, and re-downloading it is what takes minutes."""
     if shutil.which("mmdebstrap") is None:
         raise InfrastructureError("mmdebstrap is not installed; apt-get install mmdebstrap (the base image is built from a Debian root filesystem).")
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    # pip runs from Debian's own pip wheel (python3-venv ships it); nothing is fetched
-    install = ('chroot "$1" sh -c \'set -e; pip=$(ls /usr/share/python-wheels/pip-*.whl); python3 "$pip/pip" install -q --no-index '
-               "--no-cache-dir --break-system-packages --find-links /opt/wheels /opt/wheels/*.whl'")  # fmt: skip
+    key = hashlib.sha256(f"{SUITE}|{DEBIAN_PACKAGES}|{mirror}".encode()).hexdigest()[:12]
+    tar = cache / f"debian-{SUITE}-{key}.tar"
+    if tar.is_file():
+        return tar
+    partial = tar.with_suffix(".partial.tar")
     cmd = ["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(DEBIAN_PACKAGES)}",
-           f'--customize-hook=mkdir -p "$1/opt/wheels"', f"--customize-hook=sync-in {wheelhouse} /opt/wheels",
-           f"--customize-hook={install}", '--customize-hook=rm -rf "$1/opt/wheels"',
-           '--customize-hook=mkdir -p "$1/input" "$1/output" "$1/submission"', SUITE, str(tmp)]  # fmt: skip
+           '--customize-hook=mkdir -p "$1/input" "$1/output" "$1/submission"', SUITE, str(partial)]  # fmt: skip
     if mirror:
         cmd.append(mirror)
     try:
         _run(cmd, "building the Debian root filesystem (mmdebstrap)")
     except InfrastructureError:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.rename(tar)
+    return tar
+
+
+def build_rootfs(dest: Path, wheelhouse: Path, *, cache: Path, mirror: str | None = None) -> Path:
+    """A Debian root filesystem in ``dest`` with the wheelhouse installed offline into its system Python
+    (``/usr/local/lib/python3.11/dist-packages``), by Debian's own pip inside a network-less bubblewrap."""
+    tar = debian_tarball(cache, mirror=mirror)
+    if shutil.which("bwrap") is None:
+        raise InfrastructureError("bubblewrap is not installed; apt-get install bubblewrap (it installs the wheels into the root filesystem).")
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        _run(["tar", "-C", str(tmp), "-xf", str(tar)], "unpacking the Debian root filesystem")
+        # every wheel as given (the pins are the whole set): no resolution, no index, no network
+        install = ('set -e; pip=$(ls /usr/share/python-wheels/pip-*.whl); python3 "$pip/pip" install -q --no-index --no-deps '
+                   "--no-cache-dir --break-system-packages /opt/wheels/*.whl")  # fmt: skip
+        _run(["bwrap", "--unshare-all", "--die-with-parent", "--bind", str(tmp), "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+              "--ro-bind", str(wheelhouse), "/opt/wheels", "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
+              "--setenv", "HOME", "/tmp", "--", "/bin/sh", "-c", install], "installing lesionbench into the root filesystem")  # fmt: skip
+        (tmp / "opt" / "wheels").rmdir()
+    except (InfrastructureError, OSError):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(dest, ignore_errors=True)
@@ -185,7 +213,7 @@ def ensure_base(*, cache: Path | None = None, engine: list[str] | None = None, m
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache, prefix="wheels-") as wh:
             build_wheelhouse(Path(wh))
-            build_rootfs(rootfs, Path(wh), mirror=mirror)
+            build_rootfs(rootfs, Path(wh), cache=cache, mirror=mirror)
         for old in cache.glob("rootfs-*"):  # earlier digests: superseded
             if old != rootfs and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)

@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 SubmissionKind = Literal["image", "package"]
 #: Exit codes with which an OCI engine reports its own failure (not the container's).
 ENGINE_FAILURE_CODES = (125,)
+#: A container's exit code when its process was killed with SIGKILL (128 + 9).
+SIGKILL_EXIT = 137
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class CodeSubmissionResult:
     outcome: Outcome
     result: TaskResult | None = None
     result_dir: Path | None = None
+    #: The checked embeddings in the task manifest's row order (``None`` when the run failed).
+    embeddings: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,10 @@ def classify(record: RunRecord, limits: Limits, *, kind: str) -> Outcome | None:
         return Outcome(FailureClass.TIMED_OUT, f"wall time limit {limits.wall_s:g} s", **base)
     if record.oom_killed or (kind == "bubblewrap" and record.exit_code != 0 and "MemoryError" in record.log_tail):
         return Outcome(FailureClass.OUT_OF_MEMORY, f"memory limit {limits.memory_mb} MB", **base)
+    if kind in ("podman", "docker") and record.exit_code == SIGKILL_EXIT:
+        # podman 4.3 with runc on cgroup v1 does not always flag OOMKilled; the runner never sends SIGKILL
+        # itself except at the wall-time limit (handled above), so a SIGKILLed container met the memory limit
+        return Outcome(FailureClass.OUT_OF_MEMORY, f"memory limit {limits.memory_mb} MB (killed by SIGKILL)", **base)
     if record.output_full:
         return Outcome(FailureClass.BAD_OUTPUT, f"output-size: /output reached its cap of {limits.output_mb} MB", **base)
     if kind in ("podman", "docker") and record.exit_code in ENGINE_FAILURE_CODES:
@@ -150,6 +158,35 @@ def classify(record: RunRecord, limits: Limits, *, kind: str) -> Outcome | None:
     if record.exit_code != 0:
         return Outcome(FailureClass.CRASHED, f"exit code {record.exit_code}", **base)
     return None
+
+
+def install_package(wheels: Sequence[Path], work: Path, *, engine: EngineConfig, base: Any, limits: Limits) -> Outcome | None:
+    """Install the wheels (``--no-index --no-deps``: exactly the files given) into ``work/submission/venv`` on the
+    base's Python, inside the same sandbox as the run; ``None`` when it worked, else the failure."""
+    whl_dir, venv = work / "wheels", work / "submission"
+    whl_dir.mkdir(parents=True)
+    for w in wheels:
+        shutil.copyfile(w, whl_dir / w.name)
+    venv.mkdir()
+    if os.geteuid() == 0:
+        os.chown(venv, SANDBOX_UID, SANDBOX_UID)
+    install = ("set -e; pip=$(ls /usr/share/python-wheels/pip-*.whl); python3 -m venv --without-pip --system-site-packages /submission/venv; "
+               '/submission/venv/bin/python "$pip/pip" install -q --no-index --no-deps --no-cache-dir /wheels/*.whl')  # fmt: skip
+    with output_area(work / "install-out", limits) as scratch:
+        rec = run_bubblewrap(engine, base.rootfs, [(whl_dir, "/wheels", False), (venv, "/submission", True)], ["/bin/sh", "-c", install], scratch, limits)
+    if rec.exit_code == 0 and not rec.timed_out:
+        return None
+    failed = classify(rec, limits, kind="bubblewrap") or Outcome(FailureClass.CRASHED, "exit code 0")
+    return dataclasses.replace(failed, detail=f"installing the wheels: {failed.detail}")
+
+
+#: The command that serves a package's encoder inside bubblewrap (its venv at /submission/venv).
+PACKAGE_COMMAND = ("/submission/venv/bin/python", "-m", "lesionbench", "serve-contract")
+
+
+def package_binds(input_dir: Path, output_dir: Path, work: Path) -> list[tuple[Path, str, bool]]:
+    """What a package's run sees: the inputs and its venv read-only, ``/output`` writable."""
+    return [(input_dir, "/input", False), (output_dir, "/output", True), (work / "submission" / "venv", "/submission/venv", False)]
 
 
 def run_sandboxed(submission: str | Path, kind: SubmissionKind, ids: list[str], input_dir: Path, work: Path, *, engine: EngineConfig,
@@ -165,24 +202,12 @@ def run_sandboxed(submission: str | Path, kind: SubmissionKind, ids: list[str], 
         if not name:
             raise ConfigurationError(f"The wheels declare {len(found)} lesionbench.encoders entry points ({found}); name the one to run with --encoder.")
         env["LESIONBENCH_ENCODER"] = name
-        whl_dir, venv = work / "wheels", work / "submission"
-        whl_dir.mkdir(parents=True)
-        for w in wheels:
-            shutil.copyfile(w, whl_dir / w.name)
-        venv.mkdir()
-        if os.geteuid() == 0:
-            os.chown(venv, SANDBOX_UID, SANDBOX_UID)
-        install = ("set -e; pip=$(ls /usr/share/python-wheels/pip-*.whl); python3 -m venv --without-pip --system-site-packages /submission/venv; "
-                   '/submission/venv/bin/python "$pip/pip" install -q --no-index --no-cache-dir --only-binary :all: --find-links /wheels /wheels/*.whl')  # fmt: skip
-        with output_area(work / "install-out", limits) as scratch:
-            rec = run_bubblewrap(engine, base.rootfs, [(whl_dir, "/wheels", False), (venv, "/submission", True)], ["/bin/sh", "-c", install], scratch, limits)
-        if rec.exit_code != 0 or rec.timed_out:
-            failed = classify(rec, limits, kind="bubblewrap") or Outcome(FailureClass.CRASHED, "installing the wheels failed")
-            return dataclasses.replace(failed, detail=f"installing the wheels: {failed.detail}"), None
+        failed = install_package(wheels, work, engine=engine, base=base, limits=limits)
+        if failed is not None:
+            return failed, None
     with output_area(work / "output", limits) as out:
         if kind == "package":
-            binds = [(input_dir, "/input", False), (out, "/output", True), (work / "submission" / "venv", "/submission/venv", False)]
-            rec = run_bubblewrap(engine, base.rootfs, binds, ["/submission/venv/bin/python", "-m", "lesionbench", "serve-contract"], out, limits, env)
+            rec = run_bubblewrap(engine, base.rootfs, package_binds(input_dir, out, work), PACKAGE_COMMAND, out, limits, env)
         else:
             ref = load_image(engine, Path(submission)) if Path(str(submission)).is_file() else str(submission)
             rec = run_container(engine, ref, input_dir, out, limits, env)
@@ -240,7 +265,7 @@ def run_code_submission(submission: str | Path, *, kind: SubmissionKind, task: A
     result = dataclasses.replace(result, extra=extra)
     rdir = result_folder(Path(out_dir), result)
     write_result(result, rdir)
-    return CodeSubmissionResult(outcome, result, rdir)
+    return CodeSubmissionResult(outcome, result, rdir, emb.vectors)
 
 
 def _submission_digest(path: Path) -> str:

@@ -278,10 +278,16 @@ def execute(cmd: list[str], limits: Limits, output_dir: Path, *, own_rlimits: bo
                      output_full=output_full, log_tail=tail, log_lines=log.lines, command=tuple(cmd))  # fmt: skip
 
 
+def thread_env(limits: Limits) -> dict[str, str]:
+    """Thread pools sized to the CPU limit (BLAS and OpenMP would otherwise size them to the host's cores)."""
+    n = str(max(1, int(limits.cpus)))
+    return {"OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n}
+
+
 def run_container(engine: EngineConfig, image: str, input_dir: Path, output_dir: Path, limits: Limits, env: dict[str, str] | None = None) -> RunRecord:
     """Run ``image``'s entry point with the contract's mounts under ``limits``; the container is always removed."""
     name = f"lesionbench-sub-{uuid.uuid4().hex[:12]}"
-    cmd = container_args(engine, image, name, input_dir, output_dir, limits, dict(env or {}))
+    cmd = container_args(engine, image, name, input_dir, output_dir, limits, {**thread_env(limits), **(env or {})})
     if engine.kind == "apptainer":
         return execute(cmd, limits, output_dir, own_rlimits=True)
     eng = list(engine.command)
@@ -292,7 +298,7 @@ def run_container(engine: EngineConfig, image: str, input_dir: Path, output_dir:
 def run_bubblewrap(engine: EngineConfig, rootfs: Path, binds: Sequence[tuple[Path, str, bool]], command: Sequence[str], output_dir: Path,
                    limits: Limits, env: dict[str, str] | None = None) -> RunRecord:  # fmt: skip
     """Run ``command`` in a bubblewrap sandbox on ``rootfs`` as the unprivileged user, with rlimits."""
-    cmd = bwrap_args(engine, rootfs, binds, command, limits, dict(env or {}))
+    cmd = bwrap_args(engine, rootfs, binds, command, limits, {**thread_env(limits), **(env or {})})
     return execute(cmd, limits, output_dir, own_rlimits=True, as_sandbox_user=True)
 
 

@@ -28,12 +28,17 @@ ENCODER_ENV = "LESIONBENCH_ENCODER"
 def load_encoder(name: str, **options: Any) -> Any:
     """Build encoder ``name``: from an installed ``lesionbench.encoders`` entry point first (without importing
     the built-in zoo, whose torch a minimal image may not have), else from lesionbench's registry."""
-    for ep in importlib.metadata.entry_points(group="lesionbench.encoders"):
+    points = importlib.metadata.entry_points(group="lesionbench.encoders")
+    for ep in points:
         if ep.name == name:
             return ep.load()(**options)
-    from lesionbench.benchmark.plugins import get_encoder
+    try:
+        from lesionbench.benchmark.plugins import get_encoder
 
-    return get_encoder(name, **options)
+        return get_encoder(name, **options)
+    except ImportError as exc:  # the built-in zoo needs torch, which a minimal image leaves out
+        raise ConfigurationError(f"Encoder {name!r} is not an installed entry point here (found: {sorted(ep.name for ep in points)}) and the "
+                                 f"built-in encoders cannot load ({exc}); install the package that registers it into the image.") from exc
 
 
 def serve(encoder: str | None = None, *, input_dir: Path = Path("/input"), output_dir: Path = Path("/output"), batch_size: int | None = None) -> int:
