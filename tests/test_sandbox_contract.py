@@ -93,7 +93,7 @@ def test_classification_of_runs():
     assert classify(RunRecord(exit_code=137, wall_s=5.1, timed_out=True), lim, kind="podman").failure is FailureClass.TIMED_OUT
     assert classify(RunRecord(exit_code=137, wall_s=1, oom_killed=True), lim, kind="podman").failure is FailureClass.OUT_OF_MEMORY
     assert classify(RunRecord(exit_code=1, wall_s=1, log_tail="MemoryError"), lim, kind="bubblewrap").failure is FailureClass.OUT_OF_MEMORY
-    assert classify(RunRecord(exit_code=137, wall_s=1), lim, kind="podman").failure is FailureClass.OUT_OF_MEMORY
+    assert classify(RunRecord(exit_code=137, wall_s=1), lim, kind="podman").detail == "exit code 137"  # a SIGKILL it sent itself
     assert classify(RunRecord(exit_code=1, wall_s=1, output_full=True), lim, kind="podman").detail.startswith("output-size")
     assert classify(RunRecord(exit_code=125, wall_s=1), lim, kind="podman").failure is FailureClass.INFRASTRUCTURE
     crash = classify(RunRecord(exit_code=3, wall_s=1, log_tail="Traceback"), lim, kind="podman")
@@ -139,3 +139,26 @@ def test_wheel_entry_points_are_read_without_installing(tmp_path):
     with zipfile.ZipFile(whl, "w") as z:
         z.writestr("enc-1.0.dist-info/entry_points.txt", "[console_scripts]\nx = a:b\n\n[lesionbench.encoders]\nmy-enc = enc:Enc\n")
     assert wheel_encoders([whl]) == ["my-enc"]
+
+
+def test_organiser_seed_is_drawn_once_private_and_never_named(tmp_path):
+    from lesionbench.sandbox.hidden import organiser_seed, seed_digest
+
+    path = tmp_path / "hidden" / "seed"
+    seed = organiser_seed(path)
+    assert organiser_seed(path) == seed and path.stat().st_mode & 0o777 == 0o600
+    assert str(seed) not in seed_digest(seed) and seed_digest(seed) != seed_digest(seed + 1)
+    path.write_text("not a number\n")
+    with pytest.raises(Exception, match="one whole number"):
+        organiser_seed(path)
+
+
+def test_cli_refuses_a_missing_submission_with_one_error_line(tmp_path, capsys):
+    from lesionbench.cli import main
+
+    rc = main(["evaluate-package", str(tmp_path / "nope.whl"), "--task", "synthetic_malignancy", "--out", str(tmp_path / "res")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "nope.whl" in err
+    assert not (tmp_path / "res").exists()
+    rc = main(["evaluate-image", "nothing-here", "--task", "synthetic_malignancy", "--out", str(tmp_path / "res")])
+    assert rc == 2 and "no such image archive" in capsys.readouterr().err

@@ -45,8 +45,6 @@ logger = logging.getLogger(__name__)
 SubmissionKind = Literal["image", "package"]
 #: Exit codes with which an OCI engine reports its own failure (not the container's).
 ENGINE_FAILURE_CODES = (125,)
-#: A container's exit code when its process was killed with SIGKILL (128 + 9).
-SIGKILL_EXIT = 137
 
 
 @dataclass(frozen=True)
@@ -147,10 +145,6 @@ def classify(record: RunRecord, limits: Limits, *, kind: str) -> Outcome | None:
         return Outcome(FailureClass.TIMED_OUT, f"wall time limit {limits.wall_s:g} s", **base)
     if record.oom_killed or (kind == "bubblewrap" and record.exit_code != 0 and "MemoryError" in record.log_tail):
         return Outcome(FailureClass.OUT_OF_MEMORY, f"memory limit {limits.memory_mb} MB", **base)
-    if kind in ("podman", "docker") and record.exit_code == SIGKILL_EXIT:
-        # podman 4.3 with runc on cgroup v1 does not always flag OOMKilled; the runner never sends SIGKILL
-        # itself except at the wall-time limit (handled above), so a SIGKILLed container met the memory limit
-        return Outcome(FailureClass.OUT_OF_MEMORY, f"memory limit {limits.memory_mb} MB (killed by SIGKILL)", **base)
     if record.output_full:
         return Outcome(FailureClass.BAD_OUTPUT, f"output-size: /output reached its cap of {limits.output_mb} MB", **base)
     if kind in ("podman", "docker") and record.exit_code in ENGINE_FAILURE_CODES:

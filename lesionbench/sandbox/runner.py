@@ -14,12 +14,14 @@ watched and the sandbox killed once it holds more. The log is drained as it come
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import resource
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -222,7 +224,7 @@ def _limits_preexec(limits: Limits, *, own_rlimits: bool):
 
 
 def execute(cmd: list[str], limits: Limits, output_dir: Path, *, own_rlimits: bool = False, as_sandbox_user: bool = False,
-            kill: Sequence[str] = (), cleanup: Sequence[str] = (), inspect_oom: Sequence[str] = ()) -> RunRecord:  # fmt: skip
+            kill: Sequence[str] = (), cleanup: Sequence[str] = (), inspect_oom: Sequence[str] = (), cwd: Path | None = None) -> RunRecord:  # fmt: skip
     """Run ``cmd`` under ``limits``: wall-time kill, output watch, bounded log; ``kill``/``cleanup`` are the
     engine commands that stop and remove the container (run on every exit), ``inspect_oom`` asks whether the
     kernel killed it for memory."""
@@ -231,7 +233,7 @@ def execute(cmd: list[str], limits: Limits, output_dir: Path, *, own_rlimits: bo
     timed_out = output_full = oom = False
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                preexec_fn=_limits_preexec(limits, own_rlimits=own_rlimits), **user)  # fmt: skip
+                                preexec_fn=_limits_preexec(limits, own_rlimits=own_rlimits), cwd=cwd, **user)  # fmt: skip
     except OSError as exc:
         raise InfrastructureError(f"could not start the sandbox ({cmd[0]}): {exc}. Install it or choose another engine.") from exc
     log = _LogTail(proc.stdout, limits.log_bytes)
@@ -291,8 +293,14 @@ def run_container(engine: EngineConfig, image: str, input_dir: Path, output_dir:
     if engine.kind == "apptainer":
         return execute(cmd, limits, output_dir, own_rlimits=True)
     eng = list(engine.command)
-    return execute(cmd, limits, output_dir, kill=[*eng, "kill", name], cleanup=[*eng, "rm", "-f", name],
-                   inspect_oom=[*eng, "inspect", "--format", "{{.State.OOMKilled}}", name])  # fmt: skip
+    # podman 4.3's conmon (cgroup v1, cgroupfs) records an OOM kill as a file "oom" in its working folder
+    # instead of the bundle's, so State.OOMKilled stays false: run it in a folder of its own and look there too
+    with tempfile.TemporaryDirectory(prefix="lesionbench-engine-") as cwd:
+        rec = execute(cmd, limits, output_dir, kill=[*eng, "kill", name], cleanup=[*eng, "rm", "-f", name],
+                      inspect_oom=[*eng, "inspect", "--format", "{{.State.OOMKilled}}", name], cwd=Path(cwd))  # fmt: skip
+        if (Path(cwd) / "oom").exists() and not rec.oom_killed:
+            rec = dataclasses.replace(rec, oom_killed=True)
+    return rec
 
 
 def run_bubblewrap(engine: EngineConfig, rootfs: Path, binds: Sequence[tuple[Path, str, bool]], command: Sequence[str], output_dir: Path,
