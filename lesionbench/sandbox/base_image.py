@@ -3,18 +3,19 @@ dependencies, built locally from ``mmdebstrap`` (no image registry is ever conta
 
 The recipe (:data:`RECIPE_VERSION`) is:
 
-1. a wheelhouse: lesionbench built from its source tree (``pip wheel --no-deps``) plus the runtime wheels that
-   the contract's entry command needs (:data:`BASE_WHEELS`), pinned to the versions installed on the organiser's
-   host so that embeddings inside and outside the sandbox come from the same code;
-2. ``mmdebstrap --variant=apt --include=python3-minimal,python3-venv bookworm`` (cached as a tarball), unpacked,
-   and the wheelhouse installed offline (``--no-index --no-deps``, Debian's own pip, in a network-less
-   bubblewrap) into its system Python (``/usr/local/lib/python3.11/dist-packages``), so a package
-   submission's venv (``--system-site-packages``) sees lesionbench without reinstalling it;
-3. the directory is the root of bubblewrap sandboxes as it is, and ``podman import`` turns it into the
-   image ``localhost/lesionbench-sandbox-base:<digest>`` whose entry point is ``lesionbench serve-contract``.
+1. ``mmdebstrap --variant=apt --include=python3-minimal,python3-venv bookworm`` (cached as a tarball);
+2. the dependency layer: that root filesystem with the wheels the contract's entry command needs
+   (:data:`BASE_WHEELS`, pinned to the versions installed on the organiser's host, so embeddings inside and
+   outside the sandbox come from the same code) installed offline (``--no-index --no-deps``, Debian's own
+   pip, in a network-less bubblewrap) into its system Python (``/usr/local/lib/python3.11/dist-packages``),
+   so a package submission's venv (``--system-site-packages``) sees them without reinstalling;
+   ``podman import`` makes it the image ``localhost/lesionbench-sandbox-base-deps:<deps digest>``;
+3. lesionbench's wheel (built from the checkout) on top: a hard-linked copy of the layer for bubblewrap, and
+   ``podman build`` of ``localhost/lesionbench-sandbox-base:<digest>`` (entry point ``lesionbench
+   serve-contract``, user 65534) for images.
 
-Everything is cached by a digest of the recipe, the lesionbench sources and the pinned versions: a second
-build with the same inputs returns at once (the test suite builds the image once per machine).
+Each layer is cached by its digest (the recipe and pins; plus lesionbench's sources for the top one): the
+dependency layer is built once per machine (minutes), a changed checkout rebuilds only the top (seconds).
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ SUITE = "bookworm"
 #: Debian packages of the root filesystem.
 DEBIAN_PACKAGES = ("python3-minimal", "python3-venv")
 #: Distributions installed next to lesionbench (pinned to the host's versions): what serving an encoder
-#: through the contract needs (reading images, cutting patches - its resampling grid is MONAI's, computed
+#: through the contract needs (reading images, cutting patches - scipy interpolates, the resampling grid is MONAI's, computed
 #: in torch - and writing the embeddings). torch comes with its own requirements; the host's torch build
 #: (CPU or CUDA) is the one the image gets.
-BASE_WHEELS = ("numpy", "pandas", "python-dateutil", "pytz", "tzdata", "six", "SimpleITK", "tqdm",
+BASE_WHEELS = ("numpy", "scipy", "pandas", "python-dateutil", "pytz", "tzdata", "six", "SimpleITK", "tqdm",
                "torch", "filelock", "typing_extensions", "sympy", "mpmath", "networkx", "jinja2", "MarkupSafe", "fsspec")
 #: The image's entry point: serve the encoder named by $LESIONBENCH_ENCODER through the contract.
 ENTRYPOINT = '["lesionbench", "serve-contract"]'
@@ -95,11 +96,16 @@ def pinned_versions() -> dict[str, str]:
     return out
 
 
+def deps_digest() -> str:
+    """A digest of the dependency layer: Debian release and packages, and the pinned wheels."""
+    return hashlib.sha256(f"{RECIPE_VERSION}|{SUITE}|{DEBIAN_PACKAGES}|{sorted(pinned_versions().items())}".encode()).hexdigest()[:16]
+
+
 def recipe_digest(root: Path | None = None) -> str:
-    """A digest of everything that ends up in the image: recipe, packages, pins and lesionbench's sources."""
+    """A digest of everything that ends up in the image: the dependency layer, the entry point and lesionbench's sources."""
     root = root or source_root()
     h = hashlib.sha256()
-    h.update(f"{RECIPE_VERSION}|{SUITE}|{DEBIAN_PACKAGES}|{ENTRYPOINT}|{SANDBOX_UID}|{sorted(pinned_versions().items())}".encode())
+    h.update(f"{deps_digest()}|{ENTRYPOINT}|{SANDBOX_UID}".encode())
     files = [root / "pyproject.toml", *sorted((root / "lesionbench").rglob("*"))]
     for f in files:
         if f.is_file() and "__pycache__" not in f.parts:
@@ -118,20 +124,25 @@ def _run(cmd: list[str], what: str, timeout: float = 900) -> None:
         raise InfrastructureError(f"{what} failed (exit {proc.returncode}): {' | '.join(tail)}")
 
 
-def build_wheelhouse(dest: Path, root: Path | None = None) -> Path:
-    """lesionbench's wheel and the pinned :data:`BASE_WHEELS` (binary wheels only) in ``dest``."""
+def lesionbench_wheel(dest: Path, root: Path | None = None) -> Path:
+    """lesionbench's wheel, built from the source tree into ``dest``."""
     root = root or source_root()
     dest.mkdir(parents=True, exist_ok=True)
-    pip = [sys.executable, "-m", "pip"]
     with tempfile.TemporaryDirectory(prefix="lesionbench-wheel-") as tmp:
         # build from a copy: setuptools writes build/ and *.egg-info into the tree it builds
         src = Path(tmp) / "src"
         shutil.copytree(root / "lesionbench", src / "lesionbench", ignore=shutil.ignore_patterns("__pycache__"))
         for name in ("pyproject.toml", "README.md"):
             shutil.copy2(root / name, src / name)
-        _run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dest), str(src)], "building the lesionbench wheel")
+        _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dest), str(src)], "building the lesionbench wheel")
+    return next(dest.glob("lesionbench-*.whl"))
+
+
+def dependency_wheels(dest: Path) -> Path:
+    """The pinned :data:`BASE_WHEELS` (binary wheels only) in ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
     pins = [f"{k}=={v}" for k, v in pinned_versions().items()]
-    _run([*pip, "download", "-q", "--no-deps", "--only-binary", ":all:", "-d", str(dest), *pins], "fetching the base wheels")
+    _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:", "-d", str(dest), *pins], "fetching the base wheels")
     return dest
 
 
@@ -158,25 +169,29 @@ def debian_tarball(cache: Path, *, mirror: str | None = None) -> Path:
     return tar
 
 
-def build_rootfs(dest: Path, wheelhouse: Path, *, cache: Path, mirror: str | None = None) -> Path:
-    """A Debian root filesystem in ``dest`` with the wheelhouse installed offline into its system Python
-    (``/usr/local/lib/python3.11/dist-packages``), by Debian's own pip inside a network-less bubblewrap."""
-    tar = debian_tarball(cache, mirror=mirror)
+def _pip_install(root: Path, wheels: Path) -> None:
+    """Install every wheel of ``wheels`` into ``root``'s system Python offline (``--no-index --no-deps``: the pins
+    are the whole set), by Debian's own pip in a network-less bubblewrap."""
     if shutil.which("bwrap") is None:
         raise InfrastructureError("bubblewrap is not installed; apt-get install bubblewrap (it installs the wheels into the root filesystem).")
+    install = ('set -e; pip=$(ls /usr/share/python-wheels/pip-*.whl); python3 "$pip/pip" install -q --no-index --no-deps '
+               "--no-cache-dir --break-system-packages /opt/wheels/*.whl")  # fmt: skip
+    (root / "opt" / "wheels").mkdir(parents=True, exist_ok=True)
+    try:
+        _run(["bwrap", "--unshare-all", "--die-with-parent", "--bind", str(root), "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+              "--ro-bind", str(wheels), "/opt/wheels", "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
+              "--setenv", "HOME", "/tmp", "--", "/bin/sh", "-c", install], "installing wheels into the root filesystem")  # fmt: skip
+    finally:
+        (root / "opt" / "wheels").rmdir()
+
+
+def _built(dest: Path, make) -> Path:
+    """Build a folder through ``dest.partial`` (removed on failure), then move it in place."""
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
-        _run(["tar", "-C", str(tmp), "-xf", str(tar)], "unpacking the Debian root filesystem")
-        # every wheel as given (the pins are the whole set): no resolution, no index, no network
-        install = ('set -e; pip=$(ls /usr/share/python-wheels/pip-*.whl); python3 "$pip/pip" install -q --no-index --no-deps '
-                   "--no-cache-dir --break-system-packages /opt/wheels/*.whl")  # fmt: skip
-        _run(["bwrap", "--unshare-all", "--die-with-parent", "--bind", str(tmp), "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-              "--ro-bind", str(wheelhouse), "/opt/wheels", "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
-              "--setenv", "HOME", "/tmp", "--", "/bin/sh", "-c", install], "installing lesionbench into the root filesystem")  # fmt: skip
-        (tmp / "opt" / "wheels").rmdir()
-    except (InfrastructureError, OSError):
+        make(tmp)
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(dest, ignore_errors=True)
@@ -184,12 +199,39 @@ def build_rootfs(dest: Path, wheelhouse: Path, *, cache: Path, mirror: str | Non
     return dest
 
 
+def ensure_deps_rootfs(cache: Path, *, mirror: str | None = None) -> Path:
+    """The dependency layer: the Debian root filesystem with the pinned wheels installed (cached by :func:`deps_digest`)."""
+    dest = cache / f"deps-{deps_digest()}"
+    if (dest / "usr" / "bin" / "python3").exists():
+        return dest
+    tar = debian_tarball(cache, mirror=mirror)
+
+    def make(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        _run(["tar", "-C", str(tmp), "-xf", str(tar)], "unpacking the Debian root filesystem")
+        with tempfile.TemporaryDirectory(dir=cache, prefix="wheels-") as wh:
+            _pip_install(tmp, dependency_wheels(Path(wh)))
+
+    return _built(dest, make)
+
+
+def build_rootfs(dest: Path, deps: Path, wheel: Path) -> Path:
+    """The base root filesystem: the dependency layer (hard-linked: nothing in it is rewritten) plus lesionbench."""
+
+    def make(tmp: Path) -> None:
+        _run(["cp", "-al", str(deps), str(tmp)], "linking the dependency layer")
+        with tempfile.TemporaryDirectory(dir=dest.parent, prefix="wheels-") as wh:
+            shutil.copy2(wheel, Path(wh) / wheel.name)
+            _pip_install(tmp, Path(wh))
+
+    return _built(dest, make)
+
+
 def podman_import(rootfs: Path, tag: str, engine: list[str]) -> str:
-    """``podman import`` the root filesystem as ``tag``, entry point :data:`ENTRYPOINT`, user :data:`SANDBOX_UID`."""
+    """``podman import`` a root filesystem as ``tag``."""
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-cf", "-", "."], stdout=subprocess.PIPE)
     try:
-        proc = subprocess.run([*engine, "import", "--change", f"ENTRYPOINT {ENTRYPOINT}", "--change", f"USER {SANDBOX_UID}:{SANDBOX_UID}",
-                               "--change", "WORKDIR /tmp", "-", tag], stdin=tar.stdout, capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+        proc = subprocess.run([*engine, "import", "-q", "-", tag], stdin=tar.stdout, capture_output=True, text=True, timeout=900, check=False)
     finally:
         if tar.stdout is not None:
             tar.stdout.close()
@@ -199,29 +241,51 @@ def podman_import(rootfs: Path, tag: str, engine: list[str]) -> str:
     return tag
 
 
+def podman_build_base(deps_tag: str, wheel: Path, tag: str, engine: list[str]) -> str:
+    """The base image: the dependency image plus lesionbench's wheel, entry point :data:`ENTRYPOINT`, user :data:`SANDBOX_UID`."""
+    with tempfile.TemporaryDirectory(prefix="lesionbench-base-") as ctx:
+        shutil.copy2(wheel, Path(ctx) / wheel.name)
+        (Path(ctx) / "Containerfile").write_text(
+            f"FROM {deps_tag}\nCOPY {wheel.name} /tmp/\n"
+            f'RUN pip=$(ls /usr/share/python-wheels/pip-*.whl) && python3 "$pip/pip" install -q --no-index --no-deps --no-cache-dir '
+            f"--break-system-packages /tmp/{wheel.name} && rm /tmp/{wheel.name}\n"
+            f"ENTRYPOINT {ENTRYPOINT}\nUSER {SANDBOX_UID}:{SANDBOX_UID}\nWORKDIR /tmp\n"
+        )
+        _run([*engine, "build", "-q", "--network", "none", "--pull=never", "-t", tag, ctx], "building the base image")
+    return tag
+
+
 def image_exists(tag: str, engine: list[str]) -> bool:
     """Whether the engine already has ``tag``."""
     return subprocess.run([*engine, "image", "exists", tag], capture_output=True, check=False).returncode == 0
 
 
 def ensure_base(*, cache: Path | None = None, engine: list[str] | None = None, mirror: str | None = None) -> BaseImage:
-    """The base root filesystem (and, with ``engine`` such as ``["podman", ...]``, its image), built once per digest."""
+    """The base root filesystem (and, with ``engine`` such as ``["podman", ...]``, its image), built once per digest.
+
+    Two layers: the dependencies (Debian + pinned wheels; rebuilt only when a pin or the recipe changes) and
+    lesionbench on top (rebuilt in seconds whenever its sources change)."""
     cache = Path(cache) if cache is not None else sandbox_cache()
+    cache.mkdir(parents=True, exist_ok=True)
     digest = recipe_digest()
     rootfs = cache / f"rootfs-{digest}"
-    if not (rootfs / "usr" / "bin" / "python3").exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache, prefix="wheels-") as wh:
-            build_wheelhouse(Path(wh))
-            build_rootfs(rootfs, Path(wh), cache=cache, mirror=mirror)
-        for old in cache.glob("rootfs-*"):  # earlier digests: superseded
-            if old != rootfs and old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-    tag = ""
-    if engine:
-        tag = f"{IMAGE_NAME}:{digest}"
-        if not image_exists(tag, engine):
-            podman_import(rootfs, tag, engine)
+    tag = f"{IMAGE_NAME}:{digest}" if engine else ""
+    need_rootfs = not (rootfs / "usr" / "bin" / "python3").exists()
+    need_image = bool(engine) and not image_exists(tag, engine)  # type: ignore[arg-type]
+    if need_rootfs or need_image:
+        deps = ensure_deps_rootfs(cache, mirror=mirror)
+        with tempfile.TemporaryDirectory(dir=cache, prefix="wheel-") as wh:
+            wheel = lesionbench_wheel(Path(wh))
+            if need_rootfs:
+                build_rootfs(rootfs, deps, wheel)
+                for old in cache.glob("rootfs-*"):  # earlier digests: superseded
+                    if old != rootfs and old.is_dir():
+                        shutil.rmtree(old, ignore_errors=True)
+            if need_image:
+                deps_tag = f"{IMAGE_NAME}-deps:{deps_digest()}"
+                if not image_exists(deps_tag, engine):  # type: ignore[arg-type]
+                    podman_import(deps, deps_tag, engine)  # type: ignore[arg-type]
+                podman_build_base(deps_tag, wheel, tag, engine)  # type: ignore[arg-type]
     return BaseImage(digest=digest, rootfs=rootfs, image=tag)
 
 

@@ -38,7 +38,7 @@ from lesionbench.benchmark.scorer import evaluate, result_folder, write_result
 from lesionbench.benchmark.types import EncoderMeta, TaskResult
 from lesionbench.sandbox.contract import Embeddings, read_outputs, write_inputs
 from lesionbench.sandbox.failures import BadOutputError, FailureClass, InfrastructureError, Outcome, SubmissionFailed
-from lesionbench.sandbox.runner import SANDBOX_UID, EngineConfig, Limits, RunRecord, load_image, output_area, run_bubblewrap, run_container
+from lesionbench.sandbox.runner import SANDBOX_UID, EngineConfig, Limits, RunRecord, UnloadableImage, load_image, output_area, remove_image, run_bubblewrap, run_container
 
 logger = logging.getLogger(__name__)
 
@@ -165,9 +165,10 @@ def install_package(wheels: Sequence[Path], work: Path, *, engine: EngineConfig,
     if os.geteuid() == 0:
         os.chown(venv, SANDBOX_UID, SANDBOX_UID)
     install = ("set -e; pip=$(ls /usr/share/python-wheels/pip-*.whl); python3 -m venv --without-pip --system-site-packages /submission/venv; "
-               '/submission/venv/bin/python "$pip/pip" install -q --no-index --no-deps --no-cache-dir /wheels/*.whl')  # fmt: skip
+               '/submission/venv/bin/python "$pip/pip" install -q --no-index --no-deps --no-cache-dir /input/*.whl')  # fmt: skip
     with output_area(work / "install-out", limits) as scratch:
-        rec = run_bubblewrap(engine, base.rootfs, [(whl_dir, "/wheels", False), (venv, "/submission", True)], ["/bin/sh", "-c", install], scratch, limits)
+        # the wheels where the inputs go at run time: the read-only root only has mount points /input, /output, /submission
+        rec = run_bubblewrap(engine, base.rootfs, [(whl_dir, "/input", False), (venv, "/submission", True)], ["/bin/sh", "-c", install], scratch, limits)
     if rec.exit_code == 0 and not rec.timed_out:
         return None
     failed = classify(rec, limits, kind="bubblewrap") or Outcome(FailureClass.CRASHED, "exit code 0")
@@ -180,7 +181,7 @@ PACKAGE_COMMAND = ("/submission/venv/bin/python", "-m", "lesionbench", "serve-co
 
 def package_binds(input_dir: Path, output_dir: Path, work: Path) -> list[tuple[Path, str, bool]]:
     """What a package's run sees: the inputs and its venv read-only, ``/output`` writable."""
-    return [(input_dir, "/input", False), (output_dir, "/output", True), (work / "submission" / "venv", "/submission/venv", False)]
+    return [(input_dir, "/input", False), (output_dir, "/output", True), (work / "submission", "/submission", False)]
 
 
 def run_sandboxed(submission: str | Path, kind: SubmissionKind, ids: list[str], input_dir: Path, work: Path, *, engine: EngineConfig,
@@ -203,8 +204,16 @@ def run_sandboxed(submission: str | Path, kind: SubmissionKind, ids: list[str], 
         if kind == "package":
             rec = run_bubblewrap(engine, base.rootfs, package_binds(input_dir, out, work), PACKAGE_COMMAND, out, limits, env)
         else:
-            ref = load_image(engine, Path(submission)) if Path(str(submission)).is_file() else str(submission)
-            rec = run_container(engine, ref, input_dir, out, limits, env)
+            loaded = Path(str(submission)).is_file()
+            try:
+                ref = load_image(engine, Path(submission)) if loaded else str(submission)
+            except UnloadableImage as exc:
+                return Outcome(FailureClass.CRASHED, str(exc)), None
+            try:
+                rec = run_container(engine, ref, input_dir, out, limits, env)
+            finally:
+                if loaded:  # an archive's image is the submission's alone: it goes with the run
+                    remove_image(engine, ref)
         failed = classify(rec, limits, kind=engine.kind)
         if failed is not None:
             return failed, None

@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -211,16 +210,11 @@ def _is_capped(path: Path) -> bool:
     return os.path.ismount(path)
 
 
-def _limits_preexec(limits: Limits, *, own_rlimits: bool):
-    def apply() -> None:
-        os.setsid()  # its own process group: a kill reaches everything it started
-        if own_rlimits:
-            for res, value in ((resource.RLIMIT_AS, limits.memory_mb << 20), (resource.RLIMIT_NPROC, limits.pids),
-                               (resource.RLIMIT_NOFILE, limits.nofile), (resource.RLIMIT_FSIZE, limits.output_bytes),
-                               (resource.RLIMIT_CORE, 0)):  # fmt: skip
-                resource.setrlimit(res, (value, value))
-
-    return apply
+def rlimit_prefix(limits: Limits) -> list[str]:
+    """``prlimit`` in front of a command: its own process limits (memory, processes, files, file size, no core
+    dumps), set before it execs the sandbox, not from Python between fork and exec (unsafe with threads)."""
+    b = limits.output_bytes
+    return ["prlimit", f"--as={limits.memory_mb << 20}", f"--nproc={limits.pids}", f"--nofile={limits.nofile}", f"--fsize={b}", "--core=0", "--"]
 
 
 def execute(cmd: list[str], limits: Limits, output_dir: Path, *, own_rlimits: bool = False, as_sandbox_user: bool = False,
@@ -231,9 +225,11 @@ def execute(cmd: list[str], limits: Limits, output_dir: Path, *, own_rlimits: bo
     user = {"user": SANDBOX_UID, "group": SANDBOX_UID, "extra_groups": []} if as_sandbox_user and os.geteuid() == 0 else {}
     start = time.monotonic()
     timed_out = output_full = oom = False
+    if own_rlimits:
+        cmd = [*rlimit_prefix(limits), *cmd]
     try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                preexec_fn=_limits_preexec(limits, own_rlimits=own_rlimits), cwd=cwd, **user)  # fmt: skip
+        # a session (and process group) of its own: a kill reaches everything it started
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd, **user)  # fmt: skip
     except OSError as exc:
         raise InfrastructureError(f"could not start the sandbox ({cmd[0]}): {exc}. Install it or choose another engine.") from exc
     log = _LogTail(proc.stdout, limits.log_bytes)
@@ -310,10 +306,23 @@ def run_bubblewrap(engine: EngineConfig, rootfs: Path, binds: Sequence[tuple[Pat
     return execute(cmd, limits, output_dir, own_rlimits=True, as_sandbox_user=True)
 
 
+class UnloadableImage(InfrastructureError):
+    """An image archive the engine refuses: the submission's fault, not the organiser's."""
+
+
 def load_image(engine: EngineConfig, archive: Path) -> str:
     """Load a ``podman save`` / ``docker save`` archive; returns the image reference (its id)."""
     res = subprocess.run([*engine.command, "load", "-q", "-i", str(archive)], capture_output=True, text=True, check=False, timeout=900)
     if res.returncode != 0:
-        raise InfrastructureError(f"{engine.kind} load of {archive} failed (exit {res.returncode}): {res.stderr.strip()[-300:]}")
+        why = res.stderr.strip()[-300:]
+        if "no space left" in why.lower():
+            raise InfrastructureError(f"{engine.kind} load of {archive} failed: the engine's storage is full ({why})")
+        raise UnloadableImage(f"the image archive does not load ({engine.kind} load exit {res.returncode}: {why})")
     ref = res.stdout.strip().splitlines()[-1].split("Loaded image(s):")[-1].split("Loaded image:")[-1].strip()
     return ref.split(",")[0].strip()
+
+
+def remove_image(engine: EngineConfig, ref: str) -> None:
+    """Remove an image the runner loaded (Apptainer runs files: nothing to remove)."""
+    if engine.kind in ("podman", "docker"):
+        subprocess.run([*engine.command, "rmi", "-f", ref], capture_output=True, check=False, timeout=300)
