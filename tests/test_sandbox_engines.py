@@ -1,12 +1,13 @@
 """Code submissions in real sandboxes: Podman (images) and bubblewrap (packages) on a small hidden cohort.
 
 The base image is built once per machine and cached by its recipe digest (``$LESIONBENCH_SANDBOX_CACHE``, default
-``$TMPDIR/lesionbench-sandbox-cache``); the hostile suites run under tight limits (10 s wall, 256 MB, 64 processes,
+``$TMPDIR/lesionbench-sandbox-cache``); the hostile suites run under tight limits (15 s wall, 256 MB, 64 processes,
 32 MB of output) so they stay bounded. These tests skip only where an engine is absent (CI installs them)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import importlib.util
 import logging
@@ -29,7 +30,9 @@ from tests.sandbox_support import CASES, EXAMPLE, MARKER, PROBE_PORT, build_imag
 logger = logging.getLogger(__name__)
 PODMAN_MISSING, BWRAP_MISSING = root_engines()
 SCORING = {"probe": "linear", "fractions": (1.0,), "seeds": (0,), "n_boot": 50}
-HOSTILE_LIMITS = Limits(memory_mb=256, pids=64, cpus=1.0, wall_s=10.0, output_mb=32, tmp_mb=32)
+HOSTILE_LIMITS = Limits(memory_mb=256, pids=64, cpus=1.0, wall_s=15.0, output_mb=32, tmp_mb=32)
+#: bubblewrap's memory limit is RLIMIT_AS (address space, not resident memory): the serving process's imports need more
+BWRAP_HOSTILE_LIMITS = dataclasses.replace(HOSTILE_LIMITS, memory_mb=1024)
 PODMAN = EngineConfig.podman()
 
 
@@ -195,7 +198,7 @@ def test_hostile_packages_are_contained_and_classified(base, task, secrets_on_ho
     start = time.monotonic()
     with _listener() as hits:  # one at a time: RLIMIT_NPROC counts the sandbox user's processes on the whole host
         results = {c.name: run_code_submission(whl, kind="package", encoder=f"hostile-{c.name}", task=task, out_dir=tmp_path / c.name, base=base,
-                                               limits=HOSTILE_LIMITS, **SCORING) for c in cases}  # fmt: skip
+                                               limits=BWRAP_HOSTILE_LIMITS, **SCORING) for c in cases}  # fmt: skip
     logger.warning("hostile packages (%.1f s): %s", time.monotonic() - start, {k: (str(v.outcome.failure), v.outcome.detail, round(v.outcome.wall_s, 1)) for k, v in results.items()})
     for c in cases:
         _check_case(c, results[c.name].outcome)

@@ -285,3 +285,11 @@ def raise_for_failure(res: CodeSubmissionResult) -> TaskResult:
     if res.result is None:
         raise SubmissionFailed(res.outcome)
     return res.result
+
+
+def submit_code_submission(client: Any, submission: str | Path, *, gpus: int = 0, **kwargs: Any) -> Any:
+    """:func:`run_code_submission` as a task of a Dask ``client``, on a worker that declares the resource
+    ``sandbox`` (one with the engine: ``dask worker --resources "sandbox=1,GPU=1"``) and, with ``gpus``, as many
+    ``GPU``s; returns the future. The challenge server's job kind calls this or the function itself."""
+    resources = {"sandbox": 1, **({"GPU": gpus} if gpus else {})}
+    return client.submit(run_code_submission, submission, resources=resources, pure=False, **kwargs)
