@@ -196,9 +196,11 @@ def test_hostile_packages_are_contained_and_classified(base, task, secrets_on_ho
     whl = hostile_wheel(tmp_path / "wheels", secrets)
     cases = [c for c in CASES if c.name in BWRAP_CASES]
     start = time.monotonic()
-    with _listener() as hits:  # one at a time: RLIMIT_NPROC counts the sandbox user's processes on the whole host
-        results = {c.name: run_code_submission(whl, kind="package", encoder=f"hostile-{c.name}", task=task, out_dir=tmp_path / c.name, base=base,
-                                               limits=BWRAP_HOSTILE_LIMITS, **SCORING) for c in cases}  # fmt: skip
+    # side by side: each job runs as a user of its own, so one's fork bomb (RLIMIT_NPROC) cannot starve the others
+    with _listener() as hits, ThreadPoolExecutor(3) as pool:
+        futures = {c.name: pool.submit(run_code_submission, whl, kind="package", encoder=f"hostile-{c.name}", task=task, out_dir=tmp_path / c.name,
+                                       base=base, limits=BWRAP_HOSTILE_LIMITS, **SCORING) for c in cases}  # fmt: skip
+        results = {name: f.result() for name, f in futures.items()}
     logger.warning("hostile packages (%.1f s): %s", time.monotonic() - start, {k: (str(v.outcome.failure), v.outcome.detail, round(v.outcome.wall_s, 1)) for k, v in results.items()})
     for c in cases:
         _check_case(c, results[c.name].outcome)

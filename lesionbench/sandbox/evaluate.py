@@ -38,7 +38,7 @@ from lesionbench.benchmark.scorer import evaluate, result_folder, write_result
 from lesionbench.benchmark.types import EncoderMeta, TaskResult
 from lesionbench.sandbox.contract import Embeddings, read_outputs, write_inputs
 from lesionbench.sandbox.failures import BadOutputError, FailureClass, InfrastructureError, Outcome, SubmissionFailed
-from lesionbench.sandbox.runner import SANDBOX_UID, EngineConfig, Limits, RunRecord, UnloadableImage, load_image, output_area, remove_image, run_bubblewrap, run_container
+from lesionbench.sandbox.runner import EngineConfig, Limits, RunRecord, UnloadableImage, job_uid, load_image, output_area, remove_image, run_bubblewrap, run_container
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def install_package(wheels: Sequence[Path], work: Path, *, engine: EngineConfig,
         shutil.copyfile(w, whl_dir / w.name)
     venv.mkdir()
     if os.geteuid() == 0:
-        os.chown(venv, SANDBOX_UID, SANDBOX_UID)
+        os.chown(venv, limits.uid, limits.uid)
     install = ("set -e; pip=$(ls /usr/share/python-wheels/pip-*.whl); python3 -m venv --without-pip --system-site-packages /submission/venv; "
                '/submission/venv/bin/python "$pip/pip" install -q --no-index --no-deps --no-cache-dir /input/*.whl')  # fmt: skip
     with output_area(work / "install-out", limits) as scratch:
@@ -242,6 +242,8 @@ def run_code_submission(submission: str | Path, *, kind: SubmissionKind, task: A
         raise ConfigurationError(f"Unknown submission kind {kind!r}; choose image or package.")
     engine = engine if isinstance(engine, EngineConfig) else EngineConfig.named(engine or ("podman" if kind == "image" else "bubblewrap"))
     limits = limits or Limits()
+    if os.geteuid() == 0 and limits.uid == Limits().uid:
+        limits = dataclasses.replace(limits, uid=job_uid())  # a user of its own: process limits stay per job
     if not engine.available():
         return CodeSubmissionResult(Outcome(FailureClass.INFRASTRUCTURE, f"the {engine.kind} engine is not available on this worker"))
     manifest = task.manifest().reset_index(drop=True)

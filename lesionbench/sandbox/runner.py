@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 EngineKind = Literal["podman", "docker", "apptainer", "bubblewrap"]
 #: The unprivileged user every sandbox runs as (``nobody``).
 SANDBOX_UID = 65534
+#: Per-job user ids are drawn from [JOB_UID_BASE, JOB_UID_BASE + JOB_UID_SPAN).
+JOB_UID_BASE, JOB_UID_SPAN = 200_000, 60_000
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,10 @@ class Limits:
     log_bytes: int = 64 * 1024
     #: GPUs for the run: "" none, "all", or a comma-separated list of device indices.
     gpus: str = ""
+    #: The unprivileged user (and group) the sandbox runs as. RLIMIT_NPROC counts a user's processes on the
+    #: whole host, so concurrent jobs get users of their own (:func:`job_uid`): one job's fork bomb then
+    #: cannot starve another's forks.
+    uid: int = SANDBOX_UID
 
     @property
     def output_bytes(self) -> int:
@@ -116,6 +123,11 @@ class RunRecord:
     command: tuple[str, ...] = field(default=(), repr=False)
 
 
+def job_uid() -> int:
+    """A user id of its own for one job (from a range no account uses)."""
+    return JOB_UID_BASE + secrets.randbelow(JOB_UID_SPAN)
+
+
 def container_args(engine: EngineConfig, image: str, name: str, input_dir: Path, output_dir: Path, limits: Limits, env: dict[str, str]) -> list[str]:
     """The full ``run`` command line of an OCI engine (podman, docker) or Apptainer."""
     m = f"{limits.memory_mb}m"
@@ -129,7 +141,7 @@ def container_args(engine: EngineConfig, image: str, name: str, input_dir: Path,
             cmd.append("--nv")
         return [*cmd, *engine.run_args, image]
     cmd = [*engine.command, "run", "--name", name, "--network", "none", "--read-only", "--cap-drop", "all",
-           "--security-opt", "no-new-privileges", "--user", f"{SANDBOX_UID}:{SANDBOX_UID}",
+           "--security-opt", "no-new-privileges", "--user", f"{limits.uid}:{limits.uid}",
            "--memory", m, "--memory-swap", m, "--pids-limit", str(limits.pids), "--cpus", str(limits.cpus),
            "--ulimit", f"nofile={limits.nofile}:{limits.nofile}", "--ulimit", f"nproc={limits.pids}:{limits.pids}",
            "--ulimit", f"fsize={limits.output_bytes}:{limits.output_bytes}",
@@ -195,7 +207,7 @@ def output_area(path: Path, limits: Limits) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
     mounted = False
     if os.geteuid() == 0 and shutil.which("mount"):
-        opts = f"size={limits.output_mb}m,mode=0755,uid={SANDBOX_UID},gid={SANDBOX_UID},nosuid,nodev,noexec"
+        opts = f"size={limits.output_mb}m,mode=0755,uid={limits.uid},gid={limits.uid},nosuid,nodev,noexec"
         mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "lesionbench-output", str(path)], capture_output=True, check=False).returncode == 0
     if not mounted:
         path.chmod(0o777)
@@ -222,7 +234,7 @@ def execute(cmd: list[str], limits: Limits, output_dir: Path, *, own_rlimits: bo
     """Run ``cmd`` under ``limits``: wall-time kill, output watch, bounded log; ``kill``/``cleanup`` are the
     engine commands that stop and remove the container (run on every exit), ``inspect_oom`` asks whether the
     kernel killed it for memory."""
-    user = {"user": SANDBOX_UID, "group": SANDBOX_UID, "extra_groups": []} if as_sandbox_user and os.geteuid() == 0 else {}
+    user = {"user": limits.uid, "group": limits.uid, "extra_groups": []} if as_sandbox_user and os.geteuid() == 0 else {}
     start = time.monotonic()
     timed_out = output_full = oom = False
     if own_rlimits:
