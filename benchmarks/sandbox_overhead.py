@@ -79,7 +79,7 @@ def main() -> None:
     cohort = ensure_cohort(work / "cohort", patients=args.patients, seed=7, progress=False)
     manifest = get_task("synthetic_malignancy", data_dir=cohort / "synthetic_malignancy").manifest().reset_index(drop=True)
     podman, bwrap = EngineConfig.podman(), EngineConfig.bubblewrap()
-    base = ensure_base(cache=work / "sandbox-cache", engine=list(podman.command))
+    base = ensure_base(engine=list(podman.command))  # cached in $LESIONBENCH_SANDBOX_CACHE
     image = _example_image(podman, base.image, work / "ctx")
     limits = Limits(wall_s=1800)
     t_install = []
