@@ -9,8 +9,9 @@ One encoder (the example plug-in), one staged input, three ways, each a whole pr
 * **bubblewrap**: the example encoder's wheel in a venv on the base root filesystem (the venv's install is
   timed separately: it happens once per submission).
 
-Each way runs on a small and a large subset of the synthetic cohort's lesions; start-up is the intercept and
-the per-lesion cost the slope of the two (best of ``--repeats``). Outputs are checked and must be identical.
+Each way runs on a small subset (``--small`` lesions) and a large one (every lesion of the cohort ``--copies``
+times under new ids); start-up is the intercept and the per-lesion cost the slope of the two (best of
+``--repeats``). Outputs are checked and must be identical.
 
 ``python benchmarks/sandbox_overhead.py --workdir /tmp/sandbox-bench`` (root: podman is rootful here).
 """
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -72,7 +74,8 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, required=True)
     p.add_argument("--patients", type=int, default=12, help="synthetic patients (lesions: about 2.2 per patient)")
     p.add_argument("--small", type=int, default=2, help="lesions of the small subset")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--copies", type=int, default=5, help="the large subset: every lesion of the cohort this many times, under new ids")
     args = p.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -92,13 +95,16 @@ def main() -> None:
     venv_work = work / f"install{args.repeats - 1}"
 
     times: dict[str, dict[int, float]] = {"direct": {}, "podman": {}, "bubblewrap": {}}
-    sizes = (args.small, len(manifest))
+    # the large subset repeats the cohort's lesions (each copy is encoded again: patch cut + forward pass)
+    large = pd.concat([manifest.assign(lesion_id=manifest["lesion_id"] + f"#{k}") for k in range(args.copies)], ignore_index=True)
+    print(f"load average at the start: {os.getloadavg()[0]:.1f}", flush=True)
+    sizes = (args.small, len(large))
     for n in sizes:
         stage = work / f"stage{n}"
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir()
         stage.chmod(0o755)
-        ids = stage_inputs(manifest.iloc[:n], stage / "input")
+        ids = stage_inputs(large.iloc[:n], stage / "input")
         feats = {}
         for way, per_size in times.items():
             best = float("inf")
