@@ -25,7 +25,7 @@ import pytest
 
 from lesionbench.sandbox.evaluate import run_code_submission
 from lesionbench.sandbox.runner import EngineConfig, Limits
-from tests.sandbox_support import CASES, EXAMPLE, MARKER, PROBE_PORT, build_image, example_wheel, hostile_source, hostile_wheel, processes_with, root_engines
+from sandbox_support import CASES, EXAMPLE, MARKER, PROBE_PORT, build_image, example_wheel, hostile_source, hostile_wheel, processes_with, root_engines
 
 logger = logging.getLogger(__name__)
 PODMAN_MISSING, BWRAP_MISSING = root_engines()

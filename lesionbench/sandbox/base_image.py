@@ -260,6 +260,14 @@ def image_exists(tag: str, engine: list[str]) -> bool:
     return subprocess.run([*engine, "image", "exists", tag], capture_output=True, check=False).returncode == 0
 
 
+def _remove_other_tags(name: str, keep: str, engine: list[str]) -> None:
+    """Superseded base images (earlier digests) go, as their root filesystems do."""
+    res = subprocess.run([*engine, "images", "--format", "{{.Repository}}:{{.Tag}}", name], capture_output=True, text=True, check=False, timeout=120)
+    for ref in res.stdout.split():
+        if ref != keep and ref.startswith(f"{name}:"):
+            subprocess.run([*engine, "rmi", ref], capture_output=True, check=False, timeout=300)
+
+
 def ensure_base(*, cache: Path | None = None, engine: list[str] | None = None, mirror: str | None = None) -> BaseImage:
     """The base root filesystem (and, with ``engine`` such as ``["podman", ...]``, its image), built once per digest.
 
@@ -286,6 +294,7 @@ def ensure_base(*, cache: Path | None = None, engine: list[str] | None = None, m
                 if not image_exists(deps_tag, engine):  # type: ignore[arg-type]
                     podman_import(deps, deps_tag, engine)  # type: ignore[arg-type]
                 podman_build_base(deps_tag, wheel, tag, engine)  # type: ignore[arg-type]
+                _remove_other_tags(IMAGE_NAME, tag, engine)  # type: ignore[arg-type]
     return BaseImage(digest=digest, rootfs=rootfs, image=tag)
 
 
