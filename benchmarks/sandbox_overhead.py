@@ -59,7 +59,7 @@ USER 65534:65534
 ENV LESIONBENCH_ENCODER={ENCODER}
 """)
     tag = "localhost/lesionbench-bench-example:1"
-    subprocess.run([*engine.command, "build", "-q", "--network", "none", "--pull=never", "-t", tag, str(ctx)], check=True, capture_output=True)
+    subprocess.run([*engine.command, "build", "-q", "--layers=false", "--network", "none", "--pull=never", "-t", tag, str(ctx)], check=True, capture_output=True)
     return tag
 
 

@@ -194,7 +194,7 @@ def example_wheel(dest: Path) -> Path:
 def build_image(engine: EngineConfig, tag: str, containerfile: str, context: Path) -> str:
     """``podman build`` a test image (no network, nothing pulled)."""
     (context / "Containerfile").write_text(containerfile)
-    res = subprocess.run([*engine.command, "build", "-q", "--network", "none", "--pull=never", "-t", tag, "-f", str(context / "Containerfile"), str(context)],
+    res = subprocess.run([*engine.command, "build", "-q", "--layers=false", "--network", "none", "--pull=never", "-t", tag, "-f", str(context / "Containerfile"), str(context)],
                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
     if res.returncode != 0:
         raise RuntimeError(f"podman build {tag} failed: {res.stderr[-800:]}")

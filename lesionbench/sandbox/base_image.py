@@ -251,7 +251,7 @@ def podman_build_base(deps_tag: str, wheel: Path, tag: str, engine: list[str]) -
             f"--break-system-packages /tmp/{wheel.name} && rm /tmp/{wheel.name}\n"
             f"ENTRYPOINT {ENTRYPOINT}\nUSER {SANDBOX_UID}:{SANDBOX_UID}\nWORKDIR /tmp\n"
         )
-        _run([*engine, "build", "-q", "--network", "none", "--pull=never", "-t", tag, ctx], "building the base image")
+        _run([*engine, "build", "-q", "--layers=false", "--network", "none", "--pull=never", "-t", tag, ctx], "building the base image")
     return tag
 
 
