@@ -76,6 +76,8 @@ def cmd_serve_contract(args: argparse.Namespace) -> int:
 
 
 def _task(args: argparse.Namespace):
+    """The task whose lesions the submission encodes: its labels stay outside the sandbox either way, so the
+    results count as computed on hidden data."""
     from lesionbench.benchmark.errors import ConfigurationError
     from lesionbench.benchmark.plugins import get_task
 
@@ -84,8 +86,8 @@ def _task(args: argparse.Namespace):
             raise ConfigurationError("--task hidden:NAME uses the organiser's hidden cohort; leave out --data-dir.")
         from lesionbench.sandbox.hidden import hidden_task
 
-        return hidden_task(args.task[len(_HIDDEN) :], progress=not args.quiet), True
-    return get_task(args.task, data_dir=args.data_dir), True
+        return hidden_task(args.task[len(_HIDDEN) :], progress=not args.quiet)
+    return get_task(args.task, data_dir=args.data_dir)
 
 
 def cmd_evaluate_code(args: argparse.Namespace) -> int:
@@ -98,11 +100,11 @@ def cmd_evaluate_code(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"{args.archive}: no such image archive (and not an image reference such as localhost/NAME:TAG).")
     if args.kind == "package" and not Path(args.archive).exists():
         raise ConfigurationError(f"{args.archive}: no such wheel or folder of wheels.")
-    task, hidden = _task(args)
+    task = _task(args)
     limits = Limits(memory_mb=args.memory_mb, pids=args.pids, cpus=args.cpus, wall_s=args.timeout, output_mb=args.output_mb, gpus=args.gpus)
     engine = EngineConfig.named(args.engine, args.engine_arg)
     res = run_code_submission(args.archive, kind=args.kind, task=task, out_dir=args.out, engine=engine, limits=limits,
-                              encoder=getattr(args, "encoder", None), hidden=hidden, probe=args.probe, n_boot=args.n_boot,
+                              encoder=getattr(args, "encoder", None), hidden=True, probe=args.probe, n_boot=args.n_boot,
                               fractions=tuple(args.fractions or DEFAULT_FRACTIONS),
                               seeds=tuple(args.seeds if args.seeds is not None else DEFAULT_SEEDS))  # fmt: skip
     if res.result is None:
