@@ -108,7 +108,7 @@ def test_engine_command_lines_carry_every_default_restriction(tmp_path):
     cmd = container_args(EngineConfig.podman(), "img", "n", tmp_path / "in", tmp_path / "out", lim, {"A": "1"})
     text = " ".join(cmd)
     for flag in ("--runtime runc", "--cgroup-manager cgroupfs", "--network none", "--read-only", "--cap-drop all", "--security-opt no-new-privileges",
-                 "--memory 512m", "--pids-limit 32", "--cpus 1.5", "--ulimit nofile=64:64", "--ulimit nproc=32:32", f"{tmp_path / 'in'}:/input:ro"):
+                 "--memory 512m", "--pids-limit 32", "--cpus 1.5", "--pull never", "--ulimit nofile=64:64", "--ulimit nproc=32:32", f"{tmp_path / 'in'}:/input:ro"):
         assert flag in text, flag
     assert "--runtime" not in container_args(EngineConfig.docker(), "img", "n", tmp_path, tmp_path, lim, {})
     app = " ".join(container_args(EngineConfig.apptainer(), "img.sif", "n", tmp_path / "in", tmp_path / "out", Limits(gpus="all"), {}))

@@ -146,7 +146,7 @@ def container_args(engine: EngineConfig, image: str, name: str, input_dir: Path,
            "--ulimit", f"nofile={limits.nofile}:{limits.nofile}", "--ulimit", f"nproc={limits.pids}:{limits.pids}",
            "--ulimit", f"fsize={limits.output_bytes}:{limits.output_bytes}",
            "--tmpfs", f"/tmp:rw,nosuid,nodev,size={limits.tmp_mb}m,mode=1777",
-           "--log-driver", "none", "--stop-timeout", "1",
+           "--log-driver", "none", "--stop-timeout", "1", "--pull", "never",
            "-v", f"{input_dir}:/input:ro", "-v", f"{output_dir}:/output:rw"]  # fmt: skip
     if engine.kind == "podman":
         cmd += ["--read-only-tmpfs=false"]  # no writable /run, /var/tmp: /tmp (capped) and /output only
