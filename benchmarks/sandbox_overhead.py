@@ -32,7 +32,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lesionbench.benchmark.plugins import get_task
+from lesionbench.benchmark.encoders.plugins import get_task
 from lesionbench.sandbox.base_image import ensure_base
 from lesionbench.sandbox.contract import read_outputs
 from lesionbench.sandbox.evaluate import PACKAGE_COMMAND, install_package, package_binds, stage_inputs

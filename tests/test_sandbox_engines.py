@@ -97,7 +97,7 @@ def _listener():
 
 
 def _direct(task):
-    from lesionbench.benchmark.features import extract_features
+    from lesionbench.benchmark.encoders.features import extract_features
 
     spec = importlib.util.spec_from_file_location("lesionbench_example_encoder_direct", EXAMPLE / "lesionbench_example_encoder.py")
     mod = importlib.util.module_from_spec(spec)
@@ -112,7 +112,7 @@ def _metrics(result):
 
 @pytest.mark.skipif(bool(BWRAP_MISSING), reason=BWRAP_MISSING or "-")
 def test_example_encoder_as_a_package_matches_running_it_directly(base, task, tmp_path):
-    from lesionbench.benchmark.scorer import evaluate
+    from lesionbench.benchmark.scoring.scorer import evaluate
 
     enc, feats = _direct(task)
     direct = evaluate(task, enc, out_dir=tmp_path / "direct", progress=False, **SCORING)
@@ -127,7 +127,7 @@ def test_example_encoder_as_a_package_matches_running_it_directly(base, task, tm
 
 @pytest.mark.skipif(bool(PODMAN_MISSING), reason=PODMAN_MISSING or "-")
 def test_example_encoder_as_an_image_archive_matches_running_it_directly(base, task, tmp_path):
-    from lesionbench.benchmark.scorer import evaluate
+    from lesionbench.benchmark.scoring.scorer import evaluate
 
     enc, feats = _direct(task)
     example_wheel(tmp_path / "ctx" / "wheels")

@@ -79,7 +79,7 @@ def _task(args: argparse.Namespace):
     """The task whose lesions the submission encodes: its labels stay outside the sandbox either way, so the
     results count as computed on hidden data."""
     from lesionbench.benchmark.errors import ConfigurationError
-    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.encoders.plugins import get_task
 
     if args.task.startswith(_HIDDEN):
         if args.data_dir is not None:
@@ -92,7 +92,7 @@ def _task(args: argparse.Namespace):
 
 def cmd_evaluate_code(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
-    from lesionbench.benchmark.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS
+    from lesionbench.benchmark.scoring.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS
     from lesionbench.sandbox.evaluate import run_code_submission
     from lesionbench.sandbox.runner import EngineConfig, Limits
 

@@ -10,7 +10,7 @@ challenge server's job kind use it):
    bubblewrap venv installed offline) under :class:`~lesionbench.sandbox.runner.Limits`;
 3. **check** the outputs (:func:`lesionbench.sandbox.contract.read_outputs`) and classify any failure
    (:class:`~lesionbench.sandbox.failures.FailureClass`);
-4. **score** the embeddings with the ordinary scorer (:func:`lesionbench.benchmark.scorer.evaluate` with
+4. **score** the embeddings with the ordinary scorer (:func:`lesionbench.benchmark.scoring.scorer.evaluate` with
    ``features=``: the same probes, protocols, seeds and CIs as any entry) and write ordinary results, with
    ``extra["code_submission"]`` saying they were computed in a sandbox on hidden data.
 """
@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError
-from lesionbench.benchmark.scorer import evaluate, result_folder, write_result
+from lesionbench.benchmark.scoring.scorer import evaluate, result_folder, write_result
 from lesionbench.benchmark.types import EncoderMeta, TaskResult
 from lesionbench.sandbox.contract import Embeddings, read_outputs, write_inputs
 from lesionbench.sandbox.failures import BadOutputError, FailureClass, InfrastructureError, Outcome, SubmissionFailed
@@ -235,7 +235,7 @@ def run_code_submission(submission: str | Path, *, kind: SubmissionKind, task: A
     engine) or ``"package"`` (a wheel or folder of wheels, run under bubblewrap). ``engine``: an
     :class:`EngineConfig` or its name (default podman for images, bubblewrap for packages). ``base``: the
     :class:`~lesionbench.sandbox.base_image.BaseImage` whose root filesystem hosts packages (built if needed).
-    ``scoring``: options of :func:`lesionbench.benchmark.scorer.evaluate` (``probe``, ``fractions``, ``seeds``,
+    ``scoring``: options of :func:`lesionbench.benchmark.scoring.scorer.evaluate` (``probe``, ``fractions``, ``seeds``,
     ``n_boot``, ``shots``, ...).
     """
     if kind not in ("image", "package"):

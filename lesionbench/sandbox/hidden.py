@@ -55,7 +55,7 @@ def seed_digest(seed: int) -> str:
 def hidden_task(name: str = "synthetic_malignancy", *, root: Path | None = None, patients: int = HIDDEN_PATIENTS,
                 seed_file: Path | None = None, progress: bool = False) -> Any:  # fmt: skip
     """Synthetic task ``name`` on the hidden cohort (generated on first use), its version naming the seed's digest."""
-    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.encoders.plugins import get_task
     from lesionbench.tasks.synthetic import ensure_cohort
 
     root = Path(root) if root is not None else hidden_root() / "cohort"

@@ -2,7 +2,7 @@
 
 ``lesionbench serve-contract [--encoder NAME]`` (the base image's entry point; the encoder defaults to
 ``$LESIONBENCH_ENCODER``) reads ``/input/lesions.csv``, extracts every lesion's features with the harness's
-own code (:func:`lesionbench.benchmark.features.extract_features`: the same patches, the same encoder call
+own code (:func:`lesionbench.benchmark.encoders.features.extract_features`: the same patches, the same encoder call
 as outside the sandbox) and writes ``/output/embeddings`` and ``/output/model.json``
 (:mod:`lesionbench.sandbox.contract`). Packaging an encoder that is registered through the
 ``lesionbench.encoders`` entry point is then a few lines (docs/code_submissions.md).
@@ -33,7 +33,7 @@ def load_encoder(name: str, **options: Any) -> Any:
         if ep.name == name:
             return ep.load()(**options)
     try:
-        from lesionbench.benchmark.plugins import get_encoder
+        from lesionbench.benchmark.encoders.plugins import get_encoder
 
         return get_encoder(name, **options)
     except ImportError as exc:  # the built-in zoo needs torch, which a minimal image leaves out
@@ -43,7 +43,7 @@ def load_encoder(name: str, **options: Any) -> Any:
 
 def serve(encoder: str | None = None, *, input_dir: Path = Path("/input"), output_dir: Path = Path("/output"), batch_size: int | None = None) -> int:
     """Encode every lesion of ``input_dir/lesions.csv`` and write the contract's outputs; returns the count."""
-    from lesionbench.benchmark.features import extract_features
+    from lesionbench.benchmark.encoders.features import extract_features
 
     name = encoder or os.environ.get(ENCODER_ENV, "")
     if not name:
