@@ -27,6 +27,7 @@ from lesionbench.cli.compare import add_compare
 from lesionbench.cli.server.db import add_db
 from lesionbench.cli.demo import add_demo
 from lesionbench.cli.encoders import add_encoders
+from lesionbench.cli.server.evaluate_code import add_evaluate_image, add_evaluate_package, add_serve_contract
 from lesionbench.cli.extract import add_extract
 from lesionbench.cli.leaderboard import add_leaderboard
 from lesionbench.cli.prepare import add_download, add_prepare
@@ -69,6 +70,9 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_worker,
     add_db,
     add_submissions,
+    add_evaluate_image,
+    add_evaluate_package,
+    add_serve_contract,
 )
 
 
