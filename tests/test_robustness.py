@@ -269,7 +269,7 @@ def test_retest_block_end_to_end_and_cli(tmp_path: Path, capsys: pytest.CaptureF
 def test_mlflow_run_is_tagged_and_invisible_to_the_ranking(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from lesionbench.benchmark.robustness.evaluate import log_robustness, robustness_metrics
+    from lesionbench.benchmark.robustness import log_robustness, robustness_metrics
 
     task = tiny_cohort(tmp_path / "img", n_patients=20)
     res = evaluate_robustness(task, SmoothEncoder(), perturbations=["noise"], settings=PerturbationSettings(repeats=1),

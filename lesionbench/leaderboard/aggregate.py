@@ -219,9 +219,9 @@ def _encoder_keys(items: Sequence[LoadedResult]) -> dict[str, str]:
 def _task_scores(section: dict[str, Any], items: Sequence[LoadedResult], keys: Mapping[str, str], labels: pd.DataFrame | None = None) -> TaskScores | None:
     """The section's ranked entries' aligned test predictions, keyed by aggregate encoder name."""
     from lesionbench.leaderboard.collect import encoder_identity
-    from lesionbench.leaderboard.sections import _align_predictions
+    from lesionbench.leaderboard.sections import _align_predictions, public_location
 
-    by_location = {it.location: it for it in items}
+    by_location = {public_location(it): it for it in items}
     frames: dict[int, pd.DataFrame] = {}
     names: dict[int, str] = {}
     for i, e in enumerate(section["entries"]):

@@ -67,9 +67,13 @@ def recheck_measured(entry: dict[str, Any], df: pd.DataFrame | None, meta: TaskM
         v = values.get(m, float("nan"))
         if not math.isfinite(v):
             continue
-        if _disagree(shown.get("value"), v):
-            wrong.append(f"{m} {_show(shown.get('value'))} (its predictions give {v:.4f})")
+        # a k-shot entry shows the seeds' mean; its lowest seed's own value is the one these predictions give
+        stated = shown.get("value_seed", shown.get("value"))
+        if _disagree(stated, v):
+            wrong.append(f"{m} {_show(stated)} (its predictions give {v:.4f})")
             shown.update(value=v, ci_low=None, ci_high=None)
+            if "value_seed" in shown:
+                shown["value_seed"] = v
     if not wrong:
         return None
     logger.warning("%s: the stated %s; the recomputed value is shown, unranked.", where, ", ".join(wrong))

@@ -63,6 +63,11 @@ def _split_variant(result: TaskResult) -> str:
     return f"{v} (published split)" if result.task.published_split else v
 
 
+def public_location(item: LoadedResult) -> str:
+    """Where an entry came from, as the page shows it (a local result's path without the local folders)."""
+    return item.location if item.source != "local" else _public_path(item.location)
+
+
 def _provenance(item: LoadedResult) -> dict[str, Any]:
     r = item.result
     return {
@@ -79,7 +84,7 @@ def _provenance(item: LoadedResult) -> dict[str, Any]:
         "lesionbench_version": r.lesionbench_version,
         "created": r.created,
         "source": item.source,
-        "location": item.location if item.source != "local" else _public_path(item.location),
+        "location": public_location(item),
         "leaked_patients": len(r.leaked_patients),
         "n_runs": len(r.runs),
         "bootstrap_unit": str(r.extra.get("bootstrap_unit", "patient")),

@@ -81,7 +81,7 @@ def test_table_and_plot_for_two_encoders(robust_results: Path, tmp_path: Path) -
     assert [t["name"] for t in doc["tasks"]] == [BINARY.name] and [e["encoder"] for e in doc["tasks"][0]["entries"]] == ["fmcib"]
     assert [(s["name"], len(s["rows"])) for s in doc["robustness"]] == [("tiny_malignancy", 4)]
     # the same numbers as the protocol's own summary table (NaN there, null here)
-    from lesionbench.benchmark.robustness.evaluate import summary_table
+    from lesionbench.benchmark.robustness import summary_table
 
     table = summary_table([smooth, noisy]).set_index(["encoder", "perturbation"])
     for r in doc["robustness"][0]["rows"]:
@@ -149,7 +149,7 @@ def test_not_json_is_skipped_with_one_warning(robust_results: Path, tmp_path: Pa
 def test_robustness_runs_are_read_from_mlflow(robust_results: Path, tmp_path: Path, fresh_tracking_uri: str) -> None:
     from mlflow.tracking import MlflowClient
 
-    from lesionbench.benchmark.robustness.evaluate import RobustnessResult, log_robustness
+    from lesionbench.benchmark.robustness import RobustnessResult, log_robustness
 
     MlflowClient(tracking_uri=fresh_tracking_uri).create_experiment("lesionbench", artifact_location=(tmp_path / "artifacts").as_uri())
     for enc in ("smooth", "noisy"):
