@@ -235,3 +235,17 @@ def test_the_documented_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_the_documented_commands_run_in_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seconds = _run_documented(tmp_path, monkeypatch, full=True)
     assert "lesionbench run --task synthetic_malignancy --encoder fmcib-random-init" in seconds
+
+
+def test_licence_and_citation_files_match_the_package() -> None:
+    import tomllib
+
+    import yaml
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in licence and "Version 2.0, January 2004" in licence and "END OF TERMS AND CONDITIONS" in licence
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == project["license"]["text"] == "Apache-2.0"
+    assert str(cff["version"]) == project["version"]
+    assert any(r.get("doi") == "10.1038/s42256-024-00807-9" for r in cff["references"])  # Pai et al. 2024
