@@ -6,7 +6,8 @@ folder, through the real CLI) or skipped with the reason. A command missing from
 no document shows any more, fails :func:`test_every_documented_command_is_planned`, so the table cannot rot.
 
 Placeholders a user replaces are replaced the same way here (``my_manifest.csv``, ``seeds.csv``,
-``predictions.csv``: files the test writes from the cohort; ``rider/manifest.csv``: the synthetic cohort's
+files the test writes from the cohort; ``predictions.csv`` is what the documented
+``submit --template`` writes; ``rider/manifest.csv``: the synthetic cohort's
 test-retest twin); FMCIB's released weights are not in CI, so ``--encoder fmcib --weights model_weights.torch``
 runs as ``--encoder fmcib --random-init`` (the same network, seeded random weights), as the README suggests.
 The default (CI) run is small: a 26-patient cohort, and :data:`SMALL` settings (one seed, 50 bootstrap
@@ -27,7 +28,6 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -83,6 +83,7 @@ PLAN: dict[str, Plan] = {
     "lesionbench robustness --retest-manifest rider/manifest.csv --encoder fmcib --weights model_weights.torch": Plan(slow=FMCIB_CPU),
     # README: leaderboard and submissions
     "lesionbench leaderboard build --out site/": Plan(),
+    "lesionbench submit --template synthetic_site predictions.csv": Plan(),
     'lesionbench submit --task synthetic_site predictions.csv --name "my team"': Plan(),
     'lesionbench select --task synthetic_site --name "my team" sub-0002 sub-0005': Plan(),
     "lesionbench leaderboard build --out final/ --reveal": Plan(),
@@ -173,20 +174,13 @@ def _argv(command: str, cohort: Path, *, small: bool) -> list[str]:
 
 
 def _write_inputs(cohort: Path, cwd: Path) -> None:
-    """The files the documents ask the reader to bring, made from the synthetic cohort."""
+    """The files the documents ask the reader to bring (but the predictions: `submit --template`), made from the synthetic cohort."""
     man = pd.read_csv(cohort / "synthetic_malignancy" / "manifest.csv")
     base = cohort / "synthetic_malignancy"
     for col in ("image_path", "mask_path"):
         man[col] = [str((base / p).resolve()) for p in man[col]]
     man.to_csv(cwd / "my_manifest.csv", index=False)
     man[["lesion_id", "image_path", "coordX", "coordY", "coordZ"]].to_csv(cwd / "seeds.csv", index=False)
-    site = pd.read_csv(cohort / "synthetic_site" / "manifest.csv")
-    test = site[site["split"] == "test"]
-    classes = sorted(site["label"].unique())
-    scores = np.random.default_rng(0).dirichlet(np.ones(len(classes)), size=len(test))
-    preds = pd.DataFrame(scores, columns=[f"score_{c}" for c in classes])
-    preds.insert(0, "lesion_id", test["lesion_id"].to_numpy())
-    preds.to_csv(cwd / "predictions.csv", index=False)
 
 
 def _run_documented(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, full: bool) -> dict[str, float]:

@@ -21,10 +21,12 @@ def add_submit(sub: argparse._SubParsersAction) -> None:
         "of the test set, and record it like any run. With --features, a CSV of lesion_id + feature columns for every "
         "lesion is scored by the standard linear probe. Every problem is reported at once; nothing is written for a rejected file.",
     )
-    p.add_argument("--task", required=True, help=TASK_HELP)
-    p.add_argument("predictions", nargs="?", type=Path, help="predictions CSV")
+    p.add_argument("--task", help=TASK_HELP + " (required, except with --template)")
+    p.add_argument("predictions", nargs="?", type=Path, help="predictions CSV (with --template: where to write it, default TASK-template.csv)")
     p.add_argument("--features", type=Path, help="features CSV instead of predictions")
-    p.add_argument("--name", required=True, help="submission name shown on the leaderboard (letters, digits, space, ._+()-)")
+    p.add_argument("--name", help="submission name shown on the leaderboard (letters, digits, space, ._+()-; required, except with --template)")
+    p.add_argument("--template", metavar="TASK", help="write a sample predictions file for TASK instead (every test lesion_id, the score "
+                   "columns it needs, chance-level values) and exit; nothing is submitted")  # fmt: skip
     add_data_dir(p, help=_DATA_DIR_HELP)
     add_tracking_options(p, uri_help="MLflow tracking URI to log to (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
                          experiment=False, local="write the local result only")  # fmt: skip
@@ -40,6 +42,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.plugins import get_task
     from lesionbench.leaderboard import submit
 
+    if args.template:
+        return _write_template(args)
+    missing = [flag for flag, value in (("--task", args.task), ("--name", args.name)) if not value]
+    if missing:
+        raise ConfigurationError(f"submit needs {' and '.join(missing)} (or --template TASK to write a sample file).")
     if (args.predictions is None) == (args.features is None):
         raise ConfigurationError("Give either a predictions CSV or --features FILE (exactly one).")
     from lesionbench.benchmark.tracking import resolve_tracking_uri
@@ -66,6 +73,41 @@ def cmd_submit(args: argparse.Namespace) -> int:
         sys.stdout.write(f"result: {outcome.result_path}\n")
     if outcome.run_id is not None:
         sys.stdout.write(f"MLflow run: {outcome.run_id}\n")
+    return 0
+
+
+def template_table(task: object) -> "pd.DataFrame":  # noqa: F821 - pandas is imported when called
+    """A valid predictions table for ``task``: every test ``lesion_id`` and its score columns at chance level
+    (each class 1/k for multiclass, ``score`` 0.5 for binary, ``risk`` 0 for survival)."""
+    import pandas as pd
+
+    from lesionbench.benchmark.types import TaskKind
+
+    meta, manifest = task.meta, task.manifest()
+    ids = manifest.loc[manifest["split"] == "test", "lesion_id"].astype(str).to_numpy()
+    table = pd.DataFrame({"lesion_id": ids})
+    if meta.kind == TaskKind.MULTICLASS:
+        names = list(meta.class_names) if meta.class_names else [str(c) for c in range(meta.n_classes)]
+        for name in names:
+            table[f"score_{name}"] = 1.0 / len(names)
+    elif meta.kind == TaskKind.BINARY:
+        table["score"] = 0.5
+    else:
+        table["risk"] = 0.0
+    return table
+
+
+def _write_template(args: argparse.Namespace) -> int:
+    from lesionbench.benchmark.host import atomic_write
+    from lesionbench.benchmark.plugins import get_task
+
+    task = get_task(args.template, data_dir=args.data_dir)
+    table = template_table(task)
+    out = args.predictions or Path(f"{task.meta.name}-template.csv")
+    atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
+    cols = ", ".join(c for c in table.columns if c != "lesion_id")
+    sys.stdout.write(f"{out}: {len(table)} test lesions of {task.meta.name} with lesion_id, {cols} (chance-level values): fill in your "
+                     f"model's scores, then `lesionbench submit --task {task.meta.name} {out} --name TEAM`.\n")  # fmt: skip
     return 0
 
 
