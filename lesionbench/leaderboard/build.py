@@ -99,7 +99,7 @@ def build_leaderboard(
     """Build the leaderboard from MLflow and/or local results into ``out``; returns ``out/index.html``.
 
     Reads the MLflow ``experiments`` named (default: the harness's own, ``lesionbench``). Writes
-    ``index.html`` (self-contained), ``leaderboard.md``, ``leaderboard.json``, ``leaderboard.schema.json``
+    ``index.html`` (self-contained), ``leaderboard.md``, ``leaderboard.json``, ``leaderboard.csv`` (every row), ``leaderboard.schema.json``
     and ``result.schema.json`` (the result format it accepts), each atomically, and only once every
     input has been read.
     ``reveal`` adds the submissions' final private scores, read from the organiser store
@@ -108,6 +108,7 @@ def build_leaderboard(
     import tempfile
 
     from lesionbench.benchmark.host import atomic_write
+    from lesionbench.leaderboard.export import leaderboard_csv
     from lesionbench.leaderboard.render import render_html, render_markdown
     from lesionbench.leaderboard.schema import LEADERBOARD_SCHEMA, RESULT_SCHEMA
 
@@ -127,6 +128,7 @@ def build_leaderboard(
         "leaderboard.schema.json": json.dumps(LEADERBOARD_SCHEMA, indent=2) + "\n",
         "result.schema.json": json.dumps(RESULT_SCHEMA, indent=2) + "\n",  # what a result must be to be read
         "leaderboard.md": render_markdown(doc),
+        "leaderboard.csv": leaderboard_csv(doc),  # every row the page shows, one line per metric
         "index.html": render_html(doc),
     }
     for name, text in texts.items():

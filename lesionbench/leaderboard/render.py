@@ -192,7 +192,9 @@ def _environment(markdown: bool) -> jinja2.Environment:
 
 def render_html(doc: dict[str, Any]) -> str:
     """The self-contained leaderboard page."""
-    return _environment(False).get_template("index.html.j2").render(doc=doc, csp=CSP)
+    from lesionbench.leaderboard.export import citations
+
+    return _environment(False).get_template("index.html.j2").render(doc=doc, csp=CSP, cite=citations(doc["lesionbench_version"]))
 
 
 def render_markdown(doc: dict[str, Any]) -> str:
