@@ -67,3 +67,14 @@ def test_submit_template_lists_every_test_lesion(capsys: pytest.CaptureFixture[s
     assert main(["-q", "submit", "--template", "synthetic_survival", "surv.csv"]) == 0
     assert list(pd.read_csv("surv.csv").columns) == ["lesion_id", "risk"]
     assert main(["-q", "submit", "surv.csv"]) == 2 and "needs --task and --name" in capsys.readouterr().err
+
+
+def test_help_texts_print_no_doubled_percent() -> None:
+    import io
+    from contextlib import redirect_stdout
+
+    for command in ("run", "robustness", "extract", "compare", "submit"):
+        buf = io.StringIO()
+        with redirect_stdout(buf):
+            assert main([command, "--help"]) == 0
+        assert "%%" not in buf.getvalue(), command
