@@ -78,3 +78,29 @@ def test_help_texts_print_no_doubled_percent() -> None:
         with redirect_stdout(buf):
             assert main([command, "--help"]) == 0
         assert "%%" not in buf.getvalue(), command
+
+
+def test_data_dir_at_the_cohort_root_names_the_task_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from lesionbench.benchmark.errors import ManifestError
+    from lesionbench.benchmark.plugins import get_task
+
+    monkeypatch.setenv("LESIONBENCH_DATA", str(tmp_path / "data"))
+    cohort = _cohort(tmp_path / "data")
+    with pytest.raises(ManifestError, match=f"use --data-dir {cohort / 'synthetic_site'}"):
+        get_task("synthetic_site", data_dir=cohort).manifest()
+
+
+def test_offline_fmcib_never_downloads_and_suggests_the_control(monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib.request
+
+    from lesionbench.benchmark.errors import WeightsError
+    from lesionbench.benchmark.plugins import get_encoder
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a download was attempted while offline")
+
+    monkeypatch.setenv("LESIONBENCH_OFFLINE", "1")
+    monkeypatch.delenv("LESIONBENCH_WEIGHTS", raising=False)
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    with pytest.raises(WeightsError, match="forbids the download.*--random-init"):
+        get_encoder("fmcib")

@@ -200,6 +200,11 @@ def _locate_weights(weights: str | Path | None, *, progress: bool = True) -> tup
     env = os.environ.get(WEIGHTS_ENV)
     path = Path(env).expanduser() if env and Path(env).expanduser().is_file() else weights_dir() / WEIGHTS_FILENAME
     if not path.is_file():
+        from lesionbench.baselines._zoo_weights import OFFLINE_ENV, _offline
+
+        if _offline():  # as for the zoo's weights: never a download attempt while told to stay offline
+            raise WeightsError(f"FMCIB weights are not at {path} and {OFFLINE_ENV}/HF_HUB_OFFLINE forbids the download. {_how_to_get()} "
+                               "Without them, `--random-init` (fmcib-random-init) runs the same network with seeded random weights.")  # fmt: skip
         path = download_weights(path, progress=progress)
     return path, True
 
