@@ -42,3 +42,31 @@ def test_downloads_cite_nav_and_folded_reference_tasks(tmp_path: Path) -> None:
     assert any(r["row"] == "reference" and r["task"] == "deeplesion_site" for r in rows)  # the published rows too
     metrics = {r["metric"] for r in rows if r["task"] == MULTI.name and r["row"] == "ranked"}
     assert metrics >= set(MULTI.metrics) - {"map"} and len(metrics) >= 2
+
+
+def test_the_ranking_tables_fit_a_1024_px_screen(tmp_path: Path) -> None:
+    """No sideways scrolling at 1024 px (and 1280 px): Δ vs top and p stay visible."""
+    import shutil
+
+    import pytest
+
+    from _lb_fixtures import CHROMIUM, SURV
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright) to measure the layout")
+    if not CHROMIUM or not shutil.which(CHROMIUM):
+        pytest.skip("no Chromium to measure the page in")
+    for meta in (BINARY, MULTI, SURV):
+        man = make_manifest(meta)
+        for i, enc in enumerate(["fmcib", "ct-fm-random-init:tib", "radiomics"]):
+            write_result(meta, man, enc, 2.0 - i * 0.5, tmp_path / "res" / meta.name / enc.replace(":", "_"), seed=0)
+    index = build_leaderboard(tmp_path / "lb", results_dir=tmp_path / "res", n_boot=20, n_perm=20)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which(CHROMIUM), args=["--no-sandbox"])
+        try:
+            for width in (1024, 1280):
+                page = browser.new_context(viewport={"width": width, "height": 800}, bypass_csp=True).new_page()
+                page.goto(index.as_uri())
+                widths = page.evaluate("() => [...document.querySelectorAll('table.rank')].map(t => [t.parentElement.scrollWidth, t.parentElement.clientWidth])")
+                assert len(widths) == 3 and all(scroll <= client for scroll, client in widths), (width, widths)
+        finally:
+            browser.close()
