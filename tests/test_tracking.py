@@ -260,3 +260,26 @@ def test_git_commit_of_a_checkout(tmp_path) -> None:
     assert git_commit(tmp_path) == f"{head}-dirty"
     (tmp_path / "sub").mkdir()
     assert git_commit(tmp_path / "sub") is None  # only the checkout's own top level
+
+
+def test_roc_and_pr_legends_name_the_classes_with_their_auc_and_ap(store, tmp_path) -> None:
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from lesionbench.benchmark.scorer import read_predictions
+    from lesionbench.benchmark.tracking_plots import RunPlots
+
+    _, logged, root = store
+    result, _ = logged["multiclass"]
+    rdir = result_dir(root / "out", result.task.name, result.task.version, "fabricated", "linear")
+    run = result.runs[0]
+    plots = RunPlots(result)
+    plots.save(run, rdir, tmp_path)
+    (roc_key,) = [k for k in plots._figures if k[0] == "roc"]
+    texts = [t.get_text() for t in plots._figures[roc_key].legend.get_texts()]
+    _, y, scores = read_predictions(rdir / run.predictions_path, result.task.kind)
+    name = result.task.class_names[0]
+    expected = roc_auc_score(pd.Series(y) == 0, scores[:, 0])
+    assert f"{name}  AUC {expected:.3f}" in texts and len(texts) == len(roc_key[1])
+    (pr_key,) = [k for k in plots._figures if k[0] == "pr"]
+    assert all("  AP 0." in t or "  AP 1." in t for t in (t.get_text() for t in plots._figures[pr_key].legend.get_texts()))
