@@ -46,7 +46,7 @@ def get_tasks() -> pd.DataFrame:
 
     Nothing is built or downloaded; :func:`get_task` builds one.
     """
-    from lesionbench.benchmark.plugins import TASKS
+    from lesionbench.benchmark.encoders.plugins import TASKS
 
     rows = []
     for name in TASKS.names():
@@ -63,7 +63,7 @@ def get_task(name: str, *, data_dir: str | Path | None = None, **options: Any) -
     An unknown name is an error that suggests the closest names. The synthetic tasks generate their cohort
     on first use.
     """
-    from lesionbench.benchmark.plugins import get_task as registered
+    from lesionbench.benchmark.encoders.plugins import get_task as registered
 
     return registered(name, data_dir=data_dir, **options)
 
@@ -71,7 +71,7 @@ def get_task(name: str, *, data_dir: str | Path | None = None, **options: Any) -
 def get_encoders() -> pd.DataFrame:
     """Every encoder (built-in, the model zoo per recipe and random-init control, third-party plug-ins):
     name, recipe, embedding size, licence, non-commercial weights, weights on disk. No network."""
-    from lesionbench.baselines._zoo_catalog import CatalogRow, rows
+    from lesionbench.baselines.zoo.catalog import CatalogRow, rows
 
     return pd.DataFrame([dataclasses.asdict(r) for r in rows()], columns=[f.name for f in dataclasses.fields(CatalogRow)])
 
@@ -84,8 +84,8 @@ def get_encoder(name: str, *, weights: str | Path | None = None, random_init: bo
     An encoder object defined in a notebook (``.meta`` and ``.encode``) needs no registering: pass it to
     :func:`extract_features` and :func:`evaluate` directly.
     """
-    from lesionbench.baselines._zoo_catalog import encoder_choice
-    from lesionbench.benchmark.plugins import get_encoder as registered
+    from lesionbench.baselines.zoo.catalog import encoder_choice
+    from lesionbench.benchmark.encoders.plugins import get_encoder as registered
 
     base, variant = encoder_choice(name, recipe=recipe, random_init=random_init, weights=weights)
     return registered(base, weights=weights, **variant, **options)
@@ -117,9 +117,9 @@ def extract_features(
     cache (``cache_dir``, default ``$LESIONBENCH_CACHE/features``); a lesion that fails stops the call with
     one error naming every failed row.
     """
-    from lesionbench.benchmark.features import check_output_columns, feature_table
-    from lesionbench.benchmark.features import extract_features as extract
-    from lesionbench.benchmark.manifest import read_table, resolve_paths
+    from lesionbench.benchmark.encoders.features import check_output_columns, feature_table
+    from lesionbench.benchmark.encoders.features import extract_features as extract
+    from lesionbench.benchmark.data.manifest import read_table, resolve_paths
 
     if isinstance(table, (str, Path)):
         source = Path(table)
@@ -148,18 +148,18 @@ def evaluate(
 ) -> Any:
     """Score ``encoder`` on ``task`` (names or objects) as ``lesionbench run`` does; the :class:`TaskResult`.
 
-    ``options`` are :func:`lesionbench.benchmark.scorer.evaluate`'s (``fractions``, ``seeds``, ``probe``,
+    ``options`` are :func:`lesionbench.benchmark.scoring.scorer.evaluate`'s (``fractions``, ``seeds``, ``probe``,
     ``n_boot``, ``shots``, ``adapt``, ``jobs``, ``resume``, ...). The result is written to ``out`` (its
     ``result.json`` carries the environment: package versions, device, git commits). ``mlflow``: ``True``
     logs it to ``$MLFLOW_TRACKING_URI`` (else ``sqlite:///mlflow.db``), a string to that tracking URI;
     a failed logging call warns and keeps the result.
     """
-    from lesionbench.benchmark.scorer import evaluate as score
-    from lesionbench.benchmark.scorer import result_folder
+    from lesionbench.benchmark.scoring.scorer import evaluate as score
+    from lesionbench.benchmark.scoring.scorer import result_folder
 
     result = score(_task(task, data_dir), _encoder(encoder), out_dir=Path(out), **options)
     if mlflow:
-        from lesionbench.benchmark.tracking import log_result
+        from lesionbench.benchmark.tracking.mlflow_sink import log_result
 
         log_result(result, result_folder(Path(out), result), tracking_uri=None if mlflow is True else str(mlflow), experiment=experiment)
     return result
@@ -186,7 +186,7 @@ def compare(
     two models' rankings of the lesions could be swapped), so near the threshold one may exclude 0 while
     the other is above 0.05. ``seed=None`` compares every seed both results have (a ``seed`` column).
     """
-    from lesionbench.benchmark.scorer import compare_saved, load_result, result_dir, task_versions
+    from lesionbench.benchmark.scoring.scorer import compare_saved, load_result, result_dir, task_versions
 
     seeds: Iterable[int]
     if seed is None:
@@ -214,7 +214,7 @@ def load_results(results: str | Path | Any | Sequence[Any] = DEFAULT_RESULTS) ->
     ``results``: a results folder (every ``result.json`` below it; a malformed one is skipped with a
     warning naming it), or :class:`TaskResult` objects (what :func:`evaluate` returns).
     """
-    from lesionbench.benchmark.protocols import protocol_of
+    from lesionbench.benchmark.scoring.protocols import protocol_of
     from lesionbench.benchmark.types import TaskResult
 
     found: list[tuple[Any, str]] = []

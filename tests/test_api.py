@@ -14,7 +14,7 @@ import pytest
 
 import lesionbench
 from lesionbench.benchmark.errors import LesionbenchError
-from lesionbench.benchmark.manifest import ManifestTask
+from lesionbench.benchmark.data.manifest import ManifestTask
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec, TaskKind, TaskMeta
 
 

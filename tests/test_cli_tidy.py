@@ -82,7 +82,7 @@ def test_help_texts_print_no_doubled_percent() -> None:
 
 def test_data_dir_at_the_cohort_root_names_the_task_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from lesionbench.benchmark.errors import ManifestError
-    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.encoders.plugins import get_task
 
     monkeypatch.setenv("LESIONBENCH_DATA", str(tmp_path / "data"))
     cohort = _cohort(tmp_path / "data")
@@ -94,7 +94,7 @@ def test_offline_fmcib_never_downloads_and_suggests_the_control(monkeypatch: pyt
     import urllib.request
 
     from lesionbench.benchmark.errors import WeightsError
-    from lesionbench.benchmark.plugins import get_encoder
+    from lesionbench.benchmark.encoders.plugins import get_encoder
 
     def no_network(*args: object, **kwargs: object) -> None:
         raise AssertionError("a download was attempted while offline")

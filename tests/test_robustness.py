@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from lesionbench.benchmark.errors import ConfigurationError
-from lesionbench.benchmark.perturb import PerturbationSettings, check_perturbations, crop_around, lesion_rng, perturb_lesion
+from lesionbench.benchmark.robustness.perturb import PerturbationSettings, check_perturbations, crop_around, lesion_rng, perturb_lesion
 from lesionbench.benchmark.robustness import evaluate_robustness, load_robustness, robustness_path, summary_table
-from lesionbench.benchmark.stability import cosine_to_reference, icc_3_1
+from lesionbench.benchmark.robustness.stability import cosine_to_reference, icc_3_1
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec, TaskKind, TaskMeta
 
 # Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges; their Table 4 gives ICC(3,1) = 0.71
@@ -206,7 +206,7 @@ def _retest_table(task: TinyTask, root: Path) -> pd.DataFrame:
 
 def test_retest_manifest_lists_every_problem(tmp_path: Path) -> None:
     from lesionbench.benchmark.errors import ManifestError
-    from lesionbench.benchmark.retest import read_retest_manifest, retest_pairs
+    from lesionbench.benchmark.robustness.retest import read_retest_manifest, retest_pairs
 
     good = pd.DataFrame({"lesion_id": ["a", "a", "b", "b"], "patient_id": ["p", "p", "q", "q"], "scan": ["test", "retest", "retest", "test"],
                          "image_path": ["/x1", "/x2", "/y2", "/y1"], "coordX": 1.0, "coordY": 2.0, "coordZ": 3.0})  # fmt: skip
@@ -274,7 +274,7 @@ def test_mlflow_run_is_tagged_and_invisible_to_the_ranking(tmp_path: Path) -> No
 
 
 def test_the_probe_call_per_task_kind() -> None:
-    from lesionbench.benchmark.stability import classes_of
+    from lesionbench.benchmark.robustness.stability import classes_of
 
     assert classes_of(TaskKind.BINARY, np.array([[0.6, 0.4], [0.4, 0.6]])).tolist() == [0, 1]
     assert classes_of(TaskKind.MULTICLASS, np.array([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]])).tolist() == [1, 0]
@@ -332,8 +332,8 @@ def test_radiomics_robustness_with_masks_runs_and_the_crop_changes_nothing(tmp_p
     import SimpleITK as sitk
 
     from lesionbench.baselines.radiomics import RadiomicsEncoder
-    from lesionbench.benchmark.features import read_image
-    from lesionbench.benchmark.perturb import perturbed_features
+    from lesionbench.benchmark.encoders.features import read_image
+    from lesionbench.benchmark.robustness.perturb import perturbed_features
 
     task = _with_masks(tiny_cohort(tmp_path / "img", n_patients=2), tmp_path / "img", pad=30)
     enc = RadiomicsEncoder()

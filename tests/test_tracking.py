@@ -8,9 +8,9 @@ import os
 import pandas as pd
 import pytest
 
-from lesionbench.benchmark._fabricate import fabricate, fabricated_encoder_meta
-from lesionbench.benchmark.scorer import evaluate_features, result_dir
-from lesionbench.benchmark.tracking import LEVEL_TAG, log_result, resolve_tracking_uri
+from lesionbench.benchmark.scoring._fabricate import fabricate, fabricated_encoder_meta
+from lesionbench.benchmark.scoring.scorer import evaluate_features, result_dir
+from lesionbench.benchmark.tracking.mlflow_sink import LEVEL_TAG, log_result, resolve_tracking_uri
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 FAST = {"fractions": (1.0, 0.5), "seeds": (0, 1), "n_boot": 50, "c_grid": (1e-2, 1.0), "refine": False, "progress": False}
@@ -119,7 +119,7 @@ def test_default_tracking_uri(monkeypatch, tmp_path) -> None:
 
 
 def test_logging_that_fails_half_way_never_reaches_the_leaderboard(store, tmp_path, monkeypatch, caplog) -> None:
-    import lesionbench.benchmark.tracking as tracking
+    import lesionbench.benchmark.tracking.mlflow_sink as tracking
     from lesionbench.leaderboard.collect import collect_results
 
     _, logged, root = store
@@ -185,7 +185,7 @@ def test_a_figure_redrawn_for_the_next_run_is_the_one_drawn_fresh_for_it(store, 
     import numpy as np
     from PIL import Image
 
-    from lesionbench.benchmark.tracking_plots import RunPlots
+    from lesionbench.benchmark.tracking.plots import RunPlots
 
     _, logged, root = store
     result, _ = logged[kind]
@@ -266,8 +266,8 @@ def test_roc_and_pr_legends_name_the_classes_with_their_auc_and_ap(store, tmp_pa
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from lesionbench.benchmark.scorer import read_predictions
-    from lesionbench.benchmark.tracking_plots import RunPlots
+    from lesionbench.benchmark.scoring.scorer import read_predictions
+    from lesionbench.benchmark.tracking.plots import RunPlots
 
     _, logged, root = store
     result, _ = logged["multiclass"]

@@ -16,7 +16,7 @@ Two registry entries:
 The trunk is ``monai.networks.nets.resnet50(n_input_channels=1, widen_factor=2, conv1_t_stride=2,
 feed_forward=False, bias_downsample=True)``: 4096 features after global average pooling (rebuilt layer for
 layer in :mod:`lesionbench.baselines._resnet3d`, because ``import monai`` alone costs ~3 s). Patches are
-cut by :mod:`lesionbench.benchmark.geometry` exactly as the reference ``get_features`` does.
+cut by :mod:`lesionbench.benchmark.data.geometry` exactly as the reference ``get_features`` does.
 Weight loading is audited: every trunk key must be present with the right shape and nothing else may be
 in the checkpoint (the reference loads with ``strict=False`` and silently keeps random weights), and no
 parameter may be NaN or infinite. The weights digest in the encoder's fingerprint (which keys the feature
@@ -40,10 +40,10 @@ import numpy as np
 from lesionbench.benchmark.errors import ConfigurationError, WeightsError
 from lesionbench.benchmark.host import atomic_write, inference_device, sha256_file
 from lesionbench.benchmark.paths import cache_root
-from lesionbench.benchmark.plugins import ENCODERS
+from lesionbench.benchmark.encoders.plugins import ENCODERS
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec
-from lesionbench.benchmark.weights import check_finite_state_dict, read_checkpoint
-from lesionbench.benchmark.weights import load_checkpoint as load_torch_checkpoint  # fmcib.load_checkpoint stays public
+from lesionbench.benchmark.encoders.weights import check_finite_state_dict, read_checkpoint
+from lesionbench.benchmark.encoders.weights import load_checkpoint as load_torch_checkpoint  # fmcib.load_checkpoint stays public
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def _locate_weights(weights: str | Path | None, *, progress: bool = True) -> tup
     env = os.environ.get(WEIGHTS_ENV)
     path = Path(env).expanduser() if env and Path(env).expanduser().is_file() else weights_dir() / WEIGHTS_FILENAME
     if not path.is_file():
-        from lesionbench.baselines._zoo_weights import OFFLINE_ENV, _offline
+        from lesionbench.baselines.zoo._weights import OFFLINE_ENV, _offline
 
         if _offline():  # as for the zoo's weights: never a download attempt while told to stay offline
             raise WeightsError(f"FMCIB weights are not at {path} and {OFFLINE_ENV}/HF_HUB_OFFLINE forbids the download. {_how_to_get()} "
@@ -270,11 +270,11 @@ def load_trunk_weights(trunk, state_dict: Mapping[str, Any], *, source: str = "c
     """Load ``state_dict`` into ``trunk`` strictly; return the number of tensors loaded.
 
     Every missing, unexpected or mis-shaped key is reported by name in one :class:`WeightsError`, and
-    every tensor holding NaN or infinite values in a :class:`~lesionbench.benchmark.weights.NonFiniteWeightsError`.
+    every tensor holding NaN or infinite values in a :class:`~lesionbench.benchmark.encoders.weights.NonFiniteWeightsError`.
     ``assign=True`` adopts the checkpoint's tensors (for a trunk built on the meta device: no random
     initialisation, no second copy); they are cast to the trunk's dtypes.
     """
-    from lesionbench.benchmark.weights import key_problems
+    from lesionbench.benchmark.encoders.weights import key_problems
 
     expected = trunk.state_dict()
     problems = key_problems(expected, state_dict)
@@ -291,7 +291,7 @@ def load_trunk_weights(trunk, state_dict: Mapping[str, Any], *, source: str = "c
 
 def load_checkpoint(path: str | Path) -> Any:
     """``torch.load(weights_only=True)`` with one clear :class:`WeightsError` for any file that is not a
-    checkpoint (:func:`lesionbench.benchmark.weights.load_checkpoint`)."""
+    checkpoint (:func:`lesionbench.benchmark.encoders.weights.load_checkpoint`)."""
     return load_torch_checkpoint(path, hint=_how_to_get())
 
 

@@ -250,14 +250,14 @@ def validate_manifest(
 def _check_image_headers(df: pd.DataFrame, rownum: np.ndarray, problems: _Problems) -> None:
     """Per image and mask: can its header be read, is its geometry usable, is a .gz complete; per mask: is it
     on its image's grid; per image: do its rows' seeds lie inside it."""
-    from lesionbench.benchmark._image_checks import MASK_GRID_FIX, grid_mismatch
+    from lesionbench.benchmark.data._image_checks import MASK_GRID_FIX, grid_mismatch
 
     coords = df[["coordX", "coordY", "coordZ"]].to_numpy(dtype=float)
     images: dict[str, object] = {}  # path -> geometry of every usable image
     for path, idx in df.groupby("image_path", sort=False).indices.items():
         p = Path(str(path))
         if p.is_dir():  # a DICOM series: its slice headers (positions, orientations) and ITK's geometry
-            from lesionbench.benchmark.dicomslices import series_header_problem
+            from lesionbench.benchmark.data.dicomslices import series_header_problem
 
             why, geometry = series_header_problem(p)
         elif p.is_file():
@@ -297,8 +297,8 @@ def _header_problem(p: Path):
     """(why the image at ``p`` cannot be used or None, its header geometry or None)."""
     import SimpleITK as sitk
 
-    from lesionbench.benchmark._image_checks import HEADER_FIX, gzip_truncation_problem, header_problem, metaimage_data_file_problem, read_fix, sitk_reason
-    from lesionbench.benchmark.geometry import ImageGeometry
+    from lesionbench.benchmark.data._image_checks import HEADER_FIX, gzip_truncation_problem, header_problem, metaimage_data_file_problem, read_fix, sitk_reason
+    from lesionbench.benchmark.data.geometry import ImageGeometry
 
     why = metaimage_data_file_problem(p)
     reader = sitk.ImageFileReader()

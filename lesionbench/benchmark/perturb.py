@@ -3,7 +3,7 @@
 Each lesion is handled crop-first: a cube of physical half-width ``crop_radius_mm`` around its seed is
 cut from the image (SimpleITK ``RegionOfInterest``, cast to float32), the perturbation is applied to that
 crop only, and the crop is handed to the encoder exactly as a whole image would be (patch encoders
-through :func:`lesionbench.benchmark.features.cut_patches`, image encoders through ``encode_lesions``).
+through :func:`lesionbench.benchmark.encoders.features.cut_patches`, image encoders through ``encode_lesions``).
 The unperturbed reference goes through the same crop (the ``none`` perturbation), so every difference
 measured is the perturbation's, not the crop's (FMCIB's resampling grid depends on the image extent).
 
@@ -164,7 +164,7 @@ def _mask_on_grid(mpath: str, grid: Any, transform: Any | None, mask_dir: Path, 
     """
     import SimpleITK as sitk
 
-    from lesionbench.benchmark.features import read_image
+    from lesionbench.benchmark.encoders.features import read_image
 
     if mpath not in masks:
         masks[mpath] = read_image(mpath)
@@ -199,7 +199,7 @@ def perturbed_features(test: pd.DataFrame, encoder: Any, kind: str, repeat: int,
     ``kind="none"`` is the unperturbed reference through the same crop. A lesion that fails raises
     :class:`ImageError` naming it: robustness is measured on complete test sets only.
     """
-    from lesionbench.benchmark.features import cut_patches, read_image
+    from lesionbench.benchmark.encoders.features import cut_patches, read_image
 
     d = int(encoder.meta.feature_dim)
     out = np.full((len(test), d), np.nan, dtype=np.float32)

@@ -1,16 +1,16 @@
 """The scorer: features in, a :class:`TaskResult` with bootstrap CIs out.
 
-``evaluate(task, encoder)`` plans the sweep once (:func:`lesionbench.benchmark.sweep.plan_sweep`:
+``evaluate(task, encoder)`` plans the sweep once (:func:`lesionbench.benchmark.scoring.sweep.plan_sweep`:
 options, leakage, test split, every training and validation subset), extracts features (through the
 cache), then for every (fraction, seed) fits a fresh clone of the probe on the training subset (the
 run's validation rows choose C), scores every lesion, and computes the task's metrics on the test
-split with a seeded percentile bootstrap (:mod:`lesionbench.benchmark.run_one`). Trainable encoders
+split with a seeded percentile bootstrap (:mod:`lesionbench.benchmark.scoring.run_one`). Trainable encoders
 (with ``fit``) are deep-copied and trained on each training subset first, early-stopped on the same
 validation rows.
 
-Protocols (:mod:`lesionbench.benchmark.protocols`): ``probe="knn"`` scores frozen features with the
+Protocols (:mod:`lesionbench.benchmark.scoring.protocols`): ``probe="knn"`` scores frozen features with the
 k-NN probe; ``shots`` / ``shots_total`` replace the fractions by k-shot training sets
-(:mod:`lesionbench.benchmark.shots`); ``adapt="finetune"`` fine-tunes an encoder's own network on each
+(:mod:`lesionbench.benchmark.scoring.shots`); ``adapt="finetune"`` fine-tunes an encoder's own network on each
 training subset (:mod:`lesionbench.baselines.finetune`) before the probe.
 
 Everything lands in ``<out_dir>/<task>/<task version>/<encoder>/<protocol folder>/``: the probe's name
@@ -30,9 +30,9 @@ for frozen features on fractions (``linear``, ``knn``), else ``<protocol>-<probe
 * k-shot runs are named ``shots<k>_seed<s>`` (k per class) or ``budget<n>_seed<s>`` (a total) instead of
   ``frac<f>_seed<s>``;
 * ``runs/frac<f>_seed<s>.json`` - each finished run with the key of everything it depends on
-  (:mod:`lesionbench.benchmark.saved_runs`).
+  (:mod:`lesionbench.benchmark.scoring.saved_runs`).
 
-MLflow logging is a separate step (:mod:`lesionbench.benchmark.tracking`).
+MLflow logging is a separate step (:mod:`lesionbench.benchmark.tracking.mlflow_sink`).
 
 Where lesionbench differs from the FMCIB paper's protocol, and why:
 
@@ -40,7 +40,7 @@ Where lesionbench differs from the FMCIB paper's protocol, and why:
   quarter decades around the best) instead of 100 Optuna trials: deterministic, and 16 warm-started
   fits instead of 100. Ties go to the middle of the plateau.
 * The paper does not say how its limited-label subsets were drawn; ours are patient-grouped,
-  label-stratified, nested and seeded (:mod:`lesionbench.benchmark.splits`), with 5 seeds per fraction
+  label-stratified, nested and seeded (:mod:`lesionbench.benchmark.scoring.splits`), with 5 seeds per fraction
   and the seed spread reported. A limited-label run is tuned on a validation subset of its own
   fraction by default (``val="full"``: the whole validation split, as the paper).
 * Binary balanced accuracy uses an operating threshold chosen on validation (or out-of-fold training)
@@ -55,7 +55,7 @@ Where lesionbench differs from the FMCIB paper's protocol, and why:
   and the swaps take whole *patients* (all lesions of a drawn patient come along): lesions of one
   patient are correlated and lesion-level resampling makes the CIs too narrow and the test too eager.
   With one lesion per patient the two are identical. The test is two-sided by default and swaps
-  ranks, so neither model's score scale matters (:func:`lesionbench.benchmark.metrics.paired_comparison`).
+  ranks, so neither model's score scale matters (:func:`lesionbench.benchmark.scoring.metrics.paired_comparison`).
 """
 
 from __future__ import annotations
@@ -73,13 +73,13 @@ import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.benchmark.host import atomic_write, environment
-from lesionbench.benchmark.probes import C_GRID
-from lesionbench.benchmark.protocols import protocol_dir, protocol_of
-from lesionbench.benchmark.run_one import FeatureProvider, FrozenFeatures, TrainedFeatures, fit_labels
-from lesionbench.benchmark.saved_runs import RUNS_DIR, array_digest
-from lesionbench.benchmark.saved_runs import json_default as _json_default
-from lesionbench.benchmark.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS
-from lesionbench.benchmark.sweep import VAL_POLICIES, SweepPlan, check_options, n_classes_of, plan_sweep, run_sweep, selection_metric, task_metrics
+from lesionbench.benchmark.scoring.probes import C_GRID
+from lesionbench.benchmark.scoring.protocols import protocol_dir, protocol_of
+from lesionbench.benchmark.scoring.run_one import FeatureProvider, FrozenFeatures, TrainedFeatures, fit_labels
+from lesionbench.benchmark.scoring.saved_runs import RUNS_DIR, array_digest
+from lesionbench.benchmark.scoring.saved_runs import json_default as _json_default
+from lesionbench.benchmark.scoring.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS
+from lesionbench.benchmark.scoring.sweep import VAL_POLICIES, SweepPlan, check_options, n_classes_of, plan_sweep, run_sweep, selection_metric, task_metrics
 from lesionbench.benchmark.types import EncoderMeta, TaskKind, TaskMeta, TaskResult
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def evaluate(
     """Score ``encoder`` on ``task`` over every (fraction, seed); write and return the :class:`TaskResult`.
 
     Frozen encoders: features come from ``features`` (precomputed, manifest row order) or
-    :func:`lesionbench.benchmark.features.extract_features` (cached). Trainable encoders (a ``fit``
+    :func:`lesionbench.benchmark.encoders.features.extract_features` (cached). Trainable encoders (a ``fit``
     method): per (fraction, seed) a deep copy is fitted on the training subset's patches (``patches``
     or :func:`load_patches`), with the run's validation rows as ``val``, then encodes every lesion;
     if it has ``predict_proba`` its own predictions are scored too (``params["head_metrics"]``).
@@ -184,7 +184,7 @@ def evaluate(
 
                 features = extract_features_dask(manifest, encoder, client, cache_dir=cache_dir, build=build, batch_size=batch_size, progress=progress)
             else:
-                from lesionbench.benchmark.features import extract_features
+                from lesionbench.benchmark.encoders.features import extract_features
 
                 features = extract_features(manifest, encoder, cache_dir=cache_dir, batch_size=batch_size, workers=workers, progress=progress)
         return _execute(plan, emeta, FrozenFeatures(_checked_features(features, manifest)), out_dir=out_dir, data_digest=array_digest(np.asarray(features)),
@@ -195,7 +195,7 @@ def evaluate(
         logger.info("%s trains on %s: its (fraction, seed) runs go one at a time instead of %d in parallel.", emeta.name, encoder.device, jobs)
         jobs = 1
     if patches is None:
-        from lesionbench.benchmark.features import load_patches
+        from lesionbench.benchmark.encoders.features import load_patches
 
         patches = load_patches(manifest, emeta.patch, progress=progress)
     if len(patches) != len(manifest):
@@ -351,7 +351,7 @@ def compare_saved(
     aligned by ``lesion_id``. ``version`` (the task version) may be left out when only one version of the
     task has results of both encoders.
     """
-    from lesionbench.benchmark.metrics import paired_comparison
+    from lesionbench.benchmark.scoring.metrics import paired_comparison
 
     version = version or _common_version(Path(out_dir), task, (encoder_a, encoder_b), probe)
     res, preds = [], []

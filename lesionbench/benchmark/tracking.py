@@ -1,6 +1,6 @@
 """MLflow sink: log a finished :class:`TaskResult` (and its result folder) as parent + nested child runs.
 
-Logging is separate from scoring: :func:`lesionbench.benchmark.scorer.evaluate` writes ``result.json``
+Logging is separate from scoring: :func:`lesionbench.benchmark.scoring.scorer.evaluate` writes ``result.json``
 and the predictions; :func:`log_result` copies them into MLflow. A failed MLflow call warns and
 returns ``None``; the local result stays the record.
 
@@ -33,8 +33,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lesionbench.benchmark.protocols import protocol_dir, protocol_of
-from lesionbench.benchmark.tracking_plots import RunPlots, plot_low_data_curve, plot_run  # noqa: F401 - public here since 1.0
+from lesionbench.benchmark.scoring.protocols import protocol_dir, protocol_of
+from lesionbench.benchmark.tracking.plots import RunPlots, plot_low_data_curve, plot_run  # noqa: F401 - public here since 1.0
 from lesionbench.benchmark.types import SubsetResult, TaskResult
 
 # MLflow contacts a telemetry host on first use unless told not to.

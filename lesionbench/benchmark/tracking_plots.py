@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lesionbench.benchmark.protocols import protocol_dir, protocol_of
+from lesionbench.benchmark.scoring.protocols import protocol_dir, protocol_of
 from lesionbench.benchmark.types import SubsetResult, TaskKind, TaskResult
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class RunPlots:
     def save(self, run: SubsetResult, rdir: Path, out: Path) -> list[Path]:
         from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-        from lesionbench.benchmark.scorer import read_predictions
+        from lesionbench.benchmark.scoring.scorer import read_predictions
 
         kind = self.result.task.kind
         test, y, scores = read_predictions(rdir / run.predictions_path, kind)

@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from lesionbench import __version__
+from lesionbench._version import __version__
 from lesionbench.benchmark.errors import LesionbenchError
 from lesionbench.cli._common import finite_number, summary_table, whole_number
 from lesionbench.cli.compare import add_compare

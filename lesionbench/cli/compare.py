@@ -37,7 +37,7 @@ _P_HEADER = {"two-sided": "p (A!=B)", "greater": "p (A>B)", "less": "p (A<B)"}
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from lesionbench.benchmark.scorer import compare_saved
+    from lesionbench.benchmark.scoring.scorer import compare_saved
 
     rows = compare_saved(
         args.out, args.task, args.encoder_a, args.encoder_b, fraction=args.fraction, seed=args.seed, probe=args.probe,

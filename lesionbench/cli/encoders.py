@@ -24,7 +24,7 @@ def add_encoders(sub: argparse._SubParsersAction) -> None:
 def _origin(name: str) -> str:
     """``built-in``, or where a third-party plug-in comes from (its entry point)."""
     from lesionbench.benchmark.errors import LesionbenchError
-    from lesionbench.benchmark.plugins import ENCODERS
+    from lesionbench.benchmark.encoders.plugins import ENCODERS
 
     try:
         origin = ENCODERS.origin(name.split(":")[0])
@@ -45,7 +45,7 @@ def _weights(text: str) -> str:
 
 def compact_rows() -> list[dict[str, Any]]:
     """One dict per encoder with the catalogue's fields plus ``family``, ``weights_state`` and ``origin``."""
-    from lesionbench.baselines._zoo_catalog import rows
+    from lesionbench.baselines.zoo.catalog import rows
 
     out = []
     for r in rows():
@@ -55,7 +55,7 @@ def compact_rows() -> list[dict[str, Any]]:
 
 
 def cmd_encoders(args: argparse.Namespace) -> int:
-    from lesionbench.baselines._zoo_catalog import format_rows, rows
+    from lesionbench.baselines.zoo.catalog import format_rows, rows
 
     if args.long:
         sys.stdout.write(format_rows(rows()) + "\n")

@@ -42,9 +42,9 @@ def add_robustness(sub: argparse._SubParsersAction) -> None:
 
 def cmd_robustness(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
-    from lesionbench.benchmark.perturb import PerturbationSettings
-    from lesionbench.benchmark.plugins import get_encoder, get_task
-    from lesionbench.benchmark.retest import evaluate_retest
+    from lesionbench.benchmark.robustness.perturb import PerturbationSettings
+    from lesionbench.benchmark.encoders.plugins import get_encoder, get_task
+    from lesionbench.benchmark.robustness.retest import evaluate_retest
     from lesionbench.benchmark.robustness import evaluate_robustness, log_robustness, robustness_path
 
     encoder = get_encoder(args.encoder, weights=args.weights)

@@ -68,8 +68,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
-    from lesionbench.benchmark.plugins import get_task
-    from lesionbench.benchmark.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS
+    from lesionbench.benchmark.encoders.plugins import get_task
+    from lesionbench.benchmark.scoring.splits import DEFAULT_FRACTIONS, DEFAULT_SEEDS
     from lesionbench.scaleout.sweep import evaluate_many
 
     if args.fractions and (args.shots or args.shots_total):
@@ -113,11 +113,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace, result: Any) -> None:
     """MLflow logging, the summary table and the results folder of one (task, encoder)."""
-    from lesionbench.benchmark.scorer import result_folder
+    from lesionbench.benchmark.scoring.scorer import result_folder
 
     rdir = result_folder(args.out, result)
     if not args.no_mlflow:
-        from lesionbench.benchmark.tracking import log_result, redact_uri, resolve_tracking_uri
+        from lesionbench.benchmark.tracking.mlflow_sink import log_result, redact_uri, resolve_tracking_uri
 
         run_id = log_result(result, rdir, tracking_uri=args.tracking_uri, experiment=args.experiment)
         if run_id:

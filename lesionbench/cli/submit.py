@@ -39,7 +39,7 @@ def add_submit(sub: argparse._SubParsersAction) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
-    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.encoders.plugins import get_task
     from lesionbench.leaderboard import submit
 
     if args.template:
@@ -49,8 +49,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"submit needs {' and '.join(missing)} (or --template TASK to write a sample file).")
     if (args.predictions is None) == (args.features is None):
         raise ConfigurationError("Give either a predictions CSV or --features FILE (exactly one).")
-    from lesionbench.benchmark.tracking import resolve_tracking_uri
-    from lesionbench.leaderboard.organiser import organiser_tracking_default, resolve_organiser_dir
+    from lesionbench.benchmark.tracking.mlflow_sink import resolve_tracking_uri
+    from lesionbench.leaderboard.submissions.organiser import organiser_tracking_default, resolve_organiser_dir
 
     tracking = None if args.no_mlflow else resolve_tracking_uri(args.tracking_uri)
     organiser = resolve_organiser_dir(args.organiser_dir, results_dir=args.results)
@@ -99,7 +99,7 @@ def template_table(task: object) -> "pd.DataFrame":  # noqa: F821 - pandas is im
 
 def _write_template(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.host import atomic_write
-    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.encoders.plugins import get_task
 
     task = get_task(args.template, data_dir=args.data_dir)
     table = template_table(task)
@@ -133,9 +133,9 @@ def add_select(sub: argparse._SubParsersAction) -> None:
 
 def cmd_select(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
-    from lesionbench.benchmark.plugins import get_task
-    from lesionbench.leaderboard.organiser import resolve_organiser_dir, select, team_submissions
-    from lesionbench.leaderboard.submission_file import name_slug
+    from lesionbench.benchmark.encoders.plugins import get_task
+    from lesionbench.leaderboard.submissions.organiser import resolve_organiser_dir, select, team_submissions
+    from lesionbench.leaderboard.submissions.submission_file import name_slug
 
     if sum((bool(args.ids), args.list, args.clear)) != 1:
         raise ConfigurationError("Give submission ids to select, or --list, or --clear (exactly one).")

@@ -34,7 +34,7 @@ def data_state(factory: Any) -> tuple[str, str]:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from lesionbench.benchmark.plugins import TASKS
+    from lesionbench.benchmark.encoders.plugins import TASKS
 
     rows = []
     for name in TASKS.names():

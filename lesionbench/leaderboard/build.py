@@ -2,9 +2,9 @@
 
 The leaderboard document (``leaderboard.json``, schema in :mod:`lesionbench.leaderboard.schema`) is
 the single source the HTML and Markdown are rendered from. It holds one section per task name, version
-and evaluation protocol key (:func:`~lesionbench.benchmark.protocols.protocol_key`; k shots per class and
+and evaluation protocol key (:func:`~lesionbench.benchmark.scoring.protocols.protocol_key`; k shots per class and
 a total budget of k are different protocols too), ordered by task and version, then frozen-feature probes,
-k-shot and fine-tuned (the order of :data:`~lesionbench.benchmark.protocols.PROTOCOLS`); what a section
+k-shot and fine-tuned (the order of :data:`~lesionbench.benchmark.scoring.protocols.PROTOCOLS`); what a section
 holds (ranked entries with their statistics, unranked entries, submissions, published reference rows) is
 described in :mod:`lesionbench.leaderboard.sections`. Besides the sections: ``reference_only``, the
 published rows whose task and protocol have no section of their own (listed apart, never dropped), and
@@ -22,8 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lesionbench import __version__
-from lesionbench.benchmark.protocols import PROTOCOLS, protocol_key
+from lesionbench._version import __version__
+from lesionbench.benchmark.scoring.protocols import PROTOCOLS, protocol_key
 from lesionbench.benchmark.types import TaskMeta
 from lesionbench.leaderboard.collect import LoadedResult, collect_results
 from lesionbench.leaderboard.labels import ALPHA, METRIC_LABELS, SCHEMA_ID, is_k_shot, metric_label, unique_entry_labels  # noqa: F401 - kept importable from here
@@ -116,7 +116,7 @@ def build_leaderboard(
     with tempfile.TemporaryDirectory(prefix="lesionbench-lb-") as downloads:  # MLflow artifacts, read lazily
         items = collect_results(tracking_uri=tracking_uri, results_dir=results_dir, cache_dir=downloads, experiments=experiments)
         if reveal:  # private scores live only in the organiser store, never in the public results
-            from lesionbench.leaderboard.organiser import resolve_organiser_dir, reveal_private
+            from lesionbench.leaderboard.submissions.organiser import resolve_organiser_dir, reveal_private
 
             items = reveal_private(items, resolve_organiser_dir(organiser_dir, results_dir=results_dir, tracking_uri=tracking_uri))
         from lesionbench.leaderboard.robustness_view import collect_robustness

@@ -1,6 +1,6 @@
 """Kaggle-style submissions: validate an untrusted file, score it with the harness's labels, record it.
 
-Validation is :mod:`lesionbench.leaderboard.submission_file`. A valid file is scored on a **public** and a
+Validation is :mod:`lesionbench.leaderboard.submissions.submission_file`. A valid file is scored on a **public** and a
 **private** part of the test set: a 50/50 division grouped by patient and stratified by label
 (survival: by the 2-year label, censored-early as its own stratum), drawn by scikit-learn's
 ``StratifiedGroupKFold`` with a seed derived from the task name and version, so it is fixed per task
@@ -9,12 +9,12 @@ version.
 Kaggle's integrity rules:
 
 - private scores stay private: they, the whole-test-set scores and the labelled predictions go to the
-  organiser store only (:mod:`lesionbench.leaderboard.organiser`); the public store (results folder,
+  organiser store only (:mod:`lesionbench.leaderboard.submissions.organiser`); the public store (results folder,
   MLflow experiment ``lesionbench``) gets public scores and label-free predictions, and the leaderboard
   shows private scores only when the organiser builds it with ``--reveal``;
 - the name is the team: names that map to the same folder (``My Team``, ``my-team``) are one team's,
   and a second spelling is refused, naming the team that owns the folder;
-- quotas per team and UTC day and in total (:mod:`lesionbench.leaderboard.challenge`, Kaggle-like
+- quotas per team and UTC day and in total (:mod:`lesionbench.leaderboard.submissions.challenge`, Kaggle-like
   defaults: 5 a day), counted from the organiser store;
 - the team's public entry is its best public score so far (as on Kaggle's public leaderboard; equal
   scores keep the earlier submission); the final ranking is on the private part of the submissions
@@ -35,17 +35,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lesionbench import __version__
-from lesionbench.benchmark.endpoints import two_year_label
+from lesionbench._version import __version__
+from lesionbench.benchmark.scoring.endpoints import two_year_label
 from lesionbench.benchmark.errors import ConfigurationError, SubmissionError
 from lesionbench.benchmark.host import atomic_write
-from lesionbench.benchmark.tracking import absolute_sqlite_uri
+from lesionbench.benchmark.tracking.mlflow_sink import absolute_sqlite_uri
 from lesionbench.benchmark.types import EncoderMeta, MetricValue, SubsetResult, TaskKind, TaskMeta, TaskResult
 from lesionbench.leaderboard import _stats
-from lesionbench.leaderboard.challenge import ChallengeConfig, Limits, as_utc, resolve_challenge, utc_now
-from lesionbench.leaderboard.organiser import EXPERIMENT as ORGANISER_EXPERIMENT
-from lesionbench.leaderboard.organiser import RECORD, OrganiserStore, collision_problem, log_run, metric_dict, metrics_flat, quota_problem, resolve_organiser_dir
-from lesionbench.leaderboard.submission_file import (  # noqa: F401  (re-exported: the submission API in one place)
+from lesionbench.leaderboard.submissions.challenge import ChallengeConfig, Limits, as_utc, resolve_challenge, utc_now
+from lesionbench.leaderboard.submissions.organiser import EXPERIMENT as ORGANISER_EXPERIMENT
+from lesionbench.leaderboard.submissions.organiser import RECORD, OrganiserStore, collision_problem, log_run, metric_dict, metrics_flat, quota_problem, resolve_organiser_dir
+from lesionbench.leaderboard.submissions.submission_file import (  # noqa: F401  (re-exported: the submission API in one place)
     MAX_FEATURES_BYTES,
     MAX_NAME_LENGTH,
     MAX_SUBMISSION_BYTES,
@@ -178,10 +178,10 @@ def submit(
     ``kind``: ``"predictions"`` (a predictions CSV) or ``"features"`` (a features CSV scored by the
     standard linear probe at 100% labels). Nothing is written unless the file is valid, the name is
     free (or already this team's) and the team's quota (``challenge``, see
-    :mod:`lesionbench.leaderboard.challenge`) has room; ``now`` is the submission time (default: the clock).
+    :mod:`lesionbench.leaderboard.submissions.challenge`) has room; ``now`` is the submission time (default: the clock).
 
     Every scored submission goes to the organiser store (``organiser_dir``, see
-    :mod:`lesionbench.leaderboard.organiser`; with ``organiser_tracking_uri`` also to its own MLflow
+    :mod:`lesionbench.leaderboard.submissions.organiser`; with ``organiser_tracking_uri`` also to its own MLflow
     experiment): private scores and the labelled predictions. The public store gets the team's
     public entry, its best public score so far, when this submission improves it: ``<results_dir>/<task>/<task
     version>/submission-<slug>/<probe>/result.json`` with label-free predictions, and/or a parent run in
@@ -247,7 +247,7 @@ def submit(
 
 
 def _public_team_dir(results_dir: Path, meta: TaskMeta, slug: str) -> Path:
-    from lesionbench.benchmark.scorer import result_dir
+    from lesionbench.benchmark.scoring.scorer import result_dir
 
     return result_dir(results_dir, meta.name, meta.version, f"submission-{slug}", "_").parent
 
@@ -291,17 +291,17 @@ def _public_result(meta: TaskMeta, manifest: pd.DataFrame, score: SubmissionScor
 def _probe_features(task: Any, manifest: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
     """Test-lesion predictions of the standard probe fitted on submitted features (100% labels, seed 0).
 
-    Uses the scorer's :func:`lesionbench.benchmark.scorer.evaluate_features` (C chosen on the
+    Uses the scorer's :func:`lesionbench.benchmark.scoring.scorer.evaluate_features` (C chosen on the
     validation split, exactly as for any encoder) in a scratch folder, so nothing of a failed
     submission is left behind.
     """
     import tempfile
 
     try:
-        from lesionbench.benchmark.scorer import evaluate_features, result_dir
+        from lesionbench.benchmark.scoring.scorer import evaluate_features, result_dir
     except ImportError as exc:
         raise ConfigurationError(
-            "Feature submissions are scored by the standard probe of lesionbench.benchmark.scorer, which this installation "
+            "Feature submissions are scored by the standard probe of lesionbench.benchmark.scoring.scorer, which this installation "
             f"does not have ({exc}). Submit predictions instead, or update lesionbench."
         ) from exc
     meta: TaskMeta = task.meta

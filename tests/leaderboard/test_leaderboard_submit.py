@@ -17,7 +17,7 @@ from _submit_fixtures import FakeTask, predictions, tree, write_csv
 from lesionbench.benchmark.errors import SubmissionError
 from lesionbench.benchmark.types import TaskMeta
 from lesionbench.leaderboard import build_leaderboard, public_private_split, submit, validate_predictions
-from lesionbench.leaderboard.submit import MAX_SUBMISSION_BYTES, name_problems, name_slug
+from lesionbench.leaderboard.submissions.submit import MAX_SUBMISSION_BYTES, name_problems, name_slug
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_valid_submission_scores_like_sklearn_on_public_and_private_parts(binary
 
 
 def test_scored_identically_to_the_scorer_metric_functions(binary_task: FakeTask, tmp_path: Path) -> None:
-    metrics = pytest.importorskip("lesionbench.benchmark.metrics", reason="the scorer's metrics module has not landed on this branch")
+    metrics = pytest.importorskip("lesionbench.benchmark.scoring.metrics", reason="the scorer's metrics module has not landed on this branch")
     preds = _predictions(binary_task)
     out = submit(binary_task, _write(preds, tmp_path / "p.csv"), name="x", results_dir=tmp_path / "r", n_boot=0)
     table = out.score.predictions
@@ -286,7 +286,7 @@ def test_feature_submission_is_validated_first(binary_task: FakeTask, tmp_path: 
 
 # --------------------------------------------------------------------------------------- CLI
 def test_cli_submit(binary_task: FakeTask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], empty_mlflow_db: Path) -> None:
-    import lesionbench.benchmark.plugins as plugins
+    import lesionbench.benchmark.encoders.plugins as plugins
     from lesionbench.cli import main
 
     monkeypatch.setattr(plugins, "get_task", lambda name, **kw: binary_task if name == BINARY.name else plugins.TASKS.get(name))
@@ -317,7 +317,7 @@ def test_cli_submit(binary_task: FakeTask, tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_feature_submission_is_scored_by_the_standard_probe(binary_task: FakeTask, tmp_path: Path) -> None:
-    pytest.importorskip("lesionbench.benchmark.scorer", reason="the scorer (evaluate_features) has not landed on this branch")
+    pytest.importorskip("lesionbench.benchmark.scoring.scorer", reason="the scorer (evaluate_features) has not landed on this branch")
     man = binary_task.manifest()
     rng = np.random.default_rng(0)
     signal = man["label"].to_numpy()[:, None] * 1.5
@@ -333,7 +333,7 @@ def test_feature_submission_is_scored_by_the_standard_probe(binary_task: FakeTas
 
 def test_cli_submit_to_a_registered_task(tmp_path: Path, capsys: pytest.CaptureFixture[str], empty_mlflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`lesionbench submit` resolves the real task by name and reads its prepared manifest (labels stay with the harness)."""
-    from lesionbench.benchmark.plugins import get_task
+    from lesionbench.benchmark.encoders.plugins import get_task
     from lesionbench.cli import main
 
     monkeypatch.chdir(tmp_path)  # the default results folder is ./lesionbench-results

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lesionbench.baselines import _zoo_weights
-from lesionbench.baselines._zoo_catalog import demo_plan, encoder_choice, rows
-from lesionbench.baselines.ct_fm import MODEL as CTFM
+from lesionbench.baselines.zoo import _weights as _zoo_weights
+from lesionbench.baselines.zoo.catalog import demo_plan, encoder_choice, rows
+from lesionbench.baselines.zoo.ct_fm import MODEL as CTFM
 from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.cli import main
 
@@ -85,7 +85,7 @@ def test_extract_with_random_init_and_tib_recipe(tmp_path):
 
 
 def test_demo_random_init_picks_the_controls(monkeypatch):
-    from lesionbench.baselines._zoo_catalog import demo_random_init
+    from lesionbench.baselines.zoo.catalog import demo_random_init
 
     assert demo_random_init(["ct-fm:tib", "fmcib", "ct-fm"]) == ["ct-fm-random-init", "fmcib-random-init"]
     everything = demo_random_init(None)
