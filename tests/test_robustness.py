@@ -293,3 +293,70 @@ def test_the_probe_call_per_task_kind() -> None:
     assert classes_of(TaskKind.BINARY, np.array([[0.6, 0.4], [0.4, 0.6]])).tolist() == [0, 1]
     assert classes_of(TaskKind.MULTICLASS, np.array([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]])).tolist() == [1, 0]
     assert classes_of(TaskKind.SURVIVAL, {"risk": np.array([0.1, 2.0]), "score": np.zeros(2)}, 1.0).tolist() == [0, 1]
+
+
+# ------------------------------------------------------------------ lesion masks go with the crop (issue 22)
+def _with_masks(task: TinyTask, root: Path, *, pad: int = 0) -> TinyTask:
+    """The tiny cohort with a mask file per lesion: the ball, label 1, on its image's grid (both padded by
+    ``pad`` voxels of air on every side: larger than a radiomics crop)."""
+    import SimpleITK as sitk
+
+    rows = []
+    for rec in task.table.to_dict("records"):
+        img = sitk.ReadImage(rec["image_path"])
+        if pad:
+            img = sitk.ConstantPad(img, [pad] * 3, [pad] * 3, -1024)
+            rec["image_path"] = str(root / f"padded_{rec['lesion_id']}.nii.gz")
+            sitk.WriteImage(img, rec["image_path"])
+        centre = np.array(img.TransformPhysicalPointToIndex((rec["coordX"], rec["coordY"], rec["coordZ"])))[::-1]
+        zz, yy, xx = np.mgrid[: img.GetSize()[2], : img.GetSize()[1], : img.GetSize()[0]]
+        ball = (((zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2) ** 0.5 * 1.5 < 7.5).astype(np.uint8)
+        mask = sitk.GetImageFromArray(ball)
+        mask.CopyInformation(img)
+        path = root / f"mask_{rec['lesion_id']}.nii.gz"
+        sitk.WriteImage(mask, str(path))
+        rows.append({**rec, "mask_path": str(path)})
+    return TinyTask(task.meta, pd.DataFrame(rows))
+
+
+def test_mask_is_cut_turned_and_resampled_with_the_crop(tmp_path: Path) -> None:
+    """Every perturbed image comes with its mask on the same voxel grid (the README's radiomics example failed)."""
+    import SimpleITK as sitk
+
+    task = _with_masks(tiny_cohort(tmp_path / "img", n_patients=1), tmp_path / "img")
+    rec = task.table.iloc[0].to_dict()
+    image = sitk.ReadImage(rec["image_path"])
+    crop = crop_around(image, (rec["coordX"], rec["coordY"], rec["coordZ"]), 12.0)
+    assert crop.GetSize() != image.GetSize()
+    s, masks = PerturbationSettings(), {}
+    n_whole = int(sitk.GetArrayFromImage(sitk.ReadImage(rec["mask_path"])).sum())
+    for kind in ("none", "shift", "rotate", "spacing", "noise"):
+        img, prec = perturb_lesion(crop, rec, kind, lesion_rng(s, kind, 0, "L0"), s, tmp_path, masks)
+        mask = sitk.ReadImage(prec["mask_path"])
+        assert prec["mask_path"] != rec["mask_path"]
+        assert mask.GetSize() == img.GetSize() and mask.GetOrigin() == pytest.approx(img.GetOrigin())
+        assert mask.GetSpacing() == pytest.approx(img.GetSpacing())
+        voxels = int(sitk.GetArrayFromImage(mask).sum())
+        volume = voxels * float(np.prod(mask.GetSpacing()))
+        assert volume == pytest.approx(n_whole * 1.5**3, rel=0.15), kind  # the whole ball, on every grid
+    assert rec["mask_path"].endswith(".nii.gz")  # the caller's record is left alone
+
+
+def test_radiomics_robustness_with_masks_runs_and_the_crop_changes_nothing(tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    from lesionbench.baselines.radiomics import RadiomicsEncoder
+    from lesionbench.benchmark.encoders.features import read_image
+    from lesionbench.benchmark.robustness.perturb import perturbed_features
+
+    task = _with_masks(tiny_cohort(tmp_path / "img", n_patients=2), tmp_path / "img", pad=30)
+    enc = RadiomicsEncoder()
+    test = task.table.reset_index(drop=True)
+    assert read_image(test["image_path"][0]).GetSize() == (100, 100, 100)  # 150 mm: the crop (2 x 53 mm) is smaller
+    ref = perturbed_features(test, enc, "none", 0, PerturbationSettings())
+    # the whole image as float32, as every crop is (resampling an int16 image rounds)
+    whole = np.concatenate([enc.encode_lesions(sitk.Cast(read_image(p), sitk.sitkFloat32), test.iloc[[i]]) for i, p in enumerate(test["image_path"])])
+    assert np.isfinite(ref).all()
+    np.testing.assert_allclose(ref, whole, rtol=1e-4, atol=1e-4)  # the crop (and its mask) is what the whole image gives
+    turned = perturbed_features(test, enc, "rotate", 0, PerturbationSettings())
+    assert np.isfinite(turned).all() and not np.allclose(turned, ref)

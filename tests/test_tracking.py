@@ -140,8 +140,9 @@ def test_logging_that_fails_half_way_never_reaches_the_leaderboard(store, tmp_pa
         return real(*a, **k)
 
     monkeypatch.setattr(tracking, "_log_child", dies_on_the_second_child)
+    changed = dataclasses.replace(result, extra={**result.extra, "n_boot": 51})  # an unchanged one would not be logged again
     with pytest.warns(UserWarning, match="disk full"):
-        assert log_result(result, rdir, tracking_uri=uri, plots=False) is None
+        assert log_result(changed, rdir, tracking_uri=uri, plots=False) is None
     with caplog.at_level("WARNING"):
         found = collect_results(tracking_uri=uri)
     assert len(found) == 1 and "its logging did not finish (status FAILED)" in caplog.text
@@ -169,7 +170,8 @@ def test_read_only_store_is_one_warning_line_not_a_sqlalchemy_traceback(store, t
     capfd.readouterr()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert log_result(result, rdir, tracking_uri=read_only, plots=False) is None
+        changed = dataclasses.replace(result, extra={**result.extra, "n_boot": 51})  # an unchanged one is found, not written
+        assert log_result(changed, rdir, tracking_uri=read_only, plots=False) is None
     out, err = capfd.readouterr()
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning) and "MLflow logging" in str(w.message)]
     assert len(messages) == 1 and "\n" not in messages[0]
@@ -204,3 +206,84 @@ def test_a_figure_redrawn_for_the_next_run_is_the_one_drawn_fresh_for_it(store, 
         pixels = {d: np.asarray(Image.open(tmp_path / d / name)) for d in ("first", "second", "fresh")}
         np.testing.assert_array_equal(pixels["second"], pixels["fresh"], err_msg=name)
         assert not np.array_equal(pixels["first"], pixels["second"]), name  # each run its own curves and title
+
+
+# ------------------------------------------------------------------ issue 22: the store as a user browses it
+def test_a_resumed_unchanged_result_is_not_logged_twice(tmp_path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    task, X = fabricate("binary", n_lesions=80, feature_dim=4, seed=3)
+    opts = {**FAST, "seeds": (0,), "fractions": (1.0,)}
+    first = evaluate_features(task.manifest(), X, task.meta, encoder=fabricated_encoder_meta(4), out_dir=tmp_path / "out", **opts)
+    rdir = result_dir(tmp_path / "out", task.meta.name, task.meta.version, "fabricated", "linear")
+    pid = log_result(first, rdir, tracking_uri=uri)
+    again = evaluate_features(task.manifest(), X, task.meta, encoder=fabricated_encoder_meta(4), out_dir=tmp_path / "out", **opts)  # resumed
+    assert again.created >= first.created and log_result(again, rdir, tracking_uri=uri) == pid
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("lesionbench").experiment_id
+    assert len(client.search_runs([exp])) == 2  # one parent, one child: nothing logged the second time
+    more = evaluate_features(task.manifest(), X, task.meta, encoder=fabricated_encoder_meta(4), out_dir=tmp_path / "out", **{**opts, "seeds": (0, 1)})
+    assert log_result(more, rdir, tracking_uri=uri) not in (None, pid)  # a changed result is a new parent
+
+
+def test_runs_carry_the_environment_and_lead_with_the_encoder(store) -> None:
+    import numpy as np
+
+    client, logged, _ = store
+    result, pid = logged["multiclass"]
+    env = result.extra["environment"]
+    assert env["packages"]["numpy"] == np.__version__ and env["python"]
+    parent = client.get_run(pid)
+    tags = parent.data.tags
+    assert tags["lesionbench.env.numpy"] == np.__version__
+    assert tags.get("lesionbench.env.git.lesionbench") == env["git_commit"].get("lesionbench")
+    if "lesionbench" in env["git_commit"]:  # a source checkout (CI's is)
+        assert tags["mlflow.source.git.commit"] == env["git_commit"]["lesionbench"]
+    assert parent.info.run_name.startswith("fabricated · linear · ") and tags["mlflow.note.content"].startswith("fabricated (linear) on ")
+    child = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{pid}'")[0]
+    assert child.info.run_name.startswith("fabricated · linear · frac")
+
+
+def test_git_commit_of_a_checkout(tmp_path) -> None:
+    import shutil
+    import subprocess
+
+    from lesionbench.benchmark.host import git_commit
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    assert git_commit(tmp_path) is None  # not a checkout
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "x"]):
+        (tmp_path / "pkg.py").write_text("x = 1\n")
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, env=env)
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert git_commit(tmp_path) == head
+    (tmp_path / "pkg.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == f"{head}-dirty"
+    (tmp_path / "sub").mkdir()
+    assert git_commit(tmp_path / "sub") is None  # only the checkout's own top level
+
+
+def test_roc_and_pr_legends_name_the_classes_with_their_auc_and_ap(store, tmp_path) -> None:
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from lesionbench.benchmark.scoring.scorer import read_predictions
+    from lesionbench.benchmark.tracking.plots import RunPlots
+
+    _, logged, root = store
+    result, _ = logged["multiclass"]
+    rdir = result_dir(root / "out", result.task.name, result.task.version, "fabricated", "linear")
+    run = result.runs[0]
+    plots = RunPlots(result)
+    plots.save(run, rdir, tmp_path)
+    (roc_key,) = [k for k in plots._figures if k[0] == "roc"]
+    texts = [t.get_text() for t in plots._figures[roc_key].legend.get_texts()]
+    _, y, scores = read_predictions(rdir / run.predictions_path, result.task.kind)
+    name = result.task.class_names[0]
+    expected = roc_auc_score(pd.Series(y) == 0, scores[:, 0])
+    assert f"{name}  AUC {expected:.3f}" in texts and len(texts) == len(roc_key[1])
+    (pr_key,) = [k for k in plots._figures if k[0] == "pr"]
+    assert all("  AP 0." in t or "  AP 1." in t for t in (t.get_text() for t in plots._figures[pr_key].legend.get_texts()))

@@ -39,7 +39,7 @@ import numpy as np
 
 from lesionbench.benchmark.errors import ConfigurationError, WeightsError
 from lesionbench.benchmark.host import atomic_write, inference_device, sha256_file
-from lesionbench.benchmark.paths import cache_root
+from lesionbench.benchmark.paths import OFFLINE_ENV, WEIGHTS_ENV, cache_root, weights_dir  # noqa: F401 (weights_dir: public here too)
 from lesionbench.benchmark.encoders.plugins import ENCODERS
 from lesionbench.benchmark.types import EncoderMeta, PatchSpec
 from lesionbench.benchmark.encoders.weights import check_finite_state_dict, read_checkpoint
@@ -55,7 +55,6 @@ WEIGHTS_FILENAME = "model_weights.torch"
 RECORD_API = "https://zenodo.org/api/records/10528450"
 WEIGHTS_SIZE = 738_451_713
 #: Environment variable naming the folder (or file) of downloaded weights.
-WEIGHTS_ENV = "LESIONBENCH_WEIGHTS"
 CITATION = (
     "Pai S, Bontempi D, Hadzic I, et al. Foundation model for cancer imaging biomarkers. "
     "Nat Mach Intell 6, 354-367 (2024). doi:10.1038/s42256-024-00807-9"
@@ -97,12 +96,6 @@ def _uninitialised_trunk():
 
 
 # ------------------------------------------------------------------------------------ weights
-def weights_dir() -> Path:
-    """Where downloaded weights live: ``$LESIONBENCH_WEIGHTS`` or ``$LESIONBENCH_CACHE/weights``."""
-    env = os.environ.get(WEIGHTS_ENV)
-    return Path(env).expanduser() if env else cache_root() / "weights"
-
-
 def _how_to_get() -> str:
     return (
         f"Download {WEIGHTS_URL} ({WEIGHTS_SIZE:,} bytes; also on Hugging Face surajpaib/FMCIB) on a machine "
@@ -200,6 +193,11 @@ def _locate_weights(weights: str | Path | None, *, progress: bool = True) -> tup
     env = os.environ.get(WEIGHTS_ENV)
     path = Path(env).expanduser() if env and Path(env).expanduser().is_file() else weights_dir() / WEIGHTS_FILENAME
     if not path.is_file():
+        from lesionbench.benchmark.paths import offline as _offline
+
+        if _offline():  # as for the zoo's weights: never a download attempt while told to stay offline
+            raise WeightsError(f"FMCIB weights are not at {path} and {OFFLINE_ENV}/HF_HUB_OFFLINE forbids the download. {_how_to_get()} "
+                               "Without them, `--random-init` (fmcib-random-init) runs the same network with seeded random weights.")  # fmt: skip
         path = download_weights(path, progress=progress)
     return path, True
 

@@ -66,7 +66,10 @@ def did_you_mean(name: str, choices: Iterable[str], *, cutoff: float = 0.6, alia
     ``aliases`` maps a matched alternative spelling to the name to suggest."""
     import difflib
 
-    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=cutoff)
+    # case-insensitive: RADIOMICS and Synthetic_Site are typos of the same kind as radiomic
+    folded = {str(c).casefold(): str(c) for c in choices}
+    want = str(name).casefold()
+    close = [folded[want]] if want in folded else [folded[c] for c in difflib.get_close_matches(want, list(folded), n=1, cutoff=cutoff)]
     if not close:
         return ""
     return f" Did you mean {(aliases or {}).get(close[0], close[0])!r}?"

@@ -96,3 +96,86 @@ def sha256_file(path: str | Path, chunk: int = 1 << 24) -> str:
         while b := f.read(chunk):
             h.update(b)
     return h.hexdigest()
+
+
+#: The distributions whose versions a result records (the first installed of each group): the harness and what moves its numbers.
+ENV_PACKAGES = (("lesionbench",), ("numpy",), ("scipy",), ("pandas",), ("scikit-learn",), ("scikit-survival",), ("torch",),
+                ("monai",), ("SimpleITK", "simpleitk"), ("pyradiomics", "pyradiomics-bhklab"), ("mlflow", "mlflow-skinny"))  # fmt: skip
+
+
+def environment(encoder: Any = None) -> dict[str, Any]:
+    """What produced a result: Python, platform, package versions, the torch device and git commits.
+
+    ``git_commit`` holds the commit of lesionbench's source checkout (with ``-dirty`` when tracked files
+    were changed) and, for an encoder from another package, that package's: its checkout's commit, else the
+    commit pip recorded for a ``git+`` install (``direct_url.json``). A value that cannot be known is left out.
+    """
+    import platform
+    import sys
+
+    packages: dict[str, str] = {}
+    for group in ENV_PACKAGES:
+        if (found := _first_installed(group)) is not None:
+            packages[found[0]] = found[1]
+    env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(terse=True), "packages": packages}
+    commits: dict[str, str] = {}
+    if (own := git_commit(Path(__file__).resolve().parents[2])) is not None:
+        commits["lesionbench"] = own
+    if encoder is not None:
+        env["device"] = str(getattr(encoder, "device", None) or "cpu")
+        top = type(encoder).__module__.split(".")[0]
+        if top not in ("lesionbench", "__main__", "builtins"):
+            found = _first_installed((top, top.replace("_", "-")))
+            dist = found[0] if found else None
+            if found is not None:
+                packages.setdefault(*found)
+            where = Path(getattr(sys.modules.get(top), "__file__", None) or ".").resolve().parent
+            # a module file's folder or a package's parent, or (src layout) the folder above that
+            commit = next((c for root in (where, where.parent, where.parent.parent) if (c := git_commit(root))), None)
+            commit = commit or (_pip_vcs_commit(dist) if dist else None)
+            if commit is not None:
+                commits[dist or top] = commit
+    env["git_commit"] = commits
+    return env
+
+
+def _first_installed(names: tuple[str, ...]) -> tuple[str, str] | None:
+    """``(name, version)`` of the first of ``names`` installed as a distribution."""
+    from importlib import metadata
+
+    for name in names:
+        try:
+            return name, metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def git_commit(root: Path) -> str | None:
+    """The HEAD commit of the git checkout whose top level is ``root`` (``-dirty`` with changed tracked files); None otherwise."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    # only root's own checkout: a package installed in a virtual environment that lives inside some repository is not
+    if not (root / ".git").exists() or (commit := git("rev-parse", "HEAD")) is None:
+        return None
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return f"{commit}-dirty" if dirty else commit
+
+
+def _pip_vcs_commit(dist: str) -> str | None:
+    """The commit pip recorded for a package installed from a git URL (PEP 610 ``direct_url.json``)."""
+    import json
+    from importlib import metadata
+
+    try:
+        text = metadata.distribution(dist).read_text("direct_url.json")
+        return str(json.loads(text)["vcs_info"]["commit_id"]) if text else None
+    except (metadata.PackageNotFoundError, ValueError, KeyError, TypeError):
+        return None

@@ -88,11 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for add in COMMANDS:
         add(sub)
+    _log_options_after_commands(sub)
     return parser
 
 
+def _log_options_after_commands(sub: argparse._SubParsersAction) -> None:
+    """``-v``/``-q`` also after the (sub-)command (``lesionbench run ... -q``), as users type them.
+
+    Their default is SUPPRESS, so one not given there leaves the value given before the command.
+    """
+    for parser in dict.fromkeys(sub.choices.values()):
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        for action in nested:
+            _log_options_after_commands(action)
+        if not nested:
+            parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output (-vv for debug)")
+            parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors")
+
+
 def _quiet_third_party(record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or not record.name.startswith(("radiomics", "pykwalify"))
+    return record.levelno >= logging.WARNING or not record.name.startswith(("radiomics", "pykwalify", "numexpr"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -54,4 +54,5 @@ def cmd_compare(args: argparse.Namespace) -> int:
     sys.stdout.write(f"{'metric':>18} {'A':>7} {'B':>7} {'A-B':>7} {'95% CI':>17} {_P_HEADER[args.alternative]:>8}\n")
     for r in rows:
         sys.stdout.write(f"{r.metric:>18} {r.value_a:7.3f} {r.value_b:7.3f} {r.difference:+7.3f} [{r.ci_low:+.3f},{r.ci_high:+.3f}] {r.p_value:8.4f}\n")
+    sys.stdout.write("CI: paired bootstrap of A-B (how large); p: permutation test swapping patients' predictions (whether at all); near 0.05 they can disagree.\n")
     return 0

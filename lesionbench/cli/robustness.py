@@ -17,7 +17,7 @@ def add_robustness(sub: argparse._SubParsersAction) -> None:
         description="Re-extract every test lesion under seeded perturbations (seed shift, rotation about the seed, in-plane "
         "resampling, additive noise) and/or from its second scan, then report per perturbation the ICC(2,1) (absolute agreement) distribution "
         "over features, the cosine similarity to the unperturbed embedding, the share of test predictions that change "
-        "class and the drop of the main metric (linear probe fitted at 100%% labels, seed 0), with patient-bootstrap CIs. "
+        "class and the drop of the main metric (linear probe fitted at 100% labels, seed 0), with patient-bootstrap CIs. "
         "Writes <out>/<task>/<version>/<encoder>/robustness.json and one MLflow run.",
     )
     p.add_argument("--task", help="task name (see `lesionbench tasks list`); leave out with --retest-manifest for feature stability only")

@@ -32,7 +32,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         "run",
         help="Score an encoder on a task: features (cached), limited-label probes, bootstrap CIs, MLflow.",
         description="Extract features through the cache, fit a fresh probe per (training fraction, seed), score the "
-        "test split with 95%% bootstrap CIs, write result.json + predictions + subsets under --out, and log the runs "
+        "test split with 95% bootstrap CIs, write result.json + predictions + subsets under --out, and log the runs "
         "to MLflow (default: sqlite file mlflow.db in the working directory).",
     )
     p.add_argument("--task", required=True, nargs="+", help=TASK_HELP + "; several: every (task, encoder) pair in one call")

@@ -21,10 +21,12 @@ def add_submit(sub: argparse._SubParsersAction) -> None:
         "of the test set, and record it like any run. With --features, a CSV of lesion_id + feature columns for every "
         "lesion is scored by the standard linear probe. Every problem is reported at once; nothing is written for a rejected file.",
     )
-    p.add_argument("--task", help=TASK_HELP + " (required without --server)")
-    p.add_argument("predictions", nargs="?", type=Path, help="predictions CSV")
+    p.add_argument("--task", help=TASK_HELP + " (required for a local submission)")
+    p.add_argument("predictions", nargs="?", type=Path, help="predictions CSV (with --template: where to write it, default TASK-template.csv)")
     p.add_argument("--features", type=Path, help="features CSV instead of predictions")
-    p.add_argument("--name", help="submission name shown on the leaderboard (letters, digits, space, ._+()-; required without --server)")
+    p.add_argument("--name", help="submission name shown on the leaderboard (letters, digits, space, ._+()-; required for a local submission)")
+    p.add_argument("--template", metavar="TASK", help="write a sample predictions file for TASK instead (every test lesion_id, the score "
+                   "columns it needs, chance-level values) and exit; nothing is submitted")  # fmt: skip
     p.add_argument("--server", help="submit to a challenge server at this URL instead (token: $LESIONBENCH_TOKEN or --token-file); needs --phase")
     p.add_argument("--phase", type=int, help="with --server: the phase id to submit to")
     p.add_argument("--token-file", type=Path, help="with --server: file holding the API token")
@@ -44,12 +46,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.encoders.plugins import get_task
     from lesionbench.leaderboard import submit
 
+    if args.template:
+        return _write_template(args)
     if (args.predictions is None) == (args.features is None):
         raise ConfigurationError("Give either a predictions CSV or --features FILE (exactly one).")
     if args.server is not None:
         return _submit_to_server(args)
-    if args.task is None or args.name is None:
-        raise ConfigurationError("A local submission needs --task and --name (or submit to a challenge server with --server URL --phase ID).")
+    missing = [flag for flag, value in (("--task", args.task), ("--name", args.name)) if not value]
+    if missing:
+        raise ConfigurationError(f"A local submission needs {' and '.join(missing)} (or --template TASK to write a sample file, "
+                                 "or --server URL --phase ID to submit to a challenge server).")  # fmt: skip
     from lesionbench.benchmark.tracking.mlflow_sink import resolve_tracking_uri
     from lesionbench.leaderboard.submissions.organiser import organiser_tracking_default, resolve_organiser_dir
 
@@ -94,6 +100,38 @@ def _submit_to_server(args: argparse.Namespace) -> int:
         if sub.get("message"):
             sys.stdout.write(sub["message"] + "\n")
         return 0 if sub["status"] == "scored" else 1
+def template_table(task: object) -> "pd.DataFrame":  # noqa: F821 - pandas is imported when called
+    """A valid predictions table for ``task``: every test ``lesion_id`` and its score columns at chance level
+    (each class 1/k for multiclass, ``score`` 0.5 for binary, ``risk`` 0 for survival)."""
+    import pandas as pd
+
+    from lesionbench.benchmark.types import TaskKind
+
+    meta, manifest = task.meta, task.manifest()
+    ids = manifest.loc[manifest["split"] == "test", "lesion_id"].astype(str).to_numpy()
+    table = pd.DataFrame({"lesion_id": ids})
+    if meta.kind == TaskKind.MULTICLASS:
+        names = list(meta.class_names) if meta.class_names else [str(c) for c in range(meta.n_classes)]
+        for name in names:
+            table[f"score_{name}"] = 1.0 / len(names)
+    elif meta.kind == TaskKind.BINARY:
+        table["score"] = 0.5
+    else:
+        table["risk"] = 0.0
+    return table
+
+
+def _write_template(args: argparse.Namespace) -> int:
+    from lesionbench.benchmark.host import atomic_write
+    from lesionbench.benchmark.encoders.plugins import get_task
+
+    task = get_task(args.template, data_dir=args.data_dir)
+    table = template_table(task)
+    out = args.predictions or Path(f"{task.meta.name}-template.csv")
+    atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
+    cols = ", ".join(c for c in table.columns if c != "lesion_id")
+    sys.stdout.write(f"{out}: {len(table)} test lesions of {task.meta.name} with lesion_id, {cols} (chance-level values): fill in your "
+                     f"model's scores, then `lesionbench submit --task {task.meta.name} {out} --name TEAM`.\n")  # fmt: skip
     return 0
 
 

@@ -108,7 +108,7 @@ def build_document(
 
 
 #: The files a build writes (and the only ones its --out may hold: the folder is replaced as a whole).
-_OUT_FILES = frozenset({"index.html", "leaderboard.md", "leaderboard.json", "leaderboard.schema.json", "result.schema.json"})
+_OUT_FILES = frozenset({"index.html", "leaderboard.md", "leaderboard.json", "leaderboard.csv", "leaderboard.schema.json", "result.schema.json"})
 
 
 def build_leaderboard(
@@ -128,8 +128,8 @@ def build_leaderboard(
     """Build the leaderboard from MLflow and/or local results into ``out``; returns ``out/index.html``.
 
     Reads the MLflow ``experiments`` named (default: the harness's own, ``lesionbench``). Writes
-    ``index.html`` (self-contained), ``leaderboard.md``, ``leaderboard.json``, ``leaderboard.schema.json``
-    and ``result.schema.json`` (the result format it accepts) into a sibling folder once every input has
+    ``index.html`` (self-contained), ``leaderboard.md``, ``leaderboard.json``, ``leaderboard.csv`` (every row),
+    ``leaderboard.schema.json`` and ``result.schema.json`` (the result format it accepts) into a sibling folder once every input has
     been read, then swaps it with ``out`` (:mod:`lesionbench.leaderboard.outdir`): a reader sees the old set
     or the new one. ``truth``: see :func:`build_document`.
     ``reveal`` adds the submissions' final private scores, read from the organiser store
@@ -138,6 +138,7 @@ def build_leaderboard(
     import tempfile
 
     from lesionbench.leaderboard.outdir import check_out_folder, publish_folder
+    from lesionbench.leaderboard.render import leaderboard_csv
     from lesionbench.leaderboard.render import render_html, render_markdown
     from lesionbench.leaderboard.schema import LEADERBOARD_SCHEMA, RESULT_SCHEMA
 
@@ -164,6 +165,7 @@ def build_leaderboard(
         "leaderboard.schema.json": json.dumps(LEADERBOARD_SCHEMA, indent=2) + "\n",
         "result.schema.json": json.dumps(RESULT_SCHEMA, indent=2) + "\n",  # what a result must be to be read
         "leaderboard.md": render_markdown(doc),
+        "leaderboard.csv": leaderboard_csv(doc),  # every row the page shows, one line per metric
         "index.html": render_html(doc),
     }
     publish_folder(out, texts)

@@ -26,8 +26,10 @@ PAYLOADS = [
 ALLOWED_TAGS = {
     "html", "head", "meta", "title", "style", "body", "main", "header", "h1", "h2", "h3", "div", "nav", "a", "section", "p",
     "b", "span", "table", "thead", "tbody", "tr", "th", "td", "svg", "line", "circle", "rect", "figure", "img", "figcaption",
-    "details", "summary", "code", "footer",
+    "details", "summary", "code", "footer", "pre",
 }  # fmt: skip
+#: The page's download links: the files written beside it, by fixed names (never a value from a result).
+SIBLING_FILES = {"leaderboard.json", "leaderboard.md", "leaderboard.csv", "leaderboard.schema.json", "result.schema.json"}
 
 
 class _Tags(HTMLParser):
@@ -47,7 +49,7 @@ def _assert_inert_html(html: str) -> None:
         for k, v in attrs.items():
             assert not k.startswith("on"), f"<{tag} {k}=...>"
             if k in ("src", "href"):
-                assert v and (v.startswith("data:image/png;base64,") or v.startswith("#")), f"<{tag} {k}={v[:40]}>"
+                assert v and (v.startswith("data:image/png;base64,") or v.startswith("#") or (tag == "a" and v in SIBLING_FILES)), f"<{tag} {k}={v[:40]}>"
     assert "data-pwned" not in "".join(k for _, a in p.tags for k in a)
 
 

@@ -105,6 +105,16 @@ def test_public_private_division_is_grouped_stratified_and_fixed(binary_task: Fa
     assert not other.equals(part)
 
 
+def test_public_private_division_of_a_test_split_with_one_lesion_per_class() -> None:
+    """A tiny multiclass test split (every class once) is divided by patient; scikit-learn's stratified split raised."""
+    man = pd.DataFrame({"lesion_id": [f"L{i}" for i in range(6)], "patient_id": ["A", "A", "B", "C", "C", "D"],
+                        "split": "test", "label": [0, 1, 2, 3, 4, 5]})  # fmt: skip
+    part = public_private_split(MULTI, man)
+    assert part.any() and not part.all()
+    assert part.groupby(man.set_index("lesion_id").loc[part.index, "patient_id"].to_numpy()).nunique().eq(1).all()
+    assert public_private_split(MULTI, man).equals(part)
+
+
 def test_excel_style_csv_is_accepted(binary_task: FakeTask, tmp_path: Path) -> None:
     """A UTF-8 byte-order mark, CRLF line ends and padded cells are what spreadsheets write."""
     preds = _predictions(binary_task)

@@ -13,8 +13,8 @@ from lesionbench.benchmark.errors import ConfigurationError
 from lesionbench.cli import main
 
 
-def test_encoders_list_shows_recipe_dim_licence_and_weights_presence(capsys):
-    assert main(["-q", "encoders", "list"]) == 0
+def test_encoders_list_long_shows_recipe_dim_licence_and_weights_presence(capsys):
+    assert main(["-q", "encoders", "list", "--long"]) == 0
     out = capsys.readouterr().out
     line = {ln.split()[0]: ln for ln in out.splitlines()[1:]}
     assert "tib: 48x48x48 SPL" in line["ct-fm:tib"] and " 512 " in line["ct-fm:tib"]
@@ -22,6 +22,21 @@ def test_encoders_list_shows_recipe_dim_licence_and_weights_presence(capsys):
     assert "[NON-COMMERCIAL]" in line["vista3d"] and "[NON-COMMERCIAL]" not in line["ct-fm"]
     assert "not needed (seeded random weights)" in line["ct-fm-random-init"]
     assert "fmcib" in line and "radiomics" in line
+
+
+def test_encoders_list_compact_and_json(capsys):
+    import json
+
+    assert main(["encoders", "list", "-q"]) == 0  # -q after the command too
+    out = capsys.readouterr().out
+    line = {ln.split()[0]: ln.split() for ln in out.splitlines()[1:] if ln and not ln.startswith("--long")}
+    assert line["ct-fm:tib"][:4] == ["ct-fm:tib", "ct-fm", "512", "absent"] and line["ct-fm-random-init"][3] == "random"
+    assert "(non-commercial)" in " ".join(line["vista3d"]) and max(len(ln) for ln in out.splitlines()[:-1]) < 160
+    assert line["fmcib"][:3] == ["fmcib", "fmcib", "4096"] and line["radiomics"][-1] == "built-in"
+    assert main(["-q", "encoders", "list", "--json"]) == 0
+    table = {d["name"]: d for d in json.loads(capsys.readouterr().out)}
+    assert table["ct-fm"]["weights"].startswith("absent: model.safetensors") and table["ct-fm"]["weights_state"] == "absent"
+    assert table["vista3d"]["non_commercial"] is True and table["fmcib"]["origin"] == "built-in"
 
 
 def test_weights_in_the_cache_folder_count_as_present_without_hashing():

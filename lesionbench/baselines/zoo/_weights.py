@@ -19,13 +19,13 @@ from pathlib import Path
 
 from lesionbench.baselines.zoo._card import ZooModel
 from lesionbench.benchmark.errors import WeightsError
+from lesionbench.benchmark.paths import OFFLINE_ENV, offline, weights_dir  # noqa: F401 (OFFLINE_ENV: public here too)
 from lesionbench.benchmark.host import atomic_write, sha256_file
 
 
 logger = logging.getLogger(__name__)
 
 #: Set to 1 to never download (as ``HF_HUB_OFFLINE``).
-OFFLINE_ENV = "LESIONBENCH_OFFLINE"
 
 
 class WeightsMissingError(WeightsError, FileNotFoundError):
@@ -33,8 +33,6 @@ class WeightsMissingError(WeightsError, FileNotFoundError):
 
 
 def model_dir(model: ZooModel) -> Path:
-    from lesionbench.baselines.fmcib import weights_dir
-
     return weights_dir() / model.name
 
 
@@ -59,7 +57,7 @@ def present(model: ZooModel) -> Path | None:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", OFFLINE_ENV))
+    return offline()
 
 
 def _reachable() -> bool:

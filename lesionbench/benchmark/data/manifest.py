@@ -379,6 +379,11 @@ class ManifestTask:
     def manifest(self) -> pd.DataFrame:
         path = self.resolve_manifest_path()
         if not path.exists():
+            inner = self.data_dir / self.meta.name
+            if self.manifest_path is None and any((inner / n).is_file() for n in ("manifest.csv", "manifest.parquet")):
+                # --data-dir at the folder above the task's (a cohort root holding several tasks)
+                raise ManifestError(str(path), [f"task {self.meta.name!r} has no manifest here, but {inner} has one: use --data-dir {inner} "
+                                                f"(python: data_dir={str(inner)!r})."])  # fmt: skip
             raise ManifestError(
                 str(path),
                 [

@@ -11,16 +11,20 @@ Perturbations (SimpleITK transforms and resampling, linear interpolation, air (-
 
 * ``shift``: the seed point moves ``U(shift_mm)`` mm in a uniformly random 3-D direction; the image is untouched;
 * ``rotate``: the crop turns by ``U(rotate_deg)`` degrees (random sign) about a uniformly random axis
-  through the seed (``VersorRigid3DTransform``); a lesion mask turns with it (nearest neighbour);
+  through the seed (``VersorRigid3DTransform``);
 * ``spacing``: the crop is resampled to an in-plane spacing drawn from ``U(spacing_mm)`` (the axes that
-  run along physical x and y; the slice axis keeps its spacing); masks are resampled by the encoder;
+  run along physical x and y; the slice axis keeps its spacing);
 * ``noise``: additive Gaussian noise of standard deviation ``noise_hu`` HU.
+
+A lesion mask (``mask_path``) is cut, turned and resampled with its image (nearest neighbour), so it is
+always on the voxel grid of the image the encoder is given.
 
 Draws depend only on ``(seed, perturbation, repeat, lesion_id)``, never on the order or the other lesions.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import zlib
 from collections.abc import Sequence
@@ -107,29 +111,31 @@ def crop_around(image: Any, point: Sequence[float], radius_mm: float) -> Any:
 
 
 def perturb_lesion(crop: Any, record: dict[str, Any], kind: str, rng: np.random.Generator, settings: PerturbationSettings,
-                   mask_dir: Path, masks: dict[str, Any]) -> tuple[Any, dict[str, Any]]:  # fmt: skip
-    """``(image, record)`` of one perturbed lesion: the perturbed crop and the lesion row it is read with."""
+                   mask_dir: Path, masks: dict[Any, Any]) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """``(image, record)`` of one perturbed lesion: the perturbed crop and the lesion row it is read with.
+
+    A lesion mask (``mask_path``) goes with the image: it is put on the returned image's voxel grid (cut
+    like the crop, turned like a rotated one, resampled like a respaced one; nearest neighbour) and the
+    record points at that copy in ``mask_dir``, so an encoder that needs the mask on its image's grid
+    (radiomics) reads the pair it would read from a whole image.
+    """
     import SimpleITK as sitk
 
     rec = dict(record)
     seed = np.array([float(rec["coordX"]), float(rec["coordY"]), float(rec["coordZ"])])
+    out, transform = crop, None  # no transform: the mask is only cut to the crop (or resampled onto its new grid)
     if kind == "none":
-        return crop, rec
-    if kind == "shift":
+        pass
+    elif kind == "shift":
         moved = seed + rng.uniform(*settings.shift_mm) * _unit_vector(rng)
         rec["coordX"], rec["coordY"], rec["coordZ"] = (float(v) for v in moved)
-        return crop, rec
-    if kind == "rotate":
+    elif kind == "rotate":
         angle = np.deg2rad(rng.uniform(*settings.rotate_deg)) * rng.choice([-1.0, 1.0])
-        t = sitk.VersorRigid3DTransform()
-        t.SetCenter(tuple(float(v) for v in seed))
-        t.SetRotation(tuple(float(v) for v in _unit_vector(rng)), float(angle))
-        out = sitk.Resample(crop, crop, t, sitk.sitkLinear, AIR_HU, sitk.sitkFloat32)
-        mpath = rec.get("mask_path")
-        if isinstance(mpath, str) and mpath.strip():
-            rec["mask_path"] = _turned_mask(mpath, crop, t, mask_dir, masks)
-        return out, rec
-    if kind == "spacing":
+        transform = sitk.VersorRigid3DTransform()
+        transform.SetCenter(tuple(float(v) for v in seed))
+        transform.SetRotation(tuple(float(v) for v in _unit_vector(rng)), float(angle))
+        out = sitk.Resample(crop, crop, transform, sitk.sitkLinear, AIR_HU, sitk.sitkFloat32)
+    elif kind == "spacing":
         new = rng.uniform(*settings.spacing_mm)
         direction = np.asarray(crop.GetDirection()).reshape(3, 3)
         old = np.asarray(crop.GetSpacing(), dtype=float)
@@ -137,27 +143,42 @@ def perturb_lesion(crop: Any, record: dict[str, Any], kind: str, rng: np.random.
         size = np.maximum(1, np.round(np.asarray(crop.GetSize()) * old / spacing)).astype(int)
         out = sitk.Resample(crop, [int(v) for v in size], sitk.Transform(), sitk.sitkLinear, crop.GetOrigin(),
                             tuple(float(v) for v in spacing), crop.GetDirection(), AIR_HU, sitk.sitkFloat32)  # fmt: skip
-        return out, rec
-    if kind == "noise":
+    elif kind == "noise":
         arr = sitk.GetArrayFromImage(crop)
         arr = arr + rng.standard_normal(arr.shape).astype(np.float32) * np.float32(settings.noise_hu)
         out = sitk.GetImageFromArray(arr)
         out.CopyInformation(crop)
-        return out, rec
-    raise ConfigurationError(f"Unknown perturbation {kind!r}; choose from {', '.join(PERTURBATIONS)}.")
+    else:
+        raise ConfigurationError(f"Unknown perturbation {kind!r}; choose from {', '.join(PERTURBATIONS)}.")
+    mpath = rec.get("mask_path")
+    if isinstance(mpath, str) and mpath.strip():
+        rec["mask_path"] = _mask_on_grid(mpath, out, transform, mask_dir, masks)
+    return out, rec
 
 
-def _turned_mask(mpath: str, crop: Any, transform: Any, mask_dir: Path, masks: dict[str, Any]) -> str:
-    """Write the lesion mask turned like the image (nearest neighbour, on the crop's grid); its path."""
+def _mask_on_grid(mpath: str, grid: Any, transform: Any | None, mask_dir: Path, masks: dict[Any, Any]) -> str:
+    """Write the lesion mask on ``grid``'s voxel grid, moved by ``transform`` if any (nearest neighbour); its path.
+
+    ``masks`` caches the masks read, and the written copies of unmoved ones by grid (the ``none``,
+    ``shift`` and ``noise`` draws of a lesion share one crop).
+    """
     import SimpleITK as sitk
 
     from lesionbench.benchmark.encoders.features import read_image
 
     if mpath not in masks:
         masks[mpath] = read_image(mpath)
-    turned = sitk.Resample(masks[mpath], crop, transform, sitk.sitkNearestNeighbor, 0, masks[mpath].GetPixelID())
-    out = mask_dir / f"mask_{len(list(mask_dir.iterdir()))}.nii"
-    sitk.WriteImage(turned, str(out))
+    moved = transform is not None
+    key = (mpath, grid.GetSize(), grid.GetOrigin(), grid.GetSpacing(), grid.GetDirection())
+    if not moved and key in masks:
+        return masks[key]
+    on_grid = sitk.Resample(masks[mpath], grid, transform or sitk.Transform(), sitk.sitkNearestNeighbor, 0, masks[mpath].GetPixelID())
+    fd, name = tempfile.mkstemp(prefix="mask_", suffix=".nii", dir=mask_dir)
+    os.close(fd)
+    out = Path(name)
+    sitk.WriteImage(on_grid, str(out))
+    if not moved:
+        masks[key] = str(out)
     return str(out)
 
 
@@ -192,7 +213,7 @@ def perturbed_features(test: pd.DataFrame, encoder: Any, kind: str, repeat: int,
             out[[r for r, _ in pending]] = feats
             pending.clear()
 
-    masks: dict[str, Any] = {}
+    masks: dict[Any, Any] = {}
     with tempfile.TemporaryDirectory(prefix="lesionbench-perturb-") as tmp:
         for path, rows in test.groupby("image_path", sort=False).indices.items():
             image = read_image(path)

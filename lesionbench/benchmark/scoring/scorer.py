@@ -61,6 +61,7 @@ Where lesionbench differs from the FMCIB paper's protocol, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -72,7 +73,7 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.benchmark.errors import ConfigurationError
-from lesionbench.benchmark.host import atomic_write
+from lesionbench.benchmark.host import atomic_write, environment
 from lesionbench.benchmark.scoring.executor import Executor
 from lesionbench.benchmark.scoring.probes import C_GRID
 from lesionbench.benchmark.scoring.protocols import protocol_dir, protocol_of
@@ -189,7 +190,7 @@ def evaluate(
 
                 features = extract_features(manifest, encoder, cache_dir=cache_dir, batch_size=batch_size, workers=workers, progress=progress)
         return _execute(plan, emeta, FrozenFeatures(_checked_features(features, manifest)), out_dir=out_dir, data_digest=array_digest(np.asarray(features)),
-                        progress=progress, resume=resume, jobs=jobs, executor=executor)  # fmt: skip
+                        progress=progress, resume=resume, jobs=jobs, executor=executor, env=environment(encoder))  # fmt: skip
 
     if jobs > 1 and str(getattr(encoder, "device", "cpu")).startswith("cuda"):
         # parallel trainings would share (and could exhaust) one GPU's memory; one at a time is what a GPU is fast at
@@ -204,7 +205,8 @@ def evaluate(
     # a head sized from the task, not from whichever classes the (small) subset happens to hold
     head_classes = plan.n_classes if meta.kind == TaskKind.MULTICLASS else 2
     provider = TrainedFeatures(encoder, np.asarray(patches), fit_labels(manifest, meta.kind), head_classes)
-    return _execute(plan, emeta, provider, out_dir=out_dir, data_digest=array_digest(patches), progress=progress, resume=resume, jobs=jobs, executor=executor)
+    return _execute(plan, emeta, provider, out_dir=out_dir, data_digest=array_digest(patches), progress=progress, resume=resume, jobs=jobs, executor=executor,
+                    env=environment(encoder))  # fmt: skip
 
 
 def evaluate_features(
@@ -246,13 +248,16 @@ def _checked_features(X: Any, manifest: pd.DataFrame) -> np.ndarray:
 
 
 def _execute(
-    plan: SweepPlan, emeta: EncoderMeta, provider: FeatureProvider, *, out_dir: Path, data_digest: str, progress: bool, resume: bool, jobs: int, executor: Executor | None = None
+    plan: SweepPlan, emeta: EncoderMeta, provider: FeatureProvider, *, out_dir: Path, data_digest: str, progress: bool, resume: bool, jobs: int,
+    executor: Executor | None = None, env: dict[str, Any] | None = None,
 ) -> TaskResult:
-    """Run the plan into its result folder and write ``result.json``."""
+    """Run the plan into its result folder and write ``result.json`` (``extra["environment"]``: ``env``, else this
+    process's without an encoder; see :func:`lesionbench.benchmark.host.environment`)."""
     rdir = result_dir(out_dir, plan.meta.name, plan.meta.version, emeta.name, protocol_dir(plan.protocol, plan.probe))
     _check_same_checkpoint(rdir, emeta)
     _check_not_fewer(rdir, plan)
     result = run_sweep(plan, emeta, provider, rdir=rdir, data_digest=data_digest, progress=progress, resume=resume, jobs=jobs, executor=executor)
+    result = dataclasses.replace(result, extra={**result.extra, "environment": env if env is not None else environment()})
     write_result(result, rdir)
     logger.info("wrote %s (%d runs)", rdir / RESULT_FILE, len(result.runs))
     return result

@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "lesionbench"
 LEVEL_TAG = "lesionbench.level"
+#: sha256 of a parent run's result (:func:`result_digest`): an unchanged result is not logged twice.
+DIGEST_TAG = "lesionbench.result_digest"
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -204,9 +206,19 @@ def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool,
     if result.leaked_patients:
         # MLflow tag values are limited in size; the full list is in result.json
         common_tags["lesionbench.leaked_patient_ids"] = ",".join(result.leaked_patients)[:4900]
+    common_tags.update(_environment_tags(result.extra.get("environment") or {}))
+    digest = result_digest(result)
+    earlier = client.search_runs([exp_id], filter_string=f"tags.`{DIGEST_TAG}` = '{digest}' and tags.`{LEVEL_TAG}` = 'parent' and attributes.status = 'FINISHED'",
+                                 max_results=1)  # fmt: skip
+    if earlier:  # a resumed sweep that changed nothing: its runs are in the store already
+        logger.info("%s/%s/%s is unchanged since MLflow run %s: not logged again", task.name, enc.name, result.probe, earlier[0].info.run_id)
+        return earlier[0].info.run_id
     now = int(time.time() * 1000)
     folder = protocol_dir(protocol_of(result), result.probe)
-    parent = client.create_run(exp_id, run_name=f"{task.name}/{enc.name}/{folder}", tags={**common_tags, LEVEL_TAG: "parent"})
+    main = task.metrics[0] if task.metrics else ""
+    note = f"{enc.name} ({folder}) on {task.name} version {task.version}: {len(result.runs)} runs, one child each; main metric {main or '-'}."
+    parent = client.create_run(exp_id, run_name=f"{enc.name} · {folder} · {task.name}",
+                               tags={**common_tags, LEVEL_TAG: "parent", DIGEST_TAG: digest, "mlflow.note.content": note})  # fmt: skip
     pid = parent.info.run_id
     try:
         summary = result.summary()
@@ -239,6 +251,32 @@ def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool,
     return pid
 
 
+def result_digest(result: TaskResult) -> str:
+    """sha256 of what a result says, leaving out when and where it was computed (``created``, timings,
+    environment): a resumed sweep that reused every run has the digest of the one it resumed."""
+    import hashlib
+    import json
+
+    d = result.to_dict()
+    d.pop("created", None)
+    d["extra"] = {k: v for k, v in d["extra"].items() if k not in ("timing_s", "environment")}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _environment_tags(env: dict[str, Any]) -> dict[str, str]:
+    """MLflow tags of a result's environment: package versions, device, and the git commits (lesionbench's
+    also as ``mlflow.source.git.commit``, which the MLflow UI shows)."""
+    tags = {f"lesionbench.env.{k}": str(v) for k, v in env.get("packages", {}).items()}
+    for key in ("python", "platform", "device"):
+        if key in env:
+            tags[f"lesionbench.env.{key}"] = str(env[key])
+    for pkg, commit in env.get("git_commit", {}).items():
+        tags[f"lesionbench.env.git.{pkg}"] = str(commit)
+    if "lesionbench" in env.get("git_commit", {}):
+        tags["mlflow.source.git.commit"] = str(env["git_commit"]["lesionbench"])
+    return {k: v[:5000] for k, v in tags.items() if re.fullmatch(r"[\w.\- /]+", k)}
+
+
 def _f(v: Any) -> float:
     v = float(v)
     return v if math.isfinite(v) else float("nan")
@@ -250,7 +288,8 @@ def _p(v: Any) -> str:
 
 def _log_child(client, exp_id, pid, result: TaskResult, run: SubsetResult, rdir: Path, common_params, common_tags, tmp: Path, figures: RunPlots | None, Metric, Param) -> str:
     name = f"shots{run.shots}-seed{run.seed}" if run.shots else f"frac{run.fraction:g}-seed{run.seed}"
-    child = client.create_run(exp_id, run_name=name, tags={**common_tags, LEVEL_TAG: "child", "mlflow.parentRunId": pid})
+    label = f"{result.encoder.name} · {protocol_dir(protocol_of(result), result.probe)} · {name}"  # what differs first
+    child = client.create_run(exp_id, run_name=label, tags={**common_tags, LEVEL_TAG: "child", "mlflow.parentRunId": pid})
     cid = child.info.run_id
     now = int(time.time() * 1000)
     # a k-shot run's fraction (n_train / n_train_total) is written exactly: the leaderboard matches children by it

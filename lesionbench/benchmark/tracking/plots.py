@@ -54,7 +54,8 @@ def _curves(result: TaskResult, test: Any, y: Any, scores: Any) -> list[tuple[st
         known = test["label_2y"].notna().to_numpy()
         return [("death within 2 years", test["label_2y"].to_numpy()[known] == 1, scores["score"][known])]
     if kind == TaskKind.BINARY:
-        return [("class 1", y == 1, scores)]
+        names = result.task.class_names
+        return [(str(names[1]) if len(names) == 2 else "class 1", y == 1, scores)]
     names = result.task.class_names or tuple(str(k) for k in range(scores.shape[1]))
     return [(names[k] if k < len(names) else str(k), y == k, scores[:, k]) for k in range(scores.shape[1])]
 
@@ -85,13 +86,16 @@ class _CurveFigure:
         self.lines = [ax.plot([], [], lw=1.2, label=label)[0] for label in labels]
         self.legend = ax.legend(fontsize=7, loc="lower right" if which == "roc" else "lower left") if labels else None
 
-    def save(self, curves: list[tuple[np.ndarray, np.ndarray]], title: str, path: Path) -> Path:
+    def save(self, curves: list[tuple[np.ndarray, np.ndarray]], title: str, path: Path, texts: list[str] | None = None) -> Path:
+        """Draw ``curves`` with ``texts`` as their legend entries (the class and its AUC or AP) and write ``path``."""
         canvas, ax = self.fig.canvas, self.ax
         canvas.restore_region(self.background)
         for line, (xs, ys) in zip(self.lines, curves, strict=True):
             line.set_data(xs, ys)
             ax.draw_artist(line)
         if self.legend is not None:
+            for entry, text in zip(self.legend.get_texts(), texts or [], strict=False):
+                entry.set_text(text)
             ax.draw_artist(self.legend)
         ax.title.set_text(f"{'ROC' if self.which == 'roc' else 'PR'}  {title}")  # keeps its font size (set_title resets it)
         ax.draw_artist(ax.title)
@@ -126,7 +130,7 @@ class RunPlots:
         self._km: Any = None
 
     def save(self, run: SubsetResult, rdir: Path, out: Path) -> list[Path]:
-        from sklearn.metrics import precision_recall_curve, roc_curve
+        from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
         from lesionbench.benchmark.scoring.scorer import read_predictions
 
@@ -141,15 +145,17 @@ class RunPlots:
             fig = self._figures.get((which, labels))
             if fig is None:
                 fig = self._figures[(which, labels)] = _CurveFigure(which, labels)
-            data = []
-            for _, pos, s in drawn:
+            data, texts = [], []
+            for label, pos, s in drawn:
                 if which == "roc":
                     fpr, tpr, _ = roc_curve(pos, s)
                     data.append((fpr, tpr))
+                    texts.append(f"{label}  AUC {roc_auc_score(pos, s):.3f}")
                 else:
                     prec, rec, _ = precision_recall_curve(pos, s)
                     data.append((rec, prec))
-            paths.append(fig.save(data, title, out / f"{which}.png"))
+                    texts.append(f"{label}  AP {average_precision_score(pos, s):.3f}")
+            paths.append(fig.save(data, title, out / f"{which}.png", texts))
         if kind == TaskKind.SURVIVAL and "km_risk_threshold" in run.params:
             paths.append(self._save_km(run, test, scores, out / "km.png"))
         return paths

@@ -83,6 +83,10 @@ def public_private_split(meta: TaskMeta, manifest: pd.DataFrame) -> pd.Series:
         strata = np.where(np.isnan(lab), 2, lab).astype(int)
     else:
         strata = test["label"].to_numpy(dtype=float).astype(int)
+    if np.bincount(np.unique(strata, return_inverse=True)[1]).max() < 2:
+        # every class occurs once (a tiny test split of a multiclass task): nothing to stratify, and
+        # scikit-learn refuses; the division is then grouped by patient alone
+        strata = np.zeros(len(test), dtype=int)
     cv = StratifiedGroupKFold(n_splits=2, shuffle=True, random_state=_division_seed(meta) % (2**32 - 1))
     public_idx, _ = next(cv.split(np.zeros(len(test)), strata, groups=test["patient_id"].astype(str).to_numpy()))
     public = np.zeros(len(test), dtype=bool)
