@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from lesionbench.benchmark.errors import ConfigurationError
+from lesionbench.benchmark.errors import ConfigurationError, LesionbenchError
 
 logger = logging.getLogger(__name__)
 
@@ -165,8 +165,19 @@ def evaluate(
     return result
 
 
+def _registered_labels(name: str) -> pd.DataFrame | None:
+    """A registered task's manifest from its prepared data, or None (unknown or not prepared: the comparison
+    then says how to give the labels)."""
+    from lesionbench.benchmark.encoders.plugins import get_task
+
+    try:
+        return get_task(name).manifest()
+    except (LesionbenchError, OSError):
+        return None
+
+
 def compare(
-    task: str,
+    task: str | Any,
     encoder_a: str,
     encoder_b: str,
     *,
@@ -178,8 +189,12 @@ def compare(
     n_perm: int = 1000,
     alternative: str = "two-sided",
     version: str | None = None,
+    labels: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Paired comparison A - B of two encoders' saved results on the same test lesions, one row per metric.
+
+    ``task``: a task object (its manifest gives the test labels, which the saved results never hold) or a
+    registered task's name (its prepared data is read); ``labels``: the task's manifest, to give it explicitly.
 
     The difference's 95% CI is a paired bootstrap and ``p_value`` a permutation test; both resample
     patients, but they answer different questions (the CI: how large the difference is; p: whether the
@@ -188,6 +203,12 @@ def compare(
     """
     from lesionbench.benchmark.scoring.scorer import compare_saved, load_result, result_dir, task_versions
 
+    if not isinstance(task, str):  # a task object: its name, and its manifest for the labels
+        if labels is None:
+            labels = task.manifest()
+        task = task.meta.name
+    elif labels is None:
+        labels = _registered_labels(task)
     seeds: Iterable[int]
     if seed is None:
         got = []
@@ -203,7 +224,7 @@ def compare(
     rows = []
     for s in seeds:
         for r in compare_saved(Path(results), task, encoder_a, encoder_b, fraction=fraction, seed=s, probe=probe, n_boot=n_boot,
-                               n_perm=n_perm, version=version, alternative=alternative):  # fmt: skip
+                               n_perm=n_perm, version=version, alternative=alternative, labels=labels):  # fmt: skip
             rows.append({"seed": s, **dataclasses.asdict(r)})
     return pd.DataFrame(rows)
 

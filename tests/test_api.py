@@ -127,7 +127,7 @@ def test_extract_evaluate_load_and_compare(blobs: Path, tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="broken/result.json is not a readable"):
         assert len(lesionbench.load_results(out)) == len(df)
 
-    cmp = lesionbench.compare("api_blobs", "patch-stats", "patch-mean", results=out, seed=None, n_boot=50, n_perm=50)
+    cmp = lesionbench.compare(task, "patch-stats", "patch-mean", results=out, seed=None, n_boot=50, n_perm=50)
     assert sorted(cmp["seed"].unique()) == [0, 1] and set(cmp["metric"]) == {"auc", "average_precision"}
     auc = cmp[(cmp.seed == 0) & (cmp.metric == "auc")].iloc[0]
     assert auc["difference"] == pytest.approx(auc["value_a"] - auc["value_b"]) and auc["ci_low"] <= auc["difference"] <= auc["ci_high"]

@@ -105,6 +105,23 @@ PLAN: dict[str, Plan] = {
     "export LESIONBENCH_CACHE=/mnt/shared/lesionbench-cache": Plan(skip="cloud set-up on a shared filesystem"),
     "lesionbench run --task deeplesion_site --encoder fmcib ct-fm --dask tcp://SCHEDULER:8786 --out /mnt/shared/results":
         Plan(skip="needs DeepLesion, a running scheduler and the zoo's weights"),
+    '.venv/bin/pip install -q -e ".[server]" && .venv/bin/lesionbench serve --demo': Plan(skip='installs into a venv and starts a long-running server: the challenge-server tests (tests/server) start it in-process and drive every step'),
+    'pip install -e ".[server]"': Plan(skip='installs the package; CI installs the test extra, which includes the server extra'),
+    'lesionbench serve --demo': Plan(skip='a long-running server: the challenge-server tests (tests/server) start it in-process and drive every step'),
+    'export LESIONBENCH_TOKEN=lb_...': Plan(skip="a participant's token from a running server (tests/server/test_server_client.py uses one)"),
+    'lesionbench submit --server http://127.0.0.1:8000 --phase 2 predictions.csv --wait': Plan(skip='needs a running server; tests/server drive the client against one'),
+    'lesionbench submissions --server http://127.0.0.1:8000 --phase 2': Plan(skip='needs a running server; tests/server drive the client against one'),
+    'H="Authorization: Bearer $ORGANISER_TOKEN"; S=https://challenge.example.org/api/v1': Plan(skip="an organiser's deployment; the API tests make these calls in-process"),
+    'curl -H "$H" -X POST $S/challenges -d \'{"slug":"nodules-2027","title":"Nodule malignancy 2027","team_signup":"open"}\' -H \'content-type: application/json\'': Plan(skip="an organiser's deployment; the API tests make these calls in-process"),
+    'curl -H "$H" -X POST $S/challenges/nodules-2027/phases -H \'content-type: application/json\' -d \'{"name":"sanity","kind":"sanity","task":"luna16_malignancy","quota_per_window":10}\'': Plan(skip="an organiser's deployment; the API tests make these calls in-process"),
+    'curl -H "$H" -X POST $S/challenges/nodules-2027/phases -H \'content-type: application/json\' -d \'{"name":"main","kind":"public","task":"luna16_malignancy","quota_per_window":5,"quota_window_hours":24,"quota_total":100,"max_concurrent":2,"final_selection_n":2}\'': Plan(skip="an organiser's deployment; the API tests make these calls in-process"),
+    'curl -H "$H" -X POST $S/phases/2/state/open': Plan(skip="an organiser's deployment; the API tests make these calls in-process"),
+    'export LESIONBENCH_DATABASE_URL=postgresql+psycopg://lesionbench@db.internal/lesionbench': Plan(skip='a production database; CI runs the server tests on a loopback PostgreSQL'),
+    'export LESIONBENCH_SECRET_KEY=$(python -c "import secrets; print(secrets.token_urlsafe(48))")': Plan(skip='production set-up'),
+    'lesionbench db upgrade': Plan(skip='needs the production database above; tests/server/test_server_db.py upgrades a fresh one'),
+    'lesionbench serve --folder /srv/lesionbench --host 127.0.0.1 --port 8000 --secure-cookies': Plan(skip='a long-running server: the challenge-server tests (tests/server) start it in-process and drive every step'),
+    'lesionbench worker --folder /srv/lesionbench': Plan(skip='a long-running worker: the fault tests run workers in-process and as processes'),
+    'PYTHONPATH=. python -m pytest -q tests/leaderboard/test_integrity_private.py tests/leaderboard/test_integrity_forged.py': Plan(skip='runs tests that the suite runs itself'),
 }  # fmt: skip
 
 

@@ -275,13 +275,14 @@ def test_roc_and_pr_legends_name_the_classes_with_their_auc_and_ap(store, tmp_pa
 
     _, logged, root = store
     result, _ = logged["multiclass"]
+    manifest = logged["multiclass-labels"]
     rdir = result_dir(root / "out", result.task.name, result.task.version, "fabricated", "linear")
     run = result.runs[0]
-    plots = RunPlots(result)
+    plots = RunPlots(result, labels=manifest)
     plots.save(run, rdir, tmp_path)
     (roc_key,) = [k for k in plots._figures if k[0] == "roc"]
     texts = [t.get_text() for t in plots._figures[roc_key].legend.get_texts()]
-    _, y, scores = read_predictions(rdir / run.predictions_path, result.task.kind)
+    _, y, scores = read_predictions(rdir / run.predictions_path, result.task.kind, manifest)
     name = result.task.class_names[0]
     expected = roc_auc_score(pd.Series(y) == 0, scores[:, 0])
     assert f"{name}  AUC {expected:.3f}" in texts and len(texts) == len(roc_key[1])

@@ -67,6 +67,6 @@ def test_the_ranking_tables_fit_a_1024_px_screen(tmp_path: Path) -> None:
                 page = browser.new_context(viewport={"width": width, "height": 800}, bypass_csp=True).new_page()
                 page.goto(index.as_uri())
                 widths = page.evaluate("() => [...document.querySelectorAll('table.rank')].map(t => [t.parentElement.scrollWidth, t.parentElement.clientWidth])")
-                assert len(widths) == 3 and all(scroll <= client for scroll, client in widths), (width, widths)
+                assert len(widths) >= 3 and all(scroll <= client for scroll, client in widths), (width, widths)
         finally:
             browser.close()
