@@ -158,3 +158,17 @@ def test_numbers_beyond_the_float_range_are_infinite_not_text(task: FakeTask, tm
     preds.loc[0, "score"] = "1e400"
     msg, _ = _rejected(write_csv(preds, tmp_path / "big.csv"), task)
     assert "column 'score': NaN or infinite value at line 2" in msg and "not a number" not in msg
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass"])
+def test_scores_under_another_name_get_a_rename_hint(kind: str, tmp_path: Path) -> None:
+    task = FakeTask(BINARY if kind == "binary" else MULTI)
+    good = predictions(task)
+    if kind == "binary":
+        bad, hint = good.rename(columns={"score": "prob"}), "Rename the column 'prob' to 'score'"
+    else:
+        first = next(c for c in good.columns if c.startswith("score_"))
+        bad = good.rename(columns={c: "p_" + c.removeprefix("score_") for c in good.columns if c.startswith("score_")})
+        hint = f"Rename the columns p_<class> to score_<class> (e.g. 'p_{first.removeprefix('score_')}' -> '{first}')"
+    msg, _ = _rejected(write_csv(bad, tmp_path / "renamed.csv"), task)
+    assert hint in msg, msg

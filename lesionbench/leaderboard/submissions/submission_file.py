@@ -273,8 +273,28 @@ def _score_layout(meta: TaskMeta, columns: list[str], problems: list[str]) -> li
         what = f"a {kind} task" + (f" with {k} classes" if k else "")
         others = [t for t in _registered_tasks_of(kind, k) if t != meta.name]
         msg += f" This looks like a submission for {what}" + (f" (e.g. {', '.join(others[:4])})" if others else "") + f", not for {meta.name!r}: wrong task?"
+    else:
+        msg += _rename_hint(meta, columns)
     problems.append(msg)
     return None
+
+
+def _rename_hint(meta: TaskMeta, columns: list[str]) -> str:
+    """" Rename ..." when the scores seem to be there under other names: the one extra column of a binary or
+    survival file, or one prefix followed by every class name (``prob_<class>``) in a multiclass one."""
+    others = [c for c in columns if c not in ("lesion_id", "patient_id", "split")]
+    if meta.kind is not TaskKind.MULTICLASS:
+        want = "risk" if meta.kind is TaskKind.SURVIVAL else "score"
+        return f" Rename the column {others[0]!r} to {want!r}." if len(others) == 1 else ""
+    for names in ([str(c) for c in meta.class_names], [str(i) for i in range(meta.n_classes)]):
+        if not names:
+            continue
+        for c in others:
+            if c.endswith(names[0]):
+                prefix = c[: len(c) - len(names[0])]
+                if all(f"{prefix}{n}" in columns for n in names):
+                    return f" Rename the columns {prefix}<class> to score_<class> (e.g. {c!r} -> 'score_{names[0]}')."
+    return ""
 
 
 _DECIMAL = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
