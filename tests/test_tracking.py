@@ -288,3 +288,17 @@ def test_roc_and_pr_legends_name_the_classes_with_their_auc_and_ap(store, tmp_pa
     assert f"{name}  AUC {expected:.3f}" in texts and len(texts) == len(roc_key[1])
     (pr_key,) = [k for k in plots._figures if k[0] == "pr"]
     assert all("  AP 0." in t or "  AP 1." in t for t in (t.get_text() for t in plots._figures[pr_key].legend.get_texts()))
+
+
+def test_runs_show_when_the_compute_ran_not_when_it_was_logged(store) -> None:
+    """MLflow's start and end times are the sweep's own (``extra["started"]``, ``created``), not the logging's."""
+    from datetime import datetime
+
+    client, logged, _ = store
+    result, pid = logged["multiclass"]
+    parent = client.get_run(pid)
+    started = int(datetime.fromisoformat(result.extra["started"]).timestamp() * 1000)
+    ended = int(datetime.fromisoformat(result.created).timestamp() * 1000)
+    assert parent.info.start_time == started and parent.info.end_time == ended
+    child = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{pid}'", max_results=1)[0]
+    assert child.info.start_time == started and child.info.end_time == ended

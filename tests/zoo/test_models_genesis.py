@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from _layouts import audit_roundtrip, shrink, small_patches
 from _tib import compare, require_tib, tib_features, write_volumes
-from _unet_release import unet3d_state_dict, unet3d_unused
+from _unet_release import unet3d_unused
 
 from lesionbench.baselines.zoo._nets import unet3d as _unet3d
 from lesionbench.benchmark.encoders.features import extract_features, load_patches

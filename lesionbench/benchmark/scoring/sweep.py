@@ -62,6 +62,7 @@ def run_sweep(
     Returns the :class:`TaskResult` (the caller writes ``result.json``)."""
     timer = Timer()
     t0 = time.perf_counter()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")  # the compute's start (MLflow shows it)
     meta, manifest = plan.meta, plan.manifest
     for sub in ("predictions", "subsets", RUNS_DIR):
         (rdir / sub).mkdir(parents=True, exist_ok=True)
@@ -112,7 +113,7 @@ def run_sweep(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         leaked_patients=plan.leaked,
         split_hash=split_hash(manifest),
-        extra=_extra(plan, n_feat, timer),
+        extra={**_extra(plan, n_feat, timer), "started": started},
     )
 
 

@@ -217,7 +217,8 @@ def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool,
     folder = protocol_dir(protocol_of(result), result.probe)
     main = task.metrics[0] if task.metrics else ""
     note = f"{enc.name} ({folder}) on {task.name} version {task.version}: {len(result.runs)} runs, one child each; main metric {main or '-'}."
-    parent = client.create_run(exp_id, run_name=f"{enc.name} · {folder} · {task.name}",
+    start_ms, end_ms = _compute_span(result)
+    parent = client.create_run(exp_id, run_name=f"{enc.name} · {folder} · {task.name}", start_time=start_ms,
                                tags={**common_tags, LEVEL_TAG: "parent", DIGEST_TAG: digest, "mlflow.note.content": note})  # fmt: skip
     pid = parent.info.run_id
     try:
@@ -240,10 +241,10 @@ def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool,
                 client.log_artifact(pid, str(plot_low_data_curve(result, Path(tmp) / "low_data_curve.png")))
             figures = RunPlots(result, labels) if plots and labels is not None else None  # drawn once, redrawn per run
             for run in result.runs:
-                _log_child(client, exp_id, pid, result, run, rdir, common_params, common_tags, Path(tmp), figures, Metric, Param)
+                _log_child(client, exp_id, pid, result, run, rdir, common_params, common_tags, Path(tmp), figures, Metric, Param, span=(start_ms, end_ms))
         # last: the leaderboard reads parents with this file, so a logging killed half-way never counts
         client.log_artifact(pid, str(rdir / "result.json"))
-        client.set_terminated(pid, "FINISHED")
+        client.set_terminated(pid, "FINISHED", end_time=end_ms)
     except Exception:
         client.set_terminated(pid, "FAILED")
         raise
@@ -252,14 +253,14 @@ def _log(result: TaskResult, rdir: Path, uri: str, experiment: str, plots: bool,
 
 
 def result_digest(result: TaskResult) -> str:
-    """sha256 of what a result says, leaving out when and where it was computed (``created``, timings,
-    environment): a resumed sweep that reused every run has the digest of the one it resumed."""
+    """sha256 of what a result says, leaving out when and where it was computed (``created``, ``started``,
+    timings, environment): a resumed sweep that reused every run has the digest of the one it resumed."""
     import hashlib
     import json
 
     d = result.to_dict()
     d.pop("created", None)
-    d["extra"] = {k: v for k, v in d["extra"].items() if k not in ("timing_s", "environment")}
+    d["extra"] = {k: v for k, v in d["extra"].items() if k not in ("timing_s", "environment", "started")}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -286,10 +287,27 @@ def _p(v: Any) -> str:
     return str(v)[:6000]
 
 
-def _log_child(client, exp_id, pid, result: TaskResult, run: SubsetResult, rdir: Path, common_params, common_tags, tmp: Path, figures: RunPlots | None, Metric, Param) -> str:
+def _compute_span(result: TaskResult) -> tuple[int | None, int | None]:
+    """When the sweep's compute started and ended (ms since the epoch; None: unknown, MLflow uses the logging
+    time): the result's ``extra["started"]`` and ``created``, so a run logged later still shows when it ran."""
+    from datetime import datetime, timezone
+
+    def ms(text: Any) -> int | None:
+        try:
+            when = datetime.fromisoformat(str(text))
+        except ValueError:
+            return None
+        return int((when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+
+    start, end = ms(result.extra.get("started")), ms(result.created)
+    return (start, end) if start is not None and end is not None and start <= end else (None, end)
+
+
+def _log_child(client, exp_id, pid, result: TaskResult, run: SubsetResult, rdir: Path, common_params, common_tags, tmp: Path, figures: RunPlots | None, Metric, Param,
+               span: tuple[int | None, int | None] = (None, None)) -> str:
     name = f"shots{run.shots}-seed{run.seed}" if run.shots else f"frac{run.fraction:g}-seed{run.seed}"
     label = f"{result.encoder.name} · {protocol_dir(protocol_of(result), result.probe)} · {name}"  # what differs first
-    child = client.create_run(exp_id, run_name=label, tags={**common_tags, LEVEL_TAG: "child", "mlflow.parentRunId": pid})
+    child = client.create_run(exp_id, run_name=label, start_time=span[0], tags={**common_tags, LEVEL_TAG: "child", "mlflow.parentRunId": pid})
     cid = child.info.run_id
     now = int(time.time() * 1000)
     # a k-shot run's fraction (n_train / n_train_total) is written exactly: the leaderboard matches children by it
@@ -316,5 +334,5 @@ def _log_child(client, exp_id, pid, result: TaskResult, run: SubsetResult, rdir:
         cdir.mkdir(parents=True, exist_ok=True)
         figures.save(run, rdir, cdir)
         client.log_artifacts(cid, str(cdir), "plots")
-    client.set_terminated(cid, "FINISHED")
+    client.set_terminated(cid, "FINISHED", end_time=span[1])
     return cid
