@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 #: Siblings on one layer that must not import each other (tasks never know encoders, and vice versa).
 SEPARATE = {("lesionbench.tasks", "lesionbench.baselines"), ("lesionbench.baselines", "lesionbench.tasks")}
 MAX_MODULES_PER_PACKAGE = 16
-MAX_LINES = 500  # the aim is ~450 (STYLE.md); three task and encoder modules sit between 470 and 490
+MAX_LINES = 500  # the aim is ~450 (STYLE.md); four modules sit between 470 and 490 (two tasks, radiomics, the submission file checks)
 
 
 def _modules(root: Path = PACKAGE) -> dict[str, Path]:
