@@ -23,13 +23,13 @@ import dataclasses
 import json
 import logging
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from lesionbench.benchmark.errors import ConfigurationError, LesionbenchError
+from lesionbench.benchmark.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -165,17 +165,6 @@ def evaluate(
     return result
 
 
-def _registered_labels(name: str) -> pd.DataFrame | None:
-    """A registered task's manifest from its prepared data, or None (unknown or not prepared: the comparison
-    then says how to give the labels)."""
-    from lesionbench.benchmark.encoders.plugins import get_task
-
-    try:
-        return get_task(name).manifest()
-    except (LesionbenchError, OSError):
-        return None
-
-
 def compare(
     task: str | Any,
     encoder_a: str,
@@ -189,7 +178,7 @@ def compare(
     n_perm: int = 1000,
     alternative: str = "two-sided",
     version: str | None = None,
-    labels: pd.DataFrame | None = None,
+    labels: pd.DataFrame | Callable[[], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """Paired comparison A - B of two encoders' saved results on the same test lesions, one row per metric.
 
@@ -207,8 +196,11 @@ def compare(
         if labels is None:
             labels = task.manifest()
         task = task.meta.name
-    elif labels is None:
-        labels = _registered_labels(task)
+    elif labels is None:  # a registered task's prepared data, read once the results are found (as `lesionbench compare` does)
+        from lesionbench.benchmark.encoders.plugins import get_task
+
+        name = task
+        labels = lambda: get_task(name).manifest()  # noqa: E731
     seeds: Iterable[int]
     if seed is None:
         got = []
