@@ -260,6 +260,14 @@ def create_all(engine: Engine) -> None:
     Base.metadata.create_all(engine)
 
 
+def _refuse_unlocked_write(session: Session, _context: Any, _instances: Any) -> None:
+    """On SQLite, an ORM write in a session opened without ``lock=True`` is a bug that shows only under load: a
+    deferred transaction that read first cannot take the write lock once another writer committed (SQLite
+    answers "database is locked" at once, whatever the busy timeout). Refuse it every time instead."""
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("An ORM write in a read session: open it with db.session(lock=True) (SQLite takes its write lock at BEGIN).")
+
+
 class Database:
     """An engine and two session factories: ordinary, and write-locking (SQLite ``BEGIN IMMEDIATE``)."""
 
@@ -267,6 +275,8 @@ class Database:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.locking_sessions = sessionmaker(engine.execution_options(immediate=True), expire_on_commit=False)
+        if is_sqlite(engine):
+            event.listen(self.sessions, "before_flush", _refuse_unlocked_write)
 
     @classmethod
     def from_url(cls, url: str) -> Database:

@@ -62,7 +62,7 @@ def setup_demo(cfg: Any, folder: Path, *, task_loader: Any, phases: tuple[tuple[
     """Create the demo organiser, challenge, phases and example files (idempotent); returns what to tell the user."""
     folder = Path(folder)
     pw_file = folder / "organiser-password.txt"
-    with cfg.db.session() as s:
+    with cfg.db.session(lock=True) as s:
         organiser = s.scalar(select(User).where(User.email == ORGANISER_EMAIL))
         if organiser is None:
             password = secrets.token_urlsafe(12)

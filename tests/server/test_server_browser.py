@@ -84,7 +84,7 @@ def test_participant_and_organiser_in_chromium(world, browser, tmp_path):
         from lesionbench.server.auth import hash_password
         from lesionbench.server.db import User
 
-        with cfg.db.session() as s:
+        with cfg.db.session(lock=True) as s:  # read-then-write: take the write lock at BEGIN (a deferred upgrade fails at once when a writer came between)
             s.get(User, world["org"].user_id).password_hash = hash_password(PASSWORD)
         org.goto(f"{srv.url}/signin")
         org.fill("input[name=email]", "org@example.org")

@@ -51,7 +51,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
     upgrade(url)
     db = Database.from_url(url)
-    with db.session() as s:
+    with db.session(lock=True) as s:
         email = args.email.strip().lower()
         user = s.scalar(select(User).where(User.email == email))
         if user is None:
