@@ -234,7 +234,7 @@ def list_challenges(cfg: Cfg) -> list[dict[str, Any]]:
 @api.post("/challenges", status_code=201)
 def create_challenge(body: ChallengeRequest, c: Annotated[Caller, Depends(scoped("admin"))], cfg: Cfg) -> dict[str, Any]:
     """Create a challenge (organisers)."""
-    with cfg.db.session() as s:
+    with cfg.db.session(lock=True) as s:
         ch = service.create_challenge(s, c.user, **body.model_dump())
         return challenge_view(s, ch, c.user)
 
@@ -374,7 +374,7 @@ def get_submission(submission_id: Id, c: Annotated[Caller, Depends(scoped("read"
 @api.post("/phases/{phase_id}/selection")
 def select_final(phase_id: Id, body: Selection, c: Annotated[Caller, Depends(scoped("submit"))], cfg: Cfg) -> dict[str, Any]:
     """Choose the team's final submissions (default without a choice: its best public ones)."""
-    with cfg.db.session() as s:
+    with cfg.db.session(lock=True) as s:
         ids = service.select_final(s, c.user, service.visible_phase(s, phase_id, c.user), body.submission_ids)
         return {"selected": ids}
 

@@ -157,7 +157,7 @@ def add_user(cfg: Any, email: str, *, organiser: bool = False, scopes: tuple[str
     from lesionbench.server.auth import hash_password, new_token
     from lesionbench.server.db import User
 
-    with cfg.db.session() as s:
+    with cfg.db.session(lock=True) as s:
         u = User(email=email, display_name=email.split("@")[0], password_hash=hash_password(PASSWORD), is_organiser=organiser)
         s.add(u)
         s.flush()

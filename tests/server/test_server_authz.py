@@ -64,7 +64,7 @@ def test_authorisation_matrix(world, tmp_path):
     pred = predictions_csv(tmp_path / "a.csv")
     sub_a = upload(c, world["a"], world["phase"], pred).json()["id"]
     drain(cfg)
-    with cfg.db.session() as s:
+    with cfg.db.session(lock=True) as s:
         spare = new_token(s, s.get(User, world["a"].user_id), scopes=["read"])[0].id
         private = json.loads(s.get(Submission, sub_a).private_json)
     secrets = {repr(v["value"]) for v in private.values() if v["value"] is not None} | {repr(v["ci_low"]) for v in private.values() if v["ci_low"] is not None}
@@ -117,7 +117,7 @@ def test_expired_token_is_refused(world):
     person = add_user(world["cfg"], "carol@example.org")
     c = world["client"]
     assert c.get("/api/v1/me", headers=person.headers).status_code == 200
-    with world["cfg"].db.session() as s:
+    with world["cfg"].db.session(lock=True) as s:
         for t in s.query(ApiToken).filter(ApiToken.user_id == person.user_id):
             t.expires_at = utcnow() - timedelta(seconds=1)
     assert c.get("/api/v1/me", headers=person.headers).status_code == 401

@@ -17,7 +17,7 @@ from sqlalchemy import select
 def _set_phase(cfg, phase_id, **values):
     from lesionbench.server.db import Phase
 
-    with cfg.db.session() as s:
+    with cfg.db.session(lock=True) as s:
         p = s.get(Phase, phase_id)
         for k, v in values.items():
             setattr(p, k, v)
