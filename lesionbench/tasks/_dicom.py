@@ -23,7 +23,7 @@ What it does, and with which library:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,6 +269,15 @@ def seg_referenced_series(seg_path: str | Path) -> list[str]:
 TUMOUR_WORDS: tuple[str, ...] = ("tumor", "tumour", "neoplasm", "nodule", "lesion", "gtv", "mass", "cancer")
 
 
+def _tumour_segments(seg) -> tuple[dict[int, str], list[int]]:
+    """Every segment's ``label (property type)``, and the numbers of those that name a tumour."""
+    described = {}
+    for n in seg.segment_numbers:
+        d = seg.get_segment_description(n)
+        described[int(n)] = f"{d.segment_label} ({d.segmented_property_type.meaning})"
+    return described, [n for n, text in described.items() if any(w in text.lower() for w in TUMOUR_WORDS)]
+
+
 def choose_segment(seg) -> int:
     """The segment number of the tumour in a highdicom Segmentation.
 
@@ -278,11 +287,7 @@ def choose_segment(seg) -> int:
     numbers = list(seg.segment_numbers)
     if len(numbers) == 1:
         return int(numbers[0])
-    described = {}
-    for n in numbers:
-        d = seg.get_segment_description(n)
-        described[n] = f"{d.segment_label} ({d.segmented_property_type.meaning})"
-    hits = [n for n, text in described.items() if any(w in text.lower() for w in TUMOUR_WORDS)]
+    described, hits = _tumour_segments(seg)
     if len(hits) == 1:
         return int(hits[0])
     raise DataPreparationError(
@@ -291,8 +296,25 @@ def choose_segment(seg) -> int:
     )
 
 
-def seg_mask(seg_path: str | Path, ct: CTSeries, *, segment: int | None = None) -> object:
+def largest_tumour_segment(seg) -> int:
+    """The segment number of the largest tumour in a highdicom Segmentation (the most foreground voxels).
+
+    For SEGs that hold one segment per tumour beside organ segments (Colorectal-Liver-Metastases:
+    ``Tumor_1``, ``Tumor_2`` ... next to liver, remnant and vessels): among the segments whose label or
+    property type names a tumour (:data:`TUMOUR_WORDS`), the one with most voxels; ties: the lower number.
+    """
+    described, hits = _tumour_segments(seg)
+    if not hits:
+        raise DataPreparationError(f"SEG {seg.SOPInstanceUID} has no segment naming a tumour ({TUMOUR_WORDS}) among {described}.")
+    sizes = {n: sum(int(np.count_nonzero(f)) for f in _segment_frames(seg, n)) for n in hits}
+    return max(hits, key=lambda n: (sizes[n], -n))
+
+
+def seg_mask(seg_path: str | Path, ct: CTSeries, *, segment: int | Callable[[object], int] | None = None) -> object:
     """Map one segment of a DICOM SEG onto the CT grid; returns a uint8 SimpleITK image.
+
+    ``segment``: a segment number, a rule that picks one from the read SEG (e.g. :func:`largest_tumour_segment`),
+    or None for :func:`choose_segment`.
 
     First by the SOP Instance UIDs of the CT slices the SEG frames reference (highdicom); when the
     SEG does not reference them, by each frame's ImagePositionPatient, which must fall on a slice
@@ -307,7 +329,7 @@ def seg_mask(seg_path: str | Path, ct: CTSeries, *, segment: int | None = None) 
         seg = hd.seg.segread(seg_path)
     except Exception as exc:  # highdicom raises several types for malformed SEGs
         raise DataPreparationError(f"{seg_path}: not a readable DICOM SEG ({type(exc).__name__}: {exc}).") from exc
-    number = int(segment) if segment is not None else choose_segment(seg)
+    number = int(segment(seg) if callable(segment) else segment) if segment is not None else choose_segment(seg)
     if seg.get("FrameOfReferenceUID") and ct.frame_of_reference_uid and str(seg.FrameOfReferenceUID) != ct.frame_of_reference_uid:
         raise DataPreparationError(
             f"{seg_path}: its FrameOfReferenceUID differs from the CT series {ct.series_instance_uid}; it was drawn on another scan."
