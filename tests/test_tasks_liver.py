@@ -107,7 +107,7 @@ def test_clinical_workbook_round_trip_with_openpyxl(tmp_path: Path) -> None:
     assert CRLM_CLINICAL.read(book)["overall_survival_months"].tolist() == ["117.4"]
 
 
-def _write_multi_seg(st: Study, path: Path, segments: list[tuple[str, str, np.ndarray]]) -> Path:
+def _write_multi_seg(st: Study, path: Path, segments: list[tuple[str, str, np.ndarray]], *, sources: list | None = None) -> Path:
     """A binary SEG with one segment per (label, kind, mask); kind "organ" or "tumour" sets the coded property type."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -119,13 +119,39 @@ def _write_multi_seg(st: Study, path: Path, segments: list[tuple[str, str, np.nd
                                        segmented_property_type=coded[kind][1], algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
              for n, (label, kind, _) in enumerate(segments, 1)]  # fmt: skip
     seg = hd.seg.Segmentation(
-        source_images=st.datasets, pixel_array=np.stack([m for _, _, m in segments], axis=-1).astype(np.uint8),
+        source_images=sources or st.datasets, pixel_array=np.stack([m for _, _, m in segments], axis=-1).astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descs, series_instance_uid=generate_uid(),
         series_number=2, sop_instance_uid=generate_uid(), instance_number=1, manufacturer="lesionbench-tests",
         manufacturer_model_name="fixture", software_versions="1", device_serial_number="1",
     )  # fmt: skip
     seg.save_as(path)
     return path
+
+
+def _second_phase(st: Study, folder: Path, orientation: str, *, shift_hu: float = 500.0) -> list:
+    """Add a second acquisition to ``st``'s series at the same positions (AcquisitionNumber 2, HU + ``shift_hu``), as
+    HCC-TACE-Seg's multiphase series hold; returns one source dataset per slice, alternating between the acquisitions."""
+    import pydicom
+
+    other = write_ct(folder, st.patient_id, orientation=orientation)  # the same grid: the same positions
+    phase2 = []
+    for f, kk in zip(sorted(folder.glob("*.dcm")), range(len(st.datasets))):  # names are shuffled; positions decide below
+        ds = pydicom.dcmread(f)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = st.study_uid, st.series_uid, st.frame_uid
+        ds.AcquisitionNumber, ds.RescaleIntercept = 2, str(-1024 + shift_hu)
+        ds.save_as(st.ct_dir / f"phase2_{kk:03d}.dcm")
+        f.unlink()
+        phase2.append(ds)
+    for ds in st.datasets:
+        ds.AcquisitionNumber = 1
+    for f in st.ct_dir.glob("slice_*.dcm"):
+        ds = pydicom.dcmread(f)
+        ds.AcquisitionNumber = 1
+        ds.save_as(f)
+    assert other.truth.shape == st.truth.shape
+    at = {tuple(ds.ImagePositionPatient): ds for ds in phase2}
+    # the SEG references slices of both acquisitions: phase 1 on even slices (the majority), phase 2 on odd ones
+    return [ds if k % 2 == 0 else at[tuple(ds.ImagePositionPatient)] for k, ds in enumerate(st.datasets)]
 
 
 def _box(st: Study, z: slice, y: slice, x: slice) -> np.ndarray:
@@ -195,8 +221,11 @@ def test_hcc_tace_prepare_response_and_survival(tmp_path: Path) -> None:
     studies = {}
     for i in range(7):
         pid = f"HCC_{i + 1:03d}"
-        st = write_ct(raw / "hcc_tace_seg" / pid / "study" / "CT", pid, orientation="oblique" if i % 2 else "flipped")
-        _write_multi_seg(st, raw / "hcc_tace_seg" / pid / "study" / "SEG.dcm", [
+        orientation = "oblique" if i % 2 else "flipped"
+        st = write_ct(raw / "hcc_tace_seg" / pid / "study" / "CT", pid, orientation=orientation)
+        # every third patient: a multiphase series, two acquisitions at the same positions, the SEG referencing both
+        sources = _second_phase(st, tmp_path / "phase2" / pid, orientation) if i % 3 == 0 else None
+        _write_multi_seg(st, raw / "hcc_tace_seg" / pid / "study" / "SEG.dcm", sources=sources, segments=[
             ("Liver", "organ", _box(st, slice(None), slice(0, 8), slice(0, 8))),
             ("Mass", "tumour", st.truth),
             ("Portal vein", "vein", _box(st, slice(1, 6), slice(34, 36), slice(0, 2))),
@@ -216,6 +245,12 @@ def test_hcc_tace_prepare_response_and_survival(tmp_path: Path) -> None:
     assert json.loads((out / "label_counts.json").read_text()) == {"n_patients": 6, "n_positive": 3, "n_excluded": 1}
     assert "no two readers agree" in pd.read_csv(out / "excluded.csv").set_index("patient_id")["reason"]["HCC_007"]
     _check_masks(out, df, studies)
+    import SimpleITK as sitk
+
+    for pid in ("HCC_001", "HCC_004"):  # the acquisition the SEG references most (phase 1: tumour ~60 HU, not ~560)
+        row = df.set_index("patient_id").loc[pid]
+        ct = sitk.GetArrayFromImage(sitk.ReadImage(str(out / row["image_path"])))
+        assert abs(float(ct[studies[pid].truth].mean()) - 60.0) < 5.0
     assert main(["validate", str(out / "manifest.csv"), "--task", "hcc_tace_response"]) == 0
     surv = tmp_path / "hcc_tace_survival"
     assert main(["prepare", "hcc_tace_survival", "--raw", str(raw), "--out", str(surv)]) == 0

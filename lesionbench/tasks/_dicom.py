@@ -46,6 +46,7 @@ SCAN_TAGS: tuple[str, ...] = (
     "ImagePositionPatient",
     "ImageOrientationPatient",
     "SeriesDescription",
+    "AcquisitionNumber",
 )
 #: Largest tolerated distance (mm) between a slice's ImagePositionPatient and the position the
 #: assembled volume gives it. Beyond it the series is not a regular grid (tilt, gaps, mixed series).
@@ -316,9 +317,9 @@ def seg_mask(seg_path: str | Path, ct: CTSeries, *, segment: int | Callable[[obj
     ``segment``: a segment number, a rule that picks one from the read SEG (e.g. :func:`largest_tumour_segment`),
     or None for :func:`choose_segment`.
 
-    First by the SOP Instance UIDs of the CT slices the SEG frames reference (highdicom); when the
-    SEG does not reference them, by each frame's ImagePositionPatient, which must fall on a slice
-    of the CT with the same in-plane grid.
+    By the SOP Instance UIDs of the CT slices the SEG frames reference (highdicom) when they all belong to ``ct``;
+    otherwise (no references, or references into other acquisitions of a multiphase series) by each frame's
+    ImagePositionPatient, which must fall on a slice of the CT with the same in-plane grid.
     """
     import SimpleITK as sitk
 
@@ -337,7 +338,7 @@ def seg_mask(seg_path: str | Path, ct: CTSeries, *, segment: int | Callable[[obj
     # FRACTIONAL SEGs hold occupancy in [0, 1] after rescaling: a voxel is tumour from one half.
     threshold = 0.5 if str(seg.SegmentationType).upper() == "FRACTIONAL" else 0.0
     referenced = {uid for _, _, uid in seg.get_source_image_uids()}
-    if referenced & set(ct.sop_instance_uids):
+    if referenced and referenced <= set(ct.sop_instance_uids):
         values = seg.get_pixels_by_source_instance(
             source_sop_instance_uids=list(ct.sop_instance_uids),
             segment_numbers=[number],
@@ -345,7 +346,7 @@ def seg_mask(seg_path: str | Path, ct: CTSeries, *, segment: int | Callable[[obj
         )
         arr = (np.asarray(values)[..., 0] > threshold).astype(np.uint8)
     else:
-        logger.info("%s references no slice of CT %s by UID; mapping its frames by position.", seg_path, ct.series_instance_uid)
+        logger.info("%s references slices outside CT %s (or none); mapping its frames by position.", seg_path, ct.series_instance_uid)
         arr = _seg_by_position(seg, number, ct, seg_path, threshold)
     size = ct.image.GetSize()
     if arr.shape != (size[2], size[1], size[0]):

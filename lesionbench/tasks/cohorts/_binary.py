@@ -8,7 +8,8 @@ table becomes a task of its spec's ``kind``:
   segment mapped onto the CT series it references, NIfTI CT and mask per patient, seed at the mask's
   physical centroid, resumable per patient); which segment is the spec's ``segment`` rule
   (default :func:`lesionbench.tasks._dicom.choose_segment`; :func:`~lesionbench.tasks._dicom.largest_tumour_segment`
-  for SEGs with one segment per tumour);
+  for SEGs with one segment per tumour); a CT series holding several acquisitions at the same positions is cut to the
+  one its SEG references most (:func:`one_acquisition`);
 * the labels from the clinical table by the task's own ``labels`` function: ``label`` 0/1 (binary) or
   ``time`` (days) and ``event`` 0/1 (survival; prepare adds ``label_2y``,
   :func:`lesionbench.benchmark.scoring.endpoints.two_year_label`). NaN: not usable, listed in ``excluded.csv``
@@ -112,6 +113,34 @@ def _finish_labels(spec: BinaryCohortSpec, df: pd.DataFrame, raw: Path, clin_nam
     return df, {"n_patients": int(len(df)), "n_events": int(df["event"].sum()), "n_2y_known": int(df["label_2y"].notna().sum())}
 
 
+def one_acquisition(case: Any) -> Any:
+    """The case with each CT series cut to one acquisition where the series holds several at the same slice positions.
+
+    HCC-TACE-Seg's multiphase series (``LIVER 3 PHASE``) hold every phase at the same positions, told apart by
+    AcquisitionNumber, and its SEGs reference slices of more than one of them. The acquisition kept is the one whose
+    slices the patient's SEG(s) reference most (ties: the lowest AcquisitionNumber); the SEG is then mapped onto it by
+    position (:func:`lesionbench.tasks._dicom.seg_mask`). Series with one slice per position are left as they are.
+    """
+    from lesionbench.tasks import _dicom
+
+    if case.ct.empty or not case.contours or "AcquisitionNumber" not in case.ct.columns:
+        return case
+    referenced: set[str] = set()
+    for path in case.contours:
+        for series in _dicom._pydicom().dcmread(path, stop_before_pixels=True).get("ReferencedSeriesSequence", []):
+            referenced |= {str(i.ReferencedSOPInstanceUID) for i in series.get("ReferencedInstanceSequence", [])}
+    kept = []
+    for uid, rows in case.ct.groupby("SeriesInstanceUID", sort=False):
+        if rows["ImagePositionPatient"].dropna().duplicated().any() and rows["AcquisitionNumber"].nunique() > 1:
+            hits = rows.groupby("AcquisitionNumber")["SOPInstanceUID"].agg(lambda u: len(set(u) & referenced))
+            acq = min(hits.index, key=lambda a: (-int(hits[a]), str(a).zfill(12)))
+            logger.info("%s: CT series %s holds acquisitions %s at the same positions; keeping %s (%d slices the SEG references)",
+                        case.patient_id, uid, sorted(hits.index), acq, int(hits[acq]))  # fmt: skip
+            rows = rows[rows["AcquisitionNumber"] == acq]
+        kept.append(rows)
+    return replace(case, ct=pd.concat(kept, ignore_index=True))
+
+
 def prepare_binary_cohort(spec: BinaryCohortSpec, raw: str | Path | None, out: str | Path, *, clinical: str | Path | None = None,
                           workers: int | None = None, progress: bool = True) -> Path:  # fmt: skip
     """Build the cohort's NIfTI files, ``manifest.csv``, ``excluded.csv`` and ``label_counts.json`` in ``out``.
@@ -137,7 +166,7 @@ def prepare_binary_cohort(spec: BinaryCohortSpec, raw: str | Path | None, out: s
         raise DataPreparationError(f"No DICOM files under {raw}. Download them with `lesionbench download {spec.download_name} --out {raw}`.")
     # the NSCLC machinery picks each patient's SEG and the CT series it references
     cohort = CohortSpec(task=spec.task, contour_modality="SEG", roi_name="", clinical=spec.clinical, outcomes=lambda t: t, download_name=spec.download_name)
-    cases = [replace(c, segment=spec.segment) for c in _cases(cohort, index, raw)]
+    cases = [one_acquisition(replace(c, segment=spec.segment)) for c in _cases(cohort, index, raw)]
     excluded = [{"patient_id": c.patient_id, "reason": "no CT series in the raw folder"} for c in cases if c.ct.empty]
     excluded += [{"patient_id": c.patient_id, "reason": "no SEG in the raw folder"} for c in cases if not c.contours and not c.ct.empty]
     todo = [c for c in cases if not c.ct.empty and c.contours]

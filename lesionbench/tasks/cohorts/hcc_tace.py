@@ -37,8 +37,10 @@ validation.
 Not verified against the workbook itself (no copy here): the column names are those public analyses of
 ``HCC-TACE-Seg_clinical_data-V2.xlsx`` read; that ``OS`` counts weeks (as they convert it) is assumed, and prepare
 logs the median OS in months so a wrong unit shows (TACE cohorts live a median of about 1.5 years); the workbook
-address is the collection's usual upload path. HCC-TACE-Seg's multiphase CT series can hold several acquisitions at
-the same slice positions; such a series is refused by the CT reader and its patient listed in ``excluded.csv``.
+address is the collection's usual upload path. HCC-TACE-Seg's multiphase CT series are reported to hold several
+acquisitions (phases) at the same slice positions, with SEGs referencing slices of more than one: prepare keeps the
+acquisition the SEG references most and maps the SEG onto it by position
+(:func:`lesionbench.tasks.cohorts._binary.one_acquisition`); a series it still cannot read is listed in ``excluded.csv``.
 TumorImagingBench does not use this cohort.
 """
 
