@@ -172,6 +172,21 @@ def _check_masks(out: Path, df: pd.DataFrame, studies: dict[str, Study]) -> None
         np.testing.assert_allclose(row[["coordX", "coordY", "coordZ"]].to_numpy(float), centroid, atol=1e-3)
 
 
+def test_largest_tumour_segment_breaks_ties_low_and_refuses_a_seg_without_tumour(tmp_path: Path) -> None:
+    import highdicom as hd
+
+    from lesionbench.tasks._dicom import largest_tumour_segment
+
+    st = write_ct(tmp_path / "ct", "CRLM-CT-1001")
+    a, b = _box(st, slice(1, 3), slice(2, 4), slice(2, 4)), _box(st, slice(4, 6), slice(30, 32), slice(26, 28))  # 8 voxels each
+    liver = _box(st, slice(None), slice(0, 20), slice(0, 20))  # the largest segment, but not a tumour
+    tied = hd.seg.segread(_write_multi_seg(st, tmp_path / "tied.dcm", [("Liver", "organ", liver), ("Tumor_1", "tumour", a), ("Tumor_2", "tumour", b)]))
+    assert largest_tumour_segment(tied) == 2
+    none = hd.seg.segread(_write_multi_seg(st, tmp_path / "none.dcm", [("Liver", "organ", liver), ("Portal", "vein", a)]))
+    with pytest.raises(DataPreparationError, match=r"has no segment naming a tumour .* among \{1: 'Liver \(Liver\)', 2: 'Portal \(Portal vein\)'\}"):
+        largest_tumour_segment(none)
+
+
 def test_crlm_prepare_takes_the_largest_tumour_and_writes_a_survival_manifest(tmp_path: Path) -> None:
     raw, out = tmp_path / "raw" / "colorectal_liver_metastases", tmp_path / "crlm_survival"
     studies = {}

@@ -19,8 +19,8 @@ table becomes a task of its spec's ``kind``:
   (survival) (:func:`lesionbench.tasks._nsclc.assign_folds`, seed 0), fold ``k`` test, ``k + 1`` validation, the
   rest training; the fold is a task option (``fold=0`` by default) and part of the version.
 
-The module keeps its first name; ``BinaryCohortSpec``, ``BinaryCohortTask`` and ``prepare_binary_cohort`` are the
-general classes under the names the binary cohorts import (``SegCohortSpec`` ... name them generally).
+The module keeps its first name, and ``BinaryCohortSpec``, ``BinaryCohortTask``, ``prepare_binary_cohort`` theirs (the binary
+cohorts import them); ``SegCohortSpec``, ``SegCohortTask`` and ``prepare_seg_cohort`` are the same objects under general names.
 """
 
 from __future__ import annotations
@@ -116,8 +116,8 @@ def _finish_labels(spec: BinaryCohortSpec, df: pd.DataFrame, raw: Path, clin_nam
 def one_acquisition(case: Any) -> Any:
     """The case with each CT series cut to one acquisition where the series holds several at the same slice positions.
 
-    HCC-TACE-Seg's multiphase series (``LIVER 3 PHASE``) hold every phase at the same positions, told apart by
-    AcquisitionNumber, and its SEGs reference slices of more than one of them. The acquisition kept is the one whose
+    HCC-TACE-Seg's multiphase series (``LIVER 3 PHASE``) are reported to hold every phase at the same positions, told
+    apart by AcquisitionNumber, with SEGs that reference slices of more than one of them. The acquisition kept is the one whose
     slices the patient's SEG(s) reference most (ties: the lowest AcquisitionNumber); the SEG is then mapped onto it by
     position (:func:`lesionbench.tasks._dicom.seg_mask`). Series with one slice per position are left as they are.
     """
@@ -125,9 +125,15 @@ def one_acquisition(case: Any) -> Any:
 
     if case.ct.empty or not case.contours or "AcquisitionNumber" not in case.ct.columns:
         return case
+    pydicom = _dicom._pydicom()
     referenced: set[str] = set()
     for path in case.contours:
-        for series in _dicom._pydicom().dcmread(path, stop_before_pixels=True).get("ReferencedSeriesSequence", []):
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+        except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError) as exc:  # converting the case reports the broken SEG for this patient only
+            logger.debug("%s: SEG %s unreadable (%s); its series left as they are", case.patient_id, path, exc)
+            return case
+        for series in header.get("ReferencedSeriesSequence", []):
             referenced |= {str(i.ReferencedSOPInstanceUID) for i in series.get("ReferencedInstanceSequence", [])}
     kept = []
     for uid, rows in case.ct.groupby("SeriesInstanceUID", sort=False):

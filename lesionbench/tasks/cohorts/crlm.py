@@ -1,7 +1,7 @@
 """Colorectal-Liver-Metastases: overall survival (``crlm_survival``) and disease-free survival (``crlm_dfs``).
 
 Data: TCIA collection Colorectal-Liver-Metastases (Memorial Sloan Kettering: 197 patients who had their
-colorectal liver metastases resected, each with the pre-operative portal-venous CT and a DICOM SEG of liver,
+colorectal liver metastases resected, each with the pre-operative contrast-enhanced CT and a DICOM SEG of liver,
 future liver remnant, hepatic and portal veins and one segment per tumour), in IDC as
 ``colorectal_liver_metastases``: ``lesionbench download crlm --out RAW`` (the collection's own SEGs and the CT
 series of their studies; the AI-derived SEGs IDC also holds are left out; the SEG names the CT it was drawn on,
@@ -18,13 +18,14 @@ Licence: CC BY 4.0 (TCIA; the licence the IDC index lists for every CT and SEG s
 Lesion: the largest tumour of the SEG (:func:`lesionbench.tasks._dicom.largest_tumour_segment`: among the
 segments whose label names a tumour, ``Tumor_1``, ``Tumor_2`` ..., the one with most voxels; liver, remnant and
 vessel segments are never the lesion). Why the largest: a patient has one survival label but up to many
-metastases, the largest carries most of the tumour burden and is the one every reader segments, and it is
+metastases, the largest carries most of the tumour burden and is the most reliably segmented, and it is
 TumorImagingBench's rule. Seed = the segment's physical centroid (LPS mm), ``diameter_mm`` = equivalent-sphere
 diameter. One lesion per patient.
 
-Labels, from the workbook (columns as TumorImagingBench's ``data/eval/colorectal_liver_metastases`` notebook
-lists them; months are converted to days at 365.25 / 12 days a month; the table codes missing as ``-999``,
-so a negative or empty time and an event other than 0/1 exclude the patient, saying why):
+Labels, from the workbook's first sheet (``Patient-ID`` is the patient; column names as TumorImagingBench's
+``data/eval/colorectal_liver_metastases`` notebook lists them; months are converted to days at 365.25 / 12 days a
+month; the table codes missing values as ``-999``, so a negative or empty time and an event other than 0/1 exclude
+the patient, saying why):
 
 * ``crlm_survival``: ``time`` = ``overall_survival_months`` in days, ``event`` = ``vital_status`` (1 = died);
 * ``crlm_dfs``: ``time`` = ``months_to_DFS_progression`` in days, ``event`` = ``vital_status_DFS``
@@ -43,7 +44,8 @@ agree unless a segment holds separate islands); scores only overall survival, as
 (``overall_survival_months >= 24`` survivor, death before 24 months non-survivor, censored earlier excluded: the
 same labels as ``label_2y`` except for a time in the half day between day 730 and 24 months), with a k-NN probe.
 lesionbench adds the C-index on all patients, DFS, and seeded patient-grouped folds; numbers compare in kind.
-Not verified against the real workbook here: the ``-999`` missing code beyond the columns TIB's notebook shows.
+Not verified (no copy of the workbook here): whether a survival column holds the ``-999`` code TIB's notebook shows in
+other columns; either way a negative or empty time excludes the patient.
 """
 
 from __future__ import annotations
