@@ -64,8 +64,9 @@ def add_download(sub: argparse._SubParsersAction) -> None:
         description="Resolve the dataset's series from idc-index's offline index, report patients, series and "
         "size, then download them (resumable) with the clinical table. --dry-run only reports (works offline).",
     )
-    p.add_argument("dataset", choices=["lung1", "radio", "lidc", "kits", "rider"],
-                   help="lung1 (NSCLC-Radiomics), radio (NSCLC-Radiogenomics), lidc (LIDC-IDRI), kits (C4KC-KiTS), rider (RIDER Lung CT test-retest)")
+    p.add_argument("dataset", choices=["lung1", "radio", "lidc", "kits", "rider", "crlm", "hcc_tace"],
+                   help="lung1 (NSCLC-Radiomics), radio (NSCLC-Radiogenomics), lidc (LIDC-IDRI), kits (C4KC-KiTS), rider (RIDER Lung "
+                   "CT test-retest), crlm (Colorectal-Liver-Metastases), hcc_tace (HCC-TACE-Seg)")
     p.add_argument("--out", type=Path, help="download folder (then: lesionbench prepare TASK --raw this folder)")
     p.add_argument("--dry-run", action="store_true", help="print the patients, series and total size; download nothing")
     p.add_argument("--patients", nargs="+", metavar="ID", help="only these PatientIDs (e.g. to try a few first)")

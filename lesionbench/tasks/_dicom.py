@@ -23,7 +23,7 @@ What it does, and with which library:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +46,7 @@ SCAN_TAGS: tuple[str, ...] = (
     "ImagePositionPatient",
     "ImageOrientationPatient",
     "SeriesDescription",
+    "AcquisitionNumber",
 )
 #: Largest tolerated distance (mm) between a slice's ImagePositionPatient and the position the
 #: assembled volume gives it. Beyond it the series is not a regular grid (tilt, gaps, mixed series).
@@ -269,6 +270,15 @@ def seg_referenced_series(seg_path: str | Path) -> list[str]:
 TUMOUR_WORDS: tuple[str, ...] = ("tumor", "tumour", "neoplasm", "nodule", "lesion", "gtv", "mass", "cancer")
 
 
+def _tumour_segments(seg) -> tuple[dict[int, str], list[int]]:
+    """Every segment's ``label (property type)``, and the numbers of those that name a tumour."""
+    described = {}
+    for n in seg.segment_numbers:
+        d = seg.get_segment_description(n)
+        described[int(n)] = f"{d.segment_label} ({d.segmented_property_type.meaning})"
+    return described, [n for n, text in described.items() if any(w in text.lower() for w in TUMOUR_WORDS)]
+
+
 def choose_segment(seg) -> int:
     """The segment number of the tumour in a highdicom Segmentation.
 
@@ -278,11 +288,7 @@ def choose_segment(seg) -> int:
     numbers = list(seg.segment_numbers)
     if len(numbers) == 1:
         return int(numbers[0])
-    described = {}
-    for n in numbers:
-        d = seg.get_segment_description(n)
-        described[n] = f"{d.segment_label} ({d.segmented_property_type.meaning})"
-    hits = [n for n, text in described.items() if any(w in text.lower() for w in TUMOUR_WORDS)]
+    described, hits = _tumour_segments(seg)
     if len(hits) == 1:
         return int(hits[0])
     raise DataPreparationError(
@@ -291,12 +297,29 @@ def choose_segment(seg) -> int:
     )
 
 
-def seg_mask(seg_path: str | Path, ct: CTSeries, *, segment: int | None = None) -> object:
+def largest_tumour_segment(seg) -> int:
+    """The segment number of the largest tumour in a highdicom Segmentation (the most foreground voxels).
+
+    For SEGs that hold one segment per tumour beside organ segments (Colorectal-Liver-Metastases:
+    ``Tumor_1``, ``Tumor_2`` ... next to liver, remnant and vessels): among the segments whose label or
+    property type names a tumour (:data:`TUMOUR_WORDS`), the one with most voxels; ties: the lower number.
+    """
+    described, hits = _tumour_segments(seg)
+    if not hits:
+        raise DataPreparationError(f"SEG {seg.SOPInstanceUID} has no segment naming a tumour ({TUMOUR_WORDS}) among {described}.")
+    sizes = {n: sum(int(np.count_nonzero(f)) for f in _segment_frames(seg, n)) for n in hits}
+    return max(hits, key=lambda n: (sizes[n], -n))
+
+
+def seg_mask(seg_path: str | Path, ct: CTSeries, *, segment: int | Callable[[object], int] | None = None) -> object:
     """Map one segment of a DICOM SEG onto the CT grid; returns a uint8 SimpleITK image.
 
-    First by the SOP Instance UIDs of the CT slices the SEG frames reference (highdicom); when the
-    SEG does not reference them, by each frame's ImagePositionPatient, which must fall on a slice
-    of the CT with the same in-plane grid.
+    ``segment``: a segment number, a rule that picks one from the read SEG (e.g. :func:`largest_tumour_segment`),
+    or None for :func:`choose_segment`.
+
+    By the SOP Instance UIDs of the CT slices the SEG frames reference (highdicom) when they all belong to ``ct``;
+    otherwise (no references, or references into other acquisitions of a multiphase series) by each frame's
+    ImagePositionPatient, which must fall on a slice of the CT with the same in-plane grid.
     """
     import SimpleITK as sitk
 
@@ -307,7 +330,7 @@ def seg_mask(seg_path: str | Path, ct: CTSeries, *, segment: int | None = None) 
         seg = hd.seg.segread(seg_path)
     except Exception as exc:  # highdicom raises several types for malformed SEGs
         raise DataPreparationError(f"{seg_path}: not a readable DICOM SEG ({type(exc).__name__}: {exc}).") from exc
-    number = int(segment) if segment is not None else choose_segment(seg)
+    number = int(segment(seg) if callable(segment) else segment) if segment is not None else choose_segment(seg)
     if seg.get("FrameOfReferenceUID") and ct.frame_of_reference_uid and str(seg.FrameOfReferenceUID) != ct.frame_of_reference_uid:
         raise DataPreparationError(
             f"{seg_path}: its FrameOfReferenceUID differs from the CT series {ct.series_instance_uid}; it was drawn on another scan."
@@ -315,7 +338,7 @@ def seg_mask(seg_path: str | Path, ct: CTSeries, *, segment: int | None = None) 
     # FRACTIONAL SEGs hold occupancy in [0, 1] after rescaling: a voxel is tumour from one half.
     threshold = 0.5 if str(seg.SegmentationType).upper() == "FRACTIONAL" else 0.0
     referenced = {uid for _, _, uid in seg.get_source_image_uids()}
-    if referenced & set(ct.sop_instance_uids):
+    if referenced and referenced <= set(ct.sop_instance_uids):
         values = seg.get_pixels_by_source_instance(
             source_sop_instance_uids=list(ct.sop_instance_uids),
             segment_numbers=[number],
@@ -323,7 +346,7 @@ def seg_mask(seg_path: str | Path, ct: CTSeries, *, segment: int | None = None) 
         )
         arr = (np.asarray(values)[..., 0] > threshold).astype(np.uint8)
     else:
-        logger.info("%s references no slice of CT %s by UID; mapping its frames by position.", seg_path, ct.series_instance_uid)
+        logger.info("%s references slices outside CT %s (or none); mapping its frames by position.", seg_path, ct.series_instance_uid)
         arr = _seg_by_position(seg, number, ct, seg_path, threshold)
     size = ct.image.GetSize()
     if arr.shape != (size[2], size[1], size[0]):

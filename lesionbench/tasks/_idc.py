@@ -12,9 +12,12 @@ and only then are they downloaded from IDC's public bucket (idc-index runs s5cmd
 * ``kits`` (``c4kc_kits``): the kidney/tumour SEGs and the CT series of their studies, like ``radio``;
 * ``rider`` (``rider_lung_ct``): the TEST and RETEST tumour SEGs of IDC's ``rider_lungct_seg`` analysis
   result and the CT series of their studies (:mod:`lesionbench.tasks.cohorts.rider`).
+* ``crlm`` (``colorectal_liver_metastases``) and ``hcc_tace`` (``hcc_tace_seg``): the collection's own SEGs (not
+  the AI-derived ones of analysis results) and the CT series of their studies, like ``radio``
+  (:mod:`lesionbench.tasks.cohorts.crlm`, :mod:`lesionbench.tasks.cohorts.hcc_tace`).
 
-Clinical tables are not in IDC: the download also fetches the TCIA clinical table of ``lung1`` and
-``radio`` from its documented address (see :mod:`lesionbench.tasks.lung1`, :mod:`lesionbench.tasks.radio`).
+Clinical tables are not in IDC: the download also fetches the TCIA clinical table of ``lung1``,
+``radio`` and ``hcc_tace`` from its documented address (see :mod:`lesionbench.tasks.lung1`, :mod:`lesionbench.tasks.radio`).
 The folder gets ``lesionbench-download.csv``, the chosen series, which ``lesionbench prepare`` uses to
 ignore anything else in the folder.
 """
@@ -66,6 +69,7 @@ class DatasetSpec:
 
 def _datasets() -> dict[str, DatasetSpec]:
     from lesionbench.tasks.lung1 import CLINICAL as LUNG1_CLINICAL
+    from lesionbench.tasks.cohorts.hcc_tace import CLINICAL as HCC_CLINICAL
     from lesionbench.tasks.radio import CLINICAL as RADIO_CLINICAL
 
     return {
@@ -77,10 +81,13 @@ def _datasets() -> dict[str, DatasetSpec]:
         # the tumour SEG of each scan (test, retest) from IDC's analysis result, and the CTs of their studies
         "rider": DatasetSpec("rider", "rider_lung_ct", ("CT", "SEG"), "rider_retest", seg_studies=True,
                              seg_analysis="rider_lungct_seg", seg_suffixes=("_TEST", "_RETEST")),
+        # the clinical workbook has no direct address: prepare names the collection page
+        "crlm": DatasetSpec("crlm", "colorectal_liver_metastases", ("CT", "SEG"), "crlm_survival, crlm_dfs", seg_studies=True),
+        "hcc_tace": DatasetSpec("hcc_tace", "hcc_tace_seg", ("CT", "SEG"), "hcc_tace_response, hcc_tace_survival", HCC_CLINICAL, seg_studies=True),
     }
 
 
-DATASETS: tuple[str, ...] = ("lung1", "radio", "lidc", "kits", "rider")
+DATASETS: tuple[str, ...] = ("lung1", "radio", "lidc", "kits", "rider", "crlm", "hcc_tace")
 
 
 def _missing_idc() -> DataPreparationError:
@@ -142,7 +149,7 @@ def _size(mb: float) -> str:
 
 
 def resolve_download(dataset: str, *, patients: list[str] | None = None, index: pd.DataFrame | None = None) -> DownloadPlan:
-    """Resolve the series of ``dataset`` (lung1, radio, lidc, kits, rider) offline; ``patients`` restricts to those PatientIDs."""
+    """Resolve the series of ``dataset`` (one of :data:`DATASETS`) offline; ``patients`` restricts to those PatientIDs."""
     specs = _datasets()
     if dataset not in specs:
         raise DataPreparationError(f"Unknown dataset {dataset!r} to download; choose one of {list(specs)}.")

@@ -184,6 +184,7 @@ class _Case:
     contours: tuple[str, ...]  # candidate contour files (RTSTRUCT or SEG)
     modality: str
     roi_name: str
+    segment: Callable[[Any], int] | None = None  # a SEG's segment rule (None: _dicom.choose_segment)
 
 
 def _case_json(out: Path, pid: str) -> Path:
@@ -250,7 +251,7 @@ def _convert_case_unchecked(case: _Case, out: Path) -> dict[str, Any]:
     if case.modality == "RTSTRUCT":
         mask = _dicom.rtstruct_mask(contour_path, ct.image, case.roi_name)
     else:
-        mask = _dicom.seg_mask(contour_path, ct)
+        mask = _dicom.seg_mask(contour_path, ct, segment=case.segment)
     geom = _dicom.mask_geometry(mask)
     _dicom.write_image_atomic(ct.image, out / image_rel)
     _dicom.write_image_atomic(mask, out / mask_rel)
