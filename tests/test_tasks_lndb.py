@@ -108,6 +108,11 @@ def test_malignancy_is_the_rint_of_the_readers_mean(tmp_path: Path) -> None:
     mean = lndb.reader_malignancy(findings, chars)
     assert mean.tolist()[:3] == [2.5, 4.0, pytest.approx(13 / 3)] and np.isnan(mean.iloc[3])
     assert np.rint(2.5) == 2  # halves to even: 2.5 is benign, as luna16 rounds LIDC's means
+    # column names are matched case-insensitively (LNDb v4's allNods.csv writes "Malignancy"); a wrong table says what it found
+    read = lndb._read(b"lndbid,RadID,FindingID,Malignancy\n2,1,1,5\n", "chars.csv", lndb.CHARS_COLUMNS)
+    assert list(read.columns) == ["LNDbID", "RadID", "FindingID", "malignancy"]
+    with pytest.raises(DataPreparationError, match=r"chars.csv has no column\(s\) \['malignancy'\] \(found \['LNDbID', 'RadID', 'FindingID', 'texture'\]\)"):
+        lndb._read(b"LNDbID,RadID,FindingID,texture\n2,1,1,5\n", "chars.csv", lndb.CHARS_COLUMNS)
 
 
 def test_lndb_texture_prepare_validates_with_lps_seeds_and_grouped_folds(tmp_path: Path) -> None:

@@ -204,7 +204,12 @@ def download(record: Record, folder: Path, *, names: tuple[str, ...] | None = No
 
     folder = Path(folder)
     names = names or record.spec.names
-    todo = [n for n in names if n in record.files and file_problem(folder / n, record.files[n], known=_known(folder)) is not None]
+    todo, known = [], _known(folder)
+    for n in (n for n in names if n in record.files):
+        if file_problem(folder / n, record.files[n], known=known) is not None:
+            todo.append(n)
+        else:
+            _remember(folder, n, record.files[n].checksum)  # checked just now: verify() below need not hash it again
     if todo and offline():
         try:
             verify(record, folder, names=names)

@@ -129,10 +129,12 @@ def _locate(raw: Path, name: str, *, zip_name: str | None = None, record: _zenod
 
 def _read(data: bytes, source: str, columns: tuple[str, ...]) -> pd.DataFrame:
     try:
-        df = pd.read_csv(io.BytesIO(data), dtype={"RadID": str, "RadFindingID": str})
+        df = pd.read_csv(io.BytesIO(data), dtype=str)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DataPreparationError(f"{source} could not be read as CSV ({exc}); download it again.") from exc
-    df.columns = [str(c).strip() for c in df.columns]
+    # the v4 tables capitalise differently (allNods.csv has "Malignancy"): match the names case-insensitively
+    canonical = {c.lower(): c for c in columns}
+    df.columns = [canonical.get(str(c).strip().lower(), str(c).strip()) for c in df.columns]
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DataPreparationError(f"{source} has no column(s) {missing} (found {list(df.columns)}); it is not LNDb's file. Download it again.")
@@ -188,7 +190,7 @@ def texture_labels(findings: pd.DataFrame, raw: Path) -> pd.DataFrame:
 def reader_malignancy(findings: pd.DataFrame, chars: pd.DataFrame) -> pd.Series:
     """Per merged finding, the mean ``malignancy`` of the readers' findings it joins (NaN when none is rated)."""
     chars = chars.assign(malignancy=pd.to_numeric(chars["malignancy"], errors="coerce"))
-    rated = {(int(r.LNDbID), str(r.RadID).strip(), int(r.FindingID)): float(r.malignancy)
+    rated = {(int(float(r.LNDbID)), str(r.RadID).strip(), int(float(r.FindingID))): float(r.malignancy)
              for r in chars.itertuples() if np.isfinite(r.malignancy) and r.malignancy > 0}  # fmt: skip
     means = []
     for f in findings.itertuples():
