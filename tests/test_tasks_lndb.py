@@ -225,6 +225,14 @@ def test_shipped_digests_check_offline_without_the_record(tmp_path: Path) -> Non
     assert len(lndb.IMAGES.shipped) == len(lndb.IMAGES.names)
 
 
+def test_dry_run_lists_the_files_offline(capsys) -> None:
+    assert main(["download", "lndb", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["data0.rar", "?", lndb.IMAGES.shipped["data0.rar"], lndb.IMAGES.file_url("data0.rar")]
+    assert "trainset_csv.zip" in out and out.endswith("dry run, nothing downloaded.\n")
+    assert main(["download", "lndb"]) == 2  # a real download needs a folder
+
+
 def test_download_fetches_from_the_record_links_and_refuses_a_corrupted_transfer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LESIONBENCH_OFFLINE")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

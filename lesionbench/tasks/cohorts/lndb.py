@@ -22,9 +22,9 @@ nothing: the manifest points at the user's own copy.
 Lesions: the merged findings of ``trainNodules_gt.csv`` (one row per nodule, readers' findings joined by the
 LNDb authors) with ``Nodule == 1`` (``Nodule == 0``: non-nodules, listed in ``excluded.csv``); seed = its
 ``x, y, z``, which are the ``.mhd`` file's physical coordinates, i.e. ITK's LPS, the frame lesionbench's
-manifests use (the LNDb scripts map them to voxels with the ``.mhd`` origin, spacing and TransformMatrix,
-as SimpleITK does; LUNA16's ``.mhd`` world coordinates are read the same way in
-:mod:`lesionbench.tasks.luna16`). Every seed is checked to lie inside its image. ``diameter_mm`` is the
+manifests use (the headers say ``AnatomicalOrientation = RAI``, ITK's name for that frame; the LNDb scripts
+map them to voxels with the ``.mhd`` origin, spacing and TransformMatrix, as SimpleITK does; LUNA16's ``.mhd``
+world coordinates are read the same way in :mod:`lesionbench.tasks.luna16`). Every seed is checked to lie inside its image. ``diameter_mm`` is the
 equivalent-sphere diameter of ``Volume`` (mm^3; empty when 0). Labels:
 
 * ``lndb_texture``: the readers' mean texture rating ``Text`` (LIDC scale, 1 ground-glass ... 3 part-solid ...
