@@ -60,13 +60,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def add_download(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "download",
-        help="Download a dataset's public DICOM from NCI Imaging Data Commons (needs idc-index).",
+        help="Download a dataset's public data: DICOM from NCI Imaging Data Commons (needs idc-index), LNDb from Zenodo.",
         description="Resolve the dataset's series from idc-index's offline index, report patients, series and "
-        "size, then download them (resumable) with the clinical table. --dry-run only reports (works offline).",
+        "size, then download them (resumable) with the clinical table. --dry-run only reports (works offline). "
+        "lndb: fetch the Zenodo record's files and verify their sizes and checksums (LESIONBENCH_OFFLINE=1: verify only).",
     )
-    p.add_argument("dataset", choices=["lung1", "radio", "lidc", "kits", "rider", "crlm", "hcc_tace"],
+    p.add_argument("dataset", choices=["lung1", "radio", "lidc", "kits", "rider", "crlm", "hcc_tace", "lndb"],
                    help="lung1 (NSCLC-Radiomics), radio (NSCLC-Radiogenomics), lidc (LIDC-IDRI), kits (C4KC-KiTS), rider (RIDER Lung "
-                   "CT test-retest), crlm (Colorectal-Liver-Metastases), hcc_tace (HCC-TACE-Seg)")
+                   "CT test-retest), crlm (Colorectal-Liver-Metastases), hcc_tace (HCC-TACE-Seg), lndb (LNDb, Zenodo)")
     p.add_argument("--out", type=Path, help="download folder (then: lesionbench prepare TASK --raw this folder)")
     p.add_argument("--dry-run", action="store_true", help="print the patients, series and total size; download nothing")
     p.add_argument("--patients", nargs="+", metavar="ID", help="only these PatientIDs (e.g. to try a few first)")
@@ -77,6 +78,13 @@ def cmd_download(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
     from lesionbench.tasks import _idc
 
+    if args.dataset == "lndb":  # not in IDC: Zenodo, checked against the record's published checksums
+        from lesionbench.tasks.cohorts import lndb
+
+        if args.patients:
+            raise ConfigurationError("--patients is for the IDC datasets; LNDb's CTs come in six archives (data0.rar ... data5.rar), fetched whole.")
+        sys.stdout.write(lndb.download(args.out, dry_run=args.dry_run))
+        return 0
     plan = _idc.resolve_download(args.dataset, patients=args.patients)
     if args.dry_run:
         sys.stdout.write(f"{'PatientID':<16} {'Modality':<9} {'instances':>9} {'MB':>9}  SeriesInstanceUID\n")

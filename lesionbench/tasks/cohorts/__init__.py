@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from lesionbench.tasks.cohorts import crlm, hcc_tace, kits, radiogenomics, rider  # noqa: F401
+from lesionbench.tasks.cohorts import crlm, hcc_tace, kits, lndb, radiogenomics, rider  # noqa: F401
 
 #: Test-retest sets: prepared with ``lesionbench prepare NAME`` like a task, never scored; the value has ``prepare``.
 RETEST_SETS: dict[str, SimpleNamespace] = {"rider_retest": SimpleNamespace(prepare=rider.prepare_rider_retest)}

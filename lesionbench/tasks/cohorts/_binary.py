@@ -220,10 +220,10 @@ def prepare_binary_cohort(spec: BinaryCohortSpec, raw: str | Path | None, out: s
     return manifest_path
 
 
-class BinaryCohortTask(ManifestTask):
-    """A tumour-SEG cohort task, binary or survival by its meta's kind: patient-grouped 5 folds, fold ``fold`` (0-4) the test set."""
+class FoldedCohortTask(ManifestTask):
+    """A cohort task on the patient-grouped 5-fold protocol: the manifest's ``fold`` column, fold ``fold`` (0-4)
+    the test set, the next one validation; the fold is part of the version."""
 
-    cohort: ClassVar[BinaryCohortSpec]
     meta: ClassVar[TaskMeta]
     base_meta: ClassVar[TaskMeta]
     #: Datasets its data come from (the leaderboard marks encoders pre-trained on them).
@@ -231,6 +231,8 @@ class BinaryCohortTask(ManifestTask):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "meta" not in vars(cls):  # an intermediate base (BinaryCohortTask) names no task
+            return
         cls.base_meta = cls.meta
         cls.meta = replace(cls.meta, version=f"{cls.meta.version}-fold0")
 
@@ -248,6 +250,12 @@ class BinaryCohortTask(ManifestTask):
             raise ManifestError(str(path), ["no 'fold' column: this manifest was not written by `lesionbench prepare`; re-run it."])
         df["split"] = split_for_fold(pd.to_numeric(df["fold"], errors="raise").to_numpy(int), self.fold)
         return validate_manifest(df, meta=self.meta, source=str(path))
+
+
+class BinaryCohortTask(FoldedCohortTask):
+    """A tumour-SEG cohort task, binary or survival by its meta's kind: patient-grouped 5 folds, fold ``fold`` (0-4) the test set."""
+
+    cohort: ClassVar[BinaryCohortSpec]
 
     @classmethod
     def prepare(cls, raw: str | Path | None, out: str | Path, *, clinical: str | Path | None = None, workers: int | None = None) -> Path:
