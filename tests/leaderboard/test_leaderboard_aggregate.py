@@ -157,6 +157,34 @@ def test_each_protocol_gets_its_own_ranking(tmp_path) -> None:
     assert "### fine-tuned, linear probe: All tasks" in md
 
 
+def test_k_shot_sections_rank_on_the_seed_mean_across_tasks(tmp_path) -> None:
+    from _lb_fixtures import SEEDS
+
+    from lesionbench.leaderboard.build import build_document
+    from lesionbench.leaderboard.collect import load_local_results
+
+    shots = {10: 20 / 60, 5: 10 / 60}  # k and its share of the training split
+    for meta in (BINARY, MULTI):
+        man = make_manifest(meta)
+        for i, (enc, q) in enumerate({"a": 2.0, "b": 0.6}.items()):
+            folder = write_result(meta, man, enc, q, tmp_path, seed=i, fractions=tuple(shots.values()),
+                                  folder=tmp_path / meta.name / meta.version / enc / "k-shot-linear")  # fmt: skip
+            path = folder / "result.json"
+            doc = json.loads(path.read_text())
+            for run in doc["runs"]:
+                run["shots"] = next(k for k, f in shots.items() if abs(f - run["fraction"]) < 1e-9)
+            doc["extra"].update(protocol="k-shot", shots=sorted(shots), shots_per="class")
+            path.write_text(json.dumps(doc))
+    doc = build_document(load_local_results(tmp_path), n_boot=30, n_perm=20, include_published=False)
+    (block,) = doc["aggregate"]["protocols"]
+    assert block["protocol"] == "k-shot-linear" and block["shots_per"] == "class"
+    assert [(t["name"], t["shots"], t["n_seeds"]) for t in block["tasks"]] == [(BINARY.name, 10, len(SEEDS)), (MULTI.name, 10, len(SEEDS))]
+    sections = {t["name"]: t for t in doc["tasks"]}
+    for row in block["tables"][0]["rows"]:  # each task's rank is its section's (ranked on the seed mean at k = 10)
+        for task, rank in row["task_ranks"].items():
+            assert rank == next(e["rank"] for e in sections[task]["entries"] if e["encoder"] == row["encoder"])
+
+
 def test_no_aggregate_with_a_single_task(tmp_path) -> None:
     from lesionbench.leaderboard.build import build_document
     from lesionbench.leaderboard.collect import load_local_results
