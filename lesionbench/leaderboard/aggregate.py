@@ -5,8 +5,10 @@ per protocol key that has sections for at least two tasks (linear probe, k-NN, k
 protocols in one ranking), each over one section per task name (the one with the most ranked entries):
 
 - **mean rank**: each encoder's rank on a task's main metric among the task's ranked entries (ties share
-  the average rank; k-shot: the metric's mean over the seeds at the section's k, as its section ranks it), averaged over the tasks it ran; **Borda count**: per task the number of entries it
-  beats (half a point per tie), summed over tasks. The table is ordered by mean rank, then Borda count.
+  the average rank; k-shot: the metric's mean over the seeds at the section's k, as its section ranks it;
+  each bootstrap replicate recomputes that mean), averaged over the tasks it ran; **Borda count**: per task
+  the number of entries it beats (half a point per tie), summed over tasks. The table is ordered by mean
+  rank, then Borda count.
 - **rank intervals**: 95% percentile interval of the encoder's aggregate rank over bootstrap replicates
   that resample *patients of every task jointly*: each replicate draws the union of the tasks' test
   patients with replacement once (:func:`lesionbench.benchmark.scoring.metrics.bootstrap_weights`), so a patient
@@ -263,6 +265,9 @@ def _task_scores(section: dict[str, Any], items: Sequence[LoadedResult], keys: M
         if got and (not shots or len(got) == len(runs)):  # a seed mean needs every seed's predictions
             for df in got:
                 frames[len(frames)], names[len(names)] = df, name
+        elif got:
+            logger.info("Aggregate ranking: %s left out of %s (k = %s): %d of its %d seeds' predictions could be read.",
+                        name, section["name"], section["shots"], len(got), len(runs))  # fmt: skip
     meta = items[0].result.task
     aligned = _align_predictions(meta, frames, section["statistics"].get("paired_unit", "patient"), labels=labels)
     if aligned is None:
