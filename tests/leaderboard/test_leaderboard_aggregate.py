@@ -134,10 +134,10 @@ def test_each_protocol_gets_its_own_ranking(tmp_path) -> None:
     from lesionbench.leaderboard.collect import load_local_results
     from lesionbench.leaderboard.render import render_html, render_markdown
 
-    # linear probe: a > b > c on both tasks; fine-tuned: c > b > a; a third task only in the linear protocol
+    # linear probe: a > models-genesis > c on every task; fine-tuned: c > models-genesis > a; a third task only in the linear protocol
     for meta in (BINARY, MULTI, SURV):
         man = make_manifest(meta)
-        for i, (enc, q) in enumerate({"a": 2.0, "b": 1.0, "c": 0.2}.items()):
+        for i, (enc, q) in enumerate({"a": 2.0, "models-genesis": 1.0, "c": 0.2}.items()):
             write_result(meta, man, enc, q, tmp_path, seed=i, fractions=(1.0,))
             if meta is not SURV:
                 write_result(meta, man, enc, 2.2 - q, tmp_path, seed=i, fractions=(1.0,), extra={"protocol": "finetune"},
@@ -147,14 +147,17 @@ def test_each_protocol_gets_its_own_ranking(tmp_path) -> None:
     assert list(blocks) == ["linear", "finetune-linear"]
     assert [t["name"] for t in blocks["linear"]["tasks"]] == ["luna16_malignancy", "synthetic_site", "synthetic_survival"]
     assert [t["name"] for t in blocks["finetune-linear"]["tasks"]] == ["luna16_malignancy", "synthetic_site"]
-    assert [r["encoder"] for r in blocks["linear"]["tables"][0]["rows"]] == ["a", "b", "c"]
+    assert [r["encoder"] for r in blocks["linear"]["tables"][0]["rows"]] == ["a", "models-genesis", "c"]
     tune = blocks["finetune-linear"]["tables"][0]
-    assert [r["encoder"] for r in tune["rows"]] == ["c", "b", "a"] and tune["rows"][0]["borda"] == 4  # never mixed with the linear rows
+    assert [r["encoder"] for r in tune["rows"]] == ["c", "models-genesis", "a"] and tune["rows"][0]["borda"] == 4  # never mixed with the linear rows
     assert tune["n_used"] > 0 and all(r["rank_interval"] for r in tune["rows"])  # the joint bootstrap runs per protocol
     html, md = render_html(doc), render_markdown(doc)
     assert 'id="aggregate-finetune-linear-all"' in html and '<details class="aggregate-protocol" id="aggregate-linear" open>' in html
     assert '<details class="aggregate-protocol" id="aggregate-finetune-linear">' in html  # folded
     assert "### fine-tuned, linear probe: All tasks" in md
+    # its filtered table: Models Genesis was pre-trained on LUNA16's data, so one task is left: no ranking
+    assert blocks["finetune-linear"]["tables"][1]["tasks"] == ["synthetic_site"] and blocks["finetune-linear"]["tables"][1]["rows"] == []
+    assert "Tasks left (too few to rank): synthetic_site. Left out (an encoder was pre-trained on their data): luna16_malignancy." in html
 
 
 def test_k_shot_sections_rank_on_the_seed_mean_across_tasks(tmp_path) -> None:
