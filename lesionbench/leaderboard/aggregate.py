@@ -1,11 +1,14 @@
 """One ranking across tasks: mean rank, Borda count, joint-bootstrap rank intervals and tiers.
 
-The per-task sections stay as they are; this adds a benchmark-level table (``doc["aggregate"]``) over the
-frozen-feature linear-probe sections (one section per task name: the one with the most ranked entries):
+The per-task sections stay as they are; this adds benchmark-level tables (``doc["aggregate"]``), one ranking
+per protocol key that has sections for at least two tasks (linear probe, k-NN, k-shot, fine-tuned: never two
+protocols in one ranking), each over one section per task name (the one with the most ranked entries):
 
 - **mean rank**: each encoder's rank on a task's main metric among the task's ranked entries (ties share
-  the average rank), averaged over the tasks it ran; **Borda count**: per task the number of entries it
-  beats (half a point per tie), summed over tasks. The table is ordered by mean rank, then Borda count.
+  the average rank; k-shot: the metric's mean over the seeds at the section's k, as its section ranks it;
+  each bootstrap replicate recomputes that mean), averaged over the tasks it ran; **Borda count**: per task
+  the number of entries it beats (half a point per tie), summed over tasks. The table is ordered by mean
+  rank, then Borda count.
 - **rank intervals**: 95% percentile interval of the encoder's aggregate rank over bootstrap replicates
   that resample *patients of every task jointly*: each replicate draws the union of the tasks' test
   patients with replacement once (:func:`lesionbench.benchmark.scoring.metrics.bootstrap_weights`), so a patient
@@ -22,15 +25,16 @@ frozen-feature linear-probe sections (one section per task name: the one with th
 - **model metadata** beside it: parameters, embedding size, licence and weights digest from the results'
   model cards, and per task whether the encoder's declared pre-training sets
   (:func:`lesionbench.baselines.zoo.catalog.pretraining_sets`) overlap the task's data (its class
-  attribute ``data_sources``): "yes", "no", or "unknown" when the encoder declares none. A second table
-  ranks on the tasks that overlap no listed encoder's declared pre-training data.
+  attribute ``data_sources``), through one alias table (:mod:`lesionbench.tasks._sources`): "yes",
+  "no", or "unknown". Per protocol, a second table ranks on the tasks that overlap no listed encoder's
+  declared pre-training data, and names the tasks it used, left out, and kept with an "unknown" mark.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,11 +42,13 @@ import pandas as pd
 
 from lesionbench.benchmark.types import TaskKind
 from lesionbench.leaderboard.collect import LoadedResult, run_at
-from lesionbench.leaderboard.labels import ALPHA
+from lesionbench.leaderboard.labels import ALPHA, is_k_shot
+from lesionbench.tasks._sources import overlap, task_sources
 
 logger = logging.getLogger(__name__)
 
-#: The protocol the benchmark-level table ranks (frozen features, linear probe: the FMCIB protocol).
+#: The protocol whose benchmark-level table is shown first and unfolded (frozen features, linear probe: the
+#: FMCIB protocol); every other protocol with two or more tasks gets its own table.
 AGGREGATE_PROTOCOL = "linear"
 
 
@@ -57,6 +63,12 @@ class TaskScores:
     scores: Mapping[str, np.ndarray]
     #: Patient id per case (the bootstrap's unit); None: every case is its own unit.
     patients: np.ndarray | None = None
+    #: k-shot: each encoder's scores of its further seeds (same cases); its metric is the mean over all its seeds.
+    seed_scores: Mapping[str, Sequence[np.ndarray]] = field(default_factory=dict)
+
+    def seeds(self, encoder: str) -> list[np.ndarray]:
+        """Every seed's scores of ``encoder`` (one array outside k-shot)."""
+        return [self.scores[encoder], *self.seed_scores.get(encoder, ())]
 
 
 @dataclass(frozen=True)
@@ -142,7 +154,7 @@ def aggregate_ranks(tasks: Sequence[TaskScores], *, n_boot: int = 1000, seed: in
     boot_sum = np.zeros((n_boot, n_enc))
     for t, w in zip(tasks, weights):
         names = list(t.scores)
-        point = np.array([compute_metrics(t.kind, t.y, t.scores[e], [t.metric])[t.metric] for e in names])
+        point = np.array([np.mean([compute_metrics(t.kind, t.y, s, [t.metric])[t.metric] for s in t.seeds(e)]) for e in names])
         if not np.isfinite(point).all():
             raise ValueError(f"task {t.name}: main metric {t.metric} undefined for {[e for e, v in zip(names, point) if not np.isfinite(v)]}")
         r = _ranks(point)
@@ -153,7 +165,7 @@ def aggregate_ranks(tasks: Sequence[TaskScores], *, n_boot: int = 1000, seed: in
         for e, v in zip(names, r):
             task_ranks[e][t.name] = float(v)
         if n_boot:
-            vals = np.column_stack([weighted_values(t.kind, t.y, t.scores[e], t.metric, w) for e in names])
+            vals = np.column_stack([np.mean([weighted_values(t.kind, t.y, s, t.metric, w) for s in t.seeds(e)], axis=0) for e in names])
             boot_sum[:, cols] += _ranks(vals)
     mean_rank = rank_sum / np.maximum(n_ran, 1)
     boot = boot_sum / np.maximum(n_ran, 1)
@@ -188,11 +200,26 @@ def aggregate_ranks(tasks: Sequence[TaskScores], *, n_boot: int = 1000, seed: in
 
 
 # ------------------------------------------------------------------------------- the document
-def _pick_sections(tasks: Sequence[dict[str, Any]]) -> list[int]:
-    """Indices of the linear-probe sections to aggregate: one per task name (most ranked entries, then latest version)."""
+def _protocol_of(section: dict[str, Any]) -> tuple[str, str]:
+    """A section's protocol key and, for k-shot, whether k counts per class or in total."""
+    key = str(section.get("protocol") or "linear")
+    return key, (str(section.get("shots_per") or "class") if is_k_shot(key) else "")
+
+
+def _protocols(sections: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The protocols of the sections, in page order (linear first)."""
+    from lesionbench.benchmark.scoring.protocols import PROTOCOLS
+
+    order = (AGGREGATE_PROTOCOL, *(p for p in PROTOCOLS if p != AGGREGATE_PROTOCOL))
+    rank = lambda k: next((i for i, p in enumerate(order) if k[0] == p or k[0].startswith(f"{p}-")), len(order))  # noqa: E731
+    return sorted(dict.fromkeys(_protocol_of(t) for t in sections), key=lambda k: (rank(k), k))
+
+
+def _pick_sections(tasks: Sequence[dict[str, Any]], protocol: tuple[str, str] = (AGGREGATE_PROTOCOL, "")) -> list[int]:
+    """Indices of the ``protocol`` sections to aggregate: one per task name (most ranked entries, then latest version)."""
     best: dict[str, int] = {}
     for i, t in enumerate(tasks):
-        if (t.get("protocol") or "linear") != AGGREGATE_PROTOCOL or len(t["entries"]) < 2:
+        if _protocol_of(t) != protocol or len(t["entries"]) < 2:
             continue
         j = best.get(t["name"])
         if j is None or (len(t["entries"]), t["version"]) > (len(tasks[j]["entries"]), tasks[j]["version"]):
@@ -217,23 +244,30 @@ def _encoder_keys(items: Sequence[LoadedResult]) -> dict[str, str]:
 
 
 def _task_scores(section: dict[str, Any], items: Sequence[LoadedResult], keys: Mapping[str, str], labels: pd.DataFrame | None = None) -> TaskScores | None:
-    """The section's ranked entries' aligned test predictions, keyed by aggregate encoder name."""
+    """The section's ranked entries' aligned test predictions, keyed by aggregate encoder name (k-shot sections:
+    every seed at the section's k, as the section ranks their mean)."""
     from lesionbench.leaderboard.collect import encoder_identity
     from lesionbench.leaderboard.sections import _align_predictions, public_location
 
+    shots = section.get("shots") is not None
     by_location = {public_location(it): it for it in items}
     frames: dict[int, pd.DataFrame] = {}
     names: dict[int, str] = {}
-    for i, e in enumerate(section["entries"]):
+    for e in section["entries"]:
         it = by_location.get(e["provenance"]["location"])
         if it is None:
             continue
         name = keys[encoder_identity(it.result.encoder)]
         if name in names.values():  # another probe setting of the same encoder: its best-ranked entry counts
             continue
-        df = it.predictions(run_at(it.result, section["fraction"], False))
-        if df is not None:
-            frames[i], names[i] = df, name
+        runs = sorted((r for r in it.result.runs if r.shots == section["shots"]), key=lambda r: r.seed) if shots else [run_at(it.result, section["fraction"], False)]
+        got = [df for df in (it.predictions(r) for r in runs) if df is not None]
+        if got and (not shots or len(got) == len(runs)):  # a seed mean needs every seed's predictions
+            for df in got:
+                frames[len(frames)], names[len(names)] = df, name
+        elif got:
+            logger.info("Aggregate ranking: %s left out of %s (k = %s): %d of its %d seeds' predictions could be read.",
+                        name, section["name"], section["shots"], len(got), len(runs))  # fmt: skip
     meta = items[0].result.task
     aligned = _align_predictions(meta, frames, section["statistics"].get("paired_unit", "patient"), labels=labels)
     if aligned is None:
@@ -242,39 +276,23 @@ def _task_scores(section: dict[str, Any], items: Sequence[LoadedResult], keys: M
 
     y, scores, _, groups = aligned
     # survival predictions as the scorer takes them: the risk (C-index) and the 2-year score (2-year AUC)
-    return TaskScores(section["name"], meta.kind, section["main_metric"], y, {names[i]: _scorer_scores(meta.kind, s) for i, s in scores.items()}, groups)
+    per: dict[str, list[Any]] = {}
+    for i, sc in scores.items():
+        per.setdefault(names[i], []).append(_scorer_scores(meta.kind, sc))
+    return TaskScores(section["name"], meta.kind, section["main_metric"], y, {e: v[0] for e, v in per.items()}, groups,
+                      {e: tuple(v[1:]) for e, v in per.items() if len(v) > 1})  # fmt: skip
 
 
 def _defined(ts: TaskScores) -> bool:
-    """Whether every encoder's main metric is defined on the task's aligned test lesions."""
+    """Whether every encoder's main metric is defined (every seed) on the task's aligned test lesions."""
     from lesionbench.benchmark.scoring.metrics import compute_metrics
 
-    return all(np.isfinite(compute_metrics(ts.kind, ts.y, s, [ts.metric])[ts.metric]) for s in ts.scores.values())
+    return all(np.isfinite(compute_metrics(ts.kind, ts.y, s, [ts.metric])[ts.metric]) for e in ts.scores for s in ts.seeds(e))
 
 
-def task_sources(name: str) -> tuple[str, ...] | None:
-    """The datasets a registered task's data come from (its class's ``data_sources``), or None when it declares none."""
-    from lesionbench.benchmark.errors import LesionbenchError
-    from lesionbench.benchmark.encoders.plugins import TASKS
-
-    try:
-        factory = TASKS.get(name)
-    except (LesionbenchError, KeyError):
-        return None
-    src = getattr(factory, "data_sources", None)
-    return tuple(src) if src is not None else None
-
-
-def overlap(pretraining: frozenset[str] | None, sources: tuple[str, ...] | None) -> str:
-    """"yes" when the encoder's declared pre-training sets share a dataset with the task's sources, "no" when
-    both are declared and share none, "unknown" otherwise (undeclared is never read as "no")."""
-    if pretraining is None or sources is None:
-        return "unknown"
-    return "yes" if {s.casefold() for s in pretraining} & {s.casefold() for s in sources} else "no"
-
-
-def _metadata(item: LoadedResult, name: str, tasks: Sequence[str]) -> dict[str, Any]:
-    from lesionbench.baselines.zoo.catalog import pretraining_sets
+def encoder_metadata(item: LoadedResult, name: str, tasks: Sequence[str]) -> dict[str, Any]:
+    """The Models table's row of one encoder: card facts and its overlap mark per task."""
+    from lesionbench.baselines.zoo.catalog import pretraining_data, pretraining_sets
 
     enc = item.result.encoder
     card = dict(enc.card)
@@ -286,7 +304,7 @@ def _metadata(item: LoadedResult, name: str, tasks: Sequence[str]) -> dict[str, 
         "embedding_dim": int(enc.feature_dim),
         "licence": licence or None,
         "weights_sha256": enc.weights_sha256 or None,
-        "pretraining_data": card.get("pretraining_data"),
+        "pretraining_data": card.get("pretraining_data") or pretraining_data(enc.name),
         "pretraining_sets": sorted(declared) if declared is not None else None,
         "overlaps": {t: overlap(declared, task_sources(t)) for t in tasks},
     }
@@ -298,6 +316,7 @@ def _table(agg: Aggregate, *, name: str, title: str, excluded: Sequence[str] = (
         "title": title,
         "tasks": list(agg.tasks),
         "excluded_tasks": list(excluded),
+        "unknown_tasks": [],  # the filtered table: tasks kept although some listed encoder's overlap is unknown
         "rows": [
             {
                 "encoder": r.encoder,
@@ -320,54 +339,77 @@ def _table(agg: Aggregate, *, name: str, title: str, excluded: Sequence[str] = (
     }
 
 
-def aggregate_document(sections: Sequence[dict[str, Any]], items: Sequence[Sequence[LoadedResult]], *, labels: Sequence[pd.DataFrame | None] | None = None,
-                       n_boot: int = 1000, seed: int = 0) -> dict[str, Any] | None:
-    """The document's ``aggregate`` part from its task ``sections``, each section's results and each task's test
-    ``labels`` (same order; the results hold no test label: :mod:`lesionbench.leaderboard.truth`);
-    None when fewer than two linear-probe tasks have at least two entries with saved predictions."""
-    picked = _pick_sections(sections)
-    all_items = [it for i in picked for it in items[i] if it.submission is None]
-    keys = _encoder_keys(all_items)
-    scored: list[tuple[dict[str, Any], TaskScores]] = []
+def _scored(sections: Sequence[dict[str, Any]], items: Sequence[Sequence[LoadedResult]], picked: Sequence[int], keys: Mapping[str, str],
+            labels: Sequence[pd.DataFrame | None] | None) -> list[tuple[dict[str, Any], TaskScores]]:
+    scored = []
     for i in picked:
         ts = _task_scores(sections[i], [it for it in items[i] if it.submission is None], keys, labels[i] if labels is not None else None)
         if ts is None or len(ts.scores) < 2:
-            logger.info("Aggregate ranking: task %s left out (fewer than two entries with saved predictions).", sections[i]["name"])
+            logger.info("Aggregate ranking: task %s (%s) left out (fewer than two entries with saved predictions).", sections[i]["name"], sections[i].get("protocol"))
             continue
         if not _defined(ts):  # e.g. entries predicted on different lesions, whose shared ones hold one class
             logger.warning("Aggregate ranking: task %s left out: its main metric is undefined on the test lesions its entries share.", ts.name)
             continue
         scored.append((sections[i], ts))
-    if len(scored) < 2:
-        return None
-    task_names = [ts.name for _, ts in scored]
-    first: dict[str, LoadedResult] = {}
-    from lesionbench.leaderboard.collect import encoder_identity
+    return scored
 
-    for it in all_items:
-        first.setdefault(keys[encoder_identity(it.result.encoder)], it)
+
+def _protocol_block(protocol: tuple[str, str], scored: Sequence[tuple[dict[str, Any], TaskScores]], meta: Mapping[str, dict[str, Any]], *,
+                    n_boot: int, seed: int) -> dict[str, Any]:
+    """One protocol's tables: all its tasks, then the tasks that overlap no listed encoder's pre-training data."""
+    task_names = [ts.name for _, ts in scored]
     listed = list(dict.fromkeys(e for _, ts in scored for e in ts.scores))
-    meta = [_metadata(first[e], e, task_names) for e in listed]
-    agg = aggregate_ranks([ts for _, ts in scored], n_boot=n_boot, seed=seed)
-    tables = [_table(agg, name="all", title="All tasks")]
-    overlapping = [t for t in task_names if any(m["overlaps"][t] == "yes" for m in meta)]
+    marks = {t: {meta[e]["overlaps"][t] for e in listed} for t in task_names}
+    overlapping = [t for t in task_names if "yes" in marks[t]]
     clean = [ts for _, ts in scored if ts.name not in overlapping]
-    if overlapping and len(clean) >= 2:
-        tables.append(_table(aggregate_ranks(clean, n_boot=n_boot, seed=seed), name="non_overlapping", title="Tasks overlapping no listed encoder's pre-training data", excluded=overlapping))
-    elif overlapping:
-        tables.append({"name": "non_overlapping", "title": "Tasks overlapping no listed encoder's pre-training data", "tasks": [t.name for t in clean],
-                       "excluded_tasks": overlapping, "rows": [], "tests": [], "n_tiers": 0, "n_used": 0})  # fmt: skip
+    unknown = [ts.name for ts in clean if "unknown" in marks[ts.name]]
+    tables = [_table(aggregate_ranks([ts for _, ts in scored], n_boot=n_boot, seed=seed), name="all", title="All tasks")]
+    title = "Tasks overlapping no listed encoder's pre-training data"
+    if len(clean) >= 2:
+        tables.append(_table(aggregate_ranks(clean, n_boot=n_boot, seed=seed), name="non_overlapping", title=title, excluded=overlapping))
+    else:
+        tables.append({"name": "non_overlapping", "title": title, "tasks": [t.name for t in clean], "excluded_tasks": overlapping, "unknown_tasks": [], "rows": [], "tests": [], "n_tiers": 0, "n_used": 0})  # fmt: skip
+    tables[-1]["unknown_tasks"] = unknown
     return {
-        "protocol": AGGREGATE_PROTOCOL,
+        "protocol": protocol[0],
+        "shots_per": protocol[1] or None,
         "tasks": [
             {
                 "name": ts.name, "version": s["version"], "metric": ts.metric, "n_entries": len(ts.scores), "n_test": int(len(ts.y)),
                 "n_patients": int(len(set(ts.patients))) if ts.patients is not None else int(len(ts.y)),
-                "fraction": s["fraction"], "data_sources": list(task_sources(ts.name) or []) or None,
+                "fraction": s["fraction"], "shots": s.get("shots"), "n_seeds": 1 + max((len(v) for v in ts.seed_scores.values()), default=0),
+                "data_sources": list(task_sources(ts.name) or []) or None,
             }
             for s, ts in scored
         ],  # fmt: skip
-        "encoders": meta,
+        "encoders": listed,
         "tables": tables,
+    }
+
+
+def aggregate_document(sections: Sequence[dict[str, Any]], items: Sequence[Sequence[LoadedResult]], *, labels: Sequence[pd.DataFrame | None] | None = None,
+                       n_boot: int = 1000, seed: int = 0) -> dict[str, Any] | None:
+    """The document's ``aggregate`` part from its task ``sections``, each section's results and each task's test
+    ``labels`` (same order; the results hold no test label: :mod:`lesionbench.leaderboard.truth`): one block per
+    protocol with at least two tasks that have two or more entries with saved predictions; None when no protocol has."""
+    from lesionbench.leaderboard.collect import encoder_identity
+
+    picked = {p: _pick_sections(sections, p) for p in _protocols(sections)}
+    all_items = [it for idx in picked.values() for i in idx for it in items[i] if it.submission is None]
+    keys = _encoder_keys(all_items)
+    scored = {p: _scored(sections, items, idx, keys, labels) for p, idx in picked.items()}
+    scored = {p: sc for p, sc in scored.items() if len(sc) >= 2}
+    if not scored:
+        return None
+    first: dict[str, LoadedResult] = {}
+    for it in all_items:
+        first.setdefault(keys[encoder_identity(it.result.encoder)], it)
+    task_names = sorted({ts.name for sc in scored.values() for _, ts in sc})
+    listed = list(dict.fromkeys(e for sc in scored.values() for _, ts in sc for e in ts.scores))
+    meta = {e: encoder_metadata(first[e], e, task_names) for e in listed}
+    return {
+        "protocols": [_protocol_block(p, sc, meta, n_boot=n_boot, seed=seed) for p, sc in scored.items()],
+        "task_names": task_names,
+        "encoders": list(meta.values()),
         "statistics": {"n_boot": n_boot, "seed": seed, "alpha": ALPHA, "correction": "holm over adjacent pairs", "unit": "patients, resampled jointly across tasks"},
     }

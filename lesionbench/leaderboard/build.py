@@ -9,7 +9,7 @@ holds (ranked entries with their statistics, unranked entries, submissions, publ
 described in :mod:`lesionbench.leaderboard.sections`. Besides the sections: ``reference_only``, the
 published rows whose task and protocol have no section of their own (listed apart, never dropped), and
 ``robustness``, the checked robustness views per task version, never ranked; ``aggregate``, one ranking
-across the tasks' linear-probe sections (:mod:`lesionbench.leaderboard.aggregate`).
+across tasks per protocol (:mod:`lesionbench.leaderboard.aggregate`).
 
 All metrics lesionbench reports are "higher is better".
 """
@@ -79,7 +79,7 @@ def build_document(
             section_labels.append(labels)
     from lesionbench.leaderboard.aggregate import aggregate_document
 
-    # one ranking across the tasks' linear-probe sections; the sections themselves stay as they are
+    # one ranking across tasks per protocol; the sections themselves stay as they are
     aggregate = aggregate_document(tasks, section_items, labels=section_labels, n_boot=n_boot, seed=seed)
     reference_only = []
     if include_published:
@@ -101,7 +101,7 @@ def build_document(
         "reveal": bool(reveal),
         "published_source": {"source": SOURCE, "citation": CITATION, "url": DOI_URL},
         "tasks": tasks,
-        "aggregate": aggregate,  # None: fewer than two tasks with two or more entries
+        "aggregate": aggregate,  # None: no protocol with two tasks of two or more entries
         "reference_only": reference_only,
         "robustness": robustness_sections(robustness),  # per task version, never ranked
     }

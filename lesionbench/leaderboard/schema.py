@@ -193,9 +193,14 @@ LEADERBOARD_SCHEMA: dict[str, Any] = {
         },
         "aggregate": {
             "type": ["object", "null"],
-            "description": "one ranking across the tasks' linear-probe sections (lesionbench.leaderboard.aggregate); null with fewer than two tasks",
-            "properties": {"tables": {"type": "array", "items": {"type": "object", "required": ["name", "tasks", "rows", "tests"]}},
-                           "encoders": {"type": "array"}, "tasks": {"type": "array"}, "statistics": {"type": "object"}},
+            "description": "one ranking across tasks per protocol with sections for two or more tasks (lesionbench.leaderboard.aggregate); null when none has",
+            "required": ["protocols", "task_names", "encoders", "statistics"],
+            "properties": {
+                "protocols": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["protocol", "tasks", "tables"], "properties": {
+                    "protocol": _STR, "tasks": {"type": "array"}, "encoders": {"type": "array", "items": _STR},
+                    "tables": {"type": "array", "items": {"type": "object", "required": ["name", "tasks", "rows", "tests", "excluded_tasks"]}}}}},
+                "task_names": {"type": "array", "items": _STR}, "encoders": {"type": "array"}, "statistics": {"type": "object"},
+            },  # fmt: skip
         },
         "reference_only": {
             "type": "array",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -99,19 +100,92 @@ def test_document_page_and_markdown_carry_the_aggregate(tmp_path) -> None:
     doc = build_document(load_local_results(tmp_path), n_boot=100, n_perm=50, include_published=False)
     validate(json.loads(json.dumps(doc)), LEADERBOARD_SCHEMA)
     agg = doc["aggregate"]
-    assert [t["name"] for t in agg["tasks"]] == ["luna16_malignancy", "synthetic_site", "synthetic_survival"]
-    main = agg["tables"][0]
+    assert [pb["protocol"] for pb in agg["protocols"]] == ["linear"]
+    linear = agg["protocols"][0]
+    assert [t["name"] for t in linear["tasks"]] == ["luna16_malignancy", "synthetic_site", "synthetic_survival"]
+    main = linear["tables"][0]
     assert [r["encoder"] for r in main["rows"]][0] == "fmcib" and main["rows"][0]["borda"] == 6
     # fmcib was pre-trained on DeepLesion (no overlap here), Models Genesis on LUNA16 / LIDC-IDRI
     marks = {m["encoder"]: m["overlaps"] for m in agg["encoders"]}
     assert marks["models-genesis"]["luna16_malignancy"] == "yes" and marks["fmcib"]["luna16_malignancy"] == "no"
     assert marks["third-party"]["synthetic_site"] == "unknown" and marks["fmcib"]["synthetic_site"] == "no"
-    clean = agg["tables"][1]
+    clean = linear["tables"][1]
     assert clean["name"] == "non_overlapping" and clean["excluded_tasks"] == ["luna16_malignancy"]
-    assert clean["tasks"] == ["synthetic_site", "synthetic_survival"]
+    assert clean["tasks"] == ["synthetic_site", "synthetic_survival"] and clean["unknown_tasks"] == ["synthetic_site", "synthetic_survival"]
     html, md = render_html(doc), render_markdown(doc)
-    assert 'id="aggregate-all"' in html and 'id="aggregate-non_overlapping"' in html and "overlap</b>" in html
-    assert "## All tasks — one ranking" in md and "| 1 | 1 | fmcib |" in md
+    assert 'id="aggregate-linear-all"' in html and 'id="aggregate-linear-non_overlapping"' in html and "overlap</b>" in html
+    # the page names the tasks each table ranked on and those it left out
+    assert "Ranked on: synthetic_site, synthetic_survival. Left out (an encoder was pre-trained on their data): luna16_malignancy." in html
+    assert "## All tasks — one ranking per protocol" in md and "| 1 | 1 | fmcib |" in md and "Ranked on: synthetic\\_site, synthetic\\_survival." in md
+
+
+def test_k_shot_ranks_the_seed_mean() -> None:
+    # seed 0 alone ranks a first; over both seeds b is better (a's second seed is reversed)
+    y = np.array([0, 0, 0, 1, 1, 1], float)
+    good, fair, bad = np.array([0, 1, 2, 3, 4, 5.0]), np.array([0, 3, 2, 1, 4, 5.0]), np.array([5, 4, 3, 2, 1, 0.0])
+    alone = TaskScores("t", TaskKind.BINARY, "auc", y, {"a": good, "b": fair})
+    both = dataclasses.replace(alone, seed_scores={"a": (bad,), "b": (fair,)})
+    assert [r.encoder for r in aggregate_ranks([alone, alone], n_boot=0).rows] == ["a", "b"]
+    assert [r.encoder for r in aggregate_ranks([both, both], n_boot=0).rows] == ["b", "a"]
+
+
+def test_each_protocol_gets_its_own_ranking(tmp_path) -> None:
+    from lesionbench.leaderboard.build import build_document
+    from lesionbench.leaderboard.collect import load_local_results
+    from lesionbench.leaderboard.render import render_html, render_markdown
+
+    # linear probe: a > models-genesis > c on every task; fine-tuned: c > models-genesis > a; a third task only in the linear protocol
+    for meta in (BINARY, MULTI, SURV):
+        man = make_manifest(meta)
+        for i, (enc, q) in enumerate({"a": 2.0, "models-genesis": 1.0, "c": 0.2}.items()):
+            write_result(meta, man, enc, q, tmp_path, seed=i, fractions=(1.0,))
+            if meta is not SURV:
+                write_result(meta, man, enc, 2.2 - q, tmp_path, seed=i, fractions=(1.0,), extra={"protocol": "finetune"},
+                             folder=tmp_path / meta.name / meta.version / enc / "finetune-linear")
+    doc = build_document(load_local_results(tmp_path), n_boot=50, n_perm=20, include_published=False)
+    blocks = {pb["protocol"]: pb for pb in doc["aggregate"]["protocols"]}
+    assert list(blocks) == ["linear", "finetune-linear"]
+    assert [t["name"] for t in blocks["linear"]["tasks"]] == ["luna16_malignancy", "synthetic_site", "synthetic_survival"]
+    assert [t["name"] for t in blocks["finetune-linear"]["tasks"]] == ["luna16_malignancy", "synthetic_site"]
+    assert [r["encoder"] for r in blocks["linear"]["tables"][0]["rows"]] == ["a", "models-genesis", "c"]
+    tune = blocks["finetune-linear"]["tables"][0]
+    assert [r["encoder"] for r in tune["rows"]] == ["c", "models-genesis", "a"] and tune["rows"][0]["borda"] == 4  # never mixed with the linear rows
+    assert tune["n_used"] > 0 and all(r["rank_interval"] for r in tune["rows"])  # the joint bootstrap runs per protocol
+    html, md = render_html(doc), render_markdown(doc)
+    assert 'id="aggregate-finetune-linear-all"' in html and '<details class="aggregate-protocol" id="aggregate-linear" open>' in html
+    assert '<details class="aggregate-protocol" id="aggregate-finetune-linear">' in html  # folded
+    assert "### fine-tuned, linear probe: All tasks" in md
+    # its filtered table: Models Genesis was pre-trained on LUNA16's data, so one task is left: no ranking
+    assert blocks["finetune-linear"]["tables"][1]["tasks"] == ["synthetic_site"] and blocks["finetune-linear"]["tables"][1]["rows"] == []
+    assert "Tasks left (too few to rank): synthetic_site. Left out (an encoder was pre-trained on their data): luna16_malignancy." in html
+
+
+def test_k_shot_sections_rank_on_the_seed_mean_across_tasks(tmp_path) -> None:
+    from _lb_fixtures import SEEDS
+
+    from lesionbench.leaderboard.build import build_document
+    from lesionbench.leaderboard.collect import load_local_results
+
+    shots = {10: 20 / 60, 5: 10 / 60}  # k and its share of the training split
+    for meta in (BINARY, MULTI):
+        man = make_manifest(meta)
+        for i, (enc, q) in enumerate({"a": 2.0, "b": 0.6}.items()):
+            folder = write_result(meta, man, enc, q, tmp_path, seed=i, fractions=tuple(shots.values()),
+                                  folder=tmp_path / meta.name / meta.version / enc / "k-shot-linear")  # fmt: skip
+            path = folder / "result.json"
+            doc = json.loads(path.read_text())
+            for run in doc["runs"]:
+                run["shots"] = next(k for k, f in shots.items() if abs(f - run["fraction"]) < 1e-9)
+            doc["extra"].update(protocol="k-shot", shots=sorted(shots), shots_per="class")
+            path.write_text(json.dumps(doc))
+    doc = build_document(load_local_results(tmp_path), n_boot=30, n_perm=20, include_published=False)
+    (block,) = doc["aggregate"]["protocols"]
+    assert block["protocol"] == "k-shot-linear" and block["shots_per"] == "class"
+    assert [(t["name"], t["shots"], t["n_seeds"]) for t in block["tasks"]] == [(BINARY.name, 10, len(SEEDS)), (MULTI.name, 10, len(SEEDS))]
+    sections = {t["name"]: t for t in doc["tasks"]}
+    for row in block["tables"][0]["rows"]:  # each task's rank is its section's (ranked on the seed mean at k = 10)
+        for task, rank in row["task_ranks"].items():
+            assert rank == next(e["rank"] for e in sections[task]["entries"] if e["encoder"] == row["encoder"])
 
 
 def test_no_aggregate_with_a_single_task(tmp_path) -> None:
@@ -143,4 +217,4 @@ def test_a_task_whose_metric_is_undefined_is_left_out_not_fatal(tmp_path) -> Non
     binary = next(t for t in doc["tasks"] if t["name"] == BINARY.name)
     # both listed in their own section (b unranked there: its stated value disagrees with its truncated predictions)
     assert len(binary["entries"]) + len(binary["unranked"]) == 2
-    assert [t["name"] for t in doc["aggregate"]["tasks"]] == ["synthetic_site", "synthetic_survival"]
+    assert [t["name"] for t in doc["aggregate"]["protocols"][0]["tasks"]] == ["synthetic_site", "synthetic_survival"]

@@ -76,9 +76,11 @@ def _builtin_row(name: str) -> CatalogRow:
     return CatalogRow(name, "-", "-", "-", False, "not needed")
 
 
-#: Declared pre-training sets of the built-in encoders that have no zoo card. FMCIB's weights were
-#: pre-trained on DeepLesion's 11,467 lesions (Pai et al. 2024); the random-init controls, the
-#: supervised CNNs (trained on each task's own training split) and radiomics see no other data.
+#: Declared pre-training sets of the built-in encoders that have no zoo card (names as tasks' ``data_sources``
+#: or :mod:`lesionbench.tasks._sources`'s aliases spell them). FMCIB's weights were pre-trained on
+#: DeepLesion's 11,467 lesions (Pai et al. 2024); the random-init controls see no data; the supervised CNNs
+#: are trained on each task's own training split (no public set beyond the task; the split never holds a
+#: test lesion); radiomics is computed, not learned.
 BUILTIN_PRETRAINING: dict[str, tuple[str, ...]] = {
     "fmcib": ("DeepLesion",),
     "fmcib-random-init": (),
@@ -86,6 +88,22 @@ BUILTIN_PRETRAINING: dict[str, tuple[str, ...]] = {
     "supervised-resnet50": (),
     "radiomics": (),
 }
+#: What the built-in encoders without a zoo card learned from, in words (the page's "pre-trained:" note).
+BUILTIN_PRETRAINING_DATA: dict[str, str] = {
+    "fmcib": "DeepLesion: 11,467 CT lesions, self-supervised contrastive",
+    "fmcib-random-init": "none: seeded random weights",
+    "supervised-cnn": "none: trained on the task's own training split only",
+    "supervised-resnet50": "none: trained on the task's own training split only",
+    "radiomics": "none: hand-crafted PyRadiomics features",
+}
+
+
+def pretraining_data(name: str) -> str | None:
+    """In words, what a built-in encoder without a zoo card learned from (None for others: their card says it)."""
+    base = name.split(":", 1)[0]
+    if base in BUILTIN_PRETRAINING_DATA:
+        return BUILTIN_PRETRAINING_DATA[base]
+    return "none: seeded random weights" if base.endswith("-random-init") else None
 
 
 def pretraining_sets(name: str, card: dict[str, str] | None = None) -> frozenset[str] | None:

@@ -33,6 +33,7 @@ MODEL = ZooModel(
     embedding_dim=512,
     embedding_layer="global average pool of the last SegResEncoder level (layers.4, 512 channels)",
     pretraining_data="148,000 CT scans (Imaging Data Commons), self-supervised (intra-sample contrastive)",
+    pretraining_sets=("Imaging Data Commons",),  # the IDC pool: 69 cohorts, not listed per collection
     code_licence="MIT",
     weights_licence="Apache-2.0",
     non_commercial=False,

@@ -63,6 +63,7 @@ def _card(depth: int) -> ZooModel:
         embedding_dim=dim,
         embedding_layer=f"global average pool of layer4 ({dim} channels, dilation 4, stride 1)",
         pretraining_data="23 public CT and MR segmentation datasets (supervised segmentation; resnet_N_23dataset.pth)",
+        pretraining_sets=("MedicalNet 23 datasets",),  # not enumerated on the card
         code_licence="MIT",
         weights_licence="MIT",
         non_commercial=False,

@@ -47,6 +47,7 @@ MODEL = ZooModel(
     embedding_dim=2048,
     embedding_layer="global average pool of layer4 (2048 channels; Merlin's ImageEmbedding output)",
     pretraining_data="15,331 abdominal CT scans with radiology reports and EHR diagnosis codes (Stanford), image-report contrastive + phenotype supervision",
+    pretraining_sets=("Merlin abdominal CT (Stanford)",),  # Stanford's own abdominal CTs: no task's data
     code_licence="MIT",
     weights_licence="not checked (see the Hugging Face model card)",
     non_commercial=False,

@@ -56,6 +56,7 @@ MODEL = ZooModel(
         "PASTA feature_extraction.py, output_feature=True)"
     ),
     pretraining_data="PASTA-Gen-30K: 30,000 synthetic CT volumes with generated lesions (segmentation pre-training)",
+    pretraining_sets=("PASTA-Gen-30K",),  # synthetic volumes
     code_licence="MIT",
     weights_licence="not stated",
     non_commercial=False,

@@ -44,6 +44,7 @@ MODEL = ZooModel(
     embedding_dim=384,
     embedding_layer="global average pool of the image encoder's neck output (384 x 8 x 8 x 8)",
     pretraining_data="SA-Med3D-140K (about 22,000 3D CT/MR images, 143,000 masks), promptable segmentation; turbo: fine-tuned on 44 datasets",
+    pretraining_sets=("SA-Med3D-140K",),  # 70 public sets + 8K private cases, not enumerated
     code_licence="Apache-2.0",
     weights_licence="not stated separately (repository Apache-2.0)",
     non_commercial=False,

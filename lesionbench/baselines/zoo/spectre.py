@@ -60,6 +60,7 @@ MODEL = ZooModel(
     embedding_dim=2160,
     embedding_layer="class token and mean patch token after the final LayerNorm, concatenated (2 x 1080; the crop embedding SPECTRE's feature combiner takes)",
     pretraining_data="open-source abdominal and thoracic CT with paired radiology reports and EHR data; DINO-style self-distillation, then SigLIP-style vision-language alignment",
+    pretraining_sets=("SPECTRE pre-training set",),  # open CT with reports, not enumerated on the card
     code_licence="MIT",
     weights_licence="CC BY-NC-SA 4.0",
     non_commercial=True,

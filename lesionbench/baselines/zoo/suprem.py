@@ -39,6 +39,7 @@ MODEL = ZooModel(
     embedding_dim=512,
     embedding_layer="global average pool of out512 (down_tr512, 512 channels at 1/8 size)",
     pretraining_data="2,100 abdominal CT scans (AbdomenAtlas) with per-voxel labels of 25 structures; supervised segmentation",
+    pretraining_sets=("AbdomenAtlas 1.1",),  # 2,100 AbdomenAtlas scans
     code_licence="CC BY-NC-ND 4.0",
     weights_licence="CC BY-NC-ND 4.0",
     non_commercial=True,

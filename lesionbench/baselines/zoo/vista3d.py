@@ -34,6 +34,7 @@ MODEL = ZooModel(
     embedding_dim=768,
     embedding_layer="global average pool of the last image_encoder.encoder level (layers.4, 768 channels)",
     pretraining_data="11,454 CT volumes, 127 classes (supervised and pseudo-labelled segmentation)",
+    pretraining_sets=("VISTA3D training set",),  # 11,454 public CT volumes, not enumerated on the card
     code_licence="Apache-2.0",
     weights_licence="NVIDIA release terms (README contradicts itself: open vs non-commercial)",
     non_commercial=True,

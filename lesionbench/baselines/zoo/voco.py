@@ -78,6 +78,7 @@ def _card(size: str) -> ZooModel:
         embedding_dim=16 * feature_size,
         embedding_layer=f"global average pool of swinViT's last stage (hidden_states_out[4], layer-normalised, {16 * feature_size} channels)",
         pretraining_data="PreCT-160K: about 160,000 CT volumes, self-supervised (volume contrast, VoCo)",
+        pretraining_sets=("PreCT-160K",),  # holds LUNA16 (VoCo's 1.6k pre-training set)
         code_licence="Apache-2.0",
         weights_licence="not stated",
         non_commercial=False,
