@@ -168,6 +168,39 @@ def _unit(stats: dict[str, Any]) -> str:
     return " or ".join(UNIT_WORDS.get(u, u) for u in units)
 
 
+def _anchor(*parts: str) -> str:
+    return "-".join("".join(c if c.isalnum() else "-" for c in str(p)) for p in parts)
+
+
+def _groups(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The page's task blocks, one per task name and version in the document's order: ``ranked`` (its protocol
+    sections with measured results), ``robustness`` (its robustness view or None), ``submissions`` (the sections
+    holding submissions) and ``references`` (the sections with published rows), shown in that order as one
+    block; the anchors of each part, and ``lead``, the anchor of the part that opens the block."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def group(name: str, version: str, kind: str) -> dict[str, Any]:
+        if (name, version) not in groups:
+            key = _anchor(name, version)
+            groups[(name, version)] = {"id": f"group-{key}", "name": name, "version": version, "kind": kind, "ranked": [], "robustness": None, "submissions": [],
+                                       "references": [], "submissions_id": f"submissions-{key}", "references_id": f"references-{key}"}  # fmt: skip
+        return groups[(name, version)]
+
+    for t in doc["tasks"]:
+        g = group(t["name"], t["version"], t["kind"])
+        if t["entries"] or t["unranked"]:
+            g["ranked"].append(t)
+        for part in ("submissions", "reference"):
+            if t.get(part):
+                g["references" if part == "reference" else part].append(t)
+    for s in doc.get("robustness") or []:
+        g = group(s["name"], s["version"], s["kind"])
+        g["robustness"], g["robustness_id"] = s, f"robustness-{_slug(s)}"
+    for g in groups.values():
+        g["lead"] = _slug(g["ranked"][0]) if g["ranked"] else g.get("robustness_id") or (g["submissions_id"] if g["submissions"] else g["references_id"])
+    return [groups[k] for k in sorted(groups)]
+
+
 _GLOBALS: dict[str, Any] = {
     "ALPHA": ALPHA,
     "REFERENCE_COLOUR": REFERENCE_COLOUR,
@@ -206,7 +239,7 @@ def _environment(markdown: bool) -> jinja2.Environment:
 
 def render_html(doc: dict[str, Any]) -> str:
     """The self-contained leaderboard page."""
-    return _environment(False).get_template("index.html.j2").render(doc=doc, csp=CSP, cite=citations(doc["lesionbench_version"]))
+    return _environment(False).get_template("index.html.j2").render(doc=doc, csp=CSP, cite=citations(doc["lesionbench_version"]), groups=_groups(doc))
 
 
 def render_markdown(doc: dict[str, Any]) -> str:

@@ -26,7 +26,7 @@ PAYLOADS = [
 ALLOWED_TAGS = {
     "html", "head", "meta", "title", "style", "body", "main", "header", "h1", "h2", "h3", "div", "nav", "a", "section", "p",
     "b", "span", "table", "thead", "tbody", "tr", "th", "td", "svg", "line", "circle", "rect", "figure", "img", "figcaption",
-    "details", "summary", "code", "footer", "pre",
+    "details", "summary", "code", "footer", "pre", "article", "wbr",
 }  # fmt: skip
 #: The page's download links: the files written beside it, by fixed names (never a value from a result).
 SIBLING_FILES = {"leaderboard.json", "leaderboard.md", "leaderboard.csv", "leaderboard.schema.json", "result.schema.json"}

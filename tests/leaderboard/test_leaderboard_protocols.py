@@ -127,8 +127,13 @@ def test_reference_rows_follow_their_protocol_and_are_never_ranked(store: Path, 
     assert row.approach not in {r["approach"] for r in secs["linear"]["reference"]}
     assert secs["linear"]["reference_elsewhere"] == ["knn", TIB_PROTOCOL] and secs["knn"]["reference_elsewhere"] == ["linear", TIB_PROTOCOL]
     assert all(e["encoder"] != row.approach for t in d["tasks"] for e in t["entries"] + t["unranked"])
-    knn = render_html(d).split('id="task-luna16-malignancy-test-1-knn"', 1)[1].split("</section>", 1)[0]
-    assert "FMCIB features + k-NN, pooled re-splits</td>" in knn and '<table class="rank">' in knn
+    html = render_html(d)
+    knn = html.split('id="task-luna16-malignancy-test-1-knn"', 1)[1].split("</section>", 1)[0]
+    assert '<table class="rank">' in knn and "REF</span>" not in knn
+    # the task's published reference, folded at the end of its block: one table per protocol, the k-NN row under k-NN
+    refs = html.split('<section class="task refs" id="references-luna16-malignancy-test-1"><details class="refs">', 1)[1].split("</section>", 1)[0]
+    linear, knn_refs = refs.split("<h3>With the linear probe — ", 1)[1].split("<h3>With the k-NN probe — ", 1)
+    assert "FMCIB features + k-NN, pooled re-splits</td>" in knn_refs and "FMCIB features + k-NN" not in linear
 
 
 def test_published_rows_without_their_section_are_listed_apart(store: Path) -> None:

@@ -57,7 +57,9 @@ def _copy_with(results: Path, dst: Path, edit) -> Path:
 
 
 def _robustness_part(html: str) -> str:
-    return html[html.index('id="robustness"'):html.index("<footer>")]
+    """The robustness section of the tiny task's block (the only task with robustness here)."""
+    start = html.index('<section class="task robust" id="robustness-')
+    return html[start:html.index("</section>", start)]
 
 
 def test_table_and_plot_for_two_encoders(robust_results: Path, tmp_path: Path) -> None:
@@ -89,7 +91,9 @@ def test_table_and_plot_for_two_encoders(robust_results: Path, tmp_path: Path) -
         got = [r["icc_median"], r["icc_q25"], r["icc_q75"], r["icc_share_good"], r["cosine"]["value"], r["prediction_change"]["value"], r["metric_drop"]["value"]]
         want = [t[k] for k in ("icc_median", "icc_q25", "icc_q75", "icc_share_good", "cosine", "prediction_change", "metric_drop")]
         assert got == pytest.approx(want) and r["icc_undefined"] == t["icc_undefined"]
-    assert html.index('class="rank"') < html.index('id="robustness"')
+    # in its task's block (after the ranked task's block, in name order), never in a ranking
+    tiny = html.index('<article class="taskgroup" id="group-tiny-malignancy-1">')
+    assert html.index('class="rank"') < tiny < html.index('id="robustness-') < html.index("</article>", tiny)
     md = (tmp_path / "site" / "leaderboard.md").read_text()
     assert "### tiny\\_malignancy (version 1, binary): robustness" in md and "| smooth | noise |" in md and "1 draw(s) per perturbation, shift 1.0–5.0 mm" in md
     jsonschema = pytest.importorskip("jsonschema")
