@@ -142,6 +142,8 @@ def test_every_option_has_help_and_shows_its_default() -> None:
                 problems.append(f"{what}: no help text")
                 continue
             text = formatter._expand_help(action)
+            if re.search(r"(?<!by )(?<!the )\bdefault\b(?!:)", text):  # "(default 16)", "linear (default)": one form, "default: X"
+                problems.append(f"{what}: say a default as 'default: X': {text!r}")
             if shows_default(action):
                 shown = f"default: {show_default(action.default)}"
                 if shown not in text:

@@ -167,7 +167,7 @@ def add_encoder_options(
     p.add_argument("--weights", type=Path, help=weights_help)
     if variants:
         p.add_argument("--recipe", choices=("official", "tib"),
-                       help="zoo encoders: the model's own preprocessing (official, the default) or TumorImagingBench's (tib)")  # fmt: skip
+                       help="zoo encoders: the model's own preprocessing (official) or TumorImagingBench's (tib) (default: official)")  # fmt: skip
         p.add_argument("--random-init", action="store_true",
                        help="the encoder's architecture with seeded random weights: the control for what pre-training adds")  # fmt: skip
 

@@ -30,7 +30,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     )
     add_results_dir(p, old_out=True)
     add_data_dir(p, help="synthetic cohort folder (default: $LESIONBENCH_DATA/synthetic)")
-    p.add_argument("--patients", type=whole_number(1), help="cohort size when it is generated (default: the synthetic default)")
+    p.add_argument("--patients", type=whole_number(1), help="cohort size when it is generated (default: 96, as `lesionbench synth`)")
     p.add_argument("--encoders", nargs="+", help="encoders to run (default: every available one)")
     p.add_argument("--weights", type=Path, help="FMCIB weights file (model_weights.torch) if you have it")
     add_sweep_options(p)

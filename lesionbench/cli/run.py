@@ -44,9 +44,9 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adapt", choices=["finetune"],
                    help="finetune: train the encoder's own network end to end on each training subset (encoders with a torch_module(); "
                    "see --ft-epochs, --ft-lr, --ft-batch-size)")  # fmt: skip
-    p.add_argument("--ft-epochs", type=whole_number(1), help="fine-tuning epochs (default 50, early stopping on validation)")
-    p.add_argument("--ft-lr", type=finite_number, help="fine-tuning learning rate (AdamW; default 1e-4)")
-    p.add_argument("--ft-batch-size", type=whole_number(2), help="fine-tuning batch size (default 16)")
+    p.add_argument("--ft-epochs", type=whole_number(1), help="fine-tuning epochs, with early stopping on validation (default: 50)")
+    p.add_argument("--ft-lr", type=finite_number, help="fine-tuning learning rate, AdamW (default: 1e-4)")
+    p.add_argument("--ft-batch-size", type=whole_number(2), help="fine-tuning batch size (default: 16)")
     add_n_boot(p, help="bootstrap resamples of the test set (default: 1000; 0: point estimates without CIs)")
     p.add_argument("--bootstrap-unit", choices=["patient", "lesion"], default="patient",
                    help="resample whole patients (lesions of a patient are correlated) or single lesions")  # fmt: skip

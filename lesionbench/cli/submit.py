@@ -22,7 +22,7 @@ def add_submit(sub: argparse._SubParsersAction) -> None:
         "lesion is scored by the standard linear probe. Every problem is reported at once; nothing is written for a rejected file.",
     )
     p.add_argument("--task", help=TASK_HELP + " (required for a local submission)")
-    p.add_argument("predictions", nargs="?", type=Path, help="predictions CSV (with --template: where to write it, default TASK-template.csv)")
+    p.add_argument("predictions", nargs="?", type=Path, help="predictions CSV (with --template: where to write it; default: TASK-template.csv)")
     p.add_argument("--features", type=Path, help="features CSV instead of predictions")
     p.add_argument("--name", help="submission name shown on the leaderboard (letters, digits, space, ._+()-; required for a local submission)")
     p.add_argument("--template", metavar="TASK", help="write a sample predictions file for TASK instead (every test lesion_id, the score "

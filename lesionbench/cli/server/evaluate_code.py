@@ -29,7 +29,7 @@ def _add_common(p: argparse.ArgumentParser, engines: list[str]) -> None:
     p.add_argument("--cpus", type=finite_number, default=2.0, help="CPU limit")
     p.add_argument("--timeout", type=finite_number, default=3600.0, help="wall-time limit in seconds")
     p.add_argument("--output-mb", type=whole_number(1), default=512, help="cap in MB on what /output may hold")
-    p.add_argument("--gpus", default="", help='GPUs: "all" or indices "0,1" (default none)')
+    p.add_argument("--gpus", default="", help='GPUs: "all" or indices "0,1" (default: none)')
     p.add_argument("--phase", choices=["sanity", "final"], default="final", help="sanity: show the submission's log tail on failure")
     p.add_argument("--probe", default="linear", help="probe: linear or knn")
     add_sweep_options(p)
