@@ -2,7 +2,7 @@
 
 Runs the robustness protocol (shift, rotate, spacing, noise, and the cohort's test-retest twin) for each
 encoder on one synthetic task, prints one Markdown row per (encoder, perturbation) and writes the
-``robustness.json`` files under ``--out``. The cohort is generated into ``$LESIONBENCH_DATA/synthetic``
+``robustness.json`` files under ``--results``. The cohort is generated into ``$LESIONBENCH_DATA/synthetic``
 when absent (``lesionbench synth``). Wall time per encoder and the 1-minute load average are recorded,
 since on 2 shared cores they matter. Example::
 
@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--perturb", default="shift,rotate,spacing,noise,retest")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n-boot", type=int, default=1000)
-    ap.add_argument("--out", type=Path, default=Path("robustness-results"))
+    ap.add_argument("--results", type=Path, default=Path("robustness-results"), help="results folder, as `lesionbench robustness --results`")
     args = ap.parse_args()
 
     from lesionbench.tasks.synthetic import ensure_cohort
@@ -45,7 +45,7 @@ def main() -> None:
     for name in args.encoders:
         t0, load0 = time.perf_counter(), os.getloadavg()[0]
         res = evaluate_robustness(task, get_encoder(name), perturbations=args.perturb.split(","), settings=settings,
-                                  out_dir=args.out, n_boot=args.n_boot, progress=False)
+                                  out_dir=args.results, n_boot=args.n_boot, progress=False)
         wall, load = time.perf_counter() - t0, (load0 + os.getloadavg()[0]) / 2
         ref = res.reference
         for k, b in res.perturbations.items():

@@ -141,27 +141,32 @@ def evaluate(
     encoder: Any,
     *,
     data_dir: str | Path | None = None,
-    out: str | Path = DEFAULT_RESULTS,
+    results: str | Path = DEFAULT_RESULTS,
     mlflow: bool | str = False,
     experiment: str = "lesionbench",
+    out: str | Path | None = None,
     **options: Any,
 ) -> Any:
     """Score ``encoder`` on ``task`` (names or objects) as ``lesionbench run`` does; the :class:`TaskResult`.
 
     ``options`` are :func:`lesionbench.benchmark.scoring.scorer.evaluate`'s (``fractions``, ``seeds``, ``probe``,
-    ``n_boot``, ``shots``, ``adapt``, ``jobs``, ``resume``, ...). The result is written to ``out`` (its
+    ``n_boot``, ``shots``, ``adapt``, ``jobs``, ``resume``, ...). The result is written to the results folder ``results`` (its
     ``result.json`` carries the environment: package versions, device, git commits). ``mlflow``: ``True``
     logs it to ``$MLFLOW_TRACKING_URI`` (else ``sqlite:///mlflow.db``), a string to that tracking URI;
-    a failed logging call warns and keeps the result.
+    a failed logging call warns and keeps the result. ``out``: the old name of ``results`` (deprecated).
     """
     from lesionbench.benchmark.scoring.scorer import evaluate as score
     from lesionbench.benchmark.scoring.scorer import result_folder
 
-    result = score(_task(task, data_dir), _encoder(encoder), out_dir=Path(out), **options)
+    if out is not None:  # one name for the results folder, as compare() and load_results() call it
+        warnings.warn("evaluate(out=...) is deprecated: the results folder is results=..., as in compare() and load_results().",
+                      DeprecationWarning, stacklevel=2)  # fmt: skip
+        results = out
+    result = score(_task(task, data_dir), _encoder(encoder), out_dir=Path(results), **options)
     if mlflow:
         from lesionbench.benchmark.tracking.mlflow_sink import log_result
 
-        log_result(result, result_folder(Path(out), result), tracking_uri=None if mlflow is True else str(mlflow), experiment=experiment)
+        log_result(result, result_folder(Path(results), result), tracking_uri=None if mlflow is True else str(mlflow), experiment=experiment)
     return result
 
 
@@ -236,7 +241,7 @@ def load_results(results: str | Path | Any | Sequence[Any] = DEFAULT_RESULTS) ->
     elif isinstance(results, (str, Path)):
         root = Path(results)
         if not root.is_dir():
-            raise ConfigurationError(f"No results folder {root}; give the --out of `lesionbench run` (default ./lesionbench-results).")
+            raise ConfigurationError(f"No results folder {root}; give the --results folder of `lesionbench run` (default ./lesionbench-results).")
         for path in sorted(root.rglob("result.json")):
             try:
                 found.append((TaskResult.from_dict(json.loads(path.read_text(encoding="utf-8"))), str(path)))

@@ -102,8 +102,8 @@ def test_extract_evaluate_load_and_compare(blobs: Path, tmp_path: Path) -> None:
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "results"
-    a = lesionbench.evaluate(task, PatchStats(), out=out, mlflow=uri, cache_dir=tmp_path / "cache", **FAST)
-    b = lesionbench.evaluate(task, Blurred(), out=out, cache_dir=tmp_path / "cache", **FAST)
+    a = lesionbench.evaluate(task, PatchStats(), results=out, mlflow=uri, cache_dir=tmp_path / "cache", **FAST)
+    b = lesionbench.evaluate(task, Blurred(), results=out, cache_dir=tmp_path / "cache", **FAST)
     saved = json.loads((out / "api_blobs" / "1" / "patch-stats" / "linear" / "result.json").read_text())
     assert saved["extra"]["environment"]["packages"]["numpy"] == np.__version__
 
@@ -131,3 +131,18 @@ def test_extract_evaluate_load_and_compare(blobs: Path, tmp_path: Path) -> None:
     assert sorted(cmp["seed"].unique()) == [0, 1] and set(cmp["metric"]) == {"auc", "average_precision"}
     auc = cmp[(cmp.seed == 0) & (cmp.metric == "auc")].iloc[0]
     assert auc["difference"] == pytest.approx(auc["value_a"] - auc["value_b"]) and auc["ci_low"] <= auc["difference"] <= auc["ci_high"]
+
+
+def test_evaluate_takes_results_and_out_still_works_with_a_deprecation_warning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """One name for the results folder, as compare() and load_results() and `--results` call it (issue 22)."""
+    from lesionbench import api
+    from lesionbench.benchmark.scoring import scorer
+
+    given = []
+    monkeypatch.setattr(scorer, "evaluate", lambda task, encoder, *, out_dir, **options: given.append(out_dir) or "result")
+    monkeypatch.setattr(api, "_task", lambda task, data_dir=None: task)
+    monkeypatch.setattr(api, "_encoder", lambda encoder: encoder)
+    assert lesionbench.evaluate("t", "e", results=tmp_path / "new") == "result"
+    with pytest.warns(DeprecationWarning, match=r"evaluate\(out=\.\.\.\) is deprecated.*results="):
+        lesionbench.evaluate("t", "e", out=tmp_path / "old")
+    assert given == [tmp_path / "new", tmp_path / "old"]

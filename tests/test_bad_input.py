@@ -372,7 +372,7 @@ def test_fuzzed_weights_on_the_command_line_exit_2_and_write_nothing(tmp_path, c
         if command == "extract":
             argv = ["extract", str(seeds), "--encoder", "fmcib", "--weights", str(weights), "-o", str(tmp_path / "out.csv"), "--cache-dir", str(tmp_path / "cache")]
         else:
-            argv = ["run", "--task", "synthetic_site", "--encoder", "fmcib", "--weights", str(weights), "--out", str(tmp_path / "results"), "--no-mlflow"]
+            argv = ["run", "--task", "synthetic_site", "--encoder", "fmcib", "--weights", str(weights), "--results", str(tmp_path / "results"), "--no-mlflow"]
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and str(weights) in err and "Traceback" not in err

@@ -29,7 +29,7 @@ def toy(tmp_path, monkeypatch):
 
 
 def test_each_protocol_runs_end_to_end_with_two_encoders(toy, tmp_path, capsys) -> None:
-    common = ["-q", "run", "--task", "toy_blobs", "--data-dir", str(toy), "--seeds", "0", "--n-boot", "20", "--out", "res"]
+    common = ["-q", "run", "--task", "toy_blobs", "--data-dir", str(toy), "--seeds", "0", "--n-boot", "20", "--results", "res"]
     cases = {
         "knn": (["--probe", "knn", "--fractions", "1.0"], ("toy_stats", "toy_torch")),
         "k-shot-knn": (["--probe", "knn", "--shots", "1", "3"], ("toy_stats", "toy_torch")),
@@ -67,7 +67,7 @@ def test_each_protocol_runs_end_to_end_with_two_encoders(toy, tmp_path, capsys) 
 
 
 def test_conflicting_protocol_options_fail_before_any_work(toy, tmp_path, capsys) -> None:
-    common = ["-q", "run", "--task", "toy_blobs", "--data-dir", str(toy), "--encoder", "toy_stats", "--out", "res", "--no-mlflow"]
+    common = ["-q", "run", "--task", "toy_blobs", "--data-dir", str(toy), "--encoder", "toy_stats", "--results", "res", "--no-mlflow"]
     assert main([*common, "--fractions", "1.0", "--shots", "1"]) == 2
     assert "give one" in capsys.readouterr().err
     assert main([*common, "--ft-epochs", "3"]) == 2

@@ -89,7 +89,7 @@ def toy(tmp_path, monkeypatch):
 
 
 def test_run_logs_to_mlflow_and_compare(toy, tmp_path, capsys) -> None:
-    common = ["--task", "toy_blobs", "--data-dir", str(toy), "--fractions", "1.0", "0.5", "--seeds", "0", "1", "--n-boot", "50", "--out", "res"]
+    common = ["--task", "toy_blobs", "--data-dir", str(toy), "--fractions", "1.0", "0.5", "--seeds", "0", "1", "--n-boot", "50", "--results", "res"]
     assert main(["-q", "run", *common, "--encoder", "toy_stats"]) == 0
     out = capsys.readouterr().out
     assert "toy_blobs / toy_stats / linear" in out and f"MLflow: sqlite:///{(tmp_path / 'mlflow.db').resolve()}" in out
@@ -113,13 +113,13 @@ def test_run_logs_to_mlflow_and_compare(toy, tmp_path, capsys) -> None:
     capsys.readouterr()
     noisy = json.loads((tmp_path / "res/toy_blobs/1/toy_noisy/linear/result.json").read_text())
     assert noisy["extra"]["validation"] == "full" and {r["params"]["n_val"] for r in noisy["runs"]} == {noisy["extra"]["n_lesions"]["val"]}
-    assert main(["compare", "--task", "toy_blobs", "--encoder-a", "toy_stats", "--encoder-b", "toy_noisy", "--out", "res", "--data-dir", str(toy),
+    assert main(["compare", "--task", "toy_blobs", "--encoder-a", "toy_stats", "--encoder-b", "toy_noisy", "--results", "res", "--data-dir", str(toy),
                  "--n-boot", "100", "--n-perm", "100"]) == 0  # fmt: skip
     table = capsys.readouterr().out
     line = next(l for l in table.splitlines() if l.strip().startswith("auc"))
     assert float(line.split()[3]) > 0  # A - B
     assert "p (A!=B)" in table  # two-sided by default
-    assert main(["compare", "--task", "toy_blobs", "--encoder-a", "toy_noisy", "--encoder-b", "toy_stats", "--out", "res", "--data-dir", str(toy),
+    assert main(["compare", "--task", "toy_blobs", "--encoder-a", "toy_noisy", "--encoder-b", "toy_stats", "--results", "res", "--data-dir", str(toy),
                  "--n-boot", "0", "--n-perm", "100", "--alternative", "greater"]) == 0  # fmt: skip
     table = capsys.readouterr().out
     line = next(l for l in table.splitlines() if l.strip().startswith("auc"))

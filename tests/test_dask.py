@@ -242,8 +242,8 @@ def test_cli_run_several_encoders_on_dask_equals_the_loop(client, cohort, tmp_pa
     monkeypatch.setenv("LESIONBENCH_CACHE", str(tmp_path / "cache"))
     common = ["-q", "run", "--task", "toy_blobs", "--data-dir", str(cohort), "--encoder", "toy_stats", "toy_noisy",
               "--fractions", "1.0", "0.5", "--seeds", "0", "--n-boot", "20", "--no-mlflow"]  # fmt: skip
-    assert main([*common, "--out", str(tmp_path / "loop")]) == 0
-    assert main([*common, "--out", str(tmp_path / "dask"), "--dask", client.scheduler.address]) == 0
+    assert main([*common, "--results", str(tmp_path / "loop")]) == 0
+    assert main([*common, "--results", str(tmp_path / "dask"), "--dask", client.scheduler.address]) == 0
     for enc in ("toy_stats", "toy_noisy"):
         ja, jb = (json.loads((tmp_path / d / f"toy_blobs/1/{enc}/linear/result.json").read_text()) for d in ("loop", "dask"))
         assert [r["metrics"] for r in ja["runs"]] == [r["metrics"] for r in jb["runs"]]

@@ -100,10 +100,10 @@ PLAN: dict[str, Plan] = {
         Plan(skip="needs DeepLesion, a batch scheduler (tests/test_slurm.py starts one where it can) and the zoo's weights"),
     "cd /project/$USER && python -m venv lb && . lb/bin/activate": Plan(skip="cluster set-up on a shared filesystem"),
     "export LESIONBENCH_CACHE=/project/$USER/lesionbench-cache": Plan(skip="cluster set-up on a shared filesystem"),
-    "lesionbench run --task deeplesion_site --encoder fmcib ct-fm voco-b suprem --dask-cluster cluster.yaml --out /project/$USER/results":
+    "lesionbench run --task deeplesion_site --encoder fmcib ct-fm voco-b suprem --dask-cluster cluster.yaml --results /project/$USER/results":
         Plan(skip="needs DeepLesion, a batch scheduler and the zoo's weights"),
     "export LESIONBENCH_CACHE=/mnt/shared/lesionbench-cache": Plan(skip="cloud set-up on a shared filesystem"),
-    "lesionbench run --task deeplesion_site --encoder fmcib ct-fm --dask tcp://SCHEDULER:8786 --out /mnt/shared/results":
+    "lesionbench run --task deeplesion_site --encoder fmcib ct-fm --dask tcp://SCHEDULER:8786 --results /mnt/shared/results":
         Plan(skip="needs DeepLesion, a running scheduler and the zoo's weights"),
     '.venv/bin/pip install -q -e ".[server]" && .venv/bin/lesionbench serve --demo': Plan(skip='installs into a venv and starts a long-running server: the challenge-server tests (tests/server) start it in-process and drive every step'),
     'pip install -e ".[server]"': Plan(skip='installs the package; CI installs the test extra, which includes the server extra'),

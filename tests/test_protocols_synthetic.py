@@ -140,7 +140,7 @@ def _make_everything(root: Path) -> dict:
         mp.setitem(ENCODERS._factories, "tiny-cnn-a", lambda weights=None: TinyCNN("tiny-cnn-a", 1, 4, "1" + HOSTILE))
         mp.setitem(ENCODERS._factories, "tiny-cnn-b", lambda weights=None: TinyCNN("tiny-cnn-b", 2, 6))
         cli("synth", ["synth", "--patients", str(PATIENTS), "--out", str(cohort), "--workers", "2"])
-        common = ["--task", TASK, "--data-dir", str(cohort / TASK), "--seeds", "0", "--n-boot", "20", "--out", str(results), "--tracking-uri", uri]
+        common = ["--task", TASK, "--data-dir", str(cohort / TASK), "--seeds", "0", "--n-boot", "20", "--results", str(results), "--tracking-uri", uri]
         for folder, (args, encoders, _) in RUNS.items():
             for enc in encoders:
                 cli(f"{folder} {enc}", ["run", *common, "--encoder", enc, *args])
@@ -149,7 +149,7 @@ def _make_everything(root: Path) -> dict:
                              "--probe", "knn", "--fractions", "1.0"])  # fmt: skip
         for enc in ROBUST_ENCODERS:
             cli(f"robustness {enc}", ["robustness", "--task", TASK, "--data-dir", str(cohort / TASK), "--encoder", enc, "--perturb", "shift,noise",
-                                      "--repeats", "2", "--n-boot", "20", "--out", str(results), "--tracking-uri", uri])  # fmt: skip
+                                      "--repeats", "2", "--n-boot", "20", "--results", str(results), "--tracking-uri", uri])  # fmt: skip
         cli("leaderboard", ["leaderboard", "build", "--tracking-uri", uri, "--results", str(results), "--out", str(root / "site"), "--data-root", str(cohort),
                             "--n-boot", "20", "--n-perm", "20", "--no-published"])  # fmt: skip
     version = get_task(TASK, data_dir=cohort / TASK).meta.version

@@ -259,7 +259,7 @@ def test_retest_block_end_to_end_and_cli(tmp_path: Path, capsys: pytest.CaptureF
     folder.mkdir()
     pairs.drop(columns=["split", "label"]).to_csv(folder / "manifest.csv", index=False)
     rc = main(["-q", "robustness", "--retest-manifest", str(folder / "manifest.csv"), "--encoder", "radiomics", "--n-boot", "20",
-               "--out", str(tmp_path / "out"), "--no-mlflow", "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+               "--results", str(tmp_path / "out"), "--no-mlflow", "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
     assert rc == 0
     saved = load_robustness(tmp_path / "out" / "rider" / "retest" / "radiomics" / "robustness.json")
     assert saved["perturbations"]["retest"]["n_pairs"] == 20 and saved["perturbations"]["retest"]["prediction_change"] is None

@@ -156,9 +156,9 @@ def test_organiser_seed_is_drawn_once_private_and_never_named(tmp_path):
 def test_cli_refuses_a_missing_submission_with_one_error_line(tmp_path, capsys):
     from lesionbench.cli import main
 
-    rc = main(["evaluate-package", str(tmp_path / "nope.whl"), "--task", "synthetic_malignancy", "--out", str(tmp_path / "res")])
+    rc = main(["evaluate-package", str(tmp_path / "nope.whl"), "--task", "synthetic_malignancy", "--results", str(tmp_path / "res")])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "nope.whl" in err
     assert not (tmp_path / "res").exists()
-    rc = main(["evaluate-image", "nothing-here", "--task", "synthetic_malignancy", "--out", str(tmp_path / "res")])
+    rc = main(["evaluate-image", "nothing-here", "--task", "synthetic_malignancy", "--results", str(tmp_path / "res")])
     assert rc == 2 and "no such image archive" in capsys.readouterr().err

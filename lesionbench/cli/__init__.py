@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 from lesionbench._version import __version__
 from lesionbench.benchmark.errors import LesionbenchError
-from lesionbench.cli._common import finite_number, summary_table, whole_number
+from lesionbench.cli._common import HelpFormatter, finite_number, summary_table, warn_deprecated, whole_number
 from lesionbench.cli._errors import install_redaction, os_error_line, redact, redacted_warnings, stdout_problem
 from lesionbench.cli.compare import add_compare
 from lesionbench.cli.server.db import add_db
@@ -89,7 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     for add in COMMANDS:
         add(sub)
     _log_options_after_commands(sub)
+    _every_parser(parser, lambda p: setattr(p, "formatter_class", HelpFormatter))  # each option's default in --help
     return parser
+
+
+def _every_parser(parser: argparse.ArgumentParser, do: Callable[[argparse.ArgumentParser], object]) -> None:
+    do(parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                _every_parser(sub, do)
 
 
 def _log_options_after_commands(sub: argparse._SubParsersAction) -> None:
@@ -107,7 +116,20 @@ def _log_options_after_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _quiet_third_party(record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or not record.name.startswith(("radiomics", "pykwalify", "numexpr"))
+    """The console keeps lesionbench's own INFO lines (and its plug-ins', named lesionbench*) and every library's
+    warnings; a library's INFO lines (PyRadiomics' per lesion, NumExpr's thread count) only with -vv."""
+    return record.levelno >= logging.WARNING or record.name.startswith("lesionbench")
+
+
+def _quiet_mlflow() -> None:
+    """MLflow logs through a stderr handler of its own, not the root's, at INFO ("Creating initial MLflow database
+    tables..." for a new store): at WARNING unless $MLFLOW_LOGGING_LEVEL says otherwise. MLflow reads the variable
+    when imported (the commands import it when they run); where it already is, its logger's level is set."""
+    if os.environ.get("MLFLOW_LOGGING_LEVEL"):
+        return
+    os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+    if "mlflow" in sys.modules:
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # progress bar that buries the one error message, so the console handler drops those below WARNING
         for handler in logging.getLogger().handlers:
             handler.addFilter(_quiet_third_party)
+        _quiet_mlflow()
+    warn_deprecated(args, logging.getLogger("lesionbench.cli"))
     install_redaction()  # no output line may carry a URI's password or token (urllib3 quotes request URLs)
     try:
         with redacted_warnings():

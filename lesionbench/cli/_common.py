@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import logging
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,6 +62,43 @@ def finite_number(text: str) -> float:
     return value
 
 
+# ------------------------------------------------------------------------------------ help text
+def shows_default(action: argparse.Action) -> bool:
+    """Whether ``--help`` shows the action's default: not for None, False, nothing (empty) or a count's 0, which
+    all mean "not given"; nor for hidden actions."""
+    d = action.default
+    if action.help == argparse.SUPPRESS or d is None or d is False or d is argparse.SUPPRESS:
+        return False
+    if isinstance(action, argparse._CountAction) and d == 0:
+        return False
+    return not (isinstance(d, str | list | tuple) and len(d) == 0)
+
+
+def show_default(value: Any) -> str:
+    """A default as a user types it: ``1 5`` for a pair, ``1000``, ``2`` (not ``2.0``), ``./lesionbench-results``."""
+    if isinstance(value, list | tuple):
+        return " ".join(show_default(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, Path):
+        text = str(value)
+        return text if value.is_absolute() or text.startswith(".") else f"./{text}"
+    return str(value)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, with " (default: X)" after every option whose help does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help = action.help
+        if help is None or not shows_default(action):
+            return help
+        shown = f"default: {show_default(action.default)}"
+        if shown in help or "%(default)" in help:
+            return help
+        return help + " (" + shown.replace("%", "%%") + ")"
+
+
 # ------------------------------------------------------------------------------- option groups
 #: `lesionbench run`'s default results folder, where compare, demo, robustness and submit look too.
 RESULTS_DIR = Path("lesionbench-results")
@@ -75,8 +113,43 @@ def add_cache_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: $LESIONBENCH_CACHE/features)")
 
 
-def add_results_dir(p: argparse.ArgumentParser, *, flag: str = "--out", help: str = "results folder (default: ./lesionbench-results)") -> None:
-    p.add_argument(flag, type=Path, default=RESULTS_DIR, help=help)
+def add_results_dir(p: argparse.ArgumentParser, *, help: str = "results folder", old_out: bool = False) -> None:
+    """``--results DIR`` (default ./lesionbench-results), the one name of the results folder on every command.
+
+    ``old_out``: ``--out`` also names it, as it did on that command before ``--out`` came to mean only a folder
+    or file a command writes that is not the results folder (issue 22); hidden from ``--help``, one warning."""
+    p.add_argument("--results", type=Path, default=RESULTS_DIR, metavar="DIR", help=help)
+    if old_out:
+        add_deprecated_alias(p, "--out", "--results", dest="results", type=Path)
+
+
+class _DeprecatedAlias(argparse.Action):
+    """Stores like the option it stands for and records the old name, which :func:`warn_deprecated` names once."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        used = dict(getattr(namespace, DEPRECATED_DEST, {}))
+        used[option_string or self.option_strings[0]] = self.new
+        setattr(namespace, DEPRECATED_DEST, used)
+
+
+#: Where the parsed arguments keep the deprecated option names used (old -> new), for :func:`warn_deprecated`.
+DEPRECATED_DEST = "deprecated_options"
+
+
+def add_deprecated_alias(p: argparse.ArgumentParser, old: str, new: str, *, dest: str, type: Callable[[str], Any]) -> None:
+    """``old`` as a hidden alias of ``new`` (same ``dest``): it still works, and logs one warning naming ``new``."""
+    p.add_argument(old, dest=dest, type=type, action=_DeprecatedAlias, new=new, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def warn_deprecated(args: argparse.Namespace, logger: logging.Logger) -> None:
+    """One warning per deprecated option name the command line used (once logging is set up)."""
+    for old, new in getattr(args, DEPRECATED_DEST, {}).items():
+        logger.warning("%s is deprecated here and will be removed: use %s (same value).", old, new)
 
 
 def add_encoder_options(
@@ -94,7 +167,7 @@ def add_encoder_options(
     p.add_argument("--weights", type=Path, help=weights_help)
     if variants:
         p.add_argument("--recipe", choices=("official", "tib"),
-                       help="zoo encoders: the model's own preprocessing (official, the default) or TumorImagingBench's (tib)")  # fmt: skip
+                       help="zoo encoders: the model's own preprocessing (official) or TumorImagingBench's (tib) (default: official)")  # fmt: skip
         p.add_argument("--random-init", action="store_true",
                        help="the encoder's architecture with seeded random weights: the control for what pre-training adds")  # fmt: skip
 

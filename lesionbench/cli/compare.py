@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lesionbench.cli._common import add_data_dir, add_n_boot, add_results_dir, finite_number, whole_number
+from lesionbench.cli._common import TASK_HELP, add_data_dir, add_n_boot, add_results_dir, finite_number, whole_number
 
 
 def add_compare(sub: argparse._SubParsersAction) -> None:
@@ -16,20 +16,20 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         "predictions, as ranks, swapped at random; both resample the results' bootstrap unit, patients by default), "
         "for each of the task's metrics.",
     )
-    p.add_argument("--task", required=True)
-    p.add_argument("--encoder-a", required=True)
-    p.add_argument("--encoder-b", required=True)
-    p.add_argument("--fraction", type=finite_number, default=1.0)
-    p.add_argument("--seed", type=whole_number(0), default=0)
-    p.add_argument("--probe", default="linear")
+    p.add_argument("--task", required=True, help=TASK_HELP)
+    p.add_argument("--encoder-a", required=True, help="encoder A: the name its results are saved under (as `lesionbench run` printed it)")
+    p.add_argument("--encoder-b", required=True, help="encoder B, compared with A on the same test lesions")
+    p.add_argument("--fraction", type=finite_number, default=1.0, help="training fraction of the two runs to compare")
+    p.add_argument("--seed", type=whole_number(0), default=0, help="subset seed of the two runs to compare")
+    p.add_argument("--probe", default="linear", help="probe of the two runs: linear or knn")
     p.add_argument("--task-version", help="the task version to compare (needed only when results of several versions exist)")
-    add_results_dir(p, help="results folder used by `lesionbench run`")
+    add_results_dir(p, help="results folder that `lesionbench run` wrote", old_out=True)
     add_data_dir(p, help="the task's prepared data folder, whose manifest holds the test labels (default: $LESIONBENCH_DATA/<task>)")
-    add_n_boot(p)
-    p.add_argument("--n-perm", type=whole_number(0), default=1000)
+    add_n_boot(p, help="bootstrap resamples for the CI of A - B")
+    p.add_argument("--n-perm", type=whole_number(0), default=1000, help="permutations for the p-value")
     p.add_argument(
         "--alternative", choices=["two-sided", "greater", "less"], default="two-sided",
-        help="H1 of the test: A differs from B (default), A is better (greater) or A is worse (less)",
+        help="H1 of the test: A differs from B (two-sided), A is better (greater) or A is worse (less)",
     )  # fmt: skip
     p.set_defaults(func=cmd_compare)
 
@@ -44,7 +44,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     # the saved predictions hold no labels (the results folder is public): the task's manifest has them
     labels = lambda: get_task(args.task, data_dir=args.data_dir).manifest()  # noqa: E731 - read once the results are found
     rows = compare_saved(
-        args.out, args.task, args.encoder_a, args.encoder_b, fraction=args.fraction, seed=args.seed, probe=args.probe,
+        args.results, args.task, args.encoder_a, args.encoder_b, fraction=args.fraction, seed=args.seed, probe=args.probe,
         n_boot=args.n_boot, n_perm=args.n_perm, version=args.task_version, alternative=args.alternative, labels=labels,
     )  # fmt: skip
     sys.stdout.write(

@@ -28,13 +28,13 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
         "the leaderboard. Offline, FMCIB's released weights cannot be fetched: the demo says so once and runs the "
         "same architecture with random weights (fmcib-random-init) as a labelled control.",
     )
-    add_results_dir(p)
+    add_results_dir(p, old_out=True)
     add_data_dir(p, help="synthetic cohort folder (default: $LESIONBENCH_DATA/synthetic)")
-    p.add_argument("--patients", type=whole_number(1), help="cohort size when it is generated (default: the synthetic default)")
+    p.add_argument("--patients", type=whole_number(1), help="cohort size when it is generated (default: 96, as `lesionbench synth`)")
     p.add_argument("--encoders", nargs="+", help="encoders to run (default: every available one)")
     p.add_argument("--weights", type=Path, help="FMCIB weights file (model_weights.torch) if you have it")
     add_sweep_options(p)
-    add_val_option(p, help="what tunes each limited-label run (C, threshold, Cox penalty, early stopping): 'fraction' (default) a "
+    add_val_option(p, help="what tunes each limited-label run (C, threshold, Cox penalty, early stopping): 'fraction' a "
                    "validation subset with the run's training fraction; 'full' the whole validation split (the paper's protocol)")  # fmt: skip
     p.add_argument("--full", action="store_true", help="also run the heavy variants (supervised-resnet50, full radiomics, the zoo's random-init controls)")
     p.add_argument("--random-init", action="store_true",
@@ -57,7 +57,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with dask_client(args) as client:
         report = run_demo(
             client=client,
-            out_dir=args.out,
+            out_dir=args.results,
             data_dir=args.data_dir,
             tracking_uri=args.tracking_uri,
             encoders=encoders,

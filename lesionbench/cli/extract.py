@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from lesionbench.cli._common import add_cache_dir, add_data_dir, add_encoder_options, add_parallel_options, dask_client, encoder_builder, get_encoder, whole_number
+from lesionbench.cli._common import add_cache_dir, add_data_dir, add_deprecated_alias, add_encoder_options, add_parallel_options, dask_client, encoder_builder, get_encoder, whole_number
 
 logger = logging.getLogger("lesionbench")
 
@@ -34,8 +34,10 @@ def add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     p.add_argument("--skip-failed", action="store_true",
                    help="write the output even when some lesions fail (seed outside its image, unreadable file): their "
-                   "features are empty (NaN) and OUTPUT.errors.csv says why; by default nothing is written until they are fixed")  # fmt: skip
-    p.add_argument("-o", "--output", type=Path, required=True, help="output table (.csv or .parquet)")
+                   "features are empty (NaN) and FILE.errors.csv says why; by default nothing is written until they are fixed")  # fmt: skip
+    # -o/--out, as every command names what it writes (but the results folder, --results); --output still works
+    p.add_argument("-o", "--out", type=Path, metavar="FILE", help="output table, .csv or .parquet (required)")
+    add_deprecated_alias(p, "--output", "-o/--out", dest="out", type=Path)
     p.set_defaults(func=cmd_extract)
 
 
@@ -46,9 +48,11 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.data.manifest import read_table, resolve_paths
     from lesionbench.benchmark.encoders.plugins import get_task
 
-    out_suffix = args.output.suffix.lower()
+    if args.out is None:  # not required=True in argparse: the deprecated --output gives it too
+        raise ConfigurationError("lesionbench extract needs -o/--out FILE: the output table (.csv or .parquet).")
+    out_suffix = args.out.suffix.lower()
     if out_suffix not in (".csv", ".parquet", ".pq"):
-        raise ConfigurationError(f"Output {args.output} must end in .csv or .parquet.")
+        raise ConfigurationError(f"Output {args.out} must end in .csv or .parquet.")
     if args.task:
         task = get_task(args.task, data_dir=args.data_dir)
         table = task.manifest()
@@ -60,7 +64,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         lesions = resolve_paths(table, path.parent.resolve())
     _prepare(lesions)  # image_path and the seed columns: one error naming the table, before any work
     check_output_columns(table)
-    writable_output(args.output)  # a read-only folder, a file on the way: said now, not after the extraction
+    writable_output(args.out)  # a read-only folder, a file on the way: said now, not after the extraction
     # Read the first images while the encoder is built (torch import, weights): both take seconds and
     # SimpleITK reads without holding the GIL. Up to PREFETCH_BYTES of pixels wait at start-up, one image
     # afterwards; images whose lesions turn out to be cached are dropped from the plan by extract_features.
@@ -95,9 +99,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
     finally:
         if images is not None:
             images.close()
-    write_feature_table(table.reset_index(drop=True), feats, args.output)
-    sys.stdout.write(f"{args.output}: {len(feats)} lesions x {feats.shape[1]} features ({encoder.meta.name})\n")
-    errors = args.output.with_name(args.output.name + ".errors.csv")
+    write_feature_table(table.reset_index(drop=True), feats, args.out)
+    sys.stdout.write(f"{args.out}: {len(feats)} lesions x {feats.shape[1]} features ({encoder.meta.name})\n")
+    errors = args.out.with_name(args.out.name + ".errors.csv")
     if failed:
         import pandas as pd
 
@@ -112,7 +116,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
             "reason": [failed[r] for r in rows],
         })  # fmt: skip
         atomic_write(errors, lambda tmp: report.to_csv(tmp, index=False))
-        logger.warning("%d of %d lesions failed; their features are NaN in %s. Why, row by row: %s", len(rows), len(feats), args.output, errors)
+        logger.warning("%d of %d lesions failed; their features are NaN in %s. Why, row by row: %s", len(rows), len(feats), args.out, errors)
     elif errors.exists():
         errors.unlink()  # from an earlier run of the same output: nothing failed this time
     return 0

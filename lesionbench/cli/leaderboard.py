@@ -22,13 +22,13 @@ def add_leaderboard(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--tracking-uri", help="MLflow tracking URI to read runs from (default: $MLFLOW_TRACKING_URI; with neither option: ./mlflow.db if present)")
     b.add_argument("--organiser-dir", type=Path, help="organiser store that --reveal reads the final private scores from (default: lesionbench-organiser beside --results or the sqlite MLflow store)")
-    b.add_argument("--results", type=Path, help="results folder of `lesionbench run --out` (with neither option: ./lesionbench-results if present)")
-    b.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole; refused if it holds other files)")
+    b.add_argument("--results", type=Path, metavar="DIR", help="results folder that `lesionbench run` wrote (with neither option: ./lesionbench-results if present)")
+    b.add_argument("--out", type=Path, required=True, metavar="DIR", help="the page's folder (replaced as a whole; refused if it holds other files)")
     b.add_argument("--data-root", type=Path, help="folder holding each task's prepared data as <task>/, whose test labels the statistics use "
-                   "(the results hold none; default: each task's default folder, $LESIONBENCH_DATA/<task>)")  # fmt: skip
+                   "(the results hold none; default: each task's own folder, as `lesionbench tasks list` shows it)")  # fmt: skip
     b.add_argument("--reveal", action="store_true", help="show the submissions' private scores (organisers only)")
-    add_n_boot(b, help="bootstrap resamples for rank intervals and paired tests (default 1000)")
-    b.add_argument("--n-perm", type=whole_number(0), default=1000, help="permutations for the paired tests (default 1000)")
+    add_n_boot(b, help="bootstrap resamples for rank intervals and paired tests")
+    b.add_argument("--n-perm", type=whole_number(0), default=1000, help="permutations for the paired tests")
     b.add_argument("--no-published", action="store_true", help="leave out the published reference rows")
     b.add_argument("--experiment", action="append", metavar="NAME",
                    help="MLflow experiment to read (repeatable; default: lesionbench, the one `run` and `submit` log to)")  # fmt: skip

@@ -20,7 +20,7 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("task", help=TASK_HELP)
     p.add_argument("--raw", type=Path, help="folder with the raw public download")
     p.add_argument("--out", type=Path, help="output folder (default: $LESIONBENCH_DATA/<task>)")
-    p.add_argument("--split", help="split variant, e.g. grouped (default) or fmcib (the published split)")
+    p.add_argument("--split", help="split variant, e.g. grouped or fmcib (the published split) (default: grouped)")
     p.add_argument("--label-variant", help="label variant, e.g. fmcib (the published labels)")
     p.add_argument("--labels-only", action="store_true", default=None, help="write the label table only, no images")
     p.add_argument("--luna16-annotations", type=Path, help="LUNA16 annotations.csv (or any CSV with a seriesuid column)")

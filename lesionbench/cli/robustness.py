@@ -18,13 +18,13 @@ def add_robustness(sub: argparse._SubParsersAction) -> None:
         "resampling, additive noise) and/or from its second scan, then report per perturbation the ICC(2,1) (absolute agreement) distribution "
         "over features, the cosine similarity to the unperturbed embedding, the share of test predictions that change "
         "class and the drop of the main metric (linear probe fitted at 100% labels, seed 0), with patient-bootstrap CIs. "
-        "Writes <out>/<task>/<version>/<encoder>/robustness.json and one MLflow run.",
+        "Writes <results>/<task>/<version>/<encoder>/robustness.json and one MLflow run.",
     )
     p.add_argument("--task", help="task name (see `lesionbench tasks list`); leave out with --retest-manifest for feature stability only")
     add_encoder_options(p, variants=False)
     add_data_dir(p)
     p.add_argument("--perturb", default="shift,rotate,spacing,noise",
-                   help="comma-separated perturbations: shift, rotate, spacing, noise, retest (default: the first four)")  # fmt: skip
+                   help="comma-separated perturbations out of shift, rotate, spacing, noise, retest")  # fmt: skip
     p.add_argument("--retest-manifest", type=Path, help="second scans in the RIDER layout (lesion_id, patient_id, scan=test/retest, image_path, coordX/Y/Z)")
     p.add_argument("--repeats", type=whole_number(1), default=3, help="seeded draws of each perturbation per lesion (default: 3)")
     p.add_argument("--shift-mm", type=finite_number, nargs=2, default=(1.0, 5.0), metavar=("LOW", "HIGH"), help="seed shift range in mm (default: 1 5)")
@@ -33,8 +33,8 @@ def add_robustness(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--noise-hu", type=finite_number, default=20.0, help="sd of the additive Gaussian noise in HU (default: 20)")
     p.add_argument("--seed", type=whole_number(0), default=0, help="seed of the perturbation draws and the bootstrap (default: 0)")
     p.add_argument("--n-boot", type=whole_number(0), default=1000, help="bootstrap resamples (default: 1000)")
-    p.add_argument("--bootstrap-unit", choices=["patient", "lesion"], default="patient", help="resample patients (default) or lesions")
-    add_results_dir(p)
+    p.add_argument("--bootstrap-unit", choices=["patient", "lesion"], default="patient", help="resample patients or lesions")
+    add_results_dir(p, old_out=True)
     add_cache_dir(p)
     add_tracking_options(p, local="write the local result only")
     p.set_defaults(func=cmd_robustness)
@@ -52,16 +52,16 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         if args.retest_manifest is None:
             raise ConfigurationError("Give --task (perturbations of its test lesions) or --retest-manifest (test-retest pairs), or both.")
         name = args.retest_manifest.parent.name or "retest"
-        result = evaluate_retest(args.retest_manifest, encoder, name=name, out_dir=args.out, cache_dir=args.cache_dir, n_boot=args.n_boot,
+        result = evaluate_retest(args.retest_manifest, encoder, name=name, out_dir=args.results, cache_dir=args.cache_dir, n_boot=args.n_boot,
                                  seed=args.seed, progress=not args.quiet)  # fmt: skip
     else:
         settings = PerturbationSettings(shift_mm=tuple(args.shift_mm), rotate_deg=tuple(args.rotate_deg), spacing_mm=tuple(args.spacing_mm),
                                         noise_hu=args.noise_hu, repeats=args.repeats, seed=args.seed)  # fmt: skip
         task = get_task(args.task, data_dir=args.data_dir)
-        result = evaluate_robustness(task, encoder, perturbations=args.perturb.split(","), settings=settings, out_dir=args.out,
+        result = evaluate_robustness(task, encoder, perturbations=args.perturb.split(","), settings=settings, out_dir=args.results,
                                      cache_dir=args.cache_dir, n_boot=args.n_boot, bootstrap_unit=args.bootstrap_unit,
                                      progress=not args.quiet, retest=args.retest_manifest)  # fmt: skip
-    path = robustness_path(args.out, result.task["name"], result.task["version"], result.encoder["name"])
+    path = robustness_path(args.results, result.task["name"], result.task["version"], result.encoder["name"])
     if not args.no_mlflow:
         run_id = log_robustness(result, path, tracking_uri=args.tracking_uri, experiment=args.experiment)
         if run_id:

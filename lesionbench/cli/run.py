@@ -32,28 +32,28 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         "run",
         help="Score an encoder on a task: features (cached), limited-label probes, bootstrap CIs, MLflow.",
         description="Extract features through the cache, fit a fresh probe per (training fraction, seed), score the "
-        "test split with 95% bootstrap CIs, write result.json + predictions + subsets under --out, and log the runs "
+        "test split with 95% bootstrap CIs, write result.json + predictions + subsets under --results, and log the runs "
         "to MLflow (default: sqlite file mlflow.db in the working directory).",
     )
     p.add_argument("--task", required=True, nargs="+", help=TASK_HELP + "; several: every (task, encoder) pair in one call")
     add_encoder_options(p, help="encoder name; several: each on every --task (with --dask every pair shares the workers)", several=True)
     add_data_dir(p)
     add_sweep_options(p)
-    p.add_argument("--probe", default="linear", help="probe: linear (default) or knn (cosine, distance-weighted k-NN, k chosen on validation)")
+    p.add_argument("--probe", default="linear", help="probe: linear or knn (cosine, distance-weighted k-NN, k chosen on validation)")
     add_shots_options(p)
     p.add_argument("--adapt", choices=["finetune"],
                    help="finetune: train the encoder's own network end to end on each training subset (encoders with a torch_module(); "
                    "see --ft-epochs, --ft-lr, --ft-batch-size)")  # fmt: skip
-    p.add_argument("--ft-epochs", type=whole_number(1), help="fine-tuning epochs (default 50, early stopping on validation)")
-    p.add_argument("--ft-lr", type=finite_number, help="fine-tuning learning rate (AdamW; default 1e-4)")
-    p.add_argument("--ft-batch-size", type=whole_number(2), help="fine-tuning batch size (default 16)")
+    p.add_argument("--ft-epochs", type=whole_number(1), help="fine-tuning epochs, with early stopping on validation (default: 50)")
+    p.add_argument("--ft-lr", type=finite_number, help="fine-tuning learning rate, AdamW (default: 1e-4)")
+    p.add_argument("--ft-batch-size", type=whole_number(2), help="fine-tuning batch size (default: 16)")
     add_n_boot(p, help="bootstrap resamples of the test set (default: 1000; 0: point estimates without CIs)")
     p.add_argument("--bootstrap-unit", choices=["patient", "lesion"], default="patient",
-                   help="resample whole patients (default; lesions of a patient are correlated) or single lesions")  # fmt: skip
-    add_val_option(p, help="what tunes each limited-label run (C, k, threshold, Cox penalty, early stopping): 'fraction' (default) a "
+                   help="resample whole patients (lesions of a patient are correlated) or single lesions")  # fmt: skip
+    add_val_option(p, help="what tunes each limited-label run (C, k, threshold, Cox penalty, early stopping): 'fraction' a "
                    "validation subset with the run's training fraction (k-shot: as many shots from the validation split); "
                    "'full' the whole validation split (the paper's protocol)")  # fmt: skip
-    add_results_dir(p)
+    add_results_dir(p, old_out=True)
     add_cache_dir(p)
     add_parallel_options(p, workers="parallel processes for reading images",
                          jobs="(fraction, seed) runs fitted in parallel processes: probes, and a trainable encoder's training "
@@ -61,7 +61,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=whole_number(1), help="patches per encoder call")
     add_tracking_options(p)
     p.add_argument("--no-resume", action="store_true",
-                   help="recompute every (fraction, seed) run; by default runs finished earlier into --out with the same "
+                   help="recompute every (fraction, seed) run; by default runs finished earlier into --results with the same "
                    "task data, features and settings are reused (a killed sweep resumes)")  # fmt: skip
     p.set_defaults(func=cmd_run)
 
@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         fractions=tuple(args.fractions or DEFAULT_FRACTIONS),
         seeds=tuple(args.seeds if args.seeds is not None else DEFAULT_SEEDS),
         probe=args.probe,
-        out_dir=args.out,
+        out_dir=args.results,
         cache_dir=args.cache_dir,
         n_boot=args.n_boot,
         progress=not args.quiet,
@@ -119,7 +119,7 @@ def _report(args: argparse.Namespace, result: Any) -> None:
     """MLflow logging, the summary table and the results folder of one (task, encoder)."""
     from lesionbench.benchmark.scoring.scorer import result_folder
 
-    rdir = result_folder(args.out, result)
+    rdir = result_folder(args.results, result)
     if not args.no_mlflow:
         from lesionbench.benchmark.tracking.mlflow_sink import log_result, redact_uri, resolve_tracking_uri
 

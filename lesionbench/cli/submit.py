@@ -22,7 +22,7 @@ def add_submit(sub: argparse._SubParsersAction) -> None:
         "lesion is scored by the standard linear probe. Every problem is reported at once; nothing is written for a rejected file.",
     )
     p.add_argument("--task", help=TASK_HELP + " (required for a local submission)")
-    p.add_argument("predictions", nargs="?", type=Path, help="predictions CSV (with --template: where to write it, default TASK-template.csv)")
+    p.add_argument("predictions", nargs="?", type=Path, help="predictions CSV (with --template: where to write it; default: TASK-template.csv)")
     p.add_argument("--features", type=Path, help="features CSV instead of predictions")
     p.add_argument("--name", help="submission name shown on the leaderboard (letters, digits, space, ._+()-; required for a local submission)")
     p.add_argument("--template", metavar="TASK", help="write a sample predictions file for TASK instead (every test lesion_id, the score "
@@ -34,7 +34,7 @@ def add_submit(sub: argparse._SubParsersAction) -> None:
     add_data_dir(p, help=_DATA_DIR_HELP)
     add_tracking_options(p, uri_help="MLflow tracking URI to log to (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
                          experiment=False, local="write the local result only")  # fmt: skip
-    add_results_dir(p, flag="--results")
+    add_results_dir(p)
     p.add_argument("--organiser-dir", type=Path, help="organiser-only store of private scores, labelled predictions and the quota ledger (default: lesionbench-organiser beside --results)")
     p.add_argument("--organiser-tracking-uri", help="MLflow store for the organiser's runs (default: sqlite mlflow.db in the organiser folder; none with --no-mlflow)")
     p.add_argument("--challenge", type=Path, help="challenge configuration, .toml or .json (default: challenge.toml/.json in the organiser folder, else 5 a day, 100 in total, 2 selected)")
@@ -149,7 +149,7 @@ def add_select(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list the team's submissions and which count")
     p.add_argument("--clear", action="store_true", help="drop the selection: the best public scores count")
     add_data_dir(p, help=_DATA_DIR_HELP)
-    add_results_dir(p, flag="--results", help="results folder (locates the default organiser folder)")
+    add_results_dir(p, help="results folder (the organiser folder is looked for beside it)")
     p.add_argument("--organiser-dir", type=Path, help="organiser store (default: lesionbench-organiser beside --results)")
     p.add_argument("--challenge", type=Path, help="challenge configuration (default: the organiser folder's)")
     p.set_defaults(func=cmd_select)

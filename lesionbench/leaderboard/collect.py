@@ -158,7 +158,7 @@ def load_local_results(results_dir: str | Path) -> list[LoadedResult]:
     """Every ``result.json`` below ``results_dir``; unreadable files are skipped with a warning."""
     root = Path(results_dir)
     if not root.is_dir():
-        raise ConfigurationError(f"Results folder {root} does not exist. Give the --out folder of `lesionbench run`, or leave --results out.")
+        raise ConfigurationError(f"Results folder {root} does not exist. Give the --results folder that `lesionbench run` wrote, or leave --results out.")
     out = []
     for path in sorted(root.rglob(RESULT_FILE)):
         try:

@@ -36,6 +36,7 @@ from typing import Any
 import pandas as pd
 
 from lesionbench.benchmark.errors import DataPreparationError
+from lesionbench.benchmark.paths import OFFLINE_ENV, offline
 from lesionbench.tasks._nsclc import DOWNLOAD_MANIFEST, ClinicalTable
 
 logger = logging.getLogger(__name__)
@@ -206,6 +207,12 @@ def download(plan: DownloadPlan, out: str | Path, *, client: Any = None) -> Path
     Checks the network first and the result after: every series must have its instances.
     """
     out = Path(out)
+    if offline():  # before any connection, as for model weights
+        raise DataPreparationError(
+            f"{OFFLINE_ENV}/HF_HUB_OFFLINE forbids downloads, so {plan.dataset} ({plan.n_series} series, {_size(plan.size_mb)}) is not fetched. Download on a "
+            f"machine with internet access (`lesionbench download {plan.dataset} --out DIR`) and copy the folder, or unset "
+            f"{OFFLINE_ENV}; --dry-run lists what would be fetched (that works offline)."
+        )
     check_network()
     if client is None:
         try:
@@ -256,6 +263,10 @@ def fetch_clinical(table: ClinicalTable, out: Path, *, timeout: float = 60.0) ->
     target = out / table.filename
     if target.is_file():
         return target
+    if offline():
+        logger.warning("%s forbids downloads: the clinical table %s is not fetched. Download it from %s (collection page %s) into %s.",
+                       OFFLINE_ENV, table.filename, table.url, table.page, out)  # fmt: skip
+        return None
     try:
         with urllib.request.urlopen(table.url, timeout=timeout) as resp:  # noqa: S310 (a fixed https address)
             data = resp.read()

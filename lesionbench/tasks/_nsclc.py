@@ -442,7 +442,7 @@ class NsclcSurvivalTask(ManifestTask):
     def manifest(self) -> pd.DataFrame:
         path = self.resolve_manifest_path()
         if not path.exists():
-            raise ManifestError(str(path), [f"task {self.meta.name!r} has no prepared data here. " + self.how_to_prepare.format(name=self.meta.name, data_dir=self.data_dir)])
+            raise self.missing_manifest(path)  # with the task's folder when --data-dir is the one above it
         df = read_manifest(path)
         return finish_manifest(df, self.meta, self.label_variant, split=split_for_fold(_folds(df, path), self.fold), source=str(path))
 

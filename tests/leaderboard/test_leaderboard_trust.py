@@ -150,7 +150,7 @@ def test_compare_on_a_truncated_result_is_one_clear_error(tmp_path: Path, capsys
         write_result(BINARY, man, enc, 1.0, tmp_path)
     path = tmp_path / BINARY.name / BINARY.version / "b" / "linear" / "result.json"
     path.write_bytes(path.read_bytes()[:300])
-    rc = main(["compare", "--task", BINARY.name, "--encoder-a", "a", "--encoder-b", "b", "--out", str(tmp_path), "--n-boot", "10", "--n-perm", "10"])
+    rc = main(["compare", "--task", BINARY.name, "--encoder-a", "a", "--encoder-b", "b", "--results", str(tmp_path), "--n-boot", "10", "--n-perm", "10"])
     err = capsys.readouterr().err
     assert rc == 2 and str(path) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
@@ -298,7 +298,7 @@ def test_scorer_refuses_a_second_checkpoint_in_the_same_results_folder(tmp_path:
     kw = {"fractions": (1.0,), "seeds": (0,), "out_dir": tmp_path, "n_boot": 0, "progress": False}
     evaluate_features(task.manifest(), X, task.meta, encoder=dataclasses.replace(enc, weights_sha256="a" * 64), **kw)
     evaluate_features(task.manifest(), X, task.meta, encoder=dataclasses.replace(enc, weights_sha256="a" * 64), **kw)  # same checkpoint: fine
-    with pytest.raises(ConfigurationError, match="other weights .* own --out folder"):
+    with pytest.raises(ConfigurationError, match="other weights .* own --results folder"):
         evaluate_features(task.manifest(), X, task.meta, encoder=dataclasses.replace(enc, weights_sha256="b" * 64), **kw)
 
 
@@ -346,7 +346,7 @@ def test_compare_on_fuzzed_result_files_is_one_clear_error(tmp_path: Path, capsy
     rng = random.Random(1)
     for blob in [rng.randbytes(200), raw[: len(raw) // 2], b"", b"[]", b'{"task": 1}', b"\xff" + raw]:
         path.write_bytes(blob)
-        rc = main(["compare", "--task", BINARY.name, "--encoder-a", "a", "--encoder-b", "b", "--out", str(tmp_path), "--n-boot", "10", "--n-perm", "10"])
+        rc = main(["compare", "--task", BINARY.name, "--encoder-a", "a", "--encoder-b", "b", "--results", str(tmp_path), "--n-boot", "10", "--n-perm", "10"])
         err = capsys.readouterr().err
         assert rc == 2 and str(path) in err and len(err.strip().splitlines()) == 1, (blob[:20], err)
 

@@ -151,9 +151,13 @@ def test_unwrap_containers_prefixes_and_ignored_keys():
 
 # ------------------------------------------------------------------------------------------ weights
 def test_missing_weights_offline_name_the_file_and_where_to_get_it(monkeypatch):
+    import huggingface_hub
+
     monkeypatch.setenv("LESIONBENCH_OFFLINE", "1")
-    with pytest.raises(_zoo_weights.WeightsMissingError, match=r"model\.safetensors.*huggingface\.co/project-lighter/ct_fm_feature_extractor"):
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda **kw: pytest.fail("offline: must not be called"))
+    with pytest.raises(_zoo_weights.WeightsMissingError, match=r"model\.safetensors.*huggingface\.co/project-lighter/ct_fm_feature_extractor") as info:
         _zoo_weights.resolve(CTFM, None)
+    assert "LESIONBENCH_OFFLINE" in str(info.value) and "--random-init (ct-fm-random-init)" in str(info.value)  # the control still runs
 
 
 def test_an_unresolvable_hub_fails_at_once_without_calling_the_downloader(monkeypatch):
@@ -166,7 +170,7 @@ def test_an_unresolvable_hub_fails_at_once_without_calling_the_downloader(monkey
 
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda **kw: pytest.fail("must not be called"))
-    with pytest.raises(_zoo_weights.WeightsMissingError, match="cannot be reached"):
+    with pytest.raises(_zoo_weights.WeightsMissingError, match="cannot be reached.*--random-init"):
         _zoo_weights.resolve(CTFM, None)
 
 

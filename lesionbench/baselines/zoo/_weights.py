@@ -46,6 +46,12 @@ def how_to_get(model: ZooModel) -> str:
     )
 
 
+def _control(model: ZooModel) -> str:
+    """Where the weights cannot be had: the random-init control still runs (every zoo model registers one)."""
+    return (f" Without them, --random-init ({model.display_name(random_init=True)}) runs the same architecture with seeded random "
+            "weights: the control for what pre-training adds.")  # fmt: skip
+
+
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256.json")
 
@@ -82,9 +88,10 @@ def download(model: ZooModel, *, progress: bool = True) -> Path:
     if not w.repo_id:
         raise WeightsMissingError(f"{model.name}: weights file {dest} not found and it has no pinned download. {how_to_get(model)}")
     if _offline():
-        raise WeightsMissingError(f"{model.name}: weights file {dest} not found and downloads are off (offline). {how_to_get(model)}")
+        raise WeightsMissingError(f"{model.name}: weights file {dest} not found and {OFFLINE_ENV}/HF_HUB_OFFLINE forbids the download. "
+                                  f"{how_to_get(model)}{_control(model)}")  # fmt: skip
     if not _reachable():
-        raise WeightsMissingError(f"{model.name}: weights file {dest} not found and Hugging Face cannot be reached (offline). {how_to_get(model)}")
+        raise WeightsMissingError(f"{model.name}: weights file {dest} not found and Hugging Face cannot be reached (offline). {how_to_get(model)}{_control(model)}")
     try:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.utils import disable_progress_bars, enable_progress_bars

@@ -379,16 +379,23 @@ class ManifestTask:
     def manifest(self) -> pd.DataFrame:
         path = self.resolve_manifest_path()
         if not path.exists():
-            inner = self.data_dir / self.meta.name
-            if self.manifest_path is None and any((inner / n).is_file() for n in ("manifest.csv", "manifest.parquet")):
-                # --data-dir at the folder above the task's (a cohort root holding several tasks)
-                raise ManifestError(str(path), [f"task {self.meta.name!r} has no manifest here, but {inner} has one: use --data-dir {inner} "
-                                                f"(python: data_dir={str(inner)!r})."])  # fmt: skip
-            raise ManifestError(
-                str(path),
-                [
-                    f"task {self.meta.name!r} has no prepared data here. "
-                    + self.how_to_prepare.format(name=self.meta.name, data_dir=self.data_dir)
-                ],
-            )
+            raise self.missing_manifest(path)
         return load_manifest(path, meta=self.meta)
+
+    def missing_manifest(self, path: Path) -> ManifestError:
+        """The error for a manifest ``path`` that is not there: the task's folder one level down when ``data_dir``
+        is the folder above it (``$LESIONBENCH_DATA`` or a cohort root holding several tasks), else how to prepare it."""
+        import glob
+
+        from lesionbench.benchmark.paths import data_root
+
+        name = self.meta.name
+        below = [self.data_dir / name, *sorted(self.data_dir.glob(f"*/{glob.escape(name)}"))] if self.manifest_path is None else []
+        for inner in below:  # one or two levels down: $LESIONBENCH_DATA/<task>, <root>/synthetic/<task>
+            if any((inner / n).is_file() for n in ("manifest.csv", "manifest.parquet")):
+                return ManifestError(str(path), [f"task {name!r} has no manifest here, but {inner} has one: use --data-dir {inner} "
+                                                 f"(python: data_dir={str(inner)!r})."])  # fmt: skip
+        if below and self.data_dir.resolve() == data_root().resolve():  # the data root itself, with the task not prepared yet
+            return ManifestError(str(path), [f"{self.data_dir} is the data root ($LESIONBENCH_DATA); task {name!r} lives in its own folder "
+                                             f"{below[0]}, which is not prepared yet. " + self.how_to_prepare.format(name=name, data_dir=below[0])])  # fmt: skip
+        return ManifestError(str(path), [f"task {self.meta.name!r} has no prepared data here. " + self.how_to_prepare.format(name=self.meta.name, data_dir=self.data_dir)])

@@ -72,7 +72,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lesionbench.benchmark.errors import ConfigurationError
+from lesionbench.benchmark.errors import ConfigurationError, did_you_mean
 from lesionbench.benchmark.host import atomic_write, environment
 from lesionbench.benchmark.scoring.executor import Executor
 from lesionbench.benchmark.scoring.probes import C_GRID
@@ -291,7 +291,7 @@ def _check_same_checkpoint(rdir: Path, emeta: EncoderMeta) -> None:
     if old and isinstance(old, str) and emeta.weights_sha256 and old != emeta.weights_sha256:
         raise ConfigurationError(
             f"{rdir} holds the results of encoder {emeta.name!r} with other weights (sha256 {old[:12]}...; these are "
-            f"{emeta.weights_sha256[:12]}...). Give this checkpoint its own --out folder, or remove {rdir} to replace those results."
+            f"{emeta.weights_sha256[:12]}...). Give this checkpoint its own --results folder, or remove {rdir} to replace those results."
         )
 
 
@@ -314,7 +314,7 @@ def _check_not_fewer(rdir: Path, plan: SweepPlan) -> None:
     if fewer:
         raise ConfigurationError(
             f"{path} holds a result with {old_boot} bootstrap resamples, fractions/shots {sorted(old_levels)} and seeds {sorted(old_seeds)}; "
-            f"this run has fewer {' and '.join(fewer)} and would replace it. Give it its own --out, or remove {rdir} to replace that result."
+            f"this run has fewer {' and '.join(fewer)} and would replace it. Give it its own --results folder, or remove {rdir} to replace that result."
         )
 
 
@@ -353,10 +353,11 @@ def _common_version(out_dir: Path, task: str, encoders: Sequence[str], probe: st
     names = " and ".join(repr(e) for e in encoders)
     if not both:
         present = "; ".join(f"{v}: {', '.join(sorted(p.name for p in (Path(out_dir) / _path_part(task) / v).iterdir() if p.is_dir())) or 'none'}" for v in versions)
+        tasks = sorted(p.name for p in Path(out_dir).iterdir() if p.is_dir()) if not versions and Path(out_dir).is_dir() else []
         raise ConfigurationError(
             f"No version of task {task!r} under {out_dir} has {probe!r}-probe results of both {names} "
-            f"(encoders by version: {present or 'no results at all'}). Run `lesionbench run --task {task} --encoder NAME` "
-            "for each encoder into the same --out first."
+            f"(encoders by version: {present or 'no results at all'}).{did_you_mean(task, tasks)} Run `lesionbench run --task {task} --encoder NAME` "
+            "for each encoder into the same --results folder first."
         )
     raise ConfigurationError(
         f"Task {task!r} has results of {names} for several versions under {out_dir}: {', '.join(both)}. "
@@ -403,7 +404,7 @@ def compare_saved(
             have = sorted(p.name for p in vdir.iterdir() if p.is_dir()) if vdir.is_dir() else []
             raise ConfigurationError(
                 f"No results for task {task!r} version {version!r}, encoder {enc!r}, probe {probe!r} under {out_dir} "
-                f"(looked for {rdir / RESULT_FILE}). Encoders with results for this task version: {', '.join(have) or 'none'}. "
+                f"(looked for {rdir / RESULT_FILE}). Encoders with results for this task version: {', '.join(have) or 'none'}.{did_you_mean(enc, have)} "
                 f"Run `lesionbench run --task {task} --encoder {enc}` first."
             )
         r = load_result(rdir)

@@ -21,19 +21,19 @@ def _add_common(p: argparse.ArgumentParser, engines: list[str]) -> None:
                    help="a registered task on its prepared folder (--data-dir), or hidden:NAME for synthetic task NAME on the "
                    "organiser's hidden cohort (seed in $LESIONBENCH_DATA/hidden/seed, drawn on first use)")  # fmt: skip
     p.add_argument("--data-dir", type=Path, help="the task's prepared data folder (its labels stay outside the sandbox)")
-    add_results_dir(p)
+    add_results_dir(p, old_out=True)
     p.add_argument("--engine", choices=engines, default=engines[0], help=f"sandbox engine (default: {engines[0]})")
     p.add_argument("--engine-arg", action="append", default=[], metavar="FLAG", help="extra flag for the engine's run command (repeatable)")
-    p.add_argument("--memory-mb", type=whole_number(64), default=4096, help="memory limit (default 4096)")
-    p.add_argument("--pids", type=whole_number(8), default=256, help="process limit (default 256)")
-    p.add_argument("--cpus", type=finite_number, default=2.0, help="CPU limit (default 2)")
-    p.add_argument("--timeout", type=finite_number, default=3600.0, help="wall-time limit in seconds (default 3600)")
-    p.add_argument("--output-mb", type=whole_number(1), default=512, help="cap on what /output may hold (default 512)")
-    p.add_argument("--gpus", default="", help='GPUs: "all" or indices "0,1" (default none)')
+    p.add_argument("--memory-mb", type=whole_number(64), default=4096, help="memory limit in MB")
+    p.add_argument("--pids", type=whole_number(8), default=256, help="process limit")
+    p.add_argument("--cpus", type=finite_number, default=2.0, help="CPU limit")
+    p.add_argument("--timeout", type=finite_number, default=3600.0, help="wall-time limit in seconds")
+    p.add_argument("--output-mb", type=whole_number(1), default=512, help="cap in MB on what /output may hold")
+    p.add_argument("--gpus", default="", help='GPUs: "all" or indices "0,1" (default: none)')
     p.add_argument("--phase", choices=["sanity", "final"], default="final", help="sanity: show the submission's log tail on failure")
-    p.add_argument("--probe", default="linear", help="probe: linear (default) or knn")
+    p.add_argument("--probe", default="linear", help="probe: linear or knn")
     add_sweep_options(p)
-    add_n_boot(p, help="bootstrap resamples for the CIs (default 1000)")
+    add_n_boot(p, help="bootstrap resamples for the CIs")
 
 
 def add_evaluate_image(sub: argparse._SubParsersAction) -> None:
@@ -61,8 +61,9 @@ def add_serve_contract(sub: argparse._SubParsersAction) -> None:
                        description="Read /input/lesions.csv, extract every lesion's features with the encoder, write "
                        "/output/embeddings and /output/model.json (contract lesionbench-sandbox/1).")  # fmt: skip
     p.add_argument("--encoder", help="registered encoder (default: $LESIONBENCH_ENCODER)")
-    p.add_argument("--input", type=Path, default=Path("/input"), help="contract input folder (default /input)")
-    p.add_argument("--output", type=Path, default=Path("/output"), help="contract output folder (default /output)")
+    # --input/--output name the contract's /input and /output folders (docs/code_submissions.md): contract names, kept
+    p.add_argument("--input", type=Path, default=Path("/input"), help="contract input folder")
+    p.add_argument("--output", type=Path, default=Path("/output"), help="contract output folder")
     p.add_argument("--batch-size", type=whole_number(1), help="patches per forward pass")
     p.set_defaults(func=cmd_serve_contract)
 
@@ -103,7 +104,7 @@ def cmd_evaluate_code(args: argparse.Namespace) -> int:
     task = _task(args)
     limits = Limits(memory_mb=args.memory_mb, pids=args.pids, cpus=args.cpus, wall_s=args.timeout, output_mb=args.output_mb, gpus=args.gpus)
     engine = EngineConfig.named(args.engine, args.engine_arg)
-    res = run_code_submission(args.archive, kind=args.kind, task=task, out_dir=args.out, engine=engine, limits=limits,
+    res = run_code_submission(args.archive, kind=args.kind, task=task, out_dir=args.results, engine=engine, limits=limits,
                               encoder=getattr(args, "encoder", None), hidden=True, probe=args.probe, n_boot=args.n_boot,
                               fractions=tuple(args.fractions or DEFAULT_FRACTIONS),
                               seeds=tuple(args.seeds if args.seeds is not None else DEFAULT_SEEDS))  # fmt: skip

@@ -244,7 +244,7 @@ class FoldedCohortTask(ManifestTask):
     def manifest(self) -> pd.DataFrame:
         path = self.resolve_manifest_path()
         if not path.exists():
-            raise ManifestError(str(path), [f"task {self.meta.name!r} has no prepared data here. " + self.how_to_prepare.format(name=self.meta.name, data_dir=self.data_dir)])
+            raise self.missing_manifest(path)  # with the task's folder when --data-dir is the one above it
         df = read_manifest(path)
         if "fold" not in df.columns:
             raise ManifestError(str(path), ["no 'fold' column: this manifest was not written by `lesionbench prepare`; re-run it."])
