@@ -244,7 +244,7 @@ def render_html(doc: dict[str, Any]) -> str:
 
 def render_markdown(doc: dict[str, Any]) -> str:
     """The leaderboard as GitHub-flavoured Markdown tables (for READMEs and papers)."""
-    return _environment(True).get_template("leaderboard.md.j2").render(doc=doc)
+    return _environment(True).get_template("leaderboard.md.j2").render(doc=doc, groups=_groups(doc))
 
 
 # ------------------------------------------------------------ the CSV of every row, and how to cite

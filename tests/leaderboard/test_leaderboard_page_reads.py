@@ -101,6 +101,13 @@ def test_each_task_is_one_block_ranking_robustness_submissions_then_folded_refer
     in_block = set(re.findall(r'href="#([^"]+)"', re.search(r'<nav class="parts">(.*?)</nav>', block, re.S).group(1)))
     assert in_block == {"task-luna16-malignancy-test-1-linear", "robustness-task-luna16-malignancy-test-1-linear", "submissions-luna16-malignancy-test-1",
                         "references-luna16-malignancy-test-1"}  # fmt: skip
+    # leaderboard.md reads the same way: the task's heading, then its ranking, robustness, submissions and reference
+    md = (tmp_path / "lb" / "leaderboard.md").read_text(encoding="utf-8")
+    start = md.index("## luna16\\_malignancy (version test-1, binary)")  # Markdown escapes the underscore
+    block = md[start:md.index("\n## ", start + 1)]
+    at = [block.find(p) for p in ("— linear probe (version test-1", "): robustness", "): submissions", "**Published reference**")]
+    assert all(i >= 0 for i in at) and at == sorted(at), at
+    assert "team strong" in block and md.count("): robustness") == 1
 
 
 #: A binary task with every binary metric (the widest ranking table) and names as long as the zoo's.

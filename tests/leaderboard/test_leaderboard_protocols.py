@@ -98,7 +98,7 @@ def test_every_protocol_is_a_section_with_its_label_and_own_id(doc: dict) -> Non
         assert re.search(rf'id="task-luna16-malignancy-test-1-{key}"><h2>luna16_malignancy <span class="protocol">· {re.escape(words)}</span>', html), key
         assert f">luna16_malignancy · {words}</a>" in nav
     md = render_markdown(doc)
-    heads = re.findall(r"^## (.+)$", md, re.M)
+    heads = re.findall(r"^### (.+)$", md, re.M)  # a task block (##) holds one section (###) per protocol
     assert len(heads) == len(set(heads))  # GitHub's heading anchors differ too
     for words in LABELS.values():
         assert f"luna16\\_malignancy — {words} (version test-1, binary)" in heads
@@ -114,7 +114,7 @@ def test_published_rows_only_in_the_linear_section(doc: dict) -> None:
     knn = html.split('id="task-luna16-malignancy-test-1-knn"', 1)[1].split("</section>", 1)[0]
     assert "REF</span>" not in knn and '<a href="#task-luna16-malignancy-test-1-linear">the linear probe section</a>' in knn
     md = render_markdown(doc)
-    knn_md = md.split("## luna16\\_malignancy — k-NN probe", 1)[1].split("\n## ", 1)[0]
+    knn_md = md.split("### luna16\\_malignancy — k-NN probe", 1)[1].split("\n### ", 1)[0]
     assert "[published]" not in knn_md and "shown only with the linear probe protocol" in knn_md
 
 
