@@ -124,6 +124,15 @@ def test_run_logs_to_mlflow_and_compare(toy, tmp_path, capsys) -> None:
     table = capsys.readouterr().out
     line = next(l for l in table.splitlines() if l.strip().startswith("auc"))
     assert "p (A>B)" in table and float(line.split()[-1]) > 0.5  # the worse model is not better
+    # every seed both runs have, one block each, then the differences over seeds
+    assert main(["compare", "--task", "toy_blobs", "--encoder-a", "toy_stats", "--encoder-b", "toy_noisy", "--results", "res", "--data-dir", str(toy),
+                 "--n-boot", "50", "--n-perm", "50", "--seed", "ALL"]) == 0  # fmt: skip
+    table = capsys.readouterr().out
+    assert ", seed 0, " in table and ", seed 1, " in table and "over 2 seeds" in table
+    aucs = [float(l.split()[3]) for l in table.splitlines() if l.strip().startswith("auc ") and "mean" not in l]
+    mean = next(l for l in table.splitlines() if l.strip().startswith("auc mean A-B"))
+    assert len(aucs) == 2 and float(mean.split()[3].rstrip(",")) == pytest.approx(sum(aucs) / 2, abs=1e-3)
+    assert main(["compare", "--task", "toy_blobs", "--encoder-a", "a", "--encoder-b", "b", "--seed", "some"]) == 2
 
 
 def test_run_reports_library_errors(toy, capsys) -> None:
