@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from fastapi.concurrency import run_in_threadpool
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
@@ -73,8 +74,16 @@ def get_config(request: Request) -> ServerConfig:
     return request.app.state.config
 
 
-def caller(request: Request) -> Caller:
-    """Who sent the request; a bad or expired token is a 401, never silently anonymous."""
+async def caller(request: Request) -> Caller:
+    """Who sent the request; a bad or expired token is a 401, never silently anonymous. An anonymous request
+    (no Authorization header, no session) is answered on the event loop; the others read the database in the
+    thread pool."""
+    if not request.headers.get("authorization") and getattr(request.state, "browser_session", None) is None and auth.SESSION_COOKIE not in request.cookies:
+        return Caller(None)
+    return await run_in_threadpool(_caller, request)
+
+
+def _caller(request: Request) -> Caller:
     cfg: ServerConfig = request.app.state.config
     header = request.headers.get("authorization", "")
     if header:
@@ -380,9 +389,12 @@ def select_final(phase_id: Id, body: Selection, c: Annotated[Caller, Depends(sco
 
 
 @api.get("/phases/{phase_id}/board", response_model=dict[str, Any])
-def board_json(phase_id: Id, request: Request, c: Annotated[Caller, Depends(caller)], part: Literal["public", "private"] = "public") -> Response:
+async def board_json(phase_id: Id, request: Request, c: Annotated[Caller, Depends(caller)], part: Literal["public", "private"] = "public") -> Response:
     """The board document (public; the private part: organisers, or anyone after the reveal)."""
-    body = boards(request).rendered(phase_id, part, organiser=bool(c.user and c.user.is_organiser), fmt="json")
+    # a public board fresh in memory is served on the event loop; anything that reads the database goes to the thread pool
+    body = boards(request).fresh(phase_id, part, fmt="json")
+    if body is None:
+        body = await run_in_threadpool(boards(request).rendered, phase_id, part, organiser=bool(c.user and c.user.is_organiser), fmt="json")
     return Response(body, media_type="application/json")
 
 

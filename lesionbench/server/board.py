@@ -106,6 +106,15 @@ class Boards:
         """The board document of a phase's ``part`` (the private one: organisers, or anyone after the reveal)."""
         return self._entry(phase_id, part, organiser)[1]
 
+    def fresh(self, phase_id: int, part: str, *, fmt: str) -> bytes | None:
+        """The public board's ``fmt`` bytes when they are in memory and were checked against the database less
+        than :data:`FRESH_S` ago (what :meth:`rendered` would serve without asking it); None otherwise."""
+        key = (phase_id, part)
+        hit = self._cache.get(key)
+        if hit is None or part != "public" or hit[0][3] == "draft" or time.monotonic() - self._checked.get(key, -1e9) >= FRESH_S:
+            return None
+        return hit[2].get(fmt)
+
     def rendered(self, phase_id: int, part: str, *, organiser: bool, fmt: str) -> bytes:
         """The board as ``json``, ``csv`` or ``html`` bytes, made once per board state and served from memory."""
         entry = self._entry(phase_id, part, organiser)

@@ -172,3 +172,21 @@ def test_deadlines_in_utc_and_submission_rate_limit(world, tmp_path):
     world["cfg"].limiters.pop("submit", None)
     codes = [upload(c, a, late["id"], predictions_csv(tmp_path / "p.csv")).status_code for _ in range(3)]
     assert codes == [409, 409, 429] and "retry-after" in {k.lower() for k in upload(c, a, late["id"], tmp_path / "p.csv").headers}
+
+
+def test_security_headers_and_the_board_served_from_memory(world):
+    """Every response carries the security headers (also a refusal and a page); a public board is served
+    from memory on the event loop, and a new scored state reaches it after the freshness window."""
+    from lesionbench.server import board as board_mod
+
+    c, phase = world["client"], world["phase"]
+    for path in (f"/api/v1/phases/{phase}/board", "/api/v1/phases/999999/board", "/signin"):
+        r = c.get(path)
+        assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY", path
+        assert r.headers["referrer-policy"] == "same-origin"
+    boards = c.app.state.boards
+    first = c.get(f"/api/v1/phases/{phase}/board").content
+    assert boards.fresh(phase, "public", fmt="json") == first  # what the next anonymous reader gets without the database
+    assert boards.fresh(phase, "private", fmt="json") is None  # never from the anonymous fast path
+    boards._checked[(phase, "public")] -= board_mod.FRESH_S  # the window has passed: the next read asks the database
+    assert boards.fresh(phase, "public", fmt="json") is None and c.get(f"/api/v1/phases/{phase}/board").content == first
