@@ -7,6 +7,11 @@ public and the private part of the test set with bootstrap CIs. The worker store
 database and the labelled per-lesion table in the blob store (organiser-only), then completes the job
 only if it still holds the lease (see :mod:`lesionbench.server.jobs`).
 
+A sanity phase scores a few cases: the file is checked against the whole test set as in every phase (so a
+team learns every problem of its file), but only the test lesions of :data:`SANITY_PATIENTS` patients (a
+seeded, label-stratified choice fixed per task version, :func:`sanity_cases`) are scored, so the phase
+shows the scoring log and a plausible number while telling little about the other test labels.
+
 Failure classes: a :class:`~lesionbench.benchmark.errors.SubmissionError` is the file's fault (failed,
 counts against the quota, the problems are shown to the team); anything else is the server's (the job
 is retried; after its last attempt it is an infrastructure failure that never counts).
@@ -70,12 +75,46 @@ class _Capture(logging.Handler):
             self.lines.append(self.format(record))
 
 
-def score_bytes(task: Any, manifest: Any, data: bytes, kind: str, n_boot: int) -> Any:
+#: Test patients a sanity phase scores (at least two per class or outcome stratum where the test set has them).
+SANITY_PATIENTS = 10
+
+
+def sanity_cases(meta: Any, manifest: Any, n_patients: int = SANITY_PATIENTS) -> frozenset[str]:
+    """The test lesions a sanity phase scores: every test lesion of ``n_patients`` (or ``2 x`` the classes,
+    whichever is more) test patients, drawn round-robin over the strata (class; survival: 2-year outcome)
+    in an order seeded by the task name and version, so the set is the same for every team and run."""
+    import hashlib
+
+    import numpy as np
+
+    from lesionbench.benchmark.scoring.endpoints import two_year_label
+    from lesionbench.benchmark.types import TaskKind
+
+    test = manifest[manifest["split"] == "test"].sort_values("lesion_id", kind="stable")  # the choice ignores row order
+    first = test.groupby("patient_id", sort=True).first()  # a patient's stratum: its first lesion's
+    if meta.kind is TaskKind.SURVIVAL:
+        lab = two_year_label(first["time"].to_numpy(dtype=float), first["event"].to_numpy(dtype=float))
+        strata = np.where(np.isnan(lab), 2, lab).astype(int)
+    else:
+        strata = first["label"].to_numpy(dtype=float).astype(int)
+    seed = int.from_bytes(hashlib.sha256(f"sanity:{meta.name}:{meta.version}".encode()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    queues = [list(rng.permutation(first.index[strata == k].astype(str).to_numpy())) for k in np.unique(strata)]
+    want = max(int(n_patients), 2 * len(queues))
+    chosen: list[str] = []
+    while len(chosen) < want and any(queues):
+        for q in queues:
+            if q and len(chosen) < want:
+                chosen.append(q.pop())
+    return frozenset(test.loc[test["patient_id"].astype(str).isin(chosen), "lesion_id"].astype(str))
+
+
+def score_bytes(task: Any, manifest: Any, data: bytes, kind: str, n_boot: int, cases: frozenset[str] | None = None) -> Any:
     """:func:`score_file` on the uploaded bytes, in a scratch folder of its own (runs on a Dask worker too)."""
     with tempfile.TemporaryDirectory(prefix="lesionbench-job-") as tmp:
         path = Path(tmp) / ("predictions.csv" if kind == "predictions" else "embeddings.csv")
         path.write_bytes(data)
-        return score_file(task, manifest, path, kind=kind, n_boot=n_boot)
+        return score_file(task, manifest, path, kind=kind, n_boot=n_boot, cases=cases)
 
 
 def local_executor(fn: Callable[..., Any], *args: Any) -> Any:
@@ -92,8 +131,9 @@ def dask_executor(client: Any) -> Callable[..., Any]:
     return run
 
 
-def score_file(task: Any, manifest: Any, path: Path, *, kind: str, n_boot: int) -> Any:
-    """Validate and score one file with the leaderboard's submission code; returns its ``SubmissionScore``."""
+def score_file(task: Any, manifest: Any, path: Path, *, kind: str, n_boot: int, cases: frozenset[str] | None = None) -> Any:
+    """Validate and score one file with the leaderboard's submission code; returns its ``SubmissionScore``.
+    ``cases``: score only these test lesions (a sanity phase); the file is checked against every test lesion."""
     from lesionbench.leaderboard.submissions.submit import MAX_FEATURES_BYTES, MAX_SUBMISSION_BYTES, _probe_features, _validate_features, _validate_predictions, score_predictions
 
     if kind == "predictions":
@@ -101,6 +141,10 @@ def score_file(task: Any, manifest: Any, path: Path, *, kind: str, n_boot: int) 
     else:
         features, _ = _validate_features(path, manifest, max_bytes=MAX_FEATURES_BYTES, problems=[])
         preds = _probe_features(task, manifest, features)
+    if cases is not None:
+        preds = preds[preds["lesion_id"].astype(str).isin(cases)].reset_index(drop=True)
+        manifest = manifest[(manifest["split"] != "test") | manifest["lesion_id"].astype(str).isin(cases)].reset_index(drop=True)
+        logger.info("Sanity phase: the file covers every test lesion; scored on %d of them (%d patients) only.", len(preds), manifest.loc[manifest["split"] == "test", "patient_id"].nunique())
     return score_predictions(task.meta, manifest, preds, n_boot=n_boot, seed=0)
 
 
@@ -116,7 +160,7 @@ def process(db: Database, blobs: BlobStore, claim: jobs.Claim, tasks: _TaskCache
         sub = s.get(Submission, claim.submission_id)
         phase = s.get(Phase, sub.phase_id)
         challenge = s.get(Challenge, phase.challenge_id)
-        kind, digest, task_name, n_boot = sub.kind, sub.file_sha256, phase.task, challenge.n_boot
+        kind, digest, task_name, n_boot, sanity = sub.kind, sub.file_sha256, phase.task, challenge.n_boot, phase.kind == "sanity"
     stop = threading.Event()
 
     def heartbeat() -> None:
@@ -135,7 +179,12 @@ def process(db: Database, blobs: BlobStore, claim: jobs.Claim, tasks: _TaskCache
     try:
         task, manifest = tasks.get(task_name)
         try:
-            score = executor(score_bytes, task, manifest, blobs.read_bytes(digest), kind, n_boot)
+            cases = sanity_cases(task.meta, manifest) if sanity else None
+            score = executor(score_bytes, task, manifest, blobs.read_bytes(digest), kind, n_boot, cases)
+            if cases is not None:  # said in the team's log whatever the log level (scoring may run on a Dask worker)
+                n_test = int((manifest["split"] == "test").sum())
+                capture.lines.append(f"INFO sanity phase: the file was checked against all {n_test} test lesions; scored on {len(cases)} of them "
+                                     f"only (a fixed choice of {SANITY_PATIENTS} patients); the public and final phases score every test lesion.")  # fmt: skip
         except SubmissionError as exc:
             failure = ("submission", "\n".join(exc.problems))
     except Exception:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
-from _server_fixtures import PASSWORD, drain, predictions_csv, upload
+from _server_fixtures import PASSWORD, drain, predictions_csv, task_loader, upload
 
 
 def test_submit_score_board_and_reveal(world, tmp_path):
@@ -152,6 +152,21 @@ def test_sanity_phase_shows_the_scoring_log(world, tmp_path):
     drain(world["cfg"])
     got = c.get(f"/api/v1/submissions/{sid}", headers=a.headers).json()
     assert got["status"] == "scored" and "log" in got
+    # a few cases only: the file covers every test lesion, the score uses those of SANITY_PATIENTS patients
+    from lesionbench.server.worker import SANITY_PATIENTS, sanity_cases
+
+    task = task_loader("toy_binary")
+    man = task.manifest()
+    cases = sanity_cases(task.meta, man)
+    test = man[man["split"] == "test"]
+    assert test.loc[test["lesion_id"].isin(cases), "patient_id"].nunique() == SANITY_PATIENTS < test["patient_id"].nunique()
+    assert set(test.loc[test["lesion_id"].isin(cases), "label"]) == {0, 1} and cases == sanity_cases(task.meta, man.sample(frac=1, random_state=1))
+    with world["cfg"].db.session() as s:
+        from lesionbench.server.db import Submission
+
+        sub = s.get(Submission, sid)
+        assert sub.n_public + sub.n_private == len(cases)
+    assert f"scored on {len(cases)} of them only" in got["log"]
     # an unknown task is refused when the phase is made, naming the tasks there are
     r = c.post("/api/v1/challenges/toy/phases", json={"name": "x", "kind": "public", "task": "toy_binry"}, headers=org.headers)
     assert r.status_code == 422 and "toy_binary" in r.json()["detail"]
