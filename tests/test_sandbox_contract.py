@@ -118,6 +118,24 @@ def test_engine_command_lines_carry_every_default_restriction(tmp_path):
     assert ["--ro-bind", str(tmp_path / "in"), "/input"] == bw[bw.index("--ro-bind", 8) : bw.index("--ro-bind", 8) + 3]
 
 
+@pytest.mark.skipif(not __import__("shutil").which("docker"), reason="needs the docker client (no daemon is used)")
+@pytest.mark.parametrize("gpus", [None, "all"])
+def test_the_docker_client_parses_the_docker_command_line(tmp_path, gpus):
+    """Docker's own flag parser accepts every flag the runner gives it (with and without --gpus): the client
+    parses the command line before it looks for a daemon, so a daemon nobody runs here answers instead of an
+    "unknown flag" or "invalid argument" (the Podman line runs for real in tests/test_sandbox_engines.py)."""
+    import subprocess
+
+    cmd = container_args(EngineConfig.docker(), "lesionbench-no-such-image:0", "lb-parse-check", tmp_path / "in", tmp_path / "out",
+                         Limits(memory_mb=512, pids=32, cpus=1.5, output_mb=8, nofile=64, gpus=gpus), {"A": "1"})  # fmt: skip
+    assert ("--gpus" in cmd) == bool(gpus)
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    said = (out.stdout + out.stderr).lower()
+    assert out.returncode != 0 and "cannot connect to the docker daemon" in said, said
+    assert "unknown flag" not in said and "invalid argument" not in said
+
+
 def test_staging_carries_no_labels_and_pseudonymous_ids(tmp_path):
     img = tmp_path / "P001_scan.nii.gz"
     img.write_bytes(b"\0" * 10)
