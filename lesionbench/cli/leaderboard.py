@@ -29,6 +29,9 @@ def add_leaderboard(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--reveal", action="store_true", help="show the submissions' private scores (organisers only)")
     add_n_boot(b, help="bootstrap resamples for rank intervals and paired tests (default 1000)")
     b.add_argument("--n-perm", type=whole_number(0), default=1000, help="permutations for the paired tests (default 1000)")
+    b.add_argument("--correction", choices=("auto", "maxt", "holm"), default="auto",
+                   help="multiplicity correction of the tests against the top entry over all pairs of a section's entries: "
+                   "step-down max-T on joint permutations (maxt), Holm (holm), or auto: max-T from three entries on (default)")  # fmt: skip
     b.add_argument("--no-published", action="store_true", help="leave out the published reference rows")
     b.add_argument("--experiment", action="append", metavar="NAME",
                    help="MLflow experiment to read (repeatable; default: lesionbench, the one `run` and `submit` log to)")  # fmt: skip
@@ -58,7 +61,7 @@ def cmd_leaderboard_build(args: argparse.Namespace) -> int:
     index = build_leaderboard(
         args.out, tracking_uri=tracking, results_dir=results, reveal=args.reveal,
         n_boot=args.n_boot, n_perm=args.n_perm, include_published=not args.no_published, organiser_dir=args.organiser_dir,
-        experiments=args.experiment, truth=Truth(lambda meta: registry_labels(meta, args.data_root), lambda name, version: registry_meta(name, version, args.data_root)),
+        experiments=args.experiment, correction=args.correction, truth=Truth(lambda meta: registry_labels(meta, args.data_root), lambda name, version: registry_meta(name, version, args.data_root)),
     )
     sys.stdout.write(f"leaderboard written: open {index.resolve().as_uri()}\n")
     return 0
