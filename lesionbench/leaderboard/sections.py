@@ -408,6 +408,7 @@ def task_section(
             "n_perm": n_perm,
             # what each paired test drew: n_perm raised to 40 per pair of the Holm family; max-T draws n_perm joint permutations
             "n_perm_used": n_perm_used,
+            "n_perm_maxt": n_perm if method == "maxt" and n_perm_used else 0,
             "seed": seed,
             "alpha": ALPHA,
             # the multiplicity correction the adjusted p (p_adjusted) and "significant" come from: "maxt" or "holm"
