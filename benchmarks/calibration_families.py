@@ -139,3 +139,45 @@ def part_families(reps_by_k: dict[int, int], *, n_perm: int, seed: int = 0, maxt
         if on_row is not None:
             on_row(new)
     return rows
+
+
+def part_crossing_family(reps: int, *, k: int = 4, n_perm: int = 1000, seed: int = 0, maxt_perms: int = MAXT_PERMS) -> list[Row]:
+    """Complete null whose entries are not exchangeable (:func:`crossing_family`, K = 4, 300 patients): the
+    family-wise error of max-T and of Holm, and of max-T on the raw differences (the reference row: the
+    studentized statistic is what keeps the level)."""
+    from lesionbench.benchmark.scoring import maxt
+
+    rng = np.random.default_rng([seed, k])
+    tally = Tally()
+    g = None
+    for _ in range(reps):
+        y, scores = crossing_family(rng, k)
+        top, s = _top(y, scores), _seed(rng)
+        fam = maxt.family_maxt(y, scores, "auc", kind="binary", n_perm=maxt_perms, seed=s, groups=g)
+        tally.add("xfwer_maxt", any(fam.p_for(top, i) < ALPHA for i in range(k) if i != top))
+        tally.add("xfwer_holm", any(holm_decisions(y, scores, top, np.arange(len(y)), n_perm=n_perm, seed=s).values()))
+        raw = maxt.stepdown_maxt(*_raw_differences(y, scores, maxt_perms, s))
+        tally.add("ref_xfwer_raw", any(raw[maxt.all_pairs(k).index((min(top, i), max(top, i)))] < ALPHA for i in range(k) if i != top))
+    return tally.rows([
+        ("xfwer_maxt", f"type-I (any entry significant), max-T, K = {k} equal entries with crossing ROC curves (300 patients)", "<= 0.05"),
+        ("xfwer_holm", f"type-I (any entry significant), Holm, K = {k} equal entries with crossing ROC curves", "<= 0.05"),
+        ("ref_xfwer_raw", f"reference: max-T on raw AUC differences (not studentized), the same draws", "not used"),
+    ])  # fmt: skip
+
+
+def _raw_differences(y: np.ndarray, scores: list[np.ndarray], n_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(observed, permuted) AUC differences of every pair on :func:`family_maxt`'s joint permutations, unstudentized."""
+    from lesionbench.benchmark.scoring import maxt
+    from lesionbench.benchmark.scoring._kernels import _scores, _target
+
+    t, k = _target("binary", y), len(scores)
+    parsed = [_scores("binary", s, t.n) for s in scores]
+    codes = np.arange(t.n)
+    perms = np.vstack([np.broadcast_to(np.arange(k), (1, t.n, k)), maxt.joint_permutations(np.random.default_rng([seed, 2]), n_perm, t.n, k)])
+    original = maxt.t_statistic
+    try:  # the same code path with the statistic's denominator left out
+        maxt.t_statistic = lambda d, se: d
+        stats = maxt.joint_statistics("auc", t, parsed, perms, codes, t.n)
+    finally:
+        maxt.t_statistic = original
+    return stats[0], stats[1:]

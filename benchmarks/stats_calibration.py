@@ -230,6 +230,8 @@ def run_parts(parts: tuple[str, ...], args: argparse.Namespace, reps: int, n_boo
 
         ks = args.family_k or FAMILY_K
         show = (lambda new: [print(f"| {x[1]} | {x[2]:.3f} | {x[3]:.3f} | {x[4]} | {x[5]} |", flush=True) for x in new]) if args.family_k else None  # noqa: E731
+        if not args.family_k:
+            rows += cf.part_crossing_family(r(500), n_perm=n_perm, seed=args.seed + 8)
         rows += cf.part_families({k: r(FAMILY_REPS.get(k, 1000)) for k in ks}, n_perm=n_perm, seed=args.seed + 5, on_row=show)
     if "ranks" in parts:
         rows += cd.part_rank_intervals(r(500), n_boot=min(n_boot, 500), seed=args.seed + 6)
