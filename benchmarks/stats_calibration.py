@@ -10,7 +10,7 @@ Monte-Carlo standard error sqrt(r (1 - r) / reps):
   with the same AUC whose errors differ in structure (one mostly shared by a patient's lesions, one
   mostly per lesion), which are not exchangeable;
 - the same for the leaderboard page's tests (:func:`lesionbench.leaderboard._stats.versus_top`: the
-  entry with the best observed AUC against each other entry, two-sided, Holm over all pairs): the rate
+  entry with the best observed AUC against each other entry, two-sided, step-down max-T over all pairs): the rate
   of any entry marked significant among three equally good models;
 - coverage of the 95% patient-bootstrap CI of one model's AUC and of the difference of two models'
   AUCs (null and non-null difference), against the true values from one large simulated cohort.
