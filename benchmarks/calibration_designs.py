@@ -1,5 +1,6 @@
 """The designs of issue 21 for ``stats_calibration.py``: crossing ROC curves, models good at different
-classes on a small multiclass split, clustered survival under heavy censoring, families of K entries.
+classes on a small multiclass split, clustered survival under heavy censoring (families of K entries:
+``calibration_families.py``).
 
 Each ``part_*`` function runs ``reps`` replicates and returns rows ``(key, what, rate, MC SE, reps,
 target)``; a rate's Monte-Carlo SE is ``sqrt(r (1 - r) / reps)``, and a coverage row's target is
@@ -9,7 +10,6 @@ not do, kept to show the difference: the unstudentized swap test of round 2, les
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -229,47 +229,6 @@ def part_survival(reps: int, *, seed: int = 0) -> list[Row]:
     spec = [(f"logrank_{p}", f"type-I, log-rank of the run (one row per patient), {p} patients / {n} lesions, 60% censored", "<= 0.06") for p, n in ((19, 42), (50, 110))]
     spec += [(f"ref_logrank_{p}", f"reference: lesions as independent rows (round 2), {p} / {n}", "not used") for p, n in ((19, 42), (50, 110))]
     return Tally.rows(tally, spec)
-
-
-def part_families(reps_by_k: dict[int, int], *, n_perm: int, seed: int = 0, design: Callable[..., Any] | None = None) -> list[Row]:
-    """The page's tests over K equally good entries (family-wise error) and with one entry worse (found)."""
-    from lesionbench.leaderboard import _stats
-    from lesionbench.benchmark.types import TaskKind
-
-    rng = np.random.default_rng(seed)
-    tally = Tally()
-    for k, reps in reps_by_k.items():
-        for _ in range(reps):
-            for worse in (False, True):
-                y, scores, g = _family(rng, k, worse)
-                auc = [_stats.metric("auc", TaskKind.BINARY, y, s) for s in scores]
-                top = int(np.argmax(auc))
-                page = _stats.versus_top(TaskKind.BINARY, y, dict(enumerate(scores)), "auc", top=top, n_boot=0, n_perm=n_perm, seed=_seed(rng), groups=g)
-                if worse:
-                    tally.add(f"found_{k}", page.get(k - 1, (None, 1.0))[1] < ALPHA)
-                else:
-                    tally.add(f"fwer_{k}", any(p < ALPHA for _, p in page.values()))
-    spec = []
-    for k in reps_by_k:
-        spec.append((f"fwer_{k}", f"type-I (any entry significant), page, K = {k} equal entries", "<= 0.05"))
-        spec.append((f"found_{k}", f"power, page marks the worse entry (AUC 0.66 vs 0.75), K = {k}", "-"))
-    return tally.rows(spec)
-
-
-def _family(rng: np.random.Generator, k: int, worse: bool) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """K models of AUC 0.75 on 60 patients x 2 lesions, errors correlated 0.5 across models; the last one
-    at AUC 0.66 when ``worse``."""
-    p, l = 60, 2
-    g = np.repeat(np.arange(p), l)
-    v = np.sqrt(0.5) * rng.normal(size=p)[g] + np.sqrt(0.5) * rng.normal(size=p * l)
-    y = (v > 0).astype(int)
-    shared = rng.normal(size=p * l)
-    mu = norm.ppf(0.75) * np.sqrt(2)
-    scores = []
-    for i in range(k):
-        m = norm.ppf(0.66) * np.sqrt(2) if worse and i == k - 1 else mu
-        scores.append(m * y + np.sqrt(0.5) * shared + np.sqrt(0.5) * rng.normal(size=p * l))
-    return y, scores, g
 
 
 def part_rank_intervals(reps: int, *, n_boot: int, seed: int = 0) -> list[Row]:

@@ -10,7 +10,7 @@ Monte-Carlo standard error sqrt(r (1 - r) / reps):
   with the same AUC whose errors differ in structure (one mostly shared by a patient's lesions, one
   mostly per lesion), which are not exchangeable;
 - the same for the leaderboard page's tests (:func:`lesionbench.leaderboard._stats.versus_top`: the
-  entry with the best observed AUC against each other entry, two-sided, Holm over all pairs): the rate
+  entry with the best observed AUC against each other entry, two-sided, step-down max-T over all pairs): the rate
   of any entry marked significant among three equally good models;
 - coverage of the 95% patient-bootstrap CI of one model's AUC and of the difference of two models'
   AUCs (null and non-null difference), against the true values from one large simulated cohort.
@@ -24,7 +24,8 @@ AUC 0.75, B's positives 3x as spread, r = 0.9; n = 100, n = 300 and 40 patients 
 shared patient effect), a ``synthetic_site``-like multiclass split (19 patients / 42 lesions / 8
 classes, models good at different classes), binary AUC coverage on small or imbalanced splits,
 clustered survival under heavy censoring (19 / 42 and 50 / 110, the logged log-rank), families of
-K = 2..20 entries on the page, and rank-interval coverage. Coverage rows are read against 0.95: the
+K = 2..20 entries on the page (Holm against step-down max-T on the same draws, ``calibration_families.py``),
+and rank-interval coverage. Coverage rows are read against 0.95: the
 last column is (rate - 0.95) / MC SE; intervals that stay below 0.93 are named "approximate" at the end.
 
     PYTHONPATH=. python benchmarks/stats_calibration.py --quick --part clustered   # < 60 s
@@ -154,7 +155,7 @@ def run(reps: int, d: Design, *, n_boot: int, n_perm: int, seed: int = 0, lesion
             point, boot, jack = auc_resamples(y, [a], g, n_boot, s_boot)
             lo, hi = bca_interval(point[0], boot[0], jack[0])
             add("ref_bca_auc", lo <= t_exch <= hi)
-        # page: three equally good entries, the top picked by observed AUC, Holm over the other two
+        # page: three equally good entries, the top picked by observed AUC, max-T over the three pairs
         models = [a, squash(b), c]
         auc = [_stats.metric("auc", TaskKind.BINARY, y, m) for m in models]
         top = int(np.argmax(auc))
@@ -186,7 +187,7 @@ def run(reps: int, d: Design, *, n_boot: int, n_perm: int, seed: int = 0, lesion
     rows = [
         ("compare_exch", "type-I, `compare` test, exchangeable models (B rescaled)", "0.03-0.07"),
         ("compare_struct", "type-I, `compare` test, same AUC, different error structure", "0.03-0.07"),
-        ("page_fwer", "type-I (any entry significant), page test, 3 equal entries, Holm", "<= 0.07"),
+        ("page_fwer", "type-I (any entry significant), page test, 3 equal entries, max-T", "<= 0.07"),
         ("cover_auc", f"coverage, 95% patient-bootstrap CI of AUC (true {t_exch:.3f})", "0.95"),
         ("cover_diff_null", "coverage, 95% CI of AUC difference, exchangeable (true 0)", "0.95"),
         ("cover_diff_struct", "coverage, 95% CI of AUC difference, different error structure (true 0)", "0.95"),
@@ -201,6 +202,9 @@ def run(reps: int, d: Design, *, n_boot: int, n_perm: int, seed: int = 0, lesion
     return [(key, label, *_rate(hits[key]), target) for key, label, target in rows if key in hits]
 
 
+#: The family sizes of ``--part families``, 1,000 replicates each at the full budget (``--reps 1000``); each K
+#: draws from its own generator, so a K's rows are the same whichever others run with it.
+FAMILY_K = (2, 3, 5, 8, 11, 15, 20)
 PARTS = ("clustered", "crossing", "multiclass", "binary", "survival", "ipcw", "families", "ranks")
 
 
@@ -222,7 +226,13 @@ def run_parts(parts: tuple[str, ...], args: argparse.Namespace, reps: int, n_boo
     if "ipcw" in parts:
         rows += cd.part_ipcw(r(1000), seed=args.seed + 7)
     if "families" in parts:
-        rows += cd.part_families({2: r(400), 5: r(200), 11: r(100), 20: r(30)}, n_perm=min(n_perm, 500), seed=args.seed + 5)
+        import calibration_families as cf
+
+        ks = args.family_k or FAMILY_K
+        show = (lambda new: [print(f"| {x[1]} | {x[2]:.3f} | {x[3]:.3f} | {x[4]} | {x[5]} |", flush=True) for x in new]) if args.family_k else None  # noqa: E731
+        if not args.family_k:
+            rows += cf.part_crossing_family(r(500), n_perm=n_perm, seed=args.seed + 8)
+        rows += cf.part_families({k: r(1000) for k in ks}, n_perm=n_perm, seed=args.seed + 5, on_row=show)
     if "ranks" in parts:
         rows += cd.part_rank_intervals(r(500), n_boot=min(n_boot, 500), seed=args.seed + 6)
     return rows
@@ -248,6 +258,8 @@ def main() -> None:
     ap.add_argument("--n-perm", type=int, help="permutations (default 1000; --quick 300)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--part", action="append", choices=PARTS, help="run only these designs (repeatable; default: all)")
+    ap.add_argument("--family-k", type=int, action="append", metavar="K",
+                    help=f"--part families: only these family sizes (repeatable; default {', '.join(map(str, FAMILY_K))}); rows print as each K is done")  # fmt: skip
     args = ap.parse_args()
     parts = tuple(args.part or PARTS)
     reps = args.reps or (300 if args.quick else 1000)

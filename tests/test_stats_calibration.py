@@ -82,3 +82,66 @@ def test_logrank_per_patient_fast(calibration) -> None:  # noqa: ANN001
     rows = {key: rate for key, _, rate, _, _, _ in cd.part_survival(80, seed=4)}
     assert rows["logrank_19"] <= 0.07 and rows["logrank_50"] <= 0.07, rows
     assert rows["ref_logrank_19"] >= 0.1 and rows["ref_logrank_50"] >= 0.1, rows
+
+
+# ------------------------------------------------ issue 21 item 5: the page's step-down max-T over K entries
+def _min_p(draws: list, **kw) -> np.ndarray:  # noqa: ANN003
+    from lesionbench.benchmark.scoring.maxt import family_maxt
+
+    return np.array([np.nanmin(family_maxt(d[0], d[1], "auc", kind="binary", seed=i, groups=d[2] if len(d) > 2 else None, **kw).p_adjusted) for i, d in enumerate(draws)])
+
+
+def test_maxt_fwer_with_crossing_rocs_needs_the_studentized_statistic(calibration, monkeypatch) -> None:  # noqa: ANN001
+    """Complete null, K = 4 entries of equal AUC whose ROC curves cross (not exchangeable): max-T on the
+    studentized statistic keeps P(min adjusted p < 0.2) near 0.2 (0.125 here) and the family-wise error
+    near 0.05 (0.03); the same max-T on the raw differences (a planted bug) gives 0.29 on the very same draws.
+    160 draws cannot tell 0.05 from 0.09 at alpha, so the check is at 0.2, as for the pairwise test above."""
+    import calibration_families as cf
+
+    from lesionbench.benchmark.scoring import maxt
+
+    rng = np.random.default_rng(5)
+    draws = [cf.crossing_family(rng, 4, n=200) for _ in range(160)]
+    p = _min_p(draws, n_perm=60)
+    assert np.mean(p < 0.2) <= 0.21 and np.mean(p < 0.05) <= 0.08, (np.mean(p < 0.2), np.mean(p < 0.05))
+    monkeypatch.setattr(maxt, "t_statistic", lambda d, se: d)  # not studentized
+    bug = _min_p(draws, n_perm=60)
+    assert np.mean(bug < 0.2) >= 0.23, np.mean(bug < 0.2)  # the design does catch it
+
+
+def test_maxt_fwer_over_a_family_needs_the_maximum(calibration, monkeypatch) -> None:  # noqa: ANN001
+    """Complete null, K = 5 exchangeable entries on 60 patients x 2 lesions: the family-wise error over all 10
+    pairs stays near 0.05; each pair's own permutation p without the max over the family (a planted bug)
+    marks some pair in about 0.3 of the same draws."""
+    import calibration_families as cf
+
+    from lesionbench.benchmark.scoring import maxt
+    from lesionbench.benchmark.scoring.paired import permutation_p
+
+    rng = np.random.default_rng(6)
+    draws = [cf.family(rng, 5, False) for _ in range(150)]
+    p = _min_p(draws, n_perm=100)
+    assert np.mean(p < 0.05) <= 0.1, np.mean(p < 0.05)
+    monkeypatch.setattr(maxt, "stepdown_maxt", lambda obs, null: np.array([permutation_p(o, null[:, j], "two-sided") for j, o in enumerate(obs)]))
+    assert np.mean(_min_p(draws, n_perm=100) < 0.05) >= 0.18
+
+
+def test_calibration_holm_decisions_are_the_pages(calibration) -> None:  # noqa: ANN001
+    """The calibration's early-stopped Holm decides exactly as ``versus_top(..., correction="holm")``."""
+    import calibration_families as cf
+
+    from lesionbench.benchmark.types import TaskKind
+    from lesionbench.leaderboard import _stats
+
+    rng = np.random.default_rng(7)
+    marked = 0
+    for r, (k, worse) in enumerate([(2, True), (3, False), (4, True), (4, True), (5, True), (6, False)]):
+        y, scores, g = cf.family(rng, k, worse, patients=80)
+        if worse:
+            scores[-1] = scores[-1] - 0.8 * y  # clearly worse, so that some decisions are "significant"
+        top = cf._top(y, scores)
+        got = cf.holm_decisions(y, scores, top, g, n_perm=200, seed=r)
+        page = _stats.versus_top(TaskKind.BINARY, y, dict(enumerate(scores)), "auc", top=top, n_boot=0, n_perm=200, seed=r, groups=g, correction="holm")
+        assert got == {i: p < 0.05 for i, (_, p) in page.items()}, (k, worse)
+        marked += sum(got.values())
+    assert marked >= 3

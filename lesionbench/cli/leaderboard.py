@@ -29,6 +29,9 @@ def add_leaderboard(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--reveal", action="store_true", help="show the submissions' private scores (organisers only)")
     add_n_boot(b, help="bootstrap resamples for rank intervals and paired tests")
     b.add_argument("--n-perm", type=whole_number(0), default=1000, help="permutations for the paired tests")
+    b.add_argument("--correction", choices=("auto", "maxt", "holm"), default="auto",
+                   help="multiplicity correction of the tests against the top entry over all pairs of a section's entries: "
+                   "step-down max-T on joint permutations (maxt), Holm (holm), or auto: max-T from three entries on")  # fmt: skip
     b.add_argument("--no-published", action="store_true", help="leave out the published reference rows")
     b.add_argument("--experiment", action="append", metavar="NAME",
                    help="MLflow experiment to read (repeatable; default: lesionbench, the one `run` and `submit` log to)")  # fmt: skip

@@ -1,4 +1,4 @@
-"""Statistics the leaderboard needs on saved predictions: metrics, paired tests, rank intervals, Holm.
+"""Statistics the leaderboard needs on saved predictions: metrics, paired tests, rank intervals, Holm and max-T.
 
 Metric names, point estimates, bootstrap CIs, paired tests and the per-resample values behind the
 rank intervals are the scorer's (:mod:`lesionbench.benchmark.scoring.metrics`), so a submission or a
@@ -9,6 +9,7 @@ tables to them.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -215,9 +216,33 @@ def permutations_for(n_entries: int, n_perm: int) -> int:
     return max(n_perm, PERMS_PER_COMPARISON * family_size(n_entries)) if n_perm > 0 else 0
 
 
-def smallest_adjusted_p(n_entries: int, n_perm: int, n_groups: int) -> float:
-    """The smallest Holm-adjusted p the page can show: family x the smallest permutation p, which is
-    ``1 / (n_perm + 1)`` or, with few patients, two of the ``2 ** n_groups`` patient swaps (two-sided)."""
+#: The page's multiplicity corrections over all pairs of a section's entries: "maxt" (Westfall-Young step-down
+#: max-T on joint permutations, :mod:`lesionbench.benchmark.scoring.maxt`), "holm" (Holm on the pairwise
+#: tests), "auto" (max-T from :data:`MAXT_FROM` entries on, Holm below: with two entries both are the one test).
+CORRECTIONS = ("auto", "maxt", "holm")
+MAXT_FROM = 3
+
+
+def correction_for(n_entries: int, correction: str = "auto") -> str:
+    """The correction a section of ``n_entries`` entries uses: ``"maxt"`` or ``"holm"`` (see :data:`CORRECTIONS`)."""
+    if correction not in CORRECTIONS:
+        from lesionbench.benchmark.errors import ConfigurationError
+
+        raise ConfigurationError(f"correction must be one of {', '.join(CORRECTIONS)}; got {correction!r}.")
+    if correction == "auto":
+        return "maxt" if n_entries >= MAXT_FROM else "holm"
+    return correction
+
+
+def smallest_adjusted_p(n_entries: int, n_perm: int, n_groups: int, correction: str = "holm") -> float:
+    """The smallest adjusted p the page can show. Holm: family x the smallest permutation p, which is
+    ``1 / (n_perm + 1)`` or, with few patients, two of the ``2 ** n_groups`` patient swaps (two-sided).
+    Max-T: ``1 / (n_perm + 1)`` whatever the family, or with few patients ``(K!) ** (1 - n_groups)`` (the K!
+    relabellings of the entries alike for every patient give the same maximum)."""
+    if correction_for(n_entries, correction) == "maxt":
+        if n_perm <= 0 or n_entries < 2:
+            return float("nan")
+        return min(1.0, max(1.0 / (n_perm + 1), math.exp((1 - n_groups) * math.lgamma(n_entries + 1))))
     perms = permutations_for(n_entries, n_perm)
     if perms <= 0 or n_entries < 2:
         return float("nan")
@@ -237,30 +262,46 @@ def versus_top(
     seed: int = 0,
     groups: Sequence[Any] | None = None,
     alpha: float = 0.05,
+    correction: str = "auto",
 ) -> dict[Any, tuple[Comparison, float]]:
     """The leaderboard's tests: every entry of ``scores`` against ``top``, the entry the data ranked
-    first, as ``{entry: (comparison top - entry, Holm-adjusted p)}``.
+    first, as ``{entry: (comparison top - entry, adjusted p)}``, adjusted by ``correction`` (:func:`correction_for`).
 
-    Two-sided, because the direction was picked by looking at the data; Holm over all K (K - 1) / 2
+    Two-sided, because the direction was picked by looking at the data; corrected over all K (K - 1) / 2
     pairs of the K entries, because so was the pair: over the K - 1 tests alone, three equally good
     entries give a false "significant" in 7-9% of draws at alpha 0.05 (``benchmarks/stats_calibration.py``).
-    Each test draws :func:`permutations_for` permutations (at least 40 per pair of the family), so that
-    the correction does not put significance out of reach at K >= 11 (with 1,000 permutations the
-    smallest adjusted p was 0.055 at K = 11); :func:`smallest_adjusted_p` says when it still is.
+    Each paired test (the comparison's p, and Holm's) draws :func:`permutations_for` permutations (at least 40
+    per pair of the family), so that Holm does not put significance out of reach at K >= 11.
+    Max-T (:func:`lesionbench.benchmark.scoring.maxt.family_maxt`) draws ``n_perm`` joint permutations of all
+    entries and finds more of the real differences at the same family-wise error; Holm's p of the same tests
+    is ``holm([c.p_value ...], family=family_size(K))``. :func:`smallest_adjusted_p` says when nothing can be significant.
     """
     others = [i for i in scores if i != top]
+    method = correction_for(len(scores), correction)
     perms = permutations_for(len(scores), n_perm)
     comps = {i: paired_comparison(kind, y_true, scores[top], scores[i], name, n_boot=n_boot, n_perm=perms, seed=seed, groups=groups) for i in others}
     family = family_size(len(scores))
     n_groups = len(set(groups)) if groups is not None else len(np.asarray(y_true))
-    reach = smallest_adjusted_p(len(scores), n_perm, n_groups)
+    reach = smallest_adjusted_p(len(scores), n_perm, n_groups, method)
     if others and np.isfinite(reach) and reach >= alpha:
         logger.warning(
-            "With %d entries and %d patients no difference can be significant at %g: the smallest Holm-adjusted p is %.3g.",
-            len(scores), n_groups, alpha, reach,
+            "With %d entries and %d patients no difference can be significant at %g: the smallest %s-adjusted p is %.3g.",
+            len(scores), n_groups, alpha, CORRECTION_NAMES[method], reach,
         )  # fmt: skip
-    adjusted = holm([comps[i].p_value for i in others], family=family)
+    if method == "holm":
+        adjusted = holm([comps[i].p_value for i in others], family=family)
+    else:
+        from lesionbench.benchmark.scoring.maxt import family_maxt
+
+        keys = list(scores)
+        kind = TaskKind(kind)
+        fam = family_maxt(y_true, [_scorer_scores(kind, scores[k]) for k in keys], canonical(name), kind=kind, n_perm=n_perm, seed=seed, groups=groups)
+        adjusted = [fam.p_for(keys.index(top), keys.index(i)) for i in others]
     return {i: (comps[i], p) for i, p in zip(others, adjusted)}
+
+
+#: How the page names each correction.
+CORRECTION_NAMES = {"maxt": "max-T", "holm": "Holm"}
 
 
 # ------------------------------------------------------------------------- rank intervals

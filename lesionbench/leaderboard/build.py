@@ -37,12 +37,13 @@ logger = logging.getLogger(__name__)
 
 def build_document(
     items: Sequence[LoadedResult], *, reveal: bool = False, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0, include_published: bool = True,
-    robustness: Sequence[dict[str, Any]] = (), truth: Truth | None = None,
+    robustness: Sequence[dict[str, Any]] = (), truth: Truth | None = None, correction: str = "auto",
 ) -> dict[str, Any]:
     """The leaderboard document (see the module docstring) from collected results; ``robustness``: checked
     ``robustness.json`` views (:func:`lesionbench.leaderboard.robustness_view.collect_robustness`), shown apart.
     ``truth``: the task metas and test labels trusted over the results' own (default: the task registry's;
-    ``Truth(None, None)`` trusts the results alone, see :mod:`lesionbench.leaderboard.truth`)."""
+    ``Truth(None, None)`` trusts the results alone, see :mod:`lesionbench.leaderboard.truth`). ``correction``: the paired
+    tests' multiplicity correction (``"auto"``: step-down max-T from three entries, ``"maxt"``, ``"holm"``)."""
     truth = Truth() if truth is None else truth
     from lesionbench.leaderboard.robustness_view import robustness_sections
 
@@ -74,7 +75,8 @@ def build_document(
     for k in iterator:
         if groups[k]:
             labels = truth.labels(metas[k])
-            tasks.append(task_section(metas[k], groups[k], reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, protocol=k[2], shots_per=k[3], labels=labels))
+            tasks.append(task_section(metas[k], groups[k], reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, protocol=k[2], shots_per=k[3], labels=labels,
+                                      correction=correction))  # fmt: skip
             section_items.append(groups[k])
             section_labels.append(labels)
     from lesionbench.leaderboard.aggregate import aggregate_document
@@ -124,6 +126,7 @@ def build_leaderboard(
     organiser_dir: str | Path | None = None,
     experiments: Sequence[str] | None = None,
     truth: Truth | None = None,
+    correction: str = "auto",
 ) -> Path:
     """Build the leaderboard from MLflow and/or local results into ``out``; returns ``out/index.html``.
 
@@ -131,7 +134,7 @@ def build_leaderboard(
     ``index.html`` (self-contained), ``leaderboard.md``, ``leaderboard.json``, ``leaderboard.csv`` (every row),
     ``leaderboard.schema.json`` and ``result.schema.json`` (the result format it accepts) into a sibling folder once every input has
     been read, then swaps it with ``out`` (:mod:`lesionbench.leaderboard.outdir`): a reader sees the old set
-    or the new one. ``truth``: see :func:`build_document`.
+    or the new one. ``truth`` and ``correction``: see :func:`build_document`.
     ``reveal`` adds the submissions' final private scores, read from the organiser store
     (``organiser_dir``, default beside the results; organisers only).
     """
@@ -159,7 +162,8 @@ def build_leaderboard(
         from lesionbench.leaderboard.robustness_view import collect_robustness
 
         robust = collect_robustness(tracking_uri=tracking_uri, results_dir=results_dir, experiments=experiments, cache_dir=downloads)
-        doc = build_document(items, reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, include_published=include_published, robustness=robust, truth=truth)
+        doc = build_document(items, reveal=reveal, n_boot=n_boot, n_perm=n_perm, seed=seed, include_published=include_published, robustness=robust, truth=truth,
+                              correction=correction)  # fmt: skip
     texts = {
         "leaderboard.json": json.dumps(doc, indent=2, allow_nan=False) + "\n",
         "leaderboard.schema.json": json.dumps(LEADERBOARD_SCHEMA, indent=2) + "\n",

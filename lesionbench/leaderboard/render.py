@@ -163,6 +163,11 @@ def _alternative(alt: str) -> str:
     return {"greater": "one-sided: H1 the top entry is better", "less": "one-sided", "two-sided": "two-sided"}.get(alt, str(alt))
 
 
+def _correction(stats: dict[str, Any]) -> str:
+    """The section's multiplicity correction as the page names it (documents before max-T: Holm)."""
+    return {"maxt": "max-T", "holm": "Holm"}.get(str(stats.get("correction") or "holm"), str(stats.get("correction")))
+
+
 def _unit(stats: dict[str, Any]) -> str:
     units = str(stats.get("bootstrap_unit") or "patient").split("/")
     return " or ".join(UNIT_WORDS.get(u, u) for u in units)
@@ -217,6 +222,7 @@ _GLOBALS: dict[str, Any] = {
     "sentence": _sentence,
     "alternative": _alternative,
     "unit": _unit,
+    "correction_label": _correction,
     "forest_plot": forest_plot,
     "curve_plot": curve_plot,
 }

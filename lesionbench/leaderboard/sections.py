@@ -9,8 +9,9 @@ are never mixed; k-shot sections are ranked at their largest k instead of a frac
   CI over the result's bootstrap unit, patients by default), with every metric as the mean and
   standard deviation over seeds, the low-data curve, the bootstrap rank interval and the paired test
   against the top entry (``difference`` = this entry minus the top one, with its paired bootstrap CI;
-  two-sided permutation p, since the top entry is picked from the same data; Holm-corrected over all
-  K (K - 1) / 2 pairs of the task's K entries, of which the K - 1 against the top are the ones tested;
+  two-sided permutation p, since the top entry is picked from the same data; adjusted over all K (K - 1) / 2
+  pairs of the task's K entries, of which the K - 1 against the top are the ones shown, by step-down max-T on
+  joint permutations from three entries on (Holm's p reported beside it; ``correction="holm"`` picks Holm);
   the bootstrap and the permutations resample patients unless every entry was scored per lesion), and
   the run's provenance;
 - ``unranked``: entries listed but not ranked, each with its reason (trained on fewer labels than the
@@ -280,10 +281,11 @@ def _align_predictions(
 
 def task_section(
     meta: TaskMeta, items: list[LoadedResult], *, reveal: bool, n_boot: int, n_perm: int, seed: int, protocol: str = "linear", shots_per: str = "",
-    labels: pd.DataFrame | None = None,
+    labels: pd.DataFrame | None = None, correction: str = "auto",
 ) -> dict[str, Any]:
     """The section of one task version and ``protocol`` (see the module docstring) from its results
     (measured entries and submissions); ``shots_per``: "class" or "total" in k-shot sections, else "".
+    ``correction``: the paired tests' multiplicity correction (:data:`lesionbench.leaderboard._stats.CORRECTIONS`).
     ``labels``: the task's test labels (:mod:`lesionbench.leaderboard.truth`): the statistics use them, and
     each entry's shown values are recomputed from its predictions (:mod:`lesionbench.leaderboard.recompute`)."""
     measured = [it for it in items if it.submission is None]
@@ -316,7 +318,7 @@ def task_section(
         # Equal values share a rank (competition ranking: 1, 1, 3).
         e["rank"] = 1 + sum(1 for f in entries if main_value(f) > main_value(e))
 
-    stats_note, unit, n_perm_used = "", "patient", 0
+    stats_note, unit, n_perm_used, method = "", "patient", 0, _stats.correction_for(len(entries), correction)
     if len(entries) >= 2:
         frames = {}
         for i, it in enumerate(measured):
@@ -335,7 +337,10 @@ def task_section(
             for i, (lo, hi) in ((int(k), v) for k, v in ranks.items()):
                 entries[i]["rank_interval"] = [lo, hi]
             top = min(scores)  # entries are sorted, so the lowest index with predictions is the top
-            versus = _stats.versus_top(kind, y, scores, main, top=top, n_boot=n_boot, n_perm=n_perm, seed=seed, groups=groups, alpha=ALPHA)
+            method = _stats.correction_for(len(scores), correction)
+            versus = _stats.versus_top(kind, y, scores, main, top=top, n_boot=n_boot, n_perm=n_perm, seed=seed, groups=groups, alpha=ALPHA, correction=method)
+            # Holm on the same pairwise tests, reported beside the page's correction for comparison
+            p_holm = dict(zip(versus, _stats.holm([c.p_value for c, _ in versus.values()], family=_stats.family_size(len(scores)))))
             for i, (c, p_adj) in versus.items():
                 entries[i]["comparison"] = {
                     "versus": entries[top]["label"],
@@ -346,14 +351,20 @@ def task_section(
                     "ci_low": _num(-c.ci_high),
                     "ci_high": _num(-c.ci_low),
                     "p_value": _num(c.p_value),
-                    "p_holm": _num(p_adj),
+                    "p_holm": _num(p_holm[i]),
+                    "p_maxt": _num(p_adj) if method == "maxt" else None,
+                    # the section's correction (statistics.correction) decides what is significant
+                    "p_adjusted": _num(p_adj),
                     "significant": bool(np.isfinite(p_adj) and p_adj < ALPHA),  # no test (NaN) is never significant
                     "n_lesions": len(y),
                 }
             entries[top]["comparison"] = {"versus": None, "metric": main, "is_reference": True, "n_lesions": int(len(y))}
             n_groups = len(set(groups)) if groups is not None else len(y)
             n_perm_used = _stats.permutations_for(len(scores), n_perm)
-            notes = [stats_note, stats_notes.reach_note(len(scores), n_perm, n_groups, ALPHA), stats_notes.interval_note(main, n_groups), stats_notes.rank_note(len(scores))]
+            notes = [
+                stats_note, stats_notes.method_note(len(scores), n_perm, method), stats_notes.reach_note(len(scores), n_perm, n_groups, ALPHA, method),
+                stats_notes.interval_note(main, n_groups), stats_notes.rank_note(len(scores)),
+            ]  # fmt: skip
             stats_note = "; ".join(n for n in notes if n)
 
     sub_entries = [_submission_entry(it, main, reveal) for it in subs]
@@ -395,11 +406,13 @@ def task_section(
         "statistics": {
             "n_boot": n_boot,
             "n_perm": n_perm,
-            # what each paired test drew: n_perm raised to 40 per pair of the Holm family
+            # what each paired test drew: n_perm raised to 40 per pair of the Holm family; max-T draws n_perm joint permutations
             "n_perm_used": n_perm_used,
+            "n_perm_maxt": n_perm if method == "maxt" and n_perm_used else 0,
             "seed": seed,
             "alpha": ALPHA,
-            "correction": "holm",
+            # the multiplicity correction the adjusted p (p_adjusted) and "significant" come from: "maxt" or "holm"
+            "correction": method,
             "holm_family": "all pairs of entries",
             "alternative": ALTERNATIVE,
             # what the ranked entries' headline CIs resample (each result's own unit), and what the

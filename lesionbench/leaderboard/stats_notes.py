@@ -3,7 +3,8 @@
 Two things a reader cannot see from the numbers alone:
 
 - whether any difference *could* be significant: Holm over K (K - 1) / 2 pairs needs small enough
-  permutation p-values, and with few test patients there are few distinct patient swaps;
+  permutation p-values, max-T at least 1 / alpha permutations, and with few test patients there are few
+  distinct patient swaps; and which of the two corrected the section's p-values;
 - whether an interval is approximate: on small test splits the percentile patient-bootstrap
   intervals of the ranking metrics cover less than 95%. The coverages quoted are the ones
   ``benchmarks/stats_calibration.py`` measured (``benchmarks/README.md``), per design.
@@ -45,14 +46,28 @@ def rank_note(n_entries: int) -> str:
     )
 
 
-def reach_note(n_entries: int, n_perm: int, n_groups: int, alpha: float) -> str:
-    """A sentence when no paired test of the section can reach ``alpha`` (else empty)."""
-    reach = _stats.smallest_adjusted_p(n_entries, n_perm, n_groups)
+def reach_note(n_entries: int, n_perm: int, n_groups: int, alpha: float, correction: str = "holm") -> str:
+    """A sentence when no paired test of the section can reach ``alpha`` under ``correction`` (else empty)."""
+    method = _stats.correction_for(n_entries, correction)
+    reach = _stats.smallest_adjusted_p(n_entries, n_perm, n_groups, method)
     if not math.isfinite(reach) or reach < alpha:
         return ""
     return (
-        f"no difference can be significant here: with {n_entries} entries (Holm over {_stats.family_size(n_entries)} pairs) "
-        f"and {n_groups} test patients the smallest adjusted p is {reach:.3g} >= {alpha:g}"
+        f"no difference can be significant here: with {n_entries} entries ({_stats.CORRECTION_NAMES[method]} over "
+        f"{_stats.family_size(n_entries)} pairs) and {n_groups} test patients the smallest adjusted p is {reach:.3g} >= {alpha:g}"
+    )
+
+
+def method_note(n_entries: int, n_perm: int, correction: str = "auto") -> str:
+    """A sentence naming the section's multiplicity correction, its family and its permutations."""
+    if n_entries < 2 or n_perm <= 0:
+        return ""
+    family = _stats.family_size(n_entries)
+    if _stats.correction_for(n_entries, correction) == "holm":
+        return f"p adjusted by Holm over all {family} pair(s) of the {n_entries} entries ({_stats.permutations_for(n_entries, n_perm):,} patient swaps per test)"
+    return (
+        f"p adjusted by step-down max-T over all {family} pairs of the {n_entries} entries (Westfall-Young; {n_perm:,} joint "
+        f"permutations of the entries' predictions within each patient); Holm's p of the same tests is in leaderboard.json (p_holm)"
     )
 
 

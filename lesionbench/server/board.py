@@ -4,7 +4,7 @@ Each team's entry becomes a :class:`~lesionbench.leaderboard.collect.LoadedResul
 predictions are the labelled table the worker stored, restricted to one part of the test set; the
 leaderboard's :func:`~lesionbench.leaderboard.build.build_document` then ranks them with CIs, bootstrap
 rank intervals and paired tests against the top entry ("tied with the top" = not significantly worse,
-Holm-adjusted), and :func:`~lesionbench.leaderboard.render.render_html` draws the page.
+adjusted over all pairs: max-T from three entries, else Holm; see ``p_adjusted``), and :func:`~lesionbench.leaderboard.render.render_html` draws the page.
 
 Which part: the **public** board shows each team's best public score (equal scores: the earlier
 submission) on the public lesions only. The **private** board shows each team's final submissions
@@ -199,7 +199,7 @@ def board_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 "rank": e.get("rank"), "team": e.get("team"), "submission_id": e.get("submission_id"), "metric": main,
                 "value": m.get("value"), "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high"),
                 "rank_low": ri[0], "rank_high": ri[1], "tied_with_top": tied if comp else None,
-                "p_holm": comp.get("p_holm"), "n_lesions": e.get("n_lesions"), "unranked_reason": e.get("unranked_reason"),
+                "p_adjusted": comp.get("p_adjusted", comp.get("p_holm")), "p_holm": comp.get("p_holm"), "n_lesions": e.get("n_lesions"), "unranked_reason": e.get("unranked_reason"),
             })  # fmt: skip
     return rows
 
@@ -208,7 +208,7 @@ def board_csv(doc: dict[str, Any]) -> str:
     """:func:`board_rows` as CSV; cells that a spreadsheet would run as a formula are quoted with a leading '."""
     buf = io.StringIO()
     rows = board_rows(doc)
-    fields = ["rank", "team", "submission_id", "metric", "value", "ci_low", "ci_high", "rank_low", "rank_high", "tied_with_top", "p_holm", "n_lesions", "unranked_reason"]
+    fields = ["rank", "team", "submission_id", "metric", "value", "ci_low", "ci_high", "rank_low", "rank_high", "tied_with_top", "p_adjusted", "p_holm", "n_lesions", "unranked_reason"]
     w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
     for r in rows:

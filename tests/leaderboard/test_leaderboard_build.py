@@ -79,7 +79,7 @@ def test_headline_numbers_match_sklearn_on_the_saved_predictions(built: tuple[Pa
         assert all(p["n_seeds"] == 3 and p["min"] <= p["mean"] <= p["max"] for p in curve)
 
 
-def test_rank_intervals_and_holm_corrected_tests(built: tuple[Path, dict]) -> None:
+def test_rank_intervals_and_corrected_tests(built: tuple[Path, dict]) -> None:
     _, doc = built
     for t in doc["tasks"]:
         entries = t["entries"]
@@ -93,12 +93,19 @@ def test_rank_intervals_and_holm_corrected_tests(built: tuple[Path, dict]) -> No
         for c in comps:
             assert c["versus"] == entries[0]["encoder"]
             assert c["p_holm"] >= c["p_value"] - 1e-12
-            assert c["significant"] == (c["p_holm"] < 0.05)
+            # the section's correction (max-T from three entries, Holm below) decides; Holm is reported beside it
+            assert t["statistics"]["correction"] == ("maxt" if len(entries) >= 3 else "holm")
+            assert c["p_adjusted"] == (c["p_maxt"] if len(entries) >= 3 else c["p_holm"])
+            assert c["significant"] == (c["p_adjusted"] < 0.05)
             assert c["ci_low"] <= c["difference"] <= c["ci_high"]
     weakest = _task(doc, BINARY.name)["entries"][-1]
     assert weakest["encoder"] == "supervised-cnn"
     assert weakest["comparison"]["significant"] and weakest["comparison"]["difference"] < 0
     assert weakest["rank_interval"] == [3, 3]
+    # the section's footnote names the method, and the table's p column says which it is
+    assert "p adjusted by step-down max-T over all 3 pairs of the 3 entries" in _task(doc, BINARY.name)["statistics"]["note"]
+    html = built[0].read_text()
+    assert "<th>p (max-T)</th>" in html and "step-down max-T over all 3 pairs" in html
 
 
 def test_published_rows_are_reference_only_and_mapped_to_real_tasks(built: tuple[Path, dict]) -> None:
@@ -192,11 +199,16 @@ def test_no_source_is_a_clear_error(tmp_path: Path) -> None:
 def test_cli_leaderboard_build(lb_store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from lesionbench.cli import main
 
-    rc = main(["-q", "leaderboard", "build", "--results", str(lb_store.results), "--out", str(tmp_path / "lb"), "--n-boot", "50", "--n-perm", "50", "--no-published"])
+    rc = main(["-q", "leaderboard", "build", "--results", str(lb_store.results), "--out", str(tmp_path / "lb"), "--n-boot", "50", "--n-perm", "50", "--no-published",
+               "--correction", "holm"])  # fmt: skip
     assert rc == 0
     assert "leaderboard written: open file://" in capsys.readouterr().out
     doc = json.loads((tmp_path / "lb" / "leaderboard.json").read_text())
     assert doc["reference_only"] == [] and all(t["reference"] == [] for t in doc["tasks"])
+    comps = [e["comparison"] for t in doc["tasks"] for e in t["entries"][1:]]
+    assert comps and all(t["statistics"]["correction"] == "holm" for t in doc["tasks"])
+    assert all(c["p_maxt"] is None and c["p_adjusted"] == c["p_holm"] and c["significant"] == (c["p_holm"] < 0.05) for c in comps)
+    assert "<th>p (Holm)</th>" in (tmp_path / "lb" / "index.html").read_text()
     assert main(["leaderboard", "build", "--out", str(tmp_path / "lb2")]) == 2
 
 

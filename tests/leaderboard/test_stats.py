@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from _lb_fixtures import BINARY, make_manifest, write_result
+from lesionbench.benchmark.errors import LesionbenchError
 from lesionbench.benchmark.scoring import metrics
 from lesionbench.leaderboard import _stats
 from lesionbench.leaderboard.build import build_document
@@ -33,12 +34,29 @@ def test_versus_top_is_two_sided_and_holm_over_all_pairs() -> None:
     rng = np.random.default_rng(4)
     y = (rng.random(90) < 0.4).astype(int)
     scores = {k: y * q + rng.normal(size=90) for k, q in (("a", 2.0), ("b", 1.0), ("c", 0.0))}
-    got = _stats.versus_top(BINARY.kind, y, scores, "auc", top="a", n_boot=0, n_perm=500, seed=1)
+    got = _stats.versus_top(BINARY.kind, y, scores, "auc", top="a", n_boot=0, n_perm=500, seed=1, correction="holm")
     assert list(got) == ["b", "c"]
     raw = {k: _stats.paired_comparison(BINARY.kind, y, scores["a"], scores[k], "auc", n_boot=0, n_perm=500, seed=1) for k in got}
     assert {k: c.p_value for k, (c, _) in got.items()} == {k: c.p_value for k, c in raw.items()}
     assert [p for _, p in got.values()] == pytest.approx(_stats.holm([raw["b"].p_value, raw["c"].p_value], family=3))
     assert all(c.alternative == "two-sided" for c, _ in got.values())
+
+
+def test_versus_top_uses_stepdown_maxt_from_three_entries() -> None:
+    """The default from K = 3: the same comparisons, p adjusted by max-T over all three pairs (the scorer's)."""
+    from lesionbench.benchmark.scoring.maxt import family_maxt
+
+    rng = np.random.default_rng(4)
+    y = (rng.random(90) < 0.4).astype(int)
+    scores = {k: y * q + rng.normal(size=90) for k, q in (("a", 2.0), ("b", 1.0), ("c", 0.0))}
+    got = _stats.versus_top(BINARY.kind, y, scores, "auc", top="a", n_boot=0, n_perm=500, seed=1)
+    fam = family_maxt(y, list(scores.values()), "auc", kind="binary", n_perm=500, seed=1)
+    assert [p for _, p in got.values()] == [fam.p_for(0, 1), fam.p_for(0, 2)]
+    holm = _stats.versus_top(BINARY.kind, y, scores, "auc", top="a", n_boot=0, n_perm=500, seed=1, correction="holm")
+    assert [c.p_value for c, _ in got.values()] == [c.p_value for c, _ in holm.values()]  # the shown raw tests are Holm's
+    assert _stats.correction_for(2) == "holm" and _stats.correction_for(3) == "maxt" and _stats.correction_for(9, "holm") == "holm"
+    with pytest.raises(LesionbenchError, match="correction must be one of auto, maxt, holm; got 'bonferroni'"):
+        _stats.correction_for(3, "bonferroni")
 
 
 def _clustered_manifest(patients: int = 60, lesions: int = 5, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
