@@ -61,7 +61,7 @@ def cmd_leaderboard_build(args: argparse.Namespace) -> int:
     index = build_leaderboard(
         args.out, tracking_uri=tracking, results_dir=results, reveal=args.reveal,
         n_boot=args.n_boot, n_perm=args.n_perm, include_published=not args.no_published, organiser_dir=args.organiser_dir,
-        experiments=args.experiment, truth=Truth(lambda meta: registry_labels(meta, args.data_root), lambda name, version: registry_meta(name, version, args.data_root)),
+        experiments=args.experiment, correction=args.correction, truth=Truth(lambda meta: registry_labels(meta, args.data_root), lambda name, version: registry_meta(name, version, args.data_root)),
     )
     sys.stdout.write(f"leaderboard written: open {index.resolve().as_uri()}\n")
     return 0
