@@ -31,6 +31,8 @@ def add_submit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--phase", type=int, help="with --server: the phase id to submit to")
     p.add_argument("--token-file", type=Path, help="with --server: file holding the API token")
     p.add_argument("--wait", action="store_true", help="with --server: wait until the submission is scored and print its score")
+    p.add_argument("--model-card", type=Path, metavar="JSON", help="with --server: the model card shown on the submission's page, a JSON object: model "
+                   "(required), parameters, embedding_dim, licence, pretraining_sets (list), weights_sha256, url")  # fmt: skip
     add_data_dir(p, help=_DATA_DIR_HELP)
     add_tracking_options(p, uri_help="MLflow tracking URI to log to (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
                          experiment=False, local="write the local result only")  # fmt: skip
@@ -92,7 +94,18 @@ def _submit_to_server(args: argparse.Namespace) -> int:
         raise ConfigurationError("--server needs --phase ID (the phase id is on the challenge page).")
     client = ChallengeClient(args.server, args.token_file.read_text().strip() if args.token_file else None)
     kind = "embeddings" if args.features is not None else "predictions"
-    sub = client.submit(args.phase, args.features or args.predictions, kind=kind, description=args.name or "")
+    card = None
+    if args.model_card is not None:
+        import json
+
+        try:
+            card = json.loads(args.model_card.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigurationError(f"--model-card {args.model_card}: not a readable JSON file ({exc}); write a JSON object such as "
+                                     '{"model": "my-encoder", "licence": "MIT", "pretraining_sets": ["DeepLesion"]}.') from None  # fmt: skip
+        if not isinstance(card, dict):
+            raise ConfigurationError(f"--model-card {args.model_card}: the JSON must be an object with at least a 'model' key.")
+    sub = client.submit(args.phase, args.features or args.predictions, kind=kind, description=args.name or "", model_card=card)
     sys.stdout.write(f"submission {sub['id']} queued on {args.server} (phase {args.phase}).\n")
     if args.wait:
         sub = client.wait(sub["id"])

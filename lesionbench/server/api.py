@@ -324,8 +324,28 @@ def get_team(team_id: Id, c: Annotated[Caller, Depends(scoped("read"))], cfg: Cf
         return {"id": team.id, "name": team.name, "members": [m.display_name for m in members]}
 
 
-def receive_upload(cfg: ServerConfig, c: Caller, phase_id: Id, file: UploadFile, kind: str, description: str) -> Submission:
-    """Store the upload in the blob store and queue it (quota-checked); nothing is kept when refused."""
+def model_card_json(card: str | dict[str, Any] | None) -> str | None:
+    """The validated model card as JSON (None when none was given); a bad one is a 422 naming the field."""
+    import json
+
+    from pydantic import ValidationError
+
+    from lesionbench.server.schemas import ModelCard
+
+    if card is None or (isinstance(card, str) and not card.strip()):
+        return None
+    try:
+        parsed = ModelCard.model_validate_json(card) if isinstance(card, str) else ModelCard.model_validate(card)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "the card"
+        raise service.Invalid(f"model_card: {where}: {first['msg']} (fields: {', '.join(ModelCard.model_fields)}; only 'model' is required)") from None
+    return json.dumps(parsed.model_dump(exclude_none=True), ensure_ascii=False)
+
+
+def receive_upload(cfg: ServerConfig, c: Caller, phase_id: Id, file: UploadFile, kind: str, description: str, model_card: str | None = None) -> Submission:
+    """Store the upload in the blob store and queue it (quota-checked); nothing is kept when refused.
+    ``model_card``: validated JSON (:func:`model_card_json`)."""
     from lesionbench.leaderboard.submissions.submission_file import MAX_FEATURES_BYTES, MAX_SUBMISSION_BYTES
 
     user = service.need_user(c.user)
@@ -337,7 +357,8 @@ def receive_upload(cfg: ServerConfig, c: Caller, phase_id: Id, file: UploadFile,
             raise service.Forbidden("join or create a team of this challenge before submitting")
     digest, size = cfg.blobs.put_stream(file.file, max_bytes=MAX_SUBMISSION_BYTES if kind == "predictions" else MAX_FEATURES_BYTES, what=file.filename or "upload")
     try:
-        return service.accept_submission(cfg.db, user, phase_id, kind=kind, filename=file.filename or "", digest=digest, size=size, description=description, max_attempts=cfg.max_attempts)
+        return service.accept_submission(cfg.db, user, phase_id, kind=kind, filename=file.filename or "", digest=digest, size=size, description=description, max_attempts=cfg.max_attempts,
+                                          model_card=model_card)  # fmt: skip
     except service.ServerError:
         with cfg.db.session() as s:
             if s.scalar(select(Submission.id).where(Submission.file_sha256 == digest).limit(1)) is None:
@@ -349,9 +370,11 @@ def receive_upload(cfg: ServerConfig, c: Caller, phase_id: Id, file: UploadFile,
 def submit(
     phase_id: Id, c: Annotated[Caller, Depends(scoped("submit"))], cfg: Cfg, file: Annotated[UploadFile, File()],
     kind: Annotated[Literal["predictions", "embeddings"], Form()] = "predictions", description: Annotated[str, Form(max_length=500, pattern=r"^[^\x00]*$")] = "",
+    model_card: Annotated[str, Form(max_length=4000, description="optional JSON model card: model (required), parameters, embedding_dim, licence, pretraining_sets, weights_sha256, url")] = "",
 ) -> dict[str, Any]:
     """Upload a predictions or embeddings CSV for the caller's team; it is queued for scoring."""
-    sub = receive_upload(cfg, c, phase_id, file, kind, description)
+    card = model_card_json(model_card)  # refused before the upload is read
+    sub = receive_upload(cfg, c, phase_id, file, kind, description, card)
     with cfg.db.session() as s:
         sub, phase = service.readable_submission(s, c.user, sub.id)
         return submission_view(s, sub, phase, c.user)

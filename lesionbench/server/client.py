@@ -12,6 +12,7 @@ The token comes from the argument, else ``$LESIONBENCH_TOKEN``, else the file ``
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -83,13 +84,14 @@ class ChallengeClient:
         """A challenge and its phases (with the team's quota)."""
         return self._call("GET", f"/challenges/{slug}")
 
-    def submit(self, phase_id: int, path: str | Path, *, kind: str = "predictions", description: str = "") -> dict[str, Any]:
-        """Upload a predictions (or embeddings) CSV to a phase; returns the queued submission."""
+    def submit(self, phase_id: int, path: str | Path, *, kind: str = "predictions", description: str = "", model_card: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Upload a predictions (or embeddings) CSV to a phase; returns the queued submission. ``model_card``:
+        model (required), parameters, embedding_dim, licence, pretraining_sets, weights_sha256, url."""
         path = Path(path)
         if not path.is_file():
             raise ConfigurationError(f"{path}: no such file; give the predictions CSV to submit.")
         with path.open("rb") as f:
-            return self._call("POST", f"/phases/{phase_id}/submissions", files={"file": (path.name, f, "text/csv")}, data={"kind": kind, "description": description})
+            return self._call("POST", f"/phases/{phase_id}/submissions", files={"file": (path.name, f, "text/csv")}, data={"kind": kind, "description": description, **({"model_card": json.dumps(model_card)} if model_card else {})})
 
     def submissions(self, phase_id: int) -> list[dict[str, Any]]:
         """The team's submissions in a phase."""

@@ -165,6 +165,8 @@ class Submission(Base):
     file_sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer, default=0)
     description: Mapped[str] = mapped_column(String(500), default="")
+    #: The team's model card (:class:`lesionbench.server.schemas.ModelCard`, validated JSON), or None.
+    model_card_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     failure_class: Mapped[str | None] = mapped_column(String(16), nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from lesionbench.server import auth, service
-from lesionbench.server.api import Caller, ServerConfig, create_token, receive_upload, start_session
+from lesionbench.server.api import Caller, ServerConfig, create_token, model_card_json, receive_upload, start_session
 from lesionbench.server.db import ApiToken, Challenge, Phase, Submission, Team, TeamMember, User
 from lesionbench.server.schemas import Id, Slug, TokenRequest
 from lesionbench.server.views import challenge_view, submission_view
@@ -272,7 +272,12 @@ async def upload_post(phase_id: Id, request: Request) -> Response:
     kind = str(form.get("kind", "predictions"))
     if kind not in ("predictions", "embeddings"):
         raise service.Invalid(f"unknown kind {kind!r}")
-    receive_upload(request.app.state.config, c, phase_id, upload, kind, str(form.get("description", "")).replace("\x00", "")[:500])
+    field = lambda name: str(form.get(name, "")).strip()  # noqa: E731
+    card = None
+    if field("card_model"):
+        card = {"model": field("card_model"), "licence": field("card_licence"), "url": field("card_url") or None,
+                "pretraining_sets": [x.strip() for x in field("card_pretraining").split(",") if x.strip()] if field("card_pretraining") else None}  # fmt: skip
+    receive_upload(request.app.state.config, c, phase_id, upload, kind, str(form.get("description", "")).replace("\x00", "")[:500], model_card_json(card))
     with request.app.state.config.db.session() as s:
         slug = s.get(Challenge, s.get(Phase, phase_id).challenge_id).slug
     return RedirectResponse(f"/c/{slug}", status_code=303)

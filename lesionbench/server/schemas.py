@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import Path as PathParam
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 #: Ids in paths: positive and within a 32-bit integer (larger ones cannot exist and would overflow SQLite).
 Id = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
@@ -66,3 +66,18 @@ class Selection(BaseModel):
     submission_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(max_length=100)
 
 
+
+
+class ModelCard(BaseModel):
+    """What a team says about the model behind a submission (all but ``model`` optional), shown on the
+    submission's page: the fields the leaderboard's model table uses for the harness's own encoders.
+    ``pretraining_sets``: None = not declared, [] = pre-trained on no public dataset. Unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
+    parameters: int | None = Field(default=None, ge=0, le=10**13)
+    embedding_dim: int | None = Field(default=None, ge=1, le=10**6)
+    licence: str = Field(default="", max_length=64, pattern=NO_NUL)
+    pretraining_sets: list[Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]] | None = Field(default=None, max_length=30)
+    weights_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    url: str | None = Field(default=None, max_length=300, pattern=r"^https?://[^\s\x00<>\"'`]+$", description="paper, code or weights (http or https)")

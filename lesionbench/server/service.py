@@ -254,7 +254,8 @@ def quota_state(s: Session, phase: Phase, team_id: int, now: datetime) -> dict[s
     }  # fmt: skip
 
 
-def accept_submission(db: Database, user: User | None, phase_id: int, *, kind: str, filename: str, digest: str, size: int, description: str = "", max_attempts: int = 3) -> Submission:
+def accept_submission(db: Database, user: User | None, phase_id: int, *, kind: str, filename: str, digest: str, size: int, description: str = "", max_attempts: int = 3,
+                      model_card: str | None = None) -> Submission:  # fmt: skip
     """Record an uploaded (already stored) file as a queued submission of the user's team, within quota."""
     if kind not in ("predictions", "embeddings"):
         raise Invalid(f"submission kind {kind!r}: choose 'predictions' or 'embeddings'")
@@ -279,7 +280,7 @@ def accept_submission(db: Database, user: User | None, phase_id: int, *, kind: s
             raise QuotaExceeded(f"team {team.name!r} used all {q['total']} submissions of phase {phase.name!r}")
         if q["running"] >= q["max_concurrent"]:
             raise QuotaExceeded(f"team {team.name!r} has {q['running']} submissions waiting or being scored (at most {q['max_concurrent']}); wait for one to finish", retry_after=30)
-        sub = Submission(phase_id=phase.id, team_id=team.id, user_id=user.id, kind=kind, filename=filename[:255], file_sha256=digest, size=size, description=description[:500], created_at=now)
+        sub = Submission(phase_id=phase.id, team_id=team.id, user_id=user.id, kind=kind, filename=filename[:255], file_sha256=digest, size=size, description=description[:500], model_card_json=model_card, created_at=now)
         s.add(sub)
         s.flush()
         s.add(Job(submission_id=sub.id, max_attempts=max_attempts))

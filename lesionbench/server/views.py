@@ -53,6 +53,7 @@ def submission_view(s: Session, sub: Submission, phase: Phase, user: User | None
         "failure_class": sub.failure_class, "message": sub.message, "counted": sub.counted, "selected": sub.selected,
         "created_at": sub.created_at, "finished_at": sub.finished_at, "n_public": sub.n_public,
         "public": json.loads(sub.public_json) if sub.public_json else None,
+        "model_card": json.loads(sub.model_card_json) if sub.model_card_json else None,
     }  # fmt: skip
     if phase.kind == "sanity" or organiser:
         out["log"] = sub.log

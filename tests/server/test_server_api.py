@@ -205,3 +205,36 @@ def test_security_headers_and_the_board_served_from_memory(world):
     assert boards.fresh(phase, "private", fmt="json") is None  # never from the anonymous fast path
     boards._checked[(phase, "public")] -= board_mod.FRESH_S  # the window has passed: the next read asks the database
     assert boards.fresh(phase, "public", fmt="json") is None and c.get(f"/api/v1/phases/{phase}/board").content == first
+
+
+def test_model_cards_are_validated_shown_and_inert(world, tmp_path):
+    """A submission's model card is checked field by field (a bad one is a 422 naming the field, and nothing is
+    queued), kept, and shown on its page escaped; a javascript: address is refused, not linked."""
+    import json
+
+    from lesionbench.server.db import Submission
+
+    c, a, phase = world["client"], world["a"], world["phase"]
+    pred = predictions_csv(tmp_path / "p.csv")
+
+    def post(card):
+        with open(pred, "rb") as f:
+            return c.post(f"/api/v1/phases/{phase}/submissions", files={"file": ("p.csv", f, "text/csv")}, data={"kind": "predictions", "model_card": card}, headers=a.headers)
+
+    with world["cfg"].db.session() as s:
+        before = s.query(Submission).count()
+    for bad, field in ((json.dumps({"model": "m", "url": "javascript:alert(1)"}), "url"), (json.dumps({"model": "m", "licence": "x", "secret": 1}), "secret"),
+                       (json.dumps({"licence": "MIT"}), "model"), ("{not json", "model_card"), (json.dumps({"model": "m", "weights_sha256": "abc"}), "weights_sha256")):  # fmt: skip
+        r = post(bad)
+        assert r.status_code == 422 and field in r.json()["detail"], (bad, r.text)
+    with world["cfg"].db.session() as s:
+        assert s.query(Submission).count() == before  # nothing queued, no quota used
+    card = {"model": "<script>alert(1)</script>", "parameters": 23_000_000, "embedding_dim": 4096, "licence": "CC-BY-NC-4.0",
+            "pretraining_sets": ["DeepLesion"], "url": "https://example.org/paper?a=1&b=2"}  # fmt: skip
+    r = post(json.dumps(card))
+    assert r.status_code == 202 and r.json()["model_card"] == card
+    page = c.get(f"/submissions/{r.json()['id']}", headers=a.headers).text
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert 'href="https://example.org/paper?a=1&amp;b=2" rel="nofollow noopener noreferrer"' in page and "DeepLesion" in page
+    r = post(json.dumps({"model": "m", "pretraining_sets": []}))
+    assert "no public dataset" in c.get(f"/submissions/{r.json()['id']}", headers=a.headers).text

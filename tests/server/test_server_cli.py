@@ -28,7 +28,9 @@ def live(world):
 def test_submit_to_server_and_list(world, live, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LESIONBENCH_TOKEN", world["a"].token)
     pred = predictions_csv(tmp_path / "p.csv")
-    assert main(["submit", "--server", live, "--phase", str(world["phase"]), str(pred), "--wait"]) == 0
+    card = tmp_path / "card.json"
+    card.write_text('{"model": "my-encoder", "licence": "MIT", "pretraining_sets": ["DeepLesion"]}')
+    assert main(["submit", "--server", live, "--phase", str(world["phase"]), str(pred), "--wait", "--model-card", str(card)]) == 0
     out = capsys.readouterr().out
     assert "queued" in out and "scored" in out and "public auc" in out and "95% CI" in out
     assert main(["submissions", "--server", live, "--phase", str(world["phase"])]) == 0
@@ -37,7 +39,10 @@ def test_submit_to_server_and_list(world, live, tmp_path, monkeypatch, capsys):
     from lesionbench.server.client import ChallengeClient
 
     client = ChallengeClient(live)
-    assert [s["status"] for s in client.submissions(world["phase"])] == ["scored"]
+    assert [(s["status"], s["model_card"]["model"]) for s in client.submissions(world["phase"])] == [("scored", "my-encoder")]
+    card.write_text("[1, 2]")
+    assert main(["submit", "--server", live, "--phase", str(world["phase"]), str(pred), "--model-card", str(card)]) == 2
+    assert "must be an object" in capsys.readouterr().err
     assert client.board(world["phase"])["tasks"][0]["entries"][0]["team"] == "Team A"
 
 
@@ -59,8 +64,14 @@ def test_db_upgrade_and_current(tmp_path, capsys, monkeypatch):
     folder = tmp_path / "org"
     assert main(["db", "current", "--folder", str(folder)]) == 0
     assert capsys.readouterr().out.startswith("(empty)")
+    from sqlalchemy import create_engine, inspect
+
+    from lesionbench.server.migrate import upgrade
+
+    upgrade(f"sqlite:///{folder / 'lesionbench.db'}", "0001")  # a database of the first release
     assert main(["db", "upgrade", "--folder", str(folder)]) == 0
-    assert "revision 0001" in capsys.readouterr().out
+    assert "revision 0002" in capsys.readouterr().out
+    assert "model_card_json" in {c["name"] for c in inspect(create_engine(f"sqlite:///{folder / 'lesionbench.db'}")).get_columns("submissions")}
     monkeypatch.setenv("LESIONBENCH_ORGANISER_PASSWORD", "a long password")
     assert main(["db", "add-organiser", "boss@example.org", "--folder", str(folder)]) == 0
     assert main(["db", "add-organiser", "--folder", str(folder)]) == 2
