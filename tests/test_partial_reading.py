@@ -496,3 +496,22 @@ def test_nsclc_style_and_real_ct_series_read_slice_by_slice_equal_the_whole_read
     assert (mapped.GetSize(), mapped.GetSpacing(), mapped.GetOrigin(), mapped.GetDirection()) == (whole.GetSize(), whole.GetSpacing(), whole.GetOrigin(), whole.GetDirection())
     lesions = _lesions(whole)
     _assert_same_patches(cut_patches(str(folder), lesions, PatchSpec()), cut_patches(str(folder), lesions, PatchSpec(), images=_Whole(whole)))
+
+
+def test_a_series_declaring_more_voxels_than_an_image_may_take_is_refused_before_decoding(tmp_path, monkeypatch):
+    """The slice headers' declared voxel bytes are summed before anything is decoded: over
+    $LESIONBENCH_MAX_IMAGE_BYTES the whole read, the partial map and validate all refuse, naming the folder
+    (a crafted compressed slice of a few kB may declare gigabytes)."""
+    from lesionbench.benchmark.data.dicomslices import map_series, read_series, series_header_problem
+    from lesionbench.benchmark.errors import ImageError
+
+    folder = write_series(tmp_path / "s", _volume(12))
+    whole = read_series(folder)
+    declared = whole.GetNumberOfPixels() * whole.GetSizeOfPixelComponent()  # what the read will hold (ITK's output type)
+    monkeypatch.setenv("LESIONBENCH_MAX_IMAGE_BYTES", str(declared))  # exactly the bound: read
+    assert read_series(folder).GetSize() == (26, 22, 12) and series_header_problem(folder)[0] is None
+    monkeypatch.setenv("LESIONBENCH_MAX_IMAGE_BYTES", str(declared - 1))
+    with pytest.raises(ImageError, match=r"declares .* GiB of voxels in its slice headers \(largest slice 26 x 22 x 1\).*LESIONBENCH_MAX_IMAGE_BYTES"):
+        read_series(folder)
+    assert map_series(folder) is None  # left to the whole read, which refuses it
+    assert str(folder) in series_header_problem(folder)[0]

@@ -12,10 +12,13 @@ and ``lesionbench validate``.
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+
+from lesionbench.benchmark.errors import ConfigurationError
 
 #: Slack allowed between a ``.gz`` file's recorded uncompressed size and the voxel data (NIfTI header
 #: and extensions); anything else means the file is checked by decompressing it to the end.
@@ -147,3 +150,23 @@ MASK_GRID_FIX = (
     "A mask must share its image's voxel grid: check that mask_path belongs to this image, or resample the mask "
     "onto it with nearest neighbour (SimpleITK: sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor))."
 )
+
+
+#: The environment variable that sets the largest image (decoded voxel bytes) :func:`read_image` reads.
+MAX_IMAGE_BYTES_ENV = "LESIONBENCH_MAX_IMAGE_BYTES"
+#: Default of that bound: 8 GiB, twice a 1024 x 1024 x 2000 int16 photon-counting CT.
+MAX_IMAGE_BYTES = 8 * 2**30
+
+
+def max_image_bytes() -> int:
+    """The largest decoded image :func:`read_image` accepts (``$LESIONBENCH_MAX_IMAGE_BYTES``, else 8 GiB)."""
+    raw = os.environ.get(MAX_IMAGE_BYTES_ENV, "").strip()
+    if not raw:
+        return MAX_IMAGE_BYTES
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise ConfigurationError(f"{MAX_IMAGE_BYTES_ENV}={raw!r} is not a number of bytes; e.g. {MAX_IMAGE_BYTES_ENV}={16 * 2**30}.") from None
+    if value <= 0:
+        raise ConfigurationError(f"{MAX_IMAGE_BYTES_ENV}={raw!r} must be a positive number of bytes.")
+    return value

@@ -81,6 +81,9 @@ def read_series(folder: str | Path):
         series, files = _series_files(p)
         if not series:
             raise ImageError(f"{p} is a folder without a DICOM series.")
+        heads = _headers(files, sitk.ImageFileReader().GetImageIOFromFileName(files[0]))  # headers only, nothing decoded
+        if heads is not None and (problem := declared_size_problem(p, heads)) is not None:
+            raise ImageError(problem)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
         reader.MetaDataDictionaryArrayUpdateOn()  # each slice's position, for the gap check
@@ -315,6 +318,31 @@ def _ends_geometry(files: list[str], heads: list[_Header]) -> tuple[Any, ImageGe
     return two, geometry
 
 
+def declared_size_problem(folder: Path, heads: list[_Header]) -> str | None:
+    """Why the series is refused before any slice is decoded: its headers declare more voxel bytes than an image
+    may take (:func:`~lesionbench.benchmark.data._image_checks.max_image_bytes`); a compressed slice of a few kB
+    may declare gigabytes. None when within the bound."""
+    import SimpleITK as sitk
+
+    from lesionbench.benchmark.data._image_checks import MAX_IMAGE_BYTES_ENV, max_image_bytes
+
+    component: dict[int, int] = {}  # bytes per voxel component, per pixel type (one tiny image each)
+    total = 0
+    for h in heads:
+        if h.pixel_id not in component:
+            component[h.pixel_id] = int(sitk.Image([1, 1], h.pixel_id).GetSizeOfPixelComponent())
+        n = h.components * component[h.pixel_id]
+        for s in h.size:
+            n *= int(s)
+        total += n
+    if total <= max_image_bytes():
+        return None
+    big = max(heads, key=lambda h: int(np.prod(h.size, dtype=np.int64)))
+    return (f"the DICOM series in {folder} declares {total / 2**30:.1f} GiB of voxels in its slice headers (largest slice "
+            f"{' x '.join(str(s) for s in big.size)}), more than the {max_image_bytes() / 2**30:.1f} GiB an image may take "
+            f"({MAX_IMAGE_BYTES_ENV} raises the bound). A CT is a few hundred MiB: a header is damaged or crafted; re-export the series.")
+
+
 def series_header_problem(folder: str | Path) -> tuple[str | None, Any]:
     """(why the DICOM series in ``folder`` cannot be used, or None; its :class:`ImageGeometry` as the whole read
     would give it, or None) from the slice headers alone, for ``lesionbench validate``: the same position and
@@ -334,6 +362,8 @@ def series_header_problem(folder: str | Path) -> tuple[str | None, Any]:
         heads = _headers(files, io)
         if heads is None:
             return f"a slice header of the DICOM series in {p} could not be read. {read_fix('')}", None
+        if (why := declared_size_problem(p, heads)) is not None:
+            return why, None
         if any(h.components != 1 for h in heads):
             return f"{p} is not a scalar (grey-level) series: {heads[0].components} components per voxel. CT series are grey-level.", None
         if odd := [Path(f).name for f, h in zip(files, heads, strict=True) if h.size != heads[0].size or h.dimension != heads[0].dimension]:
@@ -373,7 +403,9 @@ def map_series(folder: str | Path) -> SeriesSlices | None:
         if io != "GDCMImageIO":
             return None
         heads = _headers(files, io)
-        if heads is None or not _regular(heads) or _tag_problem(p, files, heads) is not None:
+        if heads is None or declared_size_problem(p, heads) is not None:
+            return None  # the whole read reports it (before decoding anything)
+        if not _regular(heads) or _tag_problem(p, files, heads) is not None:
             return None  # the whole read refuses a series whose tags do not make one volume, naming the files
         if any(h.pixel_spacing != heads[0].pixel_spacing for h in heads) or undecoded_slices_problem(p, files) is not None:
             return None  # the whole read refuses it, naming the files

@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lesionbench.benchmark.data._image_checks import MAX_IMAGE_BYTES, MAX_IMAGE_BYTES_ENV, max_image_bytes  # noqa: F401 - their home before
 from lesionbench.benchmark.data.dicomslices import read_series
 from lesionbench.benchmark.errors import ConfigurationError, ImageError
 from lesionbench.benchmark.data.rawmap import MappedVolume, data_size_problem, map_image
@@ -72,26 +73,6 @@ def read_image(path: str | Path):
     if (problem := gzip_truncation_problem(p, image.GetNumberOfPixels() * image.GetSizeOfPixelComponent())) is not None:
         raise ImageError(problem)
     return image
-
-
-#: The environment variable that sets the largest image (decoded voxel bytes) :func:`read_image` reads.
-MAX_IMAGE_BYTES_ENV = "LESIONBENCH_MAX_IMAGE_BYTES"
-#: Default of that bound: 8 GiB, twice a 1024 x 1024 x 2000 int16 photon-counting CT.
-MAX_IMAGE_BYTES = 8 * 2**30
-
-
-def max_image_bytes() -> int:
-    """The largest decoded image :func:`read_image` accepts (``$LESIONBENCH_MAX_IMAGE_BYTES``, else 8 GiB)."""
-    raw = os.environ.get(MAX_IMAGE_BYTES_ENV, "").strip()
-    if not raw:
-        return MAX_IMAGE_BYTES
-    try:
-        value = int(float(raw))
-    except ValueError:
-        raise ConfigurationError(f"{MAX_IMAGE_BYTES_ENV}={raw!r} is not a number of bytes; e.g. {MAX_IMAGE_BYTES_ENV}={16 * 2**30}.") from None
-    if value <= 0:
-        raise ConfigurationError(f"{MAX_IMAGE_BYTES_ENV}={raw!r} must be a positive number of bytes.")
-    return value
 
 
 def file_identity(path: str | Path) -> str:
