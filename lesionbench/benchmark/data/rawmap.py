@@ -104,7 +104,9 @@ def _nifti_layout(path: Path) -> tuple[Path, int, str] | None:
     return path, int(vox_offset), order + _NIFTI_TYPES[datatype]
 
 
-def _meta_layout(path: Path) -> tuple[Path, int, str] | None:
+def _meta_header(path: Path) -> tuple[dict[str, str], re.Match[bytes]] | None:
+    """A MetaImage header's fields (lower-case keys) and its ``ElementDataFile`` line (the data follow it);
+    None without that line in the first 64 kB."""
     with path.open("rb") as f:
         head = f.read(1 << 16)  # the text header; the data follow the ElementDataFile line
     match = re.search(rb"^\s*ElementDataFile\s*=\s*([^\r\n]*?)\s*\r?\n", head, flags=re.MULTILINE)
@@ -115,6 +117,13 @@ def _meta_layout(path: Path) -> tuple[Path, int, str] | None:
         key, eq, value = line.partition("=")
         if eq:
             fields[key.strip().lower()] = value.strip()
+    return fields, match
+
+
+def _meta_layout(path: Path) -> tuple[Path, int, str] | None:
+    if (header := _meta_header(path)) is None:
+        return None
+    fields, match = header
     if fields.get("compresseddata", "False").lower() == "true" or fields.get("ndims") != "3":
         return None
     if fields.get("elementnumberofchannels", "1") != "1" or fields.get("elementtype") not in _META_TYPES:
@@ -275,16 +284,9 @@ def _data_extent(p: Path) -> tuple[Path, int, int] | None:
 
 
 def _meta_extent(p: Path) -> tuple[Path, int, int] | None:
-    with p.open("rb") as f:
-        head = f.read(1 << 16)
-    match = re.search(rb"^\s*ElementDataFile\s*=\s*([^\r\n]*?)\s*\r?\n", head, flags=re.MULTILINE)
-    if match is None:
+    if (header := _meta_header(p)) is None:
         return None
-    fields = {}
-    for line in head[: match.start()].decode("latin-1").splitlines():
-        key, eq, value = line.partition("=")
-        if eq:
-            fields[key.strip().lower()] = value.strip()
+    fields, match = header
     if fields.get("compresseddata", "False").lower() == "true" or fields.get("elementtype") not in _META_TYPES:
         return None
     dims = [int(v) for v in fields.get("dimsize", "").split()]
