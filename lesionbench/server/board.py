@@ -109,11 +109,15 @@ class Boards:
     def fresh(self, phase_id: int, part: str, *, fmt: str) -> bytes | None:
         """The public board's ``fmt`` bytes when they are in memory and were checked against the database less
         than :data:`FRESH_S` ago (what :meth:`rendered` would serve without asking it); None otherwise."""
-        key = (phase_id, part)
+        hit = self._fresh_hit((phase_id, part))
+        return None if hit is None else hit[2].get(fmt)
+
+    def _fresh_hit(self, key: tuple[int, str]) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, bytes]] | None:
+        """The cached public board of ``key`` when it was checked against the database less than FRESH_S ago."""
         hit = self._cache.get(key)
-        if hit is None or part != "public" or hit[0][3] == "draft" or time.monotonic() - self._checked.get(key, -1e9) >= FRESH_S:
-            return None
-        return hit[2].get(fmt)
+        if hit is not None and key[1] == "public" and hit[0][3] != "draft" and time.monotonic() - self._checked.get(key, -1e9) < FRESH_S:
+            return hit
+        return None
 
     def rendered(self, phase_id: int, part: str, *, organiser: bool, fmt: str) -> bytes:
         """The board as ``json``, ``csv`` or ``html`` bytes, made once per board state and served from memory."""
@@ -136,10 +140,10 @@ class Boards:
         if part not in PARTS:
             raise NotFound(f"no board part {part!r}: public or private")
         key = (phase_id, part)
-        hit = self._cache.get(key)
         # a public board checked less than FRESH_S ago is served without asking the database
-        if hit is not None and part == "public" and hit[0][3] != "draft" and time.monotonic() - self._checked.get(key, -1e9) < FRESH_S:
-            return hit
+        if (fresh := self._fresh_hit(key)) is not None:
+            return fresh
+        hit = self._cache.get(key)
         with self.db.session() as s:
             phase = s.get(Phase, phase_id)
             if phase is None or (phase.state == "draft" and not organiser):
