@@ -87,16 +87,11 @@ def sanity_cases(meta: Any, manifest: Any, n_patients: int = SANITY_PATIENTS) ->
 
     import numpy as np
 
-    from lesionbench.benchmark.scoring.endpoints import two_year_label
-    from lesionbench.benchmark.types import TaskKind
+    from lesionbench.leaderboard.submissions.submit import outcome_strata
 
     test = manifest[manifest["split"] == "test"].sort_values("lesion_id", kind="stable")  # the choice ignores row order
     first = test.groupby("patient_id", sort=True).first()  # a patient's stratum: its first lesion's
-    if meta.kind is TaskKind.SURVIVAL:
-        lab = two_year_label(first["time"].to_numpy(dtype=float), first["event"].to_numpy(dtype=float))
-        strata = np.where(np.isnan(lab), 2, lab).astype(int)
-    else:
-        strata = first["label"].to_numpy(dtype=float).astype(int)
+    strata = outcome_strata(meta, first)
     seed = int.from_bytes(hashlib.sha256(f"sanity:{meta.name}:{meta.version}".encode()).digest()[:8], "little")
     rng = np.random.default_rng(seed)
     queues = [list(rng.permutation(first.index[strata == k].astype(str).to_numpy())) for k in np.unique(strata)]

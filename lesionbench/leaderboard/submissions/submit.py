@@ -68,6 +68,15 @@ def _division_seed(meta: TaskMeta) -> int:
     return int.from_bytes(hashlib.sha256(f"lesionbench-public-private:{meta.name}:{meta.version}".encode()).digest()[:4], "big")
 
 
+def outcome_strata(meta: TaskMeta, rows: pd.DataFrame) -> np.ndarray:
+    """The stratum of each row for stratified draws of test cases: its class, or for survival its 2-year
+    outcome (event by 2 years 1, followed past them 0, censored earlier 2)."""
+    if meta.kind is TaskKind.SURVIVAL:
+        lab = two_year_label(rows["time"].to_numpy(dtype=float), rows["event"].to_numpy(dtype=float))
+        return np.where(np.isnan(lab), 2, lab).astype(int)
+    return rows["label"].to_numpy(dtype=float).astype(int)
+
+
 def public_private_split(meta: TaskMeta, manifest: pd.DataFrame) -> pd.Series:
     """True for test lesions in the public part, False for the private part (indexed by lesion_id).
 
@@ -78,11 +87,7 @@ def public_private_split(meta: TaskMeta, manifest: pd.DataFrame) -> pd.Series:
     test = manifest[manifest["split"] == "test"].reset_index(drop=True)
     if len(test) < 4 or test["patient_id"].nunique() < 2:
         raise ConfigurationError(f"Task {meta.name!r} has {len(test)} test lesions from {test['patient_id'].nunique()} patients; a public/private division needs at least 4 lesions from 2 patients.")
-    if meta.kind is TaskKind.SURVIVAL:
-        lab = two_year_label(test["time"].to_numpy(dtype=float), test["event"].to_numpy(dtype=float))
-        strata = np.where(np.isnan(lab), 2, lab).astype(int)
-    else:
-        strata = test["label"].to_numpy(dtype=float).astype(int)
+    strata = outcome_strata(meta, test)
     if np.bincount(np.unique(strata, return_inverse=True)[1]).max() < 2:
         # every class occurs once (a tiny test split of a multiclass task): nothing to stratify, and
         # scikit-learn refuses; the division is then grouped by patient alone
