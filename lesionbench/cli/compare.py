@@ -42,22 +42,14 @@ _P_HEADER = {"two-sided": "p (A!=B)", "greater": "p (A>B)", "less": "p (A<B)"}
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from lesionbench.api import compare
     from lesionbench.benchmark.encoders.plugins import get_task
-    from lesionbench.benchmark.scoring.scorer import compare_saved
 
     # the saved predictions hold no labels (the results folder is public): the task's manifest has them
     labels = lambda: get_task(args.task, data_dir=args.data_dir).manifest()  # noqa: E731 - read once the results are found
-    if args.seed == "all":
-        from lesionbench.api import compare
-
-        table = compare(args.task, args.encoder_a, args.encoder_b, results=args.results, fraction=args.fraction, seed=None, probe=args.probe,
-                        n_boot=args.n_boot, n_perm=args.n_perm, alternative=args.alternative, version=args.task_version, labels=labels)  # fmt: skip
-        blocks = [(int(seed), list(group.itertuples(index=False))) for seed, group in table.groupby("seed", sort=True)]
-    else:
-        blocks = [(args.seed, compare_saved(
-            args.results, args.task, args.encoder_a, args.encoder_b, fraction=args.fraction, seed=args.seed, probe=args.probe,
-            n_boot=args.n_boot, n_perm=args.n_perm, version=args.task_version, alternative=args.alternative, labels=labels,
-        ))]  # fmt: skip
+    table = compare(args.task, args.encoder_a, args.encoder_b, results=args.results, fraction=args.fraction, seed=None if args.seed == "all" else args.seed,
+                    probe=args.probe, n_boot=args.n_boot, n_perm=args.n_perm, alternative=args.alternative, version=args.task_version, labels=labels)  # fmt: skip
+    blocks = [(int(seed), list(group.itertuples(index=False))) for seed, group in table.groupby("seed", sort=True)] if len(table) else [(args.seed, [])]
     for seed, rows in blocks:
         sys.stdout.write(
             f"{args.task}: {args.encoder_a} (A) vs {args.encoder_b} (B), fraction {args.fraction:g}, seed {seed}, "
