@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from lesionbench.cli._common import add_cache_dir, add_data_dir, add_encoder_options, add_results_dir, add_tracking_options, finite_number, whole_number
+from lesionbench.cli._common import add_cache_dir, add_data_dir, add_encoder_options, add_results_dir, add_tracking_options, finite_number, get_encoder, whole_number
 
 
 def add_robustness(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def add_robustness(sub: argparse._SubParsersAction) -> None:
         "Writes <results>/<task>/<version>/<encoder>/robustness.json and one MLflow run.",
     )
     p.add_argument("--task", help="task name (see `lesionbench tasks list`); leave out with --retest-manifest for feature stability only")
-    add_encoder_options(p, variants=False)
+    add_encoder_options(p)
     add_data_dir(p)
     p.add_argument("--perturb", default="shift,rotate,spacing,noise",
                    help="comma-separated perturbations out of shift, rotate, spacing, noise, retest")  # fmt: skip
@@ -43,11 +43,11 @@ def add_robustness(sub: argparse._SubParsersAction) -> None:
 def cmd_robustness(args: argparse.Namespace) -> int:
     from lesionbench.benchmark.errors import ConfigurationError
     from lesionbench.benchmark.robustness.perturb import PerturbationSettings
-    from lesionbench.benchmark.encoders.plugins import get_encoder, get_task
+    from lesionbench.benchmark.encoders.plugins import get_task
     from lesionbench.benchmark.robustness.retest import evaluate_retest
     from lesionbench.benchmark.robustness import evaluate_robustness, log_robustness, robustness_path
 
-    encoder = get_encoder(args.encoder, weights=args.weights)
+    encoder = get_encoder(args)  # --weights, and the zoo's --recipe / --random-init as `run` takes them
     if args.task is None:
         if args.retest_manifest is None:
             raise ConfigurationError("Give --task (perturbations of its test lesions) or --retest-manifest (test-retest pairs), or both.")
